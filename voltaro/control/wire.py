@@ -1,0 +1,206 @@
+"""The control socket's wire format: newline-delimited JSON, stdlib only.
+
+This module is the whole contract between the server and its clients (the Textual
+console and ``voltaro ctl``); the console imports nothing else from the server.
+
+Frames (one JSON object per line, UTF-8):
+
+client -> server
+    {"type": "request", "id": 7, "op": "chargers.show", "args": {"charger_id": "CP-1"}}
+
+server -> client
+    {"type": "hello", "protocol": 1, "server_version": "0.1.0", "user": "alice",
+     "role": "operator"}                                  (first frame on every connection)
+    {"type": "response", "id": 7, "ok": true, "result": {...}}
+    {"type": "response", "id": 7, "ok": false, "error": {"code": "offline", "message": "..."}}
+    {"type": "event", "seq": 42, "event": "connector.status", "at": "2025-...Z", "data": {...}}
+    {"type": "resync", "reason": "..."}   (events were dropped: re-read state, then go on)
+
+Ops, their arguments and results are listed in OPS and documented in docs/control.md.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+PROTOCOL_VERSION = 1
+MAX_REQUEST_BYTES = 64 * 1024
+
+
+class Role(StrEnum):
+    VIEWER = "viewer"
+    OPERATOR = "operator"
+    ADMIN = "admin"
+
+    @property
+    def rank(self) -> int:
+        return {"viewer": 0, "operator": 1, "admin": 2}[self.value]
+
+    def allows(self, needed: Role) -> bool:
+        return self.rank >= needed.rank
+
+
+class ErrorCode(StrEnum):
+    BAD_REQUEST = "bad_request"  # malformed frame or unknown op
+    BAD_ARGUMENTS = "bad_arguments"
+    FORBIDDEN = "forbidden"
+    NOT_FOUND = "not_found"  # unknown charger, tag or transaction
+    CONFLICT = "conflict"  # already exists
+    UNKNOWN_CHARGER = "unknown_charger"
+    OFFLINE = "offline"
+    NOT_ALLOWED = "not_allowed"
+    TIMEOUT = "timeout"
+    CALL_ERROR = "call_error"
+    DISCONNECTED = "disconnected"
+    INTERNAL = "internal"
+
+
+# op -> the least role allowed to run it. "command" is checked per action (COMMAND_ROLES).
+OPS: dict[str, Role] = {
+    "status": Role.VIEWER,
+    "subscribe": Role.VIEWER,  # args: {"frames": bool}
+    "unsubscribe": Role.VIEWER,
+    "chargers.list": Role.VIEWER,
+    "chargers.show": Role.VIEWER,  # args: {"charger_id"}
+    "chargers.frames": Role.VIEWER,  # args: {"charger_id", "limit"?, "action"?}
+    "chargers.add": Role.ADMIN,  # args: {"charger_id", "password"?, "allow_no_subprotocol"?}
+    "chargers.remove": Role.ADMIN,
+    "chargers.accept": Role.OPERATOR,
+    "chargers.reject": Role.OPERATOR,
+    "tags.list": Role.VIEWER,
+    "tags.add": Role.OPERATOR,  # args: {"id_tag", "status"?, "expiry"?, "parent"?}
+    "tags.block": Role.OPERATOR,
+    "tags.remove": Role.ADMIN,
+    "transactions.list": Role.VIEWER,  # args: {"active"?, "charger_id"?, "limit"?}
+    "transactions.show": Role.VIEWER,  # args: {"transaction_id"}
+    "command": Role.OPERATOR,  # args: {"charger_id", "action", "args": {...}}
+}
+
+# OCPP action -> the least role allowed to send it. Hard reset needs admin (args.type).
+COMMAND_ROLES: dict[str, Role] = {
+    "RemoteStartTransaction": Role.OPERATOR,
+    "RemoteStopTransaction": Role.OPERATOR,
+    "ChangeAvailability": Role.OPERATOR,
+    "Reset": Role.OPERATOR,  # Hard: ADMIN, see command_role()
+    "UnlockConnector": Role.OPERATOR,
+    "ChangeConfiguration": Role.ADMIN,
+    "GetConfiguration": Role.OPERATOR,
+    "ClearCache": Role.OPERATOR,
+    "DataTransfer": Role.OPERATOR,
+    "TriggerMessage": Role.OPERATOR,
+}
+
+
+def command_role(action: str, args: dict[str, Any]) -> Role | None:
+    """The least role for a command, or None for an unknown action."""
+    if action == "Reset" and str(args.get("type", "Soft")).lower() == "hard":
+        return Role.ADMIN
+    return COMMAND_ROLES.get(action)
+
+
+class Event(StrEnum):
+    CHARGER_CONNECTED = "charger.connected"  # {charger_id, remote}
+    CHARGER_DISCONNECTED = "charger.disconnected"  # {charger_id, reason}
+    CHARGER_BOOT = "charger.boot"  # {charger_id, status, vendor, model, firmware_version}
+    CHARGER_UPDATED = "charger.updated"  # {charger_id, registration} (added/accepted/...)
+    CHARGER_REMOVED = "charger.removed"  # {charger_id}
+    CONNECTOR_STATUS = "connector.status"  # {charger_id, connector_id, status, error_code,
+    #                                         info, vendor_error_code, at}
+    TRANSACTION_STARTED = "transaction.started"  # {transaction_id, charger_id, connector_id,
+    #                                              id_tag, id_tag_status, meter_start, start_time}
+    TRANSACTION_STOPPED = "transaction.stopped"  # {transaction_id, charger_id, connector_id,
+    #                                              meter_stop, energy_wh, reason, stop_time}
+    METER_VALUES = "meter.values"  # {charger_id, connector_id, transaction_id, energy_wh,
+    #                                 power_w, current_a, voltage_v, soc, at}
+    COMMAND_RESULT = "command.result"  # {charger_id, action, ok, status?, error?, user}
+    FRAME = "frame"  # {charger_id, direction, action, unique_id, payload, at}
+    TAG_UPDATED = "tag.updated"  # {id_tag, status}
+
+
+class WireError(ValueError):
+    """A frame that does not follow this format."""
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    id: int | str
+    op: str
+    args: dict[str, Any] = field(default_factory=dict)
+
+
+def encode(frame: dict[str, Any]) -> bytes:
+    """One frame as a JSON line (compact, UTF-8, newline-terminated)."""
+    return json.dumps(frame, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+
+
+def decode(line: bytes | str) -> dict[str, Any]:
+    """Parse one line into a frame object.
+
+    Raises:
+        WireError: not JSON, not an object, or without a string ``type``.
+    """
+    try:
+        frame = json.loads(line)
+    except (ValueError, RecursionError) as exc:
+        raise WireError(f"not JSON: {exc}") from None
+    if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
+        raise WireError("a frame must be a JSON object with a string 'type'")
+    return frame
+
+
+def request(id: int | str, op: str, args: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"type": "request", "id": id, "op": op, "args": args or {}}
+
+
+def parse_request(frame: dict[str, Any]) -> Request:
+    """Validate a request frame's shape (not its arguments).
+
+    Raises:
+        WireError: not a request, bad id, unknown op or args not an object.
+    """
+    if frame.get("type") != "request":
+        raise WireError("expected a frame of type 'request'")
+    rid = frame.get("id")
+    if isinstance(rid, bool) or not isinstance(rid, int | str):
+        raise WireError("a request needs an 'id' (integer or string)")
+    op = frame.get("op")
+    if not isinstance(op, str) or op not in OPS:
+        raise WireError(f"unknown op {op!r}")
+    args = frame.get("args", {})
+    if not isinstance(args, dict):
+        raise WireError("'args' must be an object")
+    return Request(id=rid, op=op, args=args)
+
+
+def hello(*, server_version: str, user: str, role: Role) -> dict[str, Any]:
+    return {
+        "type": "hello",
+        "protocol": PROTOCOL_VERSION,
+        "server_version": server_version,
+        "user": user,
+        "role": role.value,
+    }
+
+
+def ok(rid: int | str | None, result: Any) -> dict[str, Any]:
+    return {"type": "response", "id": rid, "ok": True, "result": result}
+
+
+def error(rid: int | str | None, code: ErrorCode | str, message: str) -> dict[str, Any]:
+    return {
+        "type": "response",
+        "id": rid,
+        "ok": False,
+        "error": {"code": str(code), "message": message},
+    }
+
+
+def event(seq: int, name: Event | str, at: str, data: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "event", "seq": seq, "event": str(name), "at": at, "data": data}
+
+
+def resync(reason: str) -> dict[str, Any]:
+    return {"type": "resync", "reason": reason}

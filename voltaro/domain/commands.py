@@ -1,0 +1,259 @@
+"""Operator commands to chargers: their arguments, the checks made before anything is
+sent, and the outcome. Pure: the protocol layer turns a command into an OCPP CALL and
+the service layer routes it to the charger's live connection.
+
+Limits come from the OCPP 1.6 schemas (CiString20 idTag, CiString50 key, CiString500
+value) and the rules from OCPP 1.6 §4.2 (nothing but configuration while Pending) and
+errata 3.40 (no TriggerMessage BootNotification after an Accepted boot).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from voltaro.domain.model import Availability, RegistrationStatus
+
+
+class CommandErrorCode(StrEnum):
+    BAD_ARGUMENTS = "bad_arguments"  # nothing was sent
+    UNKNOWN_CHARGER = "unknown_charger"
+    OFFLINE = "offline"
+    NOT_ALLOWED = "not_allowed"  # the spec forbids it in the charger's current state
+    FORBIDDEN = "forbidden"  # the caller's role may not run it
+    TIMEOUT = "timeout"  # the charger did not answer in time
+    CALL_ERROR = "call_error"  # the charger answered with a CALLERROR
+    DISCONNECTED = "disconnected"  # the connection dropped while we waited
+    INTERNAL = "internal"
+
+
+class CommandError(Exception):
+    """A command that was not carried out; ``code`` says why, the message says it plainly."""
+
+    def __init__(self, code: CommandErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class ResetType(StrEnum):
+    SOFT = "Soft"
+    HARD = "Hard"
+
+
+class TriggerableMessage(StrEnum):
+    """MessageTrigger (OCPP 1.6 §7.38)."""
+
+    BOOT_NOTIFICATION = "BootNotification"
+    DIAGNOSTICS_STATUS_NOTIFICATION = "DiagnosticsStatusNotification"
+    FIRMWARE_STATUS_NOTIFICATION = "FirmwareStatusNotification"
+    HEARTBEAT = "Heartbeat"
+    METER_VALUES = "MeterValues"
+    STATUS_NOTIFICATION = "StatusNotification"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RemoteStart:
+    id_tag: str
+    connector_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RemoteStop:
+    transaction_id: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChangeAvailability:
+    connector_id: int
+    type: Availability
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Reset:
+    type: ResetType = ResetType.SOFT
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UnlockConnector:
+    connector_id: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChangeConfiguration:
+    key: str
+    value: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GetConfiguration:
+    keys: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClearCache:
+    pass
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DataTransfer:
+    vendor_id: str
+    message_id: str | None = None
+    data: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TriggerMessage:
+    requested_message: TriggerableMessage
+    connector_id: int | None = None
+
+
+Command = (
+    RemoteStart
+    | RemoteStop
+    | ChangeAvailability
+    | Reset
+    | UnlockConnector
+    | ChangeConfiguration
+    | GetConfiguration
+    | ClearCache
+    | DataTransfer
+    | TriggerMessage
+)
+
+# The OCPP action each command becomes, also its name on the control socket and the API.
+ACTION_OF: dict[type[Any], str] = {
+    RemoteStart: "RemoteStartTransaction",
+    RemoteStop: "RemoteStopTransaction",
+    ChangeAvailability: "ChangeAvailability",
+    Reset: "Reset",
+    UnlockConnector: "UnlockConnector",
+    ChangeConfiguration: "ChangeConfiguration",
+    GetConfiguration: "GetConfiguration",
+    ClearCache: "ClearCache",
+    DataTransfer: "DataTransfer",
+    TriggerMessage: "TriggerMessage",
+}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConfigurationEntry:
+    key: str
+    readonly: bool
+    value: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CommandOutcome:
+    """The charger's answer. ``status`` is its status field (Accepted, Rejected, ...)."""
+
+    action: str
+    status: str
+    configuration: tuple[ConfigurationEntry, ...] = ()
+    unknown_keys: tuple[str, ...] = ()
+    data: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def _bad(message: str) -> CommandError:
+    return CommandError(CommandErrorCode.BAD_ARGUMENTS, message)
+
+
+def _check_text(name: str, value: str | None, limit: int, *, required: bool = True) -> None:
+    if value is None:
+        if required:
+            raise _bad(f"{name} is required")
+        return
+    if required and not value:
+        raise _bad(f"{name} must not be empty")
+    if len(value) > limit:
+        raise _bad(f"{name} is {len(value)} characters; OCPP 1.6 allows at most {limit}")
+    if not value.isprintable() or not value.isascii():
+        raise _bad(f"{name} must be printable ASCII (OCPP 1.6 CiString)")
+
+
+def _check_connector(value: int | None, *, minimum: int) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _bad("connector id must be an integer")
+    if value < minimum:
+        raise _bad(f"connector id must be at least {minimum}")
+
+
+def validate(command: Command) -> None:
+    """Check a command's arguments against the OCPP 1.6 schemas before anything is sent.
+
+    Raises:
+        CommandError: with code BAD_ARGUMENTS and a one-line reason.
+    """
+    match command:
+        case RemoteStart(id_tag=tag, connector_id=cid):
+            _check_text("id tag", tag, 20)
+            _check_connector(cid, minimum=1)
+        case RemoteStop(transaction_id=tx):
+            if isinstance(tx, bool) or not isinstance(tx, int):
+                raise _bad("transaction id must be an integer")
+        case ChangeAvailability(connector_id=cid, type=kind):
+            _check_connector(cid, minimum=0)
+            if kind not in tuple(Availability):
+                raise _bad("availability must be Operative or Inoperative")
+        case Reset(type=kind):
+            if kind not in tuple(ResetType):
+                raise _bad("reset type must be Soft or Hard")
+        case UnlockConnector(connector_id=cid):
+            _check_connector(cid, minimum=1)
+        case ChangeConfiguration(key=key, value=value):
+            _check_text("configuration key", key, 50)
+            if value is None or len(value) > 500:
+                raise _bad("configuration value must be a string of at most 500 characters")
+        case GetConfiguration(keys=keys):
+            for key in keys:
+                _check_text("configuration key", key, 50)
+        case ClearCache():
+            pass
+        case DataTransfer(vendor_id=vendor, message_id=message_id):
+            _check_text("vendor id", vendor, 255)
+            _check_text("message id", message_id, 50, required=False)
+        case TriggerMessage(requested_message=message, connector_id=cid):
+            if message not in tuple(TriggerableMessage):
+                raise _bad(
+                    "message must be one of " + ", ".join(m.value for m in TriggerableMessage)
+                )
+            _check_connector(cid, minimum=0)
+
+
+def check_allowed(command: Command, registration: RegistrationStatus) -> None:
+    """Apply the spec's rules on what may be sent in the charger's registration state.
+
+    - Pending: the Central System SHALL NOT send RemoteStart/RemoteStopTransaction
+      (OCPP 1.6 §4.2); configuration and information requests are fine.
+    - Rejected: the Central System SHOULD NOT initiate any message (§4.2).
+    - Accepted: no TriggerMessage(BootNotification) until the charger boots again
+      (errata 3.40, R42).
+
+    Raises:
+        CommandError: with code NOT_ALLOWED.
+    """
+    action = ACTION_OF[type(command)]
+    if registration is RegistrationStatus.REJECTED:
+        raise CommandError(
+            CommandErrorCode.NOT_ALLOWED,
+            f"{action} not sent: the charger's registration is Rejected (OCPP 1.6 §4.2)",
+        )
+    if registration is RegistrationStatus.PENDING and isinstance(command, RemoteStart | RemoteStop):
+        raise CommandError(
+            CommandErrorCode.NOT_ALLOWED,
+            f"{action} not sent: the charger is Pending (OCPP 1.6 §4.2)",
+        )
+    if (
+        registration is RegistrationStatus.ACCEPTED
+        and isinstance(command, TriggerMessage)
+        and command.requested_message is TriggerableMessage.BOOT_NOTIFICATION
+    ):
+        raise CommandError(
+            CommandErrorCode.NOT_ALLOWED,
+            "TriggerMessage BootNotification not sent: the charger's boot was already "
+            "Accepted (OCPP 1.6 errata 3.40)",
+        )

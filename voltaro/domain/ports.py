@@ -1,0 +1,75 @@
+"""The seams between the protocol layer and the rest of the server, as Protocols.
+
+The OCPP handlers (voltaro.protocol) know only these interfaces; the service layer
+implements them with the store and the event hub, and tests can fake them.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Protocol
+
+from voltaro.domain.commands import Command, CommandOutcome
+from voltaro.domain.model import (
+    BootDecision,
+    BootRequest,
+    DataTransferRequest,
+    DataTransferResult,
+    FrameRecord,
+    IdTagInfo,
+    MeterValuesRequest,
+    StartTransactionRequest,
+    StartTransactionResult,
+    StatusNotificationRequest,
+    StopTransactionRequest,
+    StopTransactionResult,
+)
+
+
+class StorageUnavailable(Exception):
+    """The database could not take a write in time; the charger must retry later.
+
+    The protocol layer answers the CALL with a CALLERROR (InternalError) so that the
+    charger keeps the message queued (OCPP 1.6 §3.7.1) instead of losing it.
+    """
+
+
+class ChargerBackend(Protocol):
+    """Everything one charger connection's handlers need. One instance per connection."""
+
+    async def boot_notification(self, request: BootRequest) -> BootDecision: ...
+
+    async def heartbeat(self, charger_id: str, received_at: datetime) -> None: ...
+
+    async def authorize(self, charger_id: str, id_tag: str, received_at: datetime) -> IdTagInfo: ...
+
+    async def start_transaction(
+        self, request: StartTransactionRequest
+    ) -> StartTransactionResult: ...
+
+    async def stop_transaction(self, request: StopTransactionRequest) -> StopTransactionResult: ...
+
+    async def meter_values(self, request: MeterValuesRequest) -> None: ...
+
+    async def status_notification(self, request: StatusNotificationRequest) -> None: ...
+
+    async def data_transfer(self, request: DataTransferRequest) -> DataTransferResult: ...
+
+    def record_frame(self, frame: FrameRecord) -> None:
+        """Queue a raw frame for the frame log and the live feed. Must not block."""
+
+
+class ChargerLink(Protocol):
+    """A live connection to one charger, as the command layer sees it."""
+
+    charger_id: str
+
+    async def send_command(self, command: Command) -> CommandOutcome:
+        """Send one command and wait for the answer.
+
+        Raises:
+            CommandError: TIMEOUT, CALL_ERROR or DISCONNECTED.
+        """
+        ...
+
+    async def close(self, code: int = 1000, reason: str = "") -> None: ...

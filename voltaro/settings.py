@@ -1,0 +1,280 @@
+"""One frozen settings object, loaded once: defaults < TOML file < VOLTARO_* env < flags.
+
+Every setting has one name used everywhere: the dataclass field, the TOML key, the
+environment variable (``VOLTARO_`` + upper case) and the CLI flag (``--`` + dashes).
+A bad value raises :class:`SettingsError` naming the setting; the CLI prints it as one
+line and exits non-zero.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "VOLTARO_"
+
+
+class SettingsError(ValueError):
+    """A setting has a value we cannot use; the message names the setting."""
+
+
+class UnknownChargers(StrEnum):
+    """What to do with a charge point id that is not registered (see docs/operations.md)."""
+
+    REJECT = "reject"  # HTTP 404 at the handshake (OCPP-J 1.6 §3.2, errata 3.68)
+    PENDING = "pending"  # register it and answer BootNotification Pending until accepted
+    ACCEPT = "accept"  # register and accept (lab and test benches only)
+
+
+class ApiScope(StrEnum):
+    READ = "read"
+    OPERATE = "operate"
+
+
+@dataclass(frozen=True, slots=True)
+class ApiToken:
+    token: str
+    scope: ApiScope
+    name: str = ""
+
+
+def default_control_socket() -> str:
+    """The control socket lives in a runtime directory owned by the service user."""
+    if os.geteuid() == 0:
+        return "/run/voltaro/control.sock"
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime:
+        return str(Path(runtime) / "voltaro" / "control.sock")
+    return f"/tmp/voltaro-{os.geteuid()}/control.sock"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    # --- OCPP listener -------------------------------------------------------------
+    host: str = "0.0.0.0"
+    port: int = 9000
+    unknown_chargers: UnknownChargers = UnknownChargers.REJECT
+    # Accept a WebSocket upgrade without Sec-WebSocket-Protocol for every charger
+    # (quirk Q1); per-charger opt-in is the charger's allow_no_subprotocol flag.
+    allow_missing_subprotocol: bool = False
+    max_message_size: int = 65536
+    handshake_timeout: float = 10.0
+    ping_interval: float = 60.0  # 0 disables server pings
+    ping_timeout: float = 30.0
+    max_connections: int = 20000
+    call_timeout: float = 30.0  # how long we wait for a charger to answer our CALL
+    heartbeat_interval: int = 300  # BootNotification.conf interval when Accepted
+    boot_retry_interval: int = 60  # BootNotification.conf interval when Pending/Rejected
+    allow_concurrent_tx: bool = False  # False: ConcurrentTx for a tag already charging
+    # --- Database ------------------------------------------------------------------
+    database_url: str = "sqlite:///voltaro.db"
+    db_pool_size: int = 8
+    db_retry_seconds: float = 5.0  # retry window for transaction messages before CALLERROR
+    frame_log: bool = True
+    frame_log_retention_days: int = 30
+    # --- DataTransfer from chargers: vendorId -> accepted messageIds ("*" = any) ---
+    data_transfer_vendors: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # --- Control socket (console and `voltaro ctl`) ---------------------------------
+    control_socket: str = field(default_factory=default_control_socket)
+    control_max_clients: int = 32
+    control_queue_size: int = 1024
+    viewer_groups: tuple[str, ...] = ("voltaro-view",)
+    operator_groups: tuple[str, ...] = ("voltaro-ops",)
+    admin_groups: tuple[str, ...] = ("voltaro-admin",)
+    # --- HTTP API ------------------------------------------------------------------
+    http_enabled: bool = True
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+    api_tokens: tuple[ApiToken, ...] = ()
+    # --- Process -------------------------------------------------------------------
+    log_level: str = "INFO"
+    shutdown_grace: float = 5.0
+
+
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _coerce(name: str, kind: Any, raw: object) -> object:
+    """Turn a TOML/env/flag value into the field's type, or raise naming the setting."""
+    try:
+        if kind in (bool, "bool"):
+            if isinstance(raw, bool):
+                return raw
+            text = str(raw).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(f"expected true or false, got {raw!r}")
+        if kind in (int, "int"):
+            if isinstance(raw, bool):
+                raise ValueError(f"expected an integer, got {raw!r}")
+            return int(str(raw).strip()) if not isinstance(raw, int) else raw
+        if kind in (float, "float"):
+            if isinstance(raw, bool):
+                raise ValueError(f"expected a number, got {raw!r}")
+            return float(raw) if isinstance(raw, int | float) else float(str(raw).strip())
+        if kind in (str, "str"):
+            if not isinstance(raw, str):
+                raise ValueError(f"expected a string, got {raw!r}")
+            return raw
+        if kind in ("UnknownChargers",):
+            return UnknownChargers(str(raw).strip().lower())
+        if kind in ("tuple[str, ...]",):
+            if isinstance(raw, str):
+                return tuple(p.strip() for p in raw.split(",") if p.strip())
+            if isinstance(raw, list | tuple) and all(isinstance(x, str) for x in raw):
+                return tuple(raw)
+            raise ValueError(f"expected a list of strings, got {raw!r}")
+        if kind in ("Mapping[str, tuple[str, ...]]",):
+            return _vendors(raw)
+        if kind in ("tuple[ApiToken, ...]",):
+            return _tokens(raw)
+    except ValueError as exc:
+        raise SettingsError(f"setting {name}: {exc}") from None
+    raise SettingsError(f"setting {name}: unsupported type {kind!r}")
+
+
+def _vendors(raw: object) -> Mapping[str, tuple[str, ...]]:
+    # TOML: [data_transfer_vendors] com.acme = ["Ping", "Stats"]   env: "com.acme:Ping|Stats,x:*"
+    if isinstance(raw, str):
+        out: dict[str, tuple[str, ...]] = {}
+        for part in filter(None, (p.strip() for p in raw.split(","))):
+            vendor, _, ids = part.partition(":")
+            out[vendor.strip()] = tuple(i for i in ids.split("|") if i) or ("*",)
+        return out
+    if isinstance(raw, Mapping):
+        result: dict[str, tuple[str, ...]] = {}
+        for vendor, ids in raw.items():
+            if not isinstance(ids, list | tuple) or not all(isinstance(i, str) for i in ids):
+                raise ValueError(f"vendor {vendor!r} needs a list of message ids")
+            result[str(vendor)] = tuple(ids) or ("*",)
+        return result
+    raise ValueError(f"expected a table of vendorId = [messageIds], got {raw!r}")
+
+
+def _tokens(raw: object) -> tuple[ApiToken, ...]:
+    # TOML: api_tokens = [{token = "...", scope = "read", name = "billing"}]
+    # env:  VOLTARO_API_TOKENS="read:TOKEN1,operate:TOKEN2"
+    items: list[ApiToken] = []
+    if isinstance(raw, str):
+        for part in filter(None, (p.strip() for p in raw.split(","))):
+            scope, sep, token = part.partition(":")
+            if not sep or not token:
+                raise ValueError("expected SCOPE:TOKEN pairs separated by commas")
+            items.append(ApiToken(token=token, scope=ApiScope(scope)))
+    elif isinstance(raw, list | tuple):
+        for entry in raw:
+            if isinstance(entry, ApiToken):
+                items.append(entry)
+                continue
+            if not isinstance(entry, Mapping) or "token" not in entry:
+                raise ValueError("each API token needs a token and a scope")
+            items.append(
+                ApiToken(
+                    token=str(entry["token"]),
+                    scope=ApiScope(str(entry.get("scope", "read"))),
+                    name=str(entry.get("name", "")),
+                )
+            )
+    else:
+        raise ValueError(f"expected a list of tokens, got {raw!r}")
+    for item in items:
+        if len(item.token) < 16:
+            raise ValueError("API tokens must be at least 16 characters long")
+    return tuple(items)
+
+
+def _validate(s: Settings) -> None:
+    def bad(name: str, why: str) -> SettingsError:
+        return SettingsError(f"setting {name}: {why}")
+
+    for name in ("port", "http_port"):
+        value = getattr(s, name)
+        if not 0 <= value <= 65535:
+            raise bad(name, f"{value} is not a TCP port (0-65535)")
+    if s.max_message_size < 1024:
+        raise bad("max_message_size", "must be at least 1024 bytes")
+    for name in ("handshake_timeout", "call_timeout", "ping_timeout", "shutdown_grace"):
+        if getattr(s, name) <= 0:
+            raise bad(name, "must be greater than 0")
+    for name in ("ping_interval", "db_retry_seconds"):
+        if getattr(s, name) < 0:
+            raise bad(name, "must not be negative")
+    for name in ("heartbeat_interval", "max_connections", "db_pool_size"):
+        if getattr(s, name) < 1:
+            raise bad(name, "must be at least 1")
+    if s.boot_retry_interval < 0 or s.frame_log_retention_days < 0:
+        raise bad("boot_retry_interval/frame_log_retention_days", "must not be negative")
+    if s.control_max_clients < 1 or s.control_queue_size < 16:
+        raise bad("control_max_clients/control_queue_size", "too small")
+    if s.log_level.upper() not in _LOG_LEVELS:
+        raise bad("log_level", f"{s.log_level!r} is not one of {', '.join(_LOG_LEVELS)}")
+    if not s.database_url.startswith(("sqlite://", "postgresql")):
+        raise bad("database_url", "must start with sqlite:// or postgresql://")
+    if len(s.control_socket.encode()) > 100:
+        raise bad("control_socket", "path too long for a Unix socket (max 100 bytes)")
+
+
+def _field_kinds() -> dict[str, Any]:
+    return {f.name: f.type for f in fields(Settings)}
+
+
+def load_settings(
+    *,
+    config_file: str | Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, object] | None = None,
+) -> Settings:
+    """Build the settings: defaults, then the TOML file, then VOLTARO_* variables, then flags.
+
+    Raises:
+        SettingsError: a file that cannot be read, an unknown key, or a bad value.
+    """
+    kinds = _field_kinds()
+    values: dict[str, object] = {}
+    env = os.environ if environ is None else environ
+    path = config_file or env.get(ENV_PREFIX + "CONFIG")
+    if path:
+        try:
+            with open(path, "rb") as fh:
+                data = tomllib.load(fh)
+        except OSError as exc:
+            raise SettingsError(f"setting config: cannot read {path}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise SettingsError(f"setting config: {path} is not valid TOML: {exc}") from None
+        section = data.get("voltaro", data)
+        if not isinstance(section, dict):
+            raise SettingsError("setting config: [voltaro] must be a table")
+        for key, raw in section.items():
+            if key not in kinds:
+                raise SettingsError(f"setting {key}: unknown setting in {path}")
+            values[key] = _coerce(key, kinds[key], raw)
+    for key, kind in kinds.items():
+        raw_env = env.get(ENV_PREFIX + key.upper())
+        if raw_env is not None:
+            values[key] = _coerce(key, kind, raw_env)
+    for key, raw in (overrides or {}).items():
+        if raw is None:
+            continue
+        if key not in kinds:
+            raise SettingsError(f"setting {key}: unknown setting")
+        values[key] = _coerce(key, kinds[key], raw)
+    if "log_level" in values:
+        values["log_level"] = str(values["log_level"]).upper()
+    settings = Settings(**values)  # type: ignore[arg-type]
+    _validate(settings)
+    return settings
+
+
+def replace(settings: Settings, **changes: object) -> Settings:
+    """A validated copy with some settings changed (tests and the composition root)."""
+    new = dataclasses.replace(settings, **changes)  # type: ignore[arg-type]
+    _validate(new)
+    return new
