@@ -1,0 +1,112 @@
+"""JSON-ready views of domain records: the shapes the control socket and the HTTP API
+return and the console reads. One definition, so both interfaces agree."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from voltaro.domain.commands import CommandOutcome
+from voltaro.domain.model import Charger, Connector, IdTag, MeterValue, Transaction
+from voltaro.domain.timestamps import format_utc
+
+
+def _ts(value: Any) -> str | None:
+    return format_utc(value) if value is not None else None
+
+
+def connector_view(c: Connector) -> dict[str, Any]:
+    return {
+        "connector_id": c.connector_id,
+        "status": c.status.value if c.status else None,
+        "error_code": c.error_code,
+        "info": c.info,
+        "vendor_id": c.vendor_id,
+        "vendor_error_code": c.vendor_error_code,
+        "availability": c.availability.value,
+        "status_at": _ts(c.status_at),
+    }
+
+
+def charger_view(ch: Charger) -> dict[str, Any]:
+    ident = ch.identity
+    return {
+        "charger_id": ch.charger_id,
+        "registration": ch.registration.value,
+        "connected": ch.connected,
+        "last_seen": _ts(ch.last_seen),
+        "last_boot": _ts(ch.last_boot),
+        "created_at": _ts(ch.created_at),
+        "vendor": ident.vendor if ident else None,
+        "model": ident.model if ident else None,
+        "serial_number": ident.serial_number if ident else None,
+        "charge_box_serial_number": ident.charge_box_serial_number if ident else None,
+        "firmware_version": ident.firmware_version if ident else None,
+        "iccid": ident.iccid if ident else None,
+        "imsi": ident.imsi if ident else None,
+        "meter_type": ident.meter_type if ident else None,
+        "meter_serial_number": ident.meter_serial_number if ident else None,
+        "has_password": ch.has_password,
+        "allow_no_subprotocol": ch.allow_no_subprotocol,
+        "connectors": [connector_view(c) for c in ch.connectors],
+    }
+
+
+def transaction_view(tx: Transaction) -> dict[str, Any]:
+    return {
+        "transaction_id": tx.transaction_id,
+        "charger_id": tx.charger_id,
+        "connector_id": tx.connector_id,
+        "id_tag": tx.id_tag,
+        "id_tag_status": tx.id_tag_status.value,
+        "state": tx.state.value,
+        "start_time": _ts(tx.start_time),
+        "stop_time": _ts(tx.stop_time),
+        "meter_start": tx.meter_start,
+        "meter_stop": tx.meter_stop,
+        "energy_wh": tx.energy_wh,
+        "stop_reason": tx.stop_reason.value if tx.stop_reason else None,
+        "stop_id_tag": tx.stop_id_tag,
+        "last_meter_wh": tx.last_meter_wh,
+        "last_power_w": tx.last_power_w,
+    }
+
+
+def meter_value_view(mv: MeterValue) -> dict[str, Any]:
+    return {
+        "timestamp": _ts(mv.timestamp),
+        "sampled_values": [
+            {
+                "value": sv.value,
+                "context": sv.context,
+                "format": sv.format,
+                "measurand": sv.measurand,
+                "phase": sv.phase,
+                "location": sv.location,
+                "unit": sv.unit,
+            }
+            for sv in mv.sampled_values
+        ],
+    }
+
+
+def tag_view(tag: IdTag) -> dict[str, Any]:
+    return {
+        "id_tag": tag.id_tag,
+        "status": tag.status.value,
+        "expiry_date": _ts(tag.expiry_date),
+        "parent_id_tag": tag.parent_id_tag,
+    }
+
+
+def outcome_view(outcome: CommandOutcome) -> dict[str, Any]:
+    view: dict[str, Any] = {"action": outcome.action, "status": outcome.status}
+    if outcome.configuration or outcome.action == "GetConfiguration":
+        view["configuration"] = [
+            {"key": e.key, "readonly": e.readonly, "value": e.value} for e in outcome.configuration
+        ]
+        view["unknown_keys"] = list(outcome.unknown_keys)
+    if outcome.data is not None:
+        view["data"] = outcome.data
+    if outcome.details:
+        view["details"] = outcome.details
+    return view
