@@ -1,0 +1,241 @@
+"""The composition root: builds every piece and owns the root nursery.
+
+Start order: database (migrations) -> event hub, registry, command service -> OCPP
+listener -> control socket -> HTTP API -> housekeeping. Each service is started with
+``await nursery.start(service.run)`` so that ``run`` only reports ready once everything
+listens; ``task_status.started`` hands back the bound addresses (tests bind port 0).
+
+Shutdown (SIGTERM / Ctrl-C, signalled through ``stop``): the listener refuses new
+chargers and closes every charger socket with 1001 going-away, waiting up to
+settings.shutdown_grace; database writes in flight finish because ``Database.run`` never
+abandons a worker thread on cancel; then the nursery is cancelled.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
+
+import trio
+
+from voltaro.domain.ports import ChargerBackend
+from voltaro.net.directory import ChargerDirectory, Connection, MemoryDirectory
+from voltaro.net.listener import OcppListener
+from voltaro.net.registry import Registry
+from voltaro.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class BoundAddresses:
+    """Where the running server listens (real ports even when 0 was asked for)."""
+
+    ocpp: list[tuple[str, int]]
+    control_socket: str | None = None
+    http: tuple[str, int] | None = None
+
+    @property
+    def ocpp_port(self) -> int:
+        return self.ocpp[0][1]
+
+
+@dataclass(slots=True)
+class Components:
+    """What ``run`` assembled: exposed for tests and for the HTTP API / control server."""
+
+    settings: Settings
+    registry: Registry
+    listener: OcppListener
+    database: Any = None
+    hub: Any = None
+    commands: Any = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+def _optional(module: str) -> ModuleType | None:
+    """A piece another engineer delivers; None until it has landed in the tree."""
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name and module.startswith(exc.name):
+            return None
+        raise
+
+
+def upgrade_database(settings: Settings) -> None:
+    """``voltaro db upgrade``: bring the database to the current schema."""
+    db_module = _optional("voltaro.store.db")
+    if db_module is None:
+        raise SystemExit("voltaro: the store package is not installed")
+    db = db_module.Database(settings.database_url, pool_size=settings.db_pool_size)
+    try:
+        db.upgrade()
+    finally:
+        db.dispose()
+
+
+async def run(
+    settings: Settings,
+    *,
+    stop: trio.Event | None = None,
+    task_status: trio.TaskStatus[BoundAddresses] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve until ``stop`` is set (then shut down gracefully) or until cancelled."""
+    stop = trio.Event() if stop is None else stop
+    registry = Registry()
+
+    # --- store (seam: voltaro.store.db.Database) -------------------------------------
+    db_module = _optional("voltaro.store.db")
+    database: Any = None
+    if db_module is not None:
+        database = db_module.Database(settings.database_url, pool_size=settings.db_pool_size)
+        await trio.to_thread.run_sync(database.upgrade)
+    else:
+        log.warning("store not installed: chargers are kept in memory only")
+
+    # --- event hub (seam: voltaro.service.hub.EventHub) -------------------------------
+    hub_module = _optional("voltaro.service.hub")
+    hub: Any = hub_module.EventHub(settings.control_queue_size) if hub_module else None
+
+    directory = _directory(settings, database, hub)
+    listener = OcppListener(
+        settings,
+        registry=registry,
+        directory=directory,
+        backend_factory=_backend_factory(settings, database, hub),
+        connection_factory=_connection_factory(),
+    )
+    components = Components(
+        settings=settings, registry=registry, listener=listener, database=database, hub=hub
+    )
+
+    try:
+        async with trio.open_nursery() as nursery:
+            ocpp = await nursery.start(listener.run)
+            control_path = await _start_control(nursery, components)
+            http = await _start_http(nursery, components)
+            nursery.start_soon(_housekeeping, components)
+            task_status.started(BoundAddresses(ocpp=ocpp, control_socket=control_path, http=http))
+            await stop.wait()
+            log.info("shutting down: closing charger connections (1001)")
+            await listener.shutdown(grace=settings.shutdown_grace)
+            nursery.cancel_scope.cancel()
+    finally:
+        if database is not None:
+            database.dispose()
+    log.info("stopped")
+
+
+def _directory(settings: Settings, database: Any, hub: Any) -> ChargerDirectory:
+    if database is None:
+        return MemoryDirectory()
+    return StoreDirectory(database, hub)
+
+
+class StoreDirectory:
+    """ChargerDirectory over the store's unit-of-work functions and the event hub."""
+
+    def __init__(self, database: Any, hub: Any) -> None:
+        self._db = database
+        self._hub = hub
+        self._chargers: Any = importlib.import_module("voltaro.store.chargers")
+
+    async def lookup(self, charger_id: str) -> Any:
+        return await self._db.run(self._chargers.charger_auth, charger_id)
+
+    async def register_unknown(self, charger_id: str, registration: Any) -> None:
+        await self._db.run(self._chargers.register_unknown, charger_id, registration)
+        self._publish("charger.updated", charger_id=charger_id, registration=str(registration))
+
+    async def connected(self, charger_id: str, remote: str) -> None:
+        from voltaro.domain.timestamps import utc_now
+
+        await self._db.run(self._chargers.mark_connected, charger_id, True, utc_now())
+        self._publish("charger.connected", charger_id=charger_id, remote=remote)
+
+    async def disconnected(self, charger_id: str, reason: str) -> None:
+        from voltaro.domain.timestamps import utc_now
+
+        await self._db.run(self._chargers.mark_connected, charger_id, False, utc_now())
+        self._publish("charger.disconnected", charger_id=charger_id, reason=reason)
+
+    def _publish(self, event: str, **data: object) -> None:
+        if self._hub is not None:
+            self._hub.publish(event, data)
+
+
+def _backend_factory(settings: Settings, database: Any, hub: Any) -> Any:
+    ingest = _optional("voltaro.service.ingest")
+    if ingest is None or database is None:
+        log.warning("ingest not installed: OCPP messages are not stored")
+        return lambda charger_id: _NoBackend()
+    return lambda charger_id: ingest.ChargerIngest(charger_id, database, hub, settings=settings)
+
+
+class _NoBackend:
+    """Seam until voltaro.service.ingest lands: refuses every message as storage-less."""
+
+    def __getattr__(self, name: str) -> Any:
+        from voltaro.domain.ports import StorageUnavailable
+
+        async def unavailable(*args: object, **kwargs: object) -> None:
+            raise StorageUnavailable(f"{name}: no store in this build")
+
+        if name == "record_frame":
+            return lambda frame: None
+        return unavailable
+
+
+def _connection_factory() -> Any:
+    protocol = _optional("voltaro.protocol.connection")
+    if protocol is None:
+        log.warning("protocol adapter not installed: chargers connect but get no answers")
+        return _SilentConnection
+    return protocol.OcppConnection
+
+
+class _SilentConnection:
+    """Seam until voltaro.protocol.OcppConnection lands: reads frames and drops them."""
+
+    def __init__(self, charger_id: str, websocket: Any, backend: ChargerBackend, **_: Any):
+        self.charger_id = charger_id
+        self._ws = websocket
+
+    async def run(self) -> None:
+        from trio_websocket import ConnectionClosed
+
+        try:
+            while True:
+                await self._ws.get_message()
+        except ConnectionClosed:
+            return
+
+    async def send_command(self, command: Any) -> Any:
+        from voltaro.domain.commands import CommandError, CommandErrorCode
+
+        raise CommandError(CommandErrorCode.DISCONNECTED, "no protocol adapter")
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        await self._ws.aclose(code, reason)
+
+
+async def _start_control(nursery: trio.Nursery, c: Components) -> str | None:
+    """Seam: voltaro.control.server (control engineer)."""
+    return None
+
+
+async def _start_http(nursery: trio.Nursery, c: Components) -> tuple[str, int] | None:
+    """Seam: voltaro.api (api engineer): ``await nursery.start(ApiServer(...).run)``."""
+    return None
+
+
+async def _housekeeping(c: Components) -> None:
+    """Seam: frame-log retention sweep once the store offers its purge function."""
+    await trio.sleep_forever()
+
+
+__all__ = ["BoundAddresses", "Components", "Connection", "run", "upgrade_database"]

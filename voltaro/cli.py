@@ -1,0 +1,140 @@
+"""The ``voltaro`` command: serve, db upgrade, ctl, console.
+
+Every setting can come from the TOML file, ``VOLTARO_*`` variables or these flags (flags
+win; voltaro.settings does the merge). A bad value prints one line naming the setting
+and exits with status 2, like an argparse usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import signal
+import sys
+from collections.abc import Callable, Sequence
+
+import trio
+
+from voltaro import __version__
+from voltaro.settings import Settings, SettingsError, load_settings
+
+EXIT_USAGE = 2
+EXIT_UNAVAILABLE = 69  # EX_UNAVAILABLE: a subcommand whose implementation is missing
+
+# Flags of `serve` -> setting names (one name everywhere: --http-port is http_port).
+_SERVE_FLAGS = (
+    "host",
+    "port",
+    "database_url",
+    "control_socket",
+    "http_host",
+    "http_port",
+    "log_level",
+)
+
+# Subcommands implemented elsewhere: name -> (module, function, what it does).
+_DELEGATED = {
+    "ctl": ("voltaro.control.ctl", "main", "operate a running server over its control socket"),
+    "console": ("console.__main__", "main", "the live terminal console"),
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="voltaro", description="Voltaro, an OCPP 1.6J Central System."
+    )
+    parser.add_argument("--version", action="version", version=f"voltaro {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    serve = commands.add_parser("serve", help="run the Central System")
+    serve.add_argument("--config", metavar="FILE", help="TOML settings file")
+    for name in _SERVE_FLAGS:
+        serve.add_argument(
+            "--" + name.replace("_", "-"),
+            dest=name,
+            metavar=name.split("_")[-1].upper(),
+            help=f"setting {name} (also VOLTARO_{name.upper()})",
+        )
+
+    db = commands.add_parser("db", help="database maintenance")
+    db_commands = db.add_subparsers(dest="db_command", metavar="ACTION", required=True)
+    upgrade = db_commands.add_parser("upgrade", help="bring the database to the current schema")
+    upgrade.add_argument("--config", metavar="FILE", help="TOML settings file")
+    upgrade.add_argument("--database-url", dest="database_url", metavar="URL")
+
+    for name, (_, _, summary) in _DELEGATED.items():
+        commands.add_parser(name, help=summary, add_help=False)
+    return parser
+
+
+def _load(args: argparse.Namespace, flags: Sequence[str]) -> Settings:
+    overrides = {name: getattr(args, name, None) for name in flags}
+    return load_settings(config_file=args.config, overrides=overrides)
+
+
+def _delegate(name: str, argv: list[str]) -> int:
+    module_name, function, _ = _DELEGATED[name]
+    try:
+        module = importlib.import_module(module_name)
+        entry: Callable[[list[str]], int] = getattr(module, function)
+    except (ImportError, AttributeError):
+        print(f"voltaro {name}: not available in this installation", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    return int(entry(argv) or 0)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list and args_list[0] in _DELEGATED:
+        # Their own parsers own every option after the subcommand name.
+        return _delegate(args_list[0], args_list[1:])
+    args = _parser().parse_args(args_list)
+    try:
+        if args.command == "serve":
+            settings = _load(args, _SERVE_FLAGS)
+        else:
+            settings = _load(args, ("database_url",))
+    except SettingsError as exc:
+        print(f"voltaro: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.command == "serve":
+        return serve(settings)
+    return upgrade_database(settings)
+
+
+def serve(settings: Settings) -> int:
+    from voltaro import app
+    from voltaro.logs import configure_logging
+
+    configure_logging(settings.log_level)
+    trio.run(_serve_until_signalled, settings, app.run)
+    return 0
+
+
+async def _serve_until_signalled(settings: Settings, run: Callable[..., object]) -> None:
+    stop = trio.Event()
+    # SIGINT too: trio would otherwise raise KeyboardInterrupt somewhere arbitrary; a
+    # signal starts the graceful shutdown, a second one cuts it short.
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async with trio.open_nursery() as nursery:
+
+            async def watch() -> None:
+                async for _ in signals:
+                    if stop.is_set():
+                        nursery.cancel_scope.cancel()
+                        return
+                    stop.set()
+
+            nursery.start_soon(watch)
+            await run(settings, stop=stop)  # type: ignore[misc]
+            nursery.cancel_scope.cancel()
+
+
+def upgrade_database(settings: Settings) -> int:
+    from voltaro.app import upgrade_database as upgrade
+    from voltaro.logs import configure_logging
+
+    configure_logging(settings.log_level)
+    upgrade(settings)
+    print("voltaro: the database is at the current schema")
+    return 0

@@ -1,0 +1,104 @@
+"""What the listener needs to know about chargers, as small Protocols.
+
+The listener is below the store and the event hub in the layering, so it asks through
+these seams; the composition root implements them with the store's unit-of-work
+functions and the event hub, and tests implement them in memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+from voltaro.domain.model import RegistrationStatus
+from voltaro.domain.ports import ChargerBackend, ChargerLink
+
+
+class ChargerCredentials(Protocol):
+    """The handshake-relevant part of a charger record (store: ``ChargerAuth``)."""
+
+    @property
+    def charger_id(self) -> str: ...
+
+    @property
+    def registration(self) -> RegistrationStatus: ...
+
+    @property
+    def password_hash(self) -> str | None: ...
+
+    @property
+    def allow_no_subprotocol(self) -> bool: ...
+
+
+class ChargerDirectory(Protocol):
+    async def lookup(self, charger_id: str) -> ChargerCredentials | None:
+        """The charger's record, or None when the id is unknown.
+
+        Raises:
+            StorageUnavailable: the database cannot answer now (HTTP 503 at the handshake).
+        """
+        ...
+
+    async def register_unknown(self, charger_id: str, registration: RegistrationStatus) -> None:
+        """Create a record for an unknown id (unknown_chargers = pending | accept)."""
+        ...
+
+    async def connected(self, charger_id: str, remote: str) -> None:
+        """The charger is now connected here: mark it and tell the consoles."""
+        ...
+
+    async def disconnected(self, charger_id: str, reason: str) -> None:
+        """The charger's live connection ended (not called when a successor took over)."""
+        ...
+
+
+class Connection(ChargerLink, Protocol):
+    """One charger's OCPP session over an accepted socket (voltaro.protocol.OcppConnection)."""
+
+    async def run(self) -> None:
+        """Serve the socket until it closes; ordinary closes return normally."""
+        ...
+
+
+ConnectionFactory = Callable[..., Connection]
+"""``factory(charger_id, websocket, backend, *, call_timeout) -> Connection``."""
+
+BackendFactory = Callable[[str], ChargerBackend]
+"""``backend_factory(charger_id) -> ChargerBackend`` (voltaro.service.ingest.ChargerIngest)."""
+
+
+class MemoryDirectory:
+    """A ChargerDirectory held in memory: for listener tests and a server without a store.
+
+    Records are plain :class:`ChargerRecord` values keyed by id; connection state is a set.
+    """
+
+    def __init__(self, records: Iterable[ChargerRecord] = ()) -> None:
+        self.records: dict[str, ChargerRecord] = {r.charger_id: r for r in records}
+        self.online: set[str] = set()
+        self.history: list[tuple[str, str]] = []
+
+    async def lookup(self, charger_id: str) -> ChargerRecord | None:
+        return self.records.get(charger_id)
+
+    async def register_unknown(self, charger_id: str, registration: RegistrationStatus) -> None:
+        self.records.setdefault(charger_id, ChargerRecord(charger_id, registration))
+
+    async def connected(self, charger_id: str, remote: str) -> None:
+        self.online.add(charger_id)
+        self.history.append(("connected", charger_id))
+
+    async def disconnected(self, charger_id: str, reason: str) -> None:
+        self.online.discard(charger_id)
+        self.history.append(("disconnected", charger_id))
+
+
+@dataclass(frozen=True, slots=True)
+class ChargerRecord:
+    """A plain ChargerCredentials value."""
+
+    charger_id: str
+    registration: RegistrationStatus = RegistrationStatus.ACCEPTED
+    password_hash: str | None = None
+    allow_no_subprotocol: bool = False

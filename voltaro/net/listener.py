@@ -1,0 +1,310 @@
+"""The OCPP-J WebSocket listener: handshake checks, then one supervised task per charger.
+
+The handshake decides everything before the upgrade (OCPP-J 1.6 §3; R2-R6, R11, R29):
+connection cap (503), identity (400), subprotocol (400), unknown ids (404 or register),
+HTTP Basic auth for chargers with a password (401). Accepted sockets are served by the
+connection factory (voltaro.protocol.OcppConnection) inside the session's own cancel
+scope; a failure there is logged with the charger id and closes that socket only (1011).
+trio-websocket ends the whole server if a handler raises (trio-and-the-ocpp-library
+§7.10), so nothing but cancellation leaves :meth:`OcppListener._handle`.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from dataclasses import dataclass
+from typing import cast
+
+import trio
+from trio_websocket import Endpoint, WebSocketConnection, WebSocketRequest, serve_websocket
+
+from voltaro.domain.model import RegistrationStatus
+from voltaro.domain.ports import StorageUnavailable
+from voltaro.net.auth import PasswordChecker, parse_basic_auth
+from voltaro.net.directory import BackendFactory, ChargerDirectory, ConnectionFactory
+from voltaro.net.identity import InvalidIdentity, charger_id_from_path
+from voltaro.net.liveness import TrackedWebSocket, keep_alive
+from voltaro.net.registry import Registry, Session
+from voltaro.settings import Settings, UnknownChargers
+
+log = logging.getLogger(__name__)
+
+SUBPROTOCOL = "ocpp1.6"
+CLOSE_NORMAL = 1000
+CLOSE_GOING_AWAY = 1001
+CLOSE_INTERNAL_ERROR = 1011
+# How long a displaced or failed session may take to send its Close frame.
+CLOSE_BUDGET = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    charger_id: str
+    subprotocol: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    status: int
+    reason: str
+    headers: tuple[tuple[bytes, bytes], ...] = ()
+
+
+def remote_of(request: WebSocketRequest) -> str:
+    remote = request.remote
+    if isinstance(remote, Endpoint):
+        return f"{remote.address}:{remote.port}"
+    return str(remote)
+
+
+def _source_address(request: WebSocketRequest) -> str:
+    remote = request.remote
+    return str(remote.address) if isinstance(remote, Endpoint) else str(remote)
+
+
+class OcppListener:
+    """Serves chargers on settings.host:settings.port until cancelled."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        registry: Registry,
+        directory: ChargerDirectory,
+        backend_factory: BackendFactory,
+        connection_factory: ConnectionFactory,
+        password_checker: PasswordChecker | None = None,
+    ) -> None:
+        self._settings = settings
+        self._registry = registry
+        self._directory = directory
+        self._backend_factory = backend_factory
+        self._connection_factory = connection_factory
+        self.passwords = password_checker or PasswordChecker()
+        self._open = 0  # sockets past the HTTP request, handshake or session
+        self._closing = False
+        self._sessions_done = trio.Event()
+        self._sessions_done.set()
+        self._live_sessions = 0
+        self.refused: dict[int, int] = {}
+        self.crashed = 0
+
+    @property
+    def open_connections(self) -> int:
+        return self._open
+
+    async def run(
+        self, *, task_status: trio.TaskStatus[list[tuple[str, int]]] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Listen; ``task_status.started`` gets the bound (host, port) pairs."""
+        s = self._settings
+
+        async def serve(*, task_status: trio.TaskStatus[object]) -> None:
+            await serve_websocket(
+                self._handle,
+                s.host,
+                s.port,
+                None,
+                max_message_size=s.max_message_size,
+                connect_timeout=s.handshake_timeout,
+                disconnect_timeout=CLOSE_BUDGET * 2,
+                task_status=task_status,
+            )
+
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(serve)
+            bound = [
+                (str(ep.address), int(ep.port))
+                for ep in server.listeners
+                if isinstance(ep, Endpoint)
+            ]
+            log.info(
+                "listening for OCPP 1.6J chargers on %s",
+                ", ".join(charger_url(host, port) for host, port in bound),
+            )
+            task_status.started(bound)
+
+    async def shutdown(self, *, code: int = CLOSE_GOING_AWAY, grace: float) -> None:
+        """Refuse new chargers, close every live session with ``code``, wait up to ``grace``."""
+        self._closing = True
+        for session in self._registry.sessions():
+            session.close(code, "server shutting down")
+        with trio.move_on_after(grace):
+            await self._sessions_done.wait()
+
+    # --- one socket --------------------------------------------------------------
+
+    async def _handle(self, request: WebSocketRequest) -> None:
+        self._open += 1
+        try:
+            await self._handle_request(request)
+        except* Exception:
+            # Only a bug of ours gets here (the session has its own boundary): never let
+            # it reach serve_websocket, which would end the listener for everyone.
+            self.crashed += 1
+            log.exception("handshake failed for %s", request.path)
+        finally:
+            self._open -= 1
+
+    async def _handle_request(self, request: WebSocketRequest) -> None:
+        with trio.move_on_after(self._settings.handshake_timeout) as handshake:
+            decision = await self._admit(request)
+        if handshake.cancelled_caught:
+            decision = Refusal(408, "handshake took too long")
+        if isinstance(decision, Refusal):
+            self.refused[decision.status] = self.refused.get(decision.status, 0) + 1
+            log.info(
+                "refused %s from %s: HTTP %d (%s)",
+                request.path[:120],
+                remote_of(request),
+                decision.status,
+                decision.reason,
+            )
+            body = (decision.reason + "\n").encode()
+            headers = [(b"Content-Type", b"text/plain; charset=utf-8"), *decision.headers]
+            await request.reject(decision.status, extra_headers=headers, body=body)
+            return
+        if self._closing:
+            await request.reject(503, body=b"server shutting down\n")
+            return
+        ws = await request.accept(subprotocol=decision.subprotocol)
+        await self._serve_session(decision.charger_id, ws, remote_of(request))
+
+    async def _admit(self, request: WebSocketRequest) -> Admission | Refusal:
+        s = self._settings
+        if self._closing:
+            return Refusal(503, "server shutting down")
+        if self._open > s.max_connections:
+            return Refusal(503, "too many connections")
+        try:
+            charger_id = charger_id_from_path(request.path)
+        except InvalidIdentity as exc:
+            return Refusal(400, str(exc))
+        offered = request.proposed_subprotocols
+        if offered and SUBPROTOCOL not in offered:
+            # OCTT TC_088 expects no upgrade at all for an unsupported protocol (R5).
+            return Refusal(400, f"subprotocol {SUBPROTOCOL} not offered")
+        try:
+            record = await self._directory.lookup(charger_id)
+        except StorageUnavailable:
+            return Refusal(503, "database unavailable, retry later")
+        if record is None and s.unknown_chargers is UnknownChargers.REJECT:
+            # OCPP-J 1.6 §3.2 and errata 3.68: unknown identity -> 404, no upgrade.
+            return Refusal(404, "unknown charge point")
+        if not offered and not (
+            s.allow_missing_subprotocol or (record is not None and record.allow_no_subprotocol)
+        ):
+            return Refusal(400, f"no subprotocol offered; {SUBPROTOCOL} required")
+        if record is not None and record.password_hash:
+            credentials = parse_basic_auth(request.headers)
+            ok = await self.passwords.check(
+                charger_id, record.password_hash, credentials, _source_address(request)
+            )
+            if not ok:
+                return Refusal(
+                    401,
+                    "authentication required",
+                    ((b"WWW-Authenticate", b'Basic realm="OCPP", charset="UTF-8"'),),
+                )
+        if record is None:
+            registration = (
+                RegistrationStatus.PENDING
+                if s.unknown_chargers is UnknownChargers.PENDING
+                else RegistrationStatus.ACCEPTED
+            )
+            try:
+                await self._directory.register_unknown(charger_id, registration)
+            except StorageUnavailable:
+                return Refusal(503, "database unavailable, retry later")
+            log.info("registered unknown charge point %r as %s", charger_id, registration)
+        return Admission(charger_id, SUBPROTOCOL if offered else None)
+
+    async def _serve_session(self, charger_id: str, ws: WebSocketConnection, remote: str) -> None:
+        tracked = TrackedWebSocket(ws)
+        backend = self._backend_factory(charger_id)
+        link = self._connection_factory(
+            charger_id,
+            cast(WebSocketConnection, tracked),
+            backend,
+            call_timeout=self._settings.call_timeout,
+        )
+        session = Session(charger_id=charger_id, link=link, remote=remote)
+        previous = self._registry.claim(session)
+        if previous is not None:
+            log.warning(
+                "security: charge point %r reconnected from %s; closing its connection from %s",
+                charger_id,
+                remote,
+                previous.remote,
+            )
+            previous.close(CLOSE_NORMAL, "replaced by a new connection")
+        self._live_sessions += 1
+        if self._live_sessions == 1:
+            self._sessions_done = trio.Event()
+        reason = "closed"
+        try:
+            with session.scope:
+                try:
+                    await self._notify_connected(charger_id, remote)
+                    log.info("charge point %r connected from %s", charger_id, remote)
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(
+                            keep_alive,
+                            tracked,
+                            self._settings.ping_interval,
+                            self._settings.ping_timeout,
+                        )
+                        await link.run()
+                        nursery.cancel_scope.cancel()
+                except* Exception as group:
+                    # The boundary of one charger (§7.11 of the adapter notes): log with
+                    # the id, close this socket with 1011, leave everyone else alone.
+                    self.crashed += 1
+                    reason = "internal error"
+                    session.close_code, session.close_reason = CLOSE_INTERNAL_ERROR, reason
+                    log.error(
+                        "connection of charge point %r failed; closing it (1011)",
+                        charger_id,
+                        exc_info=group,
+                    )
+            if session.scope.cancelled_caught:
+                reason = session.close_reason or "closed by the server"
+            with trio.move_on_after(CLOSE_BUDGET, shield=True):
+                await ws.aclose(session.close_code, session.close_reason or None)
+        finally:
+            still_current = self._registry.release(session)
+            if still_current:
+                with trio.move_on_after(CLOSE_BUDGET * 5, shield=True):
+                    await self._notify_disconnected(charger_id, reason)
+            log.info("charge point %r disconnected (%s)", charger_id, reason)
+            self._live_sessions -= 1
+            if self._live_sessions == 0:
+                self._sessions_done.set()
+
+    async def _notify_connected(self, charger_id: str, remote: str) -> None:
+        try:
+            await self._directory.connected(charger_id, remote)
+        except StorageUnavailable:
+            log.warning("could not record that %r connected (database unavailable)", charger_id)
+
+    async def _notify_disconnected(self, charger_id: str, reason: str) -> None:
+        try:
+            await self._directory.disconnected(charger_id, reason)
+            if self._registry.is_connected(charger_id):
+                # A successor arrived while we recorded the disconnect: the write order
+                # between the two is not fixed, so state the truth again.
+                await self._directory.connected(
+                    charger_id,
+                    self._registry.session(charger_id).remote,  # type: ignore[union-attr]
+                )
+        except StorageUnavailable:
+            log.warning("could not record that %r disconnected (database unavailable)", charger_id)
+
+
+def charger_url(host: str, port: int) -> str:
+    """The URL to configure in chargers; a wildcard bind is shown with this host's name."""
+    if host in ("0.0.0.0", "::", ""):
+        host = socket.gethostname()
+    authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return f"ws://{authority}/ocpp/<charge point id>"
