@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.metadata
 import signal
 import sys
 from collections.abc import Callable, Sequence
 
 import trio
 
-from voltaro import __version__
 from voltaro.settings import Settings, SettingsError, load_settings
 
 EXIT_USAGE = 2
@@ -39,11 +39,18 @@ _DELEGATED = {
 }
 
 
+def _version() -> str:
+    try:
+        return importlib.metadata.version("voltaro")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="voltaro", description="Voltaro, an OCPP 1.6J Central System."
     )
-    parser.add_argument("--version", action="version", version=f"voltaro {__version__}")
+    parser.add_argument("--version", action="version", version=f"voltaro {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     serve = commands.add_parser("serve", help="run the Central System")
