@@ -24,7 +24,7 @@ from voltaro.domain.ports import StorageUnavailable
 from voltaro.net.auth import PasswordChecker, parse_basic_auth
 from voltaro.net.directory import BackendFactory, ChargerDirectory, ConnectionFactory
 from voltaro.net.identity import InvalidIdentity, charger_id_from_path
-from voltaro.net.liveness import TrackedWebSocket, keep_alive
+from voltaro.net.liveness import PingTimeout, TrackedWebSocket, keep_alive
 from voltaro.net.registry import Registry, Session
 from voltaro.settings import Settings, UnknownChargers
 
@@ -249,12 +249,7 @@ class OcppListener:
                     await self._notify_connected(charger_id, remote)
                     log.info("charge point %r connected from %s", charger_id, remote)
                     async with trio.open_nursery() as nursery:
-                        nursery.start_soon(
-                            keep_alive,
-                            tracked,
-                            self._settings.ping_interval,
-                            self._settings.ping_timeout,
-                        )
+                        nursery.start_soon(self._keep_alive, tracked, session)
                         await link.run()
                         nursery.cancel_scope.cancel()
                 except* Exception as group:
@@ -281,6 +276,14 @@ class OcppListener:
             self._live_sessions -= 1
             if self._live_sessions == 0:
                 self._sessions_done.set()
+
+    async def _keep_alive(self, tracked: TrackedWebSocket, session: Session) -> None:
+        try:
+            await keep_alive(tracked, self._settings.ping_interval, self._settings.ping_timeout)
+        except PingTimeout as exc:
+            # A half-open TCP connection (R9): nothing else would ever notice it.
+            log.info("charge point %r: %s; closing", session.charger_id, exc)
+            session.close(CLOSE_GOING_AWAY, "ping timeout")
 
     async def _notify_connected(self, charger_id: str, remote: str) -> None:
         try:
