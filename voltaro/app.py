@@ -15,19 +15,23 @@ from __future__ import annotations
 
 import importlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from types import ModuleType
 from typing import Any
 
 import trio
 
-from voltaro.domain.ports import ChargerBackend
+from voltaro.domain.ports import ChargerBackend, StorageUnavailable
 from voltaro.net.directory import ChargerDirectory, Connection, MemoryDirectory
 from voltaro.net.listener import OcppListener
 from voltaro.net.registry import Registry
 from voltaro.settings import Settings
 
 log = logging.getLogger(__name__)
+
+HOUSEKEEPING_INTERVAL = 3600.0  # seconds between frame-log retention sweeps
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,20 +105,30 @@ async def run(
     hub_module = _optional("voltaro.service.hub")
     hub: Any = hub_module.EventHub(settings.control_queue_size) if hub_module else None
 
+    frame_sink = _frame_sink(settings, database, hub)
     directory = _directory(settings, database, hub)
     listener = OcppListener(
         settings,
         registry=registry,
         directory=directory,
-        backend_factory=_backend_factory(settings, database, hub),
+        backend_factory=_backend_factory(settings, database, hub, frame_sink),
         connection_factory=_connection_factory(),
     )
     components = Components(
-        settings=settings, registry=registry, listener=listener, database=database, hub=hub
+        settings=settings,
+        registry=registry,
+        listener=listener,
+        database=database,
+        hub=hub,
+        commands=_command_service(settings, database, registry, hub),
     )
+    if frame_sink is not None:
+        components.extras["frame_sink"] = frame_sink
 
     try:
         async with trio.open_nursery() as nursery:
+            if frame_sink is not None:
+                await nursery.start(frame_sink.run)
             ocpp = await nursery.start(listener.run)
             control_path = await _start_control(nursery, components)
             http = await _start_http(nursery, components)
@@ -128,6 +142,23 @@ async def run(
         if database is not None:
             database.dispose()
     log.info("stopped")
+
+
+def _frame_sink(settings: Settings, database: Any, hub: Any) -> Any:
+    """The shared frame-log writer (voltaro.service.ingest.FrameSink), when it exists."""
+    ingest = _optional("voltaro.service.ingest")
+    sink_class = getattr(ingest, "FrameSink", None) if ingest is not None else None
+    if sink_class is None or database is None:
+        return None
+    return sink_class(db=database, settings=settings, publish=_publisher(hub))
+
+
+def _command_service(settings: Settings, database: Any, registry: Registry, hub: Any) -> Any:
+    """voltaro.service.commands.CommandService (control engineer), when it exists."""
+    commands = _optional("voltaro.service.commands")
+    if commands is None or database is None:
+        return None
+    return commands.CommandService(database, registry, hub, settings=settings)
 
 
 def _directory(settings: Settings, database: Any, hub: Any) -> ChargerDirectory:
@@ -168,16 +199,27 @@ class StoreDirectory:
             self._hub.publish(event, data)
 
 
-def _backend_factory(settings: Settings, database: Any, hub: Any) -> Any:
+def _publisher(hub: Any) -> Callable[[str, dict[str, Any]], None]:
+    if hub is None:
+        return lambda event, data: None
+    publish: Callable[[str, dict[str, Any]], None] = hub.publish
+    return publish
+
+
+def _backend_factory(settings: Settings, database: Any, hub: Any, frame_sink: Any) -> Any:
+    """``charger_id -> ChargerBackend``: voltaro.service.ingest.ChargerIngest (store engineer)."""
     ingest = _optional("voltaro.service.ingest")
     if ingest is None or database is None:
         log.warning("ingest not installed: OCPP messages are not stored")
         return lambda charger_id: _NoBackend()
-    return lambda charger_id: ingest.ChargerIngest(charger_id, database, hub, settings=settings)
+    publish = _publisher(hub)
+    return lambda charger_id: ingest.ChargerIngest(
+        charger_id, db=database, settings=settings, publish=publish, frame_sink=frame_sink
+    )
 
 
 class _NoBackend:
-    """Seam until voltaro.service.ingest lands: refuses every message as storage-less."""
+    """Seam until voltaro.service.ingest lands: every message is 'storage unavailable'."""
 
     def __getattr__(self, name: str) -> Any:
         from voltaro.domain.ports import StorageUnavailable
@@ -234,8 +276,21 @@ async def _start_http(nursery: trio.Nursery, c: Components) -> tuple[str, int] |
 
 
 async def _housekeeping(c: Components) -> None:
-    """Seam: frame-log retention sweep once the store offers its purge function."""
-    await trio.sleep_forever()
+    """Frame-log retention: purge frames older than settings.frame_log_retention_days."""
+    frames = _optional("voltaro.store.frames") if c.database is not None else None
+    days = c.settings.frame_log_retention_days
+    if frames is None or days <= 0:
+        await trio.sleep_forever()
+    from voltaro.domain.timestamps import utc_now
+
+    while True:
+        try:
+            removed = await c.database.run(frames.purge_frames, utc_now() - timedelta(days=days))
+            if removed:
+                log.info("frame log: purged %d frames older than %d days", removed, days)
+        except StorageUnavailable:
+            log.warning("frame log retention sweep skipped: database unavailable")
+        await trio.sleep(HOUSEKEEPING_INTERVAL)
 
 
 __all__ = ["BoundAddresses", "Components", "Connection", "run", "upgrade_database"]
