@@ -94,3 +94,20 @@ async def test_talking_peer_without_pongs_is_kept() -> None:
             assert srv.registry.is_connected("CHATTY")
             nursery.cancel_scope.cancel()
         await charger.stream.aclose()
+
+
+async def test_idle_socket_is_dropped_after_handshake_timeout() -> None:
+    settings = Settings(host="127.0.0.1", port=0, ping_interval=0, handshake_timeout=0.5)
+    directory = MemoryDirectory([ChargerRecord("CP1")])
+    async with serving(settings, directory) as srv:
+        host, port = srv.base.removeprefix("ws://").rsplit(":", 1)
+        idle = await trio.open_tcp_stream(host, int(port))
+        # A half-sent upgrade request (slowloris) and then nothing.
+        await idle.send_all(b"GET /ocpp/CP1 HTTP/1.1\r\nHost: x\r\n")
+        started = trio.current_time()
+        legit = await _connect(srv.base, "CP1")  # others still get in meanwhile
+        with trio.fail_after(3):
+            assert await idle.receive_some(1024) == b""
+        assert 0.4 <= trio.current_time() - started < 2.0
+        await idle.aclose()
+        await legit.stream.aclose()

@@ -17,7 +17,13 @@ from dataclasses import dataclass
 from typing import cast
 
 import trio
-from trio_websocket import Endpoint, WebSocketConnection, WebSocketRequest, serve_websocket
+from trio_websocket import (
+    ConnectionClosed,
+    Endpoint,
+    WebSocketConnection,
+    WebSocketRequest,
+    serve_websocket,
+)
 
 from voltaro.domain.model import RegistrationStatus
 from voltaro.domain.ports import StorageUnavailable
@@ -152,24 +158,30 @@ class OcppListener:
             decision = await self._admit(request)
         if handshake.cancelled_caught:
             decision = Refusal(408, "handshake took too long")
-        if isinstance(decision, Refusal):
-            self.refused[decision.status] = self.refused.get(decision.status, 0) + 1
-            log.info(
-                "refused %s from %s: HTTP %d (%s)",
-                request.path[:120],
-                remote_of(request),
-                decision.status,
-                decision.reason,
-            )
-            body = (decision.reason + "\n").encode()
-            headers = [(b"Content-Type", b"text/plain; charset=utf-8"), *decision.headers]
-            await request.reject(decision.status, extra_headers=headers, body=body)
+        if not isinstance(decision, Refusal) and self._closing:
+            decision = Refusal(503, "server shutting down")
+        try:
+            if isinstance(decision, Refusal):
+                await self._refuse(request, decision)
+                return
+            ws = await request.accept(subprotocol=decision.subprotocol)
+        except ConnectionClosed:
+            # The client gave up during the handshake: nothing to answer, nothing to log.
             return
-        if self._closing:
-            await request.reject(503, body=b"server shutting down\n")
-            return
-        ws = await request.accept(subprotocol=decision.subprotocol)
         await self._serve_session(decision.charger_id, ws, remote_of(request))
+
+    async def _refuse(self, request: WebSocketRequest, refusal: Refusal) -> None:
+        self.refused[refusal.status] = self.refused.get(refusal.status, 0) + 1
+        log.info(
+            "refused %s from %s: HTTP %d (%s)",
+            request.path[:120],
+            remote_of(request),
+            refusal.status,
+            refusal.reason,
+        )
+        body = (refusal.reason + "\n").encode()
+        headers = [(b"Content-Type", b"text/plain; charset=utf-8"), *refusal.headers]
+        await request.reject(refusal.status, extra_headers=headers, body=body)
 
     async def _admit(self, request: WebSocketRequest) -> Admission | Refusal:
         s = self._settings
