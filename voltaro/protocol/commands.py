@@ -1,0 +1,86 @@
+"""Operator commands as OCPP 1.6 CALLs (OCPP 1.6 §5) and their answers as outcomes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ocpp.v16 import call
+
+from voltaro.domain.commands import (
+    ACTION_OF,
+    ChangeAvailability,
+    ChangeConfiguration,
+    ClearCache,
+    Command,
+    CommandOutcome,
+    ConfigurationEntry,
+    DataTransfer,
+    GetConfiguration,
+    RemoteStart,
+    RemoteStop,
+    Reset,
+    TriggerMessage,
+    UnlockConnector,
+)
+
+
+def to_call(command: Command) -> Any:
+    """The library's request dataclass for a domain command."""
+    match command:
+        case RemoteStart(id_tag=tag, connector_id=cid):
+            return call.RemoteStartTransaction(id_tag=tag, connector_id=cid)
+        case RemoteStop(transaction_id=tx):
+            return call.RemoteStopTransaction(transaction_id=tx)
+        case ChangeAvailability(connector_id=cid, type=kind):
+            return call.ChangeAvailability(connector_id=cid, type=kind.value)
+        case Reset(type=kind):
+            return call.Reset(type=kind.value)
+        case UnlockConnector(connector_id=cid):
+            return call.UnlockConnector(connector_id=cid)
+        case ChangeConfiguration(key=key, value=value):
+            return call.ChangeConfiguration(key=key, value=value)
+        case GetConfiguration(keys=keys):
+            # An absent key list asks for every key (OCPP 1.6 §5.8).
+            return call.GetConfiguration(key=list(keys) if keys else None)
+        case ClearCache():
+            return call.ClearCache()
+        case DataTransfer(vendor_id=vendor, message_id=message_id, data=data):
+            return call.DataTransfer(vendor_id=vendor, message_id=message_id, data=data)
+        case TriggerMessage(requested_message=message, connector_id=cid):
+            return call.TriggerMessage(requested_message=message.value, connector_id=cid)
+    raise TypeError(f"not a command: {command!r}")
+
+
+def _entries(raw: Any) -> tuple[ConfigurationEntry, ...]:
+    entries = []
+    for item in raw or ():
+        if not isinstance(item, dict) or not isinstance(item.get("key"), str):
+            continue
+        value = item.get("value")
+        entries.append(
+            ConfigurationEntry(
+                key=item["key"],
+                readonly=bool(item.get("readonly", False)),
+                value=None if value is None else str(value),
+            )
+        )
+    return tuple(entries)
+
+
+def to_outcome(command: Command, result: Any) -> CommandOutcome:
+    """The charger's answer (a call_result dataclass) as a CommandOutcome."""
+    action = ACTION_OF[type(command)]
+    if isinstance(command, GetConfiguration):
+        return CommandOutcome(
+            action=action,
+            status="Accepted",
+            configuration=_entries(getattr(result, "configuration_key", None)),
+            unknown_keys=tuple(str(k) for k in getattr(result, "unknown_key", None) or ()),
+        )
+    status = getattr(result, "status", None)
+    data = getattr(result, "data", None)
+    return CommandOutcome(
+        action=action,
+        status=str(status) if status is not None else "Accepted",
+        data=None if data is None else str(data),
+    )

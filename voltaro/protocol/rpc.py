@@ -1,0 +1,419 @@
+"""The OCPP-J RPC layer of one connection: the `ocpp` library's ChargePoint on trio.
+
+`TrioChargePoint` subclasses `ocpp.v16.ChargePoint` and keeps its `@on`/`@after`
+routing (the route map), payload dataclasses and schemas; it replaces only what the
+library binds to asyncio (reference "trio and the ocpp library" §3-§5): the receive
+loop, `call()` with its lock, queue and timeout, `@after` scheduling and validation.
+
+Theory of operation, per connection (one nursery):
+- the reader task only reads: CALLs go to a bounded channel, CALLRESULT/CALLERROR go
+  straight to the waiting `call()`; it never waits on a handler, so a handler may await
+  a CALL to the charger and crossing CALLs work (OCPP-J §4.1.1 NOTE);
+- one worker answers the charger's CALLs strictly in arrival order (R24), exactly one
+  answer each (R26);
+- `@after` hooks run as their own tasks and never delay the answer;
+- our own CALLs: one outstanding at a time (trio.Lock is FIFO-fair; OCPP-J §4.1.1),
+  the response timeout is a cancel scope around the wait only.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import trio
+from ocpp.charge_point import (
+    camel_to_snake_case,
+    remove_nones,
+    serialize_as_dict,
+    snake_to_camel_case,
+)
+from ocpp.v16 import ChargePoint as LibraryChargePoint
+from ocpp.v16 import call_result
+from ocpp.v16.enums import Action
+from trio_websocket import ConnectionClosed, WebSocketConnection
+
+from voltaro.domain.model import FrameRecord
+from voltaro.domain.timestamps import utc_now
+from voltaro.protocol.errors import (
+    CallErrorReceived,
+    CallTimeoutError,
+    ConnectionLostError,
+    InvalidRequestError,
+    OcppError,
+    spec_code,
+)
+from voltaro.protocol.validation import (
+    validate_incoming_call,
+    validate_incoming_result,
+    validate_outgoing_call,
+    validate_outgoing_result,
+)
+
+log = logging.getLogger("voltaro.protocol")
+
+MAX_UNIQUE_ID = 36  # OCPP-J §4.1.4 Table 3
+_KNOWN_ACTIONS = frozenset(a.value for a in Action)
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def parse_frame(text: str) -> Any:
+    """json.loads that fails cleanly on NaN/Infinity and on absurd nesting."""
+    return json.loads(text, parse_constant=_reject_constant)
+
+
+class _IncomingCall:
+    __slots__ = ("action", "payload", "unique_id")
+
+    def __init__(self, unique_id: str, action: str, payload: dict[str, Any]) -> None:
+        self.unique_id = unique_id
+        self.action = action
+        self.payload = payload
+
+
+FrameRecorder = Callable[[FrameRecord], None]
+
+
+class TrioChargePoint(LibraryChargePoint):  # type: ignore[misc]
+    """One charger connection speaking OCPP-J 1.6 over a trio-websocket connection."""
+
+    def __init__(
+        self,
+        charger_id: str,
+        websocket: WebSocketConnection,
+        *,
+        call_timeout: float = 30.0,
+        record_frame: FrameRecorder | None = None,
+        incoming_queue: int = 16,
+    ) -> None:
+        super().__init__(charger_id, websocket, response_timeout=call_timeout, logger=log)
+        self.charger_id = charger_id
+        self._ws = websocket
+        self._call_lock = trio.Lock()  # replaces the library's asyncio.Lock
+        self._response_queue = None  # the library's asyncio.Queue is never used here
+        self._pending: dict[str, tuple[str, trio.MemorySendChannel[Any]]] = {}
+        self._incoming_send, self._incoming_receive = trio.open_memory_channel[_IncomingCall](
+            incoming_queue
+        )
+        self._record = record_frame or (lambda frame: None)
+        self._closed = trio.Event()
+        self._nursery: trio.Nursery | None = None
+        self._send_lock = trio.Lock()
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Serve the connection until the socket closes (never raises on a close)."""
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                nursery.start_soon(self._worker)
+                try:
+                    await self._reader()
+                finally:
+                    self._mark_closed()
+                    nursery.cancel_scope.cancel()
+        finally:
+            self._mark_closed()
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        self._mark_closed()
+        with trio.move_on_after(2):
+            await self._ws.aclose(code, reason)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed.is_set()
+
+    def _mark_closed(self) -> None:
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        # A caller waiting for an answer fails at once instead of waiting out its
+        # timeout (the channel close wakes it with EndOfChannel).
+        for _action, channel in list(self._pending.values()):
+            channel.close()
+        self._pending.clear()
+
+    # --- reading -----------------------------------------------------------------
+
+    async def _reader(self) -> None:
+        while True:
+            try:
+                text = await self._ws.get_message()
+            except ConnectionClosed:
+                return
+            if isinstance(text, bytes):
+                # OCPP-J §4.1.2: text frames only. Be forgiving if it is UTF-8.
+                try:
+                    text = text.decode()
+                except UnicodeDecodeError:
+                    await self._send_error("-1", "FormationViolation", "binary frame")
+                    continue
+            await self._dispatch(text)
+
+    async def _dispatch(self, text: str) -> None:
+        try:
+            frame = parse_frame(text)
+        except (ValueError, RecursionError):
+            self._record_in(text, None, None, None)
+            # No unique id can be read; OCPP 2.0.1 Part 4 §4.2.3 uses "-1".
+            await self._send_error("-1", "FormationViolation", "frame is not valid JSON")
+            return
+        if not isinstance(frame, list) or not frame:
+            self._record_in(text, None, None, None)
+            await self._send_error("-1", "ProtocolError", "a frame must be a JSON array")
+            return
+        kind = frame[0]
+        unique_id = frame[1] if len(frame) > 1 else None
+        if kind == 2:
+            action = frame[2] if len(frame) > 2 and isinstance(frame[2], str) else None
+            self._record_in(text, 2, unique_id if isinstance(unique_id, str) else None, action)
+            await self._accept_call(frame)
+        elif kind in (3, 4):
+            self._record_in(text, kind, unique_id if isinstance(unique_id, str) else None, None)
+            self._deliver(frame)
+        else:
+            # OCPP-J §4.1.3: an unknown MessageTypeId is ignored, no reply (R15).
+            self._record_in(text, None, None, None)
+            log.info("charger=%s ignored frame with message type %r", self.charger_id, kind)
+
+    async def _accept_call(self, frame: list[Any]) -> None:
+        unique_id = frame[1] if len(frame) > 1 else None
+        if not isinstance(unique_id, str) or not unique_id:
+            await self._send_error("-1", "ProtocolError", "CALL without a string unique id")
+            return
+        if len(unique_id) > MAX_UNIQUE_ID:
+            # OCPP-J §4.2.3 allows a CALLERROR for a unique id longer than 36 characters.
+            await self._send_error(
+                unique_id, "TypeConstraintViolation", "unique id longer than 36 characters"
+            )
+            return
+        if len(frame) != 4:
+            await self._send_error(unique_id, "ProtocolError", "a CALL has exactly 4 elements")
+            return
+        action, payload = frame[2], frame[3]
+        if not isinstance(action, str):
+            await self._send_error(unique_id, "NotImplemented", "action must be a string")
+            return
+        if payload is None:
+            payload = {}  # R18: tolerate null for an empty payload
+        if not isinstance(payload, dict):
+            await self._send_error(unique_id, "FormationViolation", "payload must be an object")
+            return
+        # Bounded: a charger flooding CALLs is slowed down here, nobody else is.
+        await self._incoming_send.send(_IncomingCall(unique_id, action, payload))
+
+    def _deliver(self, frame: list[Any]) -> None:
+        unique_id = frame[1] if len(frame) > 1 else None
+        entry = self._pending.pop(unique_id, None) if isinstance(unique_id, str) else None
+        if entry is None:
+            # R25: late or unknown answers are logged and dropped.
+            log.info("charger=%s dropped answer with unknown id %r", self.charger_id, unique_id)
+            return
+        _action, channel = entry
+        try:
+            channel.send_nowait(frame)
+        except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
+            log.info("charger=%s duplicate answer for %r dropped", self.charger_id, unique_id)
+
+    # --- answering the charger's CALLs ---------------------------------------------
+
+    async def _worker(self) -> None:
+        async with self._incoming_receive:
+            async for incoming in self._incoming_receive:
+                await self._answer(incoming)
+
+    async def _answer(self, incoming: _IncomingCall) -> None:
+        after: Callable[..., Any] | None = None
+        snake: dict[str, Any] = {}
+        try:
+            handlers = self._handlers_for(incoming.action)
+            payload = self.normalize_incoming(incoming.action, incoming.payload)
+            validate_incoming_call(incoming.action, payload)
+            snake = camel_to_snake_case(payload)
+            result = handlers["_on_action"](**snake)
+            if inspect.isawaitable(result):
+                result = await result
+            response = snake_to_camel_case(remove_nones(serialize_as_dict(result)))
+            try:
+                validate_outgoing_result(incoming.action, response)
+            except OcppError as exc:
+                # Our own answer is wrong: that is our bug, never the charger's.
+                log.error(
+                    "charger=%s invalid answer to %s: %s",
+                    self.charger_id,
+                    incoming.action,
+                    exc.description,
+                )
+                raise OcppError(
+                    "InternalError", "the Central System built an invalid answer"
+                ) from None
+            after = handlers.get("_after_action")
+        except OcppError as exc:
+            await self._send_error(incoming.unique_id, exc.code, exc.description, exc.details)
+            return
+        except Exception as exc:  # every CALL gets exactly one answer (R26)
+            code, description = self.describe_failure(incoming.action, exc)
+            await self._send_error(incoming.unique_id, code, description)
+            return
+        await self._send_text(
+            json.dumps([3, incoming.unique_id, response], separators=(",", ":")),
+            3,
+            incoming.unique_id,
+            incoming.action,
+        )
+        if after is not None and self._nursery is not None:
+            self._nursery.start_soon(self._run_after, incoming.action, after, snake)
+
+    def _handlers_for(self, action: str) -> dict[str, Any]:
+        handlers: dict[str, Any] | None = self.route_map.get(action)
+        if handlers is None or "_on_action" not in handlers:
+            # OCPP-J 1.6 Table 7 (the library has these two swapped, R21).
+            if action in _KNOWN_ACTIONS:
+                raise OcppError("NotSupported", f"{action} is not supported by this Central System")
+            raise OcppError("NotImplemented", f"{action} is not a known OCPP 1.6 action")
+        return handlers
+
+    def normalize_incoming(self, action: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """Hook for subclasses: repair known field quirks before validation."""
+        return payload
+
+    def describe_failure(self, action: str, exc: Exception) -> tuple[str, str]:
+        """Hook for subclasses: the CALLERROR for an exception raised by a handler."""
+        log.error("charger=%s handler for %s failed", self.charger_id, action, exc_info=exc)
+        return "InternalError", "An internal error occurred while processing the request"
+
+    async def _run_after(
+        self, action: str, hook: Callable[..., Any], snake: dict[str, Any]
+    ) -> None:
+        try:
+            result = hook(**snake)
+            if inspect.isawaitable(result):
+                await result
+        except Exception:
+            log.exception("charger=%s after-hook for %s failed", self.charger_id, action)
+
+    # --- our own CALLs -------------------------------------------------------------
+
+    async def call(
+        self,
+        payload: Any,
+        suppress: bool = False,
+        unique_id: str | None = None,
+        skip_schema_validation: bool = False,
+    ) -> Any:
+        """Send a CALL and return the library's call_result dataclass.
+
+        Raises:
+            CallTimeoutError: no answer within the response timeout.
+            ConnectionLostError: the connection is gone or went away while waiting.
+            CallErrorReceived: the charger answered with a CALLERROR (unless suppress).
+            InvalidRequestError: our payload failed the schema; nothing was sent.
+            OcppError: the charger's answer failed validation.
+        """
+        action = type(payload).__name__
+        body = snake_to_camel_case(remove_nones(serialize_as_dict(payload)))
+        if not skip_schema_validation:
+            try:
+                validate_outgoing_call(action, body)
+            except OcppError as exc:
+                raise InvalidRequestError(exc.description) from None
+        uid = unique_id or str(self._unique_id_generator())
+        async with self._call_lock:
+            if self._closed.is_set():
+                raise ConnectionLostError(f"{self.charger_id} is not connected")
+            send, receive = trio.open_memory_channel[list[Any]](1)
+            self._pending[uid] = (action, send)
+            try:
+                await self._send_text(
+                    json.dumps([2, uid, action, body], separators=(",", ":")), 2, uid, action
+                )
+                with trio.move_on_after(self._response_timeout) as scope:
+                    frame = await receive.receive()
+                if scope.cancelled_caught:
+                    raise CallTimeoutError(
+                        f"{self.charger_id} did not answer {action} within "
+                        f"{self._response_timeout:g} s"
+                    )
+            except (trio.EndOfChannel, trio.ClosedResourceError):
+                raise ConnectionLostError(
+                    f"{self.charger_id} disconnected during {action}"
+                ) from None
+            finally:
+                # A late answer now finds no entry and is dropped as a stray (R25).
+                self._pending.pop(uid, None)
+        if frame[0] == 4:
+            code = frame[2] if len(frame) > 2 else "GenericError"
+            description = frame[3] if len(frame) > 3 else ""
+            if suppress:
+                return None
+            raise CallErrorReceived(str(code), str(description), frame[4] if len(frame) > 4 else {})
+        answer = frame[2] if len(frame) > 2 and isinstance(frame[2], dict) else None
+        if answer is None:
+            raise OcppError("FormationViolation", f"{action} answer is not an object")
+        if not skip_schema_validation:
+            validate_incoming_result(action, answer)
+        cls = getattr(call_result, action)
+        fields = getattr(cls, "__dataclass_fields__", {})
+        snake = {k: v for k, v in camel_to_snake_case(answer).items() if k in fields}
+        return cls(**snake)
+
+    # --- sending -------------------------------------------------------------------
+
+    async def _send(self, message: str) -> None:  # library compatibility
+        await self._send_text(message, None, None, None)
+
+    async def _send_text(
+        self, text: str, kind: int | None, unique_id: str | None, action: str | None
+    ) -> None:
+        self._record(
+            FrameRecord(
+                charger_id=self.charger_id,
+                direction="out",
+                at=utc_now(),
+                payload=text,
+                action=action,
+                unique_id=unique_id,
+                message_type=kind,
+            )
+        )
+        try:
+            await self._ws.send_message(text)
+        except ConnectionClosed:
+            self._mark_closed()
+            raise ConnectionLostError(f"{self.charger_id} disconnected") from None
+
+    async def _send_error(
+        self, unique_id: str, code: str, description: str, details: dict[str, Any] | None = None
+    ) -> None:
+        frame = [4, unique_id, spec_code(code), description, details or {}]
+        try:
+            text = json.dumps(frame, separators=(",", ":"), default=str)
+            await self._send_text(text, 4, unique_id, None)
+        except ConnectionLostError:
+            return
+
+    def _record_in(
+        self, text: str, kind: int | None, unique_id: str | None, action: str | None
+    ) -> None:
+        self._record(
+            FrameRecord(
+                charger_id=self.charger_id,
+                direction="in",
+                at=utc_now(),
+                payload=text,
+                action=action,
+                unique_id=unique_id,
+                message_type=kind,
+            )
+        )
+
+
+__all__ = ["CallErrorReceived", "CallTimeoutError", "ConnectionLostError", "TrioChargePoint"]
