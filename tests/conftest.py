@@ -20,3 +20,73 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             continue
         if item.get_closest_marker("asyncio") is None and item.get_closest_marker("trio") is None:
             item.add_marker(pytest.mark.trio)
+
+
+# --- Databases --------------------------------------------------------------------
+# Every store test runs on an SQLite file and on PostgreSQL. PostgreSQL tests get a
+# fresh database each. In CI (VOLTARO_TEST_REQUIRE_POSTGRES=1) a missing PostgreSQL is
+# a failure; locally the tests are skipped with a loud reason.
+
+import os  # noqa: E402
+import secrets  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+POSTGRES_URL = os.environ.get(
+    "VOLTARO_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+
+
+def _postgres_admin() -> object:
+    import psycopg
+
+    url = POSTGRES_URL.replace("postgresql+psycopg://", "postgresql://")
+    return psycopg.connect(url, autocommit=True, connect_timeout=3)
+
+
+@pytest.fixture(scope="session")
+def postgres_available() -> bool:
+    try:
+        conn = _postgres_admin()
+    except Exception as exc:  # any connection failure means "not available"
+        reason = f"PostgreSQL not reachable at {POSTGRES_URL}: {exc}"
+        if os.environ.get("VOLTARO_TEST_REQUIRE_POSTGRES") == "1":
+            pytest.fail(reason + " (required: VOLTARO_TEST_REQUIRE_POSTGRES=1)")
+        pytest.skip("SKIPPING POSTGRESQL TESTS: " + reason)
+    conn.close()  # type: ignore[attr-defined]
+    return True
+
+
+@pytest.fixture
+def postgres_url(postgres_available: bool) -> Iterator[str]:
+    name = f"voltaro_t_{secrets.token_hex(6)}"
+    admin = _postgres_admin()
+    admin.execute(f'CREATE DATABASE "{name}"')  # type: ignore[attr-defined]
+    base = POSTGRES_URL.rsplit("/", 1)[0]
+    try:
+        yield f"{base}/{name}"
+    finally:
+        admin.execute(  # type: ignore[attr-defined]
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
+        )
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}"')  # type: ignore[attr-defined]
+        admin.close()  # type: ignore[attr-defined]
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'voltaro.db'}"
+    return str(request.getfixturevalue("postgres_url"))
+
+
+@pytest.fixture
+def db(database_url: str) -> Iterator[object]:
+    from voltaro.store.db import Database
+
+    database = Database(database_url, pool_size=4)
+    database.upgrade()
+    try:
+        yield database
+    finally:
+        database.dispose()

@@ -6,7 +6,7 @@ StrEnums are the exact 1.6 spellings so they can travel to and from the wire unc
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 

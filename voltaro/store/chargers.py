@@ -1,0 +1,356 @@
+"""Units of work for charge points, connectors and their status (OCPP 1.6 §4.2, §4.9)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from voltaro.domain.credentials import hash_password
+from voltaro.domain.model import (
+    Availability,
+    BootDecision,
+    BootRequest,
+    Charger,
+    ChargerIdentity,
+    Connector,
+    ConnectorStatus,
+    RegistrationStatus,
+    StatusNotificationRequest,
+    TransactionState,
+)
+from voltaro.domain.timestamps import utc_now
+from voltaro.store.errors import AlreadyExists
+from voltaro.store.schema import (
+    ChargePointRow,
+    ConnectorRow,
+    StatusHistoryRow,
+    TransactionRow,
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChargerAuth:
+    """What the listener needs at the handshake."""
+
+    charger_id: str
+    registration: RegistrationStatus
+    password_hash: str | None
+    allow_no_subprotocol: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StatusEntry:
+    connector_id: int
+    status: str
+    error_code: str | None
+    info: str | None
+    at: datetime
+
+
+def _connector(row: ConnectorRow) -> Connector:
+    status = None
+    if row.status is not None:
+        try:
+            status = ConnectorStatus(row.status)
+        except ValueError:
+            status = None
+    return Connector(
+        charger_id=row.charger_id,
+        connector_id=row.connector_id,
+        status=status,
+        error_code=row.error_code,
+        info=row.info,
+        vendor_id=row.vendor_id,
+        vendor_error_code=row.vendor_error_code,
+        availability=Availability(row.availability),
+        status_at=row.status_at,
+    )
+
+
+def _charger(row: ChargePointRow, connectors: Iterable[ConnectorRow] = ()) -> Charger:
+    identity = None
+    if row.vendor is not None or row.model is not None:
+        identity = ChargerIdentity(
+            vendor=row.vendor or "",
+            model=row.model or "",
+            serial_number=row.serial_number,
+            charge_box_serial_number=row.charge_box_serial_number,
+            firmware_version=row.firmware_version,
+            iccid=row.iccid,
+            imsi=row.imsi,
+            meter_type=row.meter_type,
+            meter_serial_number=row.meter_serial_number,
+        )
+    return Charger(
+        charger_id=row.charger_id,
+        registration=RegistrationStatus(row.registration),
+        identity=identity,
+        has_password=row.password_hash is not None,
+        allow_no_subprotocol=row.allow_no_subprotocol,
+        connected=row.connected,
+        last_seen=row.last_seen,
+        last_boot=row.last_boot,
+        created_at=row.created_at,
+        connectors=tuple(_connector(c) for c in sorted(connectors, key=lambda c: c.connector_id)),
+    )
+
+
+def get_charger(s: Session, charger_id: str) -> Charger | None:
+    row = s.get(ChargePointRow, charger_id)
+    if row is None:
+        return None
+    connectors = s.scalars(select(ConnectorRow).where(ConnectorRow.charger_id == charger_id))
+    return _charger(row, connectors)
+
+
+def list_chargers(s: Session) -> list[Charger]:
+    rows = s.scalars(select(ChargePointRow).order_by(ChargePointRow.charger_id)).all()
+    by_charger: dict[str, list[ConnectorRow]] = {}
+    for c in s.scalars(select(ConnectorRow)):
+        by_charger.setdefault(c.charger_id, []).append(c)
+    return [_charger(r, by_charger.get(r.charger_id, ())) for r in rows]
+
+
+def add_charger(
+    s: Session,
+    charger_id: str,
+    *,
+    password: bytes | None = None,
+    allow_no_subprotocol: bool = False,
+    registration: RegistrationStatus = RegistrationStatus.ACCEPTED,
+) -> Charger:
+    if s.get(ChargePointRow, charger_id) is not None:
+        raise AlreadyExists(f"charger {charger_id} exists already")
+    row = ChargePointRow(
+        charger_id=charger_id,
+        registration=registration.value,
+        password_hash=hash_password(password) if password is not None else None,
+        allow_no_subprotocol=allow_no_subprotocol,
+        connected=False,
+        rebooting=False,
+        created_at=utc_now(),
+    )
+    s.add(row)
+    s.flush()
+    return _charger(row)
+
+
+def remove_charger(s: Session, charger_id: str) -> bool:
+    row = s.get(ChargePointRow, charger_id)
+    if row is None:
+        return False
+    s.delete(row)  # connectors and configuration cascade; transactions are kept (billing)
+    return True
+
+
+def set_registration(s: Session, charger_id: str, status: RegistrationStatus) -> Charger | None:
+    row = s.get(ChargePointRow, charger_id)
+    if row is None:
+        return None
+    row.registration = status.value
+    s.flush()
+    return get_charger(s, charger_id)
+
+
+def set_password(s: Session, charger_id: str, password: bytes | None) -> bool:
+    row = s.get(ChargePointRow, charger_id)
+    if row is None:
+        return False
+    row.password_hash = hash_password(password) if password is not None else None
+    return True
+
+
+def charger_auth(s: Session, charger_id: str) -> ChargerAuth | None:
+    row = s.get(ChargePointRow, charger_id)
+    if row is None:
+        return None
+    return ChargerAuth(
+        charger_id=row.charger_id,
+        registration=RegistrationStatus(row.registration),
+        password_hash=row.password_hash,
+        allow_no_subprotocol=row.allow_no_subprotocol,
+    )
+
+
+def register_unknown(s: Session, charger_id: str, registration: RegistrationStatus) -> Charger:
+    existing = s.get(ChargePointRow, charger_id)
+    if existing is not None:
+        return _charger(existing)
+    return add_charger(s, charger_id, registration=registration)
+
+
+def mark_connected(s: Session, charger_id: str, connected: bool, at: datetime) -> None:
+    s.execute(
+        update(ChargePointRow)
+        .where(ChargePointRow.charger_id == charger_id)
+        .values(connected=connected, last_seen=at)
+    )
+
+
+def touch(s: Session, charger_ids: Iterable[str], at: datetime) -> None:
+    """Batched sign of life: every PDU counts (OCPP 1.6 §4.6, R49)."""
+    ids = list(charger_ids)
+    if ids:
+        s.execute(
+            update(ChargePointRow).where(ChargePointRow.charger_id.in_(ids)).values(last_seen=at)
+        )
+
+
+def reset_connected(s: Session) -> None:
+    """At start nobody is connected (a crash may have left flags set)."""
+    s.execute(update(ChargePointRow).values(connected=False))
+
+
+def boot(
+    s: Session, request: BootRequest, *, heartbeat_interval: int, retry_interval: int
+) -> BootDecision:
+    """Store a BootNotification's metadata and answer per registration (§4.2, R37-R43)."""
+    row = s.get(ChargePointRow, request.charger_id)
+    now = request.received_at
+    if row is None:
+        # Removed while connected: it may not register itself again by booting.
+        return BootDecision(
+            status=RegistrationStatus.REJECTED, interval=retry_interval, current_time=now
+        )
+    ident = request.identity
+    row.vendor, row.model = ident.vendor, ident.model
+    row.serial_number = ident.serial_number
+    row.charge_box_serial_number = ident.charge_box_serial_number
+    row.firmware_version = ident.firmware_version
+    row.iccid, row.imsi = ident.iccid, ident.imsi
+    row.meter_type, row.meter_serial_number = ident.meter_type, ident.meter_serial_number
+    row.last_boot = now
+    row.last_seen = now
+    row.rebooting = False
+    status = RegistrationStatus(row.registration)
+    interval = heartbeat_interval if status is RegistrationStatus.ACCEPTED else retry_interval
+    return BootDecision(status=status, interval=interval, current_time=now)
+
+
+def record_status(s: Session, request: StatusNotificationRequest) -> Connector:
+    """Current state and history per connector; nothing is refused (R75-R81).
+
+    History is kept in the charger's time order (R80): an older notification delivered
+    late goes into the history without overwriting a newer current state.
+    """
+    at = request.timestamp or request.received_at
+    s.add(
+        StatusHistoryRow(
+            charger_id=request.charger_id,
+            connector_id=request.connector_id,
+            status=request.status.value,
+            error_code=request.error_code,
+            info=request.info,
+            vendor_id=request.vendor_id,
+            vendor_error_code=request.vendor_error_code,
+            at=at,
+            received_at=request.received_at,
+        )
+    )
+    row = s.get(ConnectorRow, (request.charger_id, request.connector_id))
+    if row is None:
+        if s.get(ChargePointRow, request.charger_id) is None:
+            return Connector(
+                charger_id=request.charger_id,
+                connector_id=request.connector_id,
+                status=request.status,
+                error_code=request.error_code,
+            )
+        row = ConnectorRow(
+            charger_id=request.charger_id,
+            connector_id=request.connector_id,
+            availability=Availability.OPERATIVE.value,
+        )
+        s.add(row)
+    if row.status_at is None or at >= row.status_at:
+        row.status = request.status.value
+        row.error_code = request.error_code
+        row.info = request.info
+        row.vendor_id = request.vendor_id
+        row.vendor_error_code = request.vendor_error_code
+        row.status_at = at
+    s.flush()
+    return _connector(row)
+
+
+def set_availability(
+    s: Session, charger_id: str, connector_id: int, availability: Availability
+) -> None:
+    """Record the availability an operator set (connector 0: the charger and all)."""
+    targets = [connector_id]
+    if connector_id == 0:
+        targets += [
+            c.connector_id
+            for c in s.scalars(select(ConnectorRow).where(ConnectorRow.charger_id == charger_id))
+        ]
+    for cid in set(targets):
+        row = s.get(ConnectorRow, (charger_id, cid))
+        if row is None:
+            if s.get(ChargePointRow, charger_id) is None:
+                return
+            row = ConnectorRow(charger_id=charger_id, connector_id=cid)
+            s.add(row)
+        row.availability = availability.value
+
+
+def mark_rebooting(s: Session, charger_id: str) -> None:
+    s.execute(
+        update(ChargePointRow).where(ChargePointRow.charger_id == charger_id).values(rebooting=True)
+    )
+
+
+def status_history(
+    s: Session, charger_id: str, connector_id: int | None = None, limit: int = 50
+) -> list[StatusEntry]:
+    query = select(StatusHistoryRow).where(StatusHistoryRow.charger_id == charger_id)
+    if connector_id is not None:
+        query = query.where(StatusHistoryRow.connector_id == connector_id)
+    rows = s.scalars(query.order_by(StatusHistoryRow.at.desc()).limit(limit))
+    return [
+        StatusEntry(
+            connector_id=r.connector_id,
+            status=r.status,
+            error_code=r.error_code,
+            info=r.info,
+            at=r.at,
+        )
+        for r in rows
+    ]
+
+
+def status_counts(s: Session) -> dict[str, Any]:
+    total = s.scalar(select(func.count()).select_from(ChargePointRow)) or 0
+    connected = (
+        s.scalar(select(func.count()).select_from(ChargePointRow).where(ChargePointRow.connected))
+        or 0
+    )
+    by_registration = dict(
+        s.execute(
+            select(ChargePointRow.registration, func.count()).group_by(ChargePointRow.registration)
+        ).all()
+    )
+    by_status = dict(
+        s.execute(
+            select(ConnectorRow.status, func.count())
+            .where(ConnectorRow.connector_id > 0, ConnectorRow.status.is_not(None))
+            .group_by(ConnectorRow.status)
+        ).all()
+    )
+    active = (
+        s.scalar(
+            select(func.count())
+            .select_from(TransactionRow)
+            .where(TransactionRow.state == TransactionState.ACTIVE.value)
+        )
+        or 0
+    )
+    return {
+        "chargers": {"total": total, "connected": connected, "by_registration": by_registration},
+        "connectors_by_status": by_status,
+        "active_transactions": active,
+    }

@@ -1,0 +1,124 @@
+"""Command audit, the configuration chargers report, and DataTransfer messages."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from voltaro.domain.commands import ConfigurationEntry
+from voltaro.domain.model import DataTransferRequest, DataTransferStatus
+from voltaro.domain.timestamps import utc_now
+from voltaro.store.schema import ChargePointRow, CommandRow, ConfigurationRow, DataTransferRow
+
+
+def record_command(
+    s: Session, *, charger_id: str, action: str, request: dict[str, Any], actor: str
+) -> int:
+    row = CommandRow(
+        charger_id=charger_id,
+        action=action,
+        request=json.dumps(request, default=str, sort_keys=True),
+        actor=actor,
+        requested_at=utc_now(),
+    )
+    s.add(row)
+    s.flush()
+    return row.id
+
+
+def finish_command(s: Session, command_id: int, *, status: str | None, error: str | None) -> None:
+    row = s.get(CommandRow, command_id)
+    if row is not None:
+        row.status, row.error, row.finished_at = status, error, utc_now()
+
+
+def list_commands(s: Session, charger_id: str, limit: int = 50) -> list[dict[str, Any]]:
+    rows = s.scalars(
+        select(CommandRow)
+        .where(CommandRow.charger_id == charger_id)
+        .order_by(CommandRow.requested_at.desc(), CommandRow.id.desc())
+        .limit(limit)
+    )
+    return [
+        {
+            "id": r.id,
+            "action": r.action,
+            "request": json.loads(r.request),
+            "actor": r.actor,
+            "requested_at": r.requested_at,
+            "status": r.status,
+            "error": r.error,
+            "finished_at": r.finished_at,
+        }
+        for r in rows
+    ]
+
+
+def store_configuration(
+    s: Session,
+    charger_id: str,
+    entries: Sequence[ConfigurationEntry],
+    unknown_keys: Sequence[str] = (),
+    *,
+    replace_all: bool = False,
+) -> None:
+    """Keep what GetConfiguration reported (OCPP 1.6 §5.8); a full listing replaces."""
+    if s.get(ChargePointRow, charger_id) is None:
+        return
+    now = utc_now()
+    if replace_all:
+        s.execute(delete(ConfigurationRow).where(ConfigurationRow.charger_id == charger_id))
+        s.flush()
+    for entry in entries:
+        row = s.get(ConfigurationRow, (charger_id, entry.key))
+        if row is None:
+            row = ConfigurationRow(charger_id=charger_id, key=entry.key)
+            s.add(row)
+        row.value, row.readonly, row.unknown, row.updated_at = (
+            entry.value,
+            entry.readonly,
+            False,
+            now,
+        )
+    for key in unknown_keys:
+        row = s.get(ConfigurationRow, (charger_id, key))
+        if row is None:
+            row = ConfigurationRow(charger_id=charger_id, key=key)
+            s.add(row)
+        row.value, row.readonly, row.unknown, row.updated_at = None, False, True, now
+
+
+def set_configuration_value(s: Session, charger_id: str, key: str, value: str) -> None:
+    if s.get(ChargePointRow, charger_id) is None:
+        return
+    row = s.get(ConfigurationRow, (charger_id, key))
+    if row is None:
+        row = ConfigurationRow(charger_id=charger_id, key=key, readonly=False)
+        s.add(row)
+    row.value, row.unknown, row.updated_at = value, False, utc_now()
+
+
+def get_configuration(s: Session, charger_id: str) -> list[ConfigurationEntry]:
+    rows = s.scalars(
+        select(ConfigurationRow)
+        .where(ConfigurationRow.charger_id == charger_id, ConfigurationRow.unknown.is_(False))
+        .order_by(ConfigurationRow.key)
+    )
+    return [ConfigurationEntry(key=r.key, readonly=r.readonly, value=r.value) for r in rows]
+
+
+def record_data_transfer(s: Session, req: DataTransferRequest, status: DataTransferStatus) -> None:
+    s.add(
+        DataTransferRow(
+            charger_id=req.charger_id,
+            vendor_id=req.vendor_id,
+            message_id=req.message_id,
+            data=req.data,
+            status=status.value,
+            received_at=req.received_at,
+        )
+    )

@@ -1,0 +1,114 @@
+"""The database handle: engine, migrations, and the one helper that runs units of work.
+
+Units of work are plain functions ``fn(session, *args)`` that run in a worker thread
+inside one transaction. ``Database.run`` is the only way the trio side touches the
+database: it is capacity-limited to the connection pool (SQLite: one writer) and never
+abandons a worker on cancel — an abandoned write could still commit a transaction id
+nobody was told about (style-anchors §0.3).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import trio
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def normalize_url(url: str) -> str:
+    """Accept ``postgresql://`` and ``postgres://`` and use the psycopg 3 driver."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+class Database:
+    def __init__(self, url: str, *, pool_size: int = 8) -> None:
+        self.url = normalize_url(url)
+        parsed = make_url(self.url)
+        self.backend = "sqlite" if parsed.get_backend_name() == "sqlite" else "postgresql"
+        if self.backend == "sqlite":
+            if parsed.database and parsed.database != ":memory:":
+                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            self.engine: Engine = create_engine(
+                self.url,
+                connect_args={"check_same_thread": False, "timeout": 10},
+                pool_size=2,
+                max_overflow=0,
+            )
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+            # SQLite has one writer: serialise units of work instead of queueing on locks.
+            self.limiter = trio.CapacityLimiter(1)
+        else:
+            self.engine = create_engine(
+                self.url,
+                pool_size=pool_size,
+                max_overflow=0,
+                pool_timeout=10,
+                pool_pre_ping=True,
+                connect_args={
+                    "connect_timeout": 5,
+                    "options": "-c statement_timeout=15000 -c timezone=UTC",
+                },
+            )
+            self.limiter = trio.CapacityLimiter(pool_size)
+
+    async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run ``fn(session, *args, **kwargs)`` in a worker thread, in one committed
+        transaction."""
+        work = functools.partial(self.run_sync, fn, *args, **kwargs)
+        return await trio.to_thread.run_sync(work, limiter=self.limiter)
+
+    def run_sync(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        with Session(self.engine, expire_on_commit=False) as session, session.begin():
+            return fn(session, *args, **kwargs)
+
+    async def ping(self) -> bool:
+        def _ping(session: Session) -> bool:
+            session.execute(text("SELECT 1"))
+            return True
+
+        try:
+            with trio.move_on_after(5):
+                return await self.run(_ping)
+        except SQLAlchemyError:
+            return False
+        return False
+
+    def upgrade(self) -> None:
+        """Bring the database to the current schema (Alembic ``upgrade head``)."""
+        from alembic import command
+        from alembic.config import Config
+
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        config.set_main_option("sqlalchemy.url", self.url.replace("%", "%%"))
+        with self.engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    # FULL: a committed transaction message survives a power cut, not only a crash.
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()

@@ -1,0 +1,58 @@
+"""The raw OCPP frame log, written in batches, purged after the retention period."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import delete, insert, select
+from sqlalchemy.orm import Session
+
+from voltaro.domain.model import FrameRecord
+from voltaro.store.schema import FrameRow
+
+
+def append_frames(s: Session, frames: Sequence[FrameRecord]) -> None:
+    if not frames:
+        return
+    s.execute(
+        insert(FrameRow),
+        [
+            {
+                "charger_id": f.charger_id,
+                "direction": f.direction,
+                "at": f.at,
+                "action": f.action,
+                "unique_id": f.unique_id[:64] if f.unique_id else None,
+                "message_type": f.message_type,
+                "payload": f.payload,
+            }
+            for f in frames
+        ],
+    )
+
+
+def recent_frames(
+    s: Session, charger_id: str, *, limit: int = 100, action: str | None = None
+) -> list[FrameRecord]:
+    query = select(FrameRow).where(FrameRow.charger_id == charger_id)
+    if action:
+        query = query.where(FrameRow.action == action)
+    rows = s.scalars(query.order_by(FrameRow.at.desc(), FrameRow.id.desc()).limit(limit))
+    return [
+        FrameRecord(
+            charger_id=r.charger_id,
+            direction=r.direction,
+            at=r.at,
+            payload=r.payload,
+            action=r.action,
+            unique_id=r.unique_id,
+            message_type=r.message_type,
+        )
+        for r in rows
+    ]
+
+
+def purge_frames(s: Session, older_than: datetime) -> int:
+    result = s.execute(delete(FrameRow).where(FrameRow.at < older_than))
+    return int(getattr(result, "rowcount", 0) or 0)

@@ -1,0 +1,262 @@
+"""The database schema: SQLAlchemy 2 typed models. Migrations live in migrations/."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Stored as naive UTC on every backend, returned as aware UTC datetimes."""
+
+    impl = DateTime(timezone=False)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is not None:
+            value = value.astimezone(UTC)
+        return value.replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class ChargePointRow(Base):
+    __tablename__ = "charge_points"
+
+    charger_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    registration: Mapped[str] = mapped_column(String(16))
+    vendor: Mapped[str | None] = mapped_column(Text)
+    model: Mapped[str | None] = mapped_column(Text)
+    serial_number: Mapped[str | None] = mapped_column(Text)
+    charge_box_serial_number: Mapped[str | None] = mapped_column(Text)
+    firmware_version: Mapped[str | None] = mapped_column(Text)
+    iccid: Mapped[str | None] = mapped_column(Text)
+    imsi: Mapped[str | None] = mapped_column(Text)
+    meter_type: Mapped[str | None] = mapped_column(Text)
+    meter_serial_number: Mapped[str | None] = mapped_column(Text)
+    password_hash: Mapped[str | None] = mapped_column(Text)
+    allow_no_subprotocol: Mapped[bool] = mapped_column(Boolean, default=False)
+    connected: Mapped[bool] = mapped_column(Boolean, default=False)
+    rebooting: Mapped[bool] = mapped_column(Boolean, default=False)
+    last_seen: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    last_boot: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class ConnectorRow(Base):
+    __tablename__ = "connectors"
+
+    charger_id: Mapped[str] = mapped_column(
+        ForeignKey("charge_points.charger_id", ondelete="CASCADE"), primary_key=True
+    )
+    connector_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    status: Mapped[str | None] = mapped_column(String(32))
+    error_code: Mapped[str | None] = mapped_column(Text)
+    info: Mapped[str | None] = mapped_column(Text)
+    vendor_id: Mapped[str | None] = mapped_column(Text)
+    vendor_error_code: Mapped[str | None] = mapped_column(Text)
+    availability: Mapped[str] = mapped_column(String(16), default="Operative")
+    status_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class StatusHistoryRow(Base):
+    __tablename__ = "status_history"
+    __table_args__ = (Index("ix_status_history_charger", "charger_id", "connector_id", "at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    charger_id: Mapped[str] = mapped_column(String(255))
+    connector_id: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(32))
+    error_code: Mapped[str | None] = mapped_column(Text)
+    info: Mapped[str | None] = mapped_column(Text)
+    vendor_id: Mapped[str | None] = mapped_column(Text)
+    vendor_error_code: Mapped[str | None] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(UtcDateTime)  # the charger's time, or receipt
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class IdTagRow(Base):
+    __tablename__ = "id_tags"
+
+    # IdToken is CiString20: compared case-insensitively (OCPP 1.6 §7.28).
+    tag_key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    id_tag: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))
+    expiry_date: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    parent_id_tag: Mapped[str | None] = mapped_column(String(64))
+
+
+class TransactionRow(Base):
+    __tablename__ = "transactions"
+    __table_args__ = (
+        # A retried StartTransaction is the same transaction (R60, RT12).
+        UniqueConstraint(
+            "charger_id",
+            "connector_id",
+            "start_time",
+            "meter_start",
+            "tag_key",
+            name="uq_transactions_retry",
+        ),
+        Index("ix_transactions_tag_state", "tag_key", "state"),
+        Index("ix_transactions_charger_state", "charger_id", "state"),
+        Index("ix_transactions_start", "start_time"),
+    )
+
+    transaction_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    # No foreign key to charge_points: billing data outlives a removed charger.
+    charger_id: Mapped[str] = mapped_column(String(255))
+    connector_id: Mapped[int] = mapped_column(Integer)
+    id_tag: Mapped[str] = mapped_column(String(64))
+    tag_key: Mapped[str] = mapped_column(String(64))
+    id_tag_status: Mapped[str] = mapped_column(String(16))
+    start_time: Mapped[datetime] = mapped_column(UtcDateTime)
+    meter_start: Mapped[int] = mapped_column(BigInteger)
+    reservation_id: Mapped[int | None] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16))
+    stop_time: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    meter_stop: Mapped[int | None] = mapped_column(BigInteger)
+    stop_reason: Mapped[str | None] = mapped_column(String(32))
+    stop_id_tag: Mapped[str | None] = mapped_column(String(64))
+    energy_wh: Mapped[int | None] = mapped_column(BigInteger)
+    last_meter_wh: Mapped[float | None] = mapped_column(Float)
+    last_power_w: Mapped[float | None] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class OrphanStopRow(Base):
+    """StopTransaction for an unknown, 0, -1 or another charger's id (errata 3.18)."""
+
+    __tablename__ = "orphan_stops"
+    __table_args__ = (
+        UniqueConstraint(
+            "charger_id", "transaction_id", "meter_stop", "stop_time", name="uq_orphan_stops_retry"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    charger_id: Mapped[str] = mapped_column(String(255))
+    transaction_id: Mapped[int] = mapped_column(BigInteger)
+    kind: Mapped[str] = mapped_column(String(16))  # "unknown" | "foreign"
+    meter_stop: Mapped[int] = mapped_column(BigInteger)
+    stop_time: Mapped[datetime] = mapped_column(UtcDateTime)
+    id_tag: Mapped[str | None] = mapped_column(String(64))
+    reason: Mapped[str | None] = mapped_column(String(32))
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class MeterValueRow(Base):
+    __tablename__ = "meter_values"
+    __table_args__ = (
+        # A retried MeterValues/StopTransaction stores each sample once.
+        UniqueConstraint(
+            "charger_id",
+            "connector_id",
+            "reported_transaction_id",
+            "at",
+            "measurand",
+            "phase",
+            "location",
+            "context",
+            "format",
+            "unit",
+            name="uq_meter_values_retry",
+        ),
+        Index("ix_meter_values_tx", "transaction_id", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    charger_id: Mapped[str] = mapped_column(String(255))
+    connector_id: Mapped[int] = mapped_column(Integer)
+    # What the charger said, and the transaction it is linked to (only the charger's own).
+    reported_transaction_id: Mapped[int] = mapped_column(BigInteger, default=0)
+    transaction_id: Mapped[int | None] = mapped_column(Integer)
+    at: Mapped[datetime] = mapped_column(UtcDateTime)
+    value: Mapped[str] = mapped_column(Text)
+    context: Mapped[str] = mapped_column(String(32))
+    format: Mapped[str] = mapped_column(String(16))
+    measurand: Mapped[str] = mapped_column(String(64))
+    phase: Mapped[str] = mapped_column(String(8), default="")  # "" = none (unique key)
+    location: Mapped[str] = mapped_column(String(16))
+    unit: Mapped[str] = mapped_column(String(16))
+
+
+class ConfigurationRow(Base):
+    __tablename__ = "charger_configuration"
+
+    charger_id: Mapped[str] = mapped_column(
+        ForeignKey("charge_points.charger_id", ondelete="CASCADE"), primary_key=True
+    )
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str | None] = mapped_column(Text)
+    readonly: Mapped[bool] = mapped_column(Boolean, default=False)
+    unknown: Mapped[bool] = mapped_column(Boolean, default=False)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class DataTransferRow(Base):
+    __tablename__ = "data_transfers"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    charger_id: Mapped[str] = mapped_column(String(255))
+    vendor_id: Mapped[str] = mapped_column(Text)
+    message_id: Mapped[str | None] = mapped_column(Text)
+    data: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(32))
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class CommandRow(Base):
+    """The audit of every command sent to a charger: who, when, what, and the answer."""
+
+    __tablename__ = "commands"
+    __table_args__ = (Index("ix_commands_charger", "charger_id", "requested_at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    charger_id: Mapped[str] = mapped_column(String(255))
+    action: Mapped[str] = mapped_column(String(64))
+    request: Mapped[str] = mapped_column(Text)
+    actor: Mapped[str] = mapped_column(String(255))
+    requested_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    status: Mapped[str | None] = mapped_column(String(64))
+    error: Mapped[str | None] = mapped_column(Text)
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class FrameRow(Base):
+    __tablename__ = "frames"
+    __table_args__ = (
+        Index("ix_frames_charger_at", "charger_id", "at"),
+        Index("ix_frames_at", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    charger_id: Mapped[str] = mapped_column(String(255))
+    direction: Mapped[str] = mapped_column(String(3))
+    at: Mapped[datetime] = mapped_column(UtcDateTime)
+    action: Mapped[str | None] = mapped_column(String(64))
+    unique_id: Mapped[str | None] = mapped_column(String(64))
+    message_type: Mapped[int | None] = mapped_column(Integer)
+    payload: Mapped[str] = mapped_column(Text)
