@@ -151,8 +151,8 @@ def decode(line: bytes | str) -> dict[str, Any]:
     return frame
 
 
-def request(id: int | str, op: str, args: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {"type": "request", "id": id, "op": op, "args": args or {}}
+def request(rid: int | str, op: str, args: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"type": "request", "id": rid, "op": op, "args": args or {}}
 
 
 def parse_request(frame: dict[str, Any]) -> Request:
