@@ -24,10 +24,14 @@ from typing import Any
 import trio
 
 from voltaro.domain.ports import ChargerBackend, StorageUnavailable
-from voltaro.net.directory import ChargerDirectory, Connection, MemoryDirectory
+from voltaro.net.directory import Connection
 from voltaro.net.listener import OcppListener
 from voltaro.net.registry import Registry
+from voltaro.protocol import OcppConnection, warm_up
+from voltaro.service.ingest import ChargerIngest, FrameSink, Liveness
 from voltaro.settings import Settings
+from voltaro.store import chargers, frames
+from voltaro.store.db import Database
 
 log = logging.getLogger(__name__)
 
@@ -72,10 +76,7 @@ def _optional(module: str) -> ModuleType | None:
 
 def upgrade_database(settings: Settings) -> None:
     """``voltaro db upgrade``: bring the database to the current schema."""
-    db_module = _optional("voltaro.store.db")
-    if db_module is None:
-        raise SystemExit("voltaro: the store package is not installed")
-    db = db_module.Database(settings.database_url, pool_size=settings.db_pool_size)
+    db = Database(settings.database_url, pool_size=settings.db_pool_size)
     try:
         db.upgrade()
     finally:
@@ -92,27 +93,42 @@ async def run(
     stop = trio.Event() if stop is None else stop
     registry = Registry()
 
-    # --- store (seam: voltaro.store.db.Database) -------------------------------------
-    db_module = _optional("voltaro.store.db")
-    database: Any = None
-    if db_module is not None:
-        database = db_module.Database(settings.database_url, pool_size=settings.db_pool_size)
-        await trio.to_thread.run_sync(database.upgrade)
-    else:
-        log.warning("store not installed: chargers are kept in memory only")
+    # Validators are loaded now, not on the first message of each action (reference §7.6).
+    warm_up()
+    database = Database(
+        settings.database_url,
+        pool_size=settings.db_pool_size,
+        lock_timeout=max(1.0, min(10.0, settings.db_retry_seconds)),
+    )
+    await trio.to_thread.run_sync(database.upgrade)
+    # Nobody is connected yet, whatever a crash left in the table.
+    await database.run(chargers.reset_connected)
+    liveness = Liveness(database)
 
     # --- event hub (seam: voltaro.service.hub.EventHub) -------------------------------
     hub_module = _optional("voltaro.service.hub")
     hub: Any = hub_module.EventHub(settings.control_queue_size) if hub_module else None
 
-    frame_sink = _frame_sink(settings, database, hub)
-    directory = _directory(settings, database, hub)
+    publish = _publisher(hub)
+    frame_sink = FrameSink(db=database, settings=settings, publish=publish)
+    directory = StoreDirectory(database, hub)
+
+    def backend_factory(charger_id: str) -> ChargerBackend:
+        return ChargerIngest(
+            charger_id,
+            db=database,
+            settings=settings,
+            publish=publish,
+            frame_sink=frame_sink,
+            liveness=liveness,
+        )
+
     listener = OcppListener(
         settings,
         registry=registry,
         directory=directory,
-        backend_factory=_backend_factory(settings, database, hub, frame_sink),
-        connection_factory=_connection_factory(),
+        backend_factory=backend_factory,
+        connection_factory=OcppConnection,
     )
     components = Components(
         settings=settings,
@@ -122,13 +138,13 @@ async def run(
         hub=hub,
         commands=_command_service(settings, database, registry, hub),
     )
-    if frame_sink is not None:
-        components.extras["frame_sink"] = frame_sink
+    components.extras["frame_sink"] = frame_sink
+    components.extras["liveness"] = liveness
 
     try:
         async with trio.open_nursery() as nursery:
-            if frame_sink is not None:
-                await nursery.start(frame_sink.run)
+            await nursery.start(frame_sink.run)
+            await nursery.start(liveness.run)
             ocpp = await nursery.start(listener.run)
             control_path = await _start_control(nursery, components)
             http = await _start_http(nursery, components)
@@ -139,18 +155,8 @@ async def run(
             await listener.shutdown(grace=settings.shutdown_grace)
             nursery.cancel_scope.cancel()
     finally:
-        if database is not None:
-            database.dispose()
+        database.dispose()
     log.info("stopped")
-
-
-def _frame_sink(settings: Settings, database: Any, hub: Any) -> Any:
-    """The shared frame-log writer (voltaro.service.ingest.FrameSink), when it exists."""
-    ingest = _optional("voltaro.service.ingest")
-    sink_class = getattr(ingest, "FrameSink", None) if ingest is not None else None
-    if sink_class is None or database is None:
-        return None
-    return sink_class(db=database, settings=settings, publish=_publisher(hub))
 
 
 def _command_service(settings: Settings, database: Any, registry: Registry, hub: Any) -> Any:
@@ -161,19 +167,13 @@ def _command_service(settings: Settings, database: Any, registry: Registry, hub:
     return commands.CommandService(database, registry, hub, settings=settings)
 
 
-def _directory(settings: Settings, database: Any, hub: Any) -> ChargerDirectory:
-    if database is None:
-        return MemoryDirectory()
-    return StoreDirectory(database, hub)
-
-
 class StoreDirectory:
     """ChargerDirectory over the store's unit-of-work functions and the event hub."""
 
     def __init__(self, database: Any, hub: Any) -> None:
         self._db = database
         self._hub = hub
-        self._chargers: Any = importlib.import_module("voltaro.store.chargers")
+        self._chargers = chargers
 
     async def lookup(self, charger_id: str) -> Any:
         return await self._db.run(self._chargers.charger_auth, charger_id)
@@ -206,65 +206,6 @@ def _publisher(hub: Any) -> Callable[[str, dict[str, Any]], None]:
     return publish
 
 
-def _backend_factory(settings: Settings, database: Any, hub: Any, frame_sink: Any) -> Any:
-    """``charger_id -> ChargerBackend``: voltaro.service.ingest.ChargerIngest (store engineer)."""
-    ingest = _optional("voltaro.service.ingest")
-    if ingest is None or database is None:
-        log.warning("ingest not installed: OCPP messages are not stored")
-        return lambda charger_id: _NoBackend()
-    publish = _publisher(hub)
-    return lambda charger_id: ingest.ChargerIngest(
-        charger_id, db=database, settings=settings, publish=publish, frame_sink=frame_sink
-    )
-
-
-class _NoBackend:
-    """Seam until voltaro.service.ingest lands: every message is 'storage unavailable'."""
-
-    def __getattr__(self, name: str) -> Any:
-        from voltaro.domain.ports import StorageUnavailable
-
-        async def unavailable(*args: object, **kwargs: object) -> None:
-            raise StorageUnavailable(f"{name}: no store in this build")
-
-        if name == "record_frame":
-            return lambda frame: None
-        return unavailable
-
-
-def _connection_factory() -> Any:
-    protocol = _optional("voltaro.protocol.connection")
-    if protocol is None:
-        log.warning("protocol adapter not installed: chargers connect but get no answers")
-        return _SilentConnection
-    return protocol.OcppConnection
-
-
-class _SilentConnection:
-    """Seam until voltaro.protocol.OcppConnection lands: reads frames and drops them."""
-
-    def __init__(self, charger_id: str, websocket: Any, backend: ChargerBackend, **_: Any):
-        self.charger_id = charger_id
-        self._ws = websocket
-
-    async def run(self) -> None:
-        from trio_websocket import ConnectionClosed
-
-        try:
-            while True:
-                await self._ws.get_message()
-        except ConnectionClosed:
-            return
-
-    async def send_command(self, command: Any) -> Any:
-        from voltaro.domain.commands import CommandError, CommandErrorCode
-
-        raise CommandError(CommandErrorCode.DISCONNECTED, "no protocol adapter")
-
-    async def close(self, code: int = 1000, reason: str = "") -> None:
-        await self._ws.aclose(code, reason)
-
-
 async def _start_control(nursery: trio.Nursery, c: Components) -> str | None:
     """Seam: voltaro.control.server (control engineer)."""
     return None
@@ -277,9 +218,8 @@ async def _start_http(nursery: trio.Nursery, c: Components) -> tuple[str, int] |
 
 async def _housekeeping(c: Components) -> None:
     """Frame-log retention: purge frames older than settings.frame_log_retention_days."""
-    frames = _optional("voltaro.store.frames") if c.database is not None else None
     days = c.settings.frame_log_retention_days
-    if frames is None or days <= 0:
+    if days <= 0:
         await trio.sleep_forever()
     from voltaro.domain.timestamps import utc_now
 

@@ -1,0 +1,69 @@
+"""The real server (voltaro.app.run) on loopback, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from voltaro import app
+from voltaro.settings import Settings
+from voltaro.store.db import Database
+
+
+@dataclass
+class RunningServer:
+    url: str
+    settings: Settings
+    db: Database  # a second handle on the same database, for assertions and setup
+    addresses: app.BoundAddresses
+
+    def run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        return self.db.run_sync(fn, *args, **kwargs)
+
+
+def server_settings(database_url: str, tmp_path: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "host": "127.0.0.1",
+        "port": 0,
+        "database_url": database_url,
+        "control_socket": str(tmp_path / "ctl.sock"),
+        "http_enabled": False,
+        "db_retry_seconds": 1.0,
+        "shutdown_grace": 1.0,
+        "call_timeout": 2.0,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+async def start_server(
+    nursery: trio.Nursery, settings: Settings
+) -> tuple[RunningServer, trio.Event]:
+    stop = trio.Event()
+    addresses = await nursery.start(
+        lambda task_status: app.run(settings, stop=stop, task_status=task_status)
+    )
+    db = Database(settings.database_url, pool_size=2)
+    server = RunningServer(
+        url=f"ws://127.0.0.1:{addresses.ocpp_port}/ocpp",
+        settings=settings,
+        db=db,
+        addresses=addresses,
+    )
+    return server, stop
+
+
+@pytest.fixture
+async def server(database_url: str, tmp_path: Path) -> AsyncIterator[RunningServer]:
+    async with trio.open_nursery() as nursery:
+        running, stop = await start_server(nursery, server_settings(database_url, tmp_path))
+        try:
+            yield running
+        finally:
+            stop.set()
+            running.db.dispose()
