@@ -13,21 +13,23 @@ abandons a worker thread on cancel; then the nursery is cancelled.
 
 from __future__ import annotations
 
-import importlib
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from types import ModuleType
 from typing import Any
 
 import trio
 
+from voltaro.control.ops import ControlOps
+from voltaro.control.server import ControlServer
 from voltaro.domain.ports import ChargerBackend, StorageUnavailable
 from voltaro.net.directory import Connection
 from voltaro.net.listener import OcppListener
 from voltaro.net.registry import Registry
 from voltaro.protocol import OcppConnection, warm_up
+from voltaro.service.commands import CommandService
+from voltaro.service.directory import StoreDirectory
+from voltaro.service.hub import EventHub
 from voltaro.service.ingest import ChargerIngest, FrameSink, Liveness
 from voltaro.settings import Settings
 from voltaro.store import chargers, frames
@@ -58,20 +60,10 @@ class Components:
     settings: Settings
     registry: Registry
     listener: OcppListener
-    database: Any = None
-    hub: Any = None
-    commands: Any = None
+    database: Database
+    hub: EventHub
+    commands: CommandService
     extras: dict[str, Any] = field(default_factory=dict)
-
-
-def _optional(module: str) -> ModuleType | None:
-    """A piece another engineer delivers; None until it has landed in the tree."""
-    try:
-        return importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        if exc.name and module.startswith(exc.name):
-            return None
-        raise
 
 
 def upgrade_database(settings: Settings) -> None:
@@ -105,11 +97,9 @@ async def run(
     await database.run(chargers.reset_connected)
     liveness = Liveness(database)
 
-    # --- event hub (seam: voltaro.service.hub.EventHub) -------------------------------
-    hub_module = _optional("voltaro.service.hub")
-    hub: Any = hub_module.EventHub(settings.control_queue_size) if hub_module else None
+    hub = EventHub(settings.control_queue_size)
 
-    publish = _publisher(hub)
+    publish = hub.publish
     frame_sink = FrameSink(db=database, settings=settings, publish=publish)
     directory = StoreDirectory(database, hub)
 
@@ -136,7 +126,7 @@ async def run(
         listener=listener,
         database=database,
         hub=hub,
-        commands=_command_service(settings, database, registry, hub),
+        commands=CommandService(database, registry, hub, settings=settings),
     )
     components.extras["frame_sink"] = frame_sink
     components.extras["liveness"] = liveness
@@ -159,56 +149,10 @@ async def run(
     log.info("stopped")
 
 
-def _command_service(settings: Settings, database: Any, registry: Registry, hub: Any) -> Any:
-    """voltaro.service.commands.CommandService (control engineer), when it exists."""
-    commands = _optional("voltaro.service.commands")
-    if commands is None or database is None:
-        return None
-    return commands.CommandService(database, registry, hub, settings=settings)
-
-
-class StoreDirectory:
-    """ChargerDirectory over the store's unit-of-work functions and the event hub."""
-
-    def __init__(self, database: Any, hub: Any) -> None:
-        self._db = database
-        self._hub = hub
-        self._chargers = chargers
-
-    async def lookup(self, charger_id: str) -> Any:
-        return await self._db.run(self._chargers.charger_auth, charger_id)
-
-    async def register_unknown(self, charger_id: str, registration: Any) -> None:
-        await self._db.run(self._chargers.register_unknown, charger_id, registration)
-        self._publish("charger.updated", charger_id=charger_id, registration=str(registration))
-
-    async def connected(self, charger_id: str, remote: str) -> None:
-        from voltaro.domain.timestamps import utc_now
-
-        await self._db.run(self._chargers.mark_connected, charger_id, True, utc_now())
-        self._publish("charger.connected", charger_id=charger_id, remote=remote)
-
-    async def disconnected(self, charger_id: str, reason: str) -> None:
-        from voltaro.domain.timestamps import utc_now
-
-        await self._db.run(self._chargers.mark_connected, charger_id, False, utc_now())
-        self._publish("charger.disconnected", charger_id=charger_id, reason=reason)
-
-    def _publish(self, event: str, **data: object) -> None:
-        if self._hub is not None:
-            self._hub.publish(event, data)
-
-
-def _publisher(hub: Any) -> Callable[[str, dict[str, Any]], None]:
-    if hub is None:
-        return lambda event, data: None
-    publish: Callable[[str, dict[str, Any]], None] = hub.publish
-    return publish
-
-
-async def _start_control(nursery: trio.Nursery, c: Components) -> str | None:
-    """Seam: voltaro.control.server (control engineer)."""
-    return None
+async def _start_control(nursery: trio.Nursery, c: Components) -> str:
+    ops = ControlOps(c.database, c.registry, c.commands, c.hub)
+    path: str = await nursery.start(ControlServer(c.settings, ops, c.hub).run)
+    return path
 
 
 async def _start_http(nursery: trio.Nursery, c: Components) -> tuple[str, int] | None:

@@ -1,0 +1,291 @@
+"""What each control-socket op does. Results are the JSON views of service/views.py."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any
+
+from voltaro import __version__
+from voltaro.control.wire import ErrorCode
+from voltaro.domain.commands import CommandError, CommandErrorCode
+from voltaro.domain.credentials import password_bytes
+from voltaro.domain.model import AuthorizationStatus, RegistrationStatus
+from voltaro.domain.timestamps import format_utc, parse_timestamp
+from voltaro.net.registry import Registry
+from voltaro.service import views
+from voltaro.service.commands import CommandService, command_from_args
+from voltaro.service.hub import EventHub
+from voltaro.store import chargers, commands, frames, tags, transactions
+from voltaro.store.db import Database
+from voltaro.store.errors import AlreadyExists, NotFound
+
+
+class OpError(Exception):
+    def __init__(self, code: ErrorCode | str, message: str) -> None:
+        super().__init__(message)
+        self.code = str(code)
+        self.message = message
+
+
+_COMMAND_CODES = {
+    CommandErrorCode.BAD_ARGUMENTS: ErrorCode.BAD_ARGUMENTS,
+    CommandErrorCode.UNKNOWN_CHARGER: ErrorCode.UNKNOWN_CHARGER,
+    CommandErrorCode.OFFLINE: ErrorCode.OFFLINE,
+    CommandErrorCode.NOT_ALLOWED: ErrorCode.NOT_ALLOWED,
+    CommandErrorCode.FORBIDDEN: ErrorCode.FORBIDDEN,
+    CommandErrorCode.TIMEOUT: ErrorCode.TIMEOUT,
+    CommandErrorCode.CALL_ERROR: ErrorCode.CALL_ERROR,
+    CommandErrorCode.DISCONNECTED: ErrorCode.DISCONNECTED,
+    CommandErrorCode.INTERNAL: ErrorCode.INTERNAL,
+}
+
+
+def _text(args: dict[str, Any], key: str) -> str:
+    value = args.get(key)
+    if not isinstance(value, str) or not value:
+        raise OpError(ErrorCode.BAD_ARGUMENTS, f"{key} is required")
+    return value
+
+
+def _limit(args: dict[str, Any], default: int = 50, maximum: int = 1000) -> int:
+    value = args.get("limit", default)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= maximum:
+        raise OpError(ErrorCode.BAD_ARGUMENTS, f"limit must be an integer from 1 to {maximum}")
+    return value
+
+
+class ControlOps:
+    """The server side of every op except subscribe (handled by the session)."""
+
+    def __init__(
+        self, db: Database, registry: Registry, command_service: CommandService, hub: EventHub
+    ) -> None:
+        self._db = db
+        self._registry = registry
+        self._commands = command_service
+        self._hub = hub
+        self._started = time.monotonic()
+        self.table: dict[str, Callable[[dict[str, Any], str], Awaitable[Any]]] = {
+            "status": self.status,
+            "chargers.list": self.chargers_list,
+            "chargers.show": self.chargers_show,
+            "chargers.frames": self.chargers_frames,
+            "chargers.add": self.chargers_add,
+            "chargers.remove": self.chargers_remove,
+            "chargers.accept": self.chargers_accept,
+            "chargers.reject": self.chargers_reject,
+            "tags.list": self.tags_list,
+            "tags.add": self.tags_add,
+            "tags.block": self.tags_block,
+            "tags.remove": self.tags_remove,
+            "transactions.list": self.transactions_list,
+            "transactions.show": self.transactions_show,
+            "command": self.command,
+        }
+
+    def _charger_view(self, charger: Any) -> dict[str, Any]:
+        view = views.charger_view(charger)
+        view["connected"] = self._registry.is_connected(charger.charger_id)
+        return view
+
+    async def status(self, args: dict[str, Any], user: str) -> dict[str, Any]:
+        database_ok = await self._db.ping()
+        counts = await self._db.run(chargers.status_counts) if database_ok else {}
+        return {
+            "version": __version__,
+            "uptime_s": round(time.monotonic() - self._started, 1),
+            "database": {"ok": database_ok, "backend": self._db.backend},
+            "connected_chargers": len(self._registry.connected()),
+            **counts,
+        }
+
+    async def chargers_list(self, args: dict[str, Any], user: str) -> list[dict[str, Any]]:
+        active = await self._db.run(transactions.list_transactions, active=True, limit=10000)
+        by_charger: dict[str, list[dict[str, Any]]] = {}
+        for tx in active:
+            by_charger.setdefault(tx.charger_id, []).append(views.transaction_view(tx))
+        out = []
+        for charger in await self._db.run(chargers.list_chargers):
+            view = self._charger_view(charger)
+            view["active_transactions"] = by_charger.get(charger.charger_id, [])
+            out.append(view)
+        return out
+
+    async def chargers_show(self, args: dict[str, Any], user: str) -> dict[str, Any]:
+        charger_id = _text(args, "charger_id")
+        charger = await self._db.run(chargers.get_charger, charger_id)
+        if charger is None:
+            raise OpError(ErrorCode.NOT_FOUND, f"unknown charger {charger_id}")
+        view = self._charger_view(charger)
+        history = await self._db.run(chargers.status_history, charger_id)
+        view["status_history"] = [
+            {
+                "connector_id": h.connector_id,
+                "status": h.status,
+                "error_code": h.error_code,
+                "info": h.info,
+                "at": format_utc(h.at),
+            }
+            for h in history
+        ]
+        config = await self._db.run(commands.get_configuration, charger_id)
+        view["configuration"] = [
+            {"key": c.key, "readonly": c.readonly, "value": c.value} for c in config
+        ]
+        recent = await self._db.run(transactions.list_transactions, charger_id=charger_id, limit=20)
+        view["transactions"] = [views.transaction_view(t) for t in recent]
+        return view
+
+    async def chargers_frames(self, args: dict[str, Any], user: str) -> list[dict[str, Any]]:
+        charger_id = _text(args, "charger_id")
+        action = args.get("action")
+        rows = await self._db.run(
+            frames.recent_frames,
+            charger_id,
+            limit=_limit(args, 100),
+            action=action if isinstance(action, str) else None,
+        )
+        return [
+            {
+                "direction": f.direction,
+                "at": format_utc(f.at),
+                "action": f.action,
+                "unique_id": f.unique_id,
+                "payload": f.payload,
+            }
+            for f in rows
+        ]
+
+    async def chargers_add(self, args: dict[str, Any], user: str) -> dict[str, Any]:
+        charger_id = _text(args, "charger_id")
+        if len(charger_id) > 48 or not charger_id.isprintable() or "/" in charger_id:
+            raise OpError(
+                ErrorCode.BAD_ARGUMENTS, "charger id must be 1-48 printable characters without '/'"
+            )
+        password = args.get("password")
+        if password is not None and (not isinstance(password, str) or not password):
+            raise OpError(ErrorCode.BAD_ARGUMENTS, "password must be a non-empty string")
+        try:
+            charger = await self._db.run(
+                chargers.add_charger,
+                charger_id,
+                password=password_bytes(password) if password else None,
+                allow_no_subprotocol=bool(args.get("allow_no_subprotocol", False)),
+            )
+        except AlreadyExists as exc:
+            raise OpError(ErrorCode.CONFLICT, str(exc)) from None
+        self._hub.publish(
+            "charger.updated",
+            {"charger_id": charger_id, "registration": charger.registration.value},
+        )
+        return self._charger_view(charger)
+
+    async def chargers_remove(self, args: dict[str, Any], user: str) -> dict[str, Any]:
+        charger_id = _text(args, "charger_id")
+        if not await self._db.run(chargers.remove_charger, charger_id):
+            raise OpError(ErrorCode.NOT_FOUND, f"unknown charger {charger_id}")
+        link = self._registry.get(charger_id)
+        if link is not None:
+            await link.close(1000, "charger removed")
+        self._hub.publish("charger.removed", {"charger_id": charger_id})
+        return {"charger_id": charger_id, "removed": True}
+
+    async def _registration(self, args: dict[str, Any], status: RegistrationStatus) -> Any:
+        charger_id = _text(args, "charger_id")
+        charger = await self._db.run(chargers.set_registration, charger_id, status)
+        if charger is None:
+            raise OpError(ErrorCode.NOT_FOUND, f"unknown charger {charger_id}")
+        self._hub.publish(
+            "charger.updated", {"charger_id": charger_id, "registration": status.value}
+        )
+        return self._charger_view(charger)
+
+    async def chargers_accept(self, args: dict[str, Any], user: str) -> dict[str, Any]:
+        return dict(await self._registration(args, RegistrationStatus.ACCEPTED))
+
+    async def chargers_reject(self, args: dict[str, Any], user: str) -> dict[str, Any]:
+        return dict(await self._registration(args, RegistrationStatus.REJECTED))
+
+    async def tags_list(self, args: dict[str, Any], user: str) -> list[dict[str, Any]]:
+        return [views.tag_view(t) for t in await self._db.run(tags.list_tags)]
+
+    async def tags_add(self, args: dict[str, Any], user: str) -> dict[str, Any]:
+        id_tag = _text(args, "id_tag")
+        if len(id_tag) > 20 or not id_tag.isascii() or not id_tag.isprintable():
+            raise OpError(
+                ErrorCode.BAD_ARGUMENTS,
+                "id tag must be 1-20 printable ASCII characters (OCPP 1.6 IdToken)",
+            )
+        try:
+            status = AuthorizationStatus(args.get("status") or "Accepted")
+        except ValueError:
+            raise OpError(
+                ErrorCode.BAD_ARGUMENTS, "status must be Accepted, Blocked, Expired or Invalid"
+            ) from None
+        expiry: datetime | None = None
+        if args.get("expiry"):
+            try:
+                expiry = parse_timestamp(str(args["expiry"]))
+            except ValueError:
+                raise OpError(ErrorCode.BAD_ARGUMENTS, "expiry must be an ISO 8601 time") from None
+        parent = args.get("parent") or None
+        try:
+            tag = await self._db.run(
+                tags.add_tag, id_tag, status=status, expiry=expiry, parent=parent
+            )
+        except AlreadyExists as exc:
+            raise OpError(ErrorCode.CONFLICT, str(exc)) from None
+        except NotFound as exc:
+            raise OpError(ErrorCode.NOT_FOUND, str(exc)) from None
+        self._hub.publish("tag.updated", {"id_tag": tag.id_tag, "status": tag.status.value})
+        return views.tag_view(tag)
+
+    async def tags_block(self, args: dict[str, Any], user: str) -> dict[str, Any]:
+        id_tag = _text(args, "id_tag")
+        tag = await self._db.run(tags.block_tag, id_tag)
+        if tag is None:
+            raise OpError(ErrorCode.NOT_FOUND, f"unknown tag {id_tag}")
+        self._hub.publish("tag.updated", {"id_tag": tag.id_tag, "status": tag.status.value})
+        return views.tag_view(tag)
+
+    async def tags_remove(self, args: dict[str, Any], user: str) -> dict[str, Any]:
+        id_tag = _text(args, "id_tag")
+        if not await self._db.run(tags.remove_tag, id_tag):
+            raise OpError(ErrorCode.NOT_FOUND, f"unknown tag {id_tag}")
+        return {"id_tag": id_tag, "removed": True}
+
+    async def transactions_list(self, args: dict[str, Any], user: str) -> list[dict[str, Any]]:
+        active = args.get("active")
+        charger_id = args.get("charger_id")
+        rows = await self._db.run(
+            transactions.list_transactions,
+            active=True if active else None,
+            charger_id=charger_id if isinstance(charger_id, str) else None,
+            limit=_limit(args),
+        )
+        return [views.transaction_view(t) for t in rows]
+
+    async def transactions_show(self, args: dict[str, Any], user: str) -> dict[str, Any]:
+        tx_id = args.get("transaction_id")
+        if isinstance(tx_id, bool) or not isinstance(tx_id, int):
+            raise OpError(ErrorCode.BAD_ARGUMENTS, "transaction_id must be an integer")
+        tx = await self._db.run(transactions.get_transaction, tx_id)
+        if tx is None:
+            raise OpError(ErrorCode.NOT_FOUND, f"unknown transaction {tx_id}")
+        view = views.transaction_view(tx)
+        values = await self._db.run(transactions.transaction_meter_values, tx_id)
+        view["meter_values"] = [views.meter_value_view(mv) for mv in values]
+        return view
+
+    async def command(self, args: dict[str, Any], user: str) -> dict[str, Any]:
+        charger_id = _text(args, "charger_id")
+        action = _text(args, "action")
+        arguments = args.get("args") or {}
+        try:
+            command = command_from_args(action, arguments)
+            outcome = await self._commands.execute(charger_id, command, actor=user)
+        except CommandError as exc:
+            raise OpError(_COMMAND_CODES[exc.code], exc.message) from None
+        return views.outcome_view(outcome)

@@ -1,0 +1,309 @@
+"""Operator commands: one implementation shared by the control socket and the HTTP API.
+
+``execute`` checks the arguments (nothing is sent on bad input), the charger and the
+spec's state rules, records who asked before anything is sent, routes the command to the
+charger's live connection, records the answer, and applies it (availability, reboot
+flag, known configuration).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Protocol
+
+import trio
+
+from voltaro.control.wire import Event
+from voltaro.domain.commands import (
+    ACTION_OF,
+    ChangeAvailability,
+    ChangeConfiguration,
+    ClearCache,
+    Command,
+    CommandError,
+    CommandErrorCode,
+    CommandOutcome,
+    DataTransfer,
+    GetConfiguration,
+    RemoteStart,
+    RemoteStop,
+    Reset,
+    ResetType,
+    TriggerableMessage,
+    TriggerMessage,
+    UnlockConnector,
+    check_allowed,
+    validate,
+)
+from voltaro.domain.model import Availability
+from voltaro.net.registry import Registry
+from voltaro.service.hub import EventHub
+from voltaro.settings import Settings
+from voltaro.store import chargers
+from voltaro.store import commands as audit
+from voltaro.store.db import Database
+
+log = logging.getLogger(__name__)
+
+# Friendly names (as in `voltaro ctl` and the API paths) -> OCPP action names.
+ALIASES = {
+    "remote-start": "RemoteStartTransaction",
+    "remote-stop": "RemoteStopTransaction",
+    "availability": "ChangeAvailability",
+    "reset": "Reset",
+    "unlock": "UnlockConnector",
+    "set-config": "ChangeConfiguration",
+    "get-config": "GetConfiguration",
+    "clear-cache": "ClearCache",
+    "data-transfer": "DataTransfer",
+    "trigger": "TriggerMessage",
+}
+ACTIONS = frozenset(ACTION_OF.values())
+
+
+def _bad(message: str) -> CommandError:
+    return CommandError(CommandErrorCode.BAD_ARGUMENTS, message)
+
+
+def _int(args: dict[str, Any], key: str, *, required: bool = True) -> int | None:
+    value = args.get(key)
+    if value is None:
+        if required:
+            raise _bad(f"{key} is required")
+        return None
+    if isinstance(value, bool):
+        raise _bad(f"{key} must be an integer")
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            raise _bad(f"{key} must be an integer, got {value!r}") from None
+    if isinstance(value, int):
+        return value
+    raise _bad(f"{key} must be an integer")
+
+
+def _str(args: dict[str, Any], key: str, *, required: bool = True) -> str | None:
+    value = args.get(key)
+    if value is None:
+        if required:
+            raise _bad(f"{key} is required")
+        return None
+    if not isinstance(value, str):
+        raise _bad(f"{key} must be a string")
+    return value
+
+
+def _choice(value: str, options: dict[str, Any], what: str) -> Any:
+    for name, member in options.items():
+        if value.lower() == name.lower():
+            return member
+    raise _bad(f"{what} must be one of {', '.join(options)}, got {value!r}")
+
+
+def command_from_args(action: str, args: dict[str, Any]) -> Command:
+    """Build a command from an action (OCPP name or ctl alias) and JSON arguments.
+
+    Raises:
+        CommandError: BAD_ARGUMENTS with a one-line reason.
+    """
+    name = ALIASES.get(action, action)
+    if name not in ACTIONS:
+        raise _bad(f"unknown command {action!r}")
+    if not isinstance(args, dict):
+        raise _bad("arguments must be an object")
+    command: Command
+    match name:
+        case "RemoteStartTransaction":
+            command = RemoteStart(
+                id_tag=_str(args, "id_tag") or "",
+                connector_id=_int(args, "connector_id", required=False),
+            )
+        case "RemoteStopTransaction":
+            command = RemoteStop(transaction_id=_int(args, "transaction_id") or 0)
+        case "ChangeAvailability":
+            kind = _choice(
+                _str(args, "type") or "", {a.value: a for a in Availability}, "availability"
+            )
+            command = ChangeAvailability(connector_id=_int(args, "connector_id") or 0, type=kind)
+        case "Reset":
+            kind = _choice(
+                _str(args, "type", required=False) or "Soft",
+                {r.value: r for r in ResetType},
+                "reset type",
+            )
+            command = Reset(type=kind)
+        case "UnlockConnector":
+            command = UnlockConnector(connector_id=_int(args, "connector_id") or 0)
+        case "ChangeConfiguration":
+            command = ChangeConfiguration(
+                key=_str(args, "key") or "", value=_str(args, "value") or ""
+            )
+        case "GetConfiguration":
+            keys = args.get("keys") or ()
+            if isinstance(keys, str) or not all(isinstance(k, str) for k in keys):
+                raise _bad("keys must be a list of strings")
+            command = GetConfiguration(keys=tuple(keys))
+        case "ClearCache":
+            command = ClearCache()
+        case "DataTransfer":
+            command = DataTransfer(
+                vendor_id=_str(args, "vendor_id") or "",
+                message_id=_str(args, "message_id", required=False),
+                data=_str(args, "data", required=False),
+            )
+        case _:  # TriggerMessage
+            message = _choice(
+                _str(args, "requested_message") or "",
+                {m.value: m for m in TriggerableMessage},
+                "message",
+            )
+            command = TriggerMessage(
+                requested_message=message, connector_id=_int(args, "connector_id", required=False)
+            )
+    validate(command)
+    return command
+
+
+def command_args(command: Command) -> dict[str, Any]:
+    """The command's arguments as JSON (for the audit log)."""
+    out: dict[str, Any] = {}
+    for field in getattr(command, "__dataclass_fields__", {}):
+        value = getattr(command, field)
+        out[field] = (
+            list(value)
+            if isinstance(value, tuple)
+            else (value.value if hasattr(value, "value") else value)
+        )
+    return out
+
+
+class CommandRouter(Protocol):
+    """Where a command goes: the charger's live connection. One seam, so that a
+    multi-node deployment can put a network (the owner node) behind it."""
+
+    def is_connected(self, charger_id: str) -> bool: ...
+
+    async def send(self, charger_id: str, command: Command) -> CommandOutcome: ...
+
+
+class LocalRouter:
+    """Routes to connections held by this process."""
+
+    def __init__(self, registry: Registry) -> None:
+        self._registry = registry
+
+    def is_connected(self, charger_id: str) -> bool:
+        return self._registry.get(charger_id) is not None
+
+    async def send(self, charger_id: str, command: Command) -> CommandOutcome:
+        link = self._registry.get(charger_id)
+        if link is None:
+            raise CommandError(CommandErrorCode.OFFLINE, f"charger {charger_id} is not connected")
+        return await link.send_command(command)
+
+
+class CommandService:
+    def __init__(
+        self,
+        database: Database,
+        registry: Registry,
+        hub: EventHub | None,
+        *,
+        settings: Settings,
+        router: CommandRouter | None = None,
+    ) -> None:
+        self._db = database
+        self._hub = hub
+        self._settings = settings
+        self._router = router or LocalRouter(registry)
+
+    async def execute(self, charger_id: str, command: Command, *, actor: str) -> CommandOutcome:
+        """Carry out one command. Raises CommandError with a clear reason otherwise."""
+        action = ACTION_OF[type(command)]
+        validate(command)
+        charger = await self._db.run(chargers.get_charger, charger_id)
+        if charger is None:
+            raise CommandError(CommandErrorCode.UNKNOWN_CHARGER, f"unknown charger {charger_id}")
+        check_allowed(command, charger.registration)
+        if not self._router.is_connected(charger_id):
+            raise CommandError(CommandErrorCode.OFFLINE, f"charger {charger_id} is not connected")
+        audit_id = await self._db.run(
+            audit.record_command,
+            charger_id=charger_id,
+            action=action,
+            request=command_args(command),
+            actor=actor,
+        )
+        log.info("command charger=%s action=%s by=%s", charger_id, action, actor)
+        try:
+            # The link times out on its own; this scope is the backstop (never a hang).
+            with trio.fail_after(self._settings.call_timeout + 5):
+                outcome = await self._router.send(charger_id, command)
+        except trio.TooSlowError:
+            error = CommandError(
+                CommandErrorCode.TIMEOUT, f"{charger_id} did not answer {action} in time"
+            )
+            await self._finish(audit_id, charger_id, action, actor, None, error)
+            raise error from None
+        except CommandError as exc:
+            await self._finish(audit_id, charger_id, action, actor, None, exc)
+            raise
+        await self._apply(charger_id, command, outcome)
+        await self._finish(audit_id, charger_id, action, actor, outcome, None)
+        return outcome
+
+    async def _apply(self, charger_id: str, command: Command, outcome: CommandOutcome) -> None:
+        status = outcome.status
+        match command:
+            case ChangeAvailability(connector_id=cid, type=kind) if status in (
+                "Accepted",
+                "Scheduled",
+            ):
+                await self._db.run(chargers.set_availability, charger_id, cid, kind)
+            case Reset() if status == "Accepted":
+                await self._db.run(chargers.mark_rebooting, charger_id)
+            case GetConfiguration(keys=keys):
+                await self._db.run(
+                    audit.store_configuration,
+                    charger_id,
+                    outcome.configuration,
+                    outcome.unknown_keys,
+                    replace_all=not keys,
+                )
+            case ChangeConfiguration(key=key, value=value) if status in (
+                "Accepted",
+                "RebootRequired",
+            ):
+                await self._db.run(audit.set_configuration_value, charger_id, key, value)
+            case _:
+                pass
+
+    async def _finish(
+        self,
+        audit_id: int,
+        charger_id: str,
+        action: str,
+        actor: str,
+        outcome: CommandOutcome | None,
+        error: CommandError | None,
+    ) -> None:
+        with trio.CancelScope(shield=True):
+            await self._db.run(
+                audit.finish_command,
+                audit_id,
+                status=outcome.status if outcome else None,
+                error=f"{error.code}: {error.message}" if error else None,
+            )
+        if self._hub is not None:
+            data: dict[str, Any] = {
+                "charger_id": charger_id,
+                "action": action,
+                "ok": error is None,
+                "user": actor,
+            }
+            if outcome is not None:
+                data["status"] = outcome.status
+            if error is not None:
+                data["error"] = {"code": str(error.code), "message": error.message}
+            self._hub.publish(Event.COMMAND_RESULT, data)

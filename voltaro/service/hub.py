@@ -1,0 +1,105 @@
+"""The event hub: fans server events out to consoles without ever slowing the OCPP side.
+
+Each subscriber has a bounded queue. ``publish`` never blocks: when a subscriber's queue
+is full its events are dropped and it is marked as overflowed; the next thing it
+receives is a resync marker (re-read the state, then carry on). A console that cannot
+keep up loses its live feed, never a charger its answer.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from voltaro.control.wire import Event
+from voltaro.domain.timestamps import format_utc, utc_now
+
+RESYNC = "resync"
+
+
+@dataclass(frozen=True, slots=True)
+class HubEvent:
+    seq: int
+    name: str
+    at: str
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class HubStatistics:
+    subscribers: int
+    published: int
+    dropped: int
+
+
+class Subscription:
+    def __init__(self, hub: EventHub, size: int, frames: bool) -> None:
+        self._hub = hub
+        self.frames = frames
+        self._send, self._receive = trio.open_memory_channel[HubEvent | str](size)
+        self.overflowed = False
+
+    def offer(self, event: HubEvent) -> bool:
+        if self.overflowed:
+            return False
+        try:
+            self._send.send_nowait(event)
+            return True
+        except trio.WouldBlock:
+            self.overflowed = True
+            return False
+
+    async def receive(self) -> HubEvent | str:
+        """The next event, or RESYNC after events were dropped for this subscriber."""
+        if self.overflowed:
+            # Drain what is queued: it is stale now; the client re-reads the state.
+            while True:
+                try:
+                    self._receive.receive_nowait()
+                except trio.WouldBlock:
+                    break
+            self.overflowed = False
+            return RESYNC
+        return await self._receive.receive()
+
+
+class EventHub:
+    def __init__(self, queue_size: int = 1024) -> None:
+        self._queue_size = queue_size
+        self._subscribers: set[Subscription] = set()
+        self._seq = itertools.count(1)
+        self._published = 0
+        self._dropped = 0
+
+    def publish(self, event: Event | str, data: dict[str, Any]) -> None:
+        """Offer an event to every subscriber. Sync and non-blocking by design."""
+        name = str(event)
+        is_frame = name == Event.FRAME
+        if not self._subscribers:
+            return
+        item = HubEvent(seq=next(self._seq), name=name, at=format_utc(utc_now()), data=data)
+        self._published += 1
+        for sub in self._subscribers:
+            if is_frame and not sub.frames:
+                continue
+            if not sub.offer(item):
+                self._dropped += 1
+
+    @asynccontextmanager
+    async def subscribe(self, *, frames: bool = False) -> AsyncIterator[Subscription]:
+        sub = Subscription(self, self._queue_size, frames)
+        self._subscribers.add(sub)
+        try:
+            yield sub
+        finally:
+            self._subscribers.discard(sub)
+
+    def statistics(self) -> HubStatistics:
+        return HubStatistics(
+            subscribers=len(self._subscribers), published=self._published, dropped=self._dropped
+        )
