@@ -26,5 +26,5 @@ def configure_logging(level: str) -> None:
     root.addHandler(handler)
     root.setLevel(level.upper())
     quiet = logging.DEBUG if level.upper() == "DEBUG" else logging.WARNING
-    for noisy in ("ocpp", "trio-websocket", "hypercorn.access"):
+    for noisy in ("ocpp", "trio-websocket", "hypercorn.access", "alembic"):
         logging.getLogger(noisy).setLevel(quiet)
