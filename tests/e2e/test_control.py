@@ -173,7 +173,8 @@ async def test_errors_timeout_callerror_disconnect_offline(server: RunningServer
         await cp.close()
     assert results[0]["error"]["code"] == "disconnected"
     with trio.fail_after(5):
-        while server.run(chargers.get_charger, "CP-1").connected:
+        # Polling the database: there is no event for "the listener cleaned up".
+        while server.run(chargers.get_charger, "CP-1").connected:  # noqa: ASYNC110
             await trio.sleep(0.05)
     offline = await client.command("CP-1", "reset")
     assert offline["error"]["code"] == "offline"
@@ -201,9 +202,9 @@ async def test_pending_and_boot_trigger_rules(server: RunningServer) -> None:
 
 
 async def test_socket_permissions(server: RunningServer) -> None:
-    path = Path(server.addresses.control_socket or "")
-    assert stat.S_ISSOCK(path.stat().st_mode)
-    assert stat.S_IMODE(path.stat().st_mode) == 0o660
+    info = await trio.Path(server.addresses.control_socket or "").stat()
+    assert stat.S_ISSOCK(info.st_mode)
+    assert stat.S_IMODE(info.st_mode) == 0o660
 
 
 async def test_abrupt_disconnect_and_bad_frames(server: RunningServer) -> None:
@@ -267,9 +268,8 @@ async def test_roles_are_checked_per_request(server: RunningServer, tmp_path: Pa
 async def test_slow_subscriber_gets_resync_and_never_blocks_publish() -> None:
     hub = EventHub(16)
     async with hub.subscribe() as sub:
-        with trio.fail_after(1):
-            for n in range(1000):  # never blocks, whatever the subscriber does
-                hub.publish("meter.values", {"n": n})
+        for n in range(1000):  # publish is sync: it cannot block on a slow subscriber
+            hub.publish("meter.values", {"n": n})
         assert await sub.receive() == RESYNC
         hub.publish("meter.values", {"n": "fresh"})
         fresh = await sub.receive()
