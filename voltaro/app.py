@@ -20,6 +20,8 @@ from typing import Any
 
 import trio
 
+from voltaro.api.routes import ApiContext
+from voltaro.api.server import ApiServer
 from voltaro.control.ops import ControlOps
 from voltaro.control.server import ControlServer
 from voltaro.domain.ports import ChargerBackend, StorageUnavailable
@@ -156,8 +158,14 @@ async def _start_control(nursery: trio.Nursery, c: Components) -> str:
 
 
 async def _start_http(nursery: trio.Nursery, c: Components) -> tuple[str, int] | None:
-    """Seam: voltaro.api (api engineer): ``await nursery.start(ApiServer(...).run)``."""
-    return None
+    if not c.settings.http_enabled:
+        log.info("HTTP API disabled (http_enabled = false)")
+        return None
+    context = ApiContext(
+        settings=c.settings, db=c.database, registry=c.registry, commands=c.commands
+    )
+    address: tuple[str, int] = await nursery.start(ApiServer(context).run)
+    return address
 
 
 async def _housekeeping(c: Components) -> None:

@@ -7,7 +7,6 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
-from voltaro import __version__
 from voltaro.control.wire import ErrorCode
 from voltaro.domain.commands import CommandError, CommandErrorCode
 from voltaro.domain.credentials import password_bytes
@@ -17,6 +16,7 @@ from voltaro.net.registry import Registry
 from voltaro.service import views
 from voltaro.service.commands import CommandService, command_from_args
 from voltaro.service.hub import EventHub
+from voltaro.service.overview import server_status
 from voltaro.store import chargers, commands, frames, tags, transactions
 from voltaro.store.db import Database
 from voltaro.store.errors import AlreadyExists, NotFound
@@ -91,15 +91,8 @@ class ControlOps:
         return view
 
     async def status(self, args: dict[str, Any], user: str) -> dict[str, Any]:
-        database_ok = await self._db.ping()
-        counts = await self._db.run(chargers.status_counts) if database_ok else {}
-        return {
-            "version": __version__,
-            "uptime_s": round(time.monotonic() - self._started, 1),
-            "database": {"ok": database_ok, "backend": self._db.backend},
-            "connected_chargers": len(self._registry.connected()),
-            **counts,
-        }
+        uptime = time.monotonic() - self._started
+        return await server_status(self._db, self._registry, uptime_s=uptime)
 
     async def chargers_list(self, args: dict[str, Any], user: str) -> list[dict[str, Any]]:
         active = await self._db.run(transactions.list_transactions, active=True, limit=10000)

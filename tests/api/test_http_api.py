@@ -1,0 +1,169 @@
+"""The HTTP API of a running server, with an HTTP client and an independent charger."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import trio
+
+from tests.e2e.conftest import RunningServer, server_settings, start_server
+from tests.support.charger import RawCharger
+from voltaro.settings import ApiScope, ApiToken
+from voltaro.store import chargers, tags
+
+READ = "read-token-0123456789"
+OPERATE = "operate-token-0123456789"
+
+
+@pytest.fixture
+async def api(database_url: str, tmp_path: Path) -> AsyncIterator[tuple[RunningServer, str]]:
+    settings = server_settings(
+        database_url,
+        tmp_path,
+        http_enabled=True,
+        http_port=0,
+        api_tokens=(
+            ApiToken(token=READ, scope=ApiScope.READ, name="billing"),
+            ApiToken(token=OPERATE, scope=ApiScope.OPERATE, name="ops"),
+        ),
+    )
+    async with trio.open_nursery() as nursery:
+        server, stop = await start_server(nursery, settings)
+        assert server.addresses.http is not None
+        host, port = server.addresses.http
+        try:
+            yield server, f"http://{host}:{port}"
+        finally:
+            stop.set()
+            server.db.dispose()
+
+
+def client(base: str, token: str | None = READ) -> httpx.AsyncClient:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return httpx.AsyncClient(base_url=base, headers=headers, timeout=10)
+
+
+async def test_auth_refusals(api: tuple[RunningServer, str]) -> None:
+    _, base = api
+    async with client(base, None) as anonymous:
+        response = await anonymous.get("/charge_points")
+        assert response.status_code == 401
+        assert response.headers["www-authenticate"] == "Bearer"
+        assert response.json()["error"]["code"] == "unauthorized"
+    async with client(base, "wrong-token-0123456789") as wrong:
+        assert (await wrong.get("/status")).status_code == 401
+    async with client(base, READ) as reader:
+        refused = await reader.post("/id_tags", json={"id_tag": "X1"})
+        assert refused.status_code == 403
+        refused = await reader.post("/charge_points/CP-1/commands/reset", json={})
+        assert refused.status_code == 403
+
+
+async def test_read_endpoints(api: tuple[RunningServer, str]) -> None:
+    server, base = api
+    server.run(chargers.add_charger, "CP-1")
+    server.run(tags.add_tag, "T1")
+    cp = await RawCharger.connect(f"{server.url}/CP-1")
+    await cp.boot(vendor="Acme", model="Fast")
+    await cp.call(
+        "StatusNotification", {"connectorId": 1, "errorCode": "NoError", "status": "Charging"}
+    )
+    started = await cp.call(
+        "StartTransaction",
+        {"connectorId": 1, "idTag": "T1", "meterStart": 100, "timestamp": "2025-01-01T10:00:00Z"},
+    )
+    await cp.call(
+        "MeterValues",
+        {
+            "connectorId": 1,
+            "transactionId": started["transactionId"],
+            "meterValue": [
+                {"timestamp": "2025-01-01T10:05:00Z", "sampledValue": [{"value": "600"}]}
+            ],
+        },
+    )
+    async with client(base) as http:
+        status = (await http.get("/status")).json()
+        assert status["connected_chargers"] == 1
+        assert status["active_transactions"] == 1
+        assert status["database"]["ok"] is True
+        points = (await http.get("/charge_points")).json()
+        assert points[0]["connected"] is True
+        assert points[0]["vendor"] == "Acme"
+        one = (await http.get("/charge_points/CP-1")).json()
+        assert one["connectors"][0]["status"] == "Charging"
+        assert (await http.get("/charge_points/NOPE")).status_code == 404
+        page = (await http.get("/sessions", params={"active": "true"})).json()
+        assert page["total"] == 1
+        assert page["items"][0]["transaction_id"] == started["transactionId"]
+        detail = (await http.get(f"/sessions/{started['transactionId']}")).json()
+        assert detail["meter_values"][0]["sampled_values"][0]["value"] == "600"
+        assert (await http.get("/sessions/424242")).status_code == 404
+        assert (await http.get("/sessions", params={"limit": 0})).status_code == 422
+        filtered = (await http.get("/sessions", params={"charge_point_id": "OTHER"})).json()
+        assert filtered["total"] == 0
+    await cp.close()
+
+
+async def test_id_tags_crud(api: tuple[RunningServer, str]) -> None:
+    _, base = api
+    async with client(base, OPERATE) as http:
+        created = await http.post("/id_tags", json={"id_tag": "04AB", "status": "Accepted"})
+        assert created.status_code == 201
+        assert (await http.post("/id_tags", json={"id_tag": "04ab"})).status_code == 409
+        assert (await http.post("/id_tags", json={"id_tag": "X" * 21})).status_code == 422
+        patched = await http.patch("/id_tags/04AB", json={"status": "Blocked"})
+        assert patched.json()["status"] == "Blocked"
+        assert [t["id_tag"] for t in (await http.get("/id_tags")).json()] == ["04AB"]
+        assert (await http.delete("/id_tags/04AB")).status_code == 204
+        assert (await http.delete("/id_tags/04AB")).status_code == 404
+
+
+async def test_command_error_mapping(api: tuple[RunningServer, str]) -> None:
+    server, base = api
+    server.run(chargers.add_charger, "CP-1")
+    server.run(chargers.add_charger, "CP-OFF")
+    cp = await RawCharger.connect(f"{server.url}/CP-1")
+    await cp.boot()
+    async with client(base, OPERATE) as http:
+        assert (await http.post("/charge_points/NOPE/commands/reset")).status_code == 404
+        assert (await http.post("/charge_points/CP-OFF/commands/reset")).status_code == 409
+        bad = await http.post(
+            "/charge_points/CP-1/commands/remote-start", json={"id_tag": "T" * 21}
+        )
+        assert bad.status_code == 422
+        assert (await http.post("/charge_points/CP-1/commands/fly")).status_code == 422
+        results: list[Any] = []
+        async with trio.open_nursery() as nursery:
+
+            async def send(path: str, body: dict[str, Any]) -> None:
+                results.append(await http.post(path, json=body))
+
+            nursery.start_soon(send, "/charge_points/CP-1/commands/Reset", {"type": "Hard"})
+            call = await cp.next_call()
+            assert call[2:] == ["Reset", {"type": "Hard"}]
+            await cp.answer(call, {"status": "Accepted"})
+        assert results[-1].status_code == 200
+        assert results[-1].json() == {"action": "Reset", "status": "Accepted"}
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(send, "/charge_points/CP-1/commands/clear-cache", {})
+            call = await cp.next_call()
+            await cp.answer_error(call, "InternalError", "boom")
+        assert results[-1].status_code == 502
+        timed_out = await http.post("/charge_points/CP-1/commands/clear-cache")
+        assert timed_out.status_code == 504
+        assert timed_out.json()["error"]["code"] == "timeout"
+    await cp.close()
+
+
+async def test_disabled_cleanly(database_url: str, tmp_path: Path) -> None:
+    settings = server_settings(database_url, tmp_path, http_enabled=False)
+    async with trio.open_nursery() as nursery:
+        server, stop = await start_server(nursery, settings)
+        assert server.addresses.http is None
+        stop.set()
+        server.db.dispose()
