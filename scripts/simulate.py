@@ -1,0 +1,566 @@
+#!/usr/bin/env python3
+"""Simulate OCPP 1.6J chargers against a Central System.
+
+    python scripts/simulate.py ws://127.0.0.1:9000/ocpp --chargers 5 --connectors 2
+
+Each virtual charger boots (retrying while Pending), reports connector 0 and every
+connector, heartbeats, and runs full charging sessions (Authorize, Preparing,
+StartTransaction, MeterValues with energy/power/current/voltage per phase,
+StopTransaction with transactionData, Finishing, Available). It answers every Core
+command like a real charger, reconnects with back-off, and queues transaction messages
+while offline to send them in order afterwards.
+
+Built on the `ocpp` library's own asyncio ChargePoint over `websockets`: independent of
+the server's code, so it also serves as a second implementation in tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import logging
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import websockets
+from ocpp.routing import on
+from ocpp.v16 import ChargePoint as LibraryChargePoint
+from ocpp.v16 import call, call_result
+from ocpp.v16.enums import Action
+
+log = logging.getLogger("simulate")
+
+CORE_KEYS: dict[str, tuple[str, bool]] = {
+    "AuthorizeRemoteTxRequests": ("true", False),
+    "ClockAlignedDataInterval": ("0", False),
+    "ConnectionTimeOut": ("60", False),
+    "ConnectorPhaseRotation": ("0.RST", False),
+    "GetConfigurationMaxKeys": ("50", True),
+    "HeartbeatInterval": ("300", False),
+    "LocalAuthorizeOffline": ("true", False),
+    "LocalPreAuthorize": ("false", False),
+    "MeterValuesAlignedData": ("Energy.Active.Import.Register", False),
+    "MeterValuesSampledData": ("Energy.Active.Import.Register,Power.Active.Import", False),
+    "MeterValueSampleInterval": ("60", False),
+    "NumberOfConnectors": ("1", True),
+    "ResetRetries": ("1", False),
+    "StopTransactionOnEVSideDisconnect": ("true", False),
+    "StopTransactionOnInvalidId": ("true", False),
+    "StopTxnAlignedData": ("", False),
+    "StopTxnSampledData": ("Energy.Active.Import.Register", False),
+    "SupportedFeatureProfiles": ("Core,RemoteTrigger", True),
+    "TransactionMessageAttempts": ("3", False),
+    "TransactionMessageRetryInterval": ("10", False),
+    "UnlockConnectorOnEVSideDisconnect": ("true", False),
+}
+INTEGER_KEYS = {
+    "ClockAlignedDataInterval",
+    "ConnectionTimeOut",
+    "HeartbeatInterval",
+    "MeterValueSampleInterval",
+    "ResetRetries",
+    "TransactionMessageAttempts",
+    "TransactionMessageRetryInterval",
+}
+
+
+# Tags in a session anywhere in this simulator: a tag charges on one connector at a time
+# (a Central System answers ConcurrentTx otherwise).
+TAGS_IN_USE: set[str] = set()
+
+
+def now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+@dataclass
+class Stats:
+    connected: int = 0
+    sessions_started: int = 0
+    sessions_stopped: int = 0
+    messages: int = 0
+    errors: int = 0
+    commands: int = 0
+
+
+@dataclass
+class Session:
+    connector: int
+    id_tag: str
+    transaction_id: int | None
+    meter_wh: float
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    reason: str = "Local"
+
+
+class SimCharger(LibraryChargePoint):  # type: ignore[misc]
+    """Answers Core commands like a real charger would."""
+
+    def __init__(self, sim: VirtualCharger, connection: Any) -> None:
+        super().__init__(sim.charger_id, connection, response_timeout=30)
+        self.sim = sim
+
+    @on(Action.remote_start_transaction)
+    async def on_remote_start(self, id_tag: str, connector_id: int | None = None, **_: Any) -> Any:
+        connector = connector_id or self.sim.free_connector()
+        ok = connector is not None and self.sim.is_free(connector)
+        if ok:
+            self.sim.spawn(self.sim.run_session(connector, id_tag))  # type: ignore[arg-type]
+        return call_result.RemoteStartTransaction(status="Accepted" if ok else "Rejected")
+
+    @on(Action.remote_stop_transaction)
+    async def on_remote_stop(self, transaction_id: int, **_: Any) -> Any:
+        ok = self.sim.stop_transaction(transaction_id, "Remote")
+        return call_result.RemoteStopTransaction(status="Accepted" if ok else "Rejected")
+
+    @on(Action.reset)
+    async def on_reset(self, type: str, **_: Any) -> Any:  # noqa: A002 - OCPP field name
+        self.sim.spawn(self.sim.reboot("HardReset" if type == "Hard" else "SoftReset"))
+        return call_result.Reset(status="Accepted")
+
+    @on(Action.unlock_connector)
+    async def on_unlock(self, connector_id: int, **_: Any) -> Any:
+        if not 1 <= connector_id <= self.sim.connectors:
+            return call_result.UnlockConnector(status="NotSupported")
+        session = self.sim.sessions.get(connector_id)
+        if session is not None:
+            session.reason = "UnlockCommand"
+            session.stop.set()
+        return call_result.UnlockConnector(status="Unlocked")
+
+    @on(Action.change_availability)
+    async def on_change_availability(self, connector_id: int, type: str, **_: Any) -> Any:  # noqa: A002
+        targets = range(1, self.sim.connectors + 1) if connector_id == 0 else [connector_id]
+        if connector_id > self.sim.connectors:
+            return call_result.ChangeAvailability(status="Rejected")
+        if any(t in self.sim.sessions for t in targets):
+            return call_result.ChangeAvailability(status="Scheduled")
+        status = "Available" if type == "Operative" else "Unavailable"
+        for target in targets:
+            self.sim.spawn(self.sim.status(target, status))
+        return call_result.ChangeAvailability(status="Accepted")
+
+    @on(Action.get_configuration)
+    async def on_get_configuration(self, key: list[str] | None = None, **_: Any) -> Any:
+        wanted = key or list(self.sim.config)
+        known = [
+            {"key": k, "readonly": self.sim.config[k][1], "value": self.sim.config[k][0]}
+            for k in wanted
+            if k in self.sim.config
+        ]
+        unknown = [k for k in wanted if k not in self.sim.config]
+        return call_result.GetConfiguration(configuration_key=known, unknown_key=unknown or None)
+
+    @on(Action.change_configuration)
+    async def on_change_configuration(self, key: str, value: str, **_: Any) -> Any:
+        if key not in self.sim.config:
+            return call_result.ChangeConfiguration(status="NotSupported")
+        _, readonly = self.sim.config[key]
+        if readonly or (key in INTEGER_KEYS and not value.isdigit()):
+            return call_result.ChangeConfiguration(status="Rejected")
+        self.sim.config[key] = (value, readonly)
+        return call_result.ChangeConfiguration(status="Accepted")
+
+    @on(Action.clear_cache)
+    async def on_clear_cache(self, **_: Any) -> Any:
+        return call_result.ClearCache(status="Accepted")
+
+    @on(Action.data_transfer)
+    async def on_data_transfer(self, vendor_id: str, **_: Any) -> Any:
+        return call_result.DataTransfer(status="UnknownVendorId")
+
+    @on(Action.trigger_message)
+    async def on_trigger(
+        self, requested_message: str, connector_id: int | None = None, **_: Any
+    ) -> Any:
+        triggers = {
+            "StatusNotification": lambda: self.sim.report_status(connector_id),
+            "Heartbeat": self.sim.heartbeat,
+            "BootNotification": self.sim.boot,
+            "MeterValues": lambda: self.sim.meter_now(connector_id),
+        }
+        action = triggers.get(requested_message)
+        if action is None:
+            return call_result.TriggerMessage(status="NotImplemented")
+        self.sim.spawn(action())
+        return call_result.TriggerMessage(status="Accepted")
+
+
+class VirtualCharger:
+    def __init__(
+        self, charger_id: str, args: argparse.Namespace, stats: Stats, rng: random.Random
+    ) -> None:
+        self.charger_id = charger_id
+        self.args = args
+        self.stats = stats
+        self.rng = rng
+        self.connectors = args.connectors
+        self.config = dict(CORE_KEYS)
+        self.config["NumberOfConnectors"] = (str(args.connectors), True)
+        self.sessions: dict[int, Session] = {}
+        self.cp: SimCharger | None = None
+        self.online = asyncio.Event()
+        self.queue: list[Any] = []  # transaction messages waiting for a connection
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self.statuses: dict[int, str] = {}
+        self.rebooting = asyncio.Event()
+
+    def spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def free_connector(self) -> int | None:
+        return next((c for c in range(1, self.connectors + 1) if c not in self.sessions), None)
+
+    def is_free(self, connector: int) -> bool:
+        return 1 <= connector <= self.connectors and connector not in self.sessions
+
+    def stop_transaction(self, transaction_id: int, reason: str) -> bool:
+        for session in self.sessions.values():
+            if session.transaction_id == transaction_id:
+                session.reason = reason
+                session.stop.set()
+                return True
+        return False
+
+    async def send(self, payload: Any, *, transactional: bool = False) -> Any:
+        """Send a CALL; transaction messages wait for a connection (queued in order)."""
+        while True:
+            if self.cp is None or not self.online.is_set():
+                if not transactional:
+                    return None
+                await self.online.wait()
+                continue
+            try:
+                result = await self.cp.call(payload, suppress=False)
+                self.stats.messages += 1
+                return result
+            except Exception as exc:
+                self.stats.errors += 1
+                if not transactional:
+                    log.debug("%s: %s failed: %s", self.charger_id, type(payload).__name__, exc)
+                    return None
+                await asyncio.sleep(1 + self.rng.random())
+
+    async def boot(self) -> Any:
+        while True:
+            result = await self.send(
+                call.BootNotification(
+                    charge_point_vendor="Voltaro",
+                    charge_point_model="SimCharger",
+                    charge_point_serial_number=f"SIM{abs(hash(self.charger_id)) % 10**8:08d}",
+                    firmware_version="1.0.0",
+                )
+            )
+            if result is None:
+                return None
+            if result.status == "Accepted":
+                self.config["HeartbeatInterval"] = (str(result.interval), False)
+                return result
+            await asyncio.sleep(max(1, min(result.interval or 10, 30)))
+
+    async def heartbeat(self) -> None:
+        await self.send(call.Heartbeat())
+
+    async def status(self, connector: int, status: str, error: str = "NoError") -> None:
+        self.statuses[connector] = status
+        await self.send(
+            call.StatusNotification(
+                connector_id=connector, error_code=error, status=status, timestamp=now()
+            )
+        )
+
+    async def report_status(self, connector: int | None) -> None:
+        targets = [connector] if connector is not None else range(0, self.connectors + 1)
+        for target in targets:
+            await self.status(target, self.statuses.get(target, "Available"))
+
+    def sampled(self, session: Session) -> list[dict[str, Any]]:
+        power = 7000 + self.rng.uniform(-500, 500)
+        values = [
+            {
+                "value": f"{session.meter_wh:.1f}",
+                "measurand": "Energy.Active.Import.Register",
+                "unit": "Wh",
+            },
+            {"value": f"{power:.0f}", "measurand": "Power.Active.Import", "unit": "W"},
+        ]
+        for phase in ("L1", "L2", "L3"):
+            values.append(
+                {
+                    "value": f"{power / 3 / 230:.1f}",
+                    "measurand": "Current.Import",
+                    "phase": phase,
+                    "unit": "A",
+                }
+            )
+            values.append(
+                {
+                    "value": f"{230 + self.rng.uniform(-3, 3):.1f}",
+                    "measurand": "Voltage",
+                    "phase": f"{phase}-N",
+                    "unit": "V",
+                }
+            )
+        return values
+
+    async def meter_now(self, connector: int | None) -> None:
+        for session in self.sessions.values():
+            if connector in (None, session.connector):
+                await self.send(
+                    call.MeterValues(
+                        connector_id=session.connector,
+                        transaction_id=session.transaction_id,
+                        meter_value=[{"timestamp": now(), "sampled_value": self.sampled(session)}],
+                    ),
+                    transactional=True,
+                )
+
+    async def run_session(self, connector: int, id_tag: str) -> None:
+        if not self.is_free(connector):
+            return
+        session = Session(
+            connector=connector,
+            id_tag=id_tag,
+            transaction_id=None,
+            meter_wh=self.rng.uniform(1000, 50000),
+        )
+        self.sessions[connector] = session
+        try:
+            auth = await self.send(call.Authorize(id_tag=id_tag))
+            if auth is not None and auth.id_tag_info["status"] != "Accepted":
+                return
+            await self.status(connector, "Preparing")
+            started = await self.send(
+                call.StartTransaction(
+                    connector_id=connector,
+                    id_tag=id_tag,
+                    meter_start=int(session.meter_wh),
+                    timestamp=now(),
+                ),
+                transactional=True,
+            )
+            session.transaction_id = started.transaction_id
+            self.stats.sessions_started += 1
+            if started.id_tag_info["status"] != "Accepted":
+                session.reason = "DeAuthorized"
+            else:
+                await self.status(connector, "Charging")
+                deadline = time.monotonic() + self.args.session_length * self.rng.uniform(0.7, 1.3)
+                while time.monotonic() < deadline and not session.stop.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(
+                            session.stop.wait(),
+                            min(self.args.meter_interval, max(0.01, deadline - time.monotonic())),
+                        )
+                    session.meter_wh += 7000 * self.args.meter_interval / 3600
+                    if not session.stop.is_set():
+                        await self.meter_now(connector)
+            await self.send(
+                call.StopTransaction(
+                    transaction_id=session.transaction_id,
+                    meter_stop=int(session.meter_wh),
+                    timestamp=now(),
+                    id_tag=id_tag,
+                    reason=session.reason,
+                    transaction_data=[
+                        {
+                            "timestamp": now(),
+                            "sampled_value": [
+                                {
+                                    "value": f"{session.meter_wh:.0f}",
+                                    "context": "Transaction.End",
+                                    "measurand": "Energy.Active.Import.Register",
+                                    "unit": "Wh",
+                                }
+                            ],
+                        }
+                    ],
+                ),
+                transactional=True,
+            )
+            self.stats.sessions_stopped += 1
+            await self.status(connector, "Finishing")
+            await self.status(connector, "Available")
+        finally:
+            self.sessions.pop(connector, None)
+            TAGS_IN_USE.discard(id_tag)
+
+    async def sessions_done(self) -> None:
+        while self.sessions:  # noqa: ASYNC110 - sessions end on their own stop events
+            await asyncio.sleep(0.05)
+
+    async def reboot(self, reason: str) -> None:
+        await asyncio.sleep(0.2)  # let the Reset answer go out first
+        for session in list(self.sessions.values()):
+            session.reason = reason
+            session.stop.set()
+        while self.sessions:  # noqa: ASYNC110 - sessions end on their own stop events
+            await asyncio.sleep(0.05)
+        self.rebooting.set()
+
+    async def serve(self, stop_at: float) -> None:
+        delay = 1.0
+        headers = {}
+        if self.args.password:
+            token = base64.b64encode(f"{self.charger_id}:{self.args.password}".encode())
+            headers["Authorization"] = f"Basic {token.decode()}"
+        while time.monotonic() < stop_at:
+            try:
+                async with websockets.connect(
+                    f"{self.args.url.rstrip('/')}/{self.charger_id}",
+                    subprotocols=["ocpp1.6"],  # type: ignore[list-item]
+                    additional_headers=headers,
+                    compression=None,
+                    open_timeout=10,
+                ) as ws:
+                    delay = 1.0
+                    await self.connected(ws, stop_at)
+            except (OSError, websockets.WebSocketException, TimeoutError) as exc:
+                log.info("%s: connection failed or lost: %s", self.charger_id, exc)
+            self.online.clear()
+            self.cp = None
+            if time.monotonic() >= stop_at:
+                break
+            await asyncio.sleep(delay * self.rng.uniform(0.5, 1.5))
+            delay = min(delay * 2, 30)
+
+    async def connected(self, ws: Any, stop_at: float) -> None:
+        self.cp = SimCharger(self, ws)
+        self.stats.connected += 1
+        reader = asyncio.ensure_future(self.cp.start())
+        try:
+            self.online.set()
+            if await self.boot() is None:
+                return
+            await self.report_status(None)
+            self.rebooting.clear()
+            next_session = time.monotonic() + self.rng.uniform(0, self.args.session_every)
+            while time.monotonic() < stop_at and not reader.done():
+                if self.rebooting.is_set():
+                    await ws.close()
+                    return
+                interval = float(self.config["HeartbeatInterval"][0]) or 300
+                wait = min(
+                    interval,
+                    max(0.05, next_session - time.monotonic()),
+                    max(0.05, stop_at - time.monotonic()),
+                )
+                await asyncio.wait(
+                    {reader, asyncio.ensure_future(asyncio.sleep(wait))},
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                if time.monotonic() >= next_session and self.args.session_every > 0:
+                    connector = self.free_connector()
+                    tag = next((t for t in self.args.tags if t not in TAGS_IN_USE), None)
+                    if connector is not None and tag is not None:
+                        self.spawn(self.run_session(connector, tag))
+                    next_session = time.monotonic() + self.args.session_every * self.rng.uniform(
+                        0.5, 1.5
+                    )
+                else:
+                    await self.heartbeat()
+            if time.monotonic() >= stop_at:
+                # End open sessions properly before going away (reason Local).
+                for session in self.sessions.values():
+                    session.stop.set()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.sessions_done(), 10)
+        finally:
+            self.stats.connected -= 1
+            self.online.clear()
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reader
+
+
+async def summary(stats: Stats, stop_at: float, every: float) -> None:
+    while time.monotonic() < stop_at:
+        await asyncio.sleep(min(every, max(0.1, stop_at - time.monotonic())))
+        print(
+            f"[simulate] connected={stats.connected} sessions started={stats.sessions_started}"
+            f" stopped={stats.sessions_stopped} messages={stats.messages}"
+            f" errors={stats.errors}",
+            flush=True,
+        )
+
+
+async def main_async(args: argparse.Namespace) -> int:
+    rng = random.Random(args.seed)
+    stats = Stats()
+    stop_at = time.monotonic() + (args.duration if args.duration > 0 else float("inf"))
+    chargers = [
+        VirtualCharger(f"{args.id_prefix}{n}", args, stats, random.Random(rng.random()))
+        for n in range(1, args.chargers + 1)
+    ]
+    tasks = [asyncio.ensure_future(c.serve(stop_at)) for c in chargers]
+    tasks.append(asyncio.ensure_future(summary(stats, stop_at, args.summary_every)))
+    try:
+        await asyncio.gather(*tasks)
+    finally:
+        for charger in chargers:
+            for task in list(charger.tasks):
+                task.cancel()
+    print(
+        f"[simulate] done: sessions started={stats.sessions_started} "
+        f"stopped={stats.sessions_stopped} messages={stats.messages} errors={stats.errors}",
+        flush=True,
+    )
+    return 0
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument(
+        "url", help="Central System URL without the charger id, e.g. ws://127.0.0.1:9000/ocpp"
+    )
+    p.add_argument("--chargers", type=int, default=1)
+    p.add_argument("--connectors", type=int, default=2)
+    p.add_argument("--id-prefix", default="SIM-")
+    p.add_argument("--password", help="HTTP Basic password (username = charger id)")
+    p.add_argument(
+        "--tag",
+        default="SIMTAG",
+        help="id tag(s) for local sessions, comma-separated; each charges on one "
+        "connector at a time",
+    )
+    p.add_argument(
+        "--session-every",
+        type=float,
+        default=60.0,
+        help="seconds between sessions per charger (0: only remote starts)",
+    )
+    p.add_argument("--session-length", type=float, default=120.0)
+    p.add_argument("--meter-interval", type=float, default=10.0)
+    p.add_argument("--duration", type=float, default=0, help="stop after S seconds (0: never)")
+    p.add_argument("--summary-every", type=float, default=5.0)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--log-level", default="WARNING")
+    args = p.parse_args(argv)
+    args.tags = [t.strip() for t in args.tag.split(",") if t.strip()]
+    if not args.tags:
+        p.error("--tag needs at least one id tag")
+    if args.chargers < 1 or args.connectors < 1:
+        p.error("--chargers and --connectors must be at least 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s: %(message)s")
+    logging.getLogger("ocpp").setLevel(logging.WARNING)
+    try:
+        return asyncio.run(main_async(args))
+    except KeyboardInterrupt:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
