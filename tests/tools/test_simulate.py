@@ -103,9 +103,6 @@ async def test_simulator_answers_remote_start_and_config(server: RunningServer) 
         started = await client.command("SIM-1", "remote-start", id_tag="REMOTE", connector_id=1)
         assert started["result"]["status"] == "Accepted"
         with trio.fail_after(10):
-            while not server.run(
-                transactions.list_transactions,  # noqa: ASYNC110
-                active=False,
-            ):
+            while not server.run(transactions.list_transactions, active=False):  # noqa: ASYNC110
                 await trio.sleep(0.1)
         await client.aclose()
