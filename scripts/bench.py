@@ -284,7 +284,7 @@ def machine() -> str:
 
 
 async def run(args: argparse.Namespace) -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     with contextlib.suppress(ValueError, OSError):
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     if shutil_which("taskset") and (os.cpu_count() or 1) >= 2:

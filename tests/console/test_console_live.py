@@ -173,14 +173,16 @@ async def test_refusal_is_shown(server: Server) -> None:
 
 async def test_link_requests_and_errors(server: Server) -> None:
     link = ControlLink(server.socket)
-    states: list[str] = []
-    task = asyncio.ensure_future(
-        link.run(lambda frame: None, lambda state, hello: states.append(state))
-    )
+    connected = asyncio.Event()
+
+    def on_state(state: str, hello: dict[str, Any] | None) -> None:
+        if hello is not None:
+            connected.set()
+
+    task = asyncio.ensure_future(link.run(lambda frame: None, on_state))
     try:
         async with asyncio.timeout(10):
-            while "connected" not in states:
-                await asyncio.sleep(0.02)
+            await connected.wait()
         status = await link.request("status")
         assert status["database"]["ok"] is True
         with pytest.raises(Exception, match="unknown_charger"):
