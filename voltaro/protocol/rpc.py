@@ -373,17 +373,7 @@ class TrioChargePoint(LibraryChargePoint):  # type: ignore[misc]
     async def _send_text(
         self, text: str, kind: int | None, unique_id: str | None, action: str | None
     ) -> None:
-        self._record(
-            FrameRecord(
-                charger_id=self.charger_id,
-                direction="out",
-                at=utc_now(),
-                payload=text,
-                action=action,
-                unique_id=unique_id,
-                message_type=kind,
-            )
-        )
+        self._note_frame("out", text, kind, unique_id, action)
         try:
             await self._ws.send_message(text)
         except ConnectionClosed:
@@ -403,10 +393,20 @@ class TrioChargePoint(LibraryChargePoint):  # type: ignore[misc]
     def _record_in(
         self, text: str, kind: int | None, unique_id: str | None, action: str | None
     ) -> None:
+        self._note_frame("in", text, kind, unique_id, action)
+
+    def _note_frame(
+        self,
+        direction: str,
+        text: str,
+        kind: int | None,
+        unique_id: str | None,
+        action: str | None,
+    ) -> None:
         self._record(
             FrameRecord(
                 charger_id=self.charger_id,
-                direction="in",
+                direction=direction,
                 at=utc_now(),
                 payload=text,
                 action=action,

@@ -167,23 +167,26 @@ class OrphanStopRow(Base):
     received_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
+# What makes a stored sample unique (the idempotency key of meter values).
+METER_VALUE_KEY = (
+    "charger_id",
+    "connector_id",
+    "reported_transaction_id",
+    "at",
+    "measurand",
+    "phase",
+    "location",
+    "context",
+    "format",
+    "unit",
+)
+
+
 class MeterValueRow(Base):
     __tablename__ = "meter_values"
     __table_args__ = (
         # A retried MeterValues/StopTransaction stores each sample once.
-        UniqueConstraint(
-            "charger_id",
-            "connector_id",
-            "reported_transaction_id",
-            "at",
-            "measurand",
-            "phase",
-            "location",
-            "context",
-            "format",
-            "unit",
-            name="uq_meter_values_retry",
-        ),
+        UniqueConstraint(*METER_VALUE_KEY, name="uq_meter_values_retry"),
         Index("ix_meter_values_tx", "transaction_id", "at"),
     )
 

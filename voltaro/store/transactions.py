@@ -14,7 +14,7 @@ import secrets
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -34,7 +34,12 @@ from voltaro.domain.model import (
     Transaction,
     TransactionState,
 )
-from voltaro.store.schema import MeterValueRow, OrphanStopRow, TransactionRow
+from voltaro.store.schema import (
+    METER_VALUE_KEY,
+    MeterValueRow,
+    OrphanStopRow,
+    TransactionRow,
+)
 from voltaro.store.tags import get_tag
 
 MAX_TRANSACTION_ID = 2**31 - 1  # chargers commonly store int32 (R56)
@@ -228,23 +233,7 @@ def _store_samples(
         for sv in mv.sampled_values
     ]
     if rows:
-        _insert_ignore(
-            s,
-            MeterValueRow,
-            rows,
-            [
-                "charger_id",
-                "connector_id",
-                "reported_transaction_id",
-                "at",
-                "measurand",
-                "phase",
-                "location",
-                "context",
-                "format",
-                "unit",
-            ],
-        )
+        _insert_ignore(s, MeterValueRow, rows, list(METER_VALUE_KEY))
 
 
 def _insert_ignore(
@@ -254,6 +243,22 @@ def _insert_ignore(
     dialect = s.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     s.execute(insert(model).values(list(rows)).on_conflict_do_nothing(index_elements=keys))
+
+
+def _filters(
+    active: bool | None, charger_id: str | None, since: datetime | None, until: datetime | None
+) -> list[ColumnElement[bool]]:
+    conditions: list[ColumnElement[bool]] = []
+    if active is not None:
+        state = TransactionState.ACTIVE if active else TransactionState.COMPLETED
+        conditions.append(TransactionRow.state == state.value)
+    if charger_id is not None:
+        conditions.append(TransactionRow.charger_id == charger_id)
+    if since is not None:
+        conditions.append(TransactionRow.start_time >= since)
+    if until is not None:
+        conditions.append(TransactionRow.start_time < until)
+    return conditions
 
 
 def list_transactions(
@@ -266,18 +271,14 @@ def list_transactions(
     limit: int = 50,
     offset: int = 0,
 ) -> list[Transaction]:
-    query = select(TransactionRow)
-    if active is not None:
-        state = TransactionState.ACTIVE if active else TransactionState.COMPLETED
-        query = query.where(TransactionRow.state == state.value)
-    if charger_id is not None:
-        query = query.where(TransactionRow.charger_id == charger_id)
-    if since is not None:
-        query = query.where(TransactionRow.start_time >= since)
-    if until is not None:
-        query = query.where(TransactionRow.start_time < until)
-    query = query.order_by(TransactionRow.start_time.desc(), TransactionRow.transaction_id.desc())
-    return [_transaction(r) for r in s.scalars(query.limit(limit).offset(offset))]
+    query = (
+        select(TransactionRow)
+        .where(*_filters(active, charger_id, since, until))
+        .order_by(TransactionRow.start_time.desc(), TransactionRow.transaction_id.desc())
+        .limit(limit)
+        .offset(offset)
+    )
+    return [_transaction(r) for r in s.scalars(query)]
 
 
 def count_transactions(
@@ -288,16 +289,11 @@ def count_transactions(
     since: datetime | None = None,
     until: datetime | None = None,
 ) -> int:
-    query = select(func.count()).select_from(TransactionRow)
-    if active is not None:
-        state = TransactionState.ACTIVE if active else TransactionState.COMPLETED
-        query = query.where(TransactionRow.state == state.value)
-    if charger_id is not None:
-        query = query.where(TransactionRow.charger_id == charger_id)
-    if since is not None:
-        query = query.where(TransactionRow.start_time >= since)
-    if until is not None:
-        query = query.where(TransactionRow.start_time < until)
+    query = (
+        select(func.count())
+        .select_from(TransactionRow)
+        .where(*_filters(active, charger_id, since, until))
+    )
     return s.scalar(query) or 0
 
 
