@@ -31,8 +31,9 @@ from voltaro.net.registry import Registry
 from voltaro.protocol import OcppConnection, warm_up
 from voltaro.service.commands import CommandService
 from voltaro.service.directory import StoreDirectory
+from voltaro.service.frame_log import FrameSink
 from voltaro.service.hub import EventHub
-from voltaro.service.ingest import ChargerIngest, FrameSink, Liveness
+from voltaro.service.ingest import ChargerIngest, Liveness
 from voltaro.settings import Settings
 from voltaro.store import chargers, frames
 from voltaro.store.db import Database
