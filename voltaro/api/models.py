@@ -131,6 +131,11 @@ class CommandResult(BaseModel):
     details: dict[str, Any] | None = None
 
 
+class Health(BaseModel):
+    status: Literal["ok", "unavailable"]
+    database: Literal["ok", "unreachable"] | None = None
+
+
 class DatabaseState(BaseModel):
     ok: bool
     backend: str

@@ -127,6 +127,29 @@ def create_app(ctx: ApiContext) -> FastAPI:
         view["connected"] = ctx.registry.is_connected(charger.charger_id)
         return view
 
+    # Probes for load balancers, Docker and systemd: no token (they carry no data), so a
+    # health checker needs no secret. Live: the process answers HTTP. Ready: it can also
+    # reach its database, so it can store what chargers send (503 while it cannot).
+    @app.get(
+        "/health/live",
+        response_model=models.Health,
+        response_model_exclude_none=True,
+        tags=["health"],
+    )
+    async def health_live() -> Any:
+        return {"status": "ok"}
+
+    @app.get(
+        "/health/ready",
+        response_model=models.Health,
+        tags=["health"],
+        responses={503: {"model": models.Health, "description": "the database is unreachable"}},
+    )
+    async def health_ready() -> Any:
+        if await ctx.db.ping():
+            return {"status": "ok", "database": "ok"}
+        return JSONResponse({"status": "unavailable", "database": "unreachable"}, status_code=503)
+
     @app.get("/status", response_model=models.Status, responses=ERRORS)
     async def status(_: Read) -> Any:
         return await server_status(ctx.db, ctx.registry, uptime_s=time.monotonic() - ctx.started)
