@@ -13,6 +13,7 @@ abandons a worker thread on cancel; then the nursery is cancelled.
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -29,6 +30,7 @@ from voltaro.net.directory import Connection
 from voltaro.net.listener import OcppListener
 from voltaro.net.registry import Registry
 from voltaro.protocol import OcppConnection, warm_up
+from voltaro.protocol.callerrors import CallErrorLog
 from voltaro.service.commands import CommandService
 from voltaro.service.directory import StoreDirectory
 from voltaro.service.frame_log import FrameSink
@@ -116,12 +118,14 @@ async def run(
             liveness=liveness,
         )
 
+    # CALLERRORs we send, counted per charger across its connections (issue 23.4).
+    call_errors = CallErrorLog()
     listener = OcppListener(
         settings,
         registry=registry,
         directory=directory,
         backend_factory=backend_factory,
-        connection_factory=OcppConnection,
+        connection_factory=functools.partial(OcppConnection, call_errors=call_errors),
     )
     components = Components(
         settings=settings,
@@ -133,6 +137,7 @@ async def run(
     )
     components.extras["frame_sink"] = frame_sink
     components.extras["liveness"] = liveness
+    components.extras["call_errors"] = call_errors
 
     try:
         async with trio.open_nursery() as nursery:
@@ -153,7 +158,14 @@ async def run(
 
 
 async def _start_control(nursery: trio.Nursery, c: Components) -> str:
-    ops = ControlOps(c.database, c.registry, c.commands, c.hub)
+    ops = ControlOps(
+        c.database,
+        c.registry,
+        c.commands,
+        c.hub,
+        settings=c.settings,
+        call_errors=c.extras.get("call_errors"),
+    )
     path: str = await nursery.start(ControlServer(c.settings, ops, c.hub).run)
     return path
 

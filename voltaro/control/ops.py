@@ -13,10 +13,12 @@ from voltaro.domain.credentials import password_bytes
 from voltaro.domain.model import AuthorizationStatus, RegistrationStatus
 from voltaro.domain.timestamps import format_utc, parse_timestamp
 from voltaro.net.registry import Registry
+from voltaro.protocol.callerrors import CallErrorLog
 from voltaro.service import views
 from voltaro.service.commands import CommandService, command_from_args
 from voltaro.service.hub import EventHub
 from voltaro.service.overview import server_status
+from voltaro.settings import Settings
 from voltaro.store import chargers, commands, frames, tags, transactions
 from voltaro.store.db import Database
 from voltaro.store.errors import AlreadyExists, NotFound
@@ -60,9 +62,18 @@ class ControlOps:
     """The server side of every op except subscribe (handled by the session)."""
 
     def __init__(
-        self, db: Database, registry: Registry, command_service: CommandService, hub: EventHub
+        self,
+        db: Database,
+        registry: Registry,
+        command_service: CommandService,
+        hub: EventHub,
+        *,
+        settings: Settings | None = None,
+        call_errors: CallErrorLog | None = None,
     ) -> None:
         self._db = db
+        self._settings = settings or Settings()
+        self._call_errors = call_errors or CallErrorLog()
         self._registry = registry
         self._commands = command_service
         self._hub = hub
@@ -127,6 +138,8 @@ class ControlOps:
         view["configuration"] = [
             {"key": c.key, "readonly": c.readonly, "value": c.value} for c in config
         ]
+        # CALLERRORs this server sent the charger since it started (issue 23.4).
+        view["call_errors_sent"] = self._call_errors.count(charger_id)
         recent = await self._db.run(transactions.list_transactions, charger_id=charger_id, limit=20)
         view["transactions"] = [views.transaction_view(t) for t in recent]
         return view

@@ -15,6 +15,7 @@ from voltaro.domain.commands import (
     CommandOutcome,
 )
 from voltaro.domain.ports import ChargerBackend, StorageUnavailable
+from voltaro.protocol.callerrors import CallErrorLog
 from voltaro.protocol.commands import to_call, to_outcome
 from voltaro.protocol.errors import (
     CallErrorReceived,
@@ -40,10 +41,15 @@ class OcppConnection(CentralSystemHandlers, TrioChargePoint):
         backend: ChargerBackend,
         *,
         call_timeout: float = 30.0,
+        call_errors: CallErrorLog | None = None,
     ) -> None:
         self.backend = backend
         super().__init__(
-            charger_id, websocket, call_timeout=call_timeout, record_frame=backend.record_frame
+            charger_id,
+            websocket,
+            call_timeout=call_timeout,
+            record_frame=backend.record_frame,
+            call_errors=call_errors,
         )
 
     async def run(self) -> None:

@@ -38,6 +38,7 @@ from trio_websocket import ConnectionClosed, WebSocketConnection
 
 from voltaro.domain.model import FrameRecord
 from voltaro.domain.timestamps import utc_now
+from voltaro.protocol.callerrors import CallErrorLog
 from voltaro.protocol.errors import (
     CallErrorReceived,
     CallTimeoutError,
@@ -91,6 +92,7 @@ class TrioChargePoint(LibraryChargePoint):  # type: ignore[misc]
         call_timeout: float = 30.0,
         record_frame: FrameRecorder | None = None,
         incoming_queue: int = 16,
+        call_errors: CallErrorLog | None = None,
     ) -> None:
         super().__init__(charger_id, websocket, response_timeout=call_timeout, logger=log)
         self.charger_id = charger_id
@@ -105,6 +107,7 @@ class TrioChargePoint(LibraryChargePoint):  # type: ignore[misc]
         self._closed = trio.Event()
         self._nursery: trio.Nursery | None = None
         self._send_lock = trio.Lock()
+        self._call_errors = call_errors or CallErrorLog()
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -205,7 +208,9 @@ class TrioChargePoint(LibraryChargePoint):  # type: ignore[misc]
         if payload is None:
             payload = {}  # R18: tolerate null for an empty payload
         if not isinstance(payload, dict):
-            await self._send_error(unique_id, "FormationViolation", "payload must be an object")
+            await self._send_error(
+                unique_id, "FormationViolation", "payload must be an object", action=action
+            )
             return
         # Bounded: a charger flooding CALLs is slowed down here, nobody else is.
         await self._incoming_send.send(_IncomingCall(unique_id, action, payload))
@@ -257,11 +262,13 @@ class TrioChargePoint(LibraryChargePoint):  # type: ignore[misc]
                 ) from None
             after = handlers.get("_after_action")
         except OcppError as exc:
-            await self._send_error(incoming.unique_id, exc.code, exc.description, exc.details)
+            await self._send_error(
+                incoming.unique_id, exc.code, exc.description, exc.details, action=incoming.action
+            )
             return
         except Exception as exc:  # every CALL gets exactly one answer (R26)
             code, description = self.describe_failure(incoming.action, exc)
-            await self._send_error(incoming.unique_id, code, description)
+            await self._send_error(incoming.unique_id, code, description, action=incoming.action)
             return
         await self._send_text(
             json.dumps([3, incoming.unique_id, response], separators=(",", ":")),
@@ -381,14 +388,22 @@ class TrioChargePoint(LibraryChargePoint):  # type: ignore[misc]
             raise ConnectionLostError(f"{self.charger_id} disconnected") from None
 
     async def _send_error(
-        self, unique_id: str, code: str, description: str, details: dict[str, Any] | None = None
+        self,
+        unique_id: str,
+        code: str,
+        description: str,
+        details: dict[str, Any] | None = None,
+        *,
+        action: str | None = None,
     ) -> None:
-        frame = [4, unique_id, spec_code(code), description, details or {}]
+        code = spec_code(code)
+        frame = [4, unique_id, code, description, details or {}]
         try:
             text = json.dumps(frame, separators=(",", ":"), default=str)
-            await self._send_text(text, 4, unique_id, None)
+            await self._send_text(text, 4, unique_id, action)
         except ConnectionLostError:
             return
+        self._call_errors.sent(self.charger_id, unique_id, action, code, description)
 
     def _record_in(
         self, text: str, kind: int | None, unique_id: str | None, action: str | None
