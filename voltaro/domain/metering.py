@@ -1,8 +1,10 @@
-"""Reading meter values (OCPP 1.6 §4.7, §7.43): the live figures of a session."""
+"""Reading meter values (OCPP 1.6 §4.7, §7.43): the live figures of a session, and the
+energy of a finished one."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from voltaro.domain.model import MeterValue, SampledValue
 
@@ -14,16 +16,28 @@ SOC = "SoC"
 
 _SCALE = {"kWh": 1000.0, "Wh": 1.0, "kW": 1000.0, "W": 1.0, "kvarh": 1000.0, "varh": 1.0}
 
+# Phase spellings (§7.31 Phase). A three-phase total is L1+L2+L3 (or the same measured
+# against neutral); the neutral conductor's own reading ("N") is never part of a total,
+# and line-to-line voltages are not phase figures.
+_LINE_PHASES = ("L1", "L2", "L3")
+_LINE_TO_NEUTRAL = ("L1-N", "L2-N", "L3-N")
+
+# Flags on a reading or a transaction's energy (listed for reconciliation, never billed).
+NEGATIVE_ENERGY = "negative_energy"
+METER_DECREASED = "meter_decreased"  # rollover, replaced meter or a wrong meterStop
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MeterSummary:
     """The latest readings of one message, in Wh / W / A / V / %; None when absent."""
 
     energy_wh: float | None = None
+    energy_at: datetime | None = None  # the timestamp of the energy reading
     power_w: float | None = None
     current_a: float | None = None
     voltage_v: float | None = None
     soc: float | None = None
+    flags: tuple[str, ...] = ()
 
 
 def numeric(sample: SampledValue) -> float | None:
@@ -39,34 +53,57 @@ def numeric(sample: SampledValue) -> float | None:
     return number * _SCALE.get(sample.unit, 1.0)
 
 
+def _figure(samples: dict[str | None, float], *, average: bool) -> float | None:
+    """One figure from the samples of one timestamp: the phase-less total when the
+    charger sent one, else the line phases summed (voltages averaged)."""
+    if None in samples:
+        return samples[None]
+    for phases in (_LINE_PHASES, _LINE_TO_NEUTRAL):
+        numbers = [samples[p] for p in phases if p in samples]
+        if numbers:
+            return sum(numbers) / len(numbers) if average else sum(numbers)
+    return None
+
+
 def summarize(values: tuple[MeterValue, ...]) -> MeterSummary:
-    """Pick the latest reading of each measurand; per-phase currents/powers are summed,
-    voltages averaged, when no phase-less total is given."""
-    found: dict[str, float] = {}
-    phased: dict[str, list[float]] = {}
+    """Per measurand, the samples of the latest timestamp that has one (a message may
+    carry several timestamps, §4.7): the total if given, else L1-L3 summed (voltage
+    averaged), N excluded. A negative energy register is flagged and not used."""
+    latest: dict[str, tuple[datetime, dict[str | None, float]]] = {}
+    flags: list[str] = []
     for mv in sorted(values, key=lambda v: v.timestamp):
         for sample in mv.sampled_values:
             number = numeric(sample)
             if number is None:
                 continue
-            if sample.phase and sample.measurand in (POWER, CURRENT, VOLTAGE):
-                phased.setdefault(sample.measurand, []).append(number)
+            if sample.measurand == ENERGY_REGISTER and number < 0:
+                flags.append(NEGATIVE_ENERGY)
                 continue
-            found[sample.measurand] = number
+            seen = latest.get(sample.measurand)
+            if seen is None or seen[0] < mv.timestamp:
+                seen = (mv.timestamp, {})
+                latest[sample.measurand] = seen
+            seen[1][sample.phase or None] = number
 
     def pick(measurand: str, *, average: bool = False) -> float | None:
-        if measurand in found:
-            return found[measurand]
-        numbers = phased.get(measurand)
-        if not numbers:
-            return None
-        recent = numbers[-3:]
-        return sum(recent) / len(recent) if average else sum(recent)
+        found = latest.get(measurand)
+        return None if found is None else _figure(found[1], average=average)
 
+    energy = pick(ENERGY_REGISTER)
     return MeterSummary(
-        energy_wh=found.get(ENERGY_REGISTER),
+        energy_wh=energy,
+        energy_at=latest[ENERGY_REGISTER][0] if energy is not None else None,
         power_w=pick(POWER),
         current_a=pick(CURRENT),
         voltage_v=pick(VOLTAGE, average=True),
-        soc=found.get(SOC),
+        soc=pick(SOC),
+        flags=tuple(dict.fromkeys(flags)),
     )
+
+
+def session_energy(meter_start: int, meter_stop: int) -> tuple[int | None, str | None]:
+    """The energy of a session in Wh, or None with a flag when the meter went backwards
+    (a rollover or replaced meter): such a session is reconciled, never billed."""
+    if meter_stop < meter_start:
+        return None, METER_DECREASED
+    return meter_stop - meter_start, None

@@ -81,8 +81,21 @@ class StopReason(StrEnum):
 
 
 class TransactionState(StrEnum):
+    """Where a transaction is in its lifecycle (see domain/transaction_lifecycle.py).
+
+    ``active``: running. ``completed``: the charger's StopTransaction closed it.
+    ``interrupted``: superseded (a new start on its connector, or the connector reported
+    Available after a reboot) without a StopTransaction; kept with its best-known energy,
+    listed for reconciliation, and still completed by a late StopTransaction.
+    ``refused``: the StartTransaction was answered other than Accepted; closed at once.
+    ``closed``: closed by an operator (``transactions close``).
+    """
+
     ACTIVE = "active"
     COMPLETED = "completed"
+    INTERRUPTED = "interrupted"
+    REFUSED = "refused"
+    CLOSED = "closed"
 
 
 class Availability(StrEnum):
@@ -198,6 +211,17 @@ class Transaction:
     last_meter_wh: float | None = None  # latest energy register seen (live sessions)
     last_power_w: float | None = None
     reservation_id: int | None = None
+    last_meter_at: datetime | None = None  # the timestamp of last_meter_wh's reading
+    # Why the transaction ended other than by its StopTransaction (interrupted, refused,
+    # closed by an operator), when, and by whom (operator closes are audited).
+    end_reason: str | None = None
+    ended_at: datetime | None = None
+    closed_by: str | None = None
+    # "estimated": energy_wh is the best-known figure (last reading), not a final meter
+    # stop; "meter_decreased": the meter went backwards (rollover, replaced meter) and
+    # energy_wh is not billed. Both are listed for reconciliation.
+    energy_flag: str | None = None
+    created_at: datetime | None = None  # server time the StartTransaction was stored
 
 
 # --- Requests from chargers (after the protocol layer translated the payload) ---------
@@ -233,6 +257,8 @@ class StartTransactionResult:
     transaction_id: int
     id_tag_info: IdTagInfo
     duplicate: bool = False  # a retried StartTransaction we had already stored
+    transaction: Transaction | None = None
+    interrupted: tuple[Transaction, ...] = ()  # older transactions this start superseded
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -250,7 +276,7 @@ class StopTransactionRequest:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StopTransactionResult:
     id_tag_info: IdTagInfo | None
-    outcome: str  # "stopped" | "duplicate" | "orphan" | "foreign"
+    outcome: str  # "stopped" | "duplicate" | "conflict" | "orphan" | "foreign"
     transaction: Transaction | None = None
 
 
