@@ -21,8 +21,7 @@ async def _until_disconnected(pilot: Any) -> None:
 
 
 def test_disconnected_screen(snap_compare: Any, tmp_path: Path) -> None:
-    assert snap_compare(_missing(tmp_path), run_before=_until_disconnected,
-                        terminal_size=(80, 24))
+    assert snap_compare(_missing(tmp_path), run_before=_until_disconnected, terminal_size=(80, 24))
 
 
 def test_help_screen(snap_compare: Any, tmp_path: Path) -> None:

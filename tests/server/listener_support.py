@@ -149,7 +149,10 @@ async def serving(
         settings,
         registry=registry,
         directory=directory,
-        backend_factory=lambda charger_id: object(),  # type: ignore[arg-type,return-value]
+        backend_factory=listener_args.pop(
+            "backend_factory",
+            lambda charger_id: object(),
+        ),
         connection_factory=listener_args.pop("connection_factory", EchoConnection),
         **listener_args,
     )

@@ -26,8 +26,9 @@ def _hadolint() -> str:
 
 
 def test_hadolint_passes() -> None:
-    result = subprocess.run([_hadolint(), str(ROOT / "Dockerfile")], capture_output=True,
-                            text=True, check=False)
+    result = subprocess.run(
+        [_hadolint(), str(ROOT / "Dockerfile")], capture_output=True, text=True, check=False
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -63,6 +64,7 @@ def test_compose_ports_and_database() -> None:
     url = re.search(r"VOLTARO_DATABASE_URL: (\S+)", COMPOSE)
     assert url is not None
     assert load_settings(environ={"VOLTARO_DATABASE_URL": url.group(1)}).database_url.startswith(
-        "postgresql+psycopg://")
+        "postgresql+psycopg://"
+    )
     assert "condition: service_healthy" in COMPOSE
     assert "/run/voltaro" in COMPOSE

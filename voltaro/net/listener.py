@@ -64,9 +64,9 @@ def remote_of(request: WebSocketRequest) -> str:
     return str(remote)
 
 
-def _source_address(request: WebSocketRequest) -> str:
-    remote = request.remote
-    return str(remote.address) if isinstance(remote, Endpoint) else str(remote)
+def _source_address(remote: str) -> str:
+    """The address part of ``remote_of``'s "address:port" (for per-source limits)."""
+    return remote.rsplit(":", 1)[0] if ":" in remote else remote
 
 
 class OcppListener:
@@ -144,7 +144,13 @@ class OcppListener:
     async def _handle(self, request: WebSocketRequest) -> None:
         self._open += 1
         try:
-            await self._handle_request(request)
+            try:
+                # Read once: getpeername() fails (ENOTCONN) once the peer has hung up.
+                remote = remote_of(request)
+            except OSError as exc:
+                log.info("a client hung up during the handshake (%s)", exc.strerror or exc)
+                return
+            await self._handle_request(request, remote)
         except* Exception:
             # Only a bug of ours gets here (the session has its own boundary): never let
             # it reach serve_websocket, which would end the listener for everyone.
@@ -153,29 +159,31 @@ class OcppListener:
         finally:
             self._open -= 1
 
-    async def _handle_request(self, request: WebSocketRequest) -> None:
+    async def _handle_request(self, request: WebSocketRequest, remote: str) -> None:
         with trio.move_on_after(self._settings.handshake_timeout) as handshake:
-            decision = await self._admit(request)
+            decision = await self._admit(request, remote)
         if handshake.cancelled_caught:
             decision = Refusal(408, "handshake took too long")
         if not isinstance(decision, Refusal) and self._closing:
             decision = Refusal(503, "server shutting down")
         try:
             if isinstance(decision, Refusal):
-                await self._refuse(request, decision)
+                await self._refuse(request, decision, remote)
                 return
             ws = await request.accept(subprotocol=decision.subprotocol)
-        except ConnectionClosed:
-            # The client gave up during the handshake: nothing to answer, nothing to log.
+        except (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            # The client gave up during the handshake: a normal disconnect, nothing to
+            # answer (issue 10 §2.5).
+            log.info("%s hung up during the handshake for %s", remote, request.path[:120])
             return
-        await self._serve_session(decision.charger_id, ws, remote_of(request))
+        await self._serve_session(decision.charger_id, ws, remote)
 
-    async def _refuse(self, request: WebSocketRequest, refusal: Refusal) -> None:
+    async def _refuse(self, request: WebSocketRequest, refusal: Refusal, remote: str) -> None:
         self.refused[refusal.status] = self.refused.get(refusal.status, 0) + 1
         log.info(
             "refused %s from %s: HTTP %d (%s)",
             request.path[:120],
-            remote_of(request),
+            remote,
             refusal.status,
             refusal.reason,
         )
@@ -183,7 +191,7 @@ class OcppListener:
         headers = [(b"Content-Type", b"text/plain; charset=utf-8"), *refusal.headers]
         await request.reject(refusal.status, extra_headers=headers, body=body)
 
-    async def _admit(self, request: WebSocketRequest) -> Admission | Refusal:
+    async def _admit(self, request: WebSocketRequest, remote: str) -> Admission | Refusal:
         s = self._settings
         if self._closing:
             return Refusal(503, "server shutting down")
@@ -211,7 +219,7 @@ class OcppListener:
         if record is not None and record.password_hash:
             credentials = parse_basic_auth(request.headers)
             ok = await self.passwords.check(
-                charger_id, record.password_hash, credentials, _source_address(request)
+                charger_id, record.password_hash, credentials, _source_address(remote)
             )
             if not ok:
                 return Refusal(

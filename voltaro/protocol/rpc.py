@@ -134,6 +134,13 @@ class TrioChargePoint(LibraryChargePoint):  # type: ignore[misc]
     def closed(self) -> bool:
         return self._closed.is_set()
 
+    def _hang_up(self) -> None:
+        """The peer is gone: stop reading and answering (the reader may be parked on a
+        full queue and would not notice by itself)."""
+        self._mark_closed()
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
+
     def _mark_closed(self) -> None:
         if self._closed.is_set():
             return
@@ -270,12 +277,24 @@ class TrioChargePoint(LibraryChargePoint):  # type: ignore[misc]
             code, description = self.describe_failure(incoming.action, exc)
             await self._send_error(incoming.unique_id, code, description, action=incoming.action)
             return
-        await self._send_text(
-            json.dumps([3, incoming.unique_id, response], separators=(",", ":")),
-            3,
-            incoming.unique_id,
-            incoming.action,
-        )
+        try:
+            await self._send_text(
+                json.dumps([3, incoming.unique_id, response], separators=(",", ":")),
+                3,
+                incoming.unique_id,
+                incoming.action,
+            )
+        except ConnectionLostError:
+            # A charger may hang up at any time; it keeps the unanswered CALL and sends
+            # it again after reconnecting (OCPP 1.6 §3.7.1). Normal, not a failure.
+            log.info(
+                "charger=%s hung up before the answer to %s %s could be sent",
+                self.charger_id,
+                incoming.action,
+                incoming.unique_id,
+            )
+            self._hang_up()
+            return
         if after is not None and self._nursery is not None:
             self._nursery.start_soon(self._run_after, incoming.action, after, snake)
 
@@ -402,6 +421,7 @@ class TrioChargePoint(LibraryChargePoint):  # type: ignore[misc]
             text = json.dumps(frame, separators=(",", ":"), default=str)
             await self._send_text(text, 4, unique_id, action)
         except ConnectionLostError:
+            self._hang_up()
             return
         self._call_errors.sent(self.charger_id, unique_id, action, code, description)
 
