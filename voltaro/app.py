@@ -25,7 +25,7 @@ from voltaro.api.routes import ApiContext
 from voltaro.api.server import ApiServer
 from voltaro.control.ops import ControlOps
 from voltaro.control.server import ControlServer
-from voltaro.domain.ports import ChargerBackend, StorageUnavailable
+from voltaro.domain.ports import ChargerBackend
 from voltaro.net.directory import Connection
 from voltaro.net.listener import OcppListener
 from voltaro.net.registry import Registry
@@ -193,8 +193,9 @@ async def _housekeeping(c: Components) -> None:
             removed = await c.database.run(frames.purge_frames, utc_now() - timedelta(days=days))
             if removed:
                 log.info("frame log: purged %d frames older than %d days", removed, days)
-        except StorageUnavailable:
-            log.warning("frame log retention sweep skipped: database unavailable")
+        except Exception as exc:
+            # A background task never takes the server down (issue 11.1): log, go on.
+            log.warning("frame log retention sweep skipped: %s", exc)
         await trio.sleep(HOUSEKEEPING_INTERVAL)
 
 

@@ -2,16 +2,49 @@
 
 The ``ocpp`` library logs every frame with its full payload (idTags included) at INFO
 (trio-and-the-ocpp-library §7.8); it is kept at WARNING unless DEBUG is asked for.
+
+Log forging (issue 11.4): chargers choose many strings we log (vendorId, messageId, ids,
+error descriptions). A newline or an ANSI escape in one of them could forge a line such
+as "security: ..." or rewrite the operator's terminal. The formatter escapes every
+control character, line separator, bidi control and lone surrogate in the *message*
+(``\n`` becomes ``\\n``, ESC becomes ``\\x1b``), so one event is always one line. A
+traceback appended after the message is ours and keeps its line breaks.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import time
 
+_UNSAFE = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]"
+)
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
-class _UtcFormatter(logging.Formatter):
+
+def _escape_char(match: re.Match[str]) -> str:
+    ch = match.group()
+    named = _NAMED.get(ch)
+    if named is not None:
+        return named
+    code = ord(ch)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def escape_controls(text: str) -> str:
+    """``text`` on one line: control characters and the like shown as escapes."""
+    return _UNSAFE.sub(_escape_char, text)
+
+
+class SafeFormatter(logging.Formatter):
+    """UTC timestamps; the message with its control characters escaped (one line)."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = escape_controls(record.message)
+        return super().formatMessage(record)
+
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
         return f"{stamp}.{int(record.msecs):03d}Z"
@@ -19,7 +52,7 @@ class _UtcFormatter(logging.Formatter):
 
 def configure_logging(level: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_UtcFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    handler.setFormatter(safe_formatter())
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
@@ -28,3 +61,7 @@ def configure_logging(level: str) -> None:
     quiet = logging.DEBUG if level.upper() == "DEBUG" else logging.WARNING
     for noisy in ("ocpp", "trio-websocket", "hypercorn.access", "alembic"):
         logging.getLogger(noisy).setLevel(quiet)
+
+
+def safe_formatter() -> SafeFormatter:
+    return SafeFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s")

@@ -78,6 +78,11 @@ class Settings:
     db_retry_seconds: float = 5.0  # retry window for transaction messages before CALLERROR
     frame_log: bool = True
     frame_log_retention_days: int = 30
+    # Per-charger frame-log budget (10 s of burst); beyond the rate frames are dropped,
+    # beyond the bytes they are stored truncated. 0 disables the budget.
+    frame_log_rate: float = 20.0
+    frame_log_bytes_per_second: int = 32768
+    frame_log_max_rows: int = 2_000_000  # global cap, oldest evicted first; 0 = no cap
     # --- DataTransfer from chargers: vendorId -> accepted messageIds ("*" = any) ---
     data_transfer_vendors: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     # --- Control socket (console and `voltaro ctl`) ---------------------------------
@@ -210,6 +215,9 @@ def _validate(s: Settings) -> None:
     for name in ("heartbeat_interval", "max_connections", "db_pool_size"):
         if getattr(s, name) < 1:
             raise bad(name, "must be at least 1")
+    for name in ("frame_log_rate", "frame_log_bytes_per_second", "frame_log_max_rows"):
+        if getattr(s, name) < 0:
+            raise bad(name, "must not be negative")
     if s.boot_retry_interval < 0 or s.frame_log_retention_days < 0:
         raise bad("boot_retry_interval/frame_log_retention_days", "must not be negative")
     if s.control_max_clients < 1 or s.control_queue_size < 16:

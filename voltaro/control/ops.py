@@ -212,7 +212,13 @@ class ControlOps:
         return dict(await self._registration(args, RegistrationStatus.ACCEPTED))
 
     async def chargers_reject(self, args: dict[str, Any], user: str) -> dict[str, Any]:
-        return dict(await self._registration(args, RegistrationStatus.REJECTED))
+        view = dict(await self._registration(args, RegistrationStatus.REJECTED))
+        # Issue 11.12: a rejected charger must not keep its session (and start
+        # transactions on it); when it reconnects, BootNotification answers Rejected.
+        link = self._registry.get(_text(args, "charger_id"))
+        if link is not None:
+            await link.close(1000, "charger rejected")
+        return view
 
     async def tags_list(self, args: dict[str, Any], user: str) -> list[dict[str, Any]]:
         return [views.tag_view(t) for t in await self._db.run(tags.list_tags)]

@@ -44,7 +44,12 @@ def parse_timestamp(text: str) -> datetime:
     parsed = datetime.fromisoformat(raw)
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:
+        # 0001-01-01T00:00+01:00 or 9999-12-31T23:59-05:00: a valid string whose UTC
+        # instant lies outside the years 1-9999 that datetime (and the stores) can hold.
+        raise ValueError(f"timestamp out of range: {text[:40]!r}") from None
 
 
 def ensure_utc(moment: datetime) -> datetime:

@@ -39,6 +39,7 @@ from trio_websocket import ConnectionClosed, WebSocketConnection
 from voltaro.domain.model import FrameRecord
 from voltaro.domain.timestamps import utc_now
 from voltaro.protocol.callerrors import CallErrorLog
+from voltaro.protocol.edge import checked_payload, repair_text
 from voltaro.protocol.errors import (
     CallErrorReceived,
     CallTimeoutError,
@@ -187,7 +188,14 @@ class TrioChargePoint(LibraryChargePoint):  # type: ignore[misc]
             self._record_in(text, 2, unique_id if isinstance(unique_id, str) else None, action)
             await self._accept_call(frame)
         elif kind in (3, 4):
-            self._record_in(text, kind, unique_id if isinstance(unique_id, str) else None, None)
+            # Issue 21.4: an answer's row carries the action of the CALL it answers.
+            pending = self._pending.get(unique_id) if isinstance(unique_id, str) else None
+            self._record_in(
+                text,
+                kind,
+                unique_id if isinstance(unique_id, str) else None,
+                pending[0] if pending is not None else None,
+            )
             self._deliver(frame)
         else:
             # OCPP-J §4.1.3: an unknown MessageTypeId is ignored, no reply (R15).
@@ -218,6 +226,12 @@ class TrioChargePoint(LibraryChargePoint):  # type: ignore[misc]
             await self._send_error(
                 unique_id, "FormationViolation", "payload must be an object", action=action
             )
+            return
+        try:
+            # Issue 11: nothing unencodable or unstorable goes past this point.
+            payload = checked_payload(payload)
+        except OcppError as exc:
+            await self._send_error(unique_id, exc.code, exc.description, exc.details, action=action)
             return
         # Bounded: a charger flooding CALLs is slowed down here, nobody else is.
         await self._incoming_send.send(_IncomingCall(unique_id, action, payload))
@@ -380,10 +394,17 @@ class TrioChargePoint(LibraryChargePoint):  # type: ignore[misc]
             description = frame[3] if len(frame) > 3 else ""
             if suppress:
                 return None
-            raise CallErrorReceived(str(code), str(description), frame[4] if len(frame) > 4 else {})
+            try:
+                details = checked_payload(frame[4] if len(frame) > 4 else {})
+            except OcppError:
+                details = {}
+            raise CallErrorReceived(
+                repair_text(str(code))[:100], repair_text(str(description))[:500], details
+            )
         answer = frame[2] if len(frame) > 2 and isinstance(frame[2], dict) else None
         if answer is None:
             raise OcppError("FormationViolation", f"{action} answer is not an object")
+        answer = checked_payload(answer, where=f"{action} answer")
         if not skip_schema_validation:
             validate_incoming_result(action, answer)
         cls = getattr(call_result, action)

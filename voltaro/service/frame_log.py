@@ -1,15 +1,39 @@
 """The raw frame log: every frame in and out, buffered in memory, written in batches,
-published live to consoles. It is diagnostics, never billing data, so it is the one
-writer that may be shed under load (counted in ``dropped``)."""
+published live to consoles.
+
+It is diagnostics, never billing data, so it is the one writer that gives way and the
+only thing ever shed (design, "writers have priorities"; issue 21 item 1):
+
+- it is batched and delayed: a flush waits (up to ``MAX_DEFER``) while billing or status
+  writes hold or wait for the database;
+- per charger, a rate budget (frames per second) and a byte budget: beyond the rate a
+  frame is dropped, beyond the bytes it is stored truncated with a marker (issue 11.5);
+- globally, the buffer is bounded and the table holds at most ``frame_log_max_rows``
+  rows, the oldest evicted first;
+- every field is made storable before it is stored: lone surrogates and NUL become
+  U+FFFD, control characters in the action and id are escaped, lengths are capped
+  (issue 11.1). A batch that still fails is split until the bad row is found; that row
+  is stored escaped to ASCII, or skipped (issue 11.3);
+- nothing raised while flushing reaches the root nursery: the loop logs, counts and
+  goes on (issue 11.1).
+
+Everything shed is counted in :class:`FrameLogStats` and summarised in the log at most
+once a minute.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from collections.abc import Callable
+import re
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import trio
-from sqlalchemy.exc import SQLAlchemyError
+import trio.lowlevel
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from voltaro.control.wire import Event
 from voltaro.domain.model import FrameRecord
@@ -22,22 +46,169 @@ log = logging.getLogger(__name__)
 
 Publish = Callable[[str, dict[str, Any]], None]
 
+BATCH = 500  # rows per unit of work: one write never holds the database for long
+MAX_DEFER = 5.0  # seconds a flush gives way to other writers before it writes anyway
+EVICT_EVERY = 30.0  # seconds between global size-cap sweeps
+SUMMARY_EVERY = 60.0  # at most one "frames shed" line per minute
+TRUNCATED_KEEP = 256  # characters kept of a frame beyond its charger's byte budget
+MAX_ACTION = 64  # the column widths of the frames table
+MAX_UNIQUE_ID = 64
+MAX_TRACKED_CHARGERS = 100_000
+
+# Characters a payload keeps as they are: TAB, LF, CR (pretty-printed JSON). Everything
+# else below 0x20, DEL, C1, lone surrogates, line/paragraph separators, bidi controls:
+_DISPLAY_UNSAFE = "\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff"
+_PAYLOAD_UNSAFE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f" + _DISPLAY_UNSAFE + "]")
+_FIELD_UNSAFE = re.compile("[\x00-\x1f" + _DISPLAY_UNSAFE + "]")
+
+
+def _escape(match: re.Match[str]) -> str:
+    ch = match.group()
+    return "\ufffd" if "\ud800" <= ch <= "\udfff" or ch == "\x00" else f"\\u{ord(ch):04x}"
+
+
+def storable_payload(text: str) -> str:
+    return _PAYLOAD_UNSAFE.sub(_escape, text)
+
+
+def storable_field(text: str | None, limit: int) -> str | None:
+    if text is None:
+        return None
+    return _FIELD_UNSAFE.sub(_escape, text)[:limit]
+
+
+def storable(frame: FrameRecord) -> FrameRecord:
+    """The frame with every text field safe for any database, terminal and log."""
+    return dataclasses.replace(
+        frame,
+        charger_id=storable_field(frame.charger_id, 255) or "",
+        payload=storable_payload(frame.payload),
+        action=storable_field(frame.action, MAX_ACTION),
+        unique_id=storable_field(frame.unique_id, MAX_UNIQUE_ID),
+    )
+
+
+def ascii_escaped(frame: FrameRecord) -> FrameRecord:
+    """Last resort for a row the database refused: plain ASCII, nothing can be wrong."""
+
+    def ascii_text(text: str) -> str:
+        return text.encode("ascii", "backslashreplace").decode("ascii")
+
+    return dataclasses.replace(
+        frame,
+        payload=ascii_text(frame.payload),
+        action=ascii_text(frame.action)[:MAX_ACTION] if frame.action else None,
+        unique_id=ascii_text(frame.unique_id)[:MAX_UNIQUE_ID] if frame.unique_id else None,
+    )
+
+
+@dataclass(slots=True)
+class FrameLogStats:
+    """What the frame log did not store as received (process lifetime counts)."""
+
+    stored: int = 0
+    dropped_rate: int = 0  # over a charger's frames-per-second budget
+    truncated: int = 0  # over a charger's byte budget: stored truncated with a marker
+    shed_buffer: int = 0  # the in-memory buffer was full (database slow or down)
+    rows_escaped: int = 0  # refused by the database, stored escaped to ASCII
+    rows_skipped: int = 0  # refused even escaped
+    evicted: int = 0  # oldest rows removed by the global size cap
+    errors: int = 0  # unexpected failures of a flush (logged with a traceback)
+
+    def shed(self) -> int:
+        return self.dropped_rate + self.shed_buffer + self.rows_skipped
+
+
+@dataclass(slots=True)
+class _Bucket:
+    frames: float
+    bytes: float
+    at: float
+
+
+class FrameBudget:
+    """Per-charger token buckets: ``rate`` frames/s and ``byte_rate`` bytes/s, each with
+    ``burst_seconds`` worth of burst."""
+
+    def __init__(self, rate: float, byte_rate: float, burst_seconds: float = 10.0) -> None:
+        self._rate = rate
+        self._byte_rate = byte_rate
+        self._max_frames = max(1.0, rate * burst_seconds)
+        self._max_bytes = max(1024.0, byte_rate * burst_seconds)
+        self._buckets: OrderedDict[str, _Bucket] = OrderedDict()
+
+    def admit(self, charger_id: str, size: int, now: float) -> str:
+        """``"store"``, ``"truncate"`` or ``"drop"`` for one frame of ``size`` bytes."""
+        if self._rate <= 0:
+            return "store"
+        bucket = self._buckets.get(charger_id)
+        if bucket is None:
+            bucket = _Bucket(self._max_frames, self._max_bytes, now)
+            self._buckets[charger_id] = bucket
+            while len(self._buckets) > MAX_TRACKED_CHARGERS:
+                self._buckets.popitem(last=False)
+        else:
+            self._buckets.move_to_end(charger_id)
+            elapsed = max(0.0, now - bucket.at)
+            bucket.frames = min(self._max_frames, bucket.frames + elapsed * self._rate)
+            bucket.bytes = min(self._max_bytes, bucket.bytes + elapsed * self._byte_rate)
+            bucket.at = now
+        if bucket.frames < 1:
+            return "drop"
+        bucket.frames -= 1
+        if self._byte_rate > 0 and bucket.bytes < size:
+            bucket.bytes -= min(size, TRUNCATED_KEEP)
+            return "truncate"
+        bucket.bytes -= size
+        return "store"
+
+
+def truncated(frame: FrameRecord) -> FrameRecord:
+    size = len(frame.payload)
+    kept = frame.payload[:TRUNCATED_KEEP]
+    marker = f"...[frame log: truncated, {size - len(kept)} of {size} characters not kept]"
+    return dataclasses.replace(frame, payload=kept + marker)
+
+
+def _transient(exc: BaseException) -> bool:
+    """The database is down or busy (keep the batch), not refusing these rows."""
+    if isinstance(exc, OperationalError | InterfaceError):
+        return True
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated
+
 
 class FrameSink:
     """The raw frame log: buffered in memory, written in batches, published live."""
 
     def __init__(
-        self, *, db: Database, settings: Settings, publish: Publish, max_buffer: int = 50_000
+        self,
+        *,
+        db: Database,
+        settings: Settings,
+        publish: Publish,
+        max_buffer: int = 50_000,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self._db = db
         self._enabled = settings.frame_log
         self._publish = publish
         self._buffer: list[FrameRecord] = []
         self._max_buffer = max_buffer
+        self._max_rows = settings.frame_log_max_rows
+        self._budget = FrameBudget(settings.frame_log_rate, settings.frame_log_bytes_per_second)
+        self._clock = clock or trio.current_time
         self._wake = trio.Event()
-        self.dropped = 0
+        self._last_evict = -EVICT_EVERY
+        self._last_summary = 0.0
+        self._shed_at_summary = 0
+        self.stats = FrameLogStats()
+
+    @property
+    def dropped(self) -> int:
+        return self.stats.shed()
 
     def record(self, frame: FrameRecord) -> None:
+        frame = storable(frame)
         self._publish(
             Event.FRAME,
             {
@@ -51,20 +222,111 @@ class FrameSink:
         )
         if not self._enabled:
             return
+        verdict = self._budget.admit(frame.charger_id, len(frame.payload), self._clock())
+        if verdict == "drop":
+            self.stats.dropped_rate += 1
+            return
+        if verdict == "truncate":
+            self.stats.truncated += 1
+            frame = truncated(frame)
         if len(self._buffer) >= self._max_buffer:
-            self.dropped += 1  # the log is diagnostics; never let it grow without bound
+            self.stats.shed_buffer += 1  # never let diagnostics grow without bound
             return
         self._buffer.append(frame)
-        if len(self._buffer) >= 500:
+        if len(self._buffer) >= BATCH:
             self._wake.set()
 
+    # --- writing -------------------------------------------------------------------
+
+    async def _give_way(self) -> None:
+        """Wait while other writers use or wait for the database (bounded)."""
+        limiter = self._db.limiter
+        deadline = trio.current_time() + MAX_DEFER
+        while trio.current_time() < deadline:
+            stats = limiter.statistics()
+            if stats.tasks_waiting == 0 and stats.borrowed_tokens < stats.total_tokens:
+                return
+            await trio.sleep(0.01)
+
     async def flush(self) -> None:
-        batch, self._buffer = self._buffer, []
-        if batch:
+        """Write what is buffered; a failure is logged and counted, never raised."""
+        while self._buffer:
+            batch, self._buffer = self._buffer[:BATCH], self._buffer[BATCH:]
             try:
-                await self._db.run(frames.append_frames, batch)
-            except SQLAlchemyError as exc:
-                log.warning("frame log: %d frames not written: %s", len(batch), exc)
+                await self._give_way()
+                await self._write(batch)
+            except Exception as exc:
+                if _transient(exc):
+                    self._requeue(batch)
+                    log.warning("frame log: %d frames not written yet: %s", len(batch), exc)
+                    return
+                self.stats.errors += 1
+                log.exception("frame log: %d frames lost to an unexpected error", len(batch))
+        self._summarise()
+
+    def _requeue(self, batch: list[FrameRecord]) -> None:
+        room = self._max_buffer - len(self._buffer)
+        keep = batch[-room:] if room > 0 else []
+        self.stats.shed_buffer += len(batch) - len(keep)
+        self._buffer = keep + self._buffer
+
+    async def _write(self, batch: Sequence[FrameRecord]) -> None:
+        """Write ``batch``; if the database refuses it, split it until the bad rows are
+        found and store those escaped (or skip them)."""
+        try:
+            await self._db.run(frames.append_frames, batch)
+            self.stats.stored += len(batch)
+            return
+        except Exception as exc:
+            if _transient(exc):
+                raise
+            if len(batch) > 1:
+                middle = len(batch) // 2
+                await self._write(batch[:middle])
+                await self._write(batch[middle:])
+                return
+            first_error = exc
+        row = ascii_escaped(batch[0])
+        try:
+            await self._db.run(frames.append_frames, [row])
+            self.stats.rows_escaped += 1
+            log.warning(
+                "frame log: charger=%s frame stored escaped (refused as received: %s)",
+                row.charger_id,
+                type(first_error).__name__,
+            )
+        except Exception as exc:
+            if _transient(exc):
+                raise
+            self.stats.rows_skipped += 1
+            log.warning(
+                "frame log: charger=%s frame skipped (refused even escaped: %s)",
+                row.charger_id,
+                type(exc).__name__,
+            )
+
+    async def evict(self) -> None:
+        """Keep at most ``frame_log_max_rows`` rows, the oldest removed first."""
+        if self._max_rows <= 0:
+            return
+        while True:
+            removed = await self._db.run(frames.evict_oldest, self._max_rows, 20_000)
+            self.stats.evicted += removed
+            if removed < 20_000:
+                return
+            await trio.lowlevel.checkpoint()
+
+    def _summarise(self) -> None:
+        shed = self.stats.shed()
+        now = self._clock()
+        if shed == self._shed_at_summary or now - self._last_summary < SUMMARY_EVERY:
+            return
+        log.warning(
+            "frame log: %d frames shed in the last period (totals: %s)",
+            shed - self._shed_at_summary,
+            ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(self.stats).items()),
+        )
+        self._shed_at_summary, self._last_summary = shed, now
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
@@ -73,7 +335,18 @@ class FrameSink:
                 with trio.move_on_after(1.0):
                     await self._wake.wait()
                 self._wake = trio.Event()
-                await self.flush()
+                await self._cycle()
         finally:
-            with trio.CancelScope(shield=True):
+            with trio.CancelScope(shield=True), trio.move_on_after(5.0):
                 await self.flush()
+
+    async def _cycle(self) -> None:
+        # The one task of the frame log: whatever goes wrong, log it and keep going.
+        try:
+            await self.flush()
+            if self._clock() - self._last_evict >= EVICT_EVERY:
+                self._last_evict = self._clock()
+                await self.evict()
+        except Exception:
+            self.stats.errors += 1
+            log.exception("frame log: flush cycle failed; continuing")

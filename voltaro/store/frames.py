@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete, func, insert, select
 from sqlalchemy.orm import Session
 
 from voltaro.domain.model import FrameRecord
@@ -22,7 +22,7 @@ def append_frames(s: Session, frames: Sequence[FrameRecord]) -> None:
                 "charger_id": f.charger_id,
                 "direction": f.direction,
                 "at": f.at,
-                "action": f.action,
+                "action": f.action[:64] if f.action else None,
                 "unique_id": f.unique_id[:64] if f.unique_id else None,
                 "message_type": f.message_type,
                 "payload": f.payload,
@@ -55,4 +55,21 @@ def recent_frames(
 
 def purge_frames(s: Session, older_than: datetime) -> int:
     result = s.execute(delete(FrameRow).where(FrameRow.at < older_than))
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def evict_oldest(s: Session, keep: int, chunk: int) -> int:
+    """Delete up to ``chunk`` of the oldest rows beyond the newest ``keep``.
+
+    Ids only grow, so "beyond the newest ``keep``" is ``id <= max(id) - keep``: two index
+    lookups, no count of the table.
+    """
+    newest = s.scalar(select(func.max(FrameRow.id)))
+    oldest = s.scalar(select(func.min(FrameRow.id)))
+    if newest is None or oldest is None:
+        return 0
+    cutoff = min(newest - keep, oldest + chunk - 1)
+    if cutoff < oldest:
+        return 0
+    result = s.execute(delete(FrameRow).where(FrameRow.id <= cutoff))
     return int(getattr(result, "rowcount", 0) or 0)
