@@ -152,7 +152,9 @@ def test_start_is_idempotent_and_always_assigns_an_id(site: Database) -> None:
     unknown = start(site, connector=2, tag="STRANGER")
     assert unknown.id_tag_info.status is AuthorizationStatus.INVALID
     assert unknown.transaction_id != first.transaction_id
-    # Same tag busy on CP-1 connector 1: a start elsewhere is ConcurrentTx, still recorded.
+    # Same tag busy on CP-1 connector 1 (connected, so plausibly live): a start elsewhere
+    # is ConcurrentTx, still recorded (closed at once as refused).
+    site.run_sync(chargers.mark_connected, "CP-1", True, NOW)
     other = start(site, charger="CP-2", tag="tag1", meter=7)
     assert other.id_tag_info.status is AuthorizationStatus.CONCURRENT_TX
     assert site.run_sync(transactions.get_transaction, other.transaction_id) is not None
@@ -169,14 +171,17 @@ def test_stop_energy_duplicates_orphans_and_foreign(site: Database) -> None:
         TransactionState.COMPLETED,
         StopReason.LOCAL,
     )
-    assert stop(site, tx, meter=9999).outcome == "duplicate"
+    assert stop(site, tx).outcome == "duplicate"
+    # A second stop with another meterStop is kept for reconciliation (issue 10 §2.1).
+    assert stop(site, tx, meter=9999).outcome == "conflict"
     assert site.run_sync(transactions.get_transaction, tx).energy_wh == 4000
     for unknown in (0, -1, 999_999):
         assert stop(site, unknown).outcome == "orphan"
-    tx2 = start(site, connector=2, tag="T2").transaction_id
+    tx2 = start(site, connector=2, tag="TAG1").transaction_id
     assert stop(site, tx2, charger="CP-2").outcome == "foreign"
     assert site.run_sync(transactions.get_transaction, tx2).state is TransactionState.ACTIVE
-    assert len(site.run_sync(transactions.orphan_stops)) == 4
+    kinds = sorted(str(o["kind"]) for o in site.run_sync(transactions.orphan_stops))
+    assert kinds == ["conflict", "foreign", "unknown", "unknown", "unknown"]
 
 
 def test_meter_values_defaults_links_and_retries(site: Database) -> None:

@@ -80,6 +80,12 @@ class Session(BaseModel):
     stop_id_tag: str | None
     last_meter_wh: float | None
     last_power_w: float | None
+    # Ended other than by the charger's stop (interrupted, refused, closed by an
+    # operator): why, when, by whom; "estimated" / "meter_decreased" energy flags.
+    end_reason: str | None = None
+    ended_at: str | None = None
+    closed_by: str | None = None
+    energy_flag: str | None = None
 
 
 class SessionDetail(Session):

@@ -113,6 +113,9 @@ class Event(StrEnum):
     #                                              id_tag, id_tag_status, meter_start, start_time}
     TRANSACTION_STOPPED = "transaction.stopped"  # {transaction_id, charger_id, connector_id,
     #                                              meter_stop, energy_wh, reason, stop_time}
+    TRANSACTION_ENDED = "transaction.ended"  # {transaction_id, charger_id, connector_id,
+    #                     state (interrupted|refused|closed), reason, energy_wh, energy_flag,
+    #                     closed_by}: ended other than by the charger's StopTransaction
     METER_VALUES = "meter.values"  # {charger_id, connector_id, transaction_id, energy_wh,
     #                                 power_w, current_a, voltage_v, soc, at}
     COMMAND_RESULT = "command.result"  # {charger_id, action, ok, status?, error?, user}

@@ -34,6 +34,7 @@ from voltaro.domain.model import (
     StatusNotificationRequest,
     StopTransactionRequest,
     StopTransactionResult,
+    Transaction,
 )
 from voltaro.domain.ports import StorageUnavailable
 from voltaro.domain.timestamps import format_utc
@@ -91,6 +92,20 @@ class Liveness:
         finally:
             with trio.CancelScope(shield=True):
                 await self.flush()
+
+
+def ended_event(tx: Transaction) -> dict[str, Any]:
+    """The transaction.ended event: a transaction ended other than by its stop."""
+    return {
+        "transaction_id": tx.transaction_id,
+        "charger_id": tx.charger_id,
+        "connector_id": tx.connector_id,
+        "state": tx.state.value,
+        "reason": tx.end_reason,
+        "energy_wh": tx.energy_wh,
+        "energy_flag": tx.energy_flag,
+        "closed_by": tx.closed_by,
+    }
 
 
 class ChargerIngest:
@@ -182,6 +197,16 @@ class ChargerIngest:
                     "start_time": format_utc(request.timestamp),
                 },
             )
+            if result.transaction is not None and result.transaction.end_reason:
+                self._publish(Event.TRANSACTION_ENDED, ended_event(result.transaction))
+        for tx in result.interrupted:
+            log.warning(
+                "charger=%s transaction %d interrupted (%s); listed for reconciliation",
+                self.charger_id,
+                tx.transaction_id,
+                tx.end_reason,
+            )
+            self._publish(Event.TRANSACTION_ENDED, ended_event(tx))
         return result
 
     def _start(self, session: Any, request: StartTransactionRequest) -> StartTransactionResult:
@@ -192,11 +217,14 @@ class ChargerIngest:
     async def stop_transaction(self, request: StopTransactionRequest) -> StopTransactionResult:
         self._alive(request.received_at)
         result = await self._durable(transactions.stop_transaction, request)
-        if result.outcome in ("orphan", "foreign"):
+        if result.outcome in ("orphan", "foreign", "conflict"):
+            what = {"foreign": "another charger's", "orphan": "unknown"}.get(
+                result.outcome, "an already closed (different meterStop)"
+            )
             log.warning(
                 "charger=%s StopTransaction for %s transaction %d recorded for reconciliation",
                 self.charger_id,
-                "another charger's" if result.outcome == "foreign" else "unknown",
+                what,
                 request.transaction_id,
             )
         tx = result.transaction

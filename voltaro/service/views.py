@@ -68,6 +68,10 @@ def transaction_view(tx: Transaction) -> dict[str, Any]:
         "stop_id_tag": tx.stop_id_tag,
         "last_meter_wh": tx.last_meter_wh,
         "last_power_w": tx.last_power_w,
+        "end_reason": tx.end_reason,
+        "ended_at": _ts(tx.ended_at),
+        "closed_by": tx.closed_by,
+        "energy_flag": tx.energy_flag,
     }
 
 

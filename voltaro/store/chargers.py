@@ -24,6 +24,7 @@ from voltaro.domain.model import (
     TransactionState,
 )
 from voltaro.domain.timestamps import utc_now
+from voltaro.store import transactions
 from voltaro.store.errors import AlreadyExists
 from voltaro.store.schema import (
     ChargePointRow,
@@ -274,7 +275,10 @@ def record_status(s: Session, request: StatusNotificationRequest) -> Connector:
         row.vendor_id = request.vendor_id
         row.vendor_error_code = request.vendor_error_code
         row.status_at = at
+        row.status_received_at = request.received_at
     s.flush()
+    # Available after a reboot ends a transaction whose stop was lost (issue 10 §2.2).
+    transactions.apply_status(s, request)
     return _connector(row)
 
 

@@ -17,6 +17,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -79,6 +80,7 @@ class ConnectorRow(Base):
     vendor_error_code: Mapped[str | None] = mapped_column(Text)
     availability: Mapped[str] = mapped_column(String(16), default="Operative")
     status_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    status_received_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
 class StatusHistoryRow(Base):
@@ -111,14 +113,17 @@ class IdTagRow(Base):
 class TransactionRow(Base):
     __tablename__ = "transactions"
     __table_args__ = (
-        # A retried StartTransaction is the same transaction (R60, RT12).
-        UniqueConstraint(
+        # A retried StartTransaction is found by this key (R60, RT12); it is not unique:
+        # identical starts are different sessions once the first closed (issue 10 §2.1).
+        Index("ix_transactions_retry", "charger_id", "connector_id", "start_time"),
+        # A new start on a connector supersedes the one active there: at most one.
+        Index(
+            "uq_transactions_active_connector",
             "charger_id",
             "connector_id",
-            "start_time",
-            "meter_start",
-            "tag_key",
-            name="uq_transactions_retry",
+            unique=True,
+            sqlite_where=text("state = 'active'"),
+            postgresql_where=text("state = 'active'"),
         ),
         Index("ix_transactions_tag_state", "tag_key", "state"),
         Index("ix_transactions_charger_state", "charger_id", "state"),
@@ -144,6 +149,11 @@ class TransactionRow(Base):
     last_meter_wh: Mapped[float | None] = mapped_column(Float)
     last_power_w: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    last_meter_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    end_reason: Mapped[str | None] = mapped_column(Text)
+    ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    closed_by: Mapped[str | None] = mapped_column(Text)
+    energy_flag: Mapped[str | None] = mapped_column(String(32))
 
 
 class OrphanStopRow(Base):
@@ -159,7 +169,7 @@ class OrphanStopRow(Base):
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     charger_id: Mapped[str] = mapped_column(String(255))
     transaction_id: Mapped[int] = mapped_column(BigInteger)
-    kind: Mapped[str] = mapped_column(String(16))  # "unknown" | "foreign"
+    kind: Mapped[str] = mapped_column(String(16))  # "unknown" | "foreign" | "conflict"
     meter_stop: Mapped[int] = mapped_column(BigInteger)
     stop_time: Mapped[datetime] = mapped_column(UtcDateTime)
     id_tag: Mapped[str | None] = mapped_column(String(64))

@@ -1,33 +1,39 @@
 """Units of work for transactions and meter values (OCPP 1.6 §3.7, §4.7, §4.8, §4.10).
 
-Billing data rules: never refuse, never lose, never count twice.
-- StartTransaction always gets a positive 31-bit id and a row, whatever the tag (R55-R57);
-  a retry (same charger, connector, tag, timestamp, meterStart) gets the same id (R60).
-- StopTransaction closes once; a repeated stop is answered without counting again; an
-  unknown, 0, -1 or another charger's id is answered and kept as an orphan (errata 3.18).
-- Meter values are stored once per sample even when a message is retried.
+Every rule lives in ``voltaro.domain.transaction_lifecycle``; a unit of work here
+loads the rows a decision needs, locks them, calls ``decide`` and saves the effects.
+Each decision is atomic on PostgreSQL: the connector and tag a StartTransaction looks
+at are serialised with transaction-scoped advisory locks (taken in one global order),
+and every transaction row a decision may change is read ``FOR UPDATE``; on SQLite the
+single writer does the same. A partial unique index keeps at most one active
+transaction per connector whatever happens.
 """
 
 from __future__ import annotations
 
+import hashlib
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement, func, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from voltaro.domain.authorization import decide, decide_start, tag_key
+from voltaro.domain import transaction_lifecycle as lc
+from voltaro.domain.authorization import decide, tag_key
 from voltaro.domain.metering import MeterSummary, summarize
 from voltaro.domain.model import (
     AuthorizationStatus,
+    ConnectorStatus,
     IdTagInfo,
     MeterValue,
     MeterValuesRequest,
     SampledValue,
     StartTransactionRequest,
     StartTransactionResult,
+    StatusNotificationRequest,
     StopReason,
     StopTransactionRequest,
     StopTransactionResult,
@@ -36,13 +42,15 @@ from voltaro.domain.model import (
 )
 from voltaro.store.schema import (
     METER_VALUE_KEY,
+    ChargePointRow,
+    ConnectorRow,
     MeterValueRow,
     OrphanStopRow,
     TransactionRow,
 )
 from voltaro.store.tags import get_tag
 
-MAX_TRANSACTION_ID = 2**31 - 1  # chargers commonly store int32 (R56)
+MAX_TRANSACTION_ID = lc.MAX_TRANSACTION_ID
 
 
 def _transaction(row: TransactionRow) -> Transaction:
@@ -63,7 +71,39 @@ def _transaction(row: TransactionRow) -> Transaction:
         last_meter_wh=row.last_meter_wh,
         last_power_w=row.last_power_w,
         reservation_id=row.reservation_id,
+        last_meter_at=row.last_meter_at,
+        end_reason=row.end_reason,
+        ended_at=row.ended_at,
+        closed_by=row.closed_by,
+        energy_flag=row.energy_flag,
+        created_at=row.created_at,
     )
+
+
+def _columns(tx: Transaction) -> dict[str, Any]:
+    return {
+        "charger_id": tx.charger_id,
+        "connector_id": tx.connector_id,
+        "id_tag": tx.id_tag,
+        "tag_key": tag_key(tx.id_tag),
+        "id_tag_status": tx.id_tag_status.value,
+        "start_time": tx.start_time,
+        "meter_start": tx.meter_start,
+        "reservation_id": tx.reservation_id,
+        "state": tx.state.value,
+        "stop_time": tx.stop_time,
+        "meter_stop": tx.meter_stop,
+        "stop_reason": tx.stop_reason.value if tx.stop_reason else None,
+        "stop_id_tag": tx.stop_id_tag,
+        "energy_wh": tx.energy_wh,
+        "last_meter_wh": tx.last_meter_wh,
+        "last_power_w": tx.last_power_w,
+        "last_meter_at": tx.last_meter_at,
+        "end_reason": tx.end_reason,
+        "ended_at": tx.ended_at,
+        "closed_by": tx.closed_by,
+        "energy_flag": tx.energy_flag,
+    }
 
 
 def authorize(s: Session, charger_id: str, id_tag: str, now: datetime) -> IdTagInfo:
@@ -78,132 +118,198 @@ def _new_id(s: Session) -> int:
             return candidate
 
 
+# --- Loading the ledger, under locks ------------------------------------------------
+
+
+def _lock(s: Session, *names: str) -> None:
+    """Transaction-scoped advisory locks on PostgreSQL, always taken in sorted order so
+    two decisions never wait on each other in a cycle. SQLite has one writer already."""
+    if s.get_bind().dialect.name != "postgresql":
+        return
+    for name in sorted(set(names)):
+        key = int.from_bytes(
+            hashlib.blake2b(name.encode(), digest_size=8).digest(), "big", signed=True
+        )
+        s.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+
+
+def _connector_lock(charger_id: str, connector_id: int) -> str:
+    return f"voltaro.connector:{charger_id}:{connector_id}"
+
+
+def _rows(s: Session, *conditions: ColumnElement[bool]) -> list[TransactionRow]:
+    query = select(TransactionRow).where(*conditions).with_for_update()
+    return list(s.scalars(query))
+
+
+def _ledger(s: Session, rows: Iterable[TransactionRow]) -> lc.Ledger:
+    txs = {r.transaction_id: _transaction(r) for r in rows}
+    chargers = {t.charger_id for t in txs.values()}
+    connectors: dict[tuple[str, int], lc.ConnectorView] = {}
+    for c in s.scalars(select(ConnectorRow).where(ConnectorRow.charger_id.in_(chargers))):
+        try:
+            status = ConnectorStatus(c.status) if c.status is not None else None
+        except ValueError:
+            status = None
+        connectors[(c.charger_id, c.connector_id)] = lc.ConnectorView(
+            charger_id=c.charger_id,
+            connector_id=c.connector_id,
+            status=status,
+            status_at=c.status_at,
+            received_at=c.status_received_at,
+        )
+    views = {
+        charger_id: lc.ChargerView(charger_id=charger_id, connected=False)
+        for charger_id in chargers
+    }
+    for ch in s.scalars(select(ChargePointRow).where(ChargePointRow.charger_id.in_(chargers))):
+        views[ch.charger_id] = lc.ChargerView(
+            charger_id=ch.charger_id, connected=ch.connected, last_boot=ch.last_boot
+        )
+    return lc.Ledger(transactions=txs, connectors=connectors, chargers=views)
+
+
+def _apply(s: Session, effects: Sequence[lc.Effect]) -> lc.Reply:
+    """Save what a decision returned, in order (updates before the insert they make
+    room for), and return its answer."""
+    for effect in effects:
+        if isinstance(effect, lc.SaveTransaction):
+            tx = effect.transaction
+            if effect.new:
+                s.execute(
+                    insert(TransactionRow).values(
+                        transaction_id=tx.transaction_id, created_at=tx.created_at, **_columns(tx)
+                    )
+                )
+            else:
+                s.execute(
+                    update(TransactionRow)
+                    .where(TransactionRow.transaction_id == tx.transaction_id)
+                    .values(**_columns(tx))
+                )
+        elif isinstance(effect, lc.KeepStop):
+            req = effect.request
+            _insert_ignore(
+                s,
+                OrphanStopRow,
+                [
+                    {
+                        "charger_id": req.charger_id,
+                        "transaction_id": req.transaction_id,
+                        "kind": effect.kind,
+                        "meter_stop": req.meter_stop,
+                        "stop_time": req.timestamp,
+                        "id_tag": req.id_tag,
+                        "reason": req.reason.value,
+                        "received_at": req.received_at,
+                    }
+                ],
+                ["charger_id", "transaction_id", "meter_stop", "stop_time"],
+            )
+        elif isinstance(effect, lc.StoreSamples):
+            _store_samples(
+                s,
+                effect.charger_id,
+                effect.connector_id,
+                effect.reported_transaction_id,
+                effect.linked,
+                effect.values,
+            )
+    return lc.answer(list(effects))
+
+
+# --- Units of work --------------------------------------------------------------------
+
+
 def start_transaction(
     s: Session, req: StartTransactionRequest, *, allow_concurrent: bool
 ) -> StartTransactionResult:
     key = tag_key(req.id_tag)
-    existing = s.scalars(
-        select(TransactionRow).where(
-            TransactionRow.charger_id == req.charger_id,
-            TransactionRow.connector_id == req.connector_id,
-            TransactionRow.start_time == req.timestamp,
-            TransactionRow.meter_start == req.meter_start,
-            TransactionRow.tag_key == key,
-        )
-    ).first()
-    if existing is not None:
-        tag = get_tag(s, req.id_tag)
-        info = decide(tag, req.received_at)
-        if existing.id_tag_status == AuthorizationStatus.CONCURRENT_TX.value:
-            info = IdTagInfo(
-                status=AuthorizationStatus.CONCURRENT_TX,
-                expiry_date=info.expiry_date,
-                parent_id_tag=info.parent_id_tag,
-            )
-        return StartTransactionResult(
-            transaction_id=existing.transaction_id, id_tag_info=info, duplicate=True
-        )
-    busy = s.scalar(
-        select(func.count())
-        .select_from(TransactionRow)
-        .where(TransactionRow.tag_key == key, TransactionRow.state == TransactionState.ACTIVE.value)
+    _lock(s, _connector_lock(req.charger_id, req.connector_id), f"voltaro.tag:{key}")
+    here = _rows(
+        s,
+        TransactionRow.charger_id == req.charger_id,
+        TransactionRow.connector_id == req.connector_id,
+        TransactionRow.state.in_((TransactionState.ACTIVE.value, TransactionState.REFUSED.value)),
+        TransactionRow.meter_stop.is_(None),
     )
-    info = decide_start(
-        get_tag(s, req.id_tag),
-        req.received_at,
-        busy_elsewhere=bool(busy),
+    elsewhere = s.scalars(
+        select(TransactionRow).where(
+            TransactionRow.tag_key == key, TransactionRow.state == TransactionState.ACTIVE.value
+        )
+    )
+    ledger = _ledger(s, [*here, *elsewhere])
+    event = lc.StartTransaction(
+        request=req,
+        tag=get_tag(s, req.id_tag),
+        new_id=_new_id(s),
         allow_concurrent=allow_concurrent,
     )
-    row = TransactionRow(
-        transaction_id=_new_id(s),
-        charger_id=req.charger_id,
-        connector_id=req.connector_id,
-        id_tag=req.id_tag,
-        tag_key=key,
-        id_tag_status=info.status.value,
-        start_time=req.timestamp,
-        meter_start=req.meter_start,
-        reservation_id=req.reservation_id,
-        state=TransactionState.ACTIVE.value,
-        last_meter_wh=float(req.meter_start),
-        created_at=req.received_at,
-    )
-    s.add(row)
-    s.flush()
-    return StartTransactionResult(transaction_id=row.transaction_id, id_tag_info=info)
+    _, effects = lc.decide(ledger, event)
+    result = _apply(s, effects)
+    assert isinstance(result, StartTransactionResult)
+    return result
+
+
+def _own_row(s: Session, transaction_id: int | None) -> list[TransactionRow]:
+    if transaction_id is None or not 0 < transaction_id <= MAX_TRANSACTION_ID:
+        return []
+    return _rows(s, TransactionRow.transaction_id == transaction_id)
 
 
 def stop_transaction(s: Session, req: StopTransactionRequest) -> StopTransactionResult:
-    info = decide(get_tag(s, req.id_tag), req.received_at) if req.id_tag else None
-    row = (
-        s.get(TransactionRow, req.transaction_id)
-        if 0 < req.transaction_id <= MAX_TRANSACTION_ID
-        else None
-    )
-    if row is None or row.charger_id != req.charger_id:
-        # Answer as if valid so the charger is not blocked (errata 3.18); keep it for
-        # reconciliation. Another charger's transaction stays untouched (RT8).
-        kind = "unknown" if row is None else "foreign"
-        _insert_ignore(
-            s,
-            OrphanStopRow,
-            [
-                {
-                    "charger_id": req.charger_id,
-                    "transaction_id": req.transaction_id,
-                    "kind": kind,
-                    "meter_stop": req.meter_stop,
-                    "stop_time": req.timestamp,
-                    "id_tag": req.id_tag,
-                    "reason": req.reason.value,
-                    "received_at": req.received_at,
-                }
-            ],
-            ["charger_id", "transaction_id", "meter_stop", "stop_time"],
-        )
-        _store_samples(s, req.charger_id, 0, req.transaction_id, None, req.transaction_data)
-        return StopTransactionResult(id_tag_info=info, outcome="foreign" if row else "orphan")
-    _store_samples(
-        s,
-        req.charger_id,
-        row.connector_id,
-        row.transaction_id,
-        row.transaction_id,
-        req.transaction_data,
-    )
-    if row.state == TransactionState.COMPLETED.value:
-        return StopTransactionResult(
-            id_tag_info=info, outcome="duplicate", transaction=_transaction(row)
-        )
-    row.state = TransactionState.COMPLETED.value
-    row.stop_time = req.timestamp
-    row.meter_stop = req.meter_stop
-    row.stop_reason = req.reason.value
-    row.stop_id_tag = req.id_tag
-    row.energy_wh = req.meter_stop - row.meter_start
-    row.last_meter_wh = float(req.meter_stop)
-    s.flush()
-    return StopTransactionResult(id_tag_info=info, outcome="stopped", transaction=_transaction(row))
+    ledger = _ledger(s, _own_row(s, req.transaction_id))
+    tag = get_tag(s, req.id_tag) if req.id_tag else None
+    _, effects = lc.decide(ledger, lc.StopTransaction(request=req, tag=tag))
+    result = _apply(s, effects)
+    assert isinstance(result, StopTransactionResult)
+    return result
 
 
 def record_meter_values(s: Session, req: MeterValuesRequest) -> MeterSummary:
-    linked: int | None = None
-    row = None
-    tx = req.transaction_id
-    if tx is not None and 0 < tx <= MAX_TRANSACTION_ID:
-        row = s.get(TransactionRow, tx)
-        if row is not None and row.charger_id == req.charger_id:
-            linked = tx  # only the charger's own transaction (RT8)
-        else:
-            row = None
-    _store_samples(s, req.charger_id, req.connector_id, tx or 0, linked, req.meter_values)
-    summary = summarize(req.meter_values)
-    if row is not None and row.state == TransactionState.ACTIVE.value:
-        if summary.energy_wh is not None:
-            row.last_meter_wh = summary.energy_wh
-        if summary.power_w is not None:
-            row.last_power_w = summary.power_w
-    return summary
+    ledger = _ledger(s, _own_row(s, req.transaction_id))
+    _, effects = lc.decide(ledger, lc.MeterValues(request=req))
+    _apply(s, effects)
+    return summarize(req.meter_values)
+
+
+def apply_status(s: Session, req: StatusNotificationRequest) -> list[Transaction]:
+    """The lifecycle side of a StatusNotification (after the connector row is saved):
+    Available after a reboot interrupts what still runs there. Returns those."""
+    if req.status is not ConnectorStatus.AVAILABLE or req.connector_id <= 0:
+        return []
+    _lock(s, _connector_lock(req.charger_id, req.connector_id))
+    rows = _rows(
+        s,
+        TransactionRow.charger_id == req.charger_id,
+        TransactionRow.connector_id == req.connector_id,
+        TransactionRow.state == TransactionState.ACTIVE.value,
+    )
+    if not rows:
+        return []
+    _, effects = lc.decide(_ledger(s, rows), lc.StatusNotification(request=req))
+    _apply(s, effects)
+    return [e.transaction for e in effects if isinstance(e, lc.SaveTransaction)]
+
+
+def close_transaction(
+    s: Session,
+    transaction_id: int,
+    *,
+    meter_stop: int | None,
+    reason: str | None,
+    actor: str,
+    at: datetime,
+) -> lc.CloseResult:
+    """An operator closes an active or interrupted transaction (reconciliation)."""
+    ledger = _ledger(s, _own_row(s, transaction_id))
+    event = lc.OperatorClose(
+        transaction_id=transaction_id, meter_stop=meter_stop, reason=reason, actor=actor, at=at
+    )
+    _, effects = lc.decide(ledger, event)
+    result = _apply(s, effects)
+    assert isinstance(result, lc.CloseResult)
+    return result
 
 
 def _store_samples(
@@ -246,11 +352,20 @@ def _insert_ignore(
 
 
 def _filters(
-    active: bool | None, charger_id: str | None, since: datetime | None, until: datetime | None
+    active: bool | None,
+    charger_id: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    state: TransactionState | None = None,
 ) -> list[ColumnElement[bool]]:
     conditions: list[ColumnElement[bool]] = []
     if active is not None:
-        state = TransactionState.ACTIVE if active else TransactionState.COMPLETED
+        # "Not active" is every ended state: completed, interrupted, refused, closed.
+        if active:
+            conditions.append(TransactionRow.state == TransactionState.ACTIVE.value)
+        else:
+            conditions.append(TransactionRow.state != TransactionState.ACTIVE.value)
+    if state is not None:
         conditions.append(TransactionRow.state == state.value)
     if charger_id is not None:
         conditions.append(TransactionRow.charger_id == charger_id)
@@ -268,12 +383,13 @@ def list_transactions(
     charger_id: str | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
+    state: TransactionState | None = None,
     limit: int = 50,
     offset: int = 0,
 ) -> list[Transaction]:
     query = (
         select(TransactionRow)
-        .where(*_filters(active, charger_id, since, until))
+        .where(*_filters(active, charger_id, since, until, state))
         .order_by(TransactionRow.start_time.desc(), TransactionRow.transaction_id.desc())
         .limit(limit)
         .offset(offset)
@@ -288,11 +404,12 @@ def count_transactions(
     charger_id: str | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
+    state: TransactionState | None = None,
 ) -> int:
     query = (
         select(func.count())
         .select_from(TransactionRow)
-        .where(*_filters(active, charger_id, since, until))
+        .where(*_filters(active, charger_id, since, until, state))
     )
     return s.scalar(query) or 0
 
