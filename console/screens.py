@@ -166,8 +166,24 @@ class DetailScreen(ModalScreen[None]):
                 "has_password",
             )
         )
+        heartbeat = c.get("heartbeat_interval") or {}
+        if heartbeat:
+            meta += (
+                f"\nheartbeat interval: {heartbeat.get('boot_answer')} s"
+                + (" (set by an operator)" if heartbeat.get("set") else " (default)")
+                + (
+                    f", charger reports {heartbeat['reported']} s"
+                    if heartbeat.get("mismatch")
+                    else ""
+                )
+            )
+        if c.get("call_errors_sent"):
+            meta += f"\nCALLERRORs sent: {c['call_errors_sent']}"
         with VerticalScroll(classes="dialog wide"):
             yield Static(f"[b]Charger[/b]\n{meta}")
+            for note in c.get("attention", []):
+                # Operator settings not in effect and pending changes come first.
+                yield Static(f"[b]! {note}[/b]", classes="attention")
             yield Label("Connectors")
             yield DataTable(id="detail-connectors")
             yield Label("Status history")
@@ -207,7 +223,9 @@ class DetailScreen(ModalScreen[None]):
                 str(k["connector_id"]),
                 k["status"] or "-",
                 k["error_code"] or "",
-                k["availability"],
+                # A change the charger answered Scheduled is pending, not done.
+                k["availability"]
+                + (f" ({k['availability_note']})" if k.get("availability_note") else ""),
                 k["status_at"] or "",
             )
 

@@ -14,6 +14,7 @@ import trio
 
 from tests.e2e.conftest import RunningServer
 from tests.e2e.control_client import ControlClient
+from tests.e2e.test_ctl import ctl
 from tests.support.charger import RawCharger
 from voltaro.domain.model import RegistrationStatus
 from voltaro.store import chargers
@@ -86,5 +87,125 @@ async def test_callerrors_sent_are_logged_and_counted(
     await cp.send_raw('[2,"bad-3","FlyToTheMoon",{}]')
     await cp.recv()
     assert (await show(client))["call_errors_sent"] == 3
+    await client.aclose()
+    await cp.close()
+
+
+# --- 23.1 the heartbeat interval an operator sets survives a reboot -----------------
+
+
+async def test_operator_heartbeat_interval_survives_reboot(server: RunningServer) -> None:
+    server.run(chargers.add_charger, "CP-1")
+    cp = await RawCharger.connect(f"{server.url}/CP-1")
+    first = await cp.boot()
+    assert first["interval"] == server.settings.heartbeat_interval  # the global default
+    client = await control(server)
+    call, reply = await command_answered(
+        client,
+        cp,
+        "set-config",
+        {"status": "Accepted"},
+        key="HeartbeatInterval",
+        value="120",
+    )
+    assert call[3] == {"key": "HeartbeatInterval", "value": "120"}
+    assert reply["result"]["status"] == "Accepted"
+    # The charger reboots: a new connection and a new BootNotification.
+    await cp.close()
+    cp = await RawCharger.connect(f"{server.url}/CP-1")
+    rebooted = await cp.boot()
+    assert rebooted["status"] == "Accepted"
+    assert rebooted["interval"] == 120
+    shown = await show(client)
+    assert shown["heartbeat_interval"] == {
+        "set": 120,
+        "reported": 120,
+        "default": server.settings.heartbeat_interval,
+        "boot_answer": 120,
+        "mismatch": False,
+    }
+    assert shown["attention"] == []
+    # The charger's own report after boot replaces what we stored: a firmware that
+    # ignored the setting shows up as a mismatch in the detail view.
+    _, reply = await command_answered(
+        client,
+        cp,
+        "get-config",
+        {"configurationKey": [{"key": "HeartbeatInterval", "readonly": False, "value": "300"}]},
+        keys=["HeartbeatInterval"],
+    )
+    assert reply["ok"], reply
+    shown = await show(client)
+    assert shown["heartbeat_interval"]["reported"] == 300
+    assert shown["heartbeat_interval"]["mismatch"] is True
+    assert shown["attention"] == ["HeartbeatInterval set to 120 s but the charger reports 300 s"]
+    assert {"key": "HeartbeatInterval", "readonly": False, "value": "300"} in shown["configuration"]
+    # Another charger nobody configured gets the global default.
+    server.run(chargers.add_charger, "CP-2")
+    other = await RawCharger.connect(f"{server.url}/CP-2")
+    assert (await other.boot())["interval"] == server.settings.heartbeat_interval
+    assert (await show(client, "CP-2"))["heartbeat_interval"]["set"] is None
+    await other.close()
+    await client.aclose()
+    await cp.close()
+
+
+# --- 23.2 a Scheduled availability change is shown as scheduled ---------------------
+
+
+async def status(cp: RawCharger, connector: int, value: str) -> None:
+    answer = await cp.call(
+        "StatusNotification", {"connectorId": connector, "status": value, "errorCode": "NoError"}
+    )
+    assert answer == {}
+
+
+async def test_scheduled_availability_is_pending_until_the_status_shows_it(
+    server: RunningServer,
+) -> None:
+    cp = await online(server)
+    await status(cp, 1, "Charging")
+    client = await control(server)
+    _, reply = await command_answered(
+        client, cp, "availability", {"status": "Scheduled"}, connector_id=1, type="Inoperative"
+    )
+    assert reply["result"]["status"] == "Scheduled"
+    (connector,) = [c for c in (await show(client))["connectors"] if c["connector_id"] == 1]
+    assert connector["status"] == "Charging"
+    assert connector["availability"] == "Operative"
+    assert connector["scheduled_availability"] == "Inoperative"
+    assert connector["availability_note"] == "Inoperative after the session"
+    assert (await show(client))["attention"] == ["connector 1: Inoperative after the session"]
+    human = await ctl(server, "chargers", "show", "CP-1")
+    assert human.stdout.splitlines()[0] == b"! connector 1: Inoperative after the session"
+    listed = await ctl(server, "chargers", "list")
+    assert b"1:Charging(Inoperative after the session)" in listed.stdout
+    await status(cp, 1, "Finishing")
+    (connector,) = [c for c in (await show(client))["connectors"] if c["connector_id"] == 1]
+    assert connector["availability"] == "Operative"
+    assert connector["scheduled_availability"] == "Inoperative"
+    await status(cp, 1, "Unavailable")  # the session ended: the charger applied it
+    (connector,) = [c for c in (await show(client))["connectors"] if c["connector_id"] == 1]
+    assert connector["availability"] == "Inoperative"
+    assert connector["scheduled_availability"] is None
+    assert connector["availability_note"] is None
+    # The same for operative.
+    _, reply = await command_answered(
+        client, cp, "availability", {"status": "Scheduled"}, connector_id=1, type="Operative"
+    )
+    (connector,) = [c for c in (await show(client))["connectors"] if c["connector_id"] == 1]
+    assert connector["availability"] == "Inoperative"
+    assert connector["availability_note"] == "Operative after the session"
+    await status(cp, 1, "Available")
+    (connector,) = [c for c in (await show(client))["connectors"] if c["connector_id"] == 1]
+    assert connector["availability"] == "Operative"
+    assert connector["scheduled_availability"] is None
+    # Accepted takes effect at once, and clears nothing else.
+    _, reply = await command_answered(
+        client, cp, "availability", {"status": "Accepted"}, connector_id=1, type="Inoperative"
+    )
+    (connector,) = [c for c in (await show(client))["connectors"] if c["connector_id"] == 1]
+    assert connector["availability"] == "Inoperative"
+    assert connector["scheduled_availability"] is None
     await client.aclose()
     await cp.close()

@@ -264,6 +264,11 @@ def _human(op: str, result: Any) -> str:
                     c.get("model"),
                     " ".join(
                         f"{k['connector_id']}:{k['status']}"
+                        + (
+                            f"({k['scheduled_availability']} after the session)"
+                            if k.get("scheduled_availability")
+                            else ""
+                        )
                         for k in c["connectors"]
                         if k["connector_id"] > 0
                     ),
@@ -305,6 +310,10 @@ def _human(op: str, result: Any) -> str:
         if result.get("data") is not None:
             lines.append(f"  data: {result['data']}")
         return "\n".join(lines)
+    if op == "chargers.show":
+        # What needs the operator's eye first: settings not in effect, pending changes.
+        notes = [f"! {note}" for note in result.get("attention", [])]
+        return "\n".join([*notes, *_flatten(result)])
     if isinstance(result, dict):
         return "\n".join(_flatten(result))
     return json.dumps(result, indent=2)

@@ -138,6 +138,13 @@ class ControlOps:
         view["configuration"] = [
             {"key": c.key, "readonly": c.readonly, "value": c.value} for c in config
         ]
+        set_by_operator, reported = await self._db.run(
+            commands.heartbeat_interval_state, charger_id
+        )
+        view["heartbeat_interval"] = views.heartbeat_view(
+            set_by_operator, reported, self._settings.heartbeat_interval
+        )
+        view["attention"] = views.attention(view)
         # CALLERRORs this server sent the charger since it started (issue 23.4).
         view["call_errors_sent"] = self._call_errors.count(charger_id)
         recent = await self._db.run(transactions.list_transactions, charger_id=charger_id, limit=20)

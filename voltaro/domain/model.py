@@ -158,6 +158,9 @@ class Connector:
     vendor_error_code: str | None = None
     availability: Availability = Availability.OPERATIVE
     status_at: datetime | None = None  # the charger's timestamp, or time of receipt
+    # Accepted as Scheduled (OCPP 1.6 §5.2): becomes ``availability`` once the charger's
+    # StatusNotification shows it (Unavailable for Inoperative, else Operative).
+    scheduled_availability: Availability | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -172,6 +175,7 @@ class Charger:
     last_boot: datetime | None = None
     created_at: datetime | None = None
     connectors: tuple[Connector, ...] = ()
+    heartbeat_interval: int | None = None  # set by an operator; None: the global default
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -260,7 +260,15 @@ class CommandService:
                 "Accepted",
                 "Scheduled",
             ):
-                await self._db.run(chargers.set_availability, charger_id, cid, kind)
+                # Scheduled: still in use; kept as pending until the charger's
+                # StatusNotification shows the change (OCPP 1.6 §5.2, issue 23.2).
+                await self._db.run(
+                    chargers.set_availability,
+                    charger_id,
+                    cid,
+                    kind,
+                    scheduled=status == "Scheduled",
+                )
             case Reset() if status == "Accepted":
                 await self._db.run(chargers.mark_rebooting, charger_id)
             case GetConfiguration(keys=keys):

@@ -24,6 +24,15 @@ def connector_view(c: Connector) -> dict[str, Any]:
         "vendor_error_code": c.vendor_error_code,
         "availability": c.availability.value,
         "status_at": _ts(c.status_at),
+        # A change the charger answered Scheduled: shown as pending, not as done.
+        "scheduled_availability": (
+            c.scheduled_availability.value if c.scheduled_availability else None
+        ),
+        "availability_note": (
+            f"{c.scheduled_availability.value} after the session"
+            if c.scheduled_availability
+            else None
+        ),
     }
 
 
@@ -48,6 +57,22 @@ def charger_view(ch: Charger) -> dict[str, Any]:
         "has_password": ch.has_password,
         "allow_no_subprotocol": ch.allow_no_subprotocol,
         "connectors": [connector_view(c) for c in ch.connectors],
+    }
+
+
+def heartbeat_view(
+    set_by_operator: int | None, reported: int | None, default: int
+) -> dict[str, Any]:
+    """The charger's HeartbeatInterval: what an operator set (answered at boot), what the
+    charger runs by its last report (or our boot answer), and whether they differ."""
+    return {
+        "set": set_by_operator,
+        "reported": reported,
+        "default": default,
+        "boot_answer": set_by_operator or default,
+        "mismatch": set_by_operator is not None
+        and reported is not None
+        and reported != set_by_operator,
     }
 
 
@@ -114,3 +139,19 @@ def outcome_view(outcome: CommandOutcome) -> dict[str, Any]:
     if outcome.details:
         view["details"] = outcome.details
     return view
+
+
+def attention(charger: dict[str, Any]) -> list[str]:
+    """One line per thing in a charger's detail view an operator should notice: an
+    operator setting the charger does not run, a change still pending."""
+    notes = []
+    heartbeat = charger.get("heartbeat_interval") or {}
+    if heartbeat.get("mismatch"):
+        notes.append(
+            f"HeartbeatInterval set to {heartbeat['set']} s but the charger reports "
+            f"{heartbeat['reported']} s"
+        )
+    for c in charger.get("connectors", []):
+        if c.get("availability_note"):
+            notes.append(f"connector {c['connector_id']}: {c['availability_note']}")
+    return notes

@@ -28,10 +28,14 @@ from voltaro.store import transactions
 from voltaro.store.errors import AlreadyExists
 from voltaro.store.schema import (
     ChargePointRow,
+    ConfigurationRow,
     ConnectorRow,
     StatusHistoryRow,
     TransactionRow,
 )
+
+# The OCPP 1.6 §9.1.10 configuration key (CiString, the spec's spelling).
+HEARTBEAT_INTERVAL = "HeartbeatInterval"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -70,6 +74,9 @@ def _connector(row: ConnectorRow) -> Connector:
         vendor_error_code=row.vendor_error_code,
         availability=Availability(row.availability),
         status_at=row.status_at,
+        scheduled_availability=(
+            Availability(row.scheduled_availability) if row.scheduled_availability else None
+        ),
     )
 
 
@@ -98,6 +105,7 @@ def _charger(row: ChargePointRow, connectors: Iterable[ConnectorRow] = ()) -> Ch
         last_boot=row.last_boot,
         created_at=row.created_at,
         connectors=tuple(_connector(c) for c in sorted(connectors, key=lambda c: c.connector_id)),
+        heartbeat_interval=row.heartbeat_interval,
     )
 
 
@@ -229,7 +237,15 @@ def boot(
     row.last_seen = now
     row.rebooting = False
     status = RegistrationStatus(row.registration)
-    interval = heartbeat_interval if status is RegistrationStatus.ACCEPTED else retry_interval
+    if status is not RegistrationStatus.ACCEPTED:
+        return BootDecision(status=status, interval=retry_interval, current_time=now)
+    # The interval an operator set on this charger survives its reboots (issue 23.1).
+    interval = row.heartbeat_interval or heartbeat_interval
+    # An Accepted charger adopts the answer's interval (OCPP 1.6 §4.2): what we know it
+    # runs now, until a GetConfiguration reports otherwise.
+    known = s.get(ConfigurationRow, (request.charger_id, HEARTBEAT_INTERVAL))
+    if known is not None and known.value != str(interval):
+        known.value, known.updated_at = str(interval), now
     return BootDecision(status=status, interval=interval, current_time=now)
 
 
@@ -269,6 +285,7 @@ def record_status(s: Session, request: StatusNotificationRequest) -> Connector:
         )
         s.add(row)
     if row.status_at is None or at >= row.status_at:
+        _settle_scheduled_availability(row, request.status)
         row.status = request.status.value
         row.error_code = request.error_code
         row.info = request.info
@@ -282,10 +299,34 @@ def record_status(s: Session, request: StatusNotificationRequest) -> Connector:
     return _connector(row)
 
 
+def _settle_scheduled_availability(row: ConnectorRow, status: ConnectorStatus) -> None:
+    """A Scheduled change takes effect when the charger's status shows it (§5.2, §4.9):
+    Unavailable for Inoperative; any working state for Operative (Faulted says nothing)."""
+    scheduled = row.scheduled_availability
+    if scheduled is None:
+        return
+    unavailable = status is ConnectorStatus.UNAVAILABLE
+    working = status not in (ConnectorStatus.UNAVAILABLE, ConnectorStatus.FAULTED)
+    if (scheduled == Availability.INOPERATIVE.value and unavailable) or (
+        scheduled == Availability.OPERATIVE.value and working
+    ):
+        row.availability, row.scheduled_availability = scheduled, None
+
+
 def set_availability(
-    s: Session, charger_id: str, connector_id: int, availability: Availability
+    s: Session,
+    charger_id: str,
+    connector_id: int,
+    availability: Availability,
+    *,
+    scheduled: bool = False,
 ) -> None:
-    """Record the availability an operator set (connector 0: the charger and all)."""
+    """Record the availability an operator set (connector 0: the charger and all).
+
+    ``scheduled``: the charger answered Scheduled (a transaction is running, §5.2); the
+    change is kept as pending and the current availability stays until the charger's
+    StatusNotification shows the new one.
+    """
     targets = [connector_id]
     if connector_id == 0:
         targets += [
@@ -297,9 +338,16 @@ def set_availability(
         if row is None:
             if s.get(ChargePointRow, charger_id) is None:
                 return
-            row = ConnectorRow(charger_id=charger_id, connector_id=cid)
+            row = ConnectorRow(
+                charger_id=charger_id,
+                connector_id=cid,
+                availability=Availability.OPERATIVE.value,
+            )
             s.add(row)
-        row.availability = availability.value
+        if scheduled and row.availability != availability.value:
+            row.scheduled_availability = availability.value
+        else:
+            row.availability, row.scheduled_availability = availability.value, None
 
 
 def mark_rebooting(s: Session, charger_id: str) -> None:

@@ -6,7 +6,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from voltaro.domain.commands import ConfigurationEntry
@@ -93,13 +93,48 @@ def store_configuration(
 
 
 def set_configuration_value(s: Session, charger_id: str, key: str, value: str) -> None:
-    if s.get(ChargePointRow, charger_id) is None:
+    """A ChangeConfiguration the charger accepted. HeartbeatInterval is also kept as the
+    operator's setting, answered in the charger's BootNotification (issue 23.1): the boot
+    answer would otherwise put the charger back on the global default."""
+    charger = s.get(ChargePointRow, charger_id)
+    if charger is None:
         return
+    if key.lower() == "heartbeatinterval":
+        interval = _positive_int(value)
+        if interval is not None:
+            charger.heartbeat_interval = interval
     row = s.get(ConfigurationRow, (charger_id, key))
     if row is None:
         row = ConfigurationRow(charger_id=charger_id, key=key, readonly=False)
         s.add(row)
     row.value, row.unknown, row.updated_at = value, False, utc_now()
+
+
+def _positive_int(value: str) -> int | None:
+    try:
+        number = int(value.strip())
+    except ValueError:
+        return None
+    return number if number > 0 else None
+
+
+def heartbeat_interval_state(s: Session, charger_id: str) -> tuple[int | None, int | None]:
+    """(what an operator set, what the charger last reported or was told at boot)."""
+    charger = s.get(ChargePointRow, charger_id)
+    known = s.scalars(
+        select(ConfigurationRow).where(
+            ConfigurationRow.charger_id == charger_id,
+            func.lower(ConfigurationRow.key) == "heartbeatinterval",
+            ConfigurationRow.unknown.is_(False),
+        )
+    ).first()
+    reported = None
+    if known is not None and known.value is not None:
+        try:
+            reported = int(known.value.strip())
+        except ValueError:
+            reported = None
+    return (charger.heartbeat_interval if charger is not None else None), reported
 
 
 def get_configuration(s: Session, charger_id: str) -> list[ConfigurationEntry]:

@@ -61,6 +61,9 @@ class ChargePointRow(Base):
     allow_no_subprotocol: Mapped[bool] = mapped_column(Boolean, default=False)
     connected: Mapped[bool] = mapped_column(Boolean, default=False)
     rebooting: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The HeartbeatInterval an operator set (ChangeConfiguration accepted); answered in
+    # the charger's BootNotification instead of the global default (issue 23.1).
+    heartbeat_interval: Mapped[int | None] = mapped_column(Integer)
     last_seen: Mapped[datetime | None] = mapped_column(UtcDateTime)
     last_boot: Mapped[datetime | None] = mapped_column(UtcDateTime)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
@@ -79,6 +82,9 @@ class ConnectorRow(Base):
     vendor_id: Mapped[str | None] = mapped_column(Text)
     vendor_error_code: Mapped[str | None] = mapped_column(Text)
     availability: Mapped[str] = mapped_column(String(16), default="Operative")
+    # A ChangeAvailability answered Scheduled (OCPP 1.6 §5.2): the availability the
+    # connector takes once its StatusNotification shows it (issue 23.2).
+    scheduled_availability: Mapped[str | None] = mapped_column(String(16))
     status_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     status_received_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
