@@ -1,7 +1,7 @@
 """operator intent: per-charger heartbeat interval, scheduled availability
 
-Revision ID: 0002_operator_intent
-Revises: 0001
+Revision ID: 0003
+Revises: 0002
 Create Date: 2026-12-04 19:05:00
 
 The heartbeat interval an operator set on a charger (answered in its BootNotification)
@@ -13,8 +13,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0002_operator_intent"
-down_revision = "0001"
+revision = "0003"
+down_revision = "0002"
 branch_labels = None
 depends_on = None
 
