@@ -175,7 +175,7 @@ async def _start_http(nursery: trio.Nursery, c: Components) -> tuple[str, int] |
         log.info("HTTP API disabled (http_enabled = false)")
         return None
     context = ApiContext(
-        settings=c.settings, db=c.database, registry=c.registry, commands=c.commands
+        settings=c.settings, db=c.database, registry=c.registry, commands=c.commands, hub=c.hub
     )
     address: tuple[str, int] = await nursery.start(ApiServer(context).run)
     return address

@@ -109,6 +109,15 @@ class IdTag(BaseModel):
 TagStatus = Literal["Accepted", "Blocked", "Expired", "Invalid"]
 
 
+class SessionClose(BaseModel):
+    """Close a session whose StopTransaction never came (reconciliation, audited)."""
+
+    meter_stop: int | None = Field(
+        default=None, ge=0, le=2**63 - 1, description="final reading in Wh; default: last one"
+    )
+    reason: str | None = Field(default=None, max_length=500)
+
+
 class IdTagCreate(BaseModel):
     id_tag: str = Field(min_length=1, max_length=20, pattern=r"^[\x20-\x7e]+$")
     status: TagStatus = "Accepted"

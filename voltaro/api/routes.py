@@ -26,7 +26,9 @@ from voltaro.domain.model import AuthorizationStatus
 from voltaro.net.registry import Registry
 from voltaro.service import views
 from voltaro.service.commands import CommandService, command_from_args
+from voltaro.service.hub import EventHub
 from voltaro.service.overview import server_status
+from voltaro.service.reconciliation import Reconciliation
 from voltaro.settings import ApiScope, ApiToken, Settings
 from voltaro.store import chargers, tags, transactions
 from voltaro.store.db import Database
@@ -40,6 +42,7 @@ class ApiContext:
     registry: Registry
     commands: CommandService
     started: float = field(default_factory=time.monotonic)
+    hub: EventHub | None = None  # for the events of operator actions
 
 
 class ApiError(Exception):
@@ -204,6 +207,31 @@ def create_app(ctx: ApiContext) -> FastAPI:
         values = await ctx.db.run(transactions.transaction_meter_values, transaction_id)
         view["meter_values"] = [views.meter_value_view(mv) for mv in values]
         return view
+
+    @app.post(
+        "/sessions/{transaction_id}/close",
+        response_model=models.Session,
+        responses={**ERRORS, **{code: {"model": models.ErrorBody} for code in (404, 409, 422)}},
+    )
+    async def close_session(
+        transaction_id: int, body: models.SessionClose, request: Request, _: Operate
+    ) -> Any:
+        """Close an active or interrupted session by hand (audited with the token's name):
+        with ``meter_stop`` when the real final reading is known, else the last reading
+        received is used and the energy is flagged ``estimated``."""
+        result = await Reconciliation(ctx.db, ctx.hub).close(
+            transaction_id,
+            meter_stop=body.meter_stop,
+            reason=body.reason or None,
+            actor=request.state.actor,
+        )
+        if result.outcome == "not_found":
+            raise ApiError(404, "not_found", f"unknown session {transaction_id}")
+        if result.outcome == "already_closed":
+            raise ApiError(409, "conflict", result.message)
+        if result.outcome == "invalid" or result.transaction is None:
+            raise ApiError(422, "bad_arguments", result.message)
+        return views.transaction_view(result.transaction)
 
     @app.get("/id_tags", response_model=list[models.IdTag], responses=ERRORS)
     async def list_id_tags(_: Read) -> Any:

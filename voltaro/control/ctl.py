@@ -146,7 +146,24 @@ def _parser() -> argparse.ArgumentParser:
     tl.add_argument("--active", action="store_true")
     tl.add_argument("--charger", dest="charger_id")
     tl.add_argument("--limit", type=int, default=50)
+    tl.add_argument(
+        "--state",
+        choices=["active", "completed", "interrupted", "refused", "closed"],
+        help="only transactions in this state (interrupted: to reconcile)",
+    )
     tx.add_parser("show").add_argument("transaction_id", metavar="TX", type=int)
+    tc = tx.add_parser("close", help="close a transaction whose stop never came (audited)")
+    tc.add_argument("transaction_id", metavar="TX", type=int)
+    tc.add_argument(
+        "--meter-stop",
+        dest="meter_stop",
+        type=int,
+        metavar="WH",
+        help="the final meter reading in Wh (default: the last reading received)",
+    )
+    tc.add_argument("--reason", help="why, for the audit and the record")
+    ts = tx.add_parser("stops", help="stops kept for reconciliation (orphan/foreign/conflict)")
+    ts.add_argument("--charger", dest="charger_id")
 
     rs = sub.add_parser("remote-start")
     rs.add_argument("charger_id", metavar="ID")
@@ -213,7 +230,16 @@ def _request_for(ns: argparse.Namespace) -> tuple[str, dict[str, Any]]:
                 "active": ns.active,
                 "charger_id": ns.charger_id,
                 "limit": ns.limit,
+                "state": ns.state,
             }
+        if ns.action == "close":
+            return "transactions.close", {
+                "transaction_id": ns.transaction_id,
+                "meter_stop": ns.meter_stop,
+                "reason": ns.reason,
+            }
+        if ns.action == "stops":
+            return "transactions.stops", {"charger_id": ns.charger_id}
         return "transactions.show", {"transaction_id": ns.transaction_id}
     command_args: dict[str, Any]
     match c:
@@ -299,6 +325,22 @@ def _human(op: str, result: Any) -> str:
                 for t in result
             ],
             ["TX", "CHARGER", "CONN", "TAG", "STATE", "START", "ENERGY_WH", "REASON"],
+        )
+    if op == "transactions.stops":
+        return _table(
+            [
+                (
+                    t["kind"],
+                    t["charger_id"],
+                    t["transaction_id"],
+                    t["meter_stop"],
+                    t["stop_time"],
+                    t["reason"],
+                    t["received_at"],
+                )
+                for t in result
+            ],
+            ["KIND", "CHARGER", "TX", "METER_STOP", "STOP_TIME", "REASON", "RECEIVED"],
         )
     if op == "command":
         lines = [f"{result['action']}: {result['status']}"]

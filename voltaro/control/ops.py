@@ -10,7 +10,7 @@ from typing import Any
 from voltaro.control.wire import ErrorCode
 from voltaro.domain.commands import CommandError, CommandErrorCode
 from voltaro.domain.credentials import password_bytes
-from voltaro.domain.model import AuthorizationStatus, RegistrationStatus
+from voltaro.domain.model import AuthorizationStatus, RegistrationStatus, TransactionState
 from voltaro.domain.timestamps import format_utc, parse_timestamp
 from voltaro.net.registry import Registry
 from voltaro.protocol.callerrors import CallErrorLog
@@ -18,6 +18,7 @@ from voltaro.service import views
 from voltaro.service.commands import CommandService, command_from_args
 from voltaro.service.hub import EventHub
 from voltaro.service.overview import server_status
+from voltaro.service.reconciliation import Reconciliation
 from voltaro.settings import Settings
 from voltaro.store import chargers, commands, frames, tags, transactions
 from voltaro.store.db import Database
@@ -77,6 +78,7 @@ class ControlOps:
         self._registry = registry
         self._commands = command_service
         self._hub = hub
+        self._reconciliation = Reconciliation(db, hub)
         self._started = time.monotonic()
         self.table: dict[str, Callable[[dict[str, Any], str], Awaitable[Any]]] = {
             "status": self.status,
@@ -93,6 +95,8 @@ class ControlOps:
             "tags.remove": self.tags_remove,
             "transactions.list": self.transactions_list,
             "transactions.show": self.transactions_show,
+            "transactions.close": self.transactions_close,
+            "transactions.stops": self.transactions_stops,
             "command": self.command,
         }
 
@@ -278,13 +282,31 @@ class ControlOps:
     async def transactions_list(self, args: dict[str, Any], user: str) -> list[dict[str, Any]]:
         active = args.get("active")
         charger_id = args.get("charger_id")
+        state = None
+        if args.get("state") is not None:
+            try:
+                state = TransactionState(args["state"])
+            except ValueError:
+                choices = ", ".join(s.value for s in TransactionState)
+                raise OpError(ErrorCode.BAD_ARGUMENTS, f"state must be one of {choices}") from None
         rows = await self._db.run(
             transactions.list_transactions,
             active=True if active else None,
             charger_id=charger_id if isinstance(charger_id, str) else None,
+            state=state,
             limit=_limit(args),
         )
         return [views.transaction_view(t) for t in rows]
+
+    async def transactions_stops(self, args: dict[str, Any], user: str) -> list[dict[str, Any]]:
+        charger_id = args.get("charger_id")
+        rows = await self._db.run(
+            transactions.orphan_stops, charger_id if isinstance(charger_id, str) else None
+        )
+        return [
+            {k: format_utc(v) if isinstance(v, datetime) else v for k, v in row.items()}
+            for row in rows
+        ]
 
     async def transactions_show(self, args: dict[str, Any], user: str) -> dict[str, Any]:
         tx_id = args.get("transaction_id")
@@ -297,6 +319,29 @@ class ControlOps:
         values = await self._db.run(transactions.transaction_meter_values, tx_id)
         view["meter_values"] = [views.meter_value_view(mv) for mv in values]
         return view
+
+    async def transactions_close(self, args: dict[str, Any], user: str) -> dict[str, Any]:
+        tx_id = args.get("transaction_id")
+        if isinstance(tx_id, bool) or not isinstance(tx_id, int):
+            raise OpError(ErrorCode.BAD_ARGUMENTS, "transaction_id must be an integer")
+        meter_stop = args.get("meter_stop")
+        if meter_stop is not None and (
+            isinstance(meter_stop, bool) or not isinstance(meter_stop, int) or meter_stop < 0
+        ):
+            raise OpError(ErrorCode.BAD_ARGUMENTS, "meter_stop must be a whole number of Wh")
+        reason = args.get("reason")
+        if reason is not None and (not isinstance(reason, str) or len(reason) > 500):
+            raise OpError(ErrorCode.BAD_ARGUMENTS, "reason must be text (500 characters at most)")
+        result = await self._reconciliation.close(
+            tx_id, meter_stop=meter_stop, reason=reason or None, actor=user
+        )
+        if result.outcome == "not_found":
+            raise OpError(ErrorCode.NOT_FOUND, f"unknown transaction {tx_id}")
+        if result.outcome == "already_closed":
+            raise OpError(ErrorCode.CONFLICT, result.message)
+        if result.outcome == "invalid" or result.transaction is None:
+            raise OpError(ErrorCode.BAD_ARGUMENTS, result.message)
+        return views.transaction_view(result.transaction)
 
     async def command(self, args: dict[str, Any], user: str) -> dict[str, Any]:
         charger_id = _text(args, "charger_id")

@@ -74,8 +74,13 @@ OPS: dict[str, Role] = {
     "tags.add": Role.OPERATOR,  # args: {"id_tag", "status"?, "expiry"?, "parent"?}
     "tags.block": Role.OPERATOR,
     "tags.remove": Role.ADMIN,
-    "transactions.list": Role.VIEWER,  # args: {"active"?, "charger_id"?, "limit"?}
+    "transactions.list": Role.VIEWER,  # args: {"active"?, "charger_id"?, "limit"?, "state"?}
     "transactions.show": Role.VIEWER,  # args: {"transaction_id"}
+    # Reconciliation: close a transaction whose stop never came (audited, who did it).
+    # args: {"transaction_id": int, "meter_stop": int|null, "reason": str|null}
+    "transactions.close": Role.OPERATOR,
+    # StopTransactions that closed nothing: unknown/foreign ids, conflicting second stops.
+    "transactions.stops": Role.VIEWER,  # args: {"charger_id"?}
     "command": Role.OPERATOR,  # args: {"charger_id", "action", "args": {...}}
 }
 

@@ -455,6 +455,8 @@ def orphan_stops(s: Session, charger_id: str | None = None) -> list[dict[str, ob
             "meter_stop": r.meter_stop,
             "stop_time": r.stop_time,
             "reason": r.reason,
+            "id_tag": r.id_tag,
+            "received_at": r.received_at,
         }
         for r in s.scalars(query)
     ]
