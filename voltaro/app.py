@@ -29,7 +29,7 @@ from voltaro.domain.ports import ChargerBackend
 from voltaro.net.directory import Connection
 from voltaro.net.listener import OcppListener
 from voltaro.net.registry import Registry
-from voltaro.protocol import OcppConnection, warm_up
+from voltaro.protocol import ConnectionLimits, OcppConnection, warm_up
 from voltaro.protocol.callerrors import CallErrorLog
 from voltaro.service.commands import CommandService
 from voltaro.service.directory import StoreDirectory
@@ -125,7 +125,15 @@ async def run(
         registry=registry,
         directory=directory,
         backend_factory=backend_factory,
-        connection_factory=functools.partial(OcppConnection, call_errors=call_errors),
+        connection_factory=functools.partial(
+            OcppConnection,
+            call_errors=call_errors,
+            limits=ConnectionLimits(
+                send_timeout=settings.send_timeout,
+                protocol_error_limit=settings.protocol_error_limit,
+                protocol_error_window=settings.protocol_error_window,
+            ),
+        ),
     )
     components = Components(
         settings=settings,

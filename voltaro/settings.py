@@ -69,6 +69,12 @@ class Settings:
     ping_timeout: float = 30.0
     max_connections: int = 20000
     call_timeout: float = 30.0  # how long we wait for a charger to answer our CALL
+    send_timeout: float = 10.0  # a send blocked longer: the charger stopped reading
+    # Abuse limits (docs/security.md): protocol errors per window before a 1008 close,
+    # and how long that identity is then refused (HTTP 429).
+    protocol_error_limit: int = 100  # 0 disables
+    protocol_error_window: float = 60.0
+    abuse_backoff: float = 60.0
     heartbeat_interval: int = 300  # BootNotification.conf interval when Accepted
     boot_retry_interval: int = 60  # BootNotification.conf interval when Pending/Rejected
     allow_concurrent_tx: bool = False  # False: ConcurrentTx for a tag already charging
@@ -206,7 +212,17 @@ def _validate(s: Settings) -> None:
             raise bad(name, f"{value} is not a TCP port (0-65535)")
     if s.max_message_size < 1024:
         raise bad("max_message_size", "must be at least 1024 bytes")
-    for name in ("handshake_timeout", "call_timeout", "ping_timeout", "shutdown_grace"):
+    for name in ("protocol_error_limit", "abuse_backoff"):
+        if getattr(s, name) < 0:
+            raise bad(name, "must not be negative")
+    for name in (
+        "handshake_timeout",
+        "call_timeout",
+        "ping_timeout",
+        "shutdown_grace",
+        "send_timeout",
+        "protocol_error_window",
+    ):
         if getattr(s, name) <= 0:
             raise bad(name, "must be greater than 0")
     for name in ("ping_interval", "db_retry_seconds"):

@@ -94,6 +94,8 @@ class OcppListener:
         self._sessions_done.set()
         self._live_sessions = 0
         self.refused: dict[int, int] = {}
+        # Identities cut off for abuse -> when they may reconnect (trio clock).
+        self._abusers: dict[str, float] = {}
         self.crashed = 0
 
     @property
@@ -201,6 +203,13 @@ class OcppListener:
             charger_id = charger_id_from_path(request.path)
         except InvalidIdentity as exc:
             return Refusal(400, str(exc))
+        backoff = self._backoff_left(charger_id)
+        if backoff > 0:
+            return Refusal(
+                429,
+                "too many protocol errors; retry later",
+                ((b"Retry-After", str(int(backoff) + 1).encode()),),
+            )
         offered = request.proposed_subprotocols
         if offered and SUBPROTOCOL not in offered:
             # OCTT TC_088 expects no upgrade at all for an unsupported protocol (R5).
@@ -240,6 +249,15 @@ class OcppListener:
             log.info("registered unknown charge point %r as %s", charger_id, registration)
         return Admission(charger_id, SUBPROTOCOL if offered else None)
 
+    def _backoff_left(self, charger_id: str) -> float:
+        until = self._abusers.get(charger_id)
+        if until is None:
+            return 0.0
+        left = until - trio.current_time()
+        if left <= 0:
+            del self._abusers[charger_id]
+        return left
+
     async def _serve_session(self, charger_id: str, ws: WebSocketConnection, remote: str) -> None:
         tracked = TrackedWebSocket(ws)
         backend = self._backend_factory(charger_id)
@@ -272,6 +290,13 @@ class OcppListener:
                         nursery.start_soon(self._keep_alive, tracked, session)
                         await link.run()
                         nursery.cancel_scope.cancel()
+                    if getattr(link, "policy_violation", False):
+                        # Issue 11.6: the connection closed itself with 1008; make this
+                        # identity wait before it may come back.
+                        reason = "policy violation"
+                        self._abusers[charger_id] = (
+                            trio.current_time() + self._settings.abuse_backoff
+                        )
                 except* Exception as group:
                     # The boundary of one charger (§7.11 of the adapter notes): log with
                     # the id, close this socket with 1011, leave everyone else alone.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from voltaro.protocol.connection import OcppConnection
+from voltaro.protocol.rpc import ConnectionLimits
 from voltaro.protocol.validation import warm_up
 
-__all__ = ["OcppConnection", "warm_up"]
+__all__ = ["ConnectionLimits", "OcppConnection", "warm_up"]

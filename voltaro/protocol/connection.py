@@ -26,7 +26,7 @@ from voltaro.protocol.errors import (
 )
 from voltaro.protocol.handlers import CentralSystemHandlers
 from voltaro.protocol.normalize import normalize
-from voltaro.protocol.rpc import TrioChargePoint
+from voltaro.protocol.rpc import ConnectionLimits, TrioChargePoint
 
 log = logging.getLogger("voltaro.protocol")
 
@@ -42,6 +42,7 @@ class OcppConnection(CentralSystemHandlers, TrioChargePoint):
         *,
         call_timeout: float = 30.0,
         call_errors: CallErrorLog | None = None,
+        limits: ConnectionLimits | None = None,
     ) -> None:
         self.backend = backend
         super().__init__(
@@ -50,6 +51,7 @@ class OcppConnection(CentralSystemHandlers, TrioChargePoint):
             call_timeout=call_timeout,
             record_frame=backend.record_frame,
             call_errors=call_errors,
+            limits=limits,
         )
 
     async def run(self) -> None:

@@ -21,7 +21,9 @@ from __future__ import annotations
 import inspect
 import json
 import logging
+from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import trio
@@ -82,6 +84,23 @@ class _IncomingCall:
 FrameRecorder = Callable[[FrameRecord], None]
 
 
+@dataclass(frozen=True, slots=True)
+class ConnectionLimits:
+    """What one charger may cost us (issue 11 items 6 and 10).
+
+    ``send_timeout``: a send that blocks longer means the charger stopped reading; the
+    connection is closed and a command waiting on it fails at once instead of holding
+    the socket for minutes. ``protocol_error_limit`` within ``protocol_error_window``
+    seconds: beyond it the charger is cut off with 1008 (policy violation, RFC 6455
+    §7.4.1). A protocol error is any CALLERROR we send that is not our own fault
+    (InternalError), an answer to no CALL of ours, or a frame of unknown type.
+    """
+
+    send_timeout: float = 10.0
+    protocol_error_limit: int = 100
+    protocol_error_window: float = 60.0
+
+
 class TrioChargePoint(LibraryChargePoint):  # type: ignore[misc]
     """One charger connection speaking OCPP-J 1.6 over a trio-websocket connection."""
 
@@ -94,8 +113,13 @@ class TrioChargePoint(LibraryChargePoint):  # type: ignore[misc]
         record_frame: FrameRecorder | None = None,
         incoming_queue: int = 16,
         call_errors: CallErrorLog | None = None,
+        limits: ConnectionLimits | None = None,
     ) -> None:
         super().__init__(charger_id, websocket, response_timeout=call_timeout, logger=log)
+        self._limits = limits or ConnectionLimits()
+        self._protocol_errors: deque[float] = deque()
+        # Set when this charger was cut off for abuse: the listener applies a back-off.
+        self.policy_violation = False
         self.charger_id = charger_id
         self._ws = websocket
         self._call_lock = trio.Lock()  # replaces the library's asyncio.Lock
@@ -196,11 +220,13 @@ class TrioChargePoint(LibraryChargePoint):  # type: ignore[misc]
                 unique_id if isinstance(unique_id, str) else None,
                 pending[0] if pending is not None else None,
             )
-            self._deliver(frame)
+            if not self._deliver(frame):
+                await self._protocol_error()
         else:
             # OCPP-J §4.1.3: an unknown MessageTypeId is ignored, no reply (R15).
             self._record_in(text, None, None, None)
             log.info("charger=%s ignored frame with message type %r", self.charger_id, kind)
+            await self._protocol_error()
 
     async def _accept_call(self, frame: list[Any]) -> None:
         unique_id = frame[1] if len(frame) > 1 else None
@@ -236,18 +262,20 @@ class TrioChargePoint(LibraryChargePoint):  # type: ignore[misc]
         # Bounded: a charger flooding CALLs is slowed down here, nobody else is.
         await self._incoming_send.send(_IncomingCall(unique_id, action, payload))
 
-    def _deliver(self, frame: list[Any]) -> None:
+    def _deliver(self, frame: list[Any]) -> bool:
+        """Hand an answer to the waiting ``call()``; False for an answer to nothing."""
         unique_id = frame[1] if len(frame) > 1 else None
         entry = self._pending.pop(unique_id, None) if isinstance(unique_id, str) else None
         if entry is None:
             # R25: late or unknown answers are logged and dropped.
             log.info("charger=%s dropped answer with unknown id %r", self.charger_id, unique_id)
-            return
+            return False
         _action, channel = entry
         try:
             channel.send_nowait(frame)
         except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
             log.info("charger=%s duplicate answer for %r dropped", self.charger_id, unique_id)
+        return True
 
     # --- answering the charger's CALLs ---------------------------------------------
 
@@ -422,10 +450,24 @@ class TrioChargePoint(LibraryChargePoint):  # type: ignore[misc]
     ) -> None:
         self._note_frame("out", text, kind, unique_id, action)
         try:
-            await self._ws.send_message(text)
+            with trio.move_on_after(self._limits.send_timeout) as blocked:
+                await self._ws.send_message(text)
         except ConnectionClosed:
             self._mark_closed()
             raise ConnectionLostError(f"{self.charger_id} disconnected") from None
+        if blocked.cancelled_caught:
+            # Issue 11.10: the charger stopped reading. Half a frame may be on the wire,
+            # so the connection cannot be used again: end it.
+            log.warning(
+                "charger=%s stopped reading (a send blocked for %g s); closing its connection",
+                self.charger_id,
+                self._limits.send_timeout,
+            )
+            self._hang_up()
+            raise ConnectionLostError(
+                f"{self.charger_id} stopped reading (send blocked for "
+                f"{self._limits.send_timeout:g} s); connection closed"
+            )
 
     async def _send_error(
         self,
@@ -445,6 +487,31 @@ class TrioChargePoint(LibraryChargePoint):  # type: ignore[misc]
             self._hang_up()
             return
         self._call_errors.sent(self.charger_id, unique_id, action, code, description)
+        if code != "InternalError":
+            await self._protocol_error()
+
+    async def _protocol_error(self) -> None:
+        """Count one protocol error; past the limit, cut the charger off (issue 11.6)."""
+        limit, window = self._limits.protocol_error_limit, self._limits.protocol_error_window
+        if limit <= 0 or self.policy_violation:
+            return
+        now = trio.current_time()
+        errors = self._protocol_errors
+        errors.append(now)
+        while errors and now - errors[0] > window:
+            errors.popleft()
+        if len(errors) <= limit:
+            return
+        self.policy_violation = True
+        log.warning(
+            "security: charge point %r sent more than %d protocol errors in %g s; "
+            "closing its connection (1008)",
+            self.charger_id,
+            limit,
+            window,
+        )
+        await self.close(1008, "too many protocol errors")
+        self._hang_up()
 
     def _record_in(
         self, text: str, kind: int | None, unique_id: str | None, action: str | None
