@@ -167,3 +167,32 @@ async def test_disabled_cleanly(database_url: str, tmp_path: Path) -> None:
         assert server.addresses.http is None
         stop.set()
         server.db.dispose()
+
+
+async def test_remote_start_checks_the_tag_unless_forced(api: tuple[RunningServer, str]) -> None:
+    """Issue 23.3 through the API: 422 with a one-line reason; body field force sends."""
+    server, base = api
+    server.run(chargers.add_charger, "CP-1")
+    cp = await RawCharger.connect(f"{server.url}/CP-1")
+    await cp.boot()
+    path = "/charge_points/CP-1/commands/remote-start"
+    async with client(base, OPERATE) as http:
+        refused = await http.post(path, json={"id_tag": "NOSUCHTAG"})
+        assert refused.status_code == 422
+        assert refused.json()["error"]["code"] == "bad_arguments"
+        assert "tag NOSUCHTAG is unknown" in refused.json()["error"]["message"]
+        bad_force = await http.post(path, json={"id_tag": "NOSUCHTAG", "force": "yes"})
+        assert bad_force.status_code == 422
+        results: list[Any] = []
+        async with trio.open_nursery() as nursery:
+
+            async def send() -> None:
+                results.append(await http.post(path, json={"id_tag": "NOSUCHTAG", "force": True}))
+
+            nursery.start_soon(send)
+            call = await cp.next_call()
+            await cp.answer(call, {"status": "Accepted"})
+        assert call[2:] == ["RemoteStartTransaction", {"idTag": "NOSUCHTAG"}]
+        assert results[0].status_code == 200
+        assert results[0].json()["status"] == "Accepted"
+    await cp.close()

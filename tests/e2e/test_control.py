@@ -21,7 +21,7 @@ from voltaro.domain.model import RegistrationStatus
 from voltaro.net.registry import Registry
 from voltaro.service.commands import CommandService
 from voltaro.service.hub import RESYNC, EventHub
-from voltaro.store import chargers, commands
+from voltaro.store import chargers, commands, tags
 
 
 async def control(server: RunningServer) -> ControlClient:
@@ -59,6 +59,7 @@ async def command_answered(
 
 async def test_each_command_and_its_answer(server: RunningServer) -> None:
     cp = await online(server)
+    server.run(tags.add_tag, "TAG")  # remote start checks the tag (issue 23.3)
     client = await control(server)
     assert client.hello["role"] == "admin"  # root / the server's own user
     cases = [

@@ -80,6 +80,7 @@ async def test_lone_surrogates_get_answers_and_the_server_lives(
     data = await cp.call("DataTransfer", {"vendorId": "v\\u0000\ud800", "data": "x\u0000"})
     assert data["status"] == "UnknownVendorId"
     await cp.expect_silence(0.3)
+
     # The frame log wrote all of it (each text field repaired) and its task is alive.
     def cp1_frames() -> list[FrameRow] | None:
         rows = [f for f in all_frames(server) if f.charger_id == "CP-1"]

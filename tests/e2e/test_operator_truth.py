@@ -7,6 +7,7 @@ Every test drives the real server (voltaro.app.run) with the independent raw-fra
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -16,8 +17,8 @@ from tests.e2e.conftest import RunningServer
 from tests.e2e.control_client import ControlClient
 from tests.e2e.test_ctl import ctl
 from tests.support.charger import RawCharger
-from voltaro.domain.model import RegistrationStatus
-from voltaro.store import chargers
+from voltaro.domain.model import AuthorizationStatus, RegistrationStatus
+from voltaro.store import chargers, commands, tags
 
 
 async def control(server: RunningServer) -> ControlClient:
@@ -208,4 +209,70 @@ async def test_scheduled_availability_is_pending_until_the_status_shows_it(
     assert connector["availability"] == "Inoperative"
     assert connector["scheduled_availability"] is None
     await client.aclose()
+    await cp.close()
+
+
+# --- 23.3 remote start checks the tag ----------------------------------------------
+
+
+async def test_remote_start_refuses_a_tag_that_could_not_charge(server: RunningServer) -> None:
+    cp = await online(server)
+    server.run(tags.add_tag, "BLOCKED", status=AuthorizationStatus.BLOCKED)
+    server.run(tags.add_tag, "OLD", expiry=datetime(2020, 1, 1, tzinfo=UTC))
+    server.run(tags.add_tag, "BUSY")
+    server.run(tags.add_tag, "GOOD")
+    # BUSY is charging on another connected charger (ConcurrentTx is not allowed).
+    other = await online(server, "CP-2")
+    started = await other.call(
+        "StartTransaction",
+        {"connectorId": 1, "idTag": "BUSY", "meterStart": 0, "timestamp": "2025-01-01T10:00:00Z"},
+    )
+    client = await control(server)
+    refusals = {
+        "NOSUCHTAG": "tag NOSUCHTAG is unknown or invalid",
+        "BLOCKED": "tag BLOCKED is blocked",
+        "OLD": "tag OLD has expired",
+        "BUSY": f"tag BUSY is already in transaction {started['transactionId']} on CP-2",
+    }
+    for tag, reason in refusals.items():
+        refused = await client.command("CP-1", "remote-start", id_tag=tag, connector_id=1)
+        assert refused["error"]["code"] == "bad_arguments", refused
+        message = refused["error"]["message"]
+        assert reason in message
+        assert "--force" in message
+        assert "\n" not in message
+        # ctl: one line on stderr, the exit code of bad arguments.
+        run = await ctl(server, "remote-start", "CP-1", tag)
+        assert run.returncode == 2
+        assert len(run.stderr.decode().strip().splitlines()) == 1
+        assert reason in run.stderr.decode()
+    # Nothing of that reached the charger: the next CALL it sees is this one.
+    call, reply = await command_answered(
+        client, cp, "remote-start", {"status": "Accepted"}, id_tag="GOOD"
+    )
+    assert call[2:] == ["RemoteStartTransaction", {"idTag": "GOOD"}]
+    assert reply["result"]["status"] == "Accepted"
+    # --force sends it anyway, and the audit says it was forced.
+    results: list[Any] = []
+    async with trio.open_nursery() as nursery:
+
+        async def forced() -> None:
+            results.append(
+                await ctl(server, "--json", "remote-start", "CP-1", "NOSUCHTAG", "--force")
+            )
+
+        nursery.start_soon(forced)
+        call = await cp.next_call()
+        await cp.answer(call, {"status": "Accepted"})
+    assert call[2:] == ["RemoteStartTransaction", {"idTag": "NOSUCHTAG"}]
+    assert results[0].returncode == 0, results[0].stderr
+    audit = server.run(commands.list_commands, "CP-1")
+    assert [
+        a["request"].get("force") for a in audit if a["action"] == "RemoteStartTransaction"
+    ] == [
+        True,
+        False,
+    ]
+    await client.aclose()
+    await other.close()
     await cp.close()

@@ -169,6 +169,11 @@ def _parser() -> argparse.ArgumentParser:
     rs.add_argument("charger_id", metavar="ID")
     rs.add_argument("id_tag", metavar="TAG")
     rs.add_argument("--connector", dest="connector_id", type=int)
+    rs.add_argument(
+        "--force",
+        action="store_true",
+        help="send even for an unknown, blocked or expired tag, or one already charging",
+    )
     rt = sub.add_parser("remote-stop")
     rt.add_argument("charger_id", metavar="ID")
     rt.add_argument("transaction_id", metavar="TX", type=int)
@@ -244,7 +249,11 @@ def _request_for(ns: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     command_args: dict[str, Any]
     match c:
         case "remote-start":
-            command_args = {"id_tag": ns.id_tag, "connector_id": ns.connector_id}
+            command_args = {
+                "id_tag": ns.id_tag,
+                "connector_id": ns.connector_id,
+                "force": True if ns.force else None,
+            }
         case "remote-stop":
             command_args = {"transaction_id": ns.transaction_id}
         case "reset":

@@ -9,11 +9,17 @@ errata 3.40 (no TriggerMessage BootNotification after an Accepted boot).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from voltaro.domain.model import Availability, RegistrationStatus
+from voltaro.domain.model import (
+    AuthorizationStatus,
+    Availability,
+    IdTagInfo,
+    RegistrationStatus,
+)
 
 
 class CommandErrorCode(StrEnum):
@@ -57,6 +63,9 @@ class TriggerableMessage(StrEnum):
 class RemoteStart:
     id_tag: str
     connector_id: int | None = None
+    # Send even when the tag would not be allowed to charge (see check_remote_start_tag);
+    # never part of the CALL, kept in the audit.
+    force: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -189,9 +198,11 @@ def validate(command: Command) -> None:
         CommandError: with code BAD_ARGUMENTS and a one-line reason.
     """
     match command:
-        case RemoteStart(id_tag=tag, connector_id=cid):
+        case RemoteStart(id_tag=tag, connector_id=cid, force=force):
             _check_text("id tag", tag, 20)
             _check_connector(cid, minimum=1)
+            if not isinstance(force, bool):
+                raise _bad("force must be true or false")
         case RemoteStop(transaction_id=tx):
             if isinstance(tx, bool) or not isinstance(tx, int):
                 raise _bad("transaction id must be an integer")
@@ -256,4 +267,37 @@ def check_allowed(command: Command, registration: RegistrationStatus) -> None:
             CommandErrorCode.NOT_ALLOWED,
             "TriggerMessage BootNotification not sent: the charger's boot was already "
             "Accepted (OCPP 1.6 errata 3.40)",
+        )
+
+
+def check_remote_start_tag(
+    id_tag: str,
+    info: IdTagInfo,
+    live_sessions: Sequence[tuple[int, str]],
+    *,
+    allow_concurrent: bool,
+) -> None:
+    """Refuse a remote start that the charger's StartTransaction would be refused for.
+
+    ``info`` is what an Authorize for the tag answers now; ``live_sessions`` the
+    (transaction id, charger id) of the tag's plausibly live transactions. Sending it
+    anyway only yields a session the Central System answers Invalid, which the charger
+    stops with DeAuthorized (OCPP 1.6 §5.11, §4.10): an empty transaction row.
+
+    Raises:
+        CommandError: BAD_ARGUMENTS with a one-line reason naming ``--force``.
+    """
+    hint = '; use --force (API: "force": true) to send it anyway'
+    if info.status is not AuthorizationStatus.ACCEPTED:
+        reason = {
+            AuthorizationStatus.INVALID: "is unknown or invalid",
+            AuthorizationStatus.BLOCKED: "is blocked",
+            AuthorizationStatus.EXPIRED: "has expired",
+        }.get(info.status, f"is {info.status.value}")
+        raise _bad(f"remote start refused: tag {id_tag} {reason}{hint}")
+    if live_sessions and not allow_concurrent:
+        tx, charger = live_sessions[0]
+        raise _bad(
+            f"remote start refused: tag {id_tag} is already in transaction {tx} on {charger} "
+            f"and concurrent sessions are not allowed{hint}"
         )

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 import trio
 
 from voltaro.control.wire import Event
+from voltaro.domain.authorization import decide
 from voltaro.domain.commands import (
     ACTION_OF,
     ChangeAvailability,
@@ -33,13 +34,15 @@ from voltaro.domain.commands import (
     TriggerMessage,
     UnlockConnector,
     check_allowed,
+    check_remote_start_tag,
     validate,
 )
 from voltaro.domain.model import Availability
+from voltaro.domain.timestamps import utc_now
 from voltaro.net.registry import Registry
 from voltaro.service.hub import EventHub
 from voltaro.settings import Settings
-from voltaro.store import chargers
+from voltaro.store import chargers, tags, transactions
 from voltaro.store import commands as audit
 from voltaro.store.db import Database
 
@@ -115,9 +118,13 @@ def command_from_args(action: str, args: dict[str, Any]) -> Command:
     command: Command
     match name:
         case "RemoteStartTransaction":
+            force = args.get("force", False)
+            if not isinstance(force, bool):
+                raise _bad("force must be true or false")
             command = RemoteStart(
                 id_tag=_str(args, "id_tag") or "",
                 connector_id=_int(args, "connector_id", required=False),
+                force=force,
             )
         case "RemoteStopTransaction":
             command = RemoteStop(transaction_id=_int(args, "transaction_id") or 0)
@@ -226,6 +233,8 @@ class CommandService:
         if charger is None:
             raise CommandError(CommandErrorCode.UNKNOWN_CHARGER, f"unknown charger {charger_id}")
         check_allowed(command, charger.registration)
+        if isinstance(command, RemoteStart) and not command.force:
+            await self._check_tag(command.id_tag)
         if not self._router.is_connected(charger_id):
             raise CommandError(CommandErrorCode.OFFLINE, f"charger {charger_id} is not connected")
         audit_id = await self._db.run(
@@ -252,6 +261,14 @@ class CommandService:
         await self._apply(charger_id, command, outcome)
         await self._finish(audit_id, charger_id, action, actor, outcome, None)
         return outcome
+
+    async def _check_tag(self, id_tag: str) -> None:
+        """Nothing is sent for a tag its StartTransaction would be refused for (23.3)."""
+        info = decide(await self._db.run(tags.get_tag, id_tag), utc_now())
+        live = await self._db.run(transactions.live_sessions_of_tag, id_tag)
+        check_remote_start_tag(
+            id_tag, info, live, allow_concurrent=self._settings.allow_concurrent_tx
+        )
 
     async def _apply(self, charger_id: str, command: Command, outcome: CommandOutcome) -> None:
         status = outcome.status

@@ -460,3 +460,22 @@ def orphan_stops(s: Session, charger_id: str | None = None) -> list[dict[str, ob
         }
         for r in s.scalars(query)
     ]
+
+
+def live_sessions_of_tag(s: Session, id_tag: str) -> list[tuple[int, str]]:
+    """(transaction id, charger id) of the tag's transactions that could still be
+    charging (the ConcurrentTx rule's view), for the remote-start check (issue 23.3)."""
+    rows = list(
+        s.scalars(
+            select(TransactionRow).where(
+                TransactionRow.tag_key == tag_key(id_tag),
+                TransactionRow.state == TransactionState.ACTIVE.value,
+            )
+        )
+    )
+    ledger = _ledger(s, rows)
+    return [
+        (tx.transaction_id, tx.charger_id)
+        for tx in ledger.transactions.values()
+        if lc.plausibly_live(tx, ledger)
+    ]
