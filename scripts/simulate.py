@@ -111,6 +111,7 @@ class SimCharger(LibraryChargePoint):  # type: ignore[misc]
         connector = connector_id or self.sim.free_connector()
         ok = connector is not None and self.sim.is_free(connector)
         if ok:
+            TAGS_IN_USE.add(id_tag)
             self.sim.spawn(self.sim.run_session(connector, id_tag))  # type: ignore[arg-type]
         return call_result.RemoteStartTransaction(status="Accepted" if ok else "Rejected")
 
@@ -324,7 +325,9 @@ class VirtualCharger:
                 )
 
     async def run_session(self, connector: int, id_tag: str) -> None:
+        # The caller claimed id_tag in TAGS_IN_USE; it is released when the session ends.
         if not self.is_free(connector):
+            TAGS_IN_USE.discard(id_tag)
             return
         session = Session(
             connector=connector,
@@ -461,6 +464,9 @@ class VirtualCharger:
                     connector = self.free_connector()
                     tag = next((t for t in self.args.tags if t not in TAGS_IN_USE), None)
                     if connector is not None and tag is not None:
+                        # Claimed now, before the task runs, so that the next charger
+                        # picks another tag (one tag charges on one connector at a time).
+                        TAGS_IN_USE.add(tag)
                         self.spawn(self.run_session(connector, tag))
                     next_session = time.monotonic() + self.args.session_every * self.rng.uniform(
                         0.5, 1.5

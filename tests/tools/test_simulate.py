@@ -48,8 +48,12 @@ async def test_simulated_sessions_are_stored(server: RunningServer) -> None:
     assert done, result.stdout.decode()
     assert all(t.state is TransactionState.COMPLETED for t in done)
     assert all(t.energy_wh is not None and t.energy_wh > 0 for t in done)
-    values = server.run(transactions.transaction_meter_values, done[0].transaction_id)
-    measurands = {sv.measurand for mv in values for sv in mv.sampled_values}
+    measurands = {
+        sv.measurand
+        for t in done
+        for mv in server.run(transactions.transaction_meter_values, t.transaction_id)
+        for sv in mv.sampled_values
+    }
     assert {
         "Energy.Active.Import.Register",
         "Power.Active.Import",
@@ -106,3 +110,56 @@ async def test_simulator_answers_remote_start_and_config(server: RunningServer) 
             while not server.run(transactions.list_transactions, active=False):  # noqa: ASYNC110
                 await trio.sleep(0.1)
         await client.aclose()
+
+
+async def test_n_chargers_with_n_tags_charge_in_parallel(server: RunningServer) -> None:
+    """Issue 13: every charger used the first tag, so all but one session was refused."""
+    ids = ["SIM-1", "SIM-2", "SIM-3"]
+    tag_ids = ["TAG-A", "TAG-B", "TAG-C"]
+    for charger_id in ids:
+        server.run(chargers.add_charger, charger_id)
+    for tag in tag_ids:
+        server.run(tags.add_tag, tag)
+    result = await trio.run_process(
+        [
+            sys.executable,
+            str(SIMULATE),
+            server.url,
+            "--chargers",
+            "3",
+            "--connectors",
+            "1",
+            "--tag",
+            ",".join(tag_ids),
+            "--session-every",
+            "0.2",
+            "--session-length",
+            "4",
+            "--meter-interval",
+            "0.5",
+            "--duration",
+            "8",
+        ],
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr.decode()
+    stored = server.run(transactions.list_transactions, limit=100)
+    assert stored, result.stdout.decode()
+    assert all(t.id_tag_status.value == "Accepted" for t in stored), [
+        (t.charger_id, t.id_tag, t.id_tag_status) for t in stored
+    ]
+    assert all(t.stop_reason != "DeAuthorized" for t in stored)
+    assert {t.charger_id for t in stored} == set(ids)
+    assert {t.id_tag for t in stored} == set(tag_ids)
+    assert all(t.energy_wh and t.energy_wh > 0 for t in stored)
+    # At some moment the three chargers were charging at once (a sweep over the sessions).
+    edges = sorted(
+        [(t.start_time, 1) for t in stored] + [(t.stop_time, -1) for t in stored if t.stop_time]
+    )
+    active, most = 0, 0
+    for _, step in edges:
+        active += step
+        most = max(most, active)
+    assert most == 3

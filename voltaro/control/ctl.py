@@ -14,6 +14,7 @@ import json
 import os
 import socket
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from typing import Any, NoReturn
 
@@ -46,19 +47,29 @@ class CtlError(Exception):
 class Client:
     """A blocking JSON-lines client (no trio needed for a one-shot CLI)."""
 
-    def __init__(self, path: str, timeout: float | None = 60.0) -> None:
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._sock.settimeout(timeout)
-        try:
-            self._sock.connect(path)
-        except (FileNotFoundError, ConnectionRefusedError) as exc:
-            raise CtlError(
-                EXIT_NO_SERVER, f"server not running: cannot connect to {path} ({exc.strerror})"
-            ) from None
-        except PermissionError:
-            raise CtlError(
-                4, f"permission denied on {path}: ask an admin to add you to a voltaro group"
-            ) from None
+    def __init__(self, path: str, timeout: float | None = 60.0, wait: float = 0.0) -> None:
+        # --wait: a server that is still starting has no socket yet (or a stale one);
+        # retry until it answers, like pg_isready -t, so scripts need no sleep.
+        deadline = time.monotonic() + wait
+        while True:
+            self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self._sock.settimeout(timeout)
+            try:
+                self._sock.connect(path)
+                break
+            except (FileNotFoundError, ConnectionRefusedError) as exc:
+                self._sock.close()
+                if time.monotonic() < deadline:
+                    time.sleep(0.2)
+                    continue
+                raise CtlError(
+                    EXIT_NO_SERVER, f"server not running: cannot connect to {path} ({exc.strerror})"
+                ) from None
+            except PermissionError:
+                self._sock.close()
+                raise CtlError(
+                    4, f"permission denied on {path}: ask an admin to add you to a voltaro group"
+                ) from None
         self._file = self._sock.makefile("rb")
         self.hello = self._read()
         if self.hello.get("type") != "hello":
@@ -111,6 +122,13 @@ def _parser() -> argparse.ArgumentParser:
         help="control socket path",
     )
     p.add_argument("--json", action="store_true", help="print one JSON document")
+    p.add_argument(
+        "--wait",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="wait up to SECONDS for a server that is starting (default 0: fail at once)",
+    )
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
     sub.add_parser("status", help="server, database and counts")
 
@@ -390,7 +408,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:
         return int(exc.code or 0)
     try:
-        client = Client(ns.socket)
+        client = Client(ns.socket, wait=ns.wait)
     except CtlError as exc:
         sys.stderr.write(f"voltaro ctl: {exc.message}\n")
         return exc.code
