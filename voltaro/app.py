@@ -20,6 +20,8 @@ from datetime import timedelta
 from typing import Any
 
 import trio
+from sqlalchemy import make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from voltaro.api.routes import ApiContext
 from voltaro.api.server import ApiServer
@@ -37,6 +39,7 @@ from voltaro.service.frame_log import FrameSink
 from voltaro.service.hub import EventHub
 from voltaro.service.ingest import ChargerIngest, Liveness
 from voltaro.settings import Settings
+from voltaro.startup import StartupError, find_exception, os_reason
 from voltaro.store import chargers, frames
 from voltaro.store.db import Database
 
@@ -71,11 +74,28 @@ class Components:
     extras: dict[str, Any] = field(default_factory=dict)
 
 
-def upgrade_database(settings: Settings) -> None:
-    """``voltaro db upgrade``: bring the database to the current schema."""
+def upgrade_database(settings: Settings) -> tuple[str | None, str | None]:
+    """``voltaro db upgrade``: bring the database to the current schema.
+
+    Returns the schema revision before (None: an empty database) and after.
+    """
+    from alembic.runtime.migration import MigrationContext
+
+    def revision(db: Database) -> str | None:
+        with db.engine.connect() as connection:
+            current: str | None = MigrationContext.configure(connection).get_current_revision()
+            return current
+
     db = Database(settings.database_url, pool_size=settings.db_pool_size)
     try:
+        before = revision(db)
         db.upgrade()
+        return before, revision(db)
+    except SQLAlchemyError as exc:
+        raise StartupError(
+            f"cannot use the database {_safe_url(settings.database_url)} "
+            f"(setting database_url): {_first_line(exc)}"
+        ) from exc
     finally:
         db.dispose()
 
@@ -97,7 +117,14 @@ async def run(
         pool_size=settings.db_pool_size,
         lock_timeout=max(1.0, min(10.0, settings.db_retry_seconds)),
     )
-    await trio.to_thread.run_sync(database.upgrade)
+    try:
+        await trio.to_thread.run_sync(database.upgrade)
+    except SQLAlchemyError as exc:
+        database.dispose()
+        raise StartupError(
+            f"cannot use the database {_safe_url(settings.database_url)} "
+            f"(setting database_url): {_first_line(exc)}"
+        ) from exc
     # Nobody is connected yet, whatever a crash left in the table.
     await database.run(chargers.reset_connected)
     liveness = Liveness(database)
@@ -151,7 +178,12 @@ async def run(
         async with trio.open_nursery() as nursery:
             await nursery.start(frame_sink.run)
             await nursery.start(liveness.run)
-            ocpp = await nursery.start(listener.run)
+            ocpp = await _start(
+                nursery,
+                listener.run,
+                f"cannot listen for chargers on {settings.host}:{settings.port} "
+                "(settings host, port)",
+            )
             control_path = await _start_control(nursery, components)
             http = await _start_http(nursery, components)
             nursery.start_soon(_housekeeping, components)
@@ -174,7 +206,11 @@ async def _start_control(nursery: trio.Nursery, c: Components) -> str:
         settings=c.settings,
         call_errors=c.extras.get("call_errors"),
     )
-    path: str = await nursery.start(ControlServer(c.settings, ops, c.hub).run)
+    path: str = await _start(
+        nursery,
+        ControlServer(c.settings, ops, c.hub).run,
+        f"cannot open the control socket {c.settings.control_socket} (setting control_socket)",
+    )
     return path
 
 
@@ -185,8 +221,38 @@ async def _start_http(nursery: trio.Nursery, c: Components) -> tuple[str, int] |
     context = ApiContext(
         settings=c.settings, db=c.database, registry=c.registry, commands=c.commands, hub=c.hub
     )
-    address: tuple[str, int] = await nursery.start(ApiServer(context).run)
+    address: tuple[str, int] = await _start(
+        nursery,
+        ApiServer(context).run,
+        f"cannot serve the HTTP API on {c.settings.http_host}:{c.settings.http_port} "
+        "(settings http_host, http_port; http_enabled = false turns it off)",
+    )
     return address
+
+
+async def _start(nursery: trio.Nursery, service: Any, what: str) -> Any:
+    """``nursery.start(service)``, with an OS error at start-up said in one line."""
+    try:
+        return await nursery.start(service)
+    except (OSError, BaseExceptionGroup) as exc:
+        cause = find_exception(exc, OSError)
+        if cause is None:
+            raise
+        raise StartupError(f"{what}: {os_reason(cause)}") from exc
+
+
+def _safe_url(url: str) -> str:
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "(unparsable URL)"
+
+
+def _first_line(exc: SQLAlchemyError) -> str:
+    """The driver's own message, without SQLAlchemy's SQL echo and background link."""
+    origin = getattr(exc, "orig", None) or exc
+    lines = [line.strip() for line in str(origin).splitlines() if line.strip()]
+    return lines[0] if lines else exc.__class__.__name__
 
 
 async def _housekeeping(c: Components) -> None:

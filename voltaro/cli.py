@@ -2,7 +2,9 @@
 
 Every setting can come from the TOML file, ``VOLTARO_*`` variables or these flags (flags
 win; voltaro.settings does the merge). A bad value prints one line naming the setting
-and exits with status 2, like an argparse usage error.
+and exits with status 2, like an argparse usage error. A server that cannot start (a
+port in use, a live control socket, an unreachable database) prints one line and exits
+with status 1; the traceback is printed too only with ``--log-level DEBUG``.
 """
 
 from __future__ import annotations
@@ -12,12 +14,15 @@ import importlib
 import importlib.metadata
 import signal
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 
 import trio
 
 from voltaro.settings import Settings, SettingsError, load_settings
+from voltaro.startup import StartupError, find_exception
 
+EXIT_CANNOT_START = 1
 EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 69  # EX_UNAVAILABLE: a subcommand whose implementation is missing
 
@@ -53,21 +58,38 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"voltaro {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    serve = commands.add_parser("serve", help="run the Central System")
-    serve.add_argument("--config", metavar="FILE", help="TOML settings file")
+    defaults = Settings()
+    serve = commands.add_parser(
+        "serve",
+        help="run the Central System",
+        description="Run the Central System until SIGTERM or Ctrl-C.",
+        epilog="Every setting is also a TOML key and a VOLTARO_<NAME> environment variable "
+        "(precedence: defaults < TOML file < environment < flags); the full table with "
+        "defaults is in README.md, Configuration. Exit status: 0 stopped, 1 cannot start "
+        "(port in use, database unreachable, ...), 2 bad setting.",
+    )
+    serve.add_argument(
+        "--config", metavar="FILE", help="TOML settings file (also VOLTARO_CONFIG; default: none)"
+    )
     for name in _SERVE_FLAGS:
         serve.add_argument(
             "--" + name.replace("_", "-"),
             dest=name,
             metavar=name.split("_")[-1].upper(),
-            help=f"setting {name} (also VOLTARO_{name.upper()})",
+            help=f"setting {name}, also VOLTARO_{name.upper()} "
+            f"(default: {getattr(defaults, name)})",
         )
 
     db = commands.add_parser("db", help="database maintenance")
     db_commands = db.add_subparsers(dest="db_command", metavar="ACTION", required=True)
     upgrade = db_commands.add_parser("upgrade", help="bring the database to the current schema")
     upgrade.add_argument("--config", metavar="FILE", help="TOML settings file")
-    upgrade.add_argument("--database-url", dest="database_url", metavar="URL")
+    upgrade.add_argument(
+        "--database-url",
+        dest="database_url",
+        metavar="URL",
+        help=f"setting database_url, also VOLTARO_DATABASE_URL (default: {defaults.database_url})",
+    )
 
     for name, (_, _, summary) in _DELEGATED.items():
         commands.add_parser(name, help=summary, add_help=False)
@@ -113,9 +135,23 @@ def serve(settings: Settings) -> int:
     from voltaro import app
     from voltaro.logs import configure_logging
 
-    configure_logging(settings.log_level)
-    trio.run(_serve_until_signalled, settings, app.run)
+    configure_logging(settings.log_level, settings.log_format)
+    try:
+        trio.run(_serve_until_signalled, settings, app.run)
+    except BaseException as exc:
+        return _cannot_start(exc, settings)
     return 0
+
+
+def _cannot_start(exc: BaseException, settings: Settings) -> int:
+    """One line for a start-up failure the operator can fix; anything else propagates."""
+    reason = find_exception(exc, StartupError)
+    if reason is None:
+        raise exc
+    if settings.log_level == "DEBUG":
+        traceback.print_exception(exc)
+    print(f"voltaro: {reason}", file=sys.stderr)
+    return EXIT_CANNOT_START
 
 
 async def _serve_until_signalled(settings: Settings, run: Callable[..., object]) -> None:
@@ -141,7 +177,15 @@ def upgrade_database(settings: Settings) -> int:
     from voltaro.app import upgrade_database as upgrade
     from voltaro.logs import configure_logging
 
-    configure_logging(settings.log_level)
-    upgrade(settings)
-    print("voltaro: the database is at the current schema")
+    configure_logging(settings.log_level, settings.log_format)
+    try:
+        before, after = upgrade(settings)
+    except StartupError as exc:
+        return _cannot_start(exc, settings)
+    if before is None:
+        print(f"voltaro: created the schema in an empty database (revision {after})")
+    elif before != after:
+        print(f"voltaro: upgraded the database from revision {before} to {after}")
+    else:
+        print(f"voltaro: the database is already at the current schema (revision {after})")
     return 0

@@ -9,10 +9,16 @@ as "security: ..." or rewrite the operator's terminal. The formatter escapes eve
 control character, line separator, bidi control and lone surrogate in the *message*
 (``\n`` becomes ``\\n``, ESC becomes ``\\x1b``), so one event is always one line. A
 traceback appended after the message is ours and keeps its line breaks.
+
+SQLAlchemy's "(Background on this error at: ...)" links are dropped from messages, so a
+database warning is one short line. ``log_format = "json"``: one JSON object per line
+(``time``, ``level``, ``logger``, ``message``, and ``exception`` when there is one), for
+log shippers; the message is escaped the same way.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import sys
@@ -38,21 +44,48 @@ def escape_controls(text: str) -> str:
     return _UNSAFE.sub(_escape_char, text)
 
 
+_BACKGROUND = re.compile(r"\s*\(Background on this error at: [^)]*\)")
+
+
+def one_line(text: str) -> str:
+    """The message as logged: no SQLAlchemy background link, control characters escaped."""
+    return escape_controls(_BACKGROUND.sub("", text))
+
+
+def _utc(record: logging.LogRecord) -> str:
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+    return f"{stamp}.{int(record.msecs):03d}Z"
+
+
 class SafeFormatter(logging.Formatter):
     """UTC timestamps; the message with its control characters escaped (one line)."""
 
     def formatMessage(self, record: logging.LogRecord) -> str:
-        record.message = escape_controls(record.message)
+        record.message = one_line(record.message)
         return super().formatMessage(record)
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-        return f"{stamp}.{int(record.msecs):03d}Z"
+        return _utc(record)
 
 
-def configure_logging(level: str) -> None:
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line (``log_format = "json"``)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": _utc(record),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": one_line(record.getMessage()),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def configure_logging(level: str, log_format: str = "text") -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(safe_formatter())
+    handler.setFormatter(JsonFormatter() if log_format == "json" else safe_formatter())
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

@@ -21,7 +21,23 @@ ENV_PREFIX = "VOLTARO_"
 
 
 class SettingsError(ValueError):
-    """A setting has a value we cannot use; the message names the setting."""
+    """A setting has a value we cannot use; the message names the setting.
+
+    ``setting`` is the setting's name (when there is one), so that the loader can add
+    where the value came from (flag, environment variable or TOML file).
+    """
+
+    def __init__(self, message: str, setting: str | None = None) -> None:
+        super().__init__(message)
+        self.setting = setting
+
+
+def _choices(enum: type[StrEnum], raw: object) -> StrEnum:
+    text = str(raw).strip().lower()
+    for member in enum:
+        if member.value.lower() == text:
+            return member
+    raise ValueError(f"{raw!r} is not one of {', '.join(m.value for m in enum)}")
 
 
 class UnknownChargers(StrEnum):
@@ -35,6 +51,11 @@ class UnknownChargers(StrEnum):
 class ApiScope(StrEnum):
     READ = "read"
     OPERATE = "operate"
+
+
+class LogFormat(StrEnum):
+    TEXT = "text"  # one line per event: time, level, logger, message
+    JSON = "json"  # one JSON object per line, for log shippers
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +119,9 @@ class Settings:
     viewer_groups: tuple[str, ...] = ("voltaro-view",)
     operator_groups: tuple[str, ...] = ("voltaro-ops",)
     admin_groups: tuple[str, ...] = ("voltaro-admin",)
+    # The group that owns the control socket (so its members may connect); empty: the
+    # server's own group. The roles still come from the *_groups settings above.
+    control_group: str = ""
     # --- HTTP API ------------------------------------------------------------------
     http_enabled: bool = True
     http_host: str = "127.0.0.1"
@@ -105,6 +129,7 @@ class Settings:
     api_tokens: tuple[ApiToken, ...] = ()
     # --- Process -------------------------------------------------------------------
     log_level: str = "INFO"
+    log_format: LogFormat = LogFormat.TEXT
     shutdown_grace: float = 5.0
 
 
@@ -124,19 +149,29 @@ def _coerce(name: str, kind: Any, raw: object) -> object:
                 return False
             raise ValueError(f"expected true or false, got {raw!r}")
         if kind in (int, "int"):
-            if isinstance(raw, bool):
-                raise ValueError(f"expected an integer, got {raw!r}")
-            return int(str(raw).strip()) if not isinstance(raw, int) else raw
+            if isinstance(raw, int) and not isinstance(raw, bool):
+                return raw
+            text = str(raw).strip()
+            if isinstance(raw, bool) or not text.lstrip("+-").isdigit():
+                raise ValueError(f"expected a whole number, got {raw!r}")
+            return int(text)
         if kind in (float, "float"):
-            if isinstance(raw, bool):
-                raise ValueError(f"expected a number, got {raw!r}")
-            return float(raw) if isinstance(raw, int | float) else float(str(raw).strip())
+            if isinstance(raw, int | float) and not isinstance(raw, bool):
+                return float(raw)
+            try:
+                if isinstance(raw, bool):
+                    raise ValueError
+                return float(str(raw).strip())
+            except ValueError:
+                raise ValueError(f"expected a number of seconds, got {raw!r}") from None
         if kind in (str, "str"):
             if not isinstance(raw, str):
                 raise ValueError(f"expected a string, got {raw!r}")
             return raw
         if kind in ("UnknownChargers",):
-            return UnknownChargers(str(raw).strip().lower())
+            return _choices(UnknownChargers, raw)
+        if kind in ("LogFormat",):
+            return _choices(LogFormat, raw)
         if kind in ("tuple[str, ...]",):
             if isinstance(raw, str):
                 return tuple(p.strip() for p in raw.split(",") if p.strip())
@@ -148,8 +183,8 @@ def _coerce(name: str, kind: Any, raw: object) -> object:
         if kind in ("tuple[ApiToken, ...]",):
             return _tokens(raw)
     except ValueError as exc:
-        raise SettingsError(f"setting {name}: {exc}") from None
-    raise SettingsError(f"setting {name}: unsupported type {kind!r}")
+        raise SettingsError(f"setting {name}: {exc}", name) from None
+    raise SettingsError(f"setting {name}: unsupported type {kind!r}", name)
 
 
 def _vendors(raw: object) -> Mapping[str, tuple[str, ...]]:
@@ -170,6 +205,12 @@ def _vendors(raw: object) -> Mapping[str, tuple[str, ...]]:
     raise ValueError(f"expected a table of vendorId = [messageIds], got {raw!r}")
 
 
+def _scope(raw: object) -> ApiScope:
+    scope = _choices(ApiScope, raw)
+    assert isinstance(scope, ApiScope)
+    return scope
+
+
 def _tokens(raw: object) -> tuple[ApiToken, ...]:
     # TOML: api_tokens = [{token = "...", scope = "read", name = "billing"}]
     # env:  VOLTARO_API_TOKENS="read:TOKEN1,operate:TOKEN2"
@@ -179,7 +220,7 @@ def _tokens(raw: object) -> tuple[ApiToken, ...]:
             scope, sep, token = part.partition(":")
             if not sep or not token:
                 raise ValueError("expected SCOPE:TOKEN pairs separated by commas")
-            items.append(ApiToken(token=token, scope=ApiScope(scope)))
+            items.append(ApiToken(token=token, scope=_scope(scope)))
     elif isinstance(raw, list | tuple):
         for entry in raw:
             if isinstance(entry, ApiToken):
@@ -190,7 +231,7 @@ def _tokens(raw: object) -> tuple[ApiToken, ...]:
             items.append(
                 ApiToken(
                     token=str(entry["token"]),
-                    scope=ApiScope(str(entry.get("scope", "read"))),
+                    scope=_scope(entry.get("scope", "read")),
                     name=str(entry.get("name", "")),
                 )
             )
@@ -204,7 +245,7 @@ def _tokens(raw: object) -> tuple[ApiToken, ...]:
 
 def _validate(s: Settings) -> None:
     def bad(name: str, why: str) -> SettingsError:
-        return SettingsError(f"setting {name}: {why}")
+        return SettingsError(f"setting {name}: {why}", name.split("/")[0])
 
     for name in ("port", "http_port"):
         value = getattr(s, name)
@@ -240,6 +281,8 @@ def _validate(s: Settings) -> None:
         raise bad("control_max_clients/control_queue_size", "too small")
     if s.log_level.upper() not in _LOG_LEVELS:
         raise bad("log_level", f"{s.log_level!r} is not one of {', '.join(_LOG_LEVELS)}")
+    if s.control_group and not all(c.isalnum() or c in "-_." for c in s.control_group):
+        raise bad("control_group", f"{s.control_group!r} is not a Unix group name")
     if not s.database_url.startswith(("sqlite://", "postgresql")):
         raise bad("database_url", "must start with sqlite:// or postgresql://")
     if len(s.control_socket.encode()) > 100:
@@ -263,7 +306,25 @@ def load_settings(
     """
     kinds = _field_kinds()
     values: dict[str, object] = {}
+    origins: dict[str, str] = {}
     env = os.environ if environ is None else environ
+    try:
+        return _load(kinds, values, origins, env, config_file, overrides)
+    except SettingsError as exc:
+        origin = origins.get(exc.setting or "")
+        if origin is None:
+            raise
+        raise SettingsError(f"{exc} (from {origin})", exc.setting) from None
+
+
+def _load(
+    kinds: dict[str, Any],
+    values: dict[str, object],
+    origins: dict[str, str],
+    env: Mapping[str, str],
+    config_file: str | Path | None,
+    overrides: Mapping[str, object] | None,
+) -> Settings:
     path = config_file or env.get(ENV_PREFIX + "CONFIG")
     if path:
         try:
@@ -278,17 +339,23 @@ def load_settings(
             raise SettingsError("setting config: [voltaro] must be a table")
         for key, raw in section.items():
             if key not in kinds:
-                raise SettingsError(f"setting {key}: unknown setting in {path}")
+                raise SettingsError(
+                    f"setting {key}: unknown setting in {path} (the settings table is in "
+                    "README.md, Configuration)"
+                )
+            origins[key] = f"{path}"
             values[key] = _coerce(key, kinds[key], raw)
     for key, kind in kinds.items():
         raw_env = env.get(ENV_PREFIX + key.upper())
         if raw_env is not None:
+            origins[key] = f"environment variable {ENV_PREFIX}{key.upper()}"
             values[key] = _coerce(key, kind, raw_env)
     for key, raw in (overrides or {}).items():
         if raw is None:
             continue
         if key not in kinds:
             raise SettingsError(f"setting {key}: unknown setting")
+        origins[key] = f"flag --{key.replace('_', '-')}"
         values[key] = _coerce(key, kinds[key], raw)
     if "log_level" in values:
         values["log_level"] = str(values["log_level"]).upper()

@@ -75,7 +75,7 @@ def test_bad_toml_value_names_the_setting(tmp_path: object) -> None:
     result = run("serve", "--config", str(config))
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        "voltaro: setting max_connections: must be at least 1"
+        f"voltaro: setting max_connections: must be at least 1 (from {config})"
     ]
 
 
