@@ -47,7 +47,9 @@ async def test_simulated_sessions_are_stored(server: RunningServer) -> None:
     done = server.run(transactions.list_transactions, active=False)
     assert done, result.stdout.decode()
     assert all(t.state is TransactionState.COMPLETED for t in done)
-    assert all(t.energy_wh is not None and t.energy_wh > 0 for t in done)
+    # A session that starts just before --duration ends is stopped at once (0 Wh).
+    assert all(t.energy_wh is not None and t.energy_wh >= 0 for t in done)
+    assert any(t.energy_wh for t in done)
     measurands = {
         sv.measurand
         for t in done
@@ -153,10 +155,10 @@ async def test_n_chargers_with_n_tags_charge_in_parallel(server: RunningServer) 
     assert all(t.stop_reason != "DeAuthorized" for t in stored)
     assert {t.charger_id for t in stored} == set(ids)
     assert {t.id_tag for t in stored} == set(tag_ids)
-    assert all(t.energy_wh and t.energy_wh > 0 for t in stored)
+    charged = [t for t in stored if t.energy_wh]  # not those cut short by --duration
     # At some moment the three chargers were charging at once (a sweep over the sessions).
     edges = sorted(
-        [(t.start_time, 1) for t in stored] + [(t.stop_time, -1) for t in stored if t.stop_time]
+        [(t.start_time, 1) for t in charged] + [(t.stop_time, -1) for t in charged if t.stop_time]
     )
     active, most = 0, 0
     for _, step in edges:
