@@ -157,6 +157,7 @@ async def run(
             call_errors=call_errors,
             limits=ConnectionLimits(
                 send_timeout=settings.send_timeout,
+                queue_timeout=settings.command_queue_timeout,
                 protocol_error_limit=settings.protocol_error_limit,
                 protocol_error_window=settings.protocol_error_window,
             ),

@@ -91,6 +91,8 @@ class Settings:
     max_connections: int = 20000
     call_timeout: float = 30.0  # how long we wait for a charger to answer our CALL
     send_timeout: float = 10.0  # a send blocked longer: the charger stopped reading
+    # A command waiting longer for the charger's earlier commands is given up, unsent.
+    command_queue_timeout: float = 30.0
     # Abuse limits (docs/security.md): protocol errors per window before a 1008 close,
     # and how long that identity is then refused (HTTP 429).
     protocol_error_limit: int = 100  # 0 disables
@@ -262,6 +264,7 @@ def _validate(s: Settings) -> None:
         "ping_timeout",
         "shutdown_grace",
         "send_timeout",
+        "command_queue_timeout",
         "protocol_error_window",
     ):
         if getattr(s, name) <= 0:

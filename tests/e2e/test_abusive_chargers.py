@@ -84,7 +84,7 @@ async def test_protocol_error_flood_is_cut_off_with_1008_and_backed_off(
     async def flood() -> None:
         # Frame by frame (reading each answer): a charger whose frames the server has
         # not read when it closes gets a TCP reset instead of the Close frame.
-        answered = abuse.startswith(("not", '[2'))
+        answered = abuse.startswith(("not", "[2"))
         for _ in range(25):
             try:
                 await bad.send_raw(abuse)

@@ -144,6 +144,8 @@ class CommandResult(BaseModel):
     unknown_keys: list[str] | None = None
     data: str | None = None
     details: dict[str, Any] | None = None
+    applied: bool | None = None  # false: carried out, but what it changes was not stored
+    warning: str | None = None
 
 
 class Health(BaseModel):

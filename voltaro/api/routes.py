@@ -60,6 +60,8 @@ _COMMAND_STATUS = {
     CommandErrorCode.TIMEOUT: 504,
     CommandErrorCode.CALL_ERROR: 502,
     CommandErrorCode.DISCONNECTED: 502,
+    CommandErrorCode.BUSY: 503,
+    CommandErrorCode.UNAVAILABLE: 503,
     CommandErrorCode.INTERNAL: 500,
 }
 

@@ -4,7 +4,8 @@ Human-readable output by default, one JSON document with --json. Exit codes:
 0 done (a charger answering Rejected is a carried-out request), 1 other error,
 2 bad arguments, 3 server not running, 4 role refused, 5 unknown charger/tag/transaction,
 6 charger offline or not allowed in its state, 7 timeout, 8 the charger answered with a
-CALLERROR, 9 already exists.
+CALLERROR, 9 already exists, 10 the charger was busy with earlier commands (nothing sent),
+11 the database is unavailable (nothing done; retry).
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ EXIT = {
     "timeout": 7,
     "call_error": 8,
     "conflict": 9,
+    "busy": 10,
+    "unavailable": 11,
 }
 EXIT_NO_SERVER = 3
 
@@ -378,6 +381,8 @@ def _human(op: str, result: Any) -> str:
             lines.append(f"  {key}: unknown key")
         if result.get("data") is not None:
             lines.append(f"  data: {result['data']}")
+        if result.get("warning"):
+            lines.append(f"  WARNING: {result['warning']}")
         return "\n".join(lines)
     if op == "chargers.show":
         # What needs the operator's eye first: settings not in effect, pending changes.

@@ -41,6 +41,8 @@ _COMMAND_CODES = {
     CommandErrorCode.TIMEOUT: ErrorCode.TIMEOUT,
     CommandErrorCode.CALL_ERROR: ErrorCode.CALL_ERROR,
     CommandErrorCode.DISCONNECTED: ErrorCode.DISCONNECTED,
+    CommandErrorCode.BUSY: ErrorCode.BUSY,
+    CommandErrorCode.UNAVAILABLE: ErrorCode.UNAVAILABLE,
     CommandErrorCode.INTERNAL: ErrorCode.INTERNAL,
 }
 

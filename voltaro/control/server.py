@@ -19,11 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import trio
+from sqlalchemy.exc import SQLAlchemyError
 
 from voltaro import __version__
 from voltaro.control import wire
 from voltaro.control.ops import ControlOps, OpError
 from voltaro.control.peers import Peer, PeerLookup, peer_of, role_of
+from voltaro.domain.ports import StorageUnavailable
 from voltaro.service.commands import ALIASES
 from voltaro.service.hub import RESYNC, EventHub, HubEvent
 from voltaro.settings import Settings
@@ -200,6 +202,12 @@ class ControlServer:
             frame = wire.ok(request.id, result)
         except OpError as exc:
             frame = wire.error(request.id, exc.code, exc.message)
+        except (SQLAlchemyError, StorageUnavailable) as exc:
+            # Not a bug: say what happened and that a retry is fine (issue 10 §3).
+            log.warning("control op %s: database unavailable: %s", request.op, exc)
+            frame = wire.error(
+                request.id, wire.ErrorCode.UNAVAILABLE, "the database is unavailable; retry later"
+            )
         except Exception:
             log.exception("control op %s failed", request.op)
             frame = wire.error(request.id, wire.ErrorCode.INTERNAL, "internal error; see log")

@@ -55,6 +55,8 @@ class ErrorCode(StrEnum):
     TIMEOUT = "timeout"
     CALL_ERROR = "call_error"
     DISCONNECTED = "disconnected"
+    BUSY = "busy"  # the charger was busy with earlier commands: nothing was sent
+    UNAVAILABLE = "unavailable"  # the database is unavailable: retry later
     INTERNAL = "internal"
 
 

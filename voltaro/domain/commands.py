@@ -31,6 +31,8 @@ class CommandErrorCode(StrEnum):
     TIMEOUT = "timeout"  # the charger did not answer in time
     CALL_ERROR = "call_error"  # the charger answered with a CALLERROR
     DISCONNECTED = "disconnected"  # the connection dropped while we waited
+    BUSY = "busy"  # earlier commands held the charger too long: nothing was sent
+    UNAVAILABLE = "unavailable"  # the database could not record it: nothing was sent
     INTERNAL = "internal"
 
 
@@ -163,6 +165,10 @@ class CommandOutcome:
     unknown_keys: tuple[str, ...] = ()
     data: str | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    # False: the charger carried it out but what it changes could not be stored
+    # (issue 10 §2.10); ``warning`` says so in one line.
+    applied: bool = True
+    warning: str | None = None
 
 
 def _bad(message: str) -> CommandError:

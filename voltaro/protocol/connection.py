@@ -19,6 +19,7 @@ from voltaro.protocol.callerrors import CallErrorLog
 from voltaro.protocol.commands import to_call, to_outcome
 from voltaro.protocol.errors import (
     CallErrorReceived,
+    CallQueueTimeout,
     CallTimeoutError,
     ConnectionLostError,
     InvalidRequestError,
@@ -76,6 +77,8 @@ class OcppConnection(CentralSystemHandlers, TrioChargePoint):
             result = await self.call(to_call(command))
         except InvalidRequestError as exc:
             raise CommandError(CommandErrorCode.BAD_ARGUMENTS, f"{action}: {exc}") from None
+        except CallQueueTimeout as exc:
+            raise CommandError(CommandErrorCode.BUSY, str(exc)) from None
         except CallTimeoutError as exc:
             raise CommandError(CommandErrorCode.TIMEOUT, str(exc)) from None
         except ConnectionLostError as exc:

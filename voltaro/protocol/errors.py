@@ -50,6 +50,10 @@ class CallTimeoutError(TimeoutError):
     """The charger did not answer our CALL within the response timeout."""
 
 
+class CallQueueTimeout(TimeoutError):
+    """Our CALL waited too long for the charger's earlier CALLs to finish; not sent."""
+
+
 class ConnectionLostError(ConnectionError):
     """The connection ended before the charger answered (or before we could send)."""
 

@@ -22,7 +22,8 @@ import inspect
 import json
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +45,7 @@ from voltaro.protocol.callerrors import CallErrorLog
 from voltaro.protocol.edge import checked_payload, repair_text
 from voltaro.protocol.errors import (
     CallErrorReceived,
+    CallQueueTimeout,
     CallTimeoutError,
     ConnectionLostError,
     InvalidRequestError,
@@ -97,6 +99,9 @@ class ConnectionLimits:
     """
 
     send_timeout: float = 10.0
+    # How long a command may wait for the charger's earlier commands (one outstanding
+    # CALL at a time, OCPP-J §4.1.1) before it is given up unsent (issue 10 §2.10).
+    queue_timeout: float = 30.0
     protocol_error_limit: int = 100
     protocol_error_window: float = 60.0
 
@@ -394,7 +399,7 @@ class TrioChargePoint(LibraryChargePoint):  # type: ignore[misc]
             except OcppError as exc:
                 raise InvalidRequestError(exc.description) from None
         uid = unique_id or str(self._unique_id_generator())
-        async with self._call_lock:
+        async with self._turn(action):
             if self._closed.is_set():
                 raise ConnectionLostError(f"{self.charger_id} is not connected")
             send, receive = trio.open_memory_channel[list[Any]](1)
@@ -439,6 +444,25 @@ class TrioChargePoint(LibraryChargePoint):  # type: ignore[misc]
         fields = getattr(cls, "__dataclass_fields__", {})
         snake = {k: v for k, v in camel_to_snake_case(answer).items() if k in fields}
         return cls(**snake)
+
+    @asynccontextmanager
+    async def _turn(self, action: str) -> AsyncIterator[None]:
+        """Our turn to have the one outstanding CALL, waiting at most queue_timeout.
+
+        The wait is bounded on its own: the answer timeout starts only once the CALL is
+        sent, so a queued command can never "time out" without having been sent.
+        """
+        with trio.move_on_after(self._limits.queue_timeout) as waiting:
+            await self._call_lock.acquire()
+        if waiting.cancelled_caught:
+            raise CallQueueTimeout(
+                f"{self.charger_id} is busy with earlier commands: {action} not sent after "
+                f"waiting {self._limits.queue_timeout:g} s"
+            )
+        try:
+            yield
+        finally:
+            self._call_lock.release()
 
     # --- sending -------------------------------------------------------------------
 

@@ -9,9 +9,11 @@ flag, known configuration).
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Any, Protocol
 
 import trio
+from sqlalchemy.exc import SQLAlchemyError
 
 from voltaro.control.wire import Event
 from voltaro.domain.authorization import decide
@@ -38,6 +40,7 @@ from voltaro.domain.commands import (
     validate,
 )
 from voltaro.domain.model import Availability
+from voltaro.domain.ports import StorageUnavailable
 from voltaro.domain.timestamps import utc_now
 from voltaro.net.registry import Registry
 from voltaro.service.hub import EventHub
@@ -226,40 +229,105 @@ class CommandService:
         self._router = router or LocalRouter(registry)
 
     async def execute(self, charger_id: str, command: Command, *, actor: str) -> CommandOutcome:
-        """Carry out one command. Raises CommandError with a clear reason otherwise."""
+        """Carry out one command. Raises CommandError with a clear reason otherwise.
+
+        The audit row is written before anything is sent and always finished: with the
+        charger's answer, the error, or how it ended (cancelled, internal error). An
+        outcome the charger carried out but that could not be stored is returned with
+        ``applied=False`` and a warning, never reported as a failure (issue 10 §2.10).
+        """
         action = ACTION_OF[type(command)]
         validate(command)
-        charger = await self._db.run(chargers.get_charger, charger_id)
-        if charger is None:
-            raise CommandError(CommandErrorCode.UNKNOWN_CHARGER, f"unknown charger {charger_id}")
-        check_allowed(command, charger.registration)
-        if isinstance(command, RemoteStart) and not command.force:
-            await self._check_tag(command.id_tag)
-        if not self._router.is_connected(charger_id):
-            raise CommandError(CommandErrorCode.OFFLINE, f"charger {charger_id} is not connected")
-        audit_id = await self._db.run(
-            audit.record_command,
-            charger_id=charger_id,
-            action=action,
-            request=command_args(command),
-            actor=actor,
-        )
-        log.info("command charger=%s action=%s by=%s", charger_id, action, actor)
         try:
-            # The link times out on its own; this scope is the backstop (never a hang).
-            with trio.fail_after(self._settings.call_timeout + 5):
-                outcome = await self._router.send(charger_id, command)
-        except trio.TooSlowError:
-            error = CommandError(
-                CommandErrorCode.TIMEOUT, f"{charger_id} did not answer {action} in time"
+            charger = await self._db.run(chargers.get_charger, charger_id)
+            if charger is None:
+                raise CommandError(
+                    CommandErrorCode.UNKNOWN_CHARGER, f"unknown charger {charger_id}"
+                )
+            check_allowed(command, charger.registration)
+            if isinstance(command, RemoteStart) and not command.force:
+                await self._check_tag(command.id_tag)
+            if not self._router.is_connected(charger_id):
+                raise CommandError(
+                    CommandErrorCode.OFFLINE, f"charger {charger_id} is not connected"
+                )
+            audit_id = await self._db.run(
+                audit.record_command,
+                charger_id=charger_id,
+                action=action,
+                request=command_args(command),
+                actor=actor,
             )
-            await self._finish(audit_id, charger_id, action, actor, None, error)
-            raise error from None
+        except (SQLAlchemyError, StorageUnavailable) as exc:
+            log.warning(
+                "command %s to %s not sent: database unavailable: %s", action, charger_id, exc
+            )
+            raise CommandError(
+                CommandErrorCode.UNAVAILABLE,
+                f"{action} not sent: the database is unavailable ({type(exc).__name__}); "
+                "retry later",
+            ) from None
+        log.info("command charger=%s action=%s by=%s", charger_id, action, actor)
+        outcome: CommandOutcome | None = None
+        error: CommandError | None = None
+        try:
+            outcome = await self._send(charger_id, command, action)
+            outcome = await self._apply_reporting(charger_id, command, outcome)
         except CommandError as exc:
-            await self._finish(audit_id, charger_id, action, actor, None, exc)
+            error = exc
             raise
-        await self._apply(charger_id, command, outcome)
-        await self._finish(audit_id, charger_id, action, actor, outcome, None)
+        except trio.Cancelled:
+            error = CommandError(
+                CommandErrorCode.INTERNAL,
+                "cancelled before it completed (server shutting down or the caller went away)",
+            )
+            if outcome is not None:
+                outcome = replace(
+                    outcome, applied=False, warning=f"{outcome.status}, outcome not applied"
+                )
+            raise
+        except Exception as exc:
+            log.exception("command %s to %s failed unexpectedly", action, charger_id)
+            error = CommandError(
+                CommandErrorCode.INTERNAL,
+                f"{action}: internal error ({type(exc).__name__}); see the server log",
+            )
+            raise error from exc
+        finally:
+            await self._finish(audit_id, charger_id, action, actor, outcome, error)
+        return outcome
+
+    async def _send(self, charger_id: str, command: Command, action: str) -> CommandOutcome:
+        # The link bounds the queue wait and the answer on their own; this scope is the
+        # backstop that can never fire first (never a hang).
+        s = self._settings
+        try:
+            with trio.fail_after(s.command_queue_timeout + s.send_timeout + s.call_timeout + 5):
+                return await self._router.send(charger_id, command)
+        except trio.TooSlowError:
+            raise CommandError(
+                CommandErrorCode.TIMEOUT, f"{charger_id} did not answer {action} in time"
+            ) from None
+
+    async def _apply_reporting(
+        self, charger_id: str, command: Command, outcome: CommandOutcome
+    ) -> CommandOutcome:
+        """Store what the answer changes; if that fails the command still happened."""
+        try:
+            await self._apply(charger_id, command, outcome)
+        except (SQLAlchemyError, StorageUnavailable) as exc:
+            warning = (
+                f"{outcome.status}, outcome not applied: the database is unavailable "
+                f"({type(exc).__name__})"
+            )
+            log.warning(
+                "charger=%s answered %s with %s but its outcome was not stored: %s",
+                charger_id,
+                outcome.action,
+                outcome.status,
+                exc,
+            )
+            return replace(outcome, applied=False, warning=warning)
         return outcome
 
     async def _check_tag(self, id_tag: str) -> None:
@@ -313,13 +381,33 @@ class CommandService:
         outcome: CommandOutcome | None,
         error: CommandError | None,
     ) -> None:
+        """Finish the audit row (shielded, retried for db_retry_seconds; never raises)."""
+        status = outcome.status if outcome else None
+        text = f"{error.code}: {error.message}" if error else None
+        if outcome is not None and not outcome.applied:
+            text = outcome.warning if text is None else f"{outcome.warning}; {text}"
         with trio.CancelScope(shield=True):
-            await self._db.run(
-                audit.finish_command,
-                audit_id,
-                status=outcome.status if outcome else None,
-                error=f"{error.code}: {error.message}" if error else None,
-            )
+            deadline = trio.current_time() + max(1.0, self._settings.db_retry_seconds)
+            delay = 0.05
+            while True:
+                try:
+                    await self._db.run(audit.finish_command, audit_id, status=status, error=text)
+                    break
+                except (SQLAlchemyError, StorageUnavailable) as exc:
+                    if trio.current_time() + delay > deadline:
+                        log.error(
+                            "command audit %d (%s to %s) not finished: database unavailable: "
+                            "status=%s error=%s (%s)",
+                            audit_id,
+                            action,
+                            charger_id,
+                            status,
+                            text,
+                            exc,
+                        )
+                        break
+                    await trio.sleep(delay)
+                    delay = min(delay * 2, 1.0)
         if self._hub is not None:
             data: dict[str, Any] = {
                 "charger_id": charger_id,
@@ -329,6 +417,9 @@ class CommandService:
             }
             if outcome is not None:
                 data["status"] = outcome.status
+                if not outcome.applied:
+                    data["applied"] = False
+                    data["warning"] = outcome.warning
             if error is not None:
                 data["error"] = {"code": str(error.code), "message": error.message}
             self._hub.publish(Event.COMMAND_RESULT, data)

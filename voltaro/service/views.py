@@ -138,6 +138,9 @@ def outcome_view(outcome: CommandOutcome) -> dict[str, Any]:
         view["data"] = outcome.data
     if outcome.details:
         view["details"] = outcome.details
+    if not outcome.applied:
+        view["applied"] = False
+        view["warning"] = outcome.warning
     return view
 
 
