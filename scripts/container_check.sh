@@ -156,6 +156,7 @@ if [ "$REFRESH" = 1 ]; then
 fi
 
 say "building $IMAGE from a clean clone at ${rev:0:12}"
+previous="$(podman image inspect --format '{{.Id}}' "$IMAGE" 2>/dev/null || true)"
 t0=$SECONDS
 # --format docker: the OCI format has no HEALTHCHECK. --network host: pip reaches the
 # package index from the build; the CA bundle mount lets it trust what the host trusts.
@@ -167,6 +168,10 @@ if ! podman build --pull=never --network host --layers=false --format docker \
   exit 1
 fi
 build_s=$((SECONDS - t0))
+# The previous check's image, now untagged: remove it (only that one) so runs do not pile up.
+if [ -n "$previous" ] && [ "$previous" != "$(podman image inspect --format '{{.Id}}' "$IMAGE")" ]; then
+  podman rmi "$previous" >/dev/null 2>&1 || true
+fi
 size_bytes="$(podman image inspect --format '{{.Size}}' "$IMAGE")"
 base_bytes="$(podman image inspect --format '{{.Size}}' "$BASE_TAG")"
 say "image $IMAGE built in ${build_s} s: $((size_bytes / 1000000)) MB ($(((size_bytes - base_bytes) / 1000000)) MB on top of the base's $((base_bytes / 1000000)) MB)"
@@ -187,8 +192,12 @@ podman_compose() {  # prints the path of a pinned podman-compose, installing it 
   venv="$cache/podman-compose-$PODMAN_COMPOSE_VERSION"
   if [ ! -x "$venv/bin/podman-compose" ]; then
     mkdir -p "$cache"
-    python3 -m venv "$venv" >&2 && "$venv/bin/pip" install -q "podman-compose==$PODMAN_COMPOSE_VERSION" >&2 \
-      || { rm -rf "$venv"; return 1; }
+    if ! { python3 -m venv "$venv" && "$venv/bin/pip" install -q \
+        "podman-compose==$PODMAN_COMPOSE_VERSION"; } >"$WORK/pip.log" 2>&1; then
+      grep -v "is ignored" "$WORK/pip.log" | tail -n 10 >&2
+      rm -rf "$venv"
+      return 1
+    fi
   fi
   echo "$venv/bin/podman-compose"
 }
@@ -209,7 +218,8 @@ for s in "${scenarios[@]}"; do
         continue
       fi
       "$PYTHON" "$HERE/probe.py" --image "$IMAGE" --podman-compose "$compose" \
-        --compose-file "$WORK/src/compose.yaml" --compose-file "$HERE/compose.check.yaml" \
+        --compose-file "$WORK/src/compose.yaml" \
+        --compose-file "$WORK/src/scripts/container/compose.check.yaml" \
         compose || failed+=("$s") ;;
     *) say "unknown scenario $s"; exit 2 ;;
   esac
