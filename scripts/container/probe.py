@@ -383,7 +383,7 @@ def scenario(image: str, database: str, admin_url: str) -> None:
 class ComposeProject:
     """compose.yaml plus scripts/container/compose.check.yaml, run by podman-compose."""
 
-    podman_compose: str
+    podman_compose: list[str]
     files: tuple[str, ...]
     image: str
     project: str = field(default_factory=lambda: f"voltaro-check-compose-{os.getpid()}")
@@ -403,7 +403,7 @@ class ComposeProject:
         }
 
     def __call__(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        command = [self.podman_compose, "-p", self.project]
+        command = [*self.podman_compose, "-p", self.project]
         for name in self.files:
             command += ["-f", name]
         result = subprocess.run(
@@ -446,13 +446,16 @@ class ComposeProject:
 
 
 def compose_scenario(image: str, podman_compose: str, files: tuple[str, ...]) -> None:
-    project = ComposeProject(podman_compose, files, image)
+    runner = [podman_compose]
+    if not podman_compose:  # no podman-compose here: the same containers with plain podman
+        runner = [sys.executable, str(Path(__file__).with_name("mini_compose.py"))]
+    project = ComposeProject(runner, files, image)
     voltaro = project.as_container()
-    say(f"compose: {' + '.join(files)} as project {project.project} ({podman_compose})")
+    say(f"compose: {' + '.join(files)} as project {project.project} ({' '.join(runner)})")
     try:
         project("up", "-d", "--no-build")
         seconds = project.wait_ready()
-        say(f"[compose] Voltaro ready {seconds:.1f} s after `podman-compose up -d`")
+        say(f"[compose] Voltaro ready {seconds:.1f} s after `up -d`")
         for service in ("postgres", "voltaro"):
             health = podman("healthcheck", "run", project.container(service), check=False)
             if health.returncode != 0:
@@ -527,7 +530,11 @@ def main() -> int:
         or "postgresql://postgres@127.0.0.1:5432/postgres",
         help="a superuser connection used to create and drop the check's database",
     )
-    parser.add_argument("--podman-compose", default="podman-compose")
+    parser.add_argument(
+        "--podman-compose",
+        default="podman-compose",
+        help="its path; empty: start the same containers with scripts/container/mini_compose.py",
+    )
     parser.add_argument(
         "--compose-file", action="append", default=[], help="compose files, in order"
     )
