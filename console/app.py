@@ -1,18 +1,37 @@
-"""The Voltaro console: live site status and remote commands, over the control socket."""
+"""The Voltaro console: live site status and remote commands, over the control socket.
+
+Flow: the link's reader posts every frame as a message (``Frame``) and never waits; the
+message handler applies it to the model (console/model.py) and marks rows dirty; a
+timer redraws dirty rows in batches. Re-reading the whole state (a resync: after a
+reconnect, a dropped-events marker or a charger the model does not know) runs in its own
+exclusive worker, so the reader keeps delivering replies meanwhile (issue 12 #1).
+"""
 
 from __future__ import annotations
 
+from collections import deque
+from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
-from textual import work
+from textual import on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.command import Hit, Hits, Provider
+from textual.message import Message
 from textual.widgets import DataTable, Footer, Header, RichLog, Static
 
 from console.commands import COMMANDS, CommandSpec, is_destructive
-from console.link import ControlLink, RequestFailed
+from console.feed import FeedLine, describe
+from console.link import ControlLink, LinkState, RequestFailed
+from console.model import Site
+from console.render import (
+    CHARGER_COLUMNS,
+    attention_key,
+    charger_cells,
+    site_bar,
+    sparkline,
+)
 from console.screens import (
     CommandForm,
     CommandMenu,
@@ -24,30 +43,12 @@ from console.screens import (
 )
 from voltaro.control import wire
 
-COLUMNS = (
-    ("Charger", "id", 16),
-    ("Link", "link", 7),
-    ("Registration", "reg", 12),
-    ("Vendor/model", "model", 18),
-    ("Connectors", "conn", 26),
-    ("Error", "error", 14),
-    ("Last seen", "seen", 20),
-    ("Tx", "tx", 11),
-    ("kW", "kw", 6),
-    ("kWh", "kwh", 8),
-)
+FLUSH_EVERY = 0.25  # seconds between batched table redraws
+POWER_SAMPLE_EVERY = 60.0  # one sparkline sample a minute: the bar shows the last hour
 
-STATUS_STYLE = {
-    "Available": "green",
-    "Preparing": "cyan",
-    "Charging": "bold blue",
-    "SuspendedEV": "yellow",
-    "SuspendedEVSE": "yellow",
-    "Finishing": "cyan",
-    "Reserved": "magenta",
-    "Unavailable": "grey50",
-    "Faulted": "bold red",
-}
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
 
 
 class ChargerCommands(Provider):
@@ -57,7 +58,7 @@ class ChargerCommands(Provider):
         app = self.app
         assert isinstance(app, ConsoleApp)
         matcher = self.matcher(query)
-        for charger_id in sorted(app.chargers):
+        for charger_id in sorted(app.site.chargers):
             for spec in COMMANDS:
                 text = f"{spec.action} {charger_id}"
                 score = matcher.match(text)
@@ -75,8 +76,9 @@ class ConsoleApp(App[None]):
     CSS = """
     #banner { background: $error; color: $text; height: auto; padding: 0 1; display: none; }
     #banner.shown { display: block; }
+    #sitebar { height: 1; padding: 0 1; background: $boost; }
     #chargers { height: 1fr; }
-    #feed { height: 8; border-top: solid $primary; }
+    #feed { height: 6; border-top: solid $primary; }
     .dialog { width: 70; height: auto; max-height: 90%; background: $panel;
               border: thick $primary; padding: 1 2; }
     .wide { width: 95%; }
@@ -94,213 +96,260 @@ class ConsoleApp(App[None]):
     ]
     COMMANDS = App.COMMANDS | {ChargerCommands}
 
+    class Frame(Message):
+        """A frame from the server (event or resync marker), posted by the link reader."""
+
+        def __init__(self, frame: dict[str, Any]) -> None:
+            super().__init__()
+            self.frame = frame
+
+    class Link(Message):
+        """The link connected or went down."""
+
+        def __init__(self, state: LinkState) -> None:
+            super().__init__()
+            self.state = state
+
     def __init__(self, socket_path: str) -> None:
         super().__init__()
         self.link = ControlLink(socket_path)
-        self.chargers: dict[str, dict[str, Any]] = {}
+        self.site = Site()
         self.role = wire.Role.VIEWER
+        self.stale = True  # nothing is known to be current until the first resync
+        self.link_reason = "connecting…"
         self._dirty: set[str] = set()
-        self.health = "connecting"
+        self._order: list[str] = []
+        self._resync_wanted = False
+        self._resyncing = False
+        self._replay: list[tuple[str, dict[str, Any], str | None]] = []
+        self.power_history: deque[float] = deque(maxlen=60)
+        self.feed_lines: deque[FeedLine] = deque(maxlen=2000)
 
     def compose(self) -> ComposeResult:
         yield Header()
         yield Static("", id="banner")
-        yield DataTable(id="chargers", cursor_type="row", zebra_stripes=True)
-        yield RichLog(id="feed", max_lines=500, markup=True)
+        yield Static("", id="sitebar")
+        yield DataTable(
+            id="chargers",
+            cursor_type="row",
+            zebra_stripes=True,
+            fixed_columns=1,
+            cursor_foreground_priority="renderable",
+        )
+        yield RichLog(id="feed", max_lines=500, markup=False)
         yield Footer()
 
     def on_mount(self) -> None:
-        table = self.query_one("#chargers", DataTable)
-        for label, key, width in COLUMNS:
-            table.add_column(label, key=key, width=width)
+        # Widgets of the main screen, kept so that updates reach them while a modal
+        # screen is on top (App.query_one searches the active screen only).
+        self.table = self.query_one("#chargers", DataTable)
+        self.feed = self.query_one("#feed", RichLog)
+        self.banner = self.query_one("#banner", Static)
+        self.sitebar = self.query_one("#sitebar", Static)
+        table = self.table
+        for label, key in CHARGER_COLUMNS:
+            table.add_column(label, key=key)
         self.sub_title = "connecting…"
-        self.set_interval(0.25, self._flush_dirty)
+        self.set_interval(FLUSH_EVERY, self._redraw)
+        self.set_interval(POWER_SAMPLE_EVERY, self._sample_power)
+        self._show_banner()
         self.follow_server()
 
     # --- server link -----------------------------------------------------------------
 
     @work(exclusive=True, group="link")
     async def follow_server(self) -> None:
-        await self.link.run(self._on_frame, self._on_state)
+        def on_frame(frame: dict[str, Any]) -> None:
+            self.post_message(self.Frame(frame))  # only posts: the reader never waits
 
-    async def _on_state(self, state: str, hello: dict[str, Any] | None) -> None:
-        banner = self.query_one("#banner", Static)
-        if hello is not None:
-            self.role = wire.Role(hello.get("role", "viewer"))
-            banner.remove_class("shown")
-            self.log_feed(f"[green]connected[/green] as {hello.get('user')} ({self.role})")
-            await self.resync()
+        def on_state(state: LinkState) -> None:
+            self.post_message(self.Link(state))
+
+        await self.link.run(on_frame, on_state)
+
+    @on(Link)
+    def _on_link(self, message: Link) -> None:
+        state = message.state
+        if state.connected and state.hello is not None:
+            self.role = wire.Role(state.hello.get("role", "viewer"))
+            self.log_feed(
+                FeedLine(
+                    utc_now().strftime("%H:%M:%S"),
+                    "",
+                    "ok",
+                    "links",
+                    f"connected to the server as {state.hello.get('user')} ({self.role})",
+                )
+            )
+            self.link_reason = ""
+            self.request_resync()
         else:
-            banner.update(f"SERVER UNREACHABLE: {state}. Reconnecting…")
-            banner.add_class("shown")
-            self.sub_title = state
+            if not self.stale:
+                self.log_feed(
+                    FeedLine(utc_now().strftime("%H:%M:%S"), "", "fault", "links", state.reason)
+                )
+            self.stale = True
+            self.link_reason = state.reason
+            self._dirty.update(self.site.chargers)
+        self._show_banner()
 
-    async def resync(self) -> None:
+    def request_resync(self) -> None:
+        """Re-read the whole state soon, in the resync worker (coalesced)."""
+        self._resync_wanted = True
+        if not self._resyncing:
+            self._resyncing = True
+            self._resync_worker()
+
+    @work(exclusive=True, group="resync")
+    async def _resync_worker(self) -> None:
         try:
-            status = await self.link.request("status")
-            listed = await self.link.request("chargers.list")
-        except RequestFailed as exc:
-            self.log_feed(f"[red]resync failed: {exc}[/red]")
-            return
-        self._show_status(status)
-        self.chargers = {c["charger_id"]: c for c in listed}
-        table = self.query_one("#chargers", DataTable)
-        table.clear()
-        for charger_id in sorted(self.chargers):
-            table.add_row(*self._cells(self.chargers[charger_id]), key=charger_id)
+            while self._resync_wanted and self.link.connected:
+                self._resync_wanted = False
+                self._replay = []
+                try:
+                    status = await self.link.request("status")
+                    listed = await self.link.request("chargers.list")
+                except (RequestFailed, TimeoutError) as exc:
+                    self.log_feed(
+                        FeedLine(
+                            utc_now().strftime("%H:%M:%S"),
+                            "",
+                            "warning",
+                            "links",
+                            f"could not re-read the state: {exc}",
+                        )
+                    )
+                    return
+                self.site.load(status, listed)
+                # Events that arrived while the snapshot was read may be newer than it.
+                for name, data, at in self._replay:
+                    self.site.apply(name, data, at)
+                self._replay = []
+                self.stale = False
+                self._dirty.update(self.site.chargers)
+                self._order = []  # force a full redraw in the new order
+                self._show_banner()
+                self._redraw()
+        finally:
+            self._resyncing = False
+            self._replay = []
 
-    def _show_status(self, status: dict[str, Any]) -> None:
-        db = "db ok" if status.get("database", {}).get("ok") else "DATABASE DOWN"
-        uptime = int(status.get("uptime_s", 0))
-        self.sub_title = (
-            f"{status.get('connected_chargers', 0)} connected · {db} · "
-            f"up {uptime // 3600}h{uptime % 3600 // 60:02d}m · {self.role}"
-        )
-
-    async def _on_frame(self, frame: dict[str, Any]) -> None:
+    @on(Frame)
+    def _on_frame(self, message: Frame) -> None:
+        frame = message.frame
         if frame["type"] == "resync":
-            self.log_feed("[yellow]events were dropped; resyncing[/yellow]")
-            await self.resync()
+            self.log_feed(
+                FeedLine(
+                    utc_now().strftime("%H:%M:%S"),
+                    "",
+                    "warning",
+                    "links",
+                    "the console fell behind and missed events; re-reading the state",
+                )
+            )
+            self.request_resync()
             return
         if frame["type"] != "event":
             return
-        name, data = frame["event"], frame["data"]
+        name, data, at = str(frame["event"]), dict(frame.get("data") or {}), frame.get("at")
+        if self._resyncing:
+            self._replay.append((name, data, at))
+        known = self.site.apply(name, data, at)
         charger_id = data.get("charger_id")
-        charger = self.chargers.get(charger_id) if charger_id else None
-        if name in ("charger.updated", "charger.removed") or (charger is None and charger_id):
-            await self.resync()
-        elif charger is not None:
-            self._apply(charger, name, data)
+        if isinstance(charger_id, str):
             self._dirty.add(charger_id)
-        self.log_feed(self._describe(name, data))
+        if name == "server.health":
+            self._show_banner()
+        if not known or name in ("charger.updated", "charger.removed"):
+            self.request_resync()
+        line = describe(name, data, at)
+        if line is not None:
+            self.log_feed(line)
 
-    def _apply(self, charger: dict[str, Any], name: str, data: dict[str, Any]) -> None:
-        if name == "charger.connected":
-            charger["connected"] = True
-        elif name == "charger.disconnected":
-            charger["connected"] = False
-        elif name == "charger.boot":
-            charger.update(vendor=data.get("vendor"), model=data.get("model"))
-        elif name == "connector.status":
-            connectors = {c["connector_id"]: c for c in charger.setdefault("connectors", [])}
-            entry = connectors.setdefault(
-                data["connector_id"],
-                {"connector_id": data["connector_id"], "availability": "Operative"},
-            )
-            entry.update(
-                status=data.get("status"),
-                error_code=data.get("error_code"),
-                status_at=data.get("at"),
-            )
-            charger["connectors"] = sorted(connectors.values(), key=lambda c: c["connector_id"])
-        elif name == "transaction.started":
-            charger.setdefault("active_transactions", []).append(
-                {
-                    "transaction_id": data["transaction_id"],
-                    "connector_id": data["connector_id"],
-                    "meter_start": data.get("meter_start"),
-                    "last_meter_wh": data.get("meter_start"),
-                    "last_power_w": None,
-                }
-            )
-        elif name == "transaction.stopped":
-            charger["active_transactions"] = [
-                t
-                for t in charger.get("active_transactions", [])
-                if t["transaction_id"] != data["transaction_id"]
-            ]
-        elif name == "meter.values":
-            for tx in charger.get("active_transactions", []):
-                if tx["transaction_id"] == data.get("transaction_id"):
-                    if data.get("energy_wh") is not None:
-                        tx["last_meter_wh"] = data["energy_wh"]
-                    if data.get("power_w") is not None:
-                        tx["last_power_w"] = data["power_w"]
-        charger["last_seen"] = data.get("at", charger.get("last_seen"))
+    # --- drawing -----------------------------------------------------------------------
 
-    def _flush_dirty(self) -> None:
-        """Apply batched changes: a few cell updates, never a full redraw per event."""
-        if not self._dirty:
+    def _show_banner(self) -> None:
+        banner = self.banner
+        if self.stale and self.link_reason:
+            banner.update(f"NOT CONNECTED: {self.link_reason}. Reconnecting…")
+            banner.add_class("shown")
+        elif not self.site.database_ok:
+            db = self.site.health.get("database") or {}
+            banner.update(
+                "DATABASE DOWN: "
+                f"{db.get('error') or 'the server cannot reach its database'}. "
+                "Chargers get errors for transaction messages and retry them; nothing is lost."
+            )
+            banner.add_class("shown")
+        else:
+            banner.remove_class("shown")
+        self._show_header()
+
+    def _show_header(self) -> None:
+        if self.stale:
+            self.sub_title = "disconnected" if self.link_reason else "connecting…"
+        else:
+            health = self.site.health
+            uptime = int(health.get("uptime_s", 0))
+            db = "db ok" if self.site.database_ok else "DATABASE DOWN"
+            self.sub_title = (
+                f"{health.get('connected_chargers', 0)} connected · {db} · "
+                f"up {uptime // 3600}h{uptime % 3600 // 60:02d}m · {self.role}"
+            )
+        summary = self.site.summary(utc_now())
+        self.sitebar.update(
+            site_bar(summary, sparkline(list(self.power_history)), stale=self.stale)
+        )
+
+    def _sample_power(self) -> None:
+        self.power_history.append(self.site.summary(utc_now()).power_w)
+
+    def visible_order(self) -> list[str]:
+        now = utc_now()
+        return [
+            c.charger_id
+            for c in sorted(
+                self.site.chargers.values(), key=lambda c: attention_key(self.site, c, now)
+            )
+        ]
+
+    def _redraw(self) -> None:
+        """Redraw what changed: cell updates in place, or rows re-added when the order
+        changed. The selection always stays on the same charger (issue 12 #3)."""
+        if not self._dirty and self._order:
             return
-        table = self.query_one("#chargers", DataTable)
-        for charger_id in self._dirty:
-            charger = self.chargers.get(charger_id)
-            if charger is None or charger_id not in table.rows:
-                continue
-            for (_, key, _), value in zip(COLUMNS, self._cells(charger), strict=True):
-                table.update_cell(charger_id, key, value)
+        table = self.table
+        now = utc_now()
+        order = self.visible_order()
+        if order != self._order:
+            selected = self.selected()
+            table.clear()
+            for charger_id in order:
+                cells = charger_cells(self.site.chargers[charger_id], now, stale=self.stale)
+                table.add_row(*cells, key=charger_id)
+            self._order = order
+            if selected is not None and selected in table.rows:
+                table.move_cursor(row=table.get_row_index(selected), scroll=True)
+        else:
+            for charger_id in self._dirty:
+                charger = self.site.chargers.get(charger_id)
+                if charger is None or charger_id not in table.rows:
+                    continue
+                cells = charger_cells(charger, now, stale=self.stale)
+                for (_, key), value in zip(CHARGER_COLUMNS, cells, strict=True):
+                    table.update_cell(charger_id, key, value)
         self._dirty.clear()
+        self._show_header()
 
-    @staticmethod
-    def _cells(c: dict[str, Any]) -> tuple[str, ...]:
-        conns = " ".join(
-            f"[{STATUS_STYLE.get(k.get('status') or '', 'white')}]{k['connector_id']}:"
-            f"{(k.get('status') or '-')[:9]}[/]"
-            for k in c.get("connectors", [])
-            if k["connector_id"] > 0
-        )
-        errors = ",".join(
-            sorted(
-                {
-                    k["error_code"]
-                    for k in c.get("connectors", [])
-                    if k.get("error_code") not in (None, "NoError")
-                }
-            )
-        )
-        txs = c.get("active_transactions", [])
-        tx = txs[0] if txs else None
-        kw = f"{tx['last_power_w'] / 1000:.1f}" if tx and tx.get("last_power_w") else ""
-        kwh = ""
-        if tx and tx.get("last_meter_wh") is not None and tx.get("meter_start") is not None:
-            kwh = f"{(tx['last_meter_wh'] - tx['meter_start']) / 1000:.2f}"
-        model = " ".join(v for v in (c.get("vendor"), c.get("model")) if v)
-        link = "[green]online[/]" if c.get("connected") else "[grey50]offline[/]"
-        return (
-            c["charger_id"],
-            link,
-            c.get("registration", ""),
-            model,
-            conns or "-",
-            f"[red]{errors}[/]" if errors else "",
-            (c.get("last_seen") or "")[:19],
-            str(tx["transaction_id"]) if tx else "",
-            kw,
-            kwh,
-        )
-
-    @staticmethod
-    def _describe(name: str, data: dict[str, Any]) -> str:
-        who = data.get("charger_id", "")
-        match name:
-            case "connector.status":
-                return (
-                    f"{who} #{data.get('connector_id')} {data.get('status')} "
-                    f"{data.get('error_code') or ''}"
-                )
-            case "transaction.started":
-                return f"{who} tx {data.get('transaction_id')} started ({data.get('id_tag')})"
-            case "transaction.stopped":
-                return (
-                    f"{who} tx {data.get('transaction_id')} stopped: "
-                    f"{data.get('energy_wh')} Wh, {data.get('reason')}"
-                )
-            case "command.result":
-                result = data.get("status") or (data.get("error") or {}).get("message")
-                return f"{who} {data.get('action')} by {data.get('user')}: {result}"
-            case _:
-                details = " ".join(
-                    f"{k}={v}" for k, v in data.items() if k not in ("charger_id", "payload")
-                )
-                return f"{name} {who} {details}"
-
-    def log_feed(self, text: str) -> None:
-        self.query_one("#feed", RichLog).write(text)
+    def log_feed(self, line: FeedLine) -> None:
+        self.feed_lines.append(line)
+        if line.matches("all", ""):
+            self.feed.write(line.render())
 
     # --- actions -------------------------------------------------------------------
 
     def selected(self) -> str | None:
-        table = self.query_one("#chargers", DataTable)
+        table = self.table
         if table.row_count == 0:
             return None
         row_key, _ = table.coordinate_to_cell_key(table.cursor_coordinate)
@@ -323,9 +372,9 @@ class ConsoleApp(App[None]):
 
     def start_command(self, charger_id: str, spec: CommandSpec) -> None:
         defaults: dict[str, str] = {}
-        txs = self.chargers.get(charger_id, {}).get("active_transactions", [])
-        if txs:
-            defaults["transaction_id"] = str(txs[0]["transaction_id"])
+        charger = self.site.chargers.get(charger_id)
+        if charger is not None and charger.sessions:
+            defaults["transaction_id"] = str(min(charger.sessions))
 
         def with_args(args: dict[str, Any] | None) -> None:
             if args is None:
@@ -345,26 +394,30 @@ class ConsoleApp(App[None]):
     @work(group="commands")
     async def send_command(self, charger_id: str, spec: CommandSpec, args: dict[str, Any]) -> None:
         self.notify(f"{spec.title} → {charger_id}…", timeout=2)
+        now = utc_now().strftime("%H:%M:%S")
         try:
             result = await self.link.request(
                 "command", {"charger_id": charger_id, "action": spec.ocpp_action, "args": args}
             )
-        except RequestFailed as exc:
-            self.notify(
-                f"{spec.title} on {charger_id}: {exc.message}", severity="error", title=exc.code
+        except (RequestFailed, TimeoutError) as exc:
+            message = exc.message if isinstance(exc, RequestFailed) else "no answer in time"
+            self.notify(f"{spec.title} on {charger_id}: {message}", severity="error")
+            self.log_feed(
+                FeedLine(
+                    now,
+                    charger_id,
+                    "warning",
+                    "commands",
+                    f"{spec.title} on {charger_id}: {message}",
+                )
             )
-            self.log_feed(f"[red]{charger_id} {spec.title}: {exc}[/red]")
             return
         text = f"{spec.title} on {charger_id}: {result.get('status')}"
         for entry in result.get("configuration", [])[:20]:
             text += f"\n{entry['key']} = {entry['value']}"
-        self.notify(
-            text,
-            severity="information"
-            if result.get("status") in ("Accepted", "Unlocked", "Scheduled", "RebootRequired")
-            else "warning",
-        )
-        self.log_feed(text)
+        accepted = result.get("status") in ("Accepted", "Unlocked", "Scheduled", "RebootRequired")
+        self.notify(text, severity="information" if accepted else "warning")
+        self.log_feed(FeedLine(now, charger_id, "ok" if accepted else "warning", "commands", text))
 
     @work(group="views")
     async def action_details(self) -> None:
@@ -376,7 +429,7 @@ class ConsoleApp(App[None]):
             frames = await self.link.request(
                 "chargers.frames", {"charger_id": charger_id, "limit": 100}
             )
-        except RequestFailed as exc:
+        except (RequestFailed, TimeoutError) as exc:
             self.notify(str(exc), severity="error")
             return
         self.push_screen(DetailScreen(charger, frames))
@@ -385,7 +438,7 @@ class ConsoleApp(App[None]):
     async def action_transactions(self) -> None:
         try:
             rows = await self.link.request("transactions.list", {"limit": 100})
-        except RequestFailed as exc:
+        except (RequestFailed, TimeoutError) as exc:
             self.notify(str(exc), severity="error")
             return
         self.push_screen(
@@ -413,14 +466,13 @@ class ConsoleApp(App[None]):
     async def action_tags(self) -> None:
         try:
             rows = await self.link.request("tags.list")
-        except RequestFailed as exc:
+        except (RequestFailed, TimeoutError) as exc:
             self.notify(str(exc), severity="error")
             return
         self.push_screen(TagScreen(rows, self.link))
 
-    @work(group="views")
-    async def action_reload(self) -> None:
-        await self.resync()
+    def action_reload(self) -> None:
+        self.request_resync()
 
     @work(group="commands")
     async def action_accept(self) -> None:
@@ -430,5 +482,6 @@ class ConsoleApp(App[None]):
         try:
             await self.link.request("chargers.accept", {"charger_id": charger_id})
             self.notify(f"{charger_id} accepted")
-        except RequestFailed as exc:
-            self.notify(f"accept {charger_id}: {exc.message}", severity="error", title=exc.code)
+        except (RequestFailed, TimeoutError) as exc:
+            message = exc.message if isinstance(exc, RequestFailed) else "no answer in time"
+            self.notify(f"accept {charger_id}: {message}", severity="error")

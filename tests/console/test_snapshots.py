@@ -11,7 +11,8 @@ from console.app import ConsoleApp
 
 
 def _missing(tmp_path: Path) -> ConsoleApp:
-    return ConsoleApp(str(tmp_path / "no-server.sock"))
+    # A fixed path that does not exist: the banner names it, so it must not vary per run.
+    return ConsoleApp("/nonexistent/voltaro/control.sock")
 
 
 async def _until_disconnected(pilot: Any) -> None:

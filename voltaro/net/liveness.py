@@ -41,10 +41,10 @@ class TrackedWebSocket:
 
 
 class PingTimeout(Exception):
-    """No pong and no traffic for a whole ping interval plus timeout."""
+    """No pong and no traffic for a whole ping interval plus the pong wait."""
 
 
-async def keep_alive(ws: TrackedWebSocket, interval: float, timeout: float) -> None:
+async def keep_alive(ws: TrackedWebSocket, interval: float, pong_wait: float) -> None:
     """Ping every ``interval`` seconds; raise PingTimeout when the peer is silent.
 
     Returns when the socket closes. ``interval`` 0 disables pings (returns at once).
@@ -55,7 +55,7 @@ async def keep_alive(ws: TrackedWebSocket, interval: float, timeout: float) -> N
         await trio.sleep(interval)
         sent_at = trio.current_time()
         try:
-            with trio.move_on_after(timeout) as waiting:
+            with trio.move_on_after(pong_wait) as waiting:
                 await ws.websocket.ping()
         except ConnectionClosed:
             return
@@ -65,4 +65,4 @@ async def keep_alive(ws: TrackedWebSocket, interval: float, timeout: float) -> N
             # Traffic within the last interval: alive, even if it never answers pings.
             log.debug("no pong from a connection that is still sending; keeping it")
             continue
-        raise PingTimeout(f"no pong within {timeout:g} s and no traffic for {interval:g} s")
+        raise PingTimeout(f"no pong within {pong_wait:g} s and no traffic for {interval:g} s")

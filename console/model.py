@@ -1,0 +1,320 @@
+"""What the console knows about the site: chargers, connectors, sessions, server health.
+
+Pure data and rules (no Textual, no IO): built from the server's snapshot (`status`,
+`chargers.list`) and kept current by events. Unit-testable on its own; the app renders
+it. Every update is idempotent so events replayed after a resync do no harm.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+FAULT_STATUSES = frozenset({"Faulted"})
+OCCUPIED_STATUSES = frozenset(
+    {"Preparing", "Charging", "SuspendedEV", "SuspendedEVSE", "Finishing", "Reserved"}
+)
+DEFAULT_HEARTBEAT_S = 300
+
+
+def parse_time(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+@dataclass(slots=True)
+class Connector:
+    connector_id: int
+    status: str | None = None
+    error_code: str | None = None
+    info: str | None = None
+    vendor_error_code: str | None = None
+    availability: str = "Operative"
+    status_at: str | None = None
+
+    @property
+    def faulted(self) -> bool:
+        """Faulted, or reporting an error while still in another state (OCPP 1.6 §4.9:
+        errorCode other than NoError is worth an operator's look)."""
+        return self.status in FAULT_STATUSES or self.error_code not in (None, "", "NoError")
+
+
+@dataclass(slots=True)
+class Session:
+    """An active transaction as the console tracks it."""
+
+    transaction_id: int
+    connector_id: int
+    id_tag: str | None = None
+    meter_start: int | None = None
+    last_meter_wh: float | None = None
+    last_power_w: float | None = None
+    start_time: str | None = None
+    state: str = "active"
+
+    @property
+    def energy_wh(self) -> float | None:
+        """Session energy so far: the meter now minus meterStart (OCPP 1.6 §6.46)."""
+        if self.last_meter_wh is None or self.meter_start is None:
+            return None
+        return max(0.0, self.last_meter_wh - self.meter_start)
+
+    @classmethod
+    def from_view(cls, t: dict[str, Any]) -> Session:
+        return cls(
+            transaction_id=int(t["transaction_id"]),
+            connector_id=int(t.get("connector_id") or 0),
+            id_tag=t.get("id_tag"),
+            meter_start=t.get("meter_start"),
+            last_meter_wh=t.get("last_meter_wh", t.get("meter_start")),
+            last_power_w=t.get("last_power_w"),
+            start_time=t.get("start_time"),
+            state=str(t.get("state") or "active"),
+        )
+
+
+@dataclass(slots=True)
+class Charger:
+    charger_id: str
+    registration: str = "Accepted"
+    connected: bool = False
+    vendor: str | None = None
+    model: str | None = None
+    last_seen: str | None = None
+    connectors: dict[int, Connector] = field(default_factory=dict)
+    sessions: dict[int, Session] = field(default_factory=dict)
+    loaded: bool = True  # False: known only from an event, details come with the resync
+
+    @classmethod
+    def from_view(cls, c: dict[str, Any]) -> Charger:
+        charger = cls(
+            charger_id=str(c["charger_id"]),
+            registration=str(c.get("registration") or "Accepted"),
+            connected=bool(c.get("connected")),
+            vendor=c.get("vendor"),
+            model=c.get("model"),
+            last_seen=c.get("last_seen"),
+        )
+        for k in c.get("connectors") or []:
+            cid = int(k["connector_id"])
+            charger.connectors[cid] = Connector(
+                connector_id=cid,
+                status=k.get("status"),
+                error_code=k.get("error_code"),
+                info=k.get("info"),
+                vendor_error_code=k.get("vendor_error_code"),
+                availability=str(k.get("availability") or "Operative"),
+                status_at=k.get("status_at"),
+            )
+        for t in c.get("active_transactions") or []:
+            session = Session.from_view(t)
+            charger.sessions[session.transaction_id] = session
+        return charger
+
+    # --- derived ---------------------------------------------------------------------
+
+    @property
+    def outlets(self) -> list[Connector]:
+        """Connectors 1..n (0 is the charge point itself, OCPP 1.6 §4.9)."""
+        return [self.connectors[k] for k in sorted(self.connectors) if k > 0]
+
+    @property
+    def faulted(self) -> bool:
+        return any(c.faulted for c in self.connectors.values())
+
+    @property
+    def pending(self) -> bool:
+        return self.registration == "Pending"
+
+    @property
+    def power_w(self) -> float:
+        return sum(s.last_power_w or 0.0 for s in self.sessions.values())
+
+    @property
+    def energy_wh(self) -> float | None:
+        values = [s.energy_wh for s in self.sessions.values() if s.energy_wh is not None]
+        return sum(values) if values else None
+
+    def session_on(self, connector_id: int) -> Session | None:
+        for s in self.sessions.values():
+            if s.connector_id == connector_id:
+                return s
+        return None
+
+    def faults(self) -> list[Connector]:
+        return [c for _, c in sorted(self.connectors.items()) if c.faulted]
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """Something an operator must see: kept until acknowledged (issue 12, Events)."""
+
+    key: str  # charger/connector/kind: one open alert per thing
+    charger_id: str
+    text: str
+    at: str
+
+
+class Site:
+    """The console's model of the whole site."""
+
+    def __init__(self) -> None:
+        self.chargers: dict[str, Charger] = {}
+        self.health: dict[str, Any] = {}
+        self.alerts: dict[str, Alert] = {}
+
+    # --- snapshot --------------------------------------------------------------------
+
+    def load(self, status: dict[str, Any], listed: list[dict[str, Any]]) -> None:
+        self.set_health(status)
+        self.chargers = {str(c["charger_id"]): Charger.from_view(c) for c in listed}
+
+    def set_health(self, status: dict[str, Any]) -> None:
+        self.health = {**self.health, **status}
+
+    @property
+    def database_ok(self) -> bool:
+        db = self.health.get("database")
+        return bool(db.get("ok")) if isinstance(db, dict) else True
+
+    @property
+    def heartbeat_s(self) -> int:
+        value = self.health.get("heartbeat_interval")
+        return int(value) if isinstance(value, int | float) and value > 0 else DEFAULT_HEARTBEAT_S
+
+    # --- events ----------------------------------------------------------------------
+
+    def apply(self, name: str, data: dict[str, Any], at: str | None = None) -> bool:
+        """Apply one event. False: it names a charger this model has not loaded yet
+        (a skeleton row is made; the caller should resync to fill it in)."""
+        if name == "server.health":
+            self.set_health(data)
+            return True
+        if name == "chargers.seen":
+            for charger_id, seen in (data.get("chargers") or {}).items():
+                charger = self.chargers.get(charger_id)
+                if charger is not None:
+                    charger.last_seen = seen
+            return True
+        charger_id = data.get("charger_id")
+        if not isinstance(charger_id, str):
+            return True
+        if name == "charger.removed":
+            self.chargers.pop(charger_id, None)
+            return True
+        known = charger_id in self.chargers and self.chargers[charger_id].loaded
+        charger = self.chargers.get(charger_id)
+        if charger is None:
+            charger = self.chargers[charger_id] = Charger(charger_id, loaded=False)
+        self._apply(charger, name, data)
+        when = data.get("at") or at
+        if name not in ("charger.updated", "command.result") and when:
+            charger.last_seen = when
+        return known
+
+    def _apply(self, charger: Charger, name: str, data: dict[str, Any]) -> None:
+        match name:
+            case "charger.updated":
+                if data.get("registration"):
+                    charger.registration = str(data["registration"])
+            case "charger.connected":
+                charger.connected = True
+            case "charger.disconnected":
+                charger.connected = False
+            case "charger.boot":
+                charger.vendor = data.get("vendor") or charger.vendor
+                charger.model = data.get("model") or charger.model
+                if data.get("status"):
+                    charger.registration = str(data["status"])
+            case "connector.status":
+                cid = int(data.get("connector_id") or 0)
+                connector = charger.connectors.setdefault(cid, Connector(cid))
+                connector.status = data.get("status")
+                connector.error_code = data.get("error_code")
+                connector.info = data.get("info")
+                connector.vendor_error_code = data.get("vendor_error_code")
+                connector.status_at = data.get("at")
+            case "transaction.started":
+                tx = int(data["transaction_id"])
+                charger.sessions.setdefault(
+                    tx,
+                    Session(
+                        transaction_id=tx,
+                        connector_id=int(data.get("connector_id") or 0),
+                        id_tag=data.get("id_tag"),
+                        meter_start=data.get("meter_start"),
+                        last_meter_wh=data.get("meter_start"),
+                        start_time=data.get("start_time"),
+                    ),
+                )
+            case "transaction.stopped":
+                charger.sessions.pop(int(data["transaction_id"]), None)
+            case "meter.values":
+                session = charger.sessions.get(data.get("transaction_id") or -1)
+                if session is None and data.get("connector_id"):
+                    session = charger.session_on(int(data["connector_id"]))
+                if session is not None:
+                    if data.get("energy_wh") is not None:
+                        session.last_meter_wh = data["energy_wh"]
+                    if data.get("power_w") is not None:
+                        session.last_power_w = data["power_w"]
+            case _:
+                pass
+
+    # --- what needs attention --------------------------------------------------------
+
+    def offline_too_long(self, charger: Charger, now: datetime) -> bool:
+        if charger.connected:
+            return False
+        seen = parse_time(charger.last_seen)
+        return seen is None or (now - seen).total_seconds() > self.heartbeat_s
+
+    def attention_rank(self, charger: Charger, now: datetime) -> int:
+        """Lower is more urgent: faulted, offline, pending, then the rest."""
+        if charger.faulted:
+            return 0
+        if not charger.connected:
+            return 1
+        if charger.pending:
+            return 2
+        return 3
+
+    def summary(self, now: datetime) -> SiteSummary:
+        connectors = [k for c in self.chargers.values() for k in c.outlets]
+        chargers = list(self.chargers.values())
+        return SiteSummary(
+            power_w=sum(c.power_w for c in chargers),
+            charging=sum(len(c.sessions) for c in chargers),
+            available=sum(1 for k in connectors if k.status == "Available"),
+            occupied=sum(1 for k in connectors if k.status in OCCUPIED_STATUSES),
+            faulted=sum(1 for k in connectors if k.faulted),
+            unavailable=sum(1 for k in connectors if k.status == "Unavailable"),
+            online=sum(1 for c in chargers if c.connected),
+            offline=sum(1 for c in chargers if not c.connected),
+            pending=sum(1 for c in chargers if c.pending),
+            attention=sum(
+                1 for c in chargers if c.faulted or c.pending or self.offline_too_long(c, now)
+            ),
+            database_ok=self.database_ok,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SiteSummary:
+    power_w: float
+    charging: int
+    available: int
+    occupied: int
+    faulted: int
+    unavailable: int
+    online: int
+    offline: int
+    pending: int
+    attention: int
+    database_ok: bool
