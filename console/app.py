@@ -286,17 +286,17 @@ class ConsoleApp(App[None]):
         self._show_header()
 
     def _show_header(self) -> None:
+        summary = self.site.summary(utc_now())
         if self.stale:
             self.sub_title = "disconnected" if self.link_reason else "connecting…"
         else:
-            health = self.site.health
-            uptime = int(health.get("uptime_s", 0))
+            uptime = int(self.site.health.get("uptime_s", 0))
             db = "db ok" if self.site.database_ok else "DATABASE DOWN"
+            total = len(self.site.chargers)
             self.sub_title = (
-                f"{health.get('connected_chargers', 0)} connected · {db} · "
+                f"{summary.online} of {total} online · {db} · "
                 f"up {uptime // 3600}h{uptime % 3600 // 60:02d}m · {self.role}"
             )
-        summary = self.site.summary(utc_now())
         self.sitebar.update(
             site_bar(summary, sparkline(list(self.power_history)), stale=self.stale)
         )

@@ -36,6 +36,7 @@ from voltaro.protocol.callerrors import CallErrorLog
 from voltaro.service.commands import CommandService
 from voltaro.service.directory import StoreDirectory
 from voltaro.service.frame_log import FrameSink
+from voltaro.service.health import HealthMonitor
 from voltaro.service.hub import EventHub
 from voltaro.service.ingest import ChargerIngest, Liveness
 from voltaro.settings import Settings
@@ -127,9 +128,9 @@ async def run(
         ) from exc
     # Nobody is connected yet, whatever a crash left in the table.
     await database.run(chargers.reset_connected)
-    liveness = Liveness(database)
-
     hub = EventHub(settings.control_queue_size)
+    liveness = Liveness(database, publish=hub.publish)
+    health = HealthMonitor(database, registry, hub)
 
     publish = hub.publish
     frame_sink = FrameSink(db=database, settings=settings, publish=publish)
@@ -173,12 +174,14 @@ async def run(
     )
     components.extras["frame_sink"] = frame_sink
     components.extras["liveness"] = liveness
+    components.extras["health"] = health
     components.extras["call_errors"] = call_errors
 
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(frame_sink.run)
             await nursery.start(liveness.run)
+            await nursery.start(health.run)
             ocpp = await _start(
                 nursery,
                 listener.run,

@@ -109,7 +109,10 @@ class ControlOps:
 
     async def status(self, args: dict[str, Any], user: str) -> dict[str, Any]:
         uptime = time.monotonic() - self._started
-        return await server_status(self._db, self._registry, uptime_s=uptime)
+        status = await server_status(self._db, self._registry, uptime_s=uptime)
+        # Consoles flag a charger offline for longer than its heartbeat interval.
+        status["heartbeat_interval"] = self._settings.heartbeat_interval
+        return status
 
     async def chargers_list(self, args: dict[str, Any], user: str) -> list[dict[str, Any]]:
         active = await self._db.run(transactions.list_transactions, active=True, limit=10000)

@@ -128,6 +128,11 @@ class Event(StrEnum):
     COMMAND_RESULT = "command.result"  # {charger_id, action, ok, status?, error?, user}
     FRAME = "frame"  # {charger_id, direction, action, unique_id, payload, at}
     TAG_UPDATED = "tag.updated"  # {id_tag, status}
+    # Health and liveness for consoles (issue 12):
+    SERVER_HEALTH = "server.health"  # {database: {ok, backend, error?}, connected_chargers}
+    #                                  published on every change (service/health.py)
+    CHARGERS_SEEN = "chargers.seen"  # {chargers: {charger_id: last seen}} batched, at most
+    #                                  once per liveness flush (every few seconds)
 
 
 class WireError(ValueError):

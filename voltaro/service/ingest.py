@@ -63,11 +63,16 @@ def decide_data_transfer(
 
 class Liveness:
     """Every PDU counts as a sign of life (R49), cheaply: ids are collected in memory and
-    flushed in one UPDATE every few seconds by ``run``."""
+    flushed in one UPDATE every few seconds by ``run``. Each flush is also published as
+    one ``chargers.seen`` event, so consoles see heartbeats move "last seen" without an
+    event per heartbeat."""
 
-    def __init__(self, db: Database, *, interval: float = 5.0) -> None:
+    def __init__(
+        self, db: Database, *, interval: float = 5.0, publish: Publish | None = None
+    ) -> None:
         self._db = db
         self._interval = interval
+        self._publish = publish
         self._seen: dict[str, datetime] = {}
 
     def seen(self, charger_id: str, at: datetime) -> None:
@@ -78,6 +83,10 @@ class Liveness:
         if not batch:
             return
         latest = max(batch.values())
+        if self._publish is not None:
+            self._publish(
+                Event.CHARGERS_SEEN, {"chargers": {k: format_utc(v) for k, v in batch.items()}}
+            )
         try:
             await self._db.run(chargers.touch, list(batch), latest)
         except SQLAlchemyError as exc:
