@@ -21,7 +21,7 @@ from textual.command import Hit, Hits, Provider
 from textual.message import Message
 from textual.widgets import DataTable, Footer, Header, RichLog, Static
 
-from console.commands import COMMANDS, CommandSpec, is_destructive
+from console.commands import COMMANDS, CommandSpec, confirmation, is_destructive
 from console.feed import FeedLine, describe
 from console.link import ControlLink, LinkState, RequestFailed
 from console.model import Site
@@ -82,6 +82,8 @@ class ConsoleApp(App[None]):
     .dialog { width: 70; height: auto; max-height: 90%; background: $panel;
               border: thick $primary; padding: 1 2; }
     .wide { width: 95%; }
+    .buttons { height: auto; margin-top: 1; }
+    .buttons Button { margin-right: 2; }
     ModalScreen { align: center middle; }
     """
     BINDINGS = [
@@ -385,7 +387,12 @@ class ConsoleApp(App[None]):
                     if yes:
                         self.send_command(charger_id, spec, args)
 
-                self.push_screen(Confirm(f"{spec.title} on {charger_id}?"), confirmed)
+                sessions = (
+                    {t.transaction_id: t.connector_id for t in charger.sessions.values()}
+                    if charger is not None
+                    else {}
+                )
+                self.push_screen(Confirm(confirmation(spec, charger_id, args, sessions)), confirmed)
             else:
                 self.send_command(charger_id, spec, args)
 
@@ -479,9 +486,15 @@ class ConsoleApp(App[None]):
         charger_id = self.selected()
         if charger_id is None:
             return
+        now = utc_now().strftime("%H:%M:%S")
         try:
-            await self.link.request("chargers.accept", {"charger_id": charger_id})
-            self.notify(f"{charger_id} accepted")
+            result = await self.link.request("chargers.accept", {"charger_id": charger_id})
         except (RequestFailed, TimeoutError) as exc:
             message = exc.message if isinstance(exc, RequestFailed) else "no answer in time"
             self.notify(f"accept {charger_id}: {message}", severity="error")
+            return
+        text = f"{charger_id} accepted"
+        if result.get("boot_trigger"):
+            text += f"; asked it to boot again: {result['boot_trigger']}"
+        self.notify(text)
+        self.log_feed(FeedLine(now, charger_id, "ok", "commands", text))

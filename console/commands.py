@@ -58,9 +58,14 @@ COMMANDS: tuple[CommandSpec, ...] = (
         (Field("transaction_id", "Transaction", "int"),),
         destructive=True,
     ),
-    CommandSpec("reset", "Soft reset", fixed=(("type", "Soft"),)),
+    CommandSpec("reset", "Soft reset", destructive=True, fixed=(("type", "Soft"),)),
     CommandSpec("hard-reset", "Hard reset", destructive=True, fixed=(("type", "Hard"),)),
-    CommandSpec("unlock", "Unlock connector", (Field("connector_id", "Connector", "int"),)),
+    CommandSpec(
+        "unlock",
+        "Unlock connector",
+        (Field("connector_id", "Connector", "int"),),
+        destructive=True,
+    ),
     CommandSpec(
         "availability",
         "Change availability",
@@ -148,3 +153,41 @@ def build_args(spec: CommandSpec, values: dict[str, str]) -> dict[str, Any]:
 
 def is_destructive(spec: CommandSpec, args: dict[str, Any]) -> bool:
     return spec.destructive or (spec.action == "availability" and args.get("type") == "Inoperative")
+
+
+def _sessions(n: int) -> str:
+    return "no session running" if n == 0 else f"ends {n} session{'s' if n != 1 else ''}"
+
+
+def confirmation(
+    spec: CommandSpec, charger_id: str, args: dict[str, Any], sessions: dict[int, int]
+) -> str:
+    """The question a destructive command asks: its target and what it will do.
+
+    ``sessions``: the charger's active sessions as transaction id -> connector id.
+    """
+    n = len(sessions)
+    match spec.action:
+        case "hard-reset":
+            return f"Hard reset {charger_id}: reboots it now, {_sessions(n)} abruptly"
+        case "reset":
+            return f"Soft reset {charger_id}: {_sessions(n)} cleanly, then reboots it"
+        case "remote-stop":
+            tx = args.get("transaction_id")
+            where = f" on connector {sessions[tx]}" if tx in sessions else ""
+            return f"Remote stop on {charger_id}: ends session {tx}{where}"
+        case "unlock":
+            cid = args.get("connector_id")
+            running = [t for t, c in sessions.items() if c == cid]
+            effect = f"ends session {running[0]}" if running else "no session on it"
+            return f"Unlock connector {cid} of {charger_id}: {effect}"
+        case "availability":
+            cid = args.get("connector_id")
+            target = "the whole charger" if cid == 0 else f"connector {cid}"
+            affected = n if cid == 0 else sum(1 for c in sessions.values() if c == cid)
+            later = f" (after {affected} running session{'s' if affected != 1 else ''})"
+            return f"Make {target} of {charger_id} Inoperative: no new sessions" + (
+                later if affected else ""
+            )
+        case _:
+            return f"{spec.title} on {charger_id}?"

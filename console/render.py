@@ -129,9 +129,10 @@ def site_bar(summary: SiteSummary, sparkline: str, *, stale: bool) -> Text:
     out.append(f"{summary.online} online ")
     out.append(f"{summary.offline} offline", style="red" if summary.offline else "")
     out.append(" ")
-    out.append(
-        f"{summary.pending} pending", style="bold black on yellow" if summary.pending else ""
-    )
+    if summary.pending:
+        out.append(f"{summary.pending} waiting for acceptance (F6)", style="bold black on yellow")
+    else:
+        out.append("0 pending")
     out.append(" · ")
     if stale:
         out.append("db ?", style=STALE)

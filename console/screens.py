@@ -7,7 +7,7 @@ from typing import Any
 
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Vertical, VerticalScroll
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, DataTable, Input, Label, OptionList, Static
 from textual.widgets.option_list import Option
@@ -116,7 +116,13 @@ class CommandForm(ModalScreen[dict[str, Any] | None]):
 
 
 class Confirm(ModalScreen[bool]):
-    BINDINGS = [Binding("escape", "no", "No")]
+    """A yes/no question that names the target and the effect. "No" has the focus, so
+    Enter alone never confirms; y confirms, n or Escape cancels."""
+
+    BINDINGS = [
+        Binding("escape,n", "no", "No"),
+        Binding("y", "yes", "Yes, do it"),
+    ]
 
     def __init__(self, question: str) -> None:
         super().__init__()
@@ -124,9 +130,10 @@ class Confirm(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Label(self.question)
-            yield Button("Yes, do it", variant="error", id="yes")
-            yield Button("No", id="no")
+            yield Label(self.question, id="question")
+            with Horizontal(classes="buttons"):
+                yield Button("No (n)", id="no")
+                yield Button("Yes, do it (y)", variant="error", id="yes")
 
     def on_mount(self) -> None:
         self.query_one("#no", Button).focus()
@@ -136,6 +143,9 @@ class Confirm(ModalScreen[bool]):
 
     def action_no(self) -> None:
         self.dismiss(False)
+
+    def action_yes(self) -> None:
+        self.dismiss(True)
 
 
 class DetailScreen(ModalScreen[None]):

@@ -57,6 +57,10 @@ async def test_table_live_updates_command_and_reconnect(server: Server) -> None:
         async with asyncio.timeout(5):
             await until(pilot, lambda: app.screen.__class__.__name__ == "CommandForm")
         await pilot.press("enter")
+        async with asyncio.timeout(5):
+            await until(pilot, lambda: app.screen.__class__.__name__ == "Confirm")
+        assert "Soft reset CP-1" in str(app.screen.query_one("#question").render())
+        await pilot.press("y")
         async with asyncio.timeout(10):
             await until(pilot, lambda: "Soft reset on CP-1: Accepted" in feed_text(app))
         # The server goes away: banner in words; it comes back: reconnect and resync.

@@ -8,7 +8,12 @@ from datetime import datetime
 from typing import Any
 
 from voltaro.control.wire import ErrorCode
-from voltaro.domain.commands import CommandError, CommandErrorCode
+from voltaro.domain.commands import (
+    CommandError,
+    CommandErrorCode,
+    TriggerableMessage,
+    TriggerMessage,
+)
 from voltaro.domain.credentials import password_bytes
 from voltaro.domain.model import AuthorizationStatus, RegistrationStatus, TransactionState
 from voltaro.domain.timestamps import format_utc, parse_timestamp
@@ -225,7 +230,31 @@ class ControlOps:
         return self._charger_view(charger)
 
     async def chargers_accept(self, args: dict[str, Any], user: str) -> dict[str, Any]:
-        return dict(await self._registration(args, RegistrationStatus.ACCEPTED))
+        charger_id = _text(args, "charger_id")
+        before = await self._db.run(chargers.get_charger, charger_id)
+        view = dict(await self._registration(args, RegistrationStatus.ACCEPTED))
+        if before is not None and before.registration is not RegistrationStatus.ACCEPTED:
+            view["boot_trigger"] = await self._trigger_boot(charger_id, before.registration, user)
+        return view
+
+    async def _trigger_boot(
+        self, charger_id: str, registration: RegistrationStatus, user: str
+    ) -> str:
+        """Ask a just-accepted charger to boot again now, so that it learns it is
+        Accepted without waiting for its retry interval: TriggerMessage BootNotification
+        is allowed while the charger is Pending (OCPP 1.6 §4.2.1, errata 3.40)."""
+        if registration is not RegistrationStatus.PENDING:
+            return "not sent: the charger was not Pending (it learns at its next boot)"
+        if not self._registry.is_connected(charger_id):
+            return "not sent: the charger is offline (it learns at its next boot)"
+        command = TriggerMessage(requested_message=TriggerableMessage.BOOT_NOTIFICATION)
+        try:
+            outcome = await self._commands.execute(
+                charger_id, command, actor=user, charger_registration=registration
+            )
+        except CommandError as exc:
+            return f"failed: {exc.message}"
+        return outcome.status
 
     async def chargers_reject(self, args: dict[str, Any], user: str) -> dict[str, Any]:
         view = dict(await self._registration(args, RegistrationStatus.REJECTED))

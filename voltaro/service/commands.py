@@ -39,7 +39,7 @@ from voltaro.domain.commands import (
     check_remote_start_tag,
     validate,
 )
-from voltaro.domain.model import Availability
+from voltaro.domain.model import Availability, RegistrationStatus
 from voltaro.domain.ports import StorageUnavailable
 from voltaro.domain.timestamps import utc_now
 from voltaro.net.registry import Registry
@@ -228,8 +228,19 @@ class CommandService:
         self._settings = settings
         self._router = router or LocalRouter(registry)
 
-    async def execute(self, charger_id: str, command: Command, *, actor: str) -> CommandOutcome:
+    async def execute(
+        self,
+        charger_id: str,
+        command: Command,
+        *,
+        actor: str,
+        charger_registration: RegistrationStatus | None = None,
+    ) -> CommandOutcome:
         """Carry out one command. Raises CommandError with a clear reason otherwise.
+
+        ``charger_registration``: the registration the *charger* last received, when it
+        differs from the stored one (just accepted: it still believes it is Pending
+        until it boots again), for the spec's state rules (OCPP 1.6 §4.2).
 
         The audit row is written before anything is sent and always finished: with the
         charger's answer, the error, or how it ended (cancelled, internal error). An
@@ -244,7 +255,7 @@ class CommandService:
                 raise CommandError(
                     CommandErrorCode.UNKNOWN_CHARGER, f"unknown charger {charger_id}"
                 )
-            check_allowed(command, charger.registration)
+            check_allowed(command, charger_registration or charger.registration)
             if isinstance(command, RemoteStart) and not command.force:
                 await self._check_tag(command.id_tag)
             if not self._router.is_connected(charger_id):
