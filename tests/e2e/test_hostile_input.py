@@ -24,10 +24,12 @@ from voltaro.logs import configure_logging
 from voltaro.store import chargers, frames, transactions
 from voltaro.store.schema import FrameRow
 
+EVENTUALLY = 10.0  # seconds: the deadline of eventually()
 
-async def eventually(check: Callable[[], Any], timeout: float = 10.0) -> Any:
+
+async def eventually(check: Callable[[], Any]) -> Any:
     """Poll ``check`` until it returns something truthy (no sleeps as synchronisation)."""
-    with trio.fail_after(timeout):
+    with trio.fail_after(EVENTUALLY):
         while True:
             result = check()
             if result:
