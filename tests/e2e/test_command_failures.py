@@ -34,8 +34,11 @@ async def online(server: RunningServer, charger_id: str = "CP-1") -> RawCharger:
     return cp
 
 
-async def poll(predicate: Any, timeout: float = 10) -> None:
-    with trio.fail_after(timeout):
+POLL_DEADLINE = 10.0  # seconds
+
+
+async def poll(predicate: Any) -> None:
+    with trio.fail_after(POLL_DEADLINE):
         while not predicate():  # noqa: ASYNC110 - state owned by the server, with a deadline
             await trio.sleep(0.02)
 
