@@ -6,8 +6,8 @@ listener -> control socket -> HTTP API -> housekeeping. Each service is started 
 listens; ``task_status.started`` hands back the bound addresses (tests bind port 0).
 
 Shutdown (SIGTERM / Ctrl-C, signalled through ``stop``): the listener refuses new
-chargers and closes every charger socket with 1001 going-away, waiting up to
-settings.shutdown_grace; database writes in flight finish because ``Database.run`` never
+chargers, every connection stops reading and finishes the answers in flight, then
+closes with 1001 going-away, within settings.shutdown_grace; database writes in flight finish because ``Database.run`` never
 abandons a worker thread on cancel; then the nursery is cancelled.
 """
 

@@ -38,8 +38,19 @@ class EchoConnection:
         self.websocket = websocket
         self.backend = backend
         self.call_timeout = call_timeout
+        self._draining = trio.CancelScope()
+
+    def drain(self) -> None:
+        self._draining.cancel()
 
     async def run(self) -> None:
+        try:
+            with self._draining:
+                await self._echo()
+        except ConnectionClosed:
+            return
+
+    async def _echo(self) -> None:
         try:
             while True:
                 message = await self.websocket.get_message()

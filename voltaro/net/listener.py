@@ -134,11 +134,20 @@ class OcppListener:
             task_status.started(bound)
 
     async def shutdown(self, *, code: int = CLOSE_GOING_AWAY, grace: float) -> None:
-        """Refuse new chargers, close every live session with ``code``, wait up to ``grace``."""
+        """Refuse new chargers; let live sessions finish their answers for up to ``grace``;
+        close every session with ``code``."""
         self._closing = True
+        # As hypercorn does (issue 10 §2.6): every session stops reading and finishes the
+        # answers in flight (a StartTransaction being written is committed AND answered),
+        # then closes with ``code``; whatever is still running after ``grace`` is cut.
+        for session in self._registry.sessions():
+            session.going_away(code, "server shutting down")
+            session.link.drain()
+        with trio.move_on_after(grace):
+            await self._sessions_done.wait()
         for session in self._registry.sessions():
             session.close(code, "server shutting down")
-        with trio.move_on_after(grace):
+        with trio.move_on_after(CLOSE_BUDGET * 2):
             await self._sessions_done.wait()
 
     # --- one socket --------------------------------------------------------------
@@ -308,7 +317,7 @@ class OcppListener:
                         charger_id,
                         exc_info=group,
                     )
-            if session.scope.cancelled_caught:
+            if session.scope.cancelled_caught or session.close_reason:
                 reason = session.close_reason or "closed by the server"
             with trio.move_on_after(CLOSE_BUDGET, shield=True):
                 await ws.aclose(session.close_code, session.close_reason or None)

@@ -27,6 +27,12 @@ class Session:
     close_code: int = 1000
     close_reason: str = ""
 
+    def going_away(self, code: int, reason: str) -> None:
+        """The close code and reason for when the session ends by itself (draining)."""
+        if not self.scope.cancel_called:
+            self.close_code = code
+            self.close_reason = reason
+
     def close(self, code: int, reason: str) -> None:
         """End this session: its task cancels its nursery and sends a Close with ``code``.
 

@@ -138,6 +138,9 @@ class TrioChargePoint(LibraryChargePoint):  # type: ignore[misc]
         self._nursery: trio.Nursery | None = None
         self._send_lock = trio.Lock()
         self._call_errors = call_errors or CallErrorLog()
+        self._reading = trio.CancelScope()
+        self._draining = False
+        self._answered_all = trio.Event()
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -148,12 +151,27 @@ class TrioChargePoint(LibraryChargePoint):  # type: ignore[misc]
                 self._nursery = nursery
                 nursery.start_soon(self._worker)
                 try:
-                    await self._reader()
+                    with self._reading:
+                        await self._reader()
+                    if self._draining:
+                        # Graceful shutdown: what was read is answered, then we end.
+                        self._incoming_send.close()
+                        await self._answered_all.wait()
                 finally:
                     self._mark_closed()
                     nursery.cancel_scope.cancel()
         finally:
             self._mark_closed()
+
+    def drain(self) -> None:
+        """Graceful shutdown, as hypercorn does it: read no new frames, answer the CALLs
+        already read (their writes commit first, as always), then end ``start``.
+
+        The listener bounds this with shutdown_grace and closes the socket with 1001.
+        A frame not read is not lost: the charger sends it again after reconnecting.
+        """
+        self._draining = True
+        self._reading.cancel()
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         self._mark_closed()
@@ -288,6 +306,7 @@ class TrioChargePoint(LibraryChargePoint):  # type: ignore[misc]
         async with self._incoming_receive:
             async for incoming in self._incoming_receive:
                 await self._answer(incoming)
+        self._answered_all.set()
 
     async def _answer(self, incoming: _IncomingCall) -> None:
         after: Callable[..., Any] | None = None
