@@ -7,8 +7,9 @@ listens; ``task_status.started`` hands back the bound addresses (tests bind port
 
 Shutdown (SIGTERM / Ctrl-C, signalled through ``stop``): the listener refuses new
 chargers, every connection stops reading and finishes the answers in flight, then
-closes with 1001 going-away, within settings.shutdown_grace; database writes in flight finish because ``Database.run`` never
-abandons a worker thread on cancel; then the nursery is cancelled.
+closes with 1001 going-away, within settings.shutdown_grace; database writes in flight
+finish because ``Database.run`` never abandons a worker thread on cancel; then the
+nursery is cancelled.
 """
 
 from __future__ import annotations
