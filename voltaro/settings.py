@@ -49,8 +49,15 @@ class UnknownChargers(StrEnum):
 
 
 class ApiScope(StrEnum):
-    READ = "read"
-    OPERATE = "operate"
+    """HTTP API token scopes, the same split as the control socket's roles."""
+
+    READ = "read"  # GETs (viewer)
+    OPERATE = "operate"  # id tags, commands, closing sessions (operator)
+    ADMIN = "admin"  # also hard reset and ChangeConfiguration (admin)
+
+    @property
+    def rank(self) -> int:
+        return {"read": 0, "operate": 1, "admin": 2}[self.value]
 
 
 class LogFormat(StrEnum):
@@ -215,14 +222,22 @@ def _scope(raw: object) -> ApiScope:
 
 def _tokens(raw: object) -> tuple[ApiToken, ...]:
     # TOML: api_tokens = [{token = "...", scope = "read", name = "billing"}]
-    # env:  VOLTARO_API_TOKENS="read:TOKEN1,operate:TOKEN2"
+    # env:  VOLTARO_API_TOKENS="billing:read:TOKEN1,operate:TOKEN2" (NAME:SCOPE:TOKEN or
+    # SCOPE:TOKEN; an unnamed token is named by its scope and a fingerprint in the audit)
     items: list[ApiToken] = []
     if isinstance(raw, str):
+        scopes = {s.value for s in ApiScope}
         for part in filter(None, (p.strip() for p in raw.split(","))):
-            scope, sep, token = part.partition(":")
-            if not sep or not token:
-                raise ValueError("expected SCOPE:TOKEN pairs separated by commas")
-            items.append(ApiToken(token=token, scope=_scope(scope)))
+            fields_ = part.split(":", 2)
+            if len(fields_) == 3 and fields_[1].lower() in scopes and fields_[0]:
+                name, scope, token = fields_
+            elif len(fields_) >= 2:
+                name, (scope, token) = "", part.split(":", 1)
+            else:
+                raise ValueError("expected NAME:SCOPE:TOKEN or SCOPE:TOKEN, separated by commas")
+            if not token:
+                raise ValueError("expected NAME:SCOPE:TOKEN or SCOPE:TOKEN, separated by commas")
+            items.append(ApiToken(token=token, scope=_scope(scope), name=name))
     elif isinstance(raw, list | tuple):
         for entry in raw:
             if isinstance(entry, ApiToken):

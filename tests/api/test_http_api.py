@@ -17,6 +17,7 @@ from voltaro.store import chargers, tags
 
 READ = "read-token-0123456789"
 OPERATE = "operate-token-0123456789"
+ADMIN = "admin-token-0123456789"
 
 
 @pytest.fixture
@@ -29,6 +30,7 @@ async def api(database_url: str, tmp_path: Path) -> AsyncIterator[tuple[RunningS
         api_tokens=(
             ApiToken(token=READ, scope=ApiScope.READ, name="billing"),
             ApiToken(token=OPERATE, scope=ApiScope.OPERATE, name="ops"),
+            ApiToken(token=ADMIN, scope=ApiScope.ADMIN, name="root"),
         ),
     )
     async with trio.open_nursery() as nursery:
@@ -129,14 +131,14 @@ async def test_command_error_mapping(api: tuple[RunningServer, str]) -> None:
     server.run(chargers.add_charger, "CP-OFF")
     cp = await RawCharger.connect(f"{server.url}/CP-1")
     await cp.boot()
-    async with client(base, OPERATE) as http:
+    async with client(base, ADMIN) as http:
         assert (await http.post("/charge_points/NOPE/commands/reset")).status_code == 404
         assert (await http.post("/charge_points/CP-OFF/commands/reset")).status_code == 409
         bad = await http.post(
             "/charge_points/CP-1/commands/remote-start", json={"id_tag": "T" * 21}
         )
         assert bad.status_code == 422
-        assert (await http.post("/charge_points/CP-1/commands/fly")).status_code == 422
+        assert (await http.post("/charge_points/CP-1/commands/fly")).status_code == 404
         results: list[Any] = []
         async with trio.open_nursery() as nursery:
 
@@ -195,4 +197,83 @@ async def test_remote_start_checks_the_tag_unless_forced(api: tuple[RunningServe
         assert call[2:] == ["RemoteStartTransaction", {"idTag": "NOSUCHTAG"}]
         assert results[0].status_code == 200
         assert results[0].json()["status"] == "Accepted"
+    await cp.close()
+
+
+async def test_admin_scope_mirrors_the_socket_roles(api: tuple[RunningServer, str]) -> None:
+    server, base = api
+    server.run(chargers.add_charger, "CP-1")
+    async with client(base, OPERATE) as http:
+        for path, body in (
+            ("/charge_points/CP-1/commands/reset", {"type": "Hard"}),
+            ("/charge_points/CP-1/commands/set-config", {"key": "K", "value": "1"}),
+            ("/charge_points/CP-1/commands/ChangeConfiguration", {"key": "K", "value": "1"}),
+        ):
+            refused = await http.post(path, json=body)
+            assert refused.status_code == 403, (path, refused.text)
+            assert refused.json()["error"]["code"] == "forbidden"
+        # A soft reset is an operator's: it gets past the scope check (charger offline).
+        soft = await http.post("/charge_points/CP-1/commands/reset", json={"type": "Soft"})
+        assert soft.status_code == 409
+    async with client(base, ADMIN) as http:
+        hard = await http.post("/charge_points/CP-1/commands/reset", json={"type": "Hard"})
+        assert hard.status_code == 409  # allowed; the charger is offline
+
+
+async def test_typed_command_bodies(api: tuple[RunningServer, str]) -> None:
+    server, base = api
+    server.run(chargers.add_charger, "CP-1")
+    async with client(base, OPERATE) as http:
+        typo = await http.post(
+            "/charge_points/CP-1/commands/remote-start", json={"id_tag": "T", "conector_id": 2}
+        )
+        assert typo.status_code == 422
+        assert "conector_id" in typo.json()["error"]["message"]
+        malformed = await http.post(
+            "/charge_points/CP-1/commands/remote-start",
+            content=b'{"id_tag": "T",',
+            headers={"content-type": "application/json"},
+        )
+        assert malformed.status_code == 400
+        assert malformed.json() == {
+            "error": {"code": "bad_request", "message": "the request body is not valid JSON"}
+        }
+    async with client(base, None) as anonymous:
+        document = (await anonymous.get("/openapi.json")).json()
+    paths = document["paths"]
+    for name in ("remote-start", "remote-stop", "reset", "unlock", "availability"):
+        assert f"/charge_points/{{charger_id}}/commands/{name}" in paths
+    for name in ("get-config", "set-config", "clear-cache", "data-transfer", "trigger"):
+        assert f"/charge_points/{{charger_id}}/commands/{name}" in paths
+    assert "/charge_points/{charger_id}/commands/{command}" not in paths
+    schemes = document["components"]["securitySchemes"]
+    assert schemes["HTTPBearer"]["scheme"] == "bearer"
+    start = document["components"]["schemas"]["RemoteStartBody"]
+    assert start["additionalProperties"] is False
+
+
+async def test_charge_points_connected_filter_and_active_sessions(
+    api: tuple[RunningServer, str],
+) -> None:
+    server, base = api
+    server.run(chargers.add_charger, "CP-ON")
+    server.run(chargers.add_charger, "CP-OFF")
+    server.run(tags.add_tag, "T1")
+    cp = await RawCharger.connect(f"{server.url}/CP-ON")
+    await cp.boot()
+    started = await cp.call(
+        "StartTransaction",
+        {"connectorId": 1, "idTag": "T1", "meterStart": 100, "timestamp": "2025-01-01T10:00:00Z"},
+    )
+    async with client(base, READ) as http:
+        online = await http.get("/charge_points", params={"connected": "true"})
+        offline = await http.get("/charge_points", params={"connected": "false"})
+        every = await http.get("/charge_points")
+    assert [c["charger_id"] for c in online.json()] == ["CP-ON"]
+    assert [c["charger_id"] for c in offline.json()] == ["CP-OFF"]
+    assert online.headers["x-total-count"] == "1"
+    assert every.headers["x-total-count"] == "2"
+    (on,) = online.json()
+    assert [t["transaction_id"] for t in on["active_transactions"]] == [started["transactionId"]]
+    assert offline.json()[0]["active_transactions"] == []
     await cp.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 
 class ErrorDetail(BaseModel):
@@ -47,6 +47,7 @@ class ChargePoint(BaseModel):
     has_password: bool
     allow_no_subprotocol: bool
     connectors: list[Connector]
+    active_transactions: list[Session] = Field(default_factory=list)
 
 
 class SampledValue(BaseModel):
@@ -172,3 +173,87 @@ class Status(BaseModel):
     chargers: ChargerCounts | None = None
     connectors_by_status: dict[str, int] | None = None
     active_transactions: int | None = None
+
+
+# --- Command bodies: one typed body per command, unknown fields refused (422) -------------
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RemoteStartBody(_Strict):
+    id_tag: str = Field(min_length=1, max_length=20)
+    connector_id: int | None = Field(default=None, ge=1)
+    force: StrictBool = Field(
+        default=False, description="send even if the server does not know the tag"
+    )
+
+
+class RemoteStopBody(_Strict):
+    transaction_id: int
+
+
+class ResetBody(_Strict):
+    type: Literal["Soft", "Hard", "soft", "hard"] = Field(
+        default="Soft", description="Hard needs a token with the admin scope"
+    )
+
+
+class UnlockBody(_Strict):
+    connector_id: int = Field(ge=1)
+
+
+class AvailabilityBody(_Strict):
+    connector_id: int = Field(ge=0, description="0: the whole charger")
+    type: Literal["Operative", "Inoperative", "operative", "inoperative"]
+
+
+class GetConfigBody(_Strict):
+    keys: list[str] = Field(default_factory=list, description="empty: every key")
+
+
+class SetConfigBody(_Strict):
+    key: str = Field(min_length=1, max_length=50)
+    value: str = Field(max_length=500)
+
+
+class ClearCacheBody(_Strict):
+    pass
+
+
+class DataTransferBody(_Strict):
+    vendor_id: str = Field(min_length=1, max_length=255)
+    message_id: str | None = Field(default=None, max_length=50)
+    data: str | None = None
+
+
+class TriggerBody(_Strict):
+    requested_message: Literal[
+        "BootNotification",
+        "DiagnosticsStatusNotification",
+        "FirmwareStatusNotification",
+        "Heartbeat",
+        "MeterValues",
+        "StatusNotification",
+    ]
+    connector_id: int | None = Field(default=None, ge=1)
+
+
+# path name -> (body, OCPP action, one-line description)
+COMMANDS: dict[str, tuple[type[BaseModel], str, str]] = {
+    "remote-start": (RemoteStartBody, "RemoteStartTransaction", "start a session for a tag"),
+    "remote-stop": (RemoteStopBody, "RemoteStopTransaction", "stop a session"),
+    "reset": (ResetBody, "Reset", "reboot the charger (Hard needs the admin scope)"),
+    "unlock": (UnlockBody, "UnlockConnector", "unlock a connector"),
+    "availability": (AvailabilityBody, "ChangeAvailability", "make a connector (in)operative"),
+    "get-config": (GetConfigBody, "GetConfiguration", "read configuration keys"),
+    "set-config": (
+        SetConfigBody,
+        "ChangeConfiguration",
+        "change a configuration key (needs the admin scope)",
+    ),
+    "clear-cache": (ClearCacheBody, "ClearCache", "clear the charger's authorization cache"),
+    "data-transfer": (DataTransferBody, "DataTransfer", "vendor-specific data"),
+    "trigger": (TriggerBody, "TriggerMessage", "ask the charger to send a message"),
+}

@@ -1,26 +1,29 @@
 """The HTTP API for integrations (billing, apps, monitoring).
 
-Bearer tokens from settings.api_tokens: scope ``read`` for GETs, ``operate`` for
-everything (commands and id tag changes). Errors are always
+Bearer tokens from settings.api_tokens, checked by voltaro/api/guard.py before the body
+is read: scope ``read`` for GETs, ``operate`` for id tag changes, commands and closing
+sessions, ``admin`` also for what needs the admin role on the control socket (hard
+reset, ChangeConfiguration). Errors are always
 ``{"error": {"code", "message"}}``. Commands go through the same CommandService as the
 control socket.
 """
 
 from __future__ import annotations
 
-import hmac
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import Body, Depends, FastAPI, Query, Request
+from fastapi import Body, Depends, FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from voltaro import __version__
 from voltaro.api import models
+from voltaro.api.guard import Caller, RequestGuard
 from voltaro.domain.commands import CommandError, CommandErrorCode
 from voltaro.domain.model import AuthorizationStatus
 from voltaro.net.registry import Registry
@@ -29,7 +32,7 @@ from voltaro.service.commands import CommandService, command_from_args
 from voltaro.service.hub import EventHub
 from voltaro.service.overview import server_status
 from voltaro.service.reconciliation import Reconciliation
-from voltaro.settings import ApiScope, ApiToken, Settings
+from voltaro.settings import ApiScope, Settings
 from voltaro.store import chargers, tags, transactions
 from voltaro.store.db import Database
 from voltaro.store.errors import AlreadyExists, NotFound
@@ -68,7 +71,13 @@ _COMMAND_STATUS = {
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": models.ErrorBody, "description": "missing or unknown bearer token"},
     403: {"model": models.ErrorBody, "description": "the token's scope does not allow it"},
+    413: {"model": models.ErrorBody, "description": "request body over 1 MiB"},
+    503: {"model": models.ErrorBody, "description": "too many requests in progress"},
 }
+
+# Makes the OpenAPI document carry the bearer security scheme (the Authorize button of
+# /docs); the token itself was already checked by the guard.
+_bearer = HTTPBearer(auto_error=False, description="a token from the api_tokens setting")
 
 
 def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Any:
@@ -77,27 +86,29 @@ def _error(status: int, code: str, message: str, headers: dict[str, str] | None 
     )
 
 
-def token_scope(request: Request) -> ApiScope:
-    """The scope of the request's bearer token (constant-time comparison of every token)."""
-    ctx: ApiContext = request.app.state.ctx
-    header = request.headers.get("authorization", "")
-    scheme, _, presented = header.partition(" ")
-    if scheme.lower() != "bearer" or not presented:
+def token_scope(
+    request: Request,
+    _: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> ApiScope:
+    """The scope of the request's token, as the guard authenticated it."""
+    caller: Caller | None = getattr(request.state, "caller", None)
+    if caller is None:  # only if the guard is not in front (never in a served app)
         raise ApiError(401, "unauthorized", "a bearer token is required")
-    match: ApiToken | None = None
-    for token in ctx.settings.api_tokens:
-        if hmac.compare_digest(token.token.encode(), presented.encode()):
-            match = token
-    if match is None:
-        raise ApiError(401, "unauthorized", "unknown bearer token")
-    request.state.actor = f"api:{match.name or match.scope.value}"
-    return match.scope
+    request.state.actor = f"api:{caller.name}"
+    return caller.scope
 
 
 def operator(scope: Annotated[ApiScope, Depends(token_scope)]) -> ApiScope:
-    if scope is not ApiScope.OPERATE:
+    if scope.rank < ApiScope.OPERATE.rank:
         raise ApiError(403, "forbidden", "this needs a token with the operate scope")
     return scope
+
+
+def needs_admin(action: str, arguments: dict[str, Any]) -> bool:
+    """The commands that need the admin role on the control socket (wire.command_role)."""
+    if action == "ChangeConfiguration":
+        return True
+    return action == "Reset" and str(arguments.get("type", "Soft")).lower() == "hard"
 
 
 Read = Annotated[ApiScope, Depends(token_scope)]
@@ -111,6 +122,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
         description="HTTP API of the Voltaro OCPP 1.6J Central System.",
     )
     app.state.ctx = ctx
+    app.add_middleware(RequestGuard, tokens=ctx.settings.api_tokens)
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> Any:
@@ -124,6 +136,8 @@ def create_app(ctx: ApiContext) -> FastAPI:
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> Any:
         first = exc.errors()[0] if exc.errors() else {}
+        if first.get("type") == "json_invalid":
+            return _error(400, "bad_request", "the request body is not valid JSON")
         where = ".".join(str(p) for p in first.get("loc", ()))
         return _error(422, "bad_arguments", f"{where}: {first.get('msg', 'invalid')}")
 
@@ -160,8 +174,27 @@ def create_app(ctx: ApiContext) -> FastAPI:
         return await server_status(ctx.db, ctx.registry, uptime_s=time.monotonic() - ctx.started)
 
     @app.get("/charge_points", response_model=list[models.ChargePoint], responses=ERRORS)
-    async def list_charge_points(_: Read) -> Any:
-        return [charge_point(c) for c in await ctx.db.run(chargers.list_chargers)]
+    async def list_charge_points(
+        _: Read,
+        response: Response,
+        connected: bool | None = None,
+        limit: Annotated[int, Query(ge=1, le=10000)] = 1000,
+        offset: Annotated[int, Query(ge=0)] = 0,
+    ) -> Any:
+        """Charge points with their connectors and active sessions; the total number that
+        match the filter is in the X-Total-Count header."""
+        rows = [charge_point(c) for c in await ctx.db.run(chargers.list_chargers)]
+        if connected is not None:
+            rows = [r for r in rows if r["connected"] is connected]
+        response.headers["X-Total-Count"] = str(len(rows))
+        page = rows[offset : offset + limit]
+        active = await ctx.db.run(transactions.list_transactions, active=True, limit=10000)
+        by_charger: dict[str, list[dict[str, Any]]] = {}
+        for tx in active:
+            by_charger.setdefault(tx.charger_id, []).append(views.transaction_view(tx))
+        for row in page:
+            row["active_transactions"] = by_charger.get(row["charger_id"], [])
+        return page
 
     @app.get(
         "/charge_points/{charger_id}",
@@ -236,8 +269,10 @@ def create_app(ctx: ApiContext) -> FastAPI:
         return views.transaction_view(result.transaction)
 
     @app.get("/id_tags", response_model=list[models.IdTag], responses=ERRORS)
-    async def list_id_tags(_: Read) -> Any:
-        return [views.tag_view(t) for t in await ctx.db.run(tags.list_tags)]
+    async def list_id_tags(_: Read, response: Response) -> Any:
+        rows = [views.tag_view(t) for t in await ctx.db.run(tags.list_tags)]
+        response.headers["X-Total-Count"] = str(len(rows))
+        return rows
 
     @app.post(
         "/id_tags",
@@ -293,24 +328,64 @@ def create_app(ctx: ApiContext) -> FastAPI:
         **{code: {"model": models.ErrorBody} for code in (404, 409, 422, 502, 504)},
     }
 
-    @app.post(
-        "/charge_points/{charger_id}/commands/{command}",
-        response_model=models.CommandResult,
-        response_model_exclude_none=True,
-        responses=command_errors,
-    )
     async def run_command(
-        charger_id: str,
-        command: str,
-        request: Request,
-        _: Operate,
-        arguments: Annotated[dict[str, Any] | None, Body()] = None,
+        charger_id: str, name: str, arguments: dict[str, Any], request: Request, scope: ApiScope
     ) -> Any:
+        action = models.COMMANDS[name][1]
+        if needs_admin(action, arguments) and scope is not ApiScope.ADMIN:
+            raise ApiError(403, "forbidden", f"{name} with these arguments needs the admin scope")
         try:
-            parsed = command_from_args(command, arguments or {})
+            parsed = command_from_args(action, arguments)
             outcome = await ctx.commands.execute(charger_id, parsed, actor=request.state.actor)
         except CommandError as exc:
             raise ApiError(_COMMAND_STATUS[exc.code], str(exc.code), exc.message) from None
         return views.outcome_view(outcome)
 
+    # One route and one typed body per command (unknown fields: 422), so that each is
+    # documented in the OpenAPI document with its own arguments.
+    for name, (body_model, action, summary) in models.COMMANDS.items():
+        _add_command_route(app, name, body_model, action, summary, command_errors, run_command)
+
     return app
+
+
+def _add_command_route(
+    app: FastAPI,
+    name: str,
+    body_model: type[Any],
+    action: str,
+    summary: str,
+    responses: dict[int | str, dict[str, Any]],
+    run: Any,
+) -> None:
+    async def command(
+        charger_id: str,
+        request: Request,
+        scope: Operate,
+        body: Any = None,
+    ) -> Any:
+        arguments: dict[str, Any] = body.model_dump(exclude_none=True) if body is not None else {}
+        return await run(charger_id, name, arguments, request, scope)
+
+    # The body's type is this command's model (a closure variable, so set it here rather
+    # than in the string annotation that `from __future__ import annotations` makes).
+    command.__annotations__["body"] = Annotated[body_model | None, Body()]
+
+    app.post(
+        f"/charge_points/{{charger_id}}/commands/{name}",
+        response_model=models.CommandResult,
+        response_model_exclude_none=True,
+        responses=responses,
+        summary=f"{name}: {summary}",
+        description=f"Sends OCPP {action} to the charger and returns its answer.",
+        name=f"command_{name.replace('-', '_')}",
+        tags=["commands"],
+    )(command)
+    # The OCPP action name works as the path too (as before the typed routes).
+    app.post(
+        f"/charge_points/{{charger_id}}/commands/{action}",
+        response_model=models.CommandResult,
+        response_model_exclude_none=True,
+        include_in_schema=False,
+        name=f"command_{action}",
+    )(command)
