@@ -9,42 +9,55 @@ exclusive worker, so the reader keeps delivering replies meanwhile (issue 12 #1)
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections import deque
+from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import partial
+from pathlib import Path
 from typing import Any
 
+from rich.text import Text
 from textual import on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.command import Hit, Hits, Provider
 from textual.message import Message
-from textual.widgets import DataTable, Footer, Header, RichLog, Static
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Input, RichLog, Static
 
 from console.commands import COMMANDS, CommandSpec, confirmation, is_destructive
 from console.feed import FeedLine, describe
 from console.link import ControlLink, LinkState, RequestFailed
-from console.model import Site
+from console.model import Charger, Site
 from console.render import (
     CHARGER_COLUMNS,
-    attention_key,
+    CONNECTOR_COLUMNS,
+    SORTS,
     charger_cells,
+    connector_rows,
+    matches_filter,
     site_bar,
+    sort_key,
     sparkline,
 )
 from console.screens import (
+    AlertsScreen,
     CommandForm,
     CommandMenu,
     Confirm,
     DetailScreen,
+    EventsScreen,
     HelpScreen,
-    ListScreen,
     TagScreen,
+    TransactionsScreen,
 )
 from voltaro.control import wire
 
 FLUSH_EVERY = 0.25  # seconds between batched table redraws
 POWER_SAMPLE_EVERY = 60.0  # one sparkline sample a minute: the bar shows the last hour
+AGES_EVERY = 5.0  # "last seen 12s ago" is redrawn this often
 
 
 def utc_now() -> datetime:
@@ -71,31 +84,76 @@ class ChargerCommands(Provider):
                     )
 
 
+class MainScreen(Screen[None]):
+    """The site at a glance. Its keys (and only its keys) are in its footer."""
+
+    BINDINGS = [
+        Binding("f1", "app.help", "Help"),
+        Binding("ctrl+o", "app.commands", "Commands"),
+        Binding("f2", "app.details", "Details"),
+        Binding("f3", "app.transactions", "Sessions"),
+        Binding("f7", "app.alerts", "Alerts"),
+        Binding("slash", "app.filter", "Filter"),
+        Binding("s", "app.sort", "Sort"),
+        Binding("r", "app.reverse", "Reverse", show=False),
+        Binding("f4", "app.tags", "Tags", show=False),
+        Binding("f5", "app.reload", "Reload", show=False),
+        Binding("f6", "app.accept", "Accept", show=False),
+        Binding("f8", "app.events", "Events", show=False),
+        Binding("escape", "app.clear_filter", "Clear filter", show=False),
+    ]
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static("", id="banner")
+        yield Static("", id="sitebar")
+        yield Input(placeholder="filter: id, vendor, status or tag (Escape clears)", id="filter")
+        yield DataTable(
+            id="chargers",
+            cursor_type="row",
+            zebra_stripes=True,
+            fixed_columns=1,
+            cursor_foreground_priority="renderable",
+        )
+        yield DataTable(
+            id="connectors",
+            cursor_type="none",
+            cursor_foreground_priority="renderable",
+            show_cursor=False,
+        )
+        yield RichLog(id="feed", max_lines=500)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        app = self.app
+        assert isinstance(app, ConsoleApp)
+        app.main_ready()
+
+
 class ConsoleApp(App[None]):
     TITLE = "Voltaro"
     CSS = """
     #banner { background: $error; color: $text; height: auto; padding: 0 1; display: none; }
     #banner.shown { display: block; }
-    #sitebar { height: 1; padding: 0 1; background: $boost; }
-    #chargers { height: 1fr; }
-    #feed { height: 6; border-top: solid $primary; }
-    .dialog { width: 70; height: auto; max-height: 90%; background: $panel;
-              border: thick $primary; padding: 1 2; }
+    #sitebar { height: auto; padding: 0 1; background: $boost; }
+    #filter { display: none; height: 3; }
+    #filter.shown { display: block; }
+    #chargers { height: 1fr; min-height: 4; }
+    #connectors { height: auto; max-height: 6; border-top: solid $primary-darken-2; }
+    #feed { height: 5; border-top: solid $primary; }
+    .dialog { width: 76; height: auto; max-height: 90%; background: $panel;
+              border: thick $primary; padding: 0 1; }
+    .help { width: 80; padding: 0; }
     .wide { width: 95%; }
     .buttons { height: auto; margin-top: 1; }
     .buttons Button { margin-right: 2; }
     ModalScreen { align: center middle; }
+    #detail { height: 1fr; }
+    #detail-connectors, #frames { height: auto; max-height: 12; }
+    #transactions, #alerts, #tags { height: 1fr; }
+    #events { height: 1fr; }
     """
-    BINDINGS = [
-        Binding("ctrl+q", "quit", "Quit", priority=True),
-        Binding("f1", "help", "Help"),
-        Binding("ctrl+o", "commands", "Commands"),
-        Binding("f2", "details", "Details"),
-        Binding("f3", "transactions", "Transactions"),
-        Binding("f4", "tags", "Tags"),
-        Binding("f5", "reload", "Reload"),
-        Binding("f6", "accept", "Accept charger"),
-    ]
+    BINDINGS = [Binding("ctrl+q", "quit", "Quit", priority=True)]
     COMMANDS = App.COMMANDS | {ChargerCommands}
 
     class Frame(Message):
@@ -112,50 +170,76 @@ class ConsoleApp(App[None]):
             super().__init__()
             self.state = state
 
-    def __init__(self, socket_path: str) -> None:
+    def __init__(self, socket_path: str, *, clock: Callable[[], datetime] = utc_now) -> None:
         super().__init__()
         self.link = ControlLink(socket_path)
+        self.clock = clock
         self.site = Site()
         self.role = wire.Role.VIEWER
         self.stale = True  # nothing is known to be current until the first resync
         self.link_reason = "connecting…"
+        self.sort = "attention"
+        self.reverse = False
+        self.filter_text = ""
         self._dirty: set[str] = set()
         self._order: list[str] = []
         self._resync_wanted = False
         self._resyncing = False
         self._replay: list[tuple[str, dict[str, Any], str | None]] = []
         self.power_history: deque[float] = deque(maxlen=60)
-        self.feed_lines: deque[FeedLine] = deque(maxlen=2000)
+        self.feed_lines: deque[FeedLine] = deque(maxlen=5000)
+        self.main = MainScreen()
 
-    def compose(self) -> ComposeResult:
-        yield Header()
-        yield Static("", id="banner")
-        yield Static("", id="sitebar")
-        yield DataTable(
-            id="chargers",
-            cursor_type="row",
-            zebra_stripes=True,
-            fixed_columns=1,
-            cursor_foreground_priority="renderable",
-        )
-        yield RichLog(id="feed", max_lines=500, markup=False)
-        yield Footer()
+    def get_default_screen(self) -> Screen[Any]:
+        return self.main
 
-    def on_mount(self) -> None:
-        # Widgets of the main screen, kept so that updates reach them while a modal
+    def main_ready(self) -> None:
+        """Called by the main screen once its widgets exist."""
+        # Widgets of the main screen, kept so that updates reach them while another
         # screen is on top (App.query_one searches the active screen only).
-        self.table = self.query_one("#chargers", DataTable)
-        self.feed = self.query_one("#feed", RichLog)
-        self.banner = self.query_one("#banner", Static)
-        self.sitebar = self.query_one("#sitebar", Static)
-        table = self.table
+        self.table = self.main.query_one("#chargers", DataTable)
+        self.connectors = self.main.query_one("#connectors", DataTable)
+        self.feed = self.main.query_one("#feed", RichLog)
+        self.banner = self.main.query_one("#banner", Static)
+        self.sitebar = self.main.query_one("#sitebar", Static)
         for label, key in CHARGER_COLUMNS:
-            table.add_column(label, key=key)
+            self.table.add_column(label, key=key)
+        for label, key in CONNECTOR_COLUMNS:
+            self.connectors.add_column(label, key=key)
         self.sub_title = "connecting…"
         self.set_interval(FLUSH_EVERY, self._redraw)
         self.set_interval(POWER_SAMPLE_EVERY, self._sample_power)
+        self.set_interval(AGES_EVERY, self._age_tick)
         self._show_banner()
+        self.table.focus()
         self.follow_server()
+
+    def deliver_screenshot(
+        self,
+        filename: str | None = None,
+        path: str | None = None,
+        time_format: str | None = None,
+    ) -> str | None:
+        """The palette's Screenshot: Textual's default saves into ~/Downloads, which a
+        server account seldom has (the save failed). Save into VOLTARO_SCREENSHOT_DIR or
+        the current directory, falling back to the temporary directory; say where."""
+        candidates = [path, os.environ.get("VOLTARO_SCREENSHOT_DIR"), os.getcwd()]
+        candidates.append(tempfile.gettempdir())
+        reason = "no directory"
+        for directory in [c for c in candidates if c]:
+            try:
+                Path(directory).mkdir(parents=True, exist_ok=True)
+                saved = self.save_screenshot(filename, directory, time_format)
+            except OSError as exc:
+                reason = f"{directory}: {exc.strerror or exc}"
+                continue
+            self.notify(f"Saved screenshot to {saved}", title="Screenshot")
+            return saved
+        self.notify(f"Screenshot not saved: {reason}", title="Screenshot", severity="error")
+        return None
+
+    def now_text(self) -> str:
+        return self.clock().strftime("%H:%M:%S")
 
     # --- server link -----------------------------------------------------------------
 
@@ -176,7 +260,7 @@ class ConsoleApp(App[None]):
             self.role = wire.Role(state.hello.get("role", "viewer"))
             self.log_feed(
                 FeedLine(
-                    utc_now().strftime("%H:%M:%S"),
+                    self.now_text(),
                     "",
                     "ok",
                     "links",
@@ -186,10 +270,8 @@ class ConsoleApp(App[None]):
             self.link_reason = ""
             self.request_resync()
         else:
-            if not self.stale:
-                self.log_feed(
-                    FeedLine(utc_now().strftime("%H:%M:%S"), "", "fault", "links", state.reason)
-                )
+            if not self.stale or self.link_reason != state.reason:
+                self.log_feed(FeedLine(self.now_text(), "", "fault", "links", state.reason))
             self.stale = True
             self.link_reason = state.reason
             self._dirty.update(self.site.chargers)
@@ -214,7 +296,7 @@ class ConsoleApp(App[None]):
                 except (RequestFailed, TimeoutError) as exc:
                     self.log_feed(
                         FeedLine(
-                            utc_now().strftime("%H:%M:%S"),
+                            self.now_text(),
                             "",
                             "warning",
                             "links",
@@ -242,7 +324,7 @@ class ConsoleApp(App[None]):
         if frame["type"] == "resync":
             self.log_feed(
                 FeedLine(
-                    utc_now().strftime("%H:%M:%S"),
+                    self.now_text(),
                     "",
                     "warning",
                     "links",
@@ -260,6 +342,8 @@ class ConsoleApp(App[None]):
         charger_id = data.get("charger_id")
         if isinstance(charger_id, str):
             self._dirty.add(charger_id)
+        elif name == "chargers.seen":
+            self._dirty.update(data.get("chargers") or {})
         if name == "server.health":
             self._show_banner()
         if not known or name in ("charger.updated", "charger.removed"):
@@ -267,13 +351,19 @@ class ConsoleApp(App[None]):
         line = describe(name, data, at)
         if line is not None:
             self.log_feed(line)
+        for screen in self.screen_stack:
+            handler = getattr(screen, "site_event", None)
+            if handler is not None:
+                handler(name, data)
 
     # --- drawing -----------------------------------------------------------------------
 
     def _show_banner(self) -> None:
         banner = self.banner
         if self.stale and self.link_reason:
-            banner.update(f"NOT CONNECTED: {self.link_reason}. Reconnecting…")
+            banner.update(
+                f"NOT CONNECTED: {self.link_reason}. Reconnecting… (rows are grey: stale)"
+            )
             banner.add_class("shown")
         elif not self.site.database_ok:
             db = self.site.health.get("database") or {}
@@ -288,7 +378,7 @@ class ConsoleApp(App[None]):
         self._show_header()
 
     def _show_header(self) -> None:
-        summary = self.site.summary(utc_now())
+        summary = self.site.summary(self.clock())
         if self.stale:
             self.sub_title = "disconnected" if self.link_reason else "connecting…"
         else:
@@ -300,20 +390,28 @@ class ConsoleApp(App[None]):
                 f"up {uptime // 3600}h{uptime % 3600 // 60:02d}m · {self.role}"
             )
         self.sitebar.update(
-            site_bar(summary, sparkline(list(self.power_history)), stale=self.stale)
+            site_bar(
+                summary,
+                sparkline(list(self.power_history)),
+                stale=self.stale,
+                alerts=len(self.site.alerts),
+            )
         )
 
+    def refresh_site(self) -> None:
+        self._show_header()
+
     def _sample_power(self) -> None:
-        self.power_history.append(self.site.summary(utc_now()).power_w)
+        self.power_history.append(self.site.summary(self.clock()).power_w)
+
+    def _age_tick(self) -> None:
+        self._dirty.update(self.site.chargers)
 
     def visible_order(self) -> list[str]:
-        now = utc_now()
-        return [
-            c.charger_id
-            for c in sorted(
-                self.site.chargers.values(), key=lambda c: attention_key(self.site, c, now)
-            )
-        ]
+        now = self.clock()
+        shown = [c for c in self.site.chargers.values() if matches_filter(c, self.filter_text)]
+        shown.sort(key=lambda c: sort_key(self.sort, self.site, c, now), reverse=self.reverse)
+        return [c.charger_id for c in shown]
 
     def _redraw(self) -> None:
         """Redraw what changed: cell updates in place, or rows re-added when the order
@@ -321,10 +419,10 @@ class ConsoleApp(App[None]):
         if not self._dirty and self._order:
             return
         table = self.table
-        now = utc_now()
+        now = self.clock()
         order = self.visible_order()
+        selected = self.selected()
         if order != self._order:
-            selected = self.selected()
             table.clear()
             for charger_id in order:
                 cells = charger_cells(self.site.chargers[charger_id], now, stale=self.stale)
@@ -340,15 +438,44 @@ class ConsoleApp(App[None]):
                 cells = charger_cells(charger, now, stale=self.stale)
                 for (_, key), value in zip(CHARGER_COLUMNS, cells, strict=True):
                     table.update_cell(charger_id, key, value)
+        if selected is None or selected in self._dirty or self.selected() != selected:
+            self._show_connectors()
         self._dirty.clear()
         self._show_header()
+
+    def _show_connectors(self) -> None:
+        """The selected charger's connectors as rows (status, fault, session, energy)."""
+        charger_id = self.selected()
+        charger = self.site.chargers.get(charger_id) if charger_id else None
+        self.connectors.clear()
+        if charger is None:
+            return
+        for row in connector_rows(charger, self.clock(), stale=self.stale):
+            self.connectors.add_row(*row)
+        self.connectors.border_title = f"{charger.charger_id} connectors"
+
+    @on(DataTable.RowHighlighted, "#chargers")
+    def _highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self._show_connectors()
+
+    @on(DataTable.HeaderSelected, "#chargers")
+    def _header_clicked(self, event: DataTable.HeaderSelected) -> None:
+        key = str(event.column_key.value)
+        if self.sort == key:
+            self.reverse = not self.reverse
+        else:
+            self.sort, self.reverse = key, False
+        self._resort()
 
     def log_feed(self, line: FeedLine) -> None:
         self.feed_lines.append(line)
         if line.matches("all", ""):
             self.feed.write(line.render())
+        for screen in self.screen_stack:
+            if isinstance(screen, EventsScreen):
+                screen.add_line(line)
 
-    # --- actions -------------------------------------------------------------------
+    # --- selection, filter, sort ---------------------------------------------------------
 
     def selected(self) -> str | None:
         table = self.table
@@ -356,6 +483,49 @@ class ConsoleApp(App[None]):
             return None
         row_key, _ = table.coordinate_to_cell_key(table.cursor_coordinate)
         return str(row_key.value)
+
+    def select_charger(self, charger_id: str) -> None:
+        if charger_id in self.table.rows:
+            self.table.move_cursor(row=self.table.get_row_index(charger_id))
+
+    def _resort(self) -> None:
+        self._order = []
+        self._redraw()
+        label = dict((k, lbl) for lbl, k in CHARGER_COLUMNS).get(self.sort, "attention")
+        self.notify(f"sorted by {label}{' (reversed)' if self.reverse else ''}", timeout=1.5)
+
+    def action_sort(self) -> None:
+        self.sort = SORTS[(SORTS.index(self.sort) + 1) % len(SORTS)]
+        self.reverse = False
+        self._resort()
+
+    def action_reverse(self) -> None:
+        self.reverse = not self.reverse
+        self._resort()
+
+    def action_filter(self) -> None:
+        box = self.main.query_one("#filter", Input)
+        box.add_class("shown")
+        box.focus()
+
+    def action_clear_filter(self) -> None:
+        box = self.main.query_one("#filter", Input)
+        if box.has_class("shown"):
+            box.value = ""
+            box.remove_class("shown")
+            self.table.focus()
+
+    @on(Input.Changed, "#filter")
+    def _filter_changed(self, event: Input.Changed) -> None:
+        self.filter_text = event.value.strip()
+        self._order = []
+        self._redraw()
+
+    @on(Input.Submitted, "#filter")
+    def _filter_done(self, event: Input.Submitted) -> None:
+        self.table.focus()
+
+    # --- actions -------------------------------------------------------------------
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen())
@@ -365,7 +535,9 @@ class ConsoleApp(App[None]):
         if charger_id is None:
             self.notify("no charger selected", severity="warning")
             return
+        self.open_commands(charger_id)
 
+    def open_commands(self, charger_id: str) -> None:
         def chosen(spec: CommandSpec | None) -> None:
             if spec is not None:
                 self.start_command(charger_id, spec)
@@ -387,25 +559,28 @@ class ConsoleApp(App[None]):
                     if yes:
                         self.send_command(charger_id, spec, args)
 
-                sessions = (
-                    {t.transaction_id: t.connector_id for t in charger.sessions.values()}
-                    if charger is not None
-                    else {}
-                )
+                sessions = _sessions(charger)
                 self.push_screen(Confirm(confirmation(spec, charger_id, args, sessions)), confirmed)
             else:
                 self.send_command(charger_id, spec, args)
 
-        self.push_screen(CommandForm(spec, charger_id, defaults), with_args)
+        if spec.fields:
+            self.push_screen(CommandForm(spec, charger_id, defaults), with_args)
+        else:
+            with_args(dict(spec.fixed))
 
     @work(group="commands")
     async def send_command(self, charger_id: str, spec: CommandSpec, args: dict[str, Any]) -> None:
         self.notify(f"{spec.title} → {charger_id}…", timeout=2)
-        now = utc_now().strftime("%H:%M:%S")
+        now = self.now_text()
         try:
-            result = await self.link.request(
-                "command", {"charger_id": charger_id, "action": spec.ocpp_action, "args": args}
-            )
+            if spec.op == "command":
+                result = await self.link.request(
+                    "command",
+                    {"charger_id": charger_id, "action": spec.ocpp_action, "args": args},
+                )
+            else:
+                result = await self.link.request(spec.op, {"charger_id": charger_id, **args})
         except (RequestFailed, TimeoutError) as exc:
             message = exc.message if isinstance(exc, RequestFailed) else "no answer in time"
             self.notify(f"{spec.title} on {charger_id}: {message}", severity="error")
@@ -419,74 +594,83 @@ class ConsoleApp(App[None]):
                 )
             )
             return
-        text = f"{spec.title} on {charger_id}: {result.get('status')}"
-        for entry in result.get("configuration", [])[:20]:
+        status = result.get("status") or ("done" if spec.op != "command" else "?")
+        text = f"{spec.title} on {charger_id}: {status}"
+        for entry in wire.redact(result.get("configuration", []))[:20]:
             text += f"\n{entry['key']} = {entry['value']}"
-        accepted = result.get("status") in ("Accepted", "Unlocked", "Scheduled", "RebootRequired")
+        accepted = status in ("Accepted", "Unlocked", "Scheduled", "RebootRequired", "done")
         self.notify(text, severity="information" if accepted else "warning")
         self.log_feed(FeedLine(now, charger_id, "ok" if accepted else "warning", "commands", text))
 
-    @work(group="views")
-    async def action_details(self) -> None:
+    def action_details(self) -> None:
         charger_id = self.selected()
         if charger_id is None:
+            self.notify("no charger selected", severity="warning")
             return
-        try:
-            charger = await self.link.request("chargers.show", {"charger_id": charger_id})
-            frames = await self.link.request(
-                "chargers.frames", {"charger_id": charger_id, "limit": 100}
-            )
-        except (RequestFailed, TimeoutError) as exc:
-            self.notify(str(exc), severity="error")
-            return
-        self.push_screen(DetailScreen(charger, frames))
+        self.push_screen(DetailScreen(charger_id))
 
-    @work(group="views")
-    async def action_transactions(self) -> None:
-        try:
-            rows = await self.link.request("transactions.list", {"limit": 100})
-        except (RequestFailed, TimeoutError) as exc:
-            self.notify(str(exc), severity="error")
-            return
-        self.push_screen(
-            ListScreen(
-                "Transactions (latest first)",
-                ["Tx", "Charger", "Conn", "Tag", "State", "Start", "Stop", "Wh", "Reason"],
-                [
-                    [
-                        t["transaction_id"],
-                        t["charger_id"],
-                        t["connector_id"],
-                        t["id_tag"],
-                        t["state"],
-                        t["start_time"],
-                        t["stop_time"],
-                        t["energy_wh"],
-                        t["stop_reason"],
-                    ]
-                    for t in rows
-                ],
-            )
-        )
+    def action_transactions(self) -> None:
+        self.push_screen(TransactionsScreen())
+
+    def action_alerts(self) -> None:
+        self.push_screen(AlertsScreen())
+
+    def action_events(self) -> None:
+        self.push_screen(EventsScreen())
 
     @work(group="views")
     async def action_tags(self) -> None:
         try:
             rows = await self.link.request("tags.list")
         except (RequestFailed, TimeoutError) as exc:
-            self.notify(str(exc), severity="error")
+            self.notify(f"tags: {exc}", severity="error")
             return
-        self.push_screen(TagScreen(rows, self.link))
+        self.push_screen(TagScreen(rows))
 
     def action_reload(self) -> None:
         self.request_resync()
+
+    def close_transaction(self, tx: dict[str, Any]) -> None:
+        """Close an interrupted transaction (h-tx's transactions.close) after a question."""
+        tx_id = int(tx["transaction_id"])
+        question = (
+            f"Close transaction {tx_id} on {tx.get('charger_id')} connector "
+            f"{tx.get('connector_id')} ({tx.get('state')}): billed up to its last meter "
+            f"value ({tx.get('last_meter_wh') if tx.get('last_meter_wh') is not None else '?'} Wh)"
+        )
+
+        def confirmed(yes: bool | None) -> None:
+            if yes:
+                self._close_tx(tx_id, tx.get("last_meter_wh"))
+
+        self.push_screen(Confirm(question), confirmed)
+
+    @work(group="commands")
+    async def _close_tx(self, tx_id: int, meter_stop: Any) -> None:
+        try:
+            await self.link.request(
+                "transactions.close",
+                {
+                    "transaction_id": tx_id,
+                    "meter_stop": int(meter_stop) if isinstance(meter_stop, int | float) else None,
+                    "reason": "closed by an operator in the console",
+                },
+            )
+        except (RequestFailed, TimeoutError) as exc:
+            message = exc.message if isinstance(exc, RequestFailed) else "no answer in time"
+            self.notify(f"close transaction {tx_id}: {message}", severity="error")
+            return
+        self.notify(f"transaction {tx_id} closed")
+        self.log_feed(
+            FeedLine(self.now_text(), "", "ok", "sessions", f"transaction {tx_id} closed")
+        )
 
     @work(group="commands")
     async def action_accept(self) -> None:
         charger_id = self.selected()
         if charger_id is None:
             return
-        now = utc_now().strftime("%H:%M:%S")
+        now = self.now_text()
         try:
             result = await self.link.request("chargers.accept", {"charger_id": charger_id})
         except (RequestFailed, TimeoutError) as exc:
@@ -498,3 +682,13 @@ class ConsoleApp(App[None]):
             text += f"; asked it to boot again: {result['boot_trigger']}"
         self.notify(text)
         self.log_feed(FeedLine(now, charger_id, "ok", "commands", text))
+
+
+def _sessions(charger: Charger | None) -> dict[int, int]:
+    if charger is None:
+        return {}
+    return {t.transaction_id: t.connector_id for t in charger.sessions.values()}
+
+
+def _text(value: str) -> Text:
+    return Text(value)

@@ -25,6 +25,7 @@ class CommandSpec:
     fields: tuple[Field, ...] = ()
     destructive: bool = False
     fixed: tuple[tuple[str, Any], ...] = ()
+    op: str = "command"  # the control op; "command" sends an OCPP CALL to the charger
 
     @property
     def ocpp_action(self) -> str:
@@ -40,9 +41,11 @@ class CommandSpec:
             "clear-cache": "ClearCache",
             "data-transfer": "DataTransfer",
             "trigger": "TriggerMessage",
-        }[self.action]
+        }.get(self.action, self.action)
 
     def role(self) -> wire.Role:
+        if self.op != "command":
+            return wire.OPS[self.op]
         return wire.command_role(self.ocpp_action, dict(self.fixed)) or wire.Role.ADMIN
 
 
@@ -118,6 +121,7 @@ COMMANDS: tuple[CommandSpec, ...] = (
         ),
     ),
 )
+COMMANDS += (CommandSpec("remove", "Remove charger", destructive=True, op="chargers.remove"),)
 BY_ACTION = {c.action: c for c in COMMANDS}
 
 
@@ -188,6 +192,12 @@ def confirmation(
             later = f" (after {affected} running session{'s' if affected != 1 else ''})"
             return f"Make {target} of {charger_id} Inoperative: no new sessions" + (
                 later if affected else ""
+            )
+        case "remove":
+            return (
+                f"Remove {charger_id}: forgets it and closes its connection"
+                + (f", {_sessions(n)}" if n else "")
+                + "; it cannot connect again until added back"
             )
         case _:
             return f"{spec.title} on {charger_id}?"

@@ -98,6 +98,16 @@ def describe(name: str, data: dict[str, Any], at: str | None = None) -> FeedLine
                 f"{data.get('transaction_id')} ended, {_num(data.get('energy_wh'), 1000, 2)} kWh"
                 + (f" ({data['reason']})" if data.get("reason") else ""),
             )
+        case "transaction.ended":
+            state = data.get("state")
+            return line(
+                "fault" if state == "interrupted" else "info",
+                "sessions",
+                f"{who} connector {data.get('connector_id')}: session "
+                f"{data.get('transaction_id')} {state}"
+                + (f" ({data['reason']})" if data.get("reason") else "")
+                + (f", closed by {data['closed_by']}" if data.get("closed_by") else ""),
+            )
         case "meter.values":
             parts = []
             if data.get("power_w") is not None:

@@ -151,14 +151,16 @@ class Charger:
         return [c for _, c in sorted(self.connectors.items()) if c.faulted]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Alert:
-    """Something an operator must see: kept until acknowledged (issue 12, Events)."""
+    """Something an operator must see: kept until acknowledged (issue 12, Events), also
+    after the condition cleared (``active`` False), so a fault at 3 a.m. is not missed."""
 
-    key: str  # charger/connector/kind: one open alert per thing
+    key: str  # one alert per thing: "CP-1#2:fault", "CP-1:offline", ":database"
     charger_id: str
     text: str
     at: str
+    active: bool = True
 
 
 class Site:
@@ -174,9 +176,47 @@ class Site:
     def load(self, status: dict[str, Any], listed: list[dict[str, Any]]) -> None:
         self.set_health(status)
         self.chargers = {str(c["charger_id"]): Charger.from_view(c) for c in listed}
+        for charger in self.chargers.values():
+            for k in charger.connectors.values():
+                if k.faulted or f"{charger.charger_id}#{k.connector_id}:fault" in self.alerts:
+                    self._connector_alert(charger.charger_id, k, k.status_at or "")
 
-    def set_health(self, status: dict[str, Any]) -> None:
+    def set_health(self, status: dict[str, Any], at: str = "") -> None:
         self.health = {**self.health, **status}
+        db = status.get("database")
+        if isinstance(db, dict) and "ok" in db:
+            self._alert(
+                ":database",
+                "",
+                f"database down: {db.get('error') or 'not answering'}",
+                at,
+                active=not db["ok"],
+            )
+
+    # --- alerts ----------------------------------------------------------------------
+
+    def _alert(self, key: str, charger_id: str, text: str, at: str, *, active: bool) -> None:
+        """Open an alert when the condition holds; mark it cleared when it stops."""
+        existing = self.alerts.get(key)
+        if active:
+            if existing is None or not existing.active or existing.text != text:
+                self.alerts[key] = Alert(key, charger_id, text, at or "", True)
+        elif existing is not None:
+            existing.active = False
+
+    def acknowledge(self, key: str) -> None:
+        self.alerts.pop(key, None)
+
+    def _connector_alert(self, charger_id: str, k: Connector, at: str) -> None:
+        details = [v for v in (k.error_code, k.vendor_error_code, k.info) if v and v != "NoError"]
+        where = f"connector {k.connector_id}" if k.connector_id else "charger"
+        self._alert(
+            f"{charger_id}#{k.connector_id}:fault",
+            charger_id,
+            f"{where} {k.status or 'error'}" + (f": {', '.join(details)}" if details else ""),
+            at,
+            active=k.faulted,
+        )
 
     @property
     def database_ok(self) -> bool:
@@ -194,7 +234,7 @@ class Site:
         """Apply one event. False: it names a charger this model has not loaded yet
         (a skeleton row is made; the caller should resync to fill it in)."""
         if name == "server.health":
-            self.set_health(data)
+            self.set_health(data, at or "")
             return True
         if name == "chargers.seen":
             for charger_id, seen in (data.get("chargers") or {}).items():
@@ -212,21 +252,32 @@ class Site:
         charger = self.chargers.get(charger_id)
         if charger is None:
             charger = self.chargers[charger_id] = Charger(charger_id, loaded=False)
-        self._apply(charger, name, data)
+        self._apply(charger, name, data, at or "")
         when = data.get("at") or at
         if name not in ("charger.updated", "command.result") and when:
             charger.last_seen = when
         return known
 
-    def _apply(self, charger: Charger, name: str, data: dict[str, Any]) -> None:
+    def _apply(self, charger: Charger, name: str, data: dict[str, Any], at: str) -> None:
         match name:
             case "charger.updated":
                 if data.get("registration"):
                     charger.registration = str(data["registration"])
             case "charger.connected":
                 charger.connected = True
+                self._alert(
+                    f"{charger.charger_id}:offline", charger.charger_id, "", at, active=False
+                )
             case "charger.disconnected":
                 charger.connected = False
+                reason = data.get("reason")
+                self._alert(
+                    f"{charger.charger_id}:offline",
+                    charger.charger_id,
+                    "went offline" + (f": {reason}" if reason else ""),
+                    at,
+                    active=True,
+                )
             case "charger.boot":
                 charger.vendor = data.get("vendor") or charger.vendor
                 charger.model = data.get("model") or charger.model
@@ -240,6 +291,7 @@ class Site:
                 connector.info = data.get("info")
                 connector.vendor_error_code = data.get("vendor_error_code")
                 connector.status_at = data.get("at")
+                self._connector_alert(charger.charger_id, connector, data.get("at") or at)
             case "transaction.started":
                 tx = int(data["transaction_id"])
                 charger.sessions.setdefault(
@@ -255,6 +307,19 @@ class Site:
                 )
             case "transaction.stopped":
                 charger.sessions.pop(int(data["transaction_id"]), None)
+            case "transaction.ended":
+                # Ended without its StopTransaction (interrupted, refused, closed).
+                tx = int(data["transaction_id"])
+                charger.sessions.pop(tx, None)
+                self._alert(
+                    f"{charger.charger_id}:tx{tx}",
+                    charger.charger_id,
+                    f"transaction {tx} {data.get('state')}"
+                    + (f": {data['reason']}" if data.get("reason") else "")
+                    + " (F3 to reconcile)",
+                    at,
+                    active=data.get("state") == "interrupted",
+                )
             case "meter.values":
                 session = charger.sessions.get(data.get("transaction_id") or -1)
                 if session is None and data.get("connector_id"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from rich.text import Text
 
@@ -116,47 +117,150 @@ def session_energy(s: Session) -> str:
     return kwh(s.energy_wh)
 
 
-def site_bar(summary: SiteSummary, sparkline: str, *, stale: bool) -> Text:
-    """The one-glance line: power, sessions, connectors, chargers, database, attention."""
+def site_bar(summary: SiteSummary, sparkline: str, *, stale: bool, alerts: int = 0) -> Text:
+    """Two lines at a glance: power and sessions, connectors and chargers, database, and
+    what needs attention. Fits 80 columns."""
     out = Text()
-    out.append(f"{summary.power_w / 1000:.1f} kW ", style="bold")
+    out.append(f"{summary.power_w / 1000:.1f} kW", style="bold")
     if sparkline:
-        out.append(sparkline + " ", style="blue")
-    out.append(f"· {summary.charging} charging · ")
-    out.append(f"conn {summary.available} avail {summary.occupied} busy ")
-    out.append(f"{summary.faulted} faulted", style="bold red" if summary.faulted else "")
-    out.append(f" {summary.unavailable} unavail · ")
-    out.append(f"{summary.online} online ")
-    out.append(f"{summary.offline} offline", style="red" if summary.offline else "")
-    out.append(" ")
-    if summary.pending:
-        out.append(f"{summary.pending} waiting for acceptance (F6)", style="bold black on yellow")
-    else:
-        out.append("0 pending")
-    out.append(" · ")
+        out.append(" " + sparkline, style="blue")
+    out.append(f" · {summary.charging} charging · ")
     if stale:
         out.append("db ?", style=STALE)
     elif summary.database_ok:
         out.append("db ok", style="green")
     else:
-        out.append("DB DOWN", style="bold white on red")
+        out.append("DATABASE DOWN", style="bold white on red")
     if summary.attention:
         out.append(" · ")
-        out.append(f"{summary.attention} need attention (F7)", style="bold red")
+        out.append(f"{summary.attention} need attention", style="bold red")
+    if alerts:
+        out.append(" · ")
+        out.append(f"{alerts} alert{'s' if alerts != 1 else ''} (F7)", style="bold red")
+    out.append("\nconnectors ")
+    out.append(f"{summary.available} free", style="green")
+    out.append(f" {summary.occupied} busy ")
+    out.append(f"{summary.faulted} faulted", style="bold red" if summary.faulted else "")
+    out.append(f" {summary.unavailable} off · chargers ")
+    out.append(f"{summary.online} online ")
+    out.append(f"{summary.offline} offline", style="red" if summary.offline else "")
+    if summary.pending:
+        # Its own line, so that it is never cut off at 80 columns (issue 12 #10).
+        n = summary.pending
+        out.append(
+            f"\n{n} charger{'s' if n != 1 else ''} waiting for acceptance: select and press F6",
+            style="bold black on yellow",
+        )
     return out
 
 
 SPARKS = "▁▂▃▄▅▆▇█"
 
 
-def sparkline(values: list[float], width: int = 20) -> str:
-    """The last ``width`` samples as block characters, scaled to their maximum."""
-    tail = values[-width:]
-    if not tail or max(tail) <= 0:
+def sparkline(values: list[float], width: int = 12) -> str:
+    """Samples as at most ``width`` block characters (averaged in equal buckets, so an
+    hour of one-a-minute samples is 12 five-minute bars), scaled to their maximum."""
+    if not values:
         return ""
-    top = max(tail)
-    return "".join(SPARKS[min(len(SPARKS) - 1, int(v / top * (len(SPARKS) - 1)))] for v in tail)
+    if len(values) > width:
+        size = len(values) / width
+        values = [
+            sum(chunk) / len(chunk)
+            for i in range(width)
+            if (chunk := values[int(i * size) : int((i + 1) * size)] or values[-1:])
+        ]
+    top = max(values)
+    if top <= 0:
+        return ""
+    return "".join(SPARKS[min(len(SPARKS) - 1, int(v / top * (len(SPARKS) - 1)))] for v in values)
 
 
 def attention_key(site: Site, c: Charger, now: datetime) -> tuple[int, str]:
     return (site.attention_rank(c, now), c.charger_id)
+
+
+# Sort orders: "attention" (faulted, offline, pending first) and one per column.
+SORTS = ("attention", "id", "link", "conn", "kw", "tx", "kwh", "error", "seen", "reg", "model")
+
+
+def sort_key(sort: str, site: Site, c: Charger, now: datetime) -> tuple[Any, ...]:
+    rank, ident = attention_key(site, c, now)
+    match sort:
+        case "id":
+            return (ident,)
+        case "link":
+            return (c.pending, not c.connected, ident)
+        case "conn":
+            return (min((k.status or "~" for k in c.outlets), default="~"), ident)
+        case "kw":
+            return (-c.power_w, ident)
+        case "tx":
+            return (-len(c.sessions), ident)
+        case "kwh":
+            return (-(c.energy_wh or 0.0), ident)
+        case "error":
+            return (not c.faulted, ident)
+        case "seen":
+            seen = parse_time(c.last_seen)
+            return (-(seen.timestamp() if seen else 0.0), ident)
+        case "reg":
+            return (c.registration, ident)
+        case "model":
+            return ((c.vendor or "~").lower(), (c.model or "").lower(), ident)
+        case _:
+            return (rank, ident)
+
+
+def matches_filter(c: Charger, text: str) -> bool:
+    """`/` filter: id, vendor, model, a connector status or error, a session's tag."""
+    if not text:
+        return True
+    wanted = text.lower()
+    haystack = [c.charger_id, c.vendor or "", c.model or "", c.registration]
+    haystack += ["online" if c.connected else "offline"]
+    for k in c.connectors.values():
+        haystack += [k.status or "", k.error_code or "", k.vendor_error_code or "", k.info or ""]
+    haystack += [s.id_tag or "" for s in c.sessions.values()]
+    return any(wanted in h.lower() for h in haystack)
+
+
+CONNECTOR_COLUMNS = (
+    ("#", "n"),
+    ("Status", "status"),
+    ("Fault", "fault"),
+    ("Session", "tx"),
+    ("Tag", "tag"),
+    ("kW", "kw"),
+    ("kWh", "kwh"),
+    ("For", "dur"),
+)
+
+
+def duration(start: str | None, now: datetime) -> str:
+    at = parse_time(start)
+    if at is None:
+        return ""
+    minutes = max(0, int((now - at).total_seconds()) // 60)
+    return f"{minutes // 60}h{minutes % 60:02d}m"
+
+
+def connector_rows(c: Charger, now: datetime, *, stale: bool) -> list[tuple[Text, ...]]:
+    """The charger's connectors as rows: what a session on each is doing right now."""
+    rows: list[tuple[Text, ...]] = []
+    for k in c.outlets:
+        s = c.session_on(k.connector_id)
+        status = k.status or "unknown"
+        details = [v for v in (k.error_code, k.vendor_error_code, k.info) if v and v != "NoError"]
+        rows.append(
+            (
+                Text(str(k.connector_id)),
+                Text(status, style=STALE if stale else STATUS_STYLE.get(status, "")),
+                Text(" ".join(details), style="bold red" if details else ""),
+                Text(str(s.transaction_id) if s else ""),
+                Text(s.id_tag or "" if s else ""),
+                Text(kw(s.last_power_w) if s else "", justify="right"),
+                Text(kwh(s.energy_wh) if s else "", justify="right"),
+                Text(duration(s.start_time, now) if s else ""),
+            )
+        )
+    return rows

@@ -1,47 +1,62 @@
-"""Modal screens: command menu, argument form, confirmation, details, lists, help."""
+"""The console's screens besides the main one: dialogs, the live detail and transactions
+views, alerts, events and tags. Each shows its own keys in its own footer."""
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
+from rich.text import Text
+from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.screen import ModalScreen
-from textual.widgets import Button, DataTable, Input, Label, OptionList, Static
+from textual.screen import ModalScreen, Screen
+from textual.widgets import (
+    Button,
+    DataTable,
+    Footer,
+    Header,
+    Input,
+    Label,
+    OptionList,
+    RichLog,
+    Static,
+)
 from textual.widgets.option_list import Option
 
 from console.commands import COMMANDS, CommandSpec, FormError, build_args
+from console.feed import CATEGORIES, FeedLine
+from console.render import STATUS_STYLE, kwh, sparkline
 from voltaro.control import wire
 
-HELP = """\
-[b]Voltaro console[/b]
+if TYPE_CHECKING:
+    from console.app import ConsoleApp
 
-  arrows / Enter   select a charger
-  ctrl+o           commands for the selected charger
-  ctrl+p           command palette (every command, every charger)
-  F2               charger details (metadata, connectors, configuration, frames)
-  F3               transactions
-  F4               id tags (ctrl+n add, ctrl+b block in that view)
-  F5               reload everything from the server
-  F6               accept the selected (pending) charger
-  F1               this help
-  Escape           close a dialog
-  ctrl+q           quit
+HELP = """\
+[b]Voltaro console[/b]   (keys of each screen are in its footer)
+ ↑↓ PgUp/PgDn  select a charger     /  filter (id, vendor, status, tag)
+ s  sort by the next column          r  reverse the order
+ ctrl+o  commands for the charger    ctrl+p  palette: any command, any charger
+ F2  details (live): connectors, sessions, history, config, commands, frames
+ F3  transactions (live): filter, Enter opens one, c closes an interrupted one
+ F4  id tags: n new, b block, u unblock (each asks first)
+ F5  re-read everything              F6  accept the selected pending charger
+ F7  alerts until acknowledged       F8  all events, filterable
+ Escape  back / close                ctrl+q  quit
+Destructive commands (reset, remote stop, unlock, inoperative, remove) name
+their target and effect and wait for y; Enter alone answers No.
 """
 
 
 class HelpScreen(ModalScreen[None]):
-    BINDINGS = [Binding("escape,f1", "dismiss", "Close")]
+    BINDINGS = [Binding("escape,f1,q", "dismiss", "Close")]
 
     def compose(self) -> ComposeResult:
-        with Vertical(classes="dialog"):
+        with Vertical(classes="dialog help"):
             yield Static(HELP)
-            yield Button("Close", id="close")
-
-    def on_button_pressed(self, event: Button.Pressed) -> None:
-        self.dismiss(None)
+        yield Footer()
 
 
 class CommandMenu(ModalScreen[CommandSpec | None]):
@@ -59,8 +74,9 @@ class CommandMenu(ModalScreen[CommandSpec | None]):
             label = spec.title if allowed else f"{spec.title} (needs {spec.role()})"
             options.append(Option(label, id=spec.action, disabled=not allowed))
         with Vertical(classes="dialog"):
-            yield Label(f"Command for [b]{self.charger_id}[/b]")
+            yield Label(f"Command for [b]{self.charger_id}[/b]", id="menu-title")
             yield OptionList(*options, id="menu")
+        yield Footer()
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
         spec = next(c for c in COMMANDS if c.action == event.option.id)
@@ -85,7 +101,7 @@ class CommandForm(ModalScreen[dict[str, Any] | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Label(f"[b]{self.spec.title}[/b] on {self.charger_id}")
+            yield Label(f"[b]{self.spec.title}[/b] on [b]{self.charger_id}[/b]")
             for field in self.spec.fields:
                 yield Label(field.label)
                 yield Input(
@@ -93,6 +109,7 @@ class CommandForm(ModalScreen[dict[str, Any] | None]):
                 )
             yield Static("", id="form-error")
             yield Button("Send", variant="primary", id="send")
+        yield Footer()
 
     def on_mount(self) -> None:
         if not self.spec.fields:
@@ -134,6 +151,7 @@ class Confirm(ModalScreen[bool]):
             with Horizontal(classes="buttons"):
                 yield Button("No (n)", id="no")
                 yield Button("Yes, do it (y)", variant="error", id="yes")
+        yield Footer()
 
     def on_mount(self) -> None:
         self.query_one("#no", Button).focus()
@@ -148,211 +166,706 @@ class Confirm(ModalScreen[bool]):
         self.dismiss(True)
 
 
-class DetailScreen(ModalScreen[None]):
-    BINDINGS = [
-        Binding("escape,f2", "dismiss", "Close"),
-        Binding("ctrl+f", "filter", "Filter frames"),
-    ]
+class TextScreen(ModalScreen[None]):
+    """Read-only text (a full OCPP frame, a command's answer)."""
 
-    def __init__(self, charger: dict[str, Any], frames: list[dict[str, Any]]) -> None:
+    BINDINGS = [Binding("escape,enter,q", "dismiss", "Close")]
+
+    def __init__(self, title: str, body: str) -> None:
         super().__init__()
-        self.charger = charger
-        self.frames = frames
+        self.title_text = title
+        self.body = body
 
     def compose(self) -> ComposeResult:
-        c = self.charger
-        meta = "\n".join(
-            f"{k}: {c.get(k)}"
-            for k in (
-                "charger_id",
-                "registration",
-                "connected",
-                "vendor",
-                "model",
-                "serial_number",
-                "firmware_version",
-                "last_boot",
-                "last_seen",
-                "has_password",
-            )
+        with VerticalScroll(classes="dialog wide"):
+            yield Label(f"[b]{self.title_text}[/b]")
+            yield Static(Text(self.body))
+        yield Footer()
+
+
+def _blank(value: Any) -> str:
+    """'' for missing values; 0 stays 0 (issue 12 #9)."""
+    return "" if value is None else str(value)
+
+
+def short_payload(payload: str, width: int = 60) -> str:
+    """A frame's payload on one line: compact JSON, cut at ``width`` characters."""
+    try:
+        text = json.dumps(json.loads(payload), separators=(",", ":"), ensure_ascii=False)
+    except ValueError:
+        text = payload.replace("\n", " ")
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def pretty_frame(payload: str) -> str:
+    try:
+        return json.dumps(json.loads(payload), indent=2, ensure_ascii=False)
+    except ValueError:
+        return payload
+
+
+class LiveScreen(Screen[None]):
+    """A screen that re-reads its data from the server when a relevant event arrives,
+    at most once a second (so a busy charger cannot keep it busy)."""
+
+    REFRESH_AT_MOST_EVERY = 1.0
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._stale = False
+
+    def start_live(self) -> None:
+        """Read now, then again whenever something relevant happened (called from the
+        subclass's on_mount: Textual runs each class's on_mount itself)."""
+        self.set_interval(self.REFRESH_AT_MOST_EVERY, self._maybe_refresh)
+        self.refresh_data()
+
+    @property
+    def console(self) -> ConsoleApp:
+        return self.app  # type: ignore[return-value]
+
+    def relevant(self, name: str, data: dict[str, Any]) -> bool:
+        return False
+
+    def site_event(self, name: str, data: dict[str, Any]) -> None:
+        if self.relevant(name, data):
+            self._stale = True
+
+    def _maybe_refresh(self) -> None:
+        if self._stale:
+            self._stale = False
+            self.refresh_data()
+
+    def refresh_data(self) -> object:
+        """Start re-reading (a worker in subclasses)."""
+        raise NotImplementedError
+
+
+class DetailScreen(LiveScreen):
+    """F2: everything about one charger, kept current while it is open."""
+
+    BINDINGS = [
+        Binding("escape,f2", "app.pop_screen", "Back"),
+        Binding("slash", "filter", "Filter frames"),
+        Binding("ctrl+o", "commands", "Commands"),
+    ]
+
+    def __init__(self, charger_id: str) -> None:
+        super().__init__()
+        self.charger_id = charger_id
+        self.charger: dict[str, Any] = {}
+        self.frames: list[dict[str, Any]] = []
+        self.frame_filter = ""
+        self.power: list[float] = []
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with VerticalScroll(id="detail"):
+            yield Static(id="meta")
+            yield Label("[b]Connectors[/b]")
+            yield DataTable(id="detail-connectors", cursor_type="row")
+            yield Static(id="sessions")
+            yield Label("[b]Status history[/b]")
+            yield Static(id="history")
+            yield Label("[b]Recent commands[/b]")
+            yield Static(id="commands")
+            yield Label("[b]Configuration[/b]")
+            yield Static(id="configuration")
+            yield Label("[b]OCPP frames[/b] (/ filters by action or text, Enter shows one)")
+            yield Input(placeholder="filter frames", id="frame-filter")
+            yield DataTable(id="frames", cursor_type="row")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.title = f"Charger {self.charger_id}"
+        connectors = self.query_one("#detail-connectors", DataTable)
+        connectors.add_columns(
+            "#", "Status", "Error", "Vendor code", "Info", "Session", "Tag", "kW", "kWh", "Since"
         )
+        frames = self.query_one("#frames", DataTable)
+        frames.add_columns("Time", "Dir", "Action", "Payload")
+        connectors.focus()
+        self.start_live()
+
+    def relevant(self, name: str, data: dict[str, Any]) -> bool:
+        # chargers.seen: it sent something (a heartbeat, say): new frames in the log.
+        return data.get("charger_id") == self.charger_id or self.charger_id in (
+            data.get("chargers") or {}
+        )
+
+    @work(exclusive=True, group="detail")
+    async def refresh_data(self) -> None:
+        link = self.console.link
+        try:
+            self.charger = await link.request("chargers.show", {"charger_id": self.charger_id})
+            self.frames = await link.request(
+                "chargers.frames", {"charger_id": self.charger_id, "limit": 200}
+            )
+        except Exception as exc:  # RequestFailed or TimeoutError: say so, keep the old view
+            self.notify(f"{self.charger_id}: {exc}", severity="error")
+            return
+        site = self.console.site.chargers.get(self.charger_id)
+        if site is not None:
+            self.power.append(site.power_w)
+            self.power = self.power[-60:]
+        self._show()
+
+    def _show(self) -> None:
+        c = self.charger
+        model = " ".join(_blank(c.get(k)) for k in ("vendor", "model") if c.get(k))
+        facts = [
+            ("registration", c.get("registration")),
+            ("link", "online" if c.get("connected") else "offline"),
+            ("model", model or None),
+            ("serial", c.get("charge_box_serial_number") or c.get("serial_number")),
+            ("firmware", c.get("firmware_version")),
+            ("last boot", c.get("last_boot")),
+            ("last seen", c.get("last_seen")),
+            ("password", "set" if c.get("has_password") else "none"),
+        ]
         heartbeat = c.get("heartbeat_interval") or {}
         if heartbeat:
-            meta += (
-                f"\nheartbeat interval: {heartbeat.get('boot_answer')} s"
-                + (" (set by an operator)" if heartbeat.get("set") else " (default)")
-                + (
-                    f", charger reports {heartbeat['reported']} s"
-                    if heartbeat.get("mismatch")
-                    else ""
+            facts.append(
+                (
+                    "heartbeat",
+                    f"{heartbeat.get('boot_answer')} s"
+                    + (" (set by an operator)" if heartbeat.get("set") else "")
+                    + (
+                        f", charger reports {heartbeat['reported']} s"
+                        if heartbeat.get("mismatch")
+                        else ""
+                    ),
                 )
             )
         if c.get("call_errors_sent"):
-            meta += f"\nCALLERRORs sent: {c['call_errors_sent']}"
-        with VerticalScroll(classes="dialog wide"):
-            yield Static(f"[b]Charger[/b]\n{meta}")
-            for note in c.get("attention", []):
-                # Operator settings not in effect and pending changes come first.
-                yield Static(f"[b]! {note}[/b]", classes="attention")
-            yield Label("Connectors")
-            yield DataTable(id="detail-connectors")
-            yield Label("Status history")
-            yield Static(
-                "\n".join(
-                    f"{h['at']}  #{h['connector_id']} {h['status']} {h.get('error_code') or ''}"
-                    for h in c.get("status_history", [])[:15]
-                )
-                or "-"
-            )
-            yield Label("Configuration")
-            yield Static(
-                "\n".join(
-                    f"{e['key']} = {e['value']}{' (ro)' if e['readonly'] else ''}"
-                    for e in c.get("configuration", [])
-                )
-                or "unknown yet (get-config to read it)"
-            )
-            yield Label("Recent transactions")
-            yield Static(
-                "\n".join(
-                    f"{t['transaction_id']}  #{t['connector_id']} {t['id_tag']} "
-                    f"{t['state']} {t['energy_wh'] or ''} Wh"
-                    for t in c.get("transactions", [])[:10]
-                )
-                or "-"
-            )
-            yield Label("Recent OCPP frames (ctrl+f filters by action)")
-            yield Input(placeholder="action filter, e.g. MeterValues", id="frame-filter")
-            yield Static(self._frames_text(""), id="frames")
-
-    def on_mount(self) -> None:
+            facts.append(("CALLERRORs sent", c["call_errors_sent"]))
+        meta = "  ".join(f"[b]{k}[/b] {v}" for k, v in facts if v not in (None, ""))
+        # Operator settings not in effect and pending changes come first.
+        notes = "".join(f"\n[b yellow]! {note}[/]" for note in c.get("attention", []))
+        self.query_one("#meta", Static).update(meta + notes)
+        site = self.console.site.chargers.get(self.charger_id)
         table = self.query_one("#detail-connectors", DataTable)
-        table.add_columns("Connector", "Status", "Error", "Availability", "Since")
-        for k in self.charger.get("connectors", []):
+        cursor = table.cursor_row
+        table.clear()
+        for k in c.get("connectors", []):
+            cid = k["connector_id"]
+            session = site.session_on(cid) if site and cid else None
+            status = k.get("status") or "-"
             table.add_row(
-                str(k["connector_id"]),
-                k["status"] or "-",
-                k["error_code"] or "",
+                str(cid),
+                Text(status, style=STATUS_STYLE.get(status, "")),
+                Text(
+                    _blank(k.get("error_code") if k.get("error_code") != "NoError" else None),
+                    style="bold red",
+                ),
+                _blank(k.get("vendor_error_code")),
+                _blank(k.get("info"))
                 # A change the charger answered Scheduled is pending, not done.
-                k["availability"]
                 + (f" ({k['availability_note']})" if k.get("availability_note") else ""),
-                k["status_at"] or "",
+                _blank(session.transaction_id if session else None),
+                _blank(session.id_tag if session else None),
+                f"{session.last_power_w / 1000:.1f}" if session and session.last_power_w else "",
+                kwh(session.energy_wh) if session else "",
+                _blank(k.get("status_at")),
+            )
+        if table.row_count:
+            table.move_cursor(row=min(cursor, table.row_count - 1))
+        spark = sparkline(self.power)
+        sessions = [
+            f"session {s.transaction_id} on #{s.connector_id}, tag {s.id_tag}, "
+            f"{kwh(s.energy_wh) or '0.00'} kWh since {s.start_time or '?'}"
+            for s in (site.sessions.values() if site else [])
+        ]
+        self.query_one("#sessions", Static).update(
+            "[b]Sessions now[/b] "
+            + ("; ".join(sessions) if sessions else "none")
+            + (f"\npower {spark}" if spark else "")
+        )
+        self.query_one("#history", Static).update(
+            "\n".join(
+                f"{h['at']}  #{h['connector_id']} {h['status']}"
+                + (f" {h['error_code']}" if h.get("error_code") not in (None, "NoError") else "")
+                + (f" ({h['info']})" if h.get("info") else "")
+                for h in c.get("status_history", [])[:10]
+            )
+            or "-"
+        )
+        self.query_one("#commands", Static).update(
+            "\n".join(
+                f"{x.get('requested_at') or ''}  {x['action']} by {x.get('actor')}: "
+                + (x.get("status") or x.get("error") or "no answer yet")
+                for x in c.get("commands", [])[:10]
+            )
+            or "-"
+        )
+        self.query_one("#configuration", Static).update(
+            "\n".join(
+                f"{e['key']} = {_blank(e.get('value'))}"
+                + (" (read-only)" if e.get("readonly") else "")
+                for e in c.get("configuration", [])
+            )
+            or "unknown yet (Get configuration reads it)"
+        )
+        self._show_frames()
+
+    def _show_frames(self) -> None:
+        table = self.query_one("#frames", DataTable)
+        table.clear()
+        wanted = self.frame_filter.lower()
+        for n, f in enumerate(self.frames):
+            payload = f.get("payload") or ""
+            action = f.get("action") or ""
+            if wanted and wanted not in action.lower() and wanted not in payload.lower():
+                continue
+            table.add_row(
+                (f.get("at") or "")[11:19],
+                "←" if f["direction"] == "in" else "→",
+                action,
+                short_payload(payload),
+                key=str(n),
             )
 
-    def _frames_text(self, action: str) -> str:
-        lines = []
-        for f in self.frames:
-            if action and (f.get("action") or "").lower() != action.lower():
-                continue
-            try:
-                pretty = json.dumps(json.loads(f["payload"]), indent=1)
-            except ValueError:
-                pretty = f["payload"]
-            arrow = "<-" if f["direction"] == "in" else "->"
-            lines.append(f"{f['at']} {arrow} {f.get('action') or ''}\n{pretty}")
-        return "\n".join(lines[:40]) or "-"
+    @on(Input.Submitted, "#frame-filter")
+    def _filter_done(self) -> None:
+        self.query_one("#frames", DataTable).focus()
 
-    def on_input_changed(self, event: Input.Changed) -> None:
-        self.query_one("#frames", Static).update(self._frames_text(event.value.strip()))
+    @on(Input.Changed, "#frame-filter")
+    def _filter_changed(self, event: Input.Changed) -> None:
+        self.frame_filter = event.value.strip()
+        self._show_frames()
+
+    @on(DataTable.RowSelected, "#frames")
+    def _open_frame(self, event: DataTable.RowSelected) -> None:
+        frame = self.frames[int(str(event.row_key.value))]
+        self.app.push_screen(
+            TextScreen(
+                f"{frame.get('at')} {frame['direction']} {frame.get('action') or ''}",
+                pretty_frame(frame.get("payload") or ""),
+            )
+        )
 
     def action_filter(self) -> None:
         self.query_one("#frame-filter", Input).focus()
 
-
-class ListScreen(ModalScreen[None]):
-    """A read-only table (transactions, tags)."""
-
-    BINDINGS = [Binding("escape", "dismiss", "Close")]
-
-    def __init__(self, title: str, columns: list[str], rows: list[list[Any]]) -> None:
-        super().__init__()
-        self.title_text = title
-        self.columns = columns
-        self.rows = rows
-
-    def compose(self) -> ComposeResult:
-        with Vertical(classes="dialog wide"):
-            yield Label(f"[b]{self.title_text}[/b]")
-            yield DataTable(id="list")
-
-    def on_mount(self) -> None:
-        table = self.query_one("#list", DataTable)
-        table.add_columns(*self.columns)
-        for row in self.rows:
-            table.add_row(*["" if v is None else str(v) for v in row])
+    def action_commands(self) -> None:
+        self.console.open_commands(self.charger_id)
 
 
-class TagScreen(ModalScreen[None]):
-    """Id tags: list, add (ctrl+n), block the selected one (ctrl+b)."""
+TX_STATES = ("all", "active", "interrupted", "completed", "closed", "refused")
+
+
+class TransactionsScreen(LiveScreen):
+    """F3: sessions, filterable, live; Enter opens one; c closes an interrupted one."""
 
     BINDINGS = [
-        Binding("escape,f4", "dismiss", "Close"),
-        Binding("ctrl+n", "add", "Add tag"),
-        Binding("ctrl+b", "block", "Block tag"),
+        Binding("escape,f3", "app.pop_screen", "Back"),
+        Binding("slash", "filter", "Filter"),
+        Binding("t", "state", "State"),
+        Binding("c", "close_tx", "Close interrupted"),
     ]
 
-    def __init__(self, tags: list[dict[str, Any]], link: Any) -> None:
+    def __init__(self) -> None:
         super().__init__()
-        self.tags = tags
-        self.link = link
+        self.rows: list[dict[str, Any]] = []
+        self.text_filter = ""
+        self.state = "all"
 
     def compose(self) -> ComposeResult:
-        with Vertical(classes="dialog wide"):
-            yield Label("[b]Id tags[/b]  ctrl+n add · ctrl+b block · Escape close")
-            yield DataTable(id="tags", cursor_type="row")
-            yield Input(
-                placeholder="new tag: TAG [Accepted|Blocked|Expired|Invalid] "
-                "[expiry ISO8601] [parent]",
-                id="new-tag",
-            )
+        yield Header()
+        yield Input(placeholder="/ filter by charger or tag", id="tx-filter")
+        yield Static(id="tx-state")
+        yield DataTable(id="transactions", cursor_type="row", zebra_stripes=True)
+        yield Footer()
 
     def on_mount(self) -> None:
+        self.title = "Transactions"
+        table = self.query_one("#transactions", DataTable)
+        for label, key in (
+            ("Tx", "tx"),
+            ("Charger", "charger"),
+            ("#", "conn"),
+            ("Tag", "tag"),
+            ("State", "state"),
+            ("kWh", "kwh"),
+            ("Started", "start"),
+            ("Stopped", "stop"),
+            ("Reason", "reason"),
+        ):
+            table.add_column(label, key=key)
+        table.focus()
+        self.start_live()
+
+    def relevant(self, name: str, data: dict[str, Any]) -> bool:
+        return name.startswith("transaction.") or name == "meter.values"
+
+    @work(exclusive=True, group="transactions")
+    async def refresh_data(self) -> None:
+        try:
+            self.rows = await self.console.link.request("transactions.list", {"limit": 500})
+        except Exception as exc:  # RequestFailed or TimeoutError
+            self.notify(f"transactions: {exc}", severity="error")
+            return
+        self._show()
+
+    def visible_rows(self) -> list[dict[str, Any]]:
+        wanted = self.text_filter.lower()
+        out = []
+        for t in self.rows:
+            if self.state != "all" and t.get("state") != self.state:
+                continue
+            text = f"{t.get('charger_id')} {t.get('id_tag')} {t.get('transaction_id')}".lower()
+            if wanted and wanted not in text:
+                continue
+            out.append(t)
+        return out
+
+    def _show(self) -> None:
+        table = self.query_one("#transactions", DataTable)
+        selected = None
+        if table.row_count:
+            selected = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        table.clear()
+        for t in self.visible_rows():
+            energy = t.get("energy_wh")
+            if energy is None and t.get("last_meter_wh") is not None:
+                energy = t["last_meter_wh"] - (t.get("meter_start") or 0)
+            state = str(t.get("state"))
+            table.add_row(
+                str(t["transaction_id"]),
+                _blank(t.get("charger_id")),
+                _blank(t.get("connector_id")),
+                _blank(t.get("id_tag")),
+                Text(
+                    state,
+                    style={"active": "bold blue", "interrupted": "bold red", "refused": "red"}.get(
+                        state, ""
+                    ),
+                ),
+                kwh(energy),
+                _blank(t.get("start_time"))[:19],
+                _blank(t.get("stop_time"))[:19],
+                _blank(t.get("stop_reason")),
+                key=str(t["transaction_id"]),
+            )
+        if selected is not None and selected in table.rows:
+            table.move_cursor(row=table.get_row_index(selected))
+        self.query_one("#tx-state", Static).update(
+            f"state: [b]{self.state}[/b] (t changes) · {table.row_count} shown"
+        )
+
+    @on(Input.Submitted, "#tx-filter")
+    def _filter_done(self) -> None:
+        self.query_one("#transactions", DataTable).focus()
+
+    @on(Input.Changed, "#tx-filter")
+    def _filter_changed(self, event: Input.Changed) -> None:
+        self.text_filter = event.value.strip()
+        self._show()
+
+    def action_filter(self) -> None:
+        self.query_one("#tx-filter", Input).focus()
+
+    def action_state(self) -> None:
+        self.state = TX_STATES[(TX_STATES.index(self.state) + 1) % len(TX_STATES)]
+        self._show()
+
+    def selected_tx(self) -> dict[str, Any] | None:
+        table = self.query_one("#transactions", DataTable)
+        if not table.row_count:
+            return None
+        key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        return next((t for t in self.rows if str(t["transaction_id"]) == key), None)
+
+    @on(DataTable.RowSelected, "#transactions")
+    def _open(self, event: DataTable.RowSelected) -> None:
+        self.open_session(int(str(event.row_key.value)))
+
+    @work(group="transactions-show")
+    async def open_session(self, tx_id: int) -> None:
+        try:
+            tx = await self.console.link.request("transactions.show", {"transaction_id": tx_id})
+        except Exception as exc:  # RequestFailed or TimeoutError
+            self.notify(f"transaction {tx_id}: {exc}", severity="error")
+            return
+        self.app.push_screen(TextScreen(f"Transaction {tx_id}", describe_session(tx)))
+
+    def action_close_tx(self) -> None:
+        tx = self.selected_tx()
+        if tx is None:
+            return
+        if tx.get("state") != "interrupted":
+            self.notify(
+                f"transaction {tx['transaction_id']} is {tx.get('state')}: nothing to close",
+                severity="warning",
+            )
+            return
+        self.console.close_transaction(tx)
+
+
+def describe_session(tx: dict[str, Any]) -> str:
+    """A session as text: facts, energy, a power chart and its meter values."""
+    lines = [
+        f"charger {tx.get('charger_id')} connector {tx.get('connector_id')} "
+        f"tag {tx.get('id_tag')} ({tx.get('id_tag_status')})",
+        f"state {tx.get('state')}  started {tx.get('start_time')}  "
+        f"stopped {_blank(tx.get('stop_time')) or '-'}  "
+        f"reason {_blank(tx.get('stop_reason')) or '-'}",
+        f"meter start {_blank(tx.get('meter_start'))} Wh  "
+        f"stop {_blank(tx.get('meter_stop')) or '-'} Wh  "
+        f"energy {kwh(tx.get('energy_wh')) or '-'} kWh",
+    ]
+    power: list[float] = []
+    values = tx.get("meter_values") or []
+    rows = []
+    for mv in values:
+        parts = []
+        for sv in mv.get("sampled_values") or []:
+            measurand = sv.get("measurand") or "Energy.Active.Import.Register"
+            try:
+                number = float(sv.get("value"))
+            except (TypeError, ValueError):
+                continue
+            unit = sv.get("unit") or ""
+            if measurand.startswith("Power.Active.Import") and not sv.get("phase"):
+                power.append(number * (1000 if unit == "kW" else 1))
+            parts.append(f"{measurand} {number:g} {unit}".strip())
+        rows.append(f"{mv.get('timestamp')}  " + ", ".join(parts))
+    if power:
+        lines.append(f"power {sparkline(power, 60)}  (max {max(power) / 1000:.1f} kW)")
+    lines.append(f"{len(values)} meter values:")
+    lines.extend(rows[-50:])
+    return "\n".join(lines)
+
+
+class AlertsScreen(Screen[None]):
+    """F7: faults, outages and offline chargers, kept until an operator acknowledges."""
+
+    BINDINGS = [
+        Binding("escape,f7", "app.pop_screen", "Back"),
+        Binding("a", "acknowledge", "Acknowledge"),
+        Binding("enter", "go", "Show charger"),
+    ]
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static(id="alerts-count")
+        yield DataTable(id="alerts", cursor_type="row", zebra_stripes=True)
+        yield Footer()
+
+    @property
+    def console(self) -> ConsoleApp:
+        return self.app  # type: ignore[return-value]
+
+    def on_mount(self) -> None:
+        self.title = "Alerts"
+        table = self.query_one("#alerts", DataTable)
+        table.add_columns("Since", "State", "Charger", "What")
+        table.focus()
+        self.show_alerts()
+
+    def site_event(self, name: str, data: dict[str, Any]) -> None:
+        self.show_alerts()
+
+    def show_alerts(self) -> None:
+        table = self.query_one("#alerts", DataTable)
+        cursor = table.cursor_row
+        table.clear()
+        alerts = sorted(self.console.site.alerts.values(), key=lambda a: a.at)
+        for alert in alerts:
+            table.add_row(
+                alert.at[11:19],
+                Text("open", style="bold red") if alert.active else Text("cleared"),
+                alert.charger_id or "server",
+                Text(alert.text, style="bold red" if alert.active else "yellow"),
+                key=alert.key,
+            )
+        if table.row_count:
+            table.move_cursor(row=min(cursor, table.row_count - 1))
+        self.query_one("#alerts-count", Static).update(
+            f"{len(alerts)} alert(s) to acknowledge (a); cleared ones stay until you do"
+        )
+
+    def action_acknowledge(self) -> None:
+        table = self.query_one("#alerts", DataTable)
+        if not table.row_count:
+            return
+        key = str(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value)
+        self.console.site.acknowledge(key)
+        self.console.refresh_site()
+        self.show_alerts()
+
+    def action_go(self) -> None:
+        table = self.query_one("#alerts", DataTable)
+        if not table.row_count:
+            return
+        key = str(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value)
+        alert = self.console.site.alerts.get(key)
+        if alert is not None and alert.charger_id:
+            self.app.pop_screen()
+            self.console.select_charger(alert.charger_id)
+
+
+class EventsScreen(Screen[None]):
+    """F8: the whole feed, filterable by kind and charger."""
+
+    BINDINGS = [
+        Binding("escape,f8", "app.pop_screen", "Back"),
+        Binding("k", "kind", "Kind"),
+        Binding("slash", "filter", "Charger filter"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.kind = "all"
+        self.charger = ""
+
+    @property
+    def console(self) -> ConsoleApp:
+        return self.app  # type: ignore[return-value]
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Input(placeholder="/ filter by charger", id="events-filter")
+        yield Static(id="events-kind")
+        yield RichLog(id="events", max_lines=2000)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.title = "Events"
+        self.query_one("#events", RichLog).focus()
+        self.redraw()
+
+    def redraw(self) -> None:
+        log = self.query_one("#events", RichLog)
+        log.clear()
+        for line in self.console.feed_lines:
+            if line.matches(self.kind, self.charger):
+                log.write(line.render())
+        self.query_one("#events-kind", Static).update(
+            f"showing [b]{self.kind}[/b] (k: {' / '.join(CATEGORIES)})"
+            + ("; meter values are hidden under 'all'" if self.kind == "all" else "")
+        )
+
+    def add_line(self, line: FeedLine) -> None:
+        if line.matches(self.kind, self.charger):
+            self.query_one("#events", RichLog).write(line.render())
+
+    def action_kind(self) -> None:
+        self.kind = CATEGORIES[(CATEGORIES.index(self.kind) + 1) % len(CATEGORIES)]
+        self.redraw()
+
+    def action_filter(self) -> None:
+        self.query_one("#events-filter", Input).focus()
+
+    @on(Input.Submitted, "#events-filter")
+    def _filter_done(self) -> None:
+        self.query_one("#events", RichLog).focus()
+
+    @on(Input.Changed, "#events-filter")
+    def _filter_changed(self, event: Input.Changed) -> None:
+        self.charger = event.value.strip()
+        self.redraw()
+
+
+class TagScreen(Screen[None]):
+    """F4: id tags; n adds, b blocks and u unblocks the selected one (after a question)."""
+
+    BINDINGS = [
+        Binding("escape,f4", "app.pop_screen", "Back"),
+        Binding("n", "add", "New tag"),
+        Binding("b", "block", "Block"),
+        Binding("u", "unblock", "Unblock"),
+    ]
+
+    def __init__(self, tags: list[dict[str, Any]]) -> None:
+        super().__init__()
+        self.tags = tags
+
+    @property
+    def console(self) -> ConsoleApp:
+        return self.app  # type: ignore[return-value]
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield DataTable(id="tags", cursor_type="row", zebra_stripes=True)
+        yield Input(
+            placeholder="new tag: TAG [Accepted|Blocked|Expired|Invalid] [expiry] [parent]",
+            id="new-tag",
+        )
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.title = "Id tags"
         table = self.query_one("#tags", DataTable)
         table.add_columns("Tag", "Status", "Expiry", "Parent")
         self._fill()
+        table.focus()
 
     def _fill(self) -> None:
         table = self.query_one("#tags", DataTable)
+        cursor = table.cursor_row
         table.clear()
         for t in self.tags:
+            status = t["status"]
             table.add_row(
                 t["id_tag"],
-                t["status"],
-                t["expiry_date"] or "",
-                t["parent_id_tag"] or "",
+                Text(status, style="green" if status == "Accepted" else "bold red"),
+                _blank(t.get("expiry_date")),
+                _blank(t.get("parent_id_tag")),
                 key=t["id_tag"],
             )
+        if table.row_count:
+            table.move_cursor(row=min(cursor, table.row_count - 1))
 
     def action_add(self) -> None:
         self.query_one("#new-tag", Input).focus()
 
-    async def on_input_submitted(self, event: Input.Submitted) -> None:
+    @on(Input.Submitted, "#new-tag")
+    def _submitted(self, event: Input.Submitted) -> None:
         parts = event.value.split()
         if not parts:
             return
         args: dict[str, Any] = {"id_tag": parts[0]}
-        if len(parts) > 1:
-            args["status"] = parts[1]
-        if len(parts) > 2:
-            args["expiry"] = parts[2]
-        if len(parts) > 3:
-            args["parent"] = parts[3]
-        await self._call("tags.add", args)
+        for key, value in zip(("status", "expiry", "parent"), parts[1:], strict=False):
+            args[key] = value
         event.input.value = ""
+        self.query_one("#tags", DataTable).focus()
+        self.call_op("tags.add", args)
 
-    async def action_block(self) -> None:
+    def _selected(self) -> str | None:
         table = self.query_one("#tags", DataTable)
-        if table.row_count == 0:
-            return
-        row_key, _ = table.coordinate_to_cell_key(table.cursor_coordinate)
-        await self._call("tags.block", {"id_tag": str(row_key.value)})
+        if not table.row_count:
+            return None
+        return str(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value)
 
-    async def _call(self, op: str, args: dict[str, Any]) -> None:
+    def _ask(self, question: str, op: str, id_tag: str) -> None:
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.call_op(op, {"id_tag": id_tag})
+
+        self.app.push_screen(Confirm(question), answered)
+
+    def action_block(self) -> None:
+        tag = self._selected()
+        if tag is not None:
+            self._ask(f"Block tag {tag}: chargers will refuse it from now on", "tags.block", tag)
+
+    def action_unblock(self) -> None:
+        tag = self._selected()
+        if tag is not None:
+            self._ask(f"Unblock tag {tag}: it is Accepted again", "tags.unblock", tag)
+
+    @work(group="tags")
+    async def call_op(self, op: str, args: dict[str, Any]) -> None:
+        link = self.console.link
         try:
-            await self.link.request(op, args)
-            self.tags = await self.link.request("tags.list")
-        except Exception as exc:  # RequestFailed: show the server's refusal
-            self.app.notify(str(exc), severity="error", title=op)
+            await link.request(op, args)
+            self.tags = await link.request("tags.list")
+        except Exception as exc:  # RequestFailed or TimeoutError: show the refusal
+            self.notify(f"{op} {args['id_tag']}: {exc}", severity="error")
             return
         self._fill()
-        self.app.notify(f"{op} {args['id_tag']}: done")
+        self.notify(f"{op} {args['id_tag']}: done")
+
+
+OnEvent = Callable[[str, dict[str, Any]], None]

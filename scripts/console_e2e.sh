@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
-# Drive the console in tmux against a running server with a simulated charger, send keys,
-# and check the screen text. Cleans up only what it started. Usage:
-#   bash scripts/console_e2e.sh            (needs tmux: apt-get install -y tmux)
+# Drive the console in tmux (80x24) against a real server with a simulated charger, with
+# real keys, through a server restart and (when VOLTARO_E2E_POSTGRES_URL is set) a
+# database outage, asserting on the captured screen. Cleans up only what it started.
+#   bash scripts/console_e2e.sh              (SQLite; needs tmux: apt-get install -y tmux)
+#   VOLTARO_E2E_POSTGRES_URL=postgresql://postgres@127.0.0.1:5432/test \
+#     bash scripts/console_e2e.sh            (PostgreSQL: adds the database outage; a fresh
+#                                              database is created and dropped)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -10,45 +14,105 @@ WORK=$(mktemp -d /tmp/voltaro-e2e.XXXX)
 SOCK="$WORK/c.sock"
 PORT=$($PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 TMUX_SOCK="voltaro-e2e-$$"
-SERVER=""; SIM=""
+SERVER=""; SIM=""; PGDB=""
+PG_ADMIN=${VOLTARO_E2E_POSTGRES_URL:-}
+if [ -n "$PG_ADMIN" ]; then
+  PGDB="voltaro_e2e_$$"
+  psql "$PG_ADMIN" -qc "CREATE DATABASE \"$PGDB\"" >/dev/null
+  DB_URL="${PG_ADMIN%/*}/$PGDB"
+else
+  DB_URL="sqlite:///$WORK/v.db"
+fi
 cleanup() {
   tmux -L "$TMUX_SOCK" kill-server 2>/dev/null || true
   [ -n "$SIM" ] && kill "$SIM" 2>/dev/null || true
   [ -n "$SERVER" ] && kill "$SERVER" 2>/dev/null || true
   wait 2>/dev/null || true
+  if [ -n "$PGDB" ]; then
+    psql "$PG_ADMIN" -qc "ALTER DATABASE \"$PGDB\" ALLOW_CONNECTIONS true" >/dev/null 2>&1 || true
+    psql "$PG_ADMIN" -qc "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname='$PGDB'" >/dev/null 2>&1 || true
+    psql "$PG_ADMIN" -qc "DROP DATABASE IF EXISTS \"$PGDB\"" >/dev/null 2>&1 || true
+  fi
   rm -rf "$WORK"
 }
 trap cleanup EXIT
 
-$PY -m voltaro serve --host 127.0.0.1 --port "$PORT" --http-port 0 \
-  --database-url "sqlite:///$WORK/v.db" --control-socket "$SOCK" 2>"$WORK/serve.log" &
-SERVER=$!
-for _ in $(seq 1 100); do [ -S "$SOCK" ] && break; sleep 0.1; done
+start_server() {
+  VOLTARO_UNKNOWN_CHARGERS=pending $PY -m voltaro serve --host 127.0.0.1 --port "$PORT" \
+    --http-port 0 --database-url "$DB_URL" --control-socket "$SOCK" 2>>"$WORK/serve.log" &
+  SERVER=$!
+  for _ in $(seq 1 150); do [ -S "$SOCK" ] && return 0; sleep 0.1; done
+  echo "FAIL: the server did not start"; cat "$WORK/serve.log"; exit 1
+}
+start_server
 $PY -m voltaro ctl --socket "$SOCK" chargers add SIM-1 >/dev/null
 $PY -m voltaro ctl --socket "$SOCK" tags add SIMTAG >/dev/null
 $PY scripts/simulate.py "ws://127.0.0.1:$PORT/ocpp" --chargers 1 --session-every 2 \
-  --session-length 30 --meter-interval 1 --duration 60 --summary-every 30 >"$WORK/sim.log" 2>&1 &
+  --session-length 60 --meter-interval 1 --duration 120 --summary-every 60 >"$WORK/sim.log" 2>&1 &
 SIM=$!
 
-tmux -L "$TMUX_SOCK" new-session -d -s console -x 120 -y 30 \
+tmux -L "$TMUX_SOCK" new-session -d -s console -x 80 -y 24 \
   "TERM=xterm-256color $PY -m console --socket $SOCK"
 screen() { tmux -L "$TMUX_SOCK" capture-pane -p -t console; }
+keys() { tmux -L "$TMUX_SOCK" send-keys -t console "$@"; }
 expect() { # text, seconds
-  for _ in $(seq 1 $(( $2 * 10 ))); do screen | grep -q "$1" && return 0; sleep 0.1; done
+  for _ in $(seq 1 $(( $2 * 10 ))); do screen | grep -q -- "$1" && return 0; sleep 0.1; done
   echo "FAIL: '$1' not on screen"; screen; exit 1
 }
+expect_gone() { # text, seconds
+  for _ in $(seq 1 $(( $2 * 10 ))); do screen | grep -q -- "$1" || return 0; sleep 0.1; done
+  echo "FAIL: '$1' still on screen"; screen; exit 1
+}
+
 expect "SIM-1" 15
-expect "online" 15
-expect "Charging" 20
-echo "ok: the table shows SIM-1 online and charging"
-tmux -L "$TMUX_SOCK" send-keys -t console C-o
-expect "Command for" 5
-tmux -L "$TMUX_SOCK" send-keys -t console Down Down Enter   # Soft reset
-expect "Soft reset" 5
-tmux -L "$TMUX_SOCK" send-keys -t console Enter
+expect "1 of 1 online" 15
+expect "Charging" 30
+echo "ok: SIM-1 online and charging, header counts it"
+
+keys C-o
+expect "Command for SIM-1" 5
+keys Down Down Enter                               # Soft reset
+expect "Soft reset SIM-1:" 5                       # the question names target and effect
+keys Enter                                         # Enter alone answers No
+expect_gone "Soft reset SIM-1:" 5
+keys C-o
+expect "Command for SIM-1" 5
+keys Down Down Enter
+expect "Soft reset SIM-1:" 5
+keys y
 expect "Soft reset on SIM-1: Accepted" 15
-echo "ok: soft reset through the menu was accepted"
-tmux -L "$TMUX_SOCK" send-keys -t console F1
+echo "ok: soft reset asked first (Enter = No), then y sent it and the answer is shown"
+
+keys F1
 expect "ctrl+q" 5
-tmux -L "$TMUX_SOCK" send-keys -t console Escape C-q
+keys Escape
+expect_gone "Destructive commands" 5
+echo "ok: help fits 80x24 and closes"
+
+# A server restart: the banner says so in words, rows go stale, then everything is back.
+kill "$SERVER"; wait "$SERVER" 2>/dev/null || true; SERVER=""
+expect "NOT CONNECTED" 10
+expect "stale" 5
+echo "ok: server down: banner in words, rows stale"
+start_server
+expect_gone "NOT CONNECTED" 20
+expect "1 of 1 online" 60                          # the simulator reconnects by itself
+echo "ok: server back: banner gone, the charger counted online again without F5"
+
+if [ -n "$PGDB" ]; then
+  psql "$PG_ADMIN" -qc "ALTER DATABASE \"$PGDB\" ALLOW_CONNECTIONS false" >/dev/null
+  psql "$PG_ADMIN" -qc "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname='$PGDB'" >/dev/null
+  expect "DATABASE DOWN" 20
+  echo "ok: database outage: banner and header say DATABASE DOWN"
+  psql "$PG_ADMIN" -qc "ALTER DATABASE \"$PGDB\" ALLOW_CONNECTIONS true" >/dev/null
+  expect_gone "DATABASE DOWN" 20
+  expect "db ok" 5
+  echo "ok: database back: banner gone"
+else
+  echo "skip: database outage (set VOLTARO_E2E_POSTGRES_URL to include it)"
+fi
+
+keys F7
+expect "Alerts" 5
+keys Escape C-q
 echo "PASS: console end-to-end in tmux"

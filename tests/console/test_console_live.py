@@ -55,11 +55,18 @@ async def test_table_live_updates_command_and_reconnect(server: Server) -> None:
             await until(pilot, lambda: app.screen.__class__.__name__ == "CommandMenu")
         await pilot.press("down", "down", "enter")  # Remote start, Remote stop, Soft reset
         async with asyncio.timeout(5):
-            await until(pilot, lambda: app.screen.__class__.__name__ == "CommandForm")
-        await pilot.press("enter")
-        async with asyncio.timeout(5):
             await until(pilot, lambda: app.screen.__class__.__name__ == "Confirm")
         assert "Soft reset CP-1" in str(app.screen.query_one("#question").render())
+        await pilot.press("enter")  # Enter alone answers No
+        async with asyncio.timeout(5):
+            await until(pilot, lambda: app.screen is app.main)
+        assert "Soft reset on CP-1" not in feed_text(app)
+        await pilot.press("ctrl+o")
+        async with asyncio.timeout(5):
+            await until(pilot, lambda: app.screen.__class__.__name__ == "CommandMenu")
+        await pilot.press("down", "down", "enter")
+        async with asyncio.timeout(5):
+            await until(pilot, lambda: app.screen.__class__.__name__ == "Confirm")
         await pilot.press("y")
         async with asyncio.timeout(10):
             await until(pilot, lambda: "Soft reset on CP-1: Accepted" in feed_text(app))

@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
-from voltaro.control.wire import ErrorCode
+from voltaro.control.wire import ErrorCode, redact, redact_frame_text
 from voltaro.domain.commands import (
     CommandError,
     CommandErrorCode,
@@ -99,6 +99,7 @@ class ControlOps:
             "tags.list": self.tags_list,
             "tags.add": self.tags_add,
             "tags.block": self.tags_block,
+            "tags.unblock": self.tags_unblock,
             "tags.remove": self.tags_remove,
             "transactions.list": self.transactions_list,
             "transactions.show": self.transactions_show,
@@ -149,8 +150,20 @@ class ControlOps:
             for h in history
         ]
         config = await self._db.run(commands.get_configuration, charger_id)
-        view["configuration"] = [
-            {"key": c.key, "readonly": c.readonly, "value": c.value} for c in config
+        view["configuration"] = redact(
+            [{"key": c.key, "readonly": c.readonly, "value": c.value} for c in config]
+        )
+        recent_commands = await self._db.run(commands.list_commands, charger_id, 20)
+        view["commands"] = [
+            {
+                "action": c["action"],
+                "request": redact(c["request"]),
+                "actor": c["actor"],
+                "requested_at": format_utc(c["requested_at"]) if c["requested_at"] else None,
+                "status": c["status"],
+                "error": c["error"],
+            }
+            for c in recent_commands
         ]
         set_by_operator, reported = await self._db.run(
             commands.heartbeat_interval_state, charger_id
@@ -180,7 +193,7 @@ class ControlOps:
                 "at": format_utc(f.at),
                 "action": f.action,
                 "unique_id": f.unique_id,
-                "payload": f.payload,
+                "payload": redact_frame_text(f.payload),
             }
             for f in rows
         ]
@@ -302,6 +315,15 @@ class ControlOps:
     async def tags_block(self, args: dict[str, Any], user: str) -> dict[str, Any]:
         id_tag = _text(args, "id_tag")
         tag = await self._db.run(tags.block_tag, id_tag)
+        if tag is None:
+            raise OpError(ErrorCode.NOT_FOUND, f"unknown tag {id_tag}")
+        self._hub.publish("tag.updated", {"id_tag": tag.id_tag, "status": tag.status.value})
+        return views.tag_view(tag)
+
+    async def tags_unblock(self, args: dict[str, Any], user: str) -> dict[str, Any]:
+        """A blocked tag is Accepted again (the console's and ctl's undo of tags.block)."""
+        id_tag = _text(args, "id_tag")
+        tag = await self._db.run(tags.update_tag, id_tag, status=AuthorizationStatus.ACCEPTED)
         if tag is None:
             raise OpError(ErrorCode.NOT_FOUND, f"unknown tag {id_tag}")
         self._hub.publish("tag.updated", {"id_tag": tag.id_tag, "status": tag.status.value})

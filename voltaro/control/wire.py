@@ -75,6 +75,7 @@ OPS: dict[str, Role] = {
     "tags.list": Role.VIEWER,
     "tags.add": Role.OPERATOR,  # args: {"id_tag", "status"?, "expiry"?, "parent"?}
     "tags.block": Role.OPERATOR,
+    "tags.unblock": Role.OPERATOR,  # args: {"id_tag"}: Accepted again
     "tags.remove": Role.ADMIN,
     "transactions.list": Role.VIEWER,  # args: {"active"?, "charger_id"?, "limit"?, "state"?}
     "transactions.show": Role.VIEWER,  # args: {"transaction_id"}
@@ -219,3 +220,36 @@ def event(seq: int, name: Event | str, at: str, data: dict[str, Any]) -> dict[st
 
 def resync(reason: str) -> dict[str, Any]:
     return {"type": "resync", "reason": reason}
+
+
+# Configuration keys whose values are secrets (OCPP 1.6 security whitepaper: the
+# AuthorizationKey is the charger's Basic-auth password). Never shown or logged.
+SECRET_KEYS = frozenset({"authorizationkey"})
+REDACTED = "•••• (hidden)"
+
+
+def redact(value: Any) -> Any:
+    """A copy of a JSON value with the value of every secret configuration key hidden:
+    ``{"key": "AuthorizationKey", "value": "..."}`` in ChangeConfiguration.req and in
+    GetConfiguration.conf's configurationKey list, whatever the nesting."""
+    if isinstance(value, list):
+        return [redact(v) for v in value]
+    if not isinstance(value, dict):
+        return value
+    out = {k: redact(v) for k, v in value.items()}
+    key = out.get("key")
+    if isinstance(key, str) and key.lower() in SECRET_KEYS and "value" in out:
+        out["value"] = REDACTED
+    return out
+
+
+def redact_frame_text(payload: str) -> str:
+    """A raw OCPP-J frame (JSON text) with secrets hidden; unparsable text is kept."""
+    try:
+        parsed = json.loads(payload)
+    except (ValueError, RecursionError):
+        return payload
+    redacted = redact(parsed)
+    if redacted == parsed:
+        return payload
+    return json.dumps(redacted, separators=(",", ":"), ensure_ascii=False)
