@@ -174,7 +174,9 @@ async def test_pending_chargers_stand_out_and_accept_triggers_a_boot(server: Ser
         try:
             assert (await charger.boot())["status"] == "Pending"
             async with asyncio.timeout(5):
-                await until(pilot, lambda: "1 charger waiting for acceptance" in str(sitebar.render()))
+                await until(
+                    pilot, lambda: "1 charger waiting for acceptance" in str(sitebar.render())
+                )
                 await until(pilot, lambda: "NEWBIE" in app.table.rows)
             assert cell(app, "NEWBIE", "link") == "pending"
             await pilot.press("f6")
