@@ -105,6 +105,10 @@ class Settings:
     protocol_error_limit: int = 100  # 0 disables
     protocol_error_window: float = 60.0
     abuse_backoff: float = 60.0
+    # Failed Basic-auth attempts allowed per minute (burst), per (id, source address)
+    # and per source address; beyond them HTTP 429 without running the KDF.
+    auth_failures_per_identity: int = 5
+    auth_failures_per_source: int = 20
     heartbeat_interval: int = 300  # BootNotification.conf interval when Accepted
     boot_retry_interval: int = 60  # BootNotification.conf interval when Pending/Rejected
     allow_concurrent_tx: bool = False  # False: ConcurrentTx for a tag already charging
@@ -273,6 +277,9 @@ def _validate(s: Settings) -> None:
     for name in ("protocol_error_limit", "abuse_backoff"):
         if getattr(s, name) < 0:
             raise bad(name, "must not be negative")
+    for name in ("auth_failures_per_identity", "auth_failures_per_source"):
+        if getattr(s, name) < 1:
+            raise bad(name, "must be at least 1")
     for name in (
         "handshake_timeout",
         "call_timeout",

@@ -55,22 +55,51 @@ async def test_wrong_username_fails_without_kdf() -> None:
 
 
 @pytest.mark.trio
-async def test_tarpit_per_source_never_locks_the_id(autojump_clock: trio.testing.MockClock) -> None:
-    checker = PasswordChecker(verify=lambda secret, stored: secret == b"ok", tarpit_delay=2.0)
+async def test_failures_are_limited_per_identity_and_source_never_per_identity(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    checker = PasswordChecker(verify=lambda secret, stored: secret == b"ok")
     attacker, owner = "203.0.113.9", "198.51.100.7"
     for _ in range(5):
-        start = trio.current_time()
+        assert checker.retry_after("CP1", attacker) == 0
         assert not await checker.check("CP1", "h", BAD, attacker)
-        assert trio.current_time() - start == 0
-    start = trio.current_time()
-    assert not await checker.check("CP1", "h", BAD, attacker)
-    assert trio.current_time() - start >= 2.0
+    runs = checker.kdf_runs
+    # The sixth attempt is refused before the KDF, with the time to wait.
+    assert checker.retry_after("CP1", attacker) > 0
+    assert checker.kdf_runs == runs
     # The charger itself, from its own address, is neither delayed nor locked out.
-    start = trio.current_time()
+    assert checker.retry_after("CP1", owner) == 0
     assert await checker.check("CP1", "h", BasicCredentials(b"CP1", b"ok"), owner)
-    assert trio.current_time() - start == 0
-    # The window expires.
+    # The bucket refills (5 a minute): one attempt is allowed again after 12 s.
+    await trio.sleep(13)
+    assert checker.retry_after("CP1", attacker) == 0
+
+
+@pytest.mark.trio
+async def test_one_source_trying_many_identities_is_limited(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    checker = PasswordChecker(verify=lambda secret, stored: False)
+    source = "203.0.113.9"
+    for i in range(20):
+        charger_id = f"CP{i}"
+        assert checker.retry_after(charger_id, source) == 0
+        await checker.check(charger_id, "h", BasicCredentials(charger_id.encode(), b"x"), source)
+    assert checker.retry_after("CP99", source) > 0
+    assert checker.retry_after("CP99", "192.0.2.1") == 0
+
+
+@pytest.mark.trio
+async def test_security_log_is_one_line_per_source_per_minute(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    checker = PasswordChecker(verify=lambda secret, stored: False, failures_per_source=1000)
+    for i in range(200):
+        await checker.check(f"CP{i}", "h", BAD, "203.0.113.9")
+    lines = [r for r in caplog.records if "security:" in r.getMessage()]
+    assert len(lines) == 1
     await trio.sleep(61)
-    start = trio.current_time()
-    assert not await checker.check("CP1", "h", BAD, attacker)
-    assert trio.current_time() - start == 0
+    await checker.check("CP0", "h", BAD, "203.0.113.9")
+    lines = [r.getMessage() for r in caplog.records if "security:" in r.getMessage()]
+    assert len(lines) == 3
+    assert "199 more failed authentications" in lines[1]

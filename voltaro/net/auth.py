@@ -6,8 +6,14 @@ the charge point id of the URL; the password is 16-20 raw bytes that need not be
 The KDF (scrypt, ~40 ms) runs in a worker thread. A reconnect storm of chargers with
 good credentials must not cost one KDF per connection, so successful verifications are
 cached under an HMAC of the presented secret with a per-process key (the secret itself
-is never kept). Failures are tarpitted per (id, source address) — never per id alone,
-which would let anyone lock a charger out (scale-and-security RT6).
+is never kept).
+
+Brute force (issue 11.9; scale-and-security RT6): failures are limited by two token
+buckets, one per (id, source address) and one per source address, never per id alone
+(that would let anyone lock a charger out). A source whose bucket is empty is refused
+at once, before the KDF, with HTTP 429 and Retry-After: the attempt costs no CPU and
+holds no socket. Failed attempts are logged once per source per minute, with a count,
+not once per attempt.
 """
 
 from __future__ import annotations
@@ -59,13 +65,54 @@ def parse_basic_auth(headers: list[tuple[bytes, bytes]]) -> BasicCredentials | N
 
 
 @dataclass(slots=True)
-class _Failures:
-    count: int
+class _Bucket:
+    tokens: float
+    at: float
+
+
+class FailureBuckets:
+    """Token buckets of allowed failures: ``burst`` at once, refilled at ``per_minute``."""
+
+    def __init__(self, burst: int, per_minute: float, max_tracked: int = 10000) -> None:
+        self._burst = float(burst)
+        self._rate = per_minute / 60.0
+        self._buckets: OrderedDict[object, _Bucket] = OrderedDict()
+        self._max_tracked = max_tracked
+
+    def _refilled(self, key: object, now: float) -> _Bucket | None:
+        bucket = self._buckets.get(key)
+        if bucket is not None:
+            bucket.tokens = min(self._burst, bucket.tokens + (now - bucket.at) * self._rate)
+            bucket.at = now
+        return bucket
+
+    def wait(self, key: object, now: float) -> float:
+        """Seconds until one more failure is allowed (0: allowed now)."""
+        bucket = self._refilled(key, now)
+        if bucket is None or bucket.tokens >= 1 or self._burst < 1:
+            return 0.0
+        return (1 - bucket.tokens) / self._rate if self._rate > 0 else 3600.0
+
+    def spend(self, key: object, now: float) -> None:
+        bucket = self._refilled(key, now) or _Bucket(self._burst, now)
+        bucket.tokens = max(0.0, bucket.tokens - 1)
+        self._buckets[key] = bucket
+        self._buckets.move_to_end(key)
+        while len(self._buckets) > self._max_tracked:
+            self._buckets.popitem(last=False)
+
+
+@dataclass(slots=True)
+class _SourceLog:
     window_start: float
+    failures: int = 0
+    refused: int = 0
+    ids: set[str] | None = None
 
 
 class PasswordChecker:
-    """Verifies Basic credentials against a stored hash: cached, thread-offloaded, tarpitted."""
+    """Verifies Basic credentials against a stored hash: cached, thread-offloaded, and
+    limited per (id, source) and per source."""
 
     def __init__(
         self,
@@ -73,9 +120,10 @@ class PasswordChecker:
         verify: Callable[[bytes, str], bool] = verify_password,
         cache_size: int = 8192,
         kdf_threads: int = 4,
-        free_failures: int = 5,
-        failure_window: float = 60.0,
-        tarpit_delay: float = 2.0,
+        failures_per_identity: int = 5,
+        failures_per_source: int = 20,
+        per_minute: float | None = None,
+        log_interval: float = 60.0,
         max_tracked_sources: int = 10000,
     ) -> None:
         self._verify = verify
@@ -84,19 +132,44 @@ class PasswordChecker:
         self._cache_size = cache_size
         # scrypt with n=2**14 takes 16 MiB per call: bound how many run at once.
         self._kdf_limiter = trio.CapacityLimiter(kdf_threads)
-        self._free_failures = free_failures
-        self._failure_window = failure_window
-        self._tarpit_delay = tarpit_delay
-        self._failures: OrderedDict[tuple[str, str], _Failures] = OrderedDict()
+        # Each bucket refills its burst once a minute unless told otherwise.
+        self._by_identity = FailureBuckets(
+            failures_per_identity,
+            per_minute if per_minute is not None else failures_per_identity,
+            max_tracked_sources,
+        )
+        self._by_source = FailureBuckets(
+            failures_per_source,
+            per_minute if per_minute is not None else failures_per_source,
+            max_tracked_sources,
+        )
+        self._log_interval = log_interval
+        self._source_logs: OrderedDict[str, _SourceLog] = OrderedDict()
         self._max_tracked = max_tracked_sources
         self.kdf_runs = 0
         self.failed = 0
+        self.throttled = 0
 
     def _cache_key(
         self, charger_id: str, stored_hash: str, secret: bytes
     ) -> tuple[str, str, bytes]:
         tag = hmac.new(self._key, secret, hashlib.sha256).digest()
         return (charger_id, stored_hash, tag)
+
+    def retry_after(self, charger_id: str, source: str) -> float:
+        """Seconds this (id, source) must wait before it may try again; 0 when it may.
+
+        Called before :meth:`check`; a positive answer is a refusal that costs no KDF.
+        """
+        now = trio.current_time()
+        wait = max(
+            self._by_identity.wait((charger_id, source), now),
+            self._by_source.wait(source, now),
+        )
+        if wait > 0:
+            self.throttled += 1
+            self._note(source, charger_id, refused=True)
+        return wait
 
     async def check(
         self,
@@ -105,18 +178,50 @@ class PasswordChecker:
         credentials: BasicCredentials | None,
         source: str,
     ) -> bool:
-        """True when the credentials match; a refused attempt may be delayed first."""
+        """True when the credentials match; a failure is counted against the source."""
         ok = await self._matches(charger_id, stored_hash, credentials)
         if ok:
             return True
         self.failed += 1
-        delay = self._record_failure(charger_id, source)
-        log.warning(
-            "security: failed authentication for charge point %r from %s", charger_id, source
-        )
-        if delay > 0:
-            await trio.sleep(delay)
+        now = trio.current_time()
+        self._by_identity.spend((charger_id, source), now)
+        self._by_source.spend(source, now)
+        self._note(source, charger_id, refused=False)
         return False
+
+    def _note(self, source: str, charger_id: str, *, refused: bool) -> None:
+        """One security line per source per ``log_interval``, with the counts."""
+        now = trio.current_time()
+        entry = self._source_logs.get(source)
+        if entry is not None and now - entry.window_start < self._log_interval:
+            if refused:
+                entry.refused += 1
+            else:
+                entry.failures += 1
+            if entry.ids is not None and len(entry.ids) < 5:
+                entry.ids.add(charger_id)
+            return
+        if entry is not None and (entry.failures or entry.refused):
+            log.warning(
+                "security: %d more failed authentications and %d refused attempts from %s "
+                "in the last %g s (ids: %s)",
+                entry.failures,
+                entry.refused,
+                source,
+                self._log_interval,
+                ", ".join(repr(i) for i in sorted(entry.ids or ())),
+            )
+        log.warning(
+            "security: %s authentication for charge point %r from %s%s",
+            "refused (too many failures)" if refused else "failed",
+            charger_id,
+            source,
+            f"; further attempts from {source} are summarised every {self._log_interval:g} s",
+        )
+        self._source_logs[source] = _SourceLog(window_start=now, ids=set())
+        self._source_logs.move_to_end(source)
+        while len(self._source_logs) > self._max_tracked:
+            self._source_logs.popitem(last=False)
 
     async def _matches(
         self, charger_id: str, stored_hash: str, credentials: BasicCredentials | None
@@ -140,18 +245,3 @@ class PasswordChecker:
             while len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
         return ok
-
-    def _record_failure(self, charger_id: str, source: str) -> float:
-        now = trio.current_time()
-        key = (charger_id, source)
-        entry = self._failures.get(key)
-        if entry is None or now - entry.window_start > self._failure_window:
-            entry = _Failures(count=0, window_start=now)
-        entry.count += 1
-        self._failures[key] = entry
-        self._failures.move_to_end(key)
-        while len(self._failures) > self._max_tracked:
-            self._failures.popitem(last=False)
-        if entry.count <= self._free_failures:
-            return 0.0
-        return self._tarpit_delay

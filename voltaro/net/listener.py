@@ -87,7 +87,10 @@ class OcppListener:
         self._directory = directory
         self._backend_factory = backend_factory
         self._connection_factory = connection_factory
-        self.passwords = password_checker or PasswordChecker()
+        self.passwords = password_checker or PasswordChecker(
+            failures_per_identity=settings.auth_failures_per_identity,
+            failures_per_source=settings.auth_failures_per_source,
+        )
         self._open = 0  # sockets past the HTTP request, handshake or session
         self._closing = False
         self._sessions_done = trio.Event()
@@ -235,6 +238,14 @@ class OcppListener:
         ):
             return Refusal(400, f"no subprotocol offered; {SUBPROTOCOL} required")
         if record is not None and record.password_hash:
+            retry = self.passwords.retry_after(charger_id, _source_address(remote))
+            if retry > 0:
+                # Issue 11.9: too many failures from this source; no KDF is spent.
+                return Refusal(
+                    429,
+                    "too many failed authentications; retry later",
+                    ((b"Retry-After", str(int(retry) + 1).encode()),),
+                )
             credentials = parse_basic_auth(request.headers)
             ok = await self.passwords.check(
                 charger_id, record.password_hash, credentials, _source_address(remote)
