@@ -95,7 +95,8 @@ class Settings:
     handshake_timeout: float = 10.0
     ping_interval: float = 60.0  # 0 disables server pings
     ping_timeout: float = 30.0
-    max_connections: int = 20000
+    max_connections: int = 20000  # lowered at start to fit the open-file limit
+    max_pending_per_ip: int = 20  # sockets per source address not yet upgraded
     call_timeout: float = 30.0  # how long we wait for a charger to answer our CALL
     send_timeout: float = 10.0  # a send blocked longer: the charger stopped reading
     # A command waiting longer for the charger's earlier commands is given up, unsent.
@@ -294,7 +295,7 @@ def _validate(s: Settings) -> None:
     for name in ("ping_interval", "db_retry_seconds"):
         if getattr(s, name) < 0:
             raise bad(name, "must not be negative")
-    for name in ("heartbeat_interval", "max_connections", "db_pool_size"):
+    for name in ("heartbeat_interval", "max_connections", "db_pool_size", "max_pending_per_ip"):
         if getattr(s, name) < 1:
             raise bad(name, "must be at least 1")
     for name in ("frame_log_rate", "frame_log_bytes_per_second", "frame_log_max_rows"):

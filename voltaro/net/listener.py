@@ -12,6 +12,7 @@ trio-websocket ends the whole server if a handler raises (trio-and-the-ocpp-libr
 from __future__ import annotations
 
 import logging
+import resource
 import socket
 from dataclasses import dataclass
 from typing import cast
@@ -22,11 +23,17 @@ from trio_websocket import (
     Endpoint,
     WebSocketConnection,
     WebSocketRequest,
-    serve_websocket,
+    WebSocketServer,
 )
 
 from voltaro.domain.model import RegistrationStatus
 from voltaro.domain.ports import StorageUnavailable
+from voltaro.net.admission import (
+    FD_RESERVE,
+    GuardedListener,
+    PendingSockets,
+    effective_max_connections,
+)
 from voltaro.net.auth import PasswordChecker, parse_basic_auth
 from voltaro.net.directory import BackendFactory, ChargerDirectory, ConnectionFactory
 from voltaro.net.identity import InvalidIdentity, charger_id_from_path
@@ -97,6 +104,9 @@ class OcppListener:
         self._sessions_done.set()
         self._live_sessions = 0
         self.refused: dict[int, int] = {}
+        self._max_connections = settings.max_connections
+        self._pending = PendingSockets()
+        self.guards: list[GuardedListener] = []
         # Identities cut off for abuse -> when they may reconnect (trio clock).
         self._abusers: dict[str, float] = {}
         self.crashed = 0
@@ -110,31 +120,50 @@ class OcppListener:
     ) -> None:
         """Listen; ``task_status.started`` gets the bound (host, port) pairs."""
         s = self._settings
-
-        async def serve(*, task_status: trio.TaskStatus[object]) -> None:
-            await serve_websocket(
-                self._handle,
-                s.host,
-                s.port,
-                None,
-                max_message_size=s.max_message_size,
-                connect_timeout=s.handshake_timeout,
-                disconnect_timeout=CLOSE_BUDGET * 2,
-                task_status=task_status,
+        self._max_connections, nofile = effective_max_connections(s.max_connections)
+        log.info(
+            "max_connections = %d (configured %d, open-file limit %s, %d kept for other use)",
+            self._max_connections,
+            s.max_connections,
+            "unlimited" if nofile == resource.RLIM_INFINITY else nofile,
+            FD_RESERVE,
+        )
+        listeners = await trio.open_tcp_listeners(s.port, host=s.host)
+        guarded = [
+            GuardedListener(
+                inner,
+                max_pending_per_ip=s.max_pending_per_ip,
+                max_connections=self._max_connections,
+                live_sessions=lambda: self._live_sessions,
+                pending=self._pending.by_address,
             )
-
+            for inner in listeners
+        ]
+        self.guards = guarded
+        server = WebSocketServer(
+            self._handle,
+            guarded,  # type: ignore[arg-type]  # a Listener[SocketStream], as it expects
+            max_message_size=s.max_message_size,
+            connect_timeout=s.handshake_timeout,
+            disconnect_timeout=CLOSE_BUDGET * 2,
+        )
         async with trio.open_nursery() as nursery:
-            server = await nursery.start(serve)
+            await nursery.start(server.run)
+            nursery.start_soon(self._sweep_pending)
             bound = [
-                (str(ep.address), int(ep.port))
-                for ep in server.listeners
-                if isinstance(ep, Endpoint)
+                (str(address), int(port))
+                for address, port, *_ in (g.socket.getsockname() for g in guarded)
             ]
             log.info(
                 "listening for OCPP 1.6J chargers on %s",
                 ", ".join(charger_url(host, port) for host, port in bound),
             )
             task_status.started(bound)
+
+    async def _sweep_pending(self) -> None:
+        while True:
+            await trio.sleep(5.0)
+            self._pending.sweep()
 
     async def shutdown(self, *, code: int = CLOSE_GOING_AWAY, grace: float) -> None:
         """Refuse new chargers; let live sessions finish their answers for up to ``grace``;
@@ -172,6 +201,12 @@ class OcppListener:
             log.exception("handshake failed for %s", request.path)
         finally:
             self._open -= 1
+            self._forget_pending(request)
+
+    def _forget_pending(self, request: WebSocketRequest) -> None:
+        remote = request.remote
+        if isinstance(remote, Endpoint):
+            self._pending.upgraded(str(remote.address), int(remote.port))
 
     async def _handle_request(self, request: WebSocketRequest, remote: str) -> None:
         with trio.move_on_after(self._settings.handshake_timeout) as handshake:
@@ -185,6 +220,7 @@ class OcppListener:
                 await self._refuse(request, decision, remote)
                 return
             ws = await request.accept(subprotocol=decision.subprotocol)
+            self._forget_pending(request)
         except (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             # The client gave up during the handshake: a normal disconnect, nothing to
             # answer (issue 10 §2.5).
@@ -209,7 +245,7 @@ class OcppListener:
         s = self._settings
         if self._closing:
             return Refusal(503, "server shutting down")
-        if self._open > s.max_connections:
+        if self._open > self._max_connections:
             return Refusal(503, "too many connections")
         try:
             charger_id = charger_id_from_path(request.path)

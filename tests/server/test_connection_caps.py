@@ -1,0 +1,94 @@
+"""Issue 11.8: idle sockets that never finish the upgrade cannot crowd chargers out."""
+
+from __future__ import annotations
+
+import resource
+import select
+import socket
+import time
+
+import trio
+from listener_support import open_charger, serving
+
+from voltaro.net.admission import effective_max_connections
+from voltaro.net.directory import ChargerRecord, MemoryDirectory
+from voltaro.settings import Settings
+
+BASE = Settings(
+    host="127.0.0.1", port=0, ping_interval=0, handshake_timeout=30, max_pending_per_ip=5
+)
+
+
+def _idle_sockets(port: int, count: int, source: str) -> list[socket.socket]:
+    out = []
+    for _ in range(count):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.bind((source, 0))
+        sock.connect(("127.0.0.1", port))
+        out.append(sock)
+    return out
+
+
+def _closed_by_server(sockets: list[socket.socket], expected: int, timeout: float) -> int:
+    """Wait until ``expected`` sockets see EOF/reset (or the timeout); how many did."""
+    closed: set[socket.socket] = set()
+    end = time.monotonic() + timeout
+    while len(closed) < expected and time.monotonic() < end:
+        readable, _, _ = select.select(
+            [s for s in sockets if s not in closed], [], [], max(0.0, end - time.monotonic())
+        )
+        for sock in readable:
+            try:
+                if sock.recv(1) == b"":
+                    closed.add(sock)
+            except ConnectionResetError:
+                closed.add(sock)
+    return len(closed)
+
+
+async def test_pending_sockets_per_address_are_capped() -> None:
+    directory = MemoryDirectory([ChargerRecord("CP-1")])
+    async with serving(BASE, directory) as srv:
+        port = int(srv.base.rsplit(":", 1)[1])
+        idle = await trio.to_thread.run_sync(_idle_sockets, port, 12, "127.0.0.2")
+        try:
+            closed = await trio.to_thread.run_sync(_closed_by_server, idle, 7, 10.0)
+            assert closed == 7
+            assert sum(g.refused_per_ip for g in srv.listener.guards) == 7
+            # The five within the cap are still open (waiting for their HTTP request),
+            # and a charger from another address is not affected.
+            assert await trio.to_thread.run_sync(_closed_by_server, idle, 8, 0.2) == 7
+            async with await open_charger(srv.url("/ocpp/CP-1")) as hs:
+                assert hs.status == 101
+        finally:
+            for sock in idle:
+                sock.close()
+
+
+async def test_pending_sockets_count_against_the_global_cap() -> None:
+    settings = Settings(
+        host="127.0.0.1",
+        port=0,
+        ping_interval=0,
+        handshake_timeout=30,
+        max_pending_per_ip=100,
+        max_connections=6,
+    )
+    async with serving(settings, MemoryDirectory([ChargerRecord("CP-1")])) as srv:
+        port = int(srv.base.rsplit(":", 1)[1])
+        idle = await trio.to_thread.run_sync(_idle_sockets, port, 9, "127.0.0.3")
+        try:
+            assert await trio.to_thread.run_sync(_closed_by_server, idle, 3, 10.0) == 3
+            assert sum(g.refused_global for g in srv.listener.guards) == 3
+        finally:
+            for sock in idle:
+                sock.close()
+
+
+def test_max_connections_fits_the_open_file_limit() -> None:
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    cap, limit = effective_max_connections(10**9)
+    assert limit >= soft
+    if limit != resource.RLIM_INFINITY:
+        assert cap <= limit - 256
+    assert effective_max_connections(5)[0] == 5
