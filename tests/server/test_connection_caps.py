@@ -78,8 +78,9 @@ async def test_pending_sockets_count_against_the_global_cap() -> None:
         port = int(srv.base.rsplit(":", 1)[1])
         idle = await trio.to_thread.run_sync(_idle_sockets, port, 9, "127.0.0.3")
         try:
-            assert await trio.to_thread.run_sync(_closed_by_server, idle, 3, 10.0) == 3
-            assert sum(g.refused_global for g in srv.listener.guards) == 3
+            # 6 + 5 % (at least one) are held; the other two are closed at accept.
+            assert await trio.to_thread.run_sync(_closed_by_server, idle, 2, 10.0) == 2
+            assert sum(g.refused_global for g in srv.listener.guards) == 2
         finally:
             for sock in idle:
                 sock.close()

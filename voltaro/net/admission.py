@@ -10,7 +10,8 @@ process runs out of descriptors trio logs a traceback on every accept attempt.
 - a source address may hold at most ``max_pending_per_ip`` sockets that have not
   finished the upgrade; more are closed at once;
 - sockets not yet upgraded count against ``max_connections`` together with the live
-  sessions; beyond it new sockets are closed at once;
+  sessions; up to 5 % beyond it they get their HTTP 503 from the handshake, further
+  ones are closed at once;
 - EMFILE/ENFILE/ENOBUFS/ENOMEM on accept: back off (50 ms doubling to 1 s) and log one
   line per 10 s with a count, no traceback.
 
@@ -69,7 +70,9 @@ class GuardedListener(trio.abc.Listener[trio.SocketStream]):
         self.inner = inner
         self.socket = inner.socket
         self._max_pending_per_ip = max_pending_per_ip
-        self._max_connections = max_connections
+        # Up to max_connections (+5 %) a socket is accepted and the handshake answers
+        # 503 when the sessions are full (chargers back off on it); beyond, closed here.
+        self._hard_cap = max_connections + max(1, max_connections // 20)
         self._live_sessions = live_sessions
         # source address -> {remote port: stream}: shared by every listener of a server.
         self._pending = pending
@@ -105,7 +108,7 @@ class GuardedListener(trio.abc.Listener[trio.SocketStream]):
         if len(mine) >= self._max_pending_per_ip:
             self.refused_per_ip += 1
             return False
-        if self.pending_total() + self._live_sessions() >= self._max_connections:
+        if self.pending_total() + self._live_sessions() >= self._hard_cap:
             self.refused_global += 1
             return False
         mine[port] = stream

@@ -186,6 +186,7 @@ class OcppListener:
 
     async def _handle(self, request: WebSocketRequest) -> None:
         self._open += 1
+        remote: str | None = None
         try:
             try:
                 # Read once: getpeername() fails (ENOTCONN) once the peer has hung up.
@@ -201,12 +202,15 @@ class OcppListener:
             log.exception("handshake failed for %s", request.path)
         finally:
             self._open -= 1
-            self._forget_pending(request)
+            self._forget_pending(remote)
 
-    def _forget_pending(self, request: WebSocketRequest) -> None:
-        remote = request.remote
-        if isinstance(remote, Endpoint):
-            self._pending.upgraded(str(remote.address), int(remote.port))
+    def _forget_pending(self, remote: str | None) -> None:
+        """This socket is upgraded or finished: it no longer counts as pending."""
+        if remote is None or ":" not in remote:
+            return
+        address, _, port = remote.rpartition(":")
+        if port.isdigit():
+            self._pending.upgraded(address, int(port))
 
     async def _handle_request(self, request: WebSocketRequest, remote: str) -> None:
         with trio.move_on_after(self._settings.handshake_timeout) as handshake:
@@ -220,7 +224,7 @@ class OcppListener:
                 await self._refuse(request, decision, remote)
                 return
             ws = await request.accept(subprotocol=decision.subprotocol)
-            self._forget_pending(request)
+            self._forget_pending(remote)
         except (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             # The client gave up during the handshake: a normal disconnect, nothing to
             # answer (issue 10 §2.5).
