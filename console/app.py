@@ -58,6 +58,7 @@ from voltaro.control import wire
 FLUSH_EVERY = 0.25  # seconds between batched table redraws
 POWER_SAMPLE_EVERY = 60.0  # one sparkline sample a minute: the bar shows the last hour
 AGES_EVERY = 5.0  # "last seen 12s ago" is redrawn this often
+FRAMES_PER_TURN = 200  # events handled before keys and redraws get their turn
 
 
 def utc_now() -> datetime:
@@ -156,12 +157,8 @@ class ConsoleApp(App[None]):
     BINDINGS = [Binding("ctrl+q", "quit", "Quit", priority=True)]
     COMMANDS = App.COMMANDS | {ChargerCommands}
 
-    class Frame(Message):
-        """A frame from the server (event or resync marker), posted by the link reader."""
-
-        def __init__(self, frame: dict[str, Any]) -> None:
-            super().__init__()
-            self.frame = frame
+    class Frames(Message):
+        """Frames from the server (events, resync markers) wait in the inbox."""
 
     class Link(Message):
         """The link connected or went down."""
@@ -186,6 +183,9 @@ class ConsoleApp(App[None]):
         self._resync_wanted = False
         self._resyncing = False
         self._replay: list[tuple[str, dict[str, Any], str | None]] = []
+        self._inbox: deque[dict[str, Any]] = deque()
+        self._inbox_posted = False
+        self._cells: dict[str, tuple[Any, ...]] = {}
         self.power_history: deque[float] = deque(maxlen=60)
         self.feed_lines: deque[FeedLine] = deque(maxlen=5000)
         self.main = MainScreen()
@@ -246,7 +246,13 @@ class ConsoleApp(App[None]):
     @work(exclusive=True, group="link")
     async def follow_server(self) -> None:
         def on_frame(frame: dict[str, Any]) -> None:
-            self.post_message(self.Frame(frame))  # only posts: the reader never waits
+            # Only queues and posts: the reader never waits. One message carries every
+            # frame that arrived meanwhile (one message per frame cost more than the
+            # frames themselves at hundreds of meter values a second).
+            self._inbox.append(frame)
+            if not self._inbox_posted:
+                self._inbox_posted = True
+                self.post_message(self.Frames())
 
         def on_state(state: LinkState) -> None:
             self.post_message(self.Link(state))
@@ -318,9 +324,17 @@ class ConsoleApp(App[None]):
             self._resyncing = False
             self._replay = []
 
-    @on(Frame)
-    def _on_frame(self, message: Frame) -> None:
-        frame = message.frame
+    @on(Frames)
+    def _on_frames(self, message: Frames) -> None:
+        """Handle a bounded batch, then let keys and redraws in before the next one."""
+        self._inbox_posted = False
+        for _ in range(min(len(self._inbox), FRAMES_PER_TURN)):
+            self._on_frame(self._inbox.popleft())
+        if self._inbox and not self._inbox_posted:
+            self._inbox_posted = True
+            self.post_message(self.Frames())
+
+    def _on_frame(self, frame: dict[str, Any]) -> None:
         if frame["type"] == "resync":
             self.log_feed(
                 FeedLine(
@@ -424,9 +438,11 @@ class ConsoleApp(App[None]):
         selected = self.selected()
         if order != self._order:
             table.clear()
+            self._cells = {}
             for charger_id in order:
                 cells = charger_cells(self.site.chargers[charger_id], now, stale=self.stale)
                 table.add_row(*cells, key=charger_id)
+                self._cells[charger_id] = tuple(_signature(c) for c in cells)
             self._order = order
             if selected is not None and selected in table.rows:
                 table.move_cursor(row=table.get_row_index(selected), scroll=True)
@@ -436,8 +452,13 @@ class ConsoleApp(App[None]):
                 if charger is None or charger_id not in table.rows:
                     continue
                 cells = charger_cells(charger, now, stale=self.stale)
-                for (_, key), value in zip(CHARGER_COLUMNS, cells, strict=True):
-                    table.update_cell(charger_id, key, value)
+                before = self._cells.get(charger_id, ())
+                after = tuple(_signature(c) for c in cells)
+                # Only the cells that look different: a meter value changes two or three.
+                for n, ((_, key), value) in enumerate(zip(CHARGER_COLUMNS, cells, strict=True)):
+                    if n >= len(before) or before[n] != after[n]:
+                        table.update_cell(charger_id, key, value)
+                self._cells[charger_id] = after
         if selected is None or selected in self._dirty or self.selected() != selected:
             self._show_connectors()
         self._dirty.clear()
@@ -690,5 +711,6 @@ def _sessions(charger: Charger | None) -> dict[int, int]:
     return {t.transaction_id: t.connector_id for t in charger.sessions.values()}
 
 
-def _text(value: str) -> Text:
-    return Text(value)
+def _signature(cell: Text) -> tuple[str, str, tuple[Any, ...]]:
+    """What a cell looks like, to skip redrawing cells that did not change."""
+    return (cell.plain, str(cell.style), tuple(cell.spans))

@@ -102,11 +102,12 @@ echo "ok: server back: banner gone, the charger counted online again without F5"
 if [ -n "$PGDB" ]; then
   psql "$PG_ADMIN" -qc "ALTER DATABASE \"$PGDB\" ALLOW_CONNECTIONS false" >/dev/null
   psql "$PG_ADMIN" -qc "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname='$PGDB'" >/dev/null
-  expect "DATABASE DOWN" 20
+  expect "Chargers get errors" 20                   # the banner (the feed keeps history)
+  expect "online · DATABASE DOWN" 5                # the header
   echo "ok: database outage: banner and header say DATABASE DOWN"
   psql "$PG_ADMIN" -qc "ALTER DATABASE \"$PGDB\" ALLOW_CONNECTIONS true" >/dev/null
-  expect_gone "DATABASE DOWN" 20
-  expect "db ok" 5
+  expect_gone "Chargers get errors" 20
+  expect "online · db ok" 5
   echo "ok: database back: banner gone"
 else
   echo "skip: database outage (set VOLTARO_E2E_POSTGRES_URL to include it)"
