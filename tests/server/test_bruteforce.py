@@ -27,3 +27,25 @@ async def test_guessing_is_refused_with_429_before_the_kdf() -> None:
         # Refused attempts cost no KDF run (and so no CPU and no wait in its queue).
         assert srv.listener.passwords.kdf_runs == runs
         assert not srv.registry.is_connected("SEC-1")
+
+
+async def test_parallel_guesses_cannot_all_slip_past_the_limit() -> None:
+    import trio
+
+    directory = MemoryDirectory(
+        [ChargerRecord("SEC-1", password_hash=hash_password(b"correct horse battery"))]
+    )
+    statuses: list[int] = []
+    async with serving(BASE, directory) as srv:
+        url = srv.url("/ocpp/SEC-1")
+
+        async def attempt(i: int) -> None:
+            async with await open_charger(url, headers=basic(b"SEC-1", b"p%d" % i)) as hs:
+                statuses.append(hs.status)
+
+        async with trio.open_nursery() as nursery:
+            for i in range(15):
+                nursery.start_soon(attempt, i)
+        assert statuses.count(401) == 5
+        assert statuses.count(429) == 10
+        assert srv.listener.passwords.kdf_runs == 5

@@ -93,6 +93,11 @@ class FailureBuckets:
             return 0.0
         return (1 - bucket.tokens) / self._rate if self._rate > 0 else 3600.0
 
+    def refund(self, key: object, now: float) -> None:
+        bucket = self._refilled(key, now)
+        if bucket is not None:
+            bucket.tokens = min(self._burst, bucket.tokens + 1)
+
     def spend(self, key: object, now: float) -> None:
         bucket = self._refilled(key, now) or _Bucket(self._burst, now)
         bucket.tokens = max(0.0, bucket.tokens - 1)
@@ -178,14 +183,22 @@ class PasswordChecker:
         credentials: BasicCredentials | None,
         source: str,
     ) -> bool:
-        """True when the credentials match; a failure is counted against the source."""
-        ok = await self._matches(charger_id, stored_hash, credentials)
-        if ok:
-            return True
-        self.failed += 1
+        """True when the credentials match; a failure is counted against the source.
+
+        The failure is reserved before the KDF runs and given back on success, so that
+        parallel attempts cannot all pass :meth:`retry_after` while the first ones are
+        still being verified.
+        """
         now = trio.current_time()
         self._by_identity.spend((charger_id, source), now)
         self._by_source.spend(source, now)
+        ok = await self._matches(charger_id, stored_hash, credentials)
+        if ok:
+            now = trio.current_time()
+            self._by_identity.refund((charger_id, source), now)
+            self._by_source.refund(source, now)
+            return True
+        self.failed += 1
         self._note(source, charger_id, refused=False)
         return False
 
