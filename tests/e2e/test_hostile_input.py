@@ -316,3 +316,20 @@ async def test_frames_persist_through_the_recent_frames_query(server: RunningSer
     await cp.close()
     recent = await eventually(lambda: server.run(frames.recent_frames, "CP-1", limit=10))
     assert {f.direction for f in recent} == {"in", "out"}
+
+
+async def test_operators_cannot_add_ids_the_handshake_would_refuse(
+    server: RunningServer,
+) -> None:
+    assert server.addresses.control_socket is not None
+    client = await ControlClient.connect(server.addresses.control_socket)
+    for bad in ("\u00c5", "A\u030a", "\u0421P-1", "CP-1 ", "CP-1\u00a0", "a\nb"):
+        answer = await client.request("chargers.add", {"charger_id": bad})
+        assert answer["ok"] is False, bad
+        assert answer["error"]["code"] == "bad_arguments"
+    good = await client.request("chargers.add", {"charger_id": "RDAM 123"})
+    assert good["ok"], good
+    await client.aclose()
+    cp = await RawCharger.connect(f"{server.url}/RDAM%20123")
+    assert (await cp.boot())["status"] == "Accepted"
+    await cp.close()

@@ -17,6 +17,7 @@ from voltaro.domain.commands import (
 from voltaro.domain.credentials import password_bytes
 from voltaro.domain.model import AuthorizationStatus, RegistrationStatus, TransactionState
 from voltaro.domain.timestamps import format_utc, parse_timestamp
+from voltaro.net.identity import identity_problem
 from voltaro.net.registry import Registry
 from voltaro.protocol.callerrors import CallErrorLog
 from voltaro.service import views
@@ -200,10 +201,10 @@ class ControlOps:
 
     async def chargers_add(self, args: dict[str, Any], user: str) -> dict[str, Any]:
         charger_id = _text(args, "charger_id")
-        if len(charger_id) > 48 or not charger_id.isprintable() or "/" in charger_id:
-            raise OpError(
-                ErrorCode.BAD_ARGUMENTS, "charger id must be 1-48 printable characters without '/'"
-            )
+        problem = identity_problem(charger_id)
+        if problem is not None:
+            # The handshake's rule (issue 11.11): an id it would refuse cannot be added.
+            raise OpError(ErrorCode.BAD_ARGUMENTS, problem.replace("the URL ends without a", "no"))
         password = args.get("password")
         if password is not None and (not isinstance(password, str) or not password):
             raise OpError(ErrorCode.BAD_ARGUMENTS, "password must be a non-empty string")

@@ -43,18 +43,27 @@ def charger_id_from_path(target: str) -> str:
         identity = unquote(segment, encoding="utf-8", errors="strict")
     except UnicodeDecodeError:
         raise InvalidIdentity("the charge point id is not valid UTF-8") from None
+    problem = identity_problem(identity)
+    if problem is not None:
+        raise InvalidIdentity(problem)
+    return unicodedata.normalize("NFC", identity)
+
+
+def identity_problem(identity: str) -> str | None:
+    """Why ``identity`` is not a usable charge point id, or None when it is.
+
+    The same rule for the handshake and for operators adding chargers, so that no
+    charger can be registered under an id it could never connect with.
+    """
     if not identity:
-        raise InvalidIdentity("the URL ends without a charge point id")
+        return "the URL ends without a charge point id"
     if len(identity) > MAX_IDENTITY_LENGTH:
-        raise InvalidIdentity(
-            f"the charge point id is longer than {MAX_IDENTITY_LENGTH} characters"
-        )
+        return f"the charge point id is longer than {MAX_IDENTITY_LENGTH} characters"
     if any(unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp", "Cs") for ch in identity):
-        raise InvalidIdentity("the charge point id contains control characters")
-    identity = unicodedata.normalize("NFC", identity)
-    if SAFE_IDENTITY.fullmatch(identity) is None:
-        raise InvalidIdentity(
+        return "the charge point id contains control characters"
+    if SAFE_IDENTITY.fullmatch(unicodedata.normalize("NFC", identity)) is None:
+        return (
             "the charge point id may hold only ASCII letters, digits, - _ . : * = + | @ "
             "and single inner spaces"
         )
-    return identity
+    return None
