@@ -72,10 +72,19 @@ class ApiToken:
     name: str = ""
 
 
+SYSTEM_CONTROL_DIR = Path("/run/voltaro")
+
+
 def default_control_socket() -> str:
-    """The control socket lives in a runtime directory owned by the service user."""
-    if os.geteuid() == 0:
-        return "/run/voltaro/control.sock"
+    """The control socket lives in a runtime directory owned by the service user.
+
+    The system server's (root, or the systemd unit's RuntimeDirectory=voltaro) is
+    /run/voltaro; when that directory exists every user looks there, so operators in
+    the control group find the system server without --socket. Otherwise a per-user
+    server: $XDG_RUNTIME_DIR/voltaro, else /tmp/voltaro-UID (checked: ours, 0750).
+    """
+    if os.geteuid() == 0 or SYSTEM_CONTROL_DIR.is_dir():
+        return str(SYSTEM_CONTROL_DIR / "control.sock")
     runtime = os.environ.get("XDG_RUNTIME_DIR")
     if runtime:
         return str(Path(runtime) / "voltaro" / "control.sock")

@@ -47,6 +47,33 @@ class CtlError(Exception):
         self.message = message
 
 
+def check_socket_directory(path: str) -> None:
+    """Refuse a socket whose directory someone else could have planted (issue 13, 5.6).
+
+    A directory writable by others lets anyone swap in a socket of their own and read
+    what we send (``chargers add --password``); the per-user fallback /tmp/voltaro-UID
+    must moreover be our own.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        info = os.stat(directory)
+    except OSError:
+        return  # no directory: connecting fails with "server not running"
+    if info.st_mode & 0o022:
+        raise CtlError(
+            1,
+            f"refusing {path}: its directory is writable by others (mode "
+            f"{info.st_mode & 0o7777:o}); someone may have replaced the socket",
+        )
+    fallback = f"/tmp/voltaro-{os.geteuid()}"
+    if directory == fallback and info.st_uid != os.geteuid():
+        raise CtlError(
+            1,
+            f"refusing {path}: {fallback} belongs to uid {info.st_uid}, not to you; "
+            "someone may have replaced the socket",
+        )
+
+
 class Client:
     """A blocking JSON-lines client (no trio needed for a one-shot CLI)."""
 
@@ -54,6 +81,7 @@ class Client:
         # --wait: a server that is still starting has no socket yet (or a stale one);
         # retry until it answers, like pg_isready -t, so scripts need no sleep.
         deadline = time.monotonic() + wait
+        check_socket_directory(path)
         while True:
             self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             self._sock.settimeout(timeout)

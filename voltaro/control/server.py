@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import grp
 import logging
 import os
 import socket
@@ -38,32 +39,80 @@ MUTATING = frozenset(op for op, role in wire.OPS.items() if role is not wire.Rol
 }
 
 
-def _prepare_path(path: Path) -> None:
+def check_directory(directory: Path) -> None:
+    """Refuse a socket directory that someone else could control (issue 13, 5.6).
+
+    It must belong to us (or root, as /run does) and be writable by nobody else: another
+    local user who pre-created ``/tmp/voltaro-UID`` world-writable could otherwise swap
+    in a socket of their own and read what clients send (passwords included).
+    """
+    info = directory.stat()
+    if info.st_uid not in (os.geteuid(), 0):
+        raise OSError(
+            errno.EPERM,
+            f"{directory} belongs to uid {info.st_uid}, not to this user: refusing it "
+            "(someone else may control it); remove it or choose another control_socket",
+        )
+    if info.st_mode & 0o022:
+        raise OSError(
+            errno.EPERM,
+            f"{directory} is writable by others (mode {info.st_mode & 0o7777:o}): refusing it; "
+            f"chmod 750 {directory} or choose another control_socket",
+        )
+
+
+def _prepare_path(path: Path) -> bool:
+    """Check (or create) the socket's directory and clear a stale socket.
+
+    Returns whether the directory is Voltaro's own (created now, or named voltaro*), which
+    is the only kind whose group we change.
+    """
+    created = not path.parent.exists()
     path.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
+    check_directory(path.parent)
+    own = created or path.parent.name.startswith("voltaro")
     if not path.exists():
-        return
+        return own
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         probe.settimeout(1)
         probe.connect(str(path))
     except OSError:
         path.unlink()  # a stale socket from a previous run
-        return
+        return own
     finally:
         probe.close()
     raise OSError(errno.EADDRINUSE, f"another server is listening on {path}")
 
 
-def bind_control_socket(path: str) -> socket.socket:
-    """Create the listening socket: 0750 directory, 0660 socket, no permission window."""
+def _group_id(name: str) -> int:
+    try:
+        return grp.getgrnam(name).gr_gid
+    except KeyError:
+        raise OSError(errno.EINVAL, f"unknown group {name} (setting control_group)") from None
+
+
+def bind_control_socket(path: str, group: str = "") -> socket.socket:
+    """Create the listening socket: 0750 directory, 0660 socket, no permission window.
+
+    With ``group`` (setting control_group) the socket and its directory belong to that
+    group, so its members can reach the socket; their role still comes from the
+    viewer/operator/admin group settings.
+    """
     target = Path(path)
-    _prepare_path(target)
+    gid = _group_id(group) if group else None
+    own_directory = _prepare_path(target)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     old_umask = os.umask(0o117)  # the socket is born 0660
     try:
         sock.bind(str(target))
     finally:
         os.umask(old_umask)
+    if gid is not None:
+        os.chown(target, -1, gid)
+        if own_directory:  # never regroup a shared directory such as /run or /tmp
+            os.chown(target.parent, -1, gid)
+            os.chmod(target.parent, 0o750)
     sock.listen(64)
     return sock
 
@@ -85,7 +134,7 @@ class ControlServer:
 
     async def run(self, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
         path = self._settings.control_socket
-        sock = bind_control_socket(path)
+        sock = bind_control_socket(path, self._settings.control_group)
         listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
         log.info("control socket at %s", path)
         try:
@@ -169,6 +218,17 @@ class ControlServer:
                 or needed
             )
         if not role.allows(needed):
+            # Refusals are audited like the allowed mutations (who tried what).
+            log.warning(
+                "control refused user=%s uid=%d pid=%d op=%s needs=%s role=%s args=%s",
+                peer.user,
+                peer.uid,
+                peer.pid,
+                request.op,
+                needed,
+                role,
+                _redacted(request.args),
+            )
             await send(
                 wire.error(
                     request.id,
