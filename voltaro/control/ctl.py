@@ -17,6 +17,7 @@ import socket
 import sys
 import time
 from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
 from typing import Any, NoReturn
 
 from voltaro.control import wire
@@ -38,6 +39,7 @@ EXIT = {
     "unavailable": 11,
 }
 EXIT_NO_SERVER = 3
+_CODE_OF_EXIT = {1: "error", 2: "bad_arguments", 3: "no_server", 4: "forbidden"}
 
 
 class CtlError(Exception):
@@ -145,8 +147,115 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
+# Every command and action with its one-line description, in the groups of `--help`.
+GROUPS: dict[str, dict[str, str]] = {
+    "Server": {
+        "status": "server version, uptime, database state and counts",
+        "events": "follow the live event stream until Ctrl-C",
+    },
+    "Chargers": {
+        "chargers": "registered chargers (actions below)",
+        "chargers list": "every charger: state, registration, connectors, last seen",
+        "chargers show": "one charger: connectors, status history, configuration, sessions",
+        "chargers frames": "the charger's latest OCPP frames from the frame log",
+        "chargers add": "register a charger (optionally with a password)",
+        "chargers remove": "unregister a charger (closes its connection)",
+        "chargers accept": "accept a Pending charger",
+        "chargers reject": "reject a charger (closes its connection)",
+    },
+    "Tags": {
+        "tags": "RFID / id tags (actions below)",
+        "tags list": "every id tag with its status, expiry and parent",
+        "tags add": "add an id tag that may charge",
+        "tags block": "block an id tag",
+        "tags remove": "delete an id tag",
+    },
+    "Sessions": {
+        "transactions": "charging sessions (actions below)",
+        "transactions list": "sessions, latest first, with their energy",
+        "transactions show": "one session with its meter values",
+        "transactions close": "close a session whose stop never came (audited)",
+        "transactions stops": "stops kept for reconciliation (orphan/foreign/conflict)",
+    },
+    "Commands to a charger": {
+        "remote-start": "start a session for a tag (RemoteStartTransaction)",
+        "remote-stop": "stop a session (RemoteStopTransaction)",
+        "reset": "reboot the charger (Reset; --hard needs admin)",
+        "unlock": "unlock a connector (UnlockConnector)",
+        "availability": "make a connector operative or inoperative (ChangeAvailability)",
+        "get-config": "read configuration keys (GetConfiguration)",
+        "set-config": "change a configuration key (ChangeConfiguration; admin)",
+        "clear-cache": "clear the authorization cache (ClearCache)",
+        "data-transfer": "send vendor-specific data (DataTransfer)",
+        "trigger": "ask the charger to send a message (TriggerMessage)",
+    },
+}
+HELP = {name: text for group in GROUPS.values() for name, text in group.items()}
+
+EXAMPLES = """examples:
+  voltaro ctl status
+  voltaro ctl chargers add CP-1 --password 'a-long-secret'
+  voltaro ctl tags add 04A1B2C3 --expiry 2026-12-31T23:59:59Z
+  voltaro ctl transactions list --active --json
+  voltaro ctl remote-start CP-1 04A1B2C3 --connector 1
+  voltaro ctl availability CP-1 2 inoperative
+  voltaro ctl get-config CP-1 HeartbeatInterval
+
+--json may come anywhere; errors are then {"error": {"code", "message"}} on stderr.
+exit status: 0 done (a charger answering Rejected is done), 1 other error, 2 bad
+arguments, 3 server not running, 4 role refused, 5 unknown charger/tag/transaction,
+6 charger offline or not allowed in its state, 7 timeout, 8 the charger answered with
+a CALLERROR, 9 already exists."""
+
+
+def _overview() -> str:
+    lines = []
+    for title, commands in GROUPS.items():
+        lines.append(f"{title.lower()}:")
+        for name, text in commands.items():
+            if " " in name or name not in ("chargers", "tags", "transactions"):
+                lines.append(f"  {name:<22}{text}")
+        lines.append("")
+    return "\n".join(lines) + EXAMPLES
+
+
+def _choice(*options: str) -> Any:
+    """An argparse type: one of ``options`` in any case, returned as spelled here."""
+
+    def parse(text: str) -> str:
+        for option in options:
+            if option.lower() == text.lower():
+                return option
+        raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(options)} (any case)")
+
+    parse.__name__ = "choice"
+    return parse
+
+
+class _Group:
+    """Subparsers that take each help line from HELP (so nothing is left undocumented)."""
+
+    def __init__(self, action: Any, prefix: str) -> None:
+        self._action = action
+        self._prefix = prefix
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        key = f"{self._prefix} {name}".strip()
+        text = HELP.get(key, kwargs.pop("help", ""))
+        kwargs.pop("help", None)
+        parser: argparse.ArgumentParser = self._action.add_parser(
+            name, help=text, description=text[:1].upper() + text[1:] + ".", **kwargs
+        )
+        return parser
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="voltaro ctl", description="Operate a running Voltaro server.")
+    p = _Parser(
+        prog="voltaro ctl",
+        description="Operate a running Voltaro server over its control socket.",
+        epilog=_overview(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument(
         "--socket",
         default=os.environ.get("VOLTARO_CONTROL_SOCKET") or default_control_socket(),
@@ -160,36 +269,48 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="wait up to SECONDS for a server that is starting (default 0: fail at once)",
     )
-    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub = _Group(p.add_subparsers(dest="command", metavar="COMMAND", required=True), "")
     sub.add_parser("status", help="server, database and counts")
 
-    ch = sub.add_parser("chargers", help="registered chargers").add_subparsers(
-        dest="action", required=True, metavar="ACTION"
+    ch = _Group(
+        sub.add_parser("chargers").add_subparsers(dest="action", required=True, metavar="ACTION"),
+        "chargers",
     )
     ch.add_parser("list")
     for name in ("show", "remove", "accept", "reject"):
         ch.add_parser(name).add_argument("charger_id", metavar="ID")
+    fr = ch.add_parser("frames")
+    fr.add_argument("charger_id", metavar="ID")
+    fr.add_argument("--limit", type=int, default=50, help="how many (default 50)")
+    fr.add_argument("--action", dest="frame_action", help="only this OCPP action")
     add = ch.add_parser("add")
     add.add_argument("charger_id", metavar="ID")
     add.add_argument("--password", help="HTTP Basic password (security profile 1)")
     add.add_argument("--allow-no-subprotocol", action="store_true")
 
-    tg = sub.add_parser("tags", help="RFID / id tags").add_subparsers(
-        dest="action", required=True, metavar="ACTION"
+    tg = _Group(
+        sub.add_parser("tags").add_subparsers(dest="action", required=True, metavar="ACTION"),
+        "tags",
     )
     tg.add_parser("list")
     tadd = tg.add_parser("add")
     tadd.add_argument("id_tag", metavar="TAG")
     tadd.add_argument(
-        "--status", choices=["Accepted", "Blocked", "Expired", "Invalid"], default="Accepted"
+        "--status",
+        type=_choice("Accepted", "Blocked", "Expired", "Invalid"),
+        default="Accepted",
+        help="Accepted (default), Blocked, Expired or Invalid (any case)",
     )
     tadd.add_argument("--expiry", help="ISO 8601 expiry time")
     tadd.add_argument("--parent", help="parent id tag")
     for name in ("block", "remove"):
         tg.add_parser(name).add_argument("id_tag", metavar="TAG")
 
-    tx = sub.add_parser("transactions", help="charging sessions").add_subparsers(
-        dest="action", required=True, metavar="ACTION"
+    tx = _Group(
+        sub.add_parser("transactions").add_subparsers(
+            dest="action", required=True, metavar="ACTION"
+        ),
+        "transactions",
     )
     tl = tx.add_parser("list")
     tl.add_argument("--active", action="store_true")
@@ -197,7 +318,7 @@ def _parser() -> argparse.ArgumentParser:
     tl.add_argument("--limit", type=int, default=50)
     tl.add_argument(
         "--state",
-        choices=["active", "completed", "interrupted", "refused", "closed"],
+        type=_choice("active", "completed", "interrupted", "refused", "closed"),
         help="only transactions in this state (interrupted: to reconcile)",
     )
     tx.add_parser("show").add_argument("transaction_id", metavar="TX", type=int)
@@ -235,7 +356,9 @@ def _parser() -> argparse.ArgumentParser:
     av = sub.add_parser("availability")
     av.add_argument("charger_id", metavar="ID")
     av.add_argument("connector_id", metavar="CONNECTOR", type=int)
-    av.add_argument("type", choices=["operative", "inoperative"])
+    av.add_argument(
+        "type", type=_choice("operative", "inoperative"), help="operative or inoperative"
+    )
     gc = sub.add_parser("get-config")
     gc.add_argument("charger_id", metavar="ID")
     gc.add_argument("keys", metavar="KEY", nargs="*")
@@ -266,6 +389,10 @@ def _request_for(ns: argparse.Namespace) -> tuple[str, dict[str, Any]]:
         if ns.action == "list":
             return "chargers.list", {}
         args: dict[str, Any] = {"charger_id": ns.charger_id}
+        if ns.action == "frames":
+            args["limit"] = ns.limit
+            if ns.frame_action:
+                args["action"] = ns.frame_action
         if ns.action == "add":
             if ns.password is not None:
                 args["password"] = ns.password
@@ -328,8 +455,43 @@ def _request_for(ns: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     return "command", {"charger_id": ns.charger_id, "action": c, "args": clean}
 
 
+def _parse_time(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def _time(text: str | None) -> str | None:
+    """Local time with its offset (what the operator's clock shows); the UTC form is in --json."""
+    at = _parse_time(text)
+    return at.astimezone().strftime("%Y-%m-%d %H:%M:%S%z") if at else None
+
+
+def _duration(t: dict[str, Any]) -> str | None:
+    start = _parse_time(t.get("start_time"))
+    if start is None:
+        return None
+    stop = _parse_time(t.get("stop_time")) or datetime.now(UTC)
+    minutes = max(0, int((stop - start).total_seconds() // 60))
+    return f"{minutes // 60}h{minutes % 60:02d}m"
+
+
+def _energy_kwh(t: dict[str, Any]) -> str | None:
+    """Stopped: meter_stop - meter_start; active: the latest register reading so far."""
+    wh = t.get("energy_wh")
+    live = ""
+    if wh is None and t.get("last_meter_wh") is not None:
+        wh, live = t["last_meter_wh"] - t["meter_start"], " so far"
+    return None if wh is None else f"{wh / 1000:.3f} kWh{live}"
+
+
 def _table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
-    cells = [[str(h) for h in header]] + [["" if v is None else str(v) for v in r] for r in rows]
+    cells = [[str(h) for h in header]] + [
+        ["-" if v is None or v == "" else str(v) for v in r] for r in rows
+    ]
     widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
     return "\n".join(
         "  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in cells
@@ -376,13 +538,14 @@ def _human(op: str, result: Any) -> str:
                     t["connector_id"],
                     t["id_tag"],
                     t["state"],
-                    t["start_time"],
-                    t["energy_wh"],
+                    _time(t["start_time"]),
+                    _duration(t),
+                    _energy_kwh(t),
                     t["stop_reason"],
                 )
                 for t in result
             ],
-            ["TX", "CHARGER", "CONN", "TAG", "STATE", "START", "ENERGY_WH", "REASON"],
+            ["TX", "CHARGER", "CONN", "TAG", "STATE", "START", "DURATION", "ENERGY", "REASON"],
         )
     if op == "transactions.stops":
         return _table(
@@ -435,16 +598,85 @@ def _flatten(value: dict[str, Any], prefix: str = "") -> Iterator[str]:
             yield f"{prefix}{key}: {item}"
 
 
+MIN_PASSWORD = 8  # refused below; warned below 16 (OCPP 1.6 security whitepaper: 16-40)
+
+
+def _precheck(ns: argparse.Namespace) -> list[str]:
+    """Refuse (CtlError, exit 2) or warn about arguments a server would take silently."""
+    warnings: list[str] = []
+    if ns.command == "chargers" and ns.action == "add" and ns.password is not None:
+        if len(ns.password) < MIN_PASSWORD:
+            raise CtlError(
+                2,
+                f"a password of {len(ns.password)} characters is too easy to guess: use at "
+                f"least {MIN_PASSWORD} (16-40 recommended for security profile 1)",
+            )
+        if len(ns.password) < 16:
+            warnings.append("passwords under 16 characters are weak (16-40 recommended)")
+    if ns.command == "tags" and ns.action == "add" and ns.expiry:
+        try:
+            expiry = datetime.fromisoformat(ns.expiry.replace("Z", "+00:00"))
+        except ValueError:
+            raise CtlError(2, f"--expiry {ns.expiry!r} is not an ISO 8601 time") from None
+        if expiry.tzinfo is None:
+            expiry = expiry.replace(tzinfo=UTC)
+        if expiry <= datetime.now(UTC):
+            warnings.append(f"tag {ns.id_tag} is already expired ({ns.expiry}): it cannot charge")
+    return warnings
+
+
+def _split_json_flag(argv: Sequence[str]) -> tuple[list[str], bool]:
+    """--json anywhere on the line (before a lone --), not only before the command."""
+    args, as_json, literal = [], False, False
+    for arg in argv:
+        if arg == "--" and not literal:
+            literal = True
+        elif arg == "--json" and not literal:
+            as_json = True
+            continue
+        args.append(arg)
+    return args, as_json
+
+
+def _fail(exc: CtlError, as_json: bool) -> int:
+    message = exc.message
+    if as_json:
+        code, _, text = message.partition(": ")
+        known = code in EXIT and text
+        error = {"code": code if known else _CODE_OF_EXIT.get(exc.code, "error")}
+        error["message"] = text if known else message
+        sys.stderr.write(json.dumps({"error": error}) + "\n")
+    else:
+        sys.stderr.write(f"voltaro ctl: {message}\n")
+    return exc.code
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    args, as_json = _split_json_flag(sys.argv[1:] if argv is None else argv)
     try:
-        ns = _parser().parse_args(argv)
+        return _main(args, as_json)
+    except BrokenPipeError:
+        # `voltaro ctl ... | head`: the reader is gone; end quietly (no traceback, no
+        # "server not running"), and keep Python from complaining again at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+
+
+def _main(argv: list[str], as_json: bool) -> int:
+    parser = _parser()
+    if as_json:
+        parser.set_defaults(json=True)
+    try:
+        ns = parser.parse_args(argv)
     except SystemExit as exc:
         return int(exc.code or 0)
     try:
+        for warning in _precheck(ns):
+            sys.stderr.write(f"voltaro ctl: warning: {warning}\n")
         client = Client(ns.socket, wait=ns.wait)
     except CtlError as exc:
-        sys.stderr.write(f"voltaro ctl: {exc.message}\n")
-        return exc.code
+        return _fail(exc, ns.json)
     try:
         if ns.command == "events":
             client.request("subscribe", {"frames": ns.frames})
@@ -467,8 +699,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(result, indent=2) if ns.json else _human(op, result))
         return 0
     except CtlError as exc:
-        sys.stderr.write(f"voltaro ctl: {exc.message}\n")
-        return exc.code
+        return _fail(exc, ns.json)
+    except BrokenPipeError:
+        raise
     except (OSError, wire.WireError) as exc:
         sys.stderr.write(f"voltaro ctl: connection to the server failed: {exc}\n")
         return EXIT_NO_SERVER
