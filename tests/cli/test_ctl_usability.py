@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import trio
@@ -119,3 +121,44 @@ async def test_frames_and_session_table(server: RunningServer) -> None:
     ]
     assert row.split()[-1] == "-"  # no stop reason yet
     await cp.close()
+
+
+async def test_unknown_charger_filter_is_an_error(server: RunningServer) -> None:
+    server.run(chargers.add_charger, "CP-1")
+    typo = await ctl(server, "transactions", "list", "--charger", "NOPE")
+    assert typo.returncode == 5
+    assert b"NOPE" in typo.stderr
+    known = await ctl(server, "transactions", "list", "--charger", "CP-1")
+    assert known.returncode == 0, known.stderr
+
+
+async def test_bash_completion_offers_commands_ids_and_tags(server: RunningServer) -> None:
+    server.run(chargers.add_charger, "CP-ALPHA")
+    server.run(tags.add_tag, "04A1B2C3")
+    script = (await ctl(server, "completion", "bash")).stdout.decode()
+    voltaro_bin = Path(sys.executable).parent / "voltaro"
+
+    async def complete(*words: str) -> list[str]:
+        line = " ".join(f"'{w}'" for w in words)
+        probe = (
+            f'voltaro() {{ "{voltaro_bin}" "$@"; }}\n{script}\n'
+            f"COMP_WORDS=({line}); COMP_CWORD={len(words) - 1}; _voltaro; "
+            'printf "%s\\n" "${COMPREPLY[@]}"'
+        )
+        done = await trio.run_process(
+            ["bash", "-c", probe],
+            capture_stdout=True,
+            check=True,
+            env={**os.environ, "VOLTARO_CONTROL_SOCKET": server.addresses.control_socket or ""},
+        )
+        return done.stdout.decode().split()
+
+    assert await complete("voltaro", "c") == ["ctl", "console"]
+    assert "remote-start" in await complete("voltaro", "ctl", "re")
+    assert await complete("voltaro", "ctl", "chargers", "f") == ["frames"]
+    assert await complete("voltaro", "ctl", "reset", "CP") == ["CP-ALPHA"]
+    assert await complete("voltaro", "ctl", "remote-start", "CP-ALPHA", "04") == ["04A1B2C3"]
+    assert await complete("voltaro", "ctl", "tags", "block", "") == ["04A1B2C3"]
+    zsh = (await ctl(server, "completion", "zsh")).stdout.decode()
+    assert zsh.startswith("# voltaro shell completion")
+    assert "bashcompinit" in zsh

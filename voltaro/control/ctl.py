@@ -192,7 +192,10 @@ GROUPS: dict[str, dict[str, str]] = {
 }
 HELP = {name: text for group in GROUPS.values() for name, text in group.items()}
 
-EXAMPLES = """examples:
+EXAMPLES = """shell completion (commands, charger ids and tags from the server):
+  source <(voltaro ctl completion bash)      # or: completion zsh, in ~/.zshrc
+
+examples:
   voltaro ctl status
   voltaro ctl chargers add CP-1 --password 'a-long-secret'
   voltaro ctl tags add 04A1B2C3 --expiry 2026-12-31T23:59:59Z
@@ -663,7 +666,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
 
+def _hidden(argv: list[str]) -> int | None:
+    """`completion SHELL` (print the script) and `_ids KIND` (for the script)."""
+    if len(argv) == 2 and argv[0] == "completion" and argv[1] in ("bash", "zsh"):
+        from voltaro.control.completion import completion_script
+
+        print(completion_script(argv[1], HELP), end="")
+        return 0
+    if len(argv) == 2 and argv[0] == "_ids" and argv[1] in ("chargers", "tags"):
+        try:
+            client = Client(os.environ.get("VOLTARO_CONTROL_SOCKET") or default_control_socket())
+            rows = client.request(f"{argv[1]}.list", {})
+            client.close()
+        except (CtlError, OSError, wire.WireError):
+            return 0  # no server: nothing to offer
+        key = "charger_id" if argv[1] == "chargers" else "id_tag"
+        print("\n".join(str(r[key]) for r in rows))
+        return 0
+    return None
+
+
 def _main(argv: list[str], as_json: bool) -> int:
+    hidden = _hidden(argv)
+    if hidden is not None:
+        return hidden
     parser = _parser()
     if as_json:
         parser.set_defaults(json=True)
@@ -696,6 +722,10 @@ def _main(argv: list[str], as_json: bool) -> int:
             return 0
         op, args = _request_for(ns)
         result = client.request(op, args)
+        if op == "transactions.list" and not result and args.get("charger_id"):
+            # An empty list for a charger that does not exist is a typo, not "no
+            # sessions": say so (exit 5), as every other command does.
+            client.request("chargers.show", {"charger_id": args["charger_id"]})
         print(json.dumps(result, indent=2) if ns.json else _human(op, result))
         return 0
     except CtlError as exc:
