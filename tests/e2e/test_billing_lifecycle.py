@@ -140,3 +140,37 @@ async def test_refused_start_never_holds_the_tag(server: RunningServer) -> None:
     ]
     for cp in (a, b, c):
         await cp.close()
+
+
+async def test_per_phase_figures_and_negative_energy(server: RunningServer) -> None:
+    """Issue 10 §2.8: latest timestamp only, L1-L3 summed, N excluded; a negative
+    energy register never becomes the session's reading."""
+    setup(server, "CP-1")
+    cp = await booted(server, "CP-1")
+    tx = (await start(cp, "DRIVER", meter=1000, at="2025-01-01T10:00:00Z"))["transactionId"]
+
+    def phases(at: str, l1: str, l2: str, l3: str, n: str) -> dict[str, Any]:
+        power = "Power.Active.Import"
+        return {
+            "timestamp": at,
+            "sampledValue": [
+                {"value": v, "measurand": power, "phase": p, "unit": "W"}
+                for v, p in ((l1, "L1"), (l2, "L2"), (l3, "L3"), (n, "N"))
+            ]
+            + [{"value": "-50" if at.endswith("30:00Z") else "1400"}],
+        }
+
+    values = {
+        "connectorId": 1,
+        "transactionId": tx,
+        "meterValue": [
+            phases("2025-01-01T10:10:00Z", "3000", "3000", "3000", "90"),
+            phases("2025-01-01T10:20:00Z", "3680", "0", "0", "90"),
+            phases("2025-01-01T10:30:00Z", "3700", "10", "20", "90"),
+        ],
+    }
+    assert await cp.call("MeterValues", values) == {}
+    live = server.run(transactions.get_transaction, tx)
+    assert live.last_power_w == 3730  # the 10:30 phases, without N
+    assert live.last_meter_wh == 1400  # the negative register at 10:30 is ignored
+    await cp.close()
