@@ -162,3 +162,20 @@ async def test_bash_completion_offers_commands_ids_and_tags(server: RunningServe
     zsh = (await ctl(server, "completion", "zsh")).stdout.decode()
     assert zsh.startswith("# voltaro shell completion")
     assert "bashcompinit" in zsh
+
+
+async def test_tags_set_unblocks_and_edits(server: RunningServer) -> None:
+    server.run(tags.add_tag, "PARENT")
+    assert (await ctl(server, "tags", "add", "T1", "--status", "Blocked")).returncode == 0
+    unblocked = await ctl(
+        server, "--json", "tags", "set", "T1", "--status", "accepted", "--parent", "PARENT"
+    )
+    assert unblocked.returncode == 0, unblocked.stderr
+    assert json.loads(unblocked.stdout)["status"] == "Accepted"
+    tag = server.run(tags.get_tag, "T1")
+    assert (tag.status.value, tag.parent_id_tag) == ("Accepted", "PARENT")
+    cleared = await ctl(server, "tags", "set", "T1", "--parent", "")
+    assert cleared.returncode == 0, cleared.stderr
+    assert server.run(tags.get_tag, "T1").parent_id_tag is None
+    assert (await ctl(server, "tags", "set", "NOPE", "--status", "Blocked")).returncode == 5
+    assert (await ctl(server, "tags", "set", "T1")).returncode == 2

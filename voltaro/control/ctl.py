@@ -167,6 +167,7 @@ GROUPS: dict[str, dict[str, str]] = {
         "tags": "RFID / id tags (actions below)",
         "tags list": "every id tag with its status, expiry and parent",
         "tags add": "add an id tag that may charge",
+        "tags set": "edit an id tag: unblock it, change its expiry or parent",
         "tags block": "block an id tag",
         "tags remove": "delete an id tag",
     },
@@ -306,6 +307,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     tadd.add_argument("--expiry", help="ISO 8601 expiry time")
     tadd.add_argument("--parent", help="parent id tag")
+    tset = tg.add_parser("set")
+    tset.add_argument("id_tag", metavar="TAG")
+    tset.add_argument(
+        "--status",
+        type=_choice("Accepted", "Blocked", "Expired", "Invalid"),
+        help="Accepted (unblocks), Blocked, Expired or Invalid (any case)",
+    )
+    tset.add_argument("--expiry", help="ISO 8601 expiry time ('' removes it)")
+    tset.add_argument("--parent", help="parent id tag ('' removes it)")
     for name in ("block", "remove"):
         tg.add_parser(name).add_argument("id_tag", metavar="TAG")
 
@@ -405,7 +415,7 @@ def _request_for(ns: argparse.Namespace) -> tuple[str, dict[str, Any]]:
         if ns.action == "list":
             return "tags.list", {}
         args = {"id_tag": ns.id_tag}
-        if ns.action == "add":
+        if ns.action in ("add", "set"):
             args.update(status=ns.status, expiry=ns.expiry, parent=ns.parent)
         return f"tags.{ns.action}", args
     if c == "transactions":
@@ -616,7 +626,7 @@ def _precheck(ns: argparse.Namespace) -> list[str]:
             )
         if len(ns.password) < 16:
             warnings.append("passwords under 16 characters are weak (16-40 recommended)")
-    if ns.command == "tags" and ns.action == "add" and ns.expiry:
+    if ns.command == "tags" and ns.action in ("add", "set") and ns.expiry:
         try:
             expiry = datetime.fromisoformat(ns.expiry.replace("Z", "+00:00"))
         except ValueError:

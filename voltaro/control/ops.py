@@ -100,6 +100,7 @@ class ControlOps:
             "tags.list": self.tags_list,
             "tags.add": self.tags_add,
             "tags.block": self.tags_block,
+            "tags.set": self.tags_set,
             "tags.unblock": self.tags_unblock,
             "tags.remove": self.tags_remove,
             "transactions.list": self.transactions_list,
@@ -310,6 +311,37 @@ class ControlOps:
             raise OpError(ErrorCode.CONFLICT, str(exc)) from None
         except NotFound as exc:
             raise OpError(ErrorCode.NOT_FOUND, str(exc)) from None
+        self._hub.publish("tag.updated", {"id_tag": tag.id_tag, "status": tag.status.value})
+        return views.tag_view(tag)
+
+    async def tags_set(self, args: dict[str, Any], user: str) -> dict[str, Any]:
+        """Edit a tag: unblock it, change its expiry or parent (absent: unchanged)."""
+        id_tag = _text(args, "id_tag")
+        changes: dict[str, Any] = {}
+        if args.get("status") is not None:
+            try:
+                changes["status"] = AuthorizationStatus(str(args["status"]))
+            except ValueError:
+                raise OpError(
+                    ErrorCode.BAD_ARGUMENTS, "status must be Accepted, Blocked, Expired or Invalid"
+                ) from None
+        if args.get("expiry") is not None:
+            try:
+                changes["expiry"] = parse_timestamp(str(args["expiry"])) if args["expiry"] else None
+            except ValueError:
+                raise OpError(ErrorCode.BAD_ARGUMENTS, "expiry must be an ISO 8601 time") from None
+        if args.get("parent") is not None:
+            changes["parent"] = str(args["parent"]) or None
+        if not changes:
+            raise OpError(
+                ErrorCode.BAD_ARGUMENTS, "nothing to change: give status, expiry or parent"
+            )
+        try:
+            tag = await self._db.run(tags.update_tag, id_tag, **changes)
+        except NotFound as exc:
+            raise OpError(ErrorCode.NOT_FOUND, str(exc)) from None
+        if tag is None:
+            raise OpError(ErrorCode.NOT_FOUND, f"unknown tag {id_tag}")
         self._hub.publish("tag.updated", {"id_tag": tag.id_tag, "status": tag.status.value})
         return views.tag_view(tag)
 

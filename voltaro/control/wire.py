@@ -75,6 +75,8 @@ OPS: dict[str, Role] = {
     "tags.list": Role.VIEWER,
     "tags.add": Role.OPERATOR,  # args: {"id_tag", "status"?, "expiry"?, "parent"?}
     "tags.block": Role.OPERATOR,
+    # args: {"id_tag", "status"?, "expiry"? (ISO 8601 or "" to clear), "parent"? ("" clears)}
+    "tags.set": Role.OPERATOR,
     "tags.unblock": Role.OPERATOR,  # args: {"id_tag"}: Accepted again
     "tags.remove": Role.ADMIN,
     "transactions.list": Role.VIEWER,  # args: {"active"?, "charger_id"?, "limit"?, "state"?}
