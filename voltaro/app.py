@@ -180,6 +180,7 @@ async def run(
 
     try:
         async with trio.open_nursery() as nursery:
+            await nursery.start(database.health.run, settings.db_outage_log_interval)
             await nursery.start(frame_sink.run)
             await nursery.start(liveness.run)
             await nursery.start(health.run)

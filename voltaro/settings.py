@@ -125,7 +125,11 @@ class Settings:
     # --- Database ------------------------------------------------------------------
     database_url: str = "sqlite:///voltaro.db"
     db_pool_size: int = 8
-    db_retry_seconds: float = 5.0  # retry window for transaction messages before CALLERROR
+    # How long a charger message may wait to be committed (queue wait and retries
+    # together) before the charger gets a CALLERROR it retries; never a CALLRESULT.
+    db_retry_seconds: float = 5.0
+    db_outage_log_interval: float = 30.0  # one summary line per interval during an outage
+    connection_reconcile_interval: float = 60.0  # connected flags vs. live connections
     frame_log: bool = True
     frame_log_retention_days: int = 30
     # Per-charger frame-log budget (10 s of burst); beyond the rate frames are dropped,
@@ -298,6 +302,8 @@ def _validate(s: Settings) -> None:
         "send_timeout",
         "command_queue_timeout",
         "protocol_error_window",
+        "db_outage_log_interval",
+        "connection_reconcile_interval",
     ):
         if getattr(s, name) <= 0:
             raise bad(name, "must be greater than 0")

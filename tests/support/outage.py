@@ -5,6 +5,8 @@ a PostgreSQL test database refuses new connections and its sessions are terminat
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg
@@ -43,3 +45,18 @@ class Outage:
             self._admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
             self._admin.close()
             self._admin = None
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.sqlite
+
+
+@contextmanager
+def database_outage(database_url: str) -> Iterator[Outage]:
+    """The database unavailable for the body of a ``with`` block."""
+    outage = Outage(database_url)
+    outage.start()
+    try:
+        yield outage
+    finally:
+        outage.end()

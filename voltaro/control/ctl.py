@@ -348,6 +348,13 @@ def _parser() -> argparse.ArgumentParser:
     ts = tx.add_parser("stops", help="stops kept for reconciliation (orphan/foreign/conflict)")
     ts.add_argument("--charger", dest="charger_id")
 
+    qu = sub.add_parser(
+        "quarantine", help="charger messages the database refused (read-only)"
+    ).add_subparsers(dest="action", required=True, metavar="ACTION")
+    ql = qu.add_parser("list")
+    ql.add_argument("--charger", dest="charger_id")
+    ql.add_argument("--limit", type=int, default=100)
+
     rs = sub.add_parser("remote-start")
     rs.add_argument("charger_id", metavar="ID")
     rs.add_argument("id_tag", metavar="TAG")
@@ -435,6 +442,11 @@ def _request_for(ns: argparse.Namespace) -> tuple[str, dict[str, Any]]:
         if ns.action == "stops":
             return "transactions.stops", {"charger_id": ns.charger_id}
         return "transactions.show", {"transaction_id": ns.transaction_id}
+    if c == "quarantine":
+        args = {"limit": ns.limit}
+        if ns.charger_id is not None:
+            args["charger_id"] = ns.charger_id
+        return "quarantine.list", args
     command_args: dict[str, Any]
     match c:
         case "remote-start":
@@ -575,6 +587,22 @@ def _human(op: str, result: Any) -> str:
                 for t in result
             ],
             ["KIND", "CHARGER", "TX", "METER_STOP", "STOP_TIME", "REASON", "RECEIVED"],
+        )
+    if op == "quarantine.list":
+        return _table(
+            [
+                (
+                    q["id"],
+                    q["at"],
+                    q["charger_id"],
+                    q["unique_id"],
+                    q["action"],
+                    q["transaction_id"],
+                    q["error"],
+                )
+                for q in result
+            ],
+            ["ID", "AT", "CHARGER", "MESSAGE", "ACTION", "TX", "ERROR"],
         )
     if op == "command":
         lines = [f"{result['action']}: {result['status']}"]

@@ -26,7 +26,7 @@ from voltaro.service.hub import EventHub
 from voltaro.service.overview import server_status
 from voltaro.service.reconciliation import Reconciliation
 from voltaro.settings import Settings
-from voltaro.store import chargers, commands, frames, tags, transactions
+from voltaro.store import chargers, commands, frames, quarantine, tags, transactions
 from voltaro.store.db import Database
 from voltaro.store.errors import AlreadyExists, NotFound
 
@@ -107,6 +107,7 @@ class ControlOps:
             "transactions.show": self.transactions_show,
             "transactions.close": self.transactions_close,
             "transactions.stops": self.transactions_stops,
+            "quarantine.list": self.quarantine_list,
             "command": self.command,
         }
 
@@ -431,6 +432,28 @@ class ControlOps:
         if result.outcome == "invalid" or result.transaction is None:
             raise OpError(ErrorCode.BAD_ARGUMENTS, result.message)
         return views.transaction_view(result.transaction)
+
+    async def quarantine_list(self, args: dict[str, Any], user: str) -> list[dict[str, Any]]:
+        """Charger messages the database refused for good, newest first (read-only)."""
+        charger_id = args.get("charger_id")
+        if charger_id is not None and not isinstance(charger_id, str):
+            raise OpError(ErrorCode.BAD_ARGUMENTS, "charger_id must be a string")
+        entries = await self._db.run(
+            quarantine.list_entries, charger_id=charger_id, limit=_limit(args, 100)
+        )
+        return [
+            {
+                "id": e.id,
+                "charger_id": e.charger_id,
+                "unique_id": e.unique_id,
+                "action": e.action,
+                "transaction_id": e.transaction_id,
+                "error": e.error,
+                "frame": e.frame,
+                "at": format_utc(e.at),
+            }
+            for e in entries
+        ]
 
     async def command(self, args: dict[str, Any], user: str) -> dict[str, Any]:
         charger_id = _text(args, "charger_id")

@@ -86,6 +86,7 @@ OPS: dict[str, Role] = {
     "transactions.close": Role.OPERATOR,
     # StopTransactions that closed nothing: unknown/foreign ids, conflicting second stops.
     "transactions.stops": Role.VIEWER,  # args: {"charger_id"?}
+    "quarantine.list": Role.VIEWER,  # args: {"charger_id"?, "limit"?} (read-only)
     "command": Role.OPERATOR,  # args: {"charger_id", "action", "args": {...}}
 }
 
@@ -136,6 +137,7 @@ class Event(StrEnum):
     #                                  published on every change (service/health.py)
     CHARGERS_SEEN = "chargers.seen"  # {chargers: {charger_id: last seen}} batched, at most
     #                                  once per liveness flush (every few seconds)
+    QUARANTINED = "message.quarantined"  # {id, charger_id, unique_id, action, error}
 
 
 class WireError(ValueError):

@@ -6,6 +6,8 @@ implements them with the store and the event hub, and tests can fake them.
 
 from __future__ import annotations
 
+from contextvars import ContextVar
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
@@ -32,6 +34,20 @@ class StorageUnavailable(Exception):
     The protocol layer answers the CALL with a CALLERROR (InternalError) so that the
     charger keeps the message queued (OCPP 1.6 §3.7.1) instead of losing it.
     """
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingCall:
+    """The charger's CALL being answered, as it came off the wire."""
+
+    unique_id: str
+    action: str
+    frame: str  # the raw text frame
+
+
+# Set by the protocol layer while a charger's CALL is answered, so that the backend can
+# keep the raw frame when it cannot store what the message says (quarantine).
+CURRENT_CALL: ContextVar[IncomingCall | None] = ContextVar("voltaro_current_call", default=None)
 
 
 class ChargerBackend(Protocol):

@@ -65,7 +65,9 @@ class OcppConnection(CentralSystemHandlers, TrioChargePoint):
     def describe_failure(self, action: str, exc: Exception) -> tuple[str, str]:
         if isinstance(exc, StorageUnavailable):
             # The charger keeps the message and retries (OCPP 1.6 §3.7.1): nothing lost.
-            log.warning(
+            # Not a warning per message: an outage is summarised by the database's health
+            # report (issue 21 item 5), not logged once for every retry of every charger.
+            log.debug(
                 "charger=%s %s not stored, charger will retry: %s", self.charger_id, action, exc
             )
             return "InternalError", "Storage temporarily unavailable; retry later"

@@ -40,6 +40,7 @@ from ocpp.v16.enums import Action
 from trio_websocket import ConnectionClosed, WebSocketConnection
 
 from voltaro.domain.model import FrameRecord
+from voltaro.domain.ports import CURRENT_CALL, IncomingCall
 from voltaro.domain.timestamps import utc_now
 from voltaro.protocol.callerrors import CallErrorLog
 from voltaro.protocol.edge import checked_payload, repair_text
@@ -75,12 +76,13 @@ def parse_frame(text: str) -> Any:
 
 
 class _IncomingCall:
-    __slots__ = ("action", "payload", "unique_id")
+    __slots__ = ("action", "payload", "text", "unique_id")
 
-    def __init__(self, unique_id: str, action: str, payload: dict[str, Any]) -> None:
+    def __init__(self, unique_id: str, action: str, payload: dict[str, Any], text: str) -> None:
         self.unique_id = unique_id
         self.action = action
         self.payload = payload
+        self.text = text
 
 
 FrameRecorder = Callable[[FrameRecord], None]
@@ -233,7 +235,7 @@ class TrioChargePoint(LibraryChargePoint):  # type: ignore[misc]
         if kind == 2:
             action = frame[2] if len(frame) > 2 and isinstance(frame[2], str) else None
             self._record_in(text, 2, unique_id if isinstance(unique_id, str) else None, action)
-            await self._accept_call(frame)
+            await self._accept_call(frame, text)
         elif kind in (3, 4):
             # Issue 21.4: an answer's row carries the action of the CALL it answers.
             pending = self._pending.get(unique_id) if isinstance(unique_id, str) else None
@@ -251,7 +253,7 @@ class TrioChargePoint(LibraryChargePoint):  # type: ignore[misc]
             log.info("charger=%s ignored frame with message type %r", self.charger_id, kind)
             await self._protocol_error()
 
-    async def _accept_call(self, frame: list[Any]) -> None:
+    async def _accept_call(self, frame: list[Any], text: str) -> None:
         unique_id = frame[1] if len(frame) > 1 else None
         if not isinstance(unique_id, str) or not unique_id:
             await self._send_error("-1", "ProtocolError", "CALL without a string unique id")
@@ -282,8 +284,10 @@ class TrioChargePoint(LibraryChargePoint):  # type: ignore[misc]
         except OcppError as exc:
             await self._send_error(unique_id, exc.code, exc.description, exc.details, action=action)
             return
-        # Bounded: a charger flooding CALLs is slowed down here, nobody else is.
-        await self._incoming_send.send(_IncomingCall(unique_id, action, payload))
+        # Backpressure: the channel is bounded and this waits (never drops) while the
+        # worker is busy storing earlier messages, so a charger whose messages are not
+        # yet stored is not read from; a flooding charger slows down only itself.
+        await self._incoming_send.send(_IncomingCall(unique_id, action, payload, text))
 
     def _deliver(self, frame: list[Any]) -> bool:
         """Hand an answer to the waiting ``call()``; False for an answer to nothing."""
@@ -311,6 +315,7 @@ class TrioChargePoint(LibraryChargePoint):  # type: ignore[misc]
     async def _answer(self, incoming: _IncomingCall) -> None:
         after: Callable[..., Any] | None = None
         snake: dict[str, Any] = {}
+        CURRENT_CALL.set(IncomingCall(incoming.unique_id, incoming.action, incoming.text))
         try:
             handlers = self._handlers_for(incoming.action)
             payload = self.normalize_incoming(incoming.action, incoming.payload)

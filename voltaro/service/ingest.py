@@ -1,12 +1,23 @@
 """What the server does with each charger message: the ChargerBackend of one connection.
 
-Transaction messages (StartTransaction, StopTransaction, MeterValues) are answered only
-after they are committed. When the database fails we retry for ``db_retry_seconds`` and
-then raise StorageUnavailable: the charger gets a CALLERROR and keeps the message queued
-(OCPP 1.6 §3.7.1). Retries are safe because every write is idempotent.
-Heartbeats never touch the database on the hot path (last-seen is batched by
-``Liveness``); StatusNotification is retried briefly and then answered anyway, since it
-is state, not billing data.
+The rule (issue 21, design "Rules that shape everything"): a CALLRESULT is a promise —
+the charger deletes the message once answered (OCPP 1.6 §4.1, §4.10) — so every message
+that changes something is answered only after that change is committed:
+
+- a write that fails *transiently* (database down, locked, busy, slow) is retried until
+  it commits or ``db_retry_seconds`` have passed, counting the wait for a database
+  worker; then the charger gets a CALLERROR InternalError and retries (OCPP 1.6 §3.7.1,
+  §4.10). Nothing is ever answered as if stored when it was not.
+- a write that fails *permanently* (the database refuses this data) is never answered
+  with "try again", which would block the charger's queue forever: the raw frame is
+  kept in the quarantine table for an operator, logged with the charger and message id,
+  and the message is answered as the spec allows so that the charger moves on.
+- Heartbeat stores nothing but ``last_seen``, which ``Liveness`` writes in batches and
+  keeps in memory until stored (never dropped); its answer carries the time chargers
+  set their clock by, so it is not delayed by the database (see docs/operations.md).
+
+Backpressure comes from the adapter: one worker per connection answers CALLs in order,
+and the reader blocks on a bounded channel while the worker waits for the database.
 """
 
 from __future__ import annotations
@@ -17,10 +28,10 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 import trio
-from sqlalchemy.exc import SQLAlchemyError
 
 from voltaro.control.wire import Event
 from voltaro.domain.model import (
+    AuthorizationStatus,
     BootDecision,
     BootRequest,
     DataTransferRequest,
@@ -29,6 +40,7 @@ from voltaro.domain.model import (
     FrameRecord,
     IdTagInfo,
     MeterValuesRequest,
+    RegistrationStatus,
     StartTransactionRequest,
     StartTransactionResult,
     StatusNotificationRequest,
@@ -36,12 +48,14 @@ from voltaro.domain.model import (
     StopTransactionResult,
     Transaction,
 )
-from voltaro.domain.ports import StorageUnavailable
-from voltaro.domain.timestamps import format_utc
+from voltaro.domain.ports import CURRENT_CALL, StorageUnavailable
+from voltaro.domain.timestamps import format_utc, utc_now
+from voltaro.protocol.edge import repair_text
 from voltaro.service.frame_log import FrameSink
 from voltaro.settings import Settings
-from voltaro.store import chargers, commands, transactions
+from voltaro.store import chargers, commands, quarantine, transactions
 from voltaro.store.db import Database
+from voltaro.store.errors import PermanentStorageError, TransientStorageError
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +76,14 @@ def decide_data_transfer(
 
 
 class Liveness:
-    """Every PDU counts as a sign of life (R49), cheaply: ids are collected in memory and
-    flushed in one UPDATE every few seconds by ``run``. Each flush is also published as
-    one ``chargers.seen`` event, so consoles see heartbeats move "last seen" without an
-    event per heartbeat."""
+    """Every PDU counts as a sign of life (R49), cheaply: each charger's latest time is
+    collected in memory and written in one statement every few seconds by ``run``. Each
+    flush is also published as one ``chargers.seen`` event, so consoles see heartbeats
+    move "last seen" without an event per heartbeat.
+
+    A batch that cannot be written (database down) stays in memory and is written with
+    the next one: last-seen times are never dropped, only delayed.
+    """
 
     def __init__(
         self, db: Database, *, interval: float = 5.0, publish: Publish | None = None
@@ -76,21 +94,31 @@ class Liveness:
         self._seen: dict[str, datetime] = {}
 
     def seen(self, charger_id: str, at: datetime) -> None:
-        self._seen[charger_id] = at
+        previous = self._seen.get(charger_id)
+        if previous is None or at > previous:
+            self._seen[charger_id] = at
+
+    @property
+    def pending(self) -> int:
+        return len(self._seen)
 
     async def flush(self) -> None:
         batch, self._seen = self._seen, {}
         if not batch:
             return
-        latest = max(batch.values())
         if self._publish is not None:
             self._publish(
                 Event.CHARGERS_SEEN, {"chargers": {k: format_utc(v) for k, v in batch.items()}}
             )
         try:
-            await self._db.run(chargers.touch, list(batch), latest)
-        except SQLAlchemyError as exc:
-            log.warning("last-seen update skipped (%d chargers): %s", len(batch), exc)
+            await self._db.run(chargers.touch, batch)
+        except TransientStorageError:
+            # Keep them for the next flush; newer times seen meanwhile win. The outage
+            # itself is logged by the database's health report.
+            for charger_id, at in batch.items():
+                self.seen(charger_id, at)
+        except PermanentStorageError as exc:
+            log.error("last-seen update of %d chargers refused: %s", len(batch), exc.reason)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
@@ -99,7 +127,7 @@ class Liveness:
                 await trio.sleep(self._interval)
                 await self.flush()
         finally:
-            with trio.CancelScope(shield=True):
+            with trio.move_on_after(5, shield=True):
                 await self.flush()
 
 
@@ -140,20 +168,67 @@ class ChargerIngest:
     # --- helpers -------------------------------------------------------------------
 
     async def _durable(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run a write until it commits or ``db_retry_seconds`` have passed."""
-        delay = 0.05
+        """Run a unit of work until it commits, within ``db_retry_seconds``.
+
+        The budget counts the wait for a database worker as well as the retries: under
+        overload the charger gets a CALLERROR it retries rather than a late answer it may
+        have given up on. A write that has started is never abandoned (Database.run), so
+        a result returned here is committed even when it came after the deadline.
+
+        Raises:
+            StorageUnavailable: not committed in time; the charger must retry.
+            PermanentStorageError: the database refuses this work; never retry it.
+        """
         deadline = trio.current_time() + self._settings.db_retry_seconds
-        while True:
-            try:
-                return await self._db.run(fn, *args)
-            except SQLAlchemyError as exc:
-                if trio.current_time() + delay > deadline:
-                    raise StorageUnavailable(
-                        f"database unavailable: {exc.__class__.__name__}"
-                    ) from exc
-                log.warning("charger=%s database error, retrying: %s", self.charger_id, exc)
-                await trio.sleep(delay)
-                delay = min(delay * 2, 1.0)
+        delay = 0.05
+        last: TransientStorageError | None = None
+        with self._db.health.waiting(self.charger_id):
+            while True:
+                with trio.move_on_at(deadline):
+                    try:
+                        return await self._db.run(fn, *args)
+                    except TransientStorageError as exc:
+                        last = exc
+                    await trio.sleep(delay)
+                    delay = min(delay * 2, 1.0)
+                    continue
+                cause = last.reason if last is not None else "database busy"
+                raise StorageUnavailable(f"not stored in time ({cause})") from last
+
+    async def _quarantine(
+        self, error: PermanentStorageError, *, transaction_id: int | None = None
+    ) -> None:
+        """Keep the raw frame of a message the database refuses, durably, and say so."""
+        call = CURRENT_CALL.get()
+        record = quarantine.QuarantineEntry(
+            charger_id=self.charger_id,
+            unique_id=repair_text(call.unique_id) if call is not None else None,
+            action=repair_text(call.action) if call is not None else None,
+            frame=repair_text(call.frame) if call is not None else "",
+            error=error.reason,
+            transaction_id=transaction_id,
+            at=utc_now(),
+        )
+        entry_id = await self._durable(quarantine.add, record)
+        log.error(
+            "charger=%s message=%s %s refused by the database and quarantined as #%d "
+            "(answered so the charger moves on; see `voltaro ctl quarantine list`): %s",
+            self.charger_id,
+            record.unique_id,
+            record.action,
+            entry_id,
+            error.reason,
+        )
+        self._publish(
+            Event.QUARANTINED,
+            {
+                "id": entry_id,
+                "charger_id": self.charger_id,
+                "unique_id": record.unique_id,
+                "action": record.action,
+                "error": record.error,
+            },
+        )
 
     def _alive(self, at: datetime) -> None:
         if self._liveness is not None:
@@ -162,7 +237,17 @@ class ChargerIngest:
     # --- ChargerBackend --------------------------------------------------------------
 
     async def boot_notification(self, request: BootRequest) -> BootDecision:
-        decision = await self._durable(self._boot, request)
+        try:
+            decision = await self._durable(self._boot, request)
+        except PermanentStorageError as exc:
+            # Pending: the charger boots again after the interval (OCPP 1.6 §4.2.1) and
+            # the operator finds the identity it sent in quarantine.
+            await self._quarantine(exc)
+            return BootDecision(
+                status=RegistrationStatus.PENDING,
+                interval=self._settings.boot_retry_interval,
+                current_time=request.received_at,
+            )
         self._publish(
             Event.CHARGER_BOOT,
             {
@@ -188,11 +273,20 @@ class ChargerIngest:
 
     async def authorize(self, charger_id: str, id_tag: str, received_at: datetime) -> IdTagInfo:
         self._alive(received_at)
-        return await self._durable(transactions.authorize, self.charger_id, id_tag, received_at)
+        try:
+            return await self._durable(transactions.authorize, self.charger_id, id_tag, received_at)
+        except PermanentStorageError as exc:
+            # Authorize stores nothing: an id tag the database cannot even look up is
+            # not a known tag (OCPP 1.6 §4.1).
+            log.error("charger=%s Authorize lookup refused: %s", self.charger_id, exc.reason)
+            return IdTagInfo(status=AuthorizationStatus.INVALID)
 
     async def start_transaction(self, request: StartTransactionRequest) -> StartTransactionResult:
         self._alive(request.received_at)
-        result = await self._durable(self._start, request)
+        try:
+            result = await self._durable(self._start, request)
+        except PermanentStorageError as exc:
+            return await self._quarantined_start(request, exc)
         if not result.duplicate:
             self._publish(
                 Event.TRANSACTION_STARTED,
@@ -218,6 +312,22 @@ class ChargerIngest:
             self._publish(Event.TRANSACTION_ENDED, ended_event(tx))
         return result
 
+    async def _quarantined_start(
+        self, request: StartTransactionRequest, error: PermanentStorageError
+    ) -> StartTransactionResult:
+        """A StartTransaction the database refuses: the charger needs a transaction id
+        to go on, so one is reserved with the quarantined frame; the StopTransaction
+        that follows is kept as an orphan stop with that id (docs/operations.md)."""
+        tx_id = await self._durable(quarantine.reserve_transaction_id)
+        await self._quarantine(error, transaction_id=tx_id)
+        try:
+            info = await self._durable(
+                transactions.authorize, self.charger_id, request.id_tag, request.received_at
+            )
+        except PermanentStorageError:
+            info = IdTagInfo(status=AuthorizationStatus.INVALID)
+        return StartTransactionResult(transaction_id=tx_id, id_tag_info=info)
+
     def _start(self, session: Any, request: StartTransactionRequest) -> StartTransactionResult:
         return transactions.start_transaction(
             session, request, allow_concurrent=self._settings.allow_concurrent_tx
@@ -225,7 +335,13 @@ class ChargerIngest:
 
     async def stop_transaction(self, request: StopTransactionRequest) -> StopTransactionResult:
         self._alive(request.received_at)
-        result = await self._durable(transactions.stop_transaction, request)
+        try:
+            result = await self._durable(transactions.stop_transaction, request)
+        except PermanentStorageError as exc:
+            # Billing data: kept whole in quarantine, then acknowledged so the charger's
+            # queue moves on (OCPP 1.6 §4.10 would otherwise have it retry forever).
+            await self._quarantine(exc, transaction_id=request.transaction_id)
+            return StopTransactionResult(outcome="quarantined", transaction=None, id_tag_info=None)
         if result.outcome in ("orphan", "foreign", "conflict"):
             what = {"foreign": "another charger's", "orphan": "unknown"}.get(
                 result.outcome, "an already closed (different meterStop)"
@@ -254,7 +370,11 @@ class ChargerIngest:
 
     async def meter_values(self, request: MeterValuesRequest) -> None:
         self._alive(request.received_at)
-        summary = await self._durable(transactions.record_meter_values, request)
+        try:
+            summary = await self._durable(transactions.record_meter_values, request)
+        except PermanentStorageError as exc:
+            await self._quarantine(exc, transaction_id=request.transaction_id)
+            return
         latest = max(mv.timestamp for mv in request.meter_values)
         self._publish(
             Event.METER_VALUES,
@@ -275,16 +395,12 @@ class ChargerIngest:
         self._alive(request.received_at)
         at = request.timestamp or request.received_at
         try:
-            with trio.fail_after(min(self._settings.db_retry_seconds, 2.0) + 0.5):
-                await self._durable(chargers.record_status, request)
-        except (StorageUnavailable, trio.TooSlowError):
-            # State, not billing data: answer anyway (R75) and say so in the log.
-            log.error(
-                "charger=%s StatusNotification not stored (database unavailable): connector %d %s",
-                self.charger_id,
-                request.connector_id,
-                request.status.value,
-            )
+            # Answered only once stored: a CALLRESULT for a dropped status would leave
+            # the connector's state wrong for good (issue 21 item 1).
+            await self._durable(chargers.record_status, request)
+        except PermanentStorageError as exc:
+            await self._quarantine(exc)
+            return
         self._publish(
             Event.CONNECTOR_STATUS,
             {
@@ -301,7 +417,11 @@ class ChargerIngest:
     async def data_transfer(self, request: DataTransferRequest) -> DataTransferResult:
         self._alive(request.received_at)
         status = decide_data_transfer(self._settings.data_transfer_vendors, request)
-        await self._durable(commands.record_data_transfer, request, status)
+        try:
+            await self._durable(commands.record_data_transfer, request, status)
+        except PermanentStorageError as exc:
+            await self._quarantine(exc)
+            return DataTransferResult(status=DataTransferStatus.REJECTED)
         log.info(
             "charger=%s DataTransfer vendor=%s message=%s -> %s",
             self.charger_id,

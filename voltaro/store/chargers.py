@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from voltaro.domain.credentials import hash_password
@@ -201,13 +201,21 @@ def mark_connected(s: Session, charger_id: str, connected: bool, at: datetime) -
     )
 
 
-def touch(s: Session, charger_ids: Iterable[str], at: datetime) -> None:
-    """Batched sign of life: every PDU counts (OCPP 1.6 §4.6, R49)."""
-    ids = list(charger_ids)
-    if ids:
-        s.execute(
-            update(ChargePointRow).where(ChargePointRow.charger_id.in_(ids)).values(last_seen=at)
-        )
+def touch(s: Session, seen: Mapping[str, datetime]) -> None:
+    """Batched sign of life: every PDU counts (OCPP 1.6 §4.6, R49). Each charger gets
+    its own latest time (issue 10 §2.11), never the batch's latest."""
+    if not seen:
+        return
+    table = cast(Table, ChargePointRow.__table__)
+    statement = (
+        update(table)
+        .where(table.c.charger_id == bindparam("seen_id"))
+        .values(last_seen=bindparam("seen_at"))
+    )
+    s.connection().execute(
+        statement,
+        [{"seen_id": charger_id, "seen_at": at} for charger_id, at in sorted(seen.items())],
+    )
 
 
 def reset_connected(s: Session) -> None:

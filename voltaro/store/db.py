@@ -5,6 +5,12 @@ inside one transaction. ``Database.run`` is the only way the trio side touches t
 database: it is capacity-limited to the connection pool (SQLite: one writer) and never
 abandons a worker on cancel — an abandoned write could still commit a transaction id
 nobody was told about (style-anchors §0.3).
+
+It is also the one place where database failures are classified: whatever SQLAlchemy,
+the driver or the binding of a value raises leaves ``run`` as a
+:class:`~voltaro.store.errors.TransientStorageError` (retry later) or a
+:class:`~voltaro.store.errors.PermanentStorageError` (never retry this work), and every
+attempt is reported to :attr:`Database.health` for the outage log.
 """
 
 from __future__ import annotations
@@ -20,6 +26,9 @@ from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
+
+from voltaro.store.errors import StorageError, classify
+from voltaro.store.health import DatabaseHealth
 
 log = logging.getLogger(__name__)
 
@@ -66,12 +75,30 @@ class Database:
                 },
             )
             self.limiter = trio.CapacityLimiter(pool_size)
+        self.health = DatabaseHealth()
 
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run ``fn(session, *args, **kwargs)`` in a worker thread, in one committed
-        transaction."""
-        work = functools.partial(self.run_sync, fn, *args, **kwargs)
-        return await trio.to_thread.run_sync(work, limiter=self.limiter)
+        transaction.
+
+        Raises:
+            TransientStorageError: the database cannot do it now (a StorageUnavailable).
+            PermanentStorageError: the database refuses this work; do not retry it.
+        """
+        work = functools.partial(self._attempt, fn, *args, **kwargs)
+        outcome = await trio.to_thread.run_sync(work, limiter=self.limiter)
+        if isinstance(outcome, StorageError):
+            if outcome.transient:
+                self.health.failed(outcome.reason)
+            raise outcome from outcome.cause
+        self.health.succeeded()
+        return outcome
+
+    def _attempt(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T | StorageError:
+        try:
+            return self.run_sync(fn, *args, **kwargs)
+        except _DATA_ERRORS as exc:
+            return classify(exc)
 
     def run_sync(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         with Session(self.engine, expire_on_commit=False) as session, session.begin():
@@ -103,6 +130,13 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+# What a unit of work raises because of the database or of a value it cannot hold: a
+# Python int beyond SQLite's 64 bits raises OverflowError, a lone surrogate
+# UnicodeEncodeError, both before SQLAlchemy sees them. Anything else is a bug and
+# propagates unchanged.
+_DATA_ERRORS = (SQLAlchemyError, OverflowError, UnicodeError)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

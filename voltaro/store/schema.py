@@ -76,7 +76,7 @@ class ConnectorRow(Base):
         ForeignKey("charge_points.charger_id", ondelete="CASCADE"), primary_key=True
     )
     connector_id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    status: Mapped[str | None] = mapped_column(String(32))
+    status: Mapped[str | None] = mapped_column(Text)
     error_code: Mapped[str | None] = mapped_column(Text)
     info: Mapped[str | None] = mapped_column(Text)
     vendor_id: Mapped[str | None] = mapped_column(Text)
@@ -96,7 +96,7 @@ class StatusHistoryRow(Base):
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     charger_id: Mapped[str] = mapped_column(String(255))
     connector_id: Mapped[int] = mapped_column(Integer)
-    status: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(Text)
     error_code: Mapped[str | None] = mapped_column(Text)
     info: Mapped[str | None] = mapped_column(Text)
     vendor_id: Mapped[str | None] = mapped_column(Text)
@@ -140,8 +140,10 @@ class TransactionRow(Base):
     # No foreign key to charge_points: billing data outlives a removed charger.
     charger_id: Mapped[str] = mapped_column(String(255))
     connector_id: Mapped[int] = mapped_column(Integer)
-    id_tag: Mapped[str] = mapped_column(String(64))
-    tag_key: Mapped[str] = mapped_column(String(64))
+    # Charger-supplied strings are Text: stored as received, whatever their length
+    # (issue 10 §2.3; validation is lenient, so the columns must be too).
+    id_tag: Mapped[str] = mapped_column(Text)
+    tag_key: Mapped[str] = mapped_column(Text)
     id_tag_status: Mapped[str] = mapped_column(String(16))
     start_time: Mapped[datetime] = mapped_column(UtcDateTime)
     meter_start: Mapped[int] = mapped_column(BigInteger)
@@ -149,8 +151,8 @@ class TransactionRow(Base):
     state: Mapped[str] = mapped_column(String(16))
     stop_time: Mapped[datetime | None] = mapped_column(UtcDateTime)
     meter_stop: Mapped[int | None] = mapped_column(BigInteger)
-    stop_reason: Mapped[str | None] = mapped_column(String(32))
-    stop_id_tag: Mapped[str | None] = mapped_column(String(64))
+    stop_reason: Mapped[str | None] = mapped_column(Text)
+    stop_id_tag: Mapped[str | None] = mapped_column(Text)
     energy_wh: Mapped[int | None] = mapped_column(BigInteger)
     last_meter_wh: Mapped[float | None] = mapped_column(Float)
     last_power_w: Mapped[float | None] = mapped_column(Float)
@@ -178,8 +180,8 @@ class OrphanStopRow(Base):
     kind: Mapped[str] = mapped_column(String(16))  # "unknown" | "foreign" | "conflict"
     meter_stop: Mapped[int] = mapped_column(BigInteger)
     stop_time: Mapped[datetime] = mapped_column(UtcDateTime)
-    id_tag: Mapped[str | None] = mapped_column(String(64))
-    reason: Mapped[str | None] = mapped_column(String(32))
+    id_tag: Mapped[str | None] = mapped_column(Text)
+    reason: Mapped[str | None] = mapped_column(Text)
     received_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
@@ -214,12 +216,14 @@ class MeterValueRow(Base):
     transaction_id: Mapped[int | None] = mapped_column(Integer)
     at: Mapped[datetime] = mapped_column(UtcDateTime)
     value: Mapped[str] = mapped_column(Text)
-    context: Mapped[str] = mapped_column(String(32))
-    format: Mapped[str] = mapped_column(String(16))
-    measurand: Mapped[str] = mapped_column(String(64))
-    phase: Mapped[str] = mapped_column(String(8), default="")  # "" = none (unique key)
-    location: Mapped[str] = mapped_column(String(16))
-    unit: Mapped[str] = mapped_column(String(16))
+    # Text: chargers send units, measurands, phases... outside the spec's lists
+    # (e.g. unit "kWh-Import-Register-Total"); they are kept as sent (issue 10 §2.3).
+    context: Mapped[str] = mapped_column(Text)
+    format: Mapped[str] = mapped_column(Text)
+    measurand: Mapped[str] = mapped_column(Text)
+    phase: Mapped[str] = mapped_column(Text, default="")  # "" = none (unique key)
+    location: Mapped[str] = mapped_column(Text)
+    unit: Mapped[str] = mapped_column(Text)
 
 
 class ConfigurationRow(Base):
@@ -228,7 +232,7 @@ class ConfigurationRow(Base):
     charger_id: Mapped[str] = mapped_column(
         ForeignKey("charge_points.charger_id", ondelete="CASCADE"), primary_key=True
     )
-    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key: Mapped[str] = mapped_column(Text, primary_key=True)
     value: Mapped[str | None] = mapped_column(Text)
     readonly: Mapped[bool] = mapped_column(Boolean, default=False)
     unknown: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -259,7 +263,7 @@ class CommandRow(Base):
     request: Mapped[str] = mapped_column(Text)
     actor: Mapped[str] = mapped_column(String(255))
     requested_at: Mapped[datetime] = mapped_column(UtcDateTime)
-    status: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[str | None] = mapped_column(Text)  # as the charger answered
     error: Mapped[str | None] = mapped_column(Text)
     finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
@@ -275,7 +279,28 @@ class FrameRow(Base):
     charger_id: Mapped[str] = mapped_column(String(255))
     direction: Mapped[str] = mapped_column(String(3))
     at: Mapped[datetime] = mapped_column(UtcDateTime)
-    action: Mapped[str | None] = mapped_column(String(64))
-    unique_id: Mapped[str | None] = mapped_column(String(64))
+    action: Mapped[str | None] = mapped_column(Text)  # a charger may send any string
+    unique_id: Mapped[str | None] = mapped_column(Text)
     message_type: Mapped[int | None] = mapped_column(Integer)
     payload: Mapped[str] = mapped_column(Text)
+
+
+class QuarantineRow(Base):
+    """A charger message the database refused for good (issue 10 §2.3): the raw frame is
+    kept for an operator, the charger was answered so that its queue moves on."""
+
+    __tablename__ = "quarantine"
+    __table_args__ = (
+        Index("ix_quarantine_at", "at"),
+        Index("ix_quarantine_charger", "charger_id", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    charger_id: Mapped[str] = mapped_column(Text)
+    unique_id: Mapped[str | None] = mapped_column(Text)
+    action: Mapped[str | None] = mapped_column(Text)
+    frame: Mapped[str] = mapped_column(Text)  # the raw text frame, exactly as received
+    error: Mapped[str] = mapped_column(Text)
+    # The id the charger was given (a quarantined StartTransaction) or referred to.
+    transaction_id: Mapped[int | None] = mapped_column(BigInteger)
+    at: Mapped[datetime] = mapped_column(UtcDateTime)

@@ -1,0 +1,131 @@
+"""Database health as the operator reads it in the log: an outage is three kinds of line.
+
+A database outage must not flood the log (issue 21 item 5): every charger retries every
+message, and a full error per retry buries the cause. So:
+
+- the first failure is logged once, at ERROR, with its cause;
+- while the outage lasts, one summary line per ``interval``: how long, how many
+  messages wait to be stored and from how many chargers, how many attempts failed;
+- the recovery is logged once with the outage's duration.
+
+``Database.run`` reports every attempt here (one place); the ingest registers the
+messages that wait (:meth:`DatabaseHealth.waiting`). ``run`` is the summary task.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import trio
+
+log = logging.getLogger("voltaro.store.health")
+
+# A success only ends an outage when no attempt has failed for this long: with SQLite
+# locked for writes, reads still succeed and would otherwise end and restart it.
+SETTLE_SECONDS = 1.0
+
+
+class DatabaseHealth:
+    def __init__(self) -> None:
+        self.down_since: float | None = None
+        self.failures = 0
+        self.last_failure_at = 0.0
+        self.last_success_at = 0.0
+        self.last_cause = ""
+        self._waiting: Counter[str] = Counter()
+
+    # --- reports from Database.run ------------------------------------------------------
+
+    def failed(self, cause: str) -> None:
+        now = time.monotonic()
+        self.last_failure_at = now
+        self.last_cause = cause
+        if self.down_since is None:
+            self.down_since = now
+            self.failures = 1
+            log.error(
+                "database unavailable: %s; chargers get a CALLERROR and retry, nothing "
+                "acknowledged is dropped",
+                cause,
+            )
+        else:
+            self.failures += 1
+
+    def succeeded(self) -> None:
+        self.last_success_at = time.monotonic()
+
+    @property
+    def available(self) -> bool:
+        return self.down_since is None
+
+    # --- messages waiting to be stored ---------------------------------------------------
+
+    @contextmanager
+    def waiting(self, charger_id: str) -> Iterator[None]:
+        self._waiting[charger_id] += 1
+        try:
+            yield
+        finally:
+            self._waiting[charger_id] -= 1
+            if self._waiting[charger_id] <= 0:
+                del self._waiting[charger_id]
+
+    @property
+    def messages_waiting(self) -> int:
+        return sum(self._waiting.values())
+
+    @property
+    def chargers_waiting(self) -> int:
+        return len(self._waiting)
+
+    # --- the summary task ------------------------------------------------------------------
+
+    def check(self, *, summary_due: bool) -> None:
+        """End the outage if it settled, else log a summary line when one is due."""
+        if self.down_since is None:
+            return
+        now = time.monotonic()
+        settled = now - self.last_failure_at >= SETTLE_SECONDS
+        if self.last_success_at > self.last_failure_at and settled:
+            log.warning(
+                "database available again after %.1f s (%d failed attempts during the outage)",
+                self.last_success_at - self.down_since,
+                self.failures,
+            )
+            self.down_since = None
+            self.failures = 0
+            return
+        if summary_due:
+            log.warning(
+                "database still unavailable after %.0f s: %d messages from %d chargers wait "
+                "to be stored, %d failed attempts; last error: %s",
+                now - self.down_since,
+                self.messages_waiting,
+                self.chargers_waiting,
+                self.failures,
+                self.last_cause,
+            )
+
+    async def run(
+        self, interval: float, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Log the summary lines and the recovery (one task per process)."""
+        task_status.started()
+        tick = min(interval, SETTLE_SECONDS / 2)
+        next_summary: float | None = None
+        while True:
+            await trio.sleep(tick)
+            if self.down_since is None:
+                next_summary = None
+                continue
+            now = time.monotonic()
+            if next_summary is None:
+                next_summary = self.down_since + interval
+            due = now >= next_summary
+            if due:
+                next_summary = now + interval
+            self.check(summary_due=due)
