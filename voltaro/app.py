@@ -40,6 +40,7 @@ from voltaro.service.frame_log import FrameSink
 from voltaro.service.health import HealthMonitor
 from voltaro.service.hub import EventHub
 from voltaro.service.ingest import ChargerIngest, Liveness
+from voltaro.service.presence import ConnectionFlags
 from voltaro.settings import Settings
 from voltaro.startup import StartupError, find_exception, os_reason
 from voltaro.store import chargers, frames
@@ -117,25 +118,28 @@ async def run(
     database = Database(
         settings.database_url,
         pool_size=settings.db_pool_size,
-        lock_timeout=max(1.0, min(10.0, settings.db_retry_seconds)),
+        # SQLite's busy wait is one attempt; keep it well inside the answer budget so a
+        # message waiting behind a locked database is retried and counted (health log).
+        lock_timeout=max(0.5, min(5.0, settings.db_retry_seconds / 3)),
     )
     try:
         await trio.to_thread.run_sync(database.upgrade)
-    except SQLAlchemyError as exc:
+        # Nobody is connected yet, whatever a crash left in the table.
+        await database.run(chargers.reset_connected)
+    except SQLAlchemyError as exc:  # StorageError too (the SQLite write-locked case)
         database.dispose()
         raise StartupError(
             f"cannot use the database {_safe_url(settings.database_url)} "
             f"(setting database_url): {_first_line(exc)}"
         ) from exc
-    # Nobody is connected yet, whatever a crash left in the table.
-    await database.run(chargers.reset_connected)
     hub = EventHub(settings.control_queue_size)
     liveness = Liveness(database, publish=hub.publish)
     health = HealthMonitor(database, registry, hub)
 
     publish = hub.publish
     frame_sink = FrameSink(db=database, settings=settings, publish=publish)
-    directory = StoreDirectory(database, hub)
+    flags = ConnectionFlags(database, registry, interval=settings.connection_reconcile_interval)
+    directory = StoreDirectory(database, hub, flags)
 
     def backend_factory(charger_id: str) -> ChargerBackend:
         return ChargerIngest(
@@ -176,6 +180,7 @@ async def run(
     components.extras["frame_sink"] = frame_sink
     components.extras["liveness"] = liveness
     components.extras["health"] = health
+    components.extras["connection_flags"] = flags
     components.extras["call_errors"] = call_errors
 
     try:
@@ -184,6 +189,7 @@ async def run(
             await nursery.start(frame_sink.run)
             await nursery.start(liveness.run)
             await nursery.start(health.run)
+            await nursery.start(flags.run)
             ocpp = await _start(
                 nursery,
                 listener.run,

@@ -19,9 +19,10 @@ from websockets.sync.client import ClientConnection, connect
 
 
 class HandshakeRefused(Exception):
-    def __init__(self, status: int) -> None:
+    def __init__(self, status: int, headers: dict[str, str] | None = None) -> None:
         super().__init__(f"HTTP {status}")
         self.status = status
+        self.headers = headers or {}
 
 
 class RawCharger:
@@ -62,7 +63,10 @@ class RawCharger:
                     legacy=True,
                 )
             except InvalidStatus as exc:
-                raise HandshakeRefused(exc.response.status_code) from None
+                raise HandshakeRefused(
+                    exc.response.status_code,
+                    {k.lower(): v for k, v in exc.response.headers.raw_items()},
+                ) from None
 
         return cls(await trio.to_thread.run_sync(_open))
 

@@ -44,6 +44,14 @@ class ChargerDirectory(Protocol):
         """Create a record for an unknown id (unknown_chargers = pending | accept)."""
         ...
 
+    async def admit(self, charger_id: str) -> None:
+        """Record, before the upgrade, that the charger is connecting here.
+
+        Raises:
+            StorageUnavailable: the database cannot record it now (HTTP 503).
+        """
+        ...
+
     async def connected(self, charger_id: str, remote: str) -> None:
         """The charger is now connected here: mark it and tell the consoles."""
         ...
@@ -84,6 +92,9 @@ class MemoryDirectory:
 
     async def register_unknown(self, charger_id: str, registration: RegistrationStatus) -> None:
         self.records.setdefault(charger_id, ChargerRecord(charger_id, registration))
+
+    async def admit(self, charger_id: str) -> None:
+        self.history.append(("admitted", charger_id))
 
     async def connected(self, charger_id: str, remote: str) -> None:
         self.online.add(charger_id)

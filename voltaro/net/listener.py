@@ -64,6 +64,18 @@ class Refusal:
     headers: tuple[tuple[bytes, bytes], ...] = ()
 
 
+# What a charger is told when the database cannot take it now (RFC 9110 §10.2.3).
+RETRY_AFTER_SECONDS = 10
+
+
+def database_unavailable() -> Refusal:
+    return Refusal(
+        503,
+        "database unavailable, retry later",
+        ((b"Retry-After", str(RETRY_AFTER_SECONDS).encode()),),
+    )
+
+
 def remote_of(request: WebSocketRequest) -> str:
     remote = request.remote
     if isinstance(remote, Endpoint):
@@ -269,7 +281,7 @@ class OcppListener:
         try:
             record = await self._directory.lookup(charger_id)
         except StorageUnavailable:
-            return Refusal(503, "database unavailable, retry later")
+            return database_unavailable()
         if record is None and s.unknown_chargers is UnknownChargers.REJECT:
             # OCPP-J 1.6 §3.2 and errata 3.68: unknown identity -> 404, no upgrade.
             return Refusal(404, "unknown charge point")
@@ -305,8 +317,14 @@ class OcppListener:
             try:
                 await self._directory.register_unknown(charger_id, registration)
             except StorageUnavailable:
-                return Refusal(503, "database unavailable, retry later")
+                return database_unavailable()
             log.info("registered unknown charge point %r as %s", charger_id, registration)
+        try:
+            # Issue 10 §2.4: a database that cannot record the connection now (PostgreSQL
+            # down, SQLite write-locked) is a 503 before the upgrade, not a 1011 after it.
+            await self._directory.admit(charger_id)
+        except StorageUnavailable:
+            return database_unavailable()
         return Admission(charger_id, SUBPROTOCOL if offered else None)
 
     def _backoff_left(self, charger_id: str) -> float:

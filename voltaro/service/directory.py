@@ -7,15 +7,17 @@ from voltaro.control.wire import Event
 from voltaro.domain.model import RegistrationStatus
 from voltaro.domain.timestamps import utc_now
 from voltaro.service.hub import EventHub
+from voltaro.service.presence import ConnectionFlags
 from voltaro.store import chargers
 from voltaro.store.chargers import ChargerAuth
 from voltaro.store.db import Database
 
 
 class StoreDirectory:
-    def __init__(self, database: Database, hub: EventHub) -> None:
+    def __init__(self, database: Database, hub: EventHub, flags: ConnectionFlags) -> None:
         self._db = database
         self._hub = hub
+        self._flags = flags
 
     async def lookup(self, charger_id: str) -> ChargerAuth | None:
         return await self._db.run(chargers.charger_auth, charger_id)
@@ -26,10 +28,17 @@ class StoreDirectory:
             Event.CHARGER_UPDATED, {"charger_id": charger_id, "registration": registration.value}
         )
 
-    async def connected(self, charger_id: str, remote: str) -> None:
+    async def admit(self, charger_id: str) -> None:
+        # The one synchronous write of a connection: a database that cannot take it is
+        # answered 503 at the handshake (issue 10 §2.4).
         await self._db.run(chargers.mark_connected, charger_id, True, utc_now())
+
+    async def connected(self, charger_id: str, remote: str) -> None:
+        # From here on the flag follows the registry, written until stored (presence).
+        self._flags.changed(charger_id)
         self._hub.publish(Event.CHARGER_CONNECTED, {"charger_id": charger_id, "remote": remote})
 
     async def disconnected(self, charger_id: str, reason: str) -> None:
-        await self._db.run(chargers.mark_connected, charger_id, False, utc_now())
+        # Never dropped: written by ConnectionFlags, retried until the database takes it.
+        self._flags.changed(charger_id)
         self._hub.publish(Event.CHARGER_DISCONNECTED, {"charger_id": charger_id, "reason": reason})

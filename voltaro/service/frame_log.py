@@ -33,7 +33,6 @@ from typing import Any
 
 import trio
 import trio.lowlevel
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from voltaro.control.wire import Event
 from voltaro.domain.model import FrameRecord
@@ -41,6 +40,7 @@ from voltaro.domain.timestamps import format_utc
 from voltaro.settings import Settings
 from voltaro.store import frames
 from voltaro.store.db import Database
+from voltaro.store.errors import is_transient
 
 log = logging.getLogger(__name__)
 
@@ -172,9 +172,8 @@ def truncated(frame: FrameRecord) -> FrameRecord:
 
 def _transient(exc: BaseException) -> bool:
     """The database is down or busy (keep the batch), not refusing these rows."""
-    if isinstance(exc, OperationalError | InterfaceError):
-        return True
-    return isinstance(exc, DBAPIError) and exc.connection_invalidated
+    # Database.run already classified it (voltaro.store.errors): one rule everywhere.
+    return is_transient(exc)
 
 
 class FrameSink:

@@ -218,6 +218,34 @@ def touch(s: Session, seen: Mapping[str, datetime]) -> None:
     )
 
 
+def set_connected(s: Session, flags: Mapping[str, bool], at: datetime) -> None:
+    """Write each charger's connected flag (and last_seen: a change is a sign of life)."""
+    table = cast(Table, ChargePointRow.__table__)
+    statement = (
+        update(table)
+        .where(table.c.charger_id == bindparam("flag_id"))
+        .values(connected=bindparam("flag_on"), last_seen=bindparam("flag_at"))
+    )
+    rows = [{"flag_id": cid, "flag_on": on, "flag_at": at} for cid, on in sorted(flags.items())]
+    if rows:
+        s.connection().execute(statement, rows)
+
+
+def reconcile_connected(s: Session, held: set[str], at: datetime) -> tuple[int, int]:
+    """Make the flags equal to ``held`` (the chargers connected to this node); returns
+    how many flags were cleared and how many set."""
+    flagged = set(s.scalars(select(ChargePointRow.charger_id).where(ChargePointRow.connected)))
+    stale, missing = sorted(flagged - held), sorted(held - flagged)
+    for ids, on in ((stale, False), (missing, True)):
+        for start in range(0, len(ids), 500):
+            s.execute(
+                update(ChargePointRow)
+                .where(ChargePointRow.charger_id.in_(ids[start : start + 500]))
+                .values(connected=on)
+            )
+    return len(stale), len(missing)
+
+
 def reset_connected(s: Session) -> None:
     """At start nobody is connected (a crash may have left flags set)."""
     s.execute(update(ChargePointRow).values(connected=False))

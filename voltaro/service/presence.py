@@ -1,0 +1,122 @@
+"""The ``connected`` flags in the database follow the connections this node holds.
+
+Losing the write that says a charger hung up must never be silent (issue 21 item 3,
+issue 10 §2.4): a charger gone while the database was busy or down stayed "connected"
+for good. So the flags are not written once and forgotten:
+
+- a change (connect, hang-up) marks the charger *dirty*; this task writes the registry's
+  truth for every dirty charger — whatever the order in which changes arrived — and
+  keeps them dirty, retrying with backoff, until the write commits;
+- every ``interval`` (and when the database comes back after a failed write) the whole
+  table is reconciled with the registry: flags set for chargers this node does not hold
+  are cleared, missing ones set.
+
+Single node: the registry is the truth. (Several nodes sharing PostgreSQL would also
+consult the other nodes' leases; Voltaro has no multi-node mode yet.)
+"""
+
+from __future__ import annotations
+
+import logging
+
+import trio
+
+from voltaro.domain.timestamps import utc_now
+from voltaro.net.registry import Registry
+from voltaro.store import chargers
+from voltaro.store.db import Database
+from voltaro.store.errors import PermanentStorageError, TransientStorageError
+
+log = logging.getLogger(__name__)
+
+MAX_BACKOFF = 10.0
+
+
+class ConnectionFlags:
+    def __init__(self, db: Database, registry: Registry, *, interval: float = 60.0) -> None:
+        self._db = db
+        self._registry = registry
+        self._interval = interval
+        self._dirty: set[str] = set()
+        self._wake = trio.Event()
+        self._reconcile = True  # at start: whatever a crash left in the table
+        self._written = trio.Event()
+
+    @property
+    def pending(self) -> frozenset[str]:
+        """Chargers whose flag is not yet written (for tests and status)."""
+        return frozenset(self._dirty)
+
+    def changed(self, charger_id: str) -> None:
+        """The charger connected or hung up here: write its flag (soon, until stored)."""
+        self._dirty.add(charger_id)
+        self._wake.set()
+
+    def reconcile_soon(self) -> None:
+        self._reconcile = True
+        self._wake.set()
+
+    async def settled(self) -> None:
+        """Wait until nothing is pending (tests and shutdown)."""
+        while self._dirty or self._reconcile:
+            await self._written.wait()
+
+    async def write_once(self) -> None:
+        """One round: reconcile if due, else write the dirty flags.
+
+        Raises:
+            TransientStorageError: not written; everything stays pending.
+        """
+        if self._reconcile:
+            held = set(self._registry.connected())
+            self._dirty.clear()  # the reconcile writes every flag
+            try:
+                cleared, set_ = await self._db.run(chargers.reconcile_connected, held, utc_now())
+            except TransientStorageError:
+                raise
+            self._reconcile = False
+            if cleared or set_:
+                log.warning(
+                    "connected flags reconciled with the %d connections held here: %d "
+                    "cleared, %d set",
+                    len(held),
+                    cleared,
+                    set_,
+                )
+            return
+        batch, self._dirty = self._dirty, set()
+        truth = {charger_id: self._registry.is_connected(charger_id) for charger_id in batch}
+        try:
+            await self._db.run(chargers.set_connected, truth, utc_now())
+        except TransientStorageError:
+            self._dirty |= batch
+            raise
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        backoff = 0.1
+        next_reconcile = trio.current_time() + self._interval
+        while True:
+            if not self._dirty and not self._reconcile:
+                with trio.move_on_at(next_reconcile):
+                    await self._wake.wait()
+                self._wake = trio.Event()
+            if trio.current_time() >= next_reconcile:
+                self._reconcile = True
+                next_reconcile = trio.current_time() + self._interval
+            try:
+                await self.write_once()
+            except TransientStorageError:
+                # Kept pending; once the database answers again, reconcile everything
+                # (the outage itself is logged by the database's health report).
+                self._reconcile = True
+                await trio.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF)
+                continue
+            except PermanentStorageError as exc:
+                log.error("connected flags not written: %s", exc.reason)
+                self._dirty.clear()
+                self._reconcile = False
+            backoff = 0.1
+            self._written.set()
+            self._written = trio.Event()
