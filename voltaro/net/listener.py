@@ -241,6 +241,9 @@ class OcppListener:
             # The client gave up during the handshake: a normal disconnect, nothing to
             # answer (issue 10 §2.5).
             log.info("%s hung up during the handshake for %s", remote, request.path[:120])
+            if not isinstance(decision, Refusal):
+                # Admitted (and recorded as connected), then gone: record that too.
+                await self._notify_disconnected(decision.charger_id, "hung up in the handshake")
             return
         await self._serve_session(decision.charger_id, ws, remote)
 

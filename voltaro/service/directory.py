@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from voltaro.control.wire import Event
 from voltaro.domain.model import RegistrationStatus
-from voltaro.domain.timestamps import utc_now
 from voltaro.service.hub import EventHub
 from voltaro.service.presence import ConnectionFlags
 from voltaro.store import chargers
@@ -29,16 +28,16 @@ class StoreDirectory:
         )
 
     async def admit(self, charger_id: str) -> None:
-        # The one synchronous write of a connection: a database that cannot take it is
-        # answered 503 at the handshake (issue 10 §2.4).
-        await self._db.run(chargers.mark_connected, charger_id, True, utc_now())
+        # The flag is written before the upgrade, in a batch with the other chargers'
+        # flags: a database that cannot take it is answered 503 (issue 10 §2.4).
+        await self._flags.admit(charger_id)
 
     async def connected(self, charger_id: str, remote: str) -> None:
         # From here on the flag follows the registry, written until stored (presence).
-        self._flags.changed(charger_id)
+        self._flags.settle(charger_id)
         self._hub.publish(Event.CHARGER_CONNECTED, {"charger_id": charger_id, "remote": remote})
 
     async def disconnected(self, charger_id: str, reason: str) -> None:
         # Never dropped: written by ConnectionFlags, retried until the database takes it.
-        self._flags.changed(charger_id)
+        self._flags.settle(charger_id)
         self._hub.publish(Event.CHARGER_DISCONNECTED, {"charger_id": charger_id, "reason": reason})

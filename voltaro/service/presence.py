@@ -9,7 +9,10 @@ for good. So the flags are not written once and forgotten:
   keeps them dirty, retrying with backoff, until the write commits;
 - every ``interval`` (and when the database comes back after a failed write) the whole
   table is reconciled with the registry: flags set for chargers this node does not hold
-  are cleared, missing ones set.
+  are cleared, missing ones set;
+- at the handshake, :meth:`ConnectionFlags.admit` waits for the round that writes the
+  new charger's flag: a database that cannot take it means HTTP 503 before the upgrade,
+  and a connect storm costs one transaction per round, not one per charger.
 
 Single node: the registry is the truth. (Several nodes sharing PostgreSQL would also
 consult the other nodes' leases; Voltaro has no multi-node mode yet.)
@@ -21,6 +24,7 @@ import logging
 
 import trio
 
+from voltaro.domain.ports import StorageUnavailable
 from voltaro.domain.timestamps import utc_now
 from voltaro.net.registry import Registry
 from voltaro.store import chargers
@@ -41,6 +45,9 @@ class ConnectionFlags:
         self._wake = trio.Event()
         self._reconcile = True  # at start: whatever a crash left in the table
         self._written = trio.Event()
+        # Chargers past the handshake checks, not yet in the registry: connected.
+        self._admitting: set[str] = set()
+        self._waiters: dict[str, list[_Waiter]] = {}
 
     @property
     def pending(self) -> frozenset[str]:
@@ -51,6 +58,40 @@ class ConnectionFlags:
         """The charger connected or hung up here: write its flag (soon, until stored)."""
         self._dirty.add(charger_id)
         self._wake.set()
+
+    async def admit(self, charger_id: str) -> None:
+        """Write that the charger is connecting here, batched with the other flags.
+
+        Raises:
+            StorageUnavailable: the write failed (the caller answers HTTP 503).
+        """
+        waiter = _Waiter()
+        self._admitting.add(charger_id)
+        self._waiters.setdefault(charger_id, []).append(waiter)
+        self.changed(charger_id)
+        try:
+            await waiter.done.wait()
+        except BaseException:
+            self.settle(charger_id)
+            raise
+        if waiter.error is not None:
+            self.settle(charger_id)
+            raise StorageUnavailable(waiter.error)
+
+    def settle(self, charger_id: str) -> None:
+        """The admitted charger is now in the registry, or will not be: its flag follows
+        the registry again."""
+        self._admitting.discard(charger_id)
+        self.changed(charger_id)
+
+    def _truth(self, charger_id: str) -> bool:
+        return charger_id in self._admitting or self._registry.is_connected(charger_id)
+
+    def _release(self, ids: set[str] | None, error: str | None) -> None:
+        for charger_id in list(self._waiters) if ids is None else ids:
+            for waiter in self._waiters.pop(charger_id, ()):
+                waiter.error = error
+                waiter.done.set()
 
     def reconcile_soon(self) -> None:
         self._reconcile = True
@@ -68,13 +109,16 @@ class ConnectionFlags:
             TransientStorageError: not written; everything stays pending.
         """
         if self._reconcile:
-            held = set(self._registry.connected())
-            self._dirty.clear()  # the reconcile writes every flag
+            held = set(self._registry.connected()) | self._admitting
+            dirty, self._dirty = self._dirty, set()  # the reconcile writes every flag
             try:
                 cleared, set_ = await self._db.run(chargers.reconcile_connected, held, utc_now())
-            except TransientStorageError:
+            except TransientStorageError as exc:
+                self._dirty |= dirty
+                self._release(dirty, exc.reason)
                 raise
             self._reconcile = False
+            self._release(dirty, None)
             if cleared or set_:
                 log.warning(
                     "connected flags reconciled with the %d connections held here: %d "
@@ -85,12 +129,14 @@ class ConnectionFlags:
                 )
             return
         batch, self._dirty = self._dirty, set()
-        truth = {charger_id: self._registry.is_connected(charger_id) for charger_id in batch}
+        truth = {charger_id: self._truth(charger_id) for charger_id in batch}
         try:
             await self._db.run(chargers.set_connected, truth, utc_now())
-        except TransientStorageError:
+        except TransientStorageError as exc:
             self._dirty |= batch
+            self._release(batch, exc.reason)
             raise
+        self._release(batch, None)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
@@ -100,7 +146,7 @@ class ConnectionFlags:
             if not self._dirty and not self._reconcile:
                 with trio.move_on_at(next_reconcile):
                     await self._wake.wait()
-                self._wake = trio.Event()
+            self._wake = trio.Event()
             if trio.current_time() >= next_reconcile:
                 self._reconcile = True
                 next_reconcile = trio.current_time() + self._interval
@@ -110,13 +156,26 @@ class ConnectionFlags:
                 # Kept pending; once the database answers again, reconcile everything
                 # (the outage itself is logged by the database's health report).
                 self._reconcile = True
-                await trio.sleep(backoff)
+                # A new admission tries at once (its charger waits in the handshake).
+                with trio.move_on_after(backoff):
+                    await self._wake.wait()
                 backoff = min(backoff * 2, MAX_BACKOFF)
                 continue
             except PermanentStorageError as exc:
                 log.error("connected flags not written: %s", exc.reason)
+                self._release(None, exc.reason)
                 self._dirty.clear()
                 self._reconcile = False
             backoff = 0.1
             self._written.set()
             self._written = trio.Event()
+
+
+class _Waiter:
+    """One admission waiting for the round that writes its flag."""
+
+    __slots__ = ("done", "error")
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.error: str | None = None
