@@ -26,9 +26,9 @@ from voltaro.store.db import Database
 from voltaro.store.schema import ChargePointRow
 
 
-async def eventually(check: Any, *, timeout: float = 15.0, what: str = "condition") -> None:
+async def eventually(check: Any, *, within: float = 15.0, what: str = "condition") -> None:
     """Poll ``check()`` (sync) until it is true, within a deadline (no fixed sleeps)."""
-    with trio.move_on_after(timeout):
+    with trio.move_on_after(within):
         while not check():  # noqa: ASYNC110 - polling state another process changes
             await trio.sleep(0.05)
         return
@@ -75,7 +75,7 @@ async def test_hang_up_during_outage_is_written_when_the_database_returns(
     finally:
         outage.end()
     assert flag(server, "CP-1")  # not yet written...
-    await eventually(lambda: not flag(server, "CP-1"), timeout=30, what="flag cleared")
+    await eventually(lambda: not flag(server, "CP-1"), within=30, what="flag cleared")
 
 
 async def test_stale_connected_flags_are_reconciled(database_url: str, tmp_path: Path) -> None:
