@@ -15,7 +15,9 @@ SOAK = Path(__file__).resolve().parents[2] / "scripts" / "soak.py"
 
 
 async def test_short_soak_loses_nothing(database_url: str, tmp_path: Path) -> None:
-    settings = server_settings(database_url, tmp_path, db_retry_seconds=5.0, call_timeout=10.0)
+    settings = server_settings(
+        database_url, tmp_path, db_retry_seconds=5.0, call_timeout=10.0, max_pending_per_ip=1000
+    )
     async with trio.open_nursery() as nursery:
         server, stop = await start_server(nursery, settings)
         try:
