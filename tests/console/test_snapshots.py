@@ -347,9 +347,12 @@ def _missing() -> ConsoleApp:
 
 
 async def _until_disconnected(pilot: Any) -> None:
+    # Wait for the banner to be laid out in full (its text wraps to two lines at 80
+    # columns), not only for the title: the snapshot must not race the layout.
     async with asyncio.timeout(5):
-        while "disconnected" not in (pilot.app.sub_title or ""):
+        while "disconnected" not in (pilot.app.sub_title or "") or pilot.app.banner.size.height < 2:
             await pilot.pause(0.01)
+    await pilot.pause()
 
 
 def test_disconnected_screen(snap_compare: Any) -> None:
