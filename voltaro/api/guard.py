@@ -24,10 +24,12 @@ from voltaro.settings import ApiScope, ApiToken
 
 MAX_BODY_BYTES = 1024 * 1024
 MAX_CONCURRENT = 64
-# No token: health checkers need no secret, and the API's description is not a secret.
+# No token: health checkers need no secret, and the API's description is not a secret
+# (nor are Swagger UI's own files under /docs/static/).
 PUBLIC_PATHS = frozenset(
     {"/health/live", "/health/ready", "/openapi.json", "/docs", "/docs/oauth2-redirect"}
 )
+PUBLIC_PREFIX = "/docs/static/"
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -105,7 +107,8 @@ class RequestGuard:
 
     async def _guarded(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        if scope["path"] not in PUBLIC_PATHS:
+        path = scope["path"]
+        if path not in PUBLIC_PATHS and not path.startswith(PUBLIC_PREFIX):
             caller = authenticate(self._tokens, headers.get("authorization", ""))
             if caller is None:
                 missing = not headers.get("authorization")

@@ -23,6 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from voltaro import __version__
 from voltaro.api import models
+from voltaro.api.docs import add_docs
 from voltaro.api.guard import Caller, RequestGuard
 from voltaro.domain.commands import CommandError, CommandErrorCode
 from voltaro.domain.model import AuthorizationStatus
@@ -120,8 +121,12 @@ def create_app(ctx: ApiContext) -> FastAPI:
         title="Voltaro",
         version=__version__,
         description="HTTP API of the Voltaro OCPP 1.6J Central System.",
+        # /docs with locally served assets (voltaro/api/docs.py); no ReDoc (CDN only).
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.ctx = ctx
+    add_docs(app)
     app.add_middleware(RequestGuard, tokens=ctx.settings.api_tokens)
 
     @app.exception_handler(ApiError)
