@@ -3,9 +3,14 @@ item 2): what real chargers do every day must neither lose nor block a session."
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+import pytest
+import trio
+
 from tests.e2e.conftest import RunningServer
+from tests.e2e.control_client import ControlClient
 from tests.support.charger import RawCharger
 from voltaro.domain.model import TransactionState
 from voltaro.store import chargers, tags, transactions
@@ -173,4 +178,50 @@ async def test_per_phase_figures_and_negative_energy(server: RunningServer) -> N
     live = server.run(transactions.get_transaction, tx)
     assert live.last_power_w == 3730  # the 10:30 phases, without N
     assert live.last_meter_wh == 1400  # the negative register at 10:30 is ignored
+    await cp.close()
+
+
+async def test_interruption_by_status_is_published_and_logged(
+    server: RunningServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A transaction ended by a StatusNotification (Available after a reboot, issue 10
+    §2.2) is announced like any other end: a ``transaction.ended`` event on the hub (so
+    consoles and ``ctl events`` see it) and one structured log line. Faulted while a
+    session runs ends nothing: the charger still sends its StopTransaction (§4.10)."""
+    caplog.set_level(logging.INFO)
+    setup(server, "CP-1")
+    assert server.addresses.control_socket is not None
+    control = await ControlClient.connect(server.addresses.control_socket)
+    assert (await control.request("subscribe", {"frames": False}))["ok"]
+    cp = await booted(server, "CP-1")
+    tx = (await start(cp, "DRIVER", meter=50, at="2025-01-01T10:00:00Z"))["transactionId"]
+    reading = {"timestamp": "2025-01-01T10:20:00Z", "sampledValue": [{"value": "1250"}]}
+    assert (
+        await cp.call(
+            "MeterValues", {"connectorId": 1, "transactionId": tx, "meterValue": [reading]}
+        )
+        == {}
+    )
+    faulted = {"connectorId": 1, "errorCode": "GroundFailure", "status": "Faulted"}
+    assert await cp.call("StatusNotification", faulted) == {}
+    assert server.run(transactions.get_transaction, tx).state is TransactionState.ACTIVE
+    await cp.close()
+    cp = await booted(server, "CP-1")  # rebooted: the session and its stop are gone
+    await status(cp, 1, "Available")
+    with trio.fail_after(10):
+        while not any(e.get("event") == "transaction.ended" for e in control.events):
+            control.events.append(await control.read())
+    ended = [e["data"] for e in control.events if e.get("event") == "transaction.ended"]
+    assert len(ended) == 1, ended
+    assert ended[0]["transaction_id"] == tx
+    assert ended[0]["charger_id"] == "CP-1"
+    assert ended[0]["connector_id"] == 1
+    assert ended[0]["state"] == "interrupted"
+    assert "rebooted" in ended[0]["reason"]
+    assert ended[0]["energy_wh"] == 1200  # best known: the last reading
+    lines = [r.getMessage() for r in caplog.records if f"transaction={tx}" in r.getMessage()]
+    assert len(lines) == 1, lines
+    assert "charger=CP-1" in lines[0] and "connector=1" in lines[0]
+    assert "interrupted" in lines[0] and "rebooted" in lines[0]
+    await control.aclose()
     await cp.close()

@@ -303,14 +303,22 @@ class ChargerIngest:
             if result.transaction is not None and result.transaction.end_reason:
                 self._publish(Event.TRANSACTION_ENDED, ended_event(result.transaction))
         for tx in result.interrupted:
-            log.warning(
-                "charger=%s transaction %d interrupted (%s); listed for reconciliation",
-                self.charger_id,
-                tx.transaction_id,
-                tx.end_reason,
-            )
-            self._publish(Event.TRANSACTION_ENDED, ended_event(tx))
+            self._interrupted(tx)
         return result
+
+    def _interrupted(self, tx: Transaction) -> None:
+        """Announce a transaction that ended without its StopTransaction: one log line
+        and the ``transaction.ended`` event (consoles, ``ctl events``, reconciliation)."""
+        log.warning(
+            "charger=%s transaction=%d connector=%d interrupted: %s "
+            "(best-known energy %s Wh; listed for reconciliation)",
+            self.charger_id,
+            tx.transaction_id,
+            tx.connector_id,
+            tx.end_reason,
+            tx.energy_wh,
+        )
+        self._publish(Event.TRANSACTION_ENDED, ended_event(tx))
 
     async def _quarantined_start(
         self, request: StartTransactionRequest, error: PermanentStorageError
@@ -397,7 +405,7 @@ class ChargerIngest:
         try:
             # Answered only once stored: a CALLRESULT for a dropped status would leave
             # the connector's state wrong for good (issue 21 item 1).
-            await self._durable(chargers.record_status, request)
+            recorded = await self._durable(chargers.record_status, request)
         except PermanentStorageError as exc:
             await self._quarantine(exc)
             return
@@ -413,6 +421,8 @@ class ChargerIngest:
                 "at": format_utc(at),
             },
         )
+        for tx in recorded.interrupted:
+            self._interrupted(tx)
 
     async def data_transfer(self, request: DataTransferRequest) -> DataTransferResult:
         self._alive(request.received_at)

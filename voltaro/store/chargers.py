@@ -21,6 +21,7 @@ from voltaro.domain.model import (
     ConnectorStatus,
     RegistrationStatus,
     StatusNotificationRequest,
+    Transaction,
     TransactionState,
 )
 from voltaro.domain.timestamps import utc_now
@@ -46,6 +47,15 @@ class ChargerAuth:
     registration: RegistrationStatus
     password_hash: str | None
     allow_no_subprotocol: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StatusRecorded:
+    """What storing a StatusNotification changed: the connector, and the transactions
+    it ended (interrupted: Available after a reboot, issue 10 §2.2)."""
+
+    connector: Connector
+    interrupted: tuple[Transaction, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -285,7 +295,7 @@ def boot(
     return BootDecision(status=status, interval=interval, current_time=now)
 
 
-def record_status(s: Session, request: StatusNotificationRequest) -> Connector:
+def record_status(s: Session, request: StatusNotificationRequest) -> StatusRecorded:
     """Current state and history per connector; nothing is refused (R75-R81).
 
     History is kept in the charger's time order (R80): an older notification delivered
@@ -308,11 +318,13 @@ def record_status(s: Session, request: StatusNotificationRequest) -> Connector:
     row = s.get(ConnectorRow, (request.charger_id, request.connector_id))
     if row is None:
         if s.get(ChargePointRow, request.charger_id) is None:
-            return Connector(
-                charger_id=request.charger_id,
-                connector_id=request.connector_id,
-                status=request.status,
-                error_code=request.error_code,
+            return StatusRecorded(
+                connector=Connector(
+                    charger_id=request.charger_id,
+                    connector_id=request.connector_id,
+                    status=request.status,
+                    error_code=request.error_code,
+                )
             )
         row = ConnectorRow(
             charger_id=request.charger_id,
@@ -330,9 +342,10 @@ def record_status(s: Session, request: StatusNotificationRequest) -> Connector:
         row.status_at = at
         row.status_received_at = request.received_at
     s.flush()
-    # Available after a reboot ends a transaction whose stop was lost (issue 10 §2.2).
-    transactions.apply_status(s, request)
-    return _connector(row)
+    # Available after a reboot ends a transaction whose stop was lost (issue 10 §2.2);
+    # the caller announces what ended (event and log line).
+    ended = transactions.apply_status(s, request)
+    return StatusRecorded(connector=_connector(row), interrupted=tuple(ended))
 
 
 def _settle_scheduled_availability(row: ConnectorRow, status: ConnectorStatus) -> None:
