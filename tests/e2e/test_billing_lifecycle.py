@@ -221,7 +221,9 @@ async def test_interruption_by_status_is_published_and_logged(
     assert ended[0]["energy_wh"] == 1200  # best known: the last reading
     lines = [r.getMessage() for r in caplog.records if f"transaction={tx}" in r.getMessage()]
     assert len(lines) == 1, lines
-    assert "charger=CP-1" in lines[0] and "connector=1" in lines[0]
-    assert "interrupted" in lines[0] and "rebooted" in lines[0]
+    assert "charger=CP-1" in lines[0]
+    assert "connector=1" in lines[0]
+    assert "interrupted" in lines[0]
+    assert "rebooted" in lines[0]
     await control.aclose()
     await cp.close()
