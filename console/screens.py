@@ -339,6 +339,14 @@ class DetailScreen(LiveScreen):
             )
         if c.get("call_errors_sent"):
             facts.append(("CALLERRORs sent", c["call_errors_sent"]))
+        # What the charger last reported in Firmware/DiagnosticsStatusNotification.
+        for key, label in (
+            ("firmware_status", "firmware update"),
+            ("diagnostics_status", "diagnostics"),
+        ):
+            report = c.get(key)
+            if report:
+                facts.append((label, f"{report['status']} ({report['at']})"))
         meta = "  ".join(f"[b]{k}[/b] {v}" for k, v in facts if v not in (None, ""))
         # Operator settings not in effect and pending changes come first.
         notes = "".join(f"\n[b yellow]! {note}[/]" for note in c.get("attention", []))

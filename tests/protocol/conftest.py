@@ -10,6 +10,7 @@ import pytest
 import trio
 from trio_websocket import WebSocketRequest, serve_websocket
 
+from voltaro.domain.firmware import TransferStatusReport
 from voltaro.domain.model import (
     AuthorizationStatus,
     BootDecision,
@@ -85,6 +86,9 @@ class FakeBackend:
     async def data_transfer(self, request: DataTransferRequest) -> DataTransferResult:
         self._note("data", request)
         return DataTransferResult(status=DataTransferStatus.UNKNOWN_VENDOR_ID)
+
+    async def transfer_status(self, report: TransferStatusReport) -> None:
+        self._note("transfer_status", report)
 
     def record_frame(self, frame: FrameRecord) -> None:
         self.frames.append(frame)

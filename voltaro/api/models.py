@@ -178,6 +178,27 @@ class Status(BaseModel):
 # --- Command bodies: one typed body per command, unknown fields refused (422) -------------
 
 
+class TransferStatus(BaseModel):
+    status: str
+    at: str
+
+
+class TransferReport(BaseModel):
+    kind: Literal["firmware", "diagnostics"]
+    status: str
+    at: str
+
+
+class FirmwareState(BaseModel):
+    """What the charger last reported in FirmwareStatusNotification and
+    DiagnosticsStatusNotification (null: never), and its recent reports, newest first."""
+
+    charger_id: str
+    firmware_status: TransferStatus | None
+    diagnostics_status: TransferStatus | None
+    transfer_history: list[TransferReport]
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

@@ -34,7 +34,7 @@ from voltaro.service.hub import EventHub
 from voltaro.service.overview import server_status
 from voltaro.service.reconciliation import Reconciliation
 from voltaro.settings import ApiScope, Settings
-from voltaro.store import chargers, tags, transactions
+from voltaro.store import chargers, firmware, tags, transactions
 from voltaro.store.db import Database
 from voltaro.store.errors import AlreadyExists, NotFound
 
@@ -107,7 +107,7 @@ def operator(scope: Annotated[ApiScope, Depends(token_scope)]) -> ApiScope:
 
 def needs_admin(action: str, arguments: dict[str, Any]) -> bool:
     """The commands that need the admin role on the control socket (wire.command_role)."""
-    if action == "ChangeConfiguration":
+    if action in ("ChangeConfiguration", "UpdateFirmware"):
         return True
     return action == "Reset" and str(arguments.get("type", "Soft")).lower() == "hard"
 
@@ -211,6 +211,19 @@ def create_app(ctx: ApiContext) -> FastAPI:
         if charger is None:
             raise ApiError(404, "not_found", f"unknown charge point {charger_id}")
         return charge_point(charger)
+
+    @app.get(
+        "/charge_points/{charger_id}/firmware",
+        response_model=models.FirmwareState,
+        responses={**ERRORS, 404: {"model": models.ErrorBody}},
+    )
+    async def get_firmware_state(charger_id: str, _: Read) -> Any:
+        """Firmware and diagnostics status as the charger reported it (OCPP 1.6 §4.4, §4.5)."""
+        if await ctx.db.run(chargers.get_charger, charger_id) is None:
+            raise ApiError(404, "not_found", f"unknown charge point {charger_id}")
+        latest = await ctx.db.run(firmware.latest_transfer_status, charger_id)
+        history = await ctx.db.run(firmware.transfer_history, charger_id)
+        return {"charger_id": charger_id, **views.transfer_status_view(latest, history)}
 
     @app.get("/sessions", response_model=models.SessionPage, responses=ERRORS)
     async def list_sessions(

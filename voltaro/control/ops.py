@@ -26,7 +26,7 @@ from voltaro.service.hub import EventHub
 from voltaro.service.overview import server_status
 from voltaro.service.reconciliation import Reconciliation
 from voltaro.settings import Settings
-from voltaro.store import chargers, commands, frames, quarantine, tags, transactions
+from voltaro.store import chargers, commands, firmware, frames, quarantine, tags, transactions
 from voltaro.store.db import Database
 from voltaro.store.errors import AlreadyExists, NotFound
 
@@ -179,6 +179,9 @@ class ControlOps:
         view["call_errors_sent"] = self._call_errors.count(charger_id)
         recent = await self._db.run(transactions.list_transactions, charger_id=charger_id, limit=20)
         view["transactions"] = [views.transaction_view(t) for t in recent]
+        latest = await self._db.run(firmware.latest_transfer_status, charger_id)
+        reports = await self._db.run(firmware.transfer_history, charger_id)
+        view.update(views.transfer_status_view(latest, reports))
         return view
 
     async def chargers_frames(self, args: dict[str, Any], user: str) -> list[dict[str, Any]]:

@@ -102,6 +102,9 @@ COMMAND_ROLES: dict[str, Role] = {
     "ClearCache": Role.OPERATOR,
     "DataTransfer": Role.OPERATOR,
     "TriggerMessage": Role.OPERATOR,
+    # Firmware Management: new firmware is the admin's call (docs/firmware.md).
+    "UpdateFirmware": Role.ADMIN,
+    "GetDiagnostics": Role.OPERATOR,
 }
 
 
@@ -138,6 +141,11 @@ class Event(StrEnum):
     CHARGERS_SEEN = "chargers.seen"  # {chargers: {charger_id: last seen}} batched, at most
     #                                  once per liveness flush (every few seconds)
     QUARANTINED = "message.quarantined"  # {id, charger_id, unique_id, action, error}
+    # Firmware Management (issue 16):
+    FIRMWARE_STATUS = "firmware.status"  # {charger_id, status, at}
+    DIAGNOSTICS_STATUS = "diagnostics.status"  # {charger_id, status, at}
+    CAMPAIGN_PROGRESS = "campaign.progress"  # {campaign_id, charger_id, state, detail?}
+    FILE_UPLOADED = "file.uploaded"  # {id, kind, name, size, charger_id}
 
 
 class WireError(ValueError):

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
+from urllib.parse import urlsplit
 
 from voltaro.domain.model import (
     AuthorizationStatus,
@@ -120,6 +122,33 @@ class TriggerMessage:
     connector_id: int | None = None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UpdateFirmware:
+    """UpdateFirmware.req (OCPP 1.6 §5.19): the charger fetches ``location`` at or after
+    ``retrieve_date`` and reports progress in FirmwareStatusNotification."""
+
+    location: str
+    retrieve_date: datetime
+    retries: int | None = None
+    retry_interval: int | None = None
+    # Not sent: what the audit shows instead of a location holding a URL token (a file
+    # Voltaro serves), e.g. "voltaro firmware #3 fw-2.1.bin".
+    served: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GetDiagnostics:
+    """GetDiagnostics.req (OCPP 1.6 §5.9): the charger uploads a diagnostics file to
+    ``location`` (a directory URL) and reports progress in DiagnosticsStatusNotification."""
+
+    location: str
+    retries: int | None = None
+    retry_interval: int | None = None
+    start_time: datetime | None = None
+    stop_time: datetime | None = None
+    served: str | None = None  # as UpdateFirmware.served
+
+
 Command = (
     RemoteStart
     | RemoteStop
@@ -131,6 +160,8 @@ Command = (
     | ClearCache
     | DataTransfer
     | TriggerMessage
+    | UpdateFirmware
+    | GetDiagnostics
 )
 
 # The OCPP action each command becomes, also its name on the control socket and the API.
@@ -145,7 +176,12 @@ ACTION_OF: dict[type[Any], str] = {
     ClearCache: "ClearCache",
     DataTransfer: "DataTransfer",
     TriggerMessage: "TriggerMessage",
+    UpdateFirmware: "UpdateFirmware",
+    GetDiagnostics: "GetDiagnostics",
 }
+
+# Location schemes a charger may be given (SupportedFileTransferProtocols, errata 3.90).
+TRANSFER_SCHEMES = ("http", "https", "ftp", "ftps")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -197,6 +233,34 @@ def _check_connector(value: int | None, *, minimum: int) -> None:
         raise _bad(f"connector id must be at least {minimum}")
 
 
+def _check_location(location: str) -> None:
+    if not isinstance(location, str) or not location:
+        raise _bad("location is required")
+    if len(location) > 2000 or not location.isascii() or not location.isprintable():
+        raise _bad("location must be a URL of printable ASCII (at most 2000 characters)")
+    parts = urlsplit(location)
+    if parts.scheme.lower() not in TRANSFER_SCHEMES or not parts.netloc:
+        raise _bad(
+            f"location must be an absolute {', '.join(TRANSFER_SCHEMES)} URL, got {location!r}"
+        )
+
+
+def _check_count(name: str, value: int | None) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise _bad(f"{name} must be a whole number, 0 or more")
+
+
+def _check_time(name: str, value: datetime | None, *, required: bool = False) -> None:
+    if value is None:
+        if required:
+            raise _bad(f"{name} is required")
+        return
+    if not isinstance(value, datetime) or value.tzinfo is None:
+        raise _bad(f"{name} must be a time with its UTC offset")
+
+
 def validate(command: Command) -> None:
     """Check a command's arguments against the OCPP 1.6 schemas before anything is sent.
 
@@ -239,6 +303,21 @@ def validate(command: Command) -> None:
                     "message must be one of " + ", ".join(m.value for m in TriggerableMessage)
                 )
             _check_connector(cid, minimum=0)
+        case UpdateFirmware(location=location, retrieve_date=at, retries=n, retry_interval=gap):
+            _check_location(location)
+            _check_time("retrieve date", at, required=True)
+            _check_count("retries", n)
+            _check_count("retry interval", gap)
+        case GetDiagnostics(
+            location=location, retries=n, retry_interval=gap, start_time=start, stop_time=stop
+        ):
+            _check_location(location)
+            _check_count("retries", n)
+            _check_count("retry interval", gap)
+            _check_time("start time", start)
+            _check_time("stop time", stop)
+            if start is not None and stop is not None and stop < start:
+                raise _bad("stop time is before start time")
 
 
 def check_allowed(command: Command, registration: RegistrationStatus) -> None:

@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Protocol
 
 from voltaro.domain.commands import Command, CommandOutcome
+from voltaro.domain.firmware import TransferStatusReport
 from voltaro.domain.model import (
     BootDecision,
     BootRequest,
@@ -70,6 +71,9 @@ class ChargerBackend(Protocol):
     async def status_notification(self, request: StatusNotificationRequest) -> None: ...
 
     async def data_transfer(self, request: DataTransferRequest) -> DataTransferResult: ...
+
+    async def transfer_status(self, report: TransferStatusReport) -> None:
+        """A FirmwareStatusNotification or DiagnosticsStatusNotification (§4.4, §4.5)."""
 
     def record_frame(self, frame: FrameRecord) -> None:
         """Queue a raw frame for the frame log and the live feed. Must not block."""

@@ -16,12 +16,15 @@ from voltaro.domain.commands import (
     ConfigurationEntry,
     DataTransfer,
     GetConfiguration,
+    GetDiagnostics,
     RemoteStart,
     RemoteStop,
     Reset,
     TriggerMessage,
     UnlockConnector,
+    UpdateFirmware,
 )
+from voltaro.domain.timestamps import format_utc
 
 
 def to_call(command: Command) -> Any:
@@ -48,6 +51,20 @@ def to_call(command: Command) -> Any:
             return call.DataTransfer(vendor_id=vendor, message_id=message_id, data=data)
         case TriggerMessage(requested_message=message, connector_id=cid):
             return call.TriggerMessage(requested_message=message.value, connector_id=cid)
+        case UpdateFirmware(location=location, retrieve_date=at, retries=n, retry_interval=gap):
+            return call.UpdateFirmware(
+                location=location, retrieve_date=format_utc(at), retries=n, retry_interval=gap
+            )
+        case GetDiagnostics(
+            location=location, retries=n, retry_interval=gap, start_time=start, stop_time=stop
+        ):
+            return call.GetDiagnostics(
+                location=location,
+                retries=n,
+                retry_interval=gap,
+                start_time=None if start is None else format_utc(start),
+                stop_time=None if stop is None else format_utc(stop),
+            )
     raise TypeError(f"not a command: {command!r}")
 
 
@@ -76,6 +93,15 @@ def to_outcome(command: Command, result: Any) -> CommandOutcome:
             status="Accepted",
             configuration=_entries(getattr(result, "configuration_key", None)),
             unknown_keys=tuple(str(k) for k in getattr(result, "unknown_key", None) or ()),
+        )
+    if isinstance(command, GetDiagnostics):
+        # GetDiagnostics.conf has no status: fileName, or nothing when the charger has
+        # no diagnostics to upload (§6.x GetDiagnostics.conf).
+        name = getattr(result, "file_name", None)
+        return CommandOutcome(
+            action=action,
+            status="Accepted" if name else "NoDiagnostics",
+            details={"file_name": None if name is None else str(name)},
         )
     status = getattr(result, "status", None)
     data = getattr(result, "data", None)

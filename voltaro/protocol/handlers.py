@@ -14,6 +14,7 @@ from ocpp.routing import on
 from ocpp.v16 import call_result
 from ocpp.v16.enums import Action
 
+from voltaro.domain.firmware import TransferKind, TransferStatusReport
 from voltaro.domain.model import (
     BootRequest,
     ChargerIdentity,
@@ -216,3 +217,29 @@ class CentralSystemHandlers:
             )
         )
         return call_result.DataTransfer(status=result.status.value, data=result.data)
+
+    # Firmware Management (OCPP 1.6 §4.4, §4.5): the answers are empty; the status is
+    # stored as history before the answer, like every other message.
+    @on(Action.firmware_status_notification)
+    async def on_firmware_status_notification(self, status: str, **kw: Any) -> Any:
+        await self.backend.transfer_status(
+            TransferStatusReport(
+                charger_id=self.charger_id,
+                kind=TransferKind.FIRMWARE,
+                status=status,
+                received_at=utc_now(),
+            )
+        )
+        return call_result.FirmwareStatusNotification()
+
+    @on(Action.diagnostics_status_notification)
+    async def on_diagnostics_status_notification(self, status: str, **kw: Any) -> Any:
+        await self.backend.transfer_status(
+            TransferStatusReport(
+                charger_id=self.charger_id,
+                kind=TransferKind.DIAGNOSTICS,
+                status=status,
+                received_at=utc_now(),
+            )
+        )
+        return call_result.DiagnosticsStatusNotification()

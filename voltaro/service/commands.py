@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
+from datetime import datetime
 from typing import Any, Protocol
 
 import trio
@@ -28,6 +29,7 @@ from voltaro.domain.commands import (
     CommandOutcome,
     DataTransfer,
     GetConfiguration,
+    GetDiagnostics,
     RemoteStart,
     RemoteStop,
     Reset,
@@ -35,13 +37,14 @@ from voltaro.domain.commands import (
     TriggerableMessage,
     TriggerMessage,
     UnlockConnector,
+    UpdateFirmware,
     check_allowed,
     check_remote_start_tag,
     validate,
 )
 from voltaro.domain.model import Availability, RegistrationStatus
 from voltaro.domain.ports import StorageUnavailable
-from voltaro.domain.timestamps import utc_now
+from voltaro.domain.timestamps import format_utc, parse_timestamp, utc_now
 from voltaro.net.registry import Registry
 from voltaro.service.hub import EventHub
 from voltaro.settings import Settings
@@ -63,6 +66,8 @@ ALIASES = {
     "clear-cache": "ClearCache",
     "data-transfer": "DataTransfer",
     "trigger": "TriggerMessage",
+    "update-firmware": "UpdateFirmware",
+    "get-diagnostics": "GetDiagnostics",
 }
 ACTIONS = frozenset(ACTION_OF.values())
 
@@ -98,6 +103,18 @@ def _str(args: dict[str, Any], key: str, *, required: bool = True) -> str | None
     if not isinstance(value, str):
         raise _bad(f"{key} must be a string")
     return value
+
+
+def _when(args: dict[str, Any], key: str) -> datetime | None:
+    value = args.get(key)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise _bad(f"{key} must be an ISO 8601 time")
+    try:
+        return parse_timestamp(value)
+    except ValueError:
+        raise _bad(f"{key} must be an ISO 8601 time, got {value!r}") from None
 
 
 def _choice(value: str, options: dict[str, Any], what: str) -> Any:
@@ -162,6 +179,22 @@ def command_from_args(action: str, args: dict[str, Any]) -> Command:
                 message_id=_str(args, "message_id", required=False),
                 data=_str(args, "data", required=False),
             )
+        case "UpdateFirmware":
+            command = UpdateFirmware(
+                location=_str(args, "location") or "",
+                # Absent: now (the charger starts at once; §5.19 retrieveDate).
+                retrieve_date=_when(args, "retrieve_date") or utc_now(),
+                retries=_int(args, "retries", required=False),
+                retry_interval=_int(args, "retry_interval", required=False),
+            )
+        case "GetDiagnostics":
+            command = GetDiagnostics(
+                location=_str(args, "location") or "",
+                retries=_int(args, "retries", required=False),
+                retry_interval=_int(args, "retry_interval", required=False),
+                start_time=_when(args, "start_time"),
+                stop_time=_when(args, "stop_time"),
+            )
         case _:  # TriggerMessage
             message = _choice(
                 _str(args, "requested_message") or "",
@@ -176,15 +209,24 @@ def command_from_args(action: str, args: dict[str, Any]) -> Command:
 
 
 def command_args(command: Command) -> dict[str, Any]:
-    """The command's arguments as JSON (for the audit log)."""
+    """The command's arguments as JSON (for the audit log).
+
+    A location Voltaro built for one charger holds a URL token (a credential for that
+    file transfer): the audit keeps what it points at (``served``) instead."""
     out: dict[str, Any] = {}
     for field in getattr(command, "__dataclass_fields__", {}):
         value = getattr(command, field)
+        if isinstance(value, datetime):
+            value = format_utc(value)
         out[field] = (
             list(value)
             if isinstance(value, tuple)
             else (value.value if hasattr(value, "value") else value)
         )
+    if out.get("served"):
+        out["location"] = f"({out['served']}; URL token not recorded)"
+    if "served" in out and out["served"] is None:
+        del out["served"]
     return out
 
 

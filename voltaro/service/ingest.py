@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 import trio
 
 from voltaro.control.wire import Event
+from voltaro.domain.firmware import TransferKind, TransferStatusReport
 from voltaro.domain.model import (
     AuthorizationStatus,
     BootDecision,
@@ -53,7 +54,7 @@ from voltaro.domain.timestamps import format_utc, utc_now
 from voltaro.protocol.edge import repair_text
 from voltaro.service.frame_log import FrameSink
 from voltaro.settings import Settings
-from voltaro.store import chargers, commands, quarantine, transactions
+from voltaro.store import chargers, commands, firmware, quarantine, transactions
 from voltaro.store.db import Database
 from voltaro.store.errors import PermanentStorageError, TransientStorageError
 
@@ -440,6 +441,37 @@ class ChargerIngest:
             status.value,
         )
         return DataTransferResult(status=status)
+
+    async def transfer_status(self, report: TransferStatusReport) -> None:
+        self._alive(report.received_at)
+        try:
+            changes = await self._durable(firmware.record_transfer_status, report)
+        except PermanentStorageError as exc:
+            await self._quarantine(exc)
+            return
+        log.info("charger=%s %s status %s", self.charger_id, report.kind.value, report.status)
+        event = (
+            Event.FIRMWARE_STATUS
+            if report.kind is TransferKind.FIRMWARE
+            else Event.DIAGNOSTICS_STATUS
+        )
+        self._publish(
+            event,
+            {
+                "charger_id": self.charger_id,
+                "status": report.status,
+                "at": format_utc(report.received_at),
+            },
+        )
+        for change in changes:
+            self._publish(
+                Event.CAMPAIGN_PROGRESS,
+                {
+                    "campaign_id": change.campaign_id,
+                    "charger_id": change.charger_id,
+                    "state": change.state.value,
+                },
+            )
 
     def record_frame(self, frame: FrameRecord) -> None:
         if self._frames is not None:

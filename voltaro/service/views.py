@@ -3,9 +3,11 @@ return and the console reads. One definition, so both interfaces agree."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from voltaro.domain.commands import CommandOutcome
+from voltaro.domain.firmware import TransferKind
 from voltaro.domain.model import Charger, Connector, IdTag, MeterValue, Transaction
 from voltaro.domain.timestamps import format_utc
 
@@ -158,3 +160,18 @@ def attention(charger: dict[str, Any]) -> list[str]:
         if c.get("availability_note"):
             notes.append(f"connector {c['connector_id']}: {c['availability_note']}")
     return notes
+
+
+def transfer_status_view(latest: Mapping[Any, Any], history: Sequence[Any]) -> dict[str, Any]:
+    """The charger's firmware and diagnostics state (its last report of each kind, or
+    null) and the recent reports newest first (store.firmware.TransferStatusEntry)."""
+    out: dict[str, Any] = {}
+    for kind in TransferKind:
+        entry = latest.get(kind)
+        out[f"{kind.value}_status"] = (
+            None if entry is None else {"status": entry.status, "at": format_utc(entry.at)}
+        )
+    out["transfer_history"] = [
+        {"kind": e.kind.value, "status": e.status, "at": format_utc(e.at)} for e in history
+    ]
+    return out

@@ -304,3 +304,85 @@ class QuarantineRow(Base):
     # The id the charger was given (a quarantined StartTransaction) or referred to.
     transaction_id: Mapped[int | None] = mapped_column(BigInteger)
     at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class TransferStatusRow(Base):
+    """FirmwareStatusNotification and DiagnosticsStatusNotification, as history per
+    charger (OCPP 1.6 §4.4, §4.5): the last row of a kind is the charger's current state."""
+
+    __tablename__ = "transfer_status_history"
+    __table_args__ = (Index("ix_transfer_status_charger", "charger_id", "kind", "at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    charger_id: Mapped[str] = mapped_column(String(255))
+    kind: Mapped[str] = mapped_column(String(16))  # firmware | diagnostics
+    status: Mapped[str] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class StoredFileRow(Base):
+    """A file Voltaro keeps under its data directory: a firmware image an admin added,
+    or a file a charger uploaded (diagnostics; other kinds reuse the same table)."""
+
+    __tablename__ = "stored_files"
+    __table_args__ = (Index("ix_stored_files_kind", "kind", "created_at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))  # firmware | diagnostics | ...
+    name: Mapped[str] = mapped_column(Text)  # the name shown and served
+    path: Mapped[str] = mapped_column(Text)  # relative to the data directory
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    charger_id: Mapped[str | None] = mapped_column(String(255))  # the uploader, if a charger
+    created_by: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class FileTokenRow(Base):
+    """A URL token handed to one charger: to download one file, or to upload one.
+
+    Only the token's SHA-256 is stored (the URL is the credential). ``used_at`` is set by
+    the first complete transfer; a used or expired token is refused.
+    """
+
+    __tablename__ = "file_tokens"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    direction: Mapped[str] = mapped_column(String(8))  # download | upload
+    purpose: Mapped[str] = mapped_column(String(32))  # firmware | diagnostics | ...
+    charger_id: Mapped[str] = mapped_column(String(255))
+    file_id: Mapped[int | None] = mapped_column(BigInteger)  # download: the file served
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    used_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    result_file_id: Mapped[int | None] = mapped_column(BigInteger)  # upload: what arrived
+
+
+class CampaignRow(Base):
+    """A firmware update across many chargers (issue 16)."""
+
+    __tablename__ = "firmware_campaigns"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    location: Mapped[str | None] = mapped_column(Text)  # an operator's URL, or
+    file_id: Mapped[int | None] = mapped_column(BigInteger)  # a firmware file we serve
+    retrieve_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    retries: Mapped[int | None] = mapped_column(Integer)
+    retry_interval: Mapped[int | None] = mapped_column(Integer)
+    max_parallel: Mapped[int] = mapped_column(Integer)
+    pattern: Mapped[str] = mapped_column(Text)
+    created_by: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class CampaignTargetRow(Base):
+    __tablename__ = "firmware_campaign_targets"
+
+    campaign_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("firmware_campaigns.id", ondelete="CASCADE"), primary_key=True
+    )
+    charger_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    state: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)

@@ -1,0 +1,109 @@
+"""Firmware Management (OCPP 1.6 §4.4, §4.5, §5.8, §5.17; feature profile FirmwareManagement):
+the statuses a charger reports, and the rules of a firmware campaign.
+
+Pure: no IO. The store keeps the reports as history per charger; the campaign runner
+asks ``campaign_step`` what to do next.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+
+class TransferKind(StrEnum):
+    """Which of the two file transfers a status report is about."""
+
+    FIRMWARE = "firmware"  # FirmwareStatusNotification (§4.5)
+    DIAGNOSTICS = "diagnostics"  # DiagnosticsStatusNotification (§4.4)
+
+
+class FirmwareStatus(StrEnum):
+    """FirmwareStatus (OCPP 1.6 §7.25)."""
+
+    DOWNLOADED = "Downloaded"
+    DOWNLOAD_FAILED = "DownloadFailed"
+    DOWNLOADING = "Downloading"
+    IDLE = "Idle"
+    INSTALLATION_FAILED = "InstallationFailed"
+    INSTALLING = "Installing"
+    INSTALLED = "Installed"
+
+
+class DiagnosticsStatus(StrEnum):
+    """DiagnosticsStatus (OCPP 1.6 §7.24)."""
+
+    IDLE = "Idle"
+    UPLOADED = "Uploaded"
+    UPLOAD_FAILED = "UploadFailed"
+    UPLOADING = "Uploading"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TransferStatusReport:
+    """One FirmwareStatusNotification or DiagnosticsStatusNotification as received."""
+
+    charger_id: str
+    kind: TransferKind
+    status: str  # a FirmwareStatus or DiagnosticsStatus value
+    received_at: datetime
+
+
+# A firmware update has ended, one way or the other, when the charger reports these.
+FIRMWARE_DONE = frozenset({FirmwareStatus.INSTALLED})
+FIRMWARE_FAILED = frozenset({FirmwareStatus.DOWNLOAD_FAILED, FirmwareStatus.INSTALLATION_FAILED})
+
+
+class TargetState(StrEnum):
+    """Where one charger of a firmware campaign is."""
+
+    WAITING = "waiting"  # not sent yet (max-parallel, or the charger is offline)
+    SENT = "sent"  # UpdateFirmware accepted; no status reported yet
+    DOWNLOADING = "Downloading"
+    DOWNLOADED = "Downloaded"
+    INSTALLING = "Installing"
+    INSTALLED = "Installed"  # done
+    DOWNLOAD_FAILED = "DownloadFailed"  # failed
+    INSTALLATION_FAILED = "InstallationFailed"  # failed
+    SEND_FAILED = "send_failed"  # the command could not be sent or was refused
+    TIMED_OUT = "timed_out"  # no final status within the campaign's timeout
+
+
+FINAL_STATES = frozenset(
+    {
+        TargetState.INSTALLED,
+        TargetState.DOWNLOAD_FAILED,
+        TargetState.INSTALLATION_FAILED,
+        TargetState.SEND_FAILED,
+        TargetState.TIMED_OUT,
+    }
+)
+IN_PROGRESS_STATES = frozenset(
+    {
+        TargetState.SENT,
+        TargetState.DOWNLOADING,
+        TargetState.DOWNLOADED,
+        TargetState.INSTALLING,
+    }
+)
+
+
+def target_state_after(current: TargetState, status: str) -> TargetState:
+    """A campaign target's state after its charger reports FirmwareStatus ``status``.
+
+    Idle after an update was sent means nothing is going on; keep what we knew (a
+    charger that reboots into the new image may report Idle before Installed).
+    A final state is never left: a late report cannot undo the campaign's record.
+    """
+    if current in FINAL_STATES or current is TargetState.WAITING:
+        return current
+    try:
+        return TargetState(status)
+    except ValueError:
+        return current  # Idle or anything unknown
+
+
+def campaign_slots(in_progress: int, max_parallel: int) -> int:
+    """How many more chargers may be sent UpdateFirmware now."""
+    return max(0, max_parallel - in_progress)
