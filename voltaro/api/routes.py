@@ -10,6 +10,7 @@ control socket.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -27,6 +28,7 @@ from voltaro.api.docs import add_docs
 from voltaro.api.guard import Caller, RequestGuard
 from voltaro.domain.commands import CommandError, CommandErrorCode
 from voltaro.domain.model import AuthorizationStatus
+from voltaro.domain.ports import StorageUnavailable
 from voltaro.net.registry import Registry
 from voltaro.service import views
 from voltaro.service.commands import CommandService, command_from_args
@@ -36,7 +38,13 @@ from voltaro.service.reconciliation import Reconciliation
 from voltaro.settings import ApiScope, Settings
 from voltaro.store import chargers, firmware, tags, transactions
 from voltaro.store.db import Database
-from voltaro.store.errors import AlreadyExists, NotFound
+from voltaro.store.errors import AlreadyExists, NotFound, StorageError
+
+log = logging.getLogger(__name__)
+
+# Seconds a client should wait before it repeats a request refused with 503 (the
+# database unavailable, or too many requests in progress).
+RETRY_AFTER = "5"
 
 
 @dataclass
@@ -73,7 +81,11 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": models.ErrorBody, "description": "missing or unknown bearer token"},
     403: {"model": models.ErrorBody, "description": "the token's scope does not allow it"},
     413: {"model": models.ErrorBody, "description": "request body over 1 MiB"},
-    503: {"model": models.ErrorBody, "description": "too many requests in progress"},
+    503: {
+        "model": models.ErrorBody,
+        "description": "too many requests in progress, or the database is unavailable "
+        "(nothing was changed; repeat after Retry-After seconds)",
+    },
 }
 
 # Makes the OpenAPI document carry the bearer security scheme (the Authorize button of
@@ -132,7 +144,35 @@ def create_app(ctx: ApiContext) -> FastAPI:
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> Any:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        if exc.status == 503:
+            headers = {"Retry-After": RETRY_AFTER}
         return _error(exc.status, exc.code, exc.message, headers)
+
+    # The database down or locked (issue 10 §3): every unit of work is one database
+    # transaction, so a refused request changed nothing and may simply be repeated. The
+    # outage itself is logged once by the database's health report, not per request.
+    @app.exception_handler(StorageUnavailable)
+    async def storage_unavailable(request: Request, exc: StorageUnavailable) -> Any:
+        return _error(
+            503,
+            "unavailable",
+            "the database is unavailable; nothing was changed, retry later",
+            {"Retry-After": RETRY_AFTER},
+        )
+
+    @app.exception_handler(StorageError)
+    async def storage_refused(request: Request, exc: StorageError) -> Any:
+        if exc.transient:
+            return await storage_unavailable(request, exc)  # type: ignore[arg-type]
+        log.error(
+            "HTTP %s %s: the database refused the work: %s",
+            request.method,
+            request.url.path,
+            exc.reason,
+        )
+        return _error(
+            500, "internal", "the database refused this request; nothing was changed"
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Any:
