@@ -170,9 +170,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
             request.url.path,
             exc.reason,
         )
-        return _error(
-            500, "internal", "the database refused this request; nothing was changed"
-        )
+        return _error(500, "internal", "the database refused this request; nothing was changed")
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Any:
