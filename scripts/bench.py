@@ -1,13 +1,30 @@
 #!/usr/bin/env python3
 """Benchmark Voltaro against the `ocpp` library's asyncio reference central system.
 
-    python scripts/bench.py                 # full run (SQLite and PostgreSQL)
-    python scripts/bench.py --quick         # a small smoke run (< 1 minute)
+    python scripts/bench.py                     # full run: reference, SQLite, PostgreSQL
+    python scripts/bench.py --quick             # a small smoke run (about a minute)
+    python scripts/bench.py --runs 3 --postgres ''   # SQLite only, three interleaved runs
 
-Runs: throughput (closed loop MeterValues, every message persisted), latency at a fixed
-offered load, and scale (N chargers connect and boot as a reconnect storm, then RSS per
-idle connection). The load generator sends raw JSON frames over `websockets` (cheaper
-per message than the server) and runs pinned to a different core from the server.
+What it measures, for each target (the reference without a database, Voltaro with its
+default settings on SQLite and PostgreSQL, and variants as extra rows):
+
+- throughput: chargers in a closed loop of MeterValues, each with a unique timestamp and
+  the transactionId of a real StartTransaction (one accepted tag per charger);
+- latency: a fixed offered load (default 500 msg/s from 1,000 chargers), p50/p99/max;
+- scale: N chargers connect and boot (a reconnect storm), then memory per idle
+  connection.
+
+Honesty rules (issue 14): after every phase the stored rows are counted in the
+database and compared with the answers the chargers received; a phase whose rows do not
+match is reported as FAILED. Server CPU per message comes from the kernel's accounting
+(/proc/<pid>/stat, all threads) over the measured phase. Targets run interleaved
+(run 1: every target, run 2: every target, ...) and each figure is printed as the
+median with the min-max spread over the runs, next to the machine's load average
+(1-minute value when the phase started and ended). The speed targets of issue 14 are
+checked at the end against the medians; a target not met is printed as "not met".
+
+The load generator sends raw JSON frames over `websockets` (cheaper per message than the
+server) and runs pinned to a different core from the server when there are two.
 """
 
 from __future__ import annotations
@@ -19,36 +36,43 @@ import json
 import os
 import platform
 import resource
+import shutil
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import websockets
+from sqlalchemy import create_engine, text
 
 ROOT = Path(__file__).resolve().parents[1]
-METER = json.dumps(
-    {
-        "connectorId": 1,
-        "meterValue": [
-            {
-                "timestamp": "2025-01-01T00:00:00Z",
-                "sampledValue": [
-                    {"value": "1234.5", "measurand": "Energy.Active.Import.Register", "unit": "Wh"},
-                    {"value": "7200", "measurand": "Power.Active.Import", "unit": "W"},
-                    {"value": "31.3", "measurand": "Current.Import", "phase": "L1", "unit": "A"},
-                ],
-            }
-        ],
-    }
+
+# Issue 14's targets, checked against the medians at the end (never in timed tests).
+TARGET_RATIO = 1.0  # persisted MeterValues msg/s >= the reference's unpersisted
+TARGET_P99_MS = 10.0  # at --rate msg/s from --lat-chargers chargers
+TARGET_SCALE_S = 30.0  # 10,000 chargers connected and booted
+TARGET_KIB = 30.0  # per idle connection
+
+SAMPLES_PER_MESSAGE = 3
+METER = (
+    '{"connectorId":1,"transactionId":%d,"meterValue":[{"timestamp":"%s","sampledValue":['
+    '{"value":"%d","measurand":"Energy.Active.Import.Register","unit":"Wh"},'
+    '{"value":"7200","measurand":"Power.Active.Import","unit":"W"},'
+    '{"value":"31.3","measurand":"Current.Import","phase":"L1","unit":"A"}]}]}'
 )
-BOOT = json.dumps({"chargePointVendor": "Bench", "chargePointModel": "B1"})
+BOOT = '{"chargePointVendor":"Bench","chargePointModel":"B1"}'
+BASE_EPOCH = 1_767_225_600  # 2026-01-01T00:00:00Z: every charger's clock starts here
+
+
+def stamp(seconds: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(BASE_EPOCH + seconds))
 
 
 def free_port() -> int:
@@ -65,55 +89,101 @@ def rss_kib(pid: int) -> int:
 
 
 def cpu_seconds(pid: int) -> float:
+    """User + system CPU of the process and all its threads (kernel accounting)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-@dataclass
-class Server:
-    name: str
-    process: subprocess.Popen[bytes]
-    url: str
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
+def load() -> float:
+    return os.getloadavg()[0]
 
 
 def pinned(core: int | None) -> list[str]:
-    if core is None or not shutil_which("taskset") or (os.cpu_count() or 1) < 2:
+    if core is None or not shutil.which("taskset") or (os.cpu_count() or 1) < 2:
         return []
     return ["taskset", "-c", str(core)]
 
 
-def shutil_which(name: str) -> str | None:
-    import shutil
-
-    return shutil.which(name)
-
-
-def wait_port(port: int, timeout: float = 30) -> None:
+def wait_port(port: int, process: subprocess.Popen[bytes], timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode} before listening")
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
             return
         time.sleep(0.1)
     raise RuntimeError(f"nothing listens on port {port}")
 
 
-def start_voltaro(database_url: str, workdir: Path) -> Server:
+# --- targets -------------------------------------------------------------------------
+
+
+@dataclass
+class Target:
+    """One server configuration: the reference, or Voltaro on a database with settings."""
+
+    name: str
+    database: str | None  # "sqlite" | "postgresql" | None (reference)
+    env: dict[str, str] = field(default_factory=dict)
+    scale: bool = True
+
+
+@dataclass
+class Server:
+    target: Target
+    process: subprocess.Popen[bytes]
+    url: str
+    db_url: str | None
+    cleanup: Callable[[], None]
+    engine: Any = None
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def stop(self) -> None:
+        if self.engine is not None:
+            self.engine.dispose()
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.cleanup()
+
+
+def start_server(target: Target, args: argparse.Namespace, tmp: Path, tag: str) -> Server:
     port = free_port()
+    if target.database is None:
+        process = subprocess.Popen(
+            [
+                *pinned(0),
+                sys.executable,
+                str(ROOT / "scripts" / "reference_central_system.py"),
+                "--port",
+                str(port),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_port(port, process)
+        return Server(target, process, f"ws://127.0.0.1:{port}/ocpp", None, lambda: None)
+    cleanup: Callable[[], None] = lambda: None  # noqa: E731
+    if target.database == "sqlite":
+        db_url = f"sqlite:///{tmp}/bench-{tag}.db"
+    else:
+        db_url, cleanup = fresh_postgres(args.postgres, f"voltaro_bench_{os.getpid()}_{tag}")
     env = {
         **os.environ,
         "VOLTARO_UNKNOWN_CHARGERS": "accept",
-        "VOLTARO_FRAME_LOG": "false",
         "VOLTARO_HTTP_ENABLED": "false",
         "VOLTARO_MAX_CONNECTIONS": "50000",
+        "VOLTARO_MAX_PENDING_PER_IP": "100000",  # every bench charger comes from 127.0.0.1
         "VOLTARO_LOG_LEVEL": "WARNING",
+        **target.env,
     }
+    log = (tmp / f"server-{tag}.log").open("wb")
     process = subprocess.Popen(
         [
             *pinned(0),
@@ -126,34 +196,66 @@ def start_voltaro(database_url: str, workdir: Path) -> Server:
             "--port",
             str(port),
             "--database-url",
-            database_url,
+            db_url,
             "--control-socket",
-            str(workdir / "c.sock"),
+            str(tmp / f"c-{tag}.sock"),
         ],
         env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
         cwd=ROOT,
     )
-    wait_port(port)
-    return Server("voltaro", process, f"ws://127.0.0.1:{port}/ocpp")
+    log.close()
+    try:
+        wait_port(port, process)
+    except RuntimeError:
+        cleanup()
+        raise
+    server = Server(target, process, f"ws://127.0.0.1:{port}/ocpp", db_url, cleanup)
+    server.engine = create_engine(db_url.replace("postgresql://", "postgresql+psycopg://"))
+    return server
 
 
-def start_reference() -> Server:
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            *pinned(0),
-            sys.executable,
-            str(ROOT / "scripts" / "reference_central_system.py"),
-            "--port",
-            str(port),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    wait_port(port)
-    return Server("reference", process, f"ws://127.0.0.1:{port}/ocpp")
+def fresh_postgres(base_url: str, name: str) -> tuple[str, Callable[[], None]]:
+    """A database of its own for one target (dropped afterwards)."""
+    admin = create_engine(base_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+        c.execute(text(f'CREATE DATABASE "{name}"'))
+    url = base_url.rsplit("/", 1)[0] + "/" + name
+
+    def drop() -> None:
+        with admin.connect() as c:
+            c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+    return url, drop
+
+
+def seed_tags(server: Server, charger_ids: list[str]) -> None:
+    """One accepted id tag per charger (its own id), so every StartTransaction is
+    Accepted and no ConcurrentTx refusal interferes."""
+    if server.engine is None:
+        return
+    rows = [{"k": cid.strip().upper(), "t": cid} for cid in charger_ids]
+    with server.engine.begin() as c:
+        c.execute(
+            text(
+                "INSERT INTO id_tags (tag_key, id_tag, status) VALUES (:k, :t, 'Accepted') "
+                "ON CONFLICT DO NOTHING"
+            ),
+            rows,
+        )
+
+
+def count(server: Server, sql: str, **params: Any) -> int | None:
+    if server.engine is None:
+        return None
+    with server.engine.connect() as c:
+        return int(c.execute(text(sql), params).scalar_one())
+
+
+# --- the load generator ------------------------------------------------------------
 
 
 class Charger:
@@ -161,37 +263,62 @@ class Charger:
         self.ws = ws
         self.cid = cid
         self.n = 0
+        self.clock = 0
+        self.transaction_id = 0
+        self.answered_meter = 0
 
-    async def call(self, action: str, payload: str) -> float:
+    async def call(self, action: str, payload: str) -> tuple[float, str]:
         self.n += 1
         started = time.perf_counter()
         await self.ws.send(f'[2,"{self.n}","{action}",{payload}]')
         answer = await self.ws.recv()
+        elapsed = time.perf_counter() - started
         if not answer.startswith("[3"):
-            raise RuntimeError(f"{self.cid}: {answer[:200]}")
-        return time.perf_counter() - started
+            raise RuntimeError(f"{self.cid} {action}: {answer[:200]}")
+        return elapsed, answer
+
+    async def start_transaction(self) -> None:
+        self.clock += 1
+        payload = json.dumps(
+            {"connectorId": 1, "idTag": self.cid, "meterStart": 0, "timestamp": stamp(self.clock)}
+        )
+        _, answer = await self.call("StartTransaction", payload)
+        result = json.loads(answer)[2]
+        if result["idTagInfo"]["status"] != "Accepted":
+            raise RuntimeError(f"{self.cid}: start refused: {result}")
+        self.transaction_id = int(result["transactionId"])
+
+    async def meter_values(self) -> float:
+        self.clock += 1
+        payload = METER % (self.transaction_id, stamp(self.clock), self.clock * 10)
+        elapsed, _ = await self.call("MeterValues", payload)
+        self.answered_meter += 1
+        return elapsed
 
 
-async def connect_all(url: str, count: int, prefix: str, parallel: int = 100) -> list[Charger]:
+async def connect_all(
+    url: str, ids: list[str], *, parallel: int = 100, start: bool = False
+) -> list[Charger]:
     gate = asyncio.Semaphore(parallel)
     out: list[Charger] = []
 
-    async def one(n: int) -> None:
+    async def one(cid: str) -> None:
         async with gate:
-            cid = f"{prefix}{n}"
             ws = await websockets.connect(
                 f"{url}/{cid}",
                 subprotocols=["ocpp1.6"],  # type: ignore[list-item]
                 compression=None,
-                open_timeout=60,
+                open_timeout=120,
                 ping_interval=None,
                 max_queue=4,
             )
             charger = Charger(ws, cid)
             await charger.call("BootNotification", BOOT)
+            if start:
+                await charger.start_transaction()
             out.append(charger)
 
-    await asyncio.gather(*(one(n) for n in range(count)))
+    await asyncio.gather(*(one(cid) for cid in ids))
     return out
 
 
@@ -199,71 +326,164 @@ async def close_all(chargers: list[Charger]) -> None:
     await asyncio.gather(*(c.ws.close() for c in chargers), return_exceptions=True)
 
 
-async def throughput(
-    url: str, chargers_n: int, seconds: float, prefix: str, pid: int
-) -> dict[str, float]:
-    chargers = await connect_all(url, chargers_n, prefix)
-    stop = time.monotonic() + seconds
-    count = 0
-    cpu0 = cpu_seconds(pid)
+# --- phases --------------------------------------------------------------------------
+
+
+@dataclass
+class Figure:
+    """One phase of one target in one run."""
+
+    values: dict[str, float]
+    load: tuple[float, float]
+    check: str = ""  # "" when nothing to check, "ok: ..." or "FAILED: ..."
+
+    @property
+    def failed(self) -> bool:
+        return self.check.startswith("FAILED")
+
+
+def check_meter_rows(server: Server, prefix: str, chargers: list[Charger]) -> str:
+    """Every answered MeterValues is stored: 3 rows each, linked to its transaction."""
+    answered = sum(c.answered_meter for c in chargers)
+    expected = answered * SAMPLES_PER_MESSAGE
+    stored = count(
+        server,
+        "SELECT count(*) FROM meter_values WHERE charger_id LIKE :p AND transaction_id IS NOT NULL",
+        p=prefix + "%",
+    )
+    if stored is None:
+        return ""
+    txs = count(
+        server,
+        "SELECT count(*) FROM transactions WHERE charger_id LIKE :p AND state = 'active'",
+        p=prefix + "%",
+    )
+    if stored != expected or txs != len(chargers):
+        return (
+            f"FAILED: {answered} MeterValues answered, {stored} of {expected} samples "
+            f"stored; {txs} of {len(chargers)} transactions active"
+        )
+    return f"ok: {stored} samples of {answered} messages stored"
+
+
+async def throughput(server: Server, args: argparse.Namespace, prefix: str) -> Figure:
+    ids = [f"{prefix}{n}" for n in range(args.tp_chargers)]
+    seed_tags(server, ids)
+    chargers = await connect_all(server.url, ids, start=True)
+    load0 = load()
+    stop = time.monotonic() + args.seconds
 
     async def loop(c: Charger) -> None:
-        nonlocal count
         while time.monotonic() < stop:
-            await c.call("MeterValues", METER)
-            count += 1
+            await c.meter_values()
 
+    cpu0 = cpu_seconds(server.pid)
     began = time.monotonic()
     await asyncio.gather(*(loop(c) for c in chargers))
     elapsed = time.monotonic() - began
-    cpu = cpu_seconds(pid) - cpu0
+    cpu = cpu_seconds(server.pid) - cpu0
+    messages = sum(c.answered_meter for c in chargers)
     await close_all(chargers)
-    return {"msg_s": count / elapsed, "server_us_per_msg": cpu / max(count, 1) * 1e6}
+    return Figure(
+        {
+            "msg_s": messages / elapsed,
+            "us_per_msg": cpu / max(messages, 1) * 1e6,
+            "cpu_util": cpu / elapsed,
+        },
+        (load0, load()),
+        check_meter_rows(server, prefix, chargers),
+    )
 
 
-async def latency(
-    url: str, chargers_n: int, rate: float, seconds: float, prefix: str
-) -> dict[str, float]:
-    chargers = await connect_all(url, chargers_n, prefix)
-    per_charger = chargers_n / rate  # seconds between messages of one charger
+def percentile(samples: list[float], q: float) -> float:
+    return samples[min(len(samples) - 1, int(q * len(samples)))]
+
+
+async def latency(server: Server, args: argparse.Namespace, prefix: str) -> Figure:
+    ids = [f"{prefix}{n}" for n in range(args.lat_chargers)]
+    seed_tags(server, ids)
+    chargers = await connect_all(server.url, ids, start=True)
+    per_charger = args.lat_chargers / args.rate  # seconds between messages of one charger
     samples: list[float] = []
-    stop = time.monotonic() + seconds
+    load0 = load()
+    stop = time.monotonic() + args.seconds
 
     async def paced(c: Charger, offset: float) -> None:
         await asyncio.sleep(offset)
         next_at = time.monotonic()
         while time.monotonic() < stop:
-            samples.append(await c.call("MeterValues", METER))
+            samples.append(await c.meter_values())
             next_at += per_charger
             await asyncio.sleep(max(0.0, next_at - time.monotonic()))
 
-    await asyncio.gather(*(paced(c, i * per_charger / chargers_n) for i, c in enumerate(chargers)))
+    cpu0 = cpu_seconds(server.pid)
+    began = time.monotonic()
+    await asyncio.gather(
+        *(paced(c, i * per_charger / len(chargers)) for i, c in enumerate(chargers))
+    )
+    elapsed = time.monotonic() - began
+    cpu = cpu_seconds(server.pid) - cpu0
     await close_all(chargers)
     samples.sort()
-    pick = lambda q: samples[min(len(samples) - 1, int(q * len(samples)))] * 1000  # noqa: E731
-    return {
-        "msgs": len(samples),
-        "p50_ms": pick(0.50),
-        "p99_ms": pick(0.99),
-        "max_ms": samples[-1] * 1000,
-        "mean_ms": statistics.fmean(samples) * 1000,
-    }
+    return Figure(
+        {
+            "msg_s": len(samples) / elapsed,
+            "p50_ms": percentile(samples, 0.50) * 1000,
+            "p99_ms": percentile(samples, 0.99) * 1000,
+            "max_ms": samples[-1] * 1000,
+            "us_per_msg": cpu / max(len(samples), 1) * 1e6,
+        },
+        (load0, load()),
+        check_meter_rows(server, prefix, chargers),
+    )
 
 
-async def scale(url: str, chargers_n: int, prefix: str, pid: int) -> dict[str, float]:
-    before = rss_kib(pid)
+async def scale(server: Server, args: argparse.Namespace, prefix: str) -> Figure:
+    ids = [f"{prefix}{n}" for n in range(args.scale)]
+    before = rss_kib(server.pid)
+    load0 = load()
+    cpu0 = cpu_seconds(server.pid)
     began = time.monotonic()
-    chargers = await connect_all(url, chargers_n, prefix, parallel=200)
+    chargers = await connect_all(server.url, ids, parallel=200)
     boot_s = time.monotonic() - began
+    cpu = cpu_seconds(server.pid) - cpu0
     await asyncio.gather(*(c.call("Heartbeat", "{}") for c in chargers))
-    await asyncio.sleep(1)
-    after = rss_kib(pid)
+    await asyncio.sleep(2)
+    after = rss_kib(server.pid)
+    check = ""
+    booted = count(
+        server,
+        "SELECT count(*) FROM charge_points WHERE charger_id LIKE :p AND last_boot IS NOT NULL",
+        p=prefix + "%",
+    )
+    if booted is not None:
+        check = (
+            f"ok: {booted} chargers booted"
+            if booted == len(chargers)
+            else f"FAILED: {len(chargers)} boots answered, {booted} stored"
+        )
     await close_all(chargers)
-    return {
-        "chargers": chargers_n,
-        "connect_boot_s": boot_s,
-        "kib_per_connection": (after - before) / chargers_n,
-    }
+    return Figure(
+        {
+            "connect_boot_s": boot_s,
+            "kib_per_connection": (after - before) / len(ids),
+            "ms_cpu_per_connect": cpu / len(ids) * 1000,
+        },
+        (load0, load()),
+        check,
+    )
+
+
+PHASES = {"throughput": throughput, "latency": latency, "scale": scale}
+
+# --- reporting -----------------------------------------------------------------------
+
+
+def spread(values: list[float], fmt: str) -> str:
+    med = statistics.median(values)
+    if len(values) == 1:
+        return format(med, fmt)
+    return f"{format(med, fmt)} [{format(min(values), fmt)}-{format(max(values), fmt)}]"
 
 
 def machine() -> str:
@@ -283,115 +503,175 @@ def machine() -> str:
     )
 
 
-async def run(args: argparse.Namespace) -> None:
+def describe(phase: str, figures: list[Figure]) -> str:
+    def col(key: str) -> list[float]:
+        return [f.values[key] for f in figures]
+
+    if phase == "throughput":
+        text_ = (
+            f"{spread(col('msg_s'), '.0f')} msg/s, {spread(col('us_per_msg'), '.0f')} us/msg "
+            f"server CPU"
+        )
+    elif phase == "latency":
+        text_ = (
+            f"p50 {spread(col('p50_ms'), '.2f')} ms, p99 {spread(col('p99_ms'), '.2f')} ms, "
+            f"max {spread(col('max_ms'), '.0f')} ms, {spread(col('us_per_msg'), '.0f')} us/msg"
+        )
+    else:
+        text_ = (
+            f"connect+boot {spread(col('connect_boot_s'), '.1f')} s, "
+            f"{spread(col('kib_per_connection'), '.1f')} KiB/connection, "
+            f"{spread(col('ms_cpu_per_connect'), '.2f')} ms CPU/connect"
+        )
+    loads = ", ".join(f"{a:.1f}-{b:.1f}" for a, b in (f.load for f in figures))
+    return f"{text_} (load {loads})"
+
+
+def checks(figures: list[Figure]) -> str:
+    failed = [f.check for f in figures if f.failed]
+    if failed:
+        return failed[0] + (f" (+{len(failed) - 1} more)" if len(failed) > 1 else "")
+    done = [f.check for f in figures if f.check]
+    return "stored rows ok" if done else "(nothing stored)"
+
+
+async def run(args: argparse.Namespace) -> int:
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     with contextlib.suppress(ValueError, OSError):
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    if shutil_which("taskset") and (os.cpu_count() or 1) >= 2:
+    if shutil.which("taskset") and (os.cpu_count() or 1) >= 2:
         os.sched_setaffinity(0, {1})  # the load generator on the other core
-    rows: list[tuple[str, str, str]] = []
     print(f"machine: {machine()}", flush=True)
+    print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(
-        f"settings: throughput {args.tp_chargers} chargers x {args.seconds}s closed loop; "
-        f"latency {args.lat_chargers} chargers at {args.rate} msg/s for {args.seconds}s; "
-        f"scale {args.scale} chargers",
+        f"settings: {args.runs} interleaved runs; throughput {args.tp_chargers} chargers x "
+        f"{args.seconds:g} s closed loop; latency {args.lat_chargers} chargers at "
+        f"{args.rate:g} msg/s for {args.seconds:g} s; scale {args.scale} chargers",
         flush=True,
     )
-    reference_tp: float | None = None
+    targets = [Target("reference (ocpp asyncio, no DB)", None)]
+    for db in args.databases:
+        targets.append(Target(f"voltaro {db}", db))
+    for db in args.databases[:1]:
+        for name, env in args.variants:
+            targets.append(Target(f"voltaro {db}, {name}", db, env, scale=False))
+    results: dict[tuple[str, str], list[Figure]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        ref = start_reference()
-        try:
-            tp = await throughput(ref.url, args.tp_chargers, args.seconds, "R", ref.process.pid)
-            reference_tp = tp["msg_s"]
-            rows.append(
-                (
-                    "reference (no DB)",
-                    "throughput",
-                    f"{tp['msg_s']:.0f} msg/s, {tp['server_us_per_msg']:.0f} us/msg",
-                )
-            )
-            lat = await latency(ref.url, args.lat_chargers, args.rate, args.seconds, "RL")
-            rows.append(
-                (
-                    "reference (no DB)",
-                    f"latency @{args.rate:g}/s",
-                    f"p50 {lat['p50_ms']:.2f} ms, p99 {lat['p99_ms']:.2f} ms, "
-                    f"max {lat['max_ms']:.1f} ms",
-                )
-            )
-        finally:
-            ref.stop()
-        for label, url in args.databases:
-            db_url = url.replace("{tmp}", tmp)
-            server = start_voltaro(db_url, Path(tmp))
-            try:
-                tp = await throughput(
-                    server.url, args.tp_chargers, args.seconds, "T", server.process.pid
-                )
-                ratio = tp["msg_s"] / reference_tp if reference_tp else float("nan")
-                rows.append(
-                    (
-                        f"voltaro {label}",
-                        "throughput",
-                        f"{tp['msg_s']:.0f} msg/s persisted, "
-                        f"{tp['server_us_per_msg']:.0f} us/msg, {ratio:.2f}x reference",
-                    )
-                )
-                lat = await latency(server.url, args.lat_chargers, args.rate, args.seconds, "L")
-                rows.append(
-                    (
-                        f"voltaro {label}",
-                        f"latency @{args.rate:g}/s",
-                        f"p50 {lat['p50_ms']:.2f} ms, p99 {lat['p99_ms']:.2f} ms, "
-                        f"max {lat['max_ms']:.1f} ms",
-                    )
-                )
-                if args.scale and label == args.databases[0][0]:
-                    sc = await scale(server.url, args.scale, "S", server.process.pid)
-                    rows.append(
-                        (
-                            f"voltaro {label}",
-                            f"scale {args.scale}",
-                            f"connect+boot {sc['connect_boot_s']:.1f} s, "
-                            f"{sc['kib_per_connection']:.1f} KiB/connection",
+        for r in range(args.runs):
+            for t_index, target in enumerate(targets):
+                tag = f"{r}{t_index}"
+                server = start_server(target, args, Path(tmp), tag)
+                try:
+                    for phase in args.phases:
+                        if phase == "scale" and (not args.scale or not target.scale):
+                            continue
+                        figure = await PHASES[phase](server, args, f"b{tag}{phase[0]}")
+                        results.setdefault((target.name, phase), []).append(figure)
+                        print(
+                            f"run {r + 1} {target.name} {phase}: {describe(phase, [figure])}"
+                            + (f"; {figure.check}" if figure.check else ""),
+                            flush=True,
                         )
-                    )
-            finally:
-                server.stop()
-    width = max(len(r[0]) for r in rows)
-    print("\n| server | run | result |\n|---|---|---|")
-    for name, kind, result in rows:
-        print(f"| {name.ljust(width)} | {kind} | {result} |")
+                finally:
+                    server.stop()
+    print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print("\nmedian [min-max] over the runs; load = 1-min load average at phase start-end\n")
+    print("| server | phase | result | stored |\n|---|---|---|---|")
+    for (name, phase), figures in results.items():
+        print(f"| {name} | {phase} | {describe(phase, figures)} | {checks(figures)} |")
+    return verdict(args, targets, results)
+
+
+def verdict(
+    args: argparse.Namespace, targets: list[Target], results: dict[tuple[str, str], list[Figure]]
+) -> int:
+    def med(name: str, phase: str, key: str) -> float | None:
+        figures = results.get((name, phase))
+        return statistics.median(f.values[key] for f in figures) if figures else None
+
+    reference = targets[0].name
+    ref_tp = med(reference, "throughput", "msg_s")
+    print("\n| target (issue 14) | server | now | status |\n|---|---|---|---|")
+    for target in targets[1:]:
+        if target.env:
+            continue
+        name = target.name
+        tp = med(name, "throughput", "msg_s")
+        if tp is not None and ref_tp:
+            ratio = tp / ref_tp
+            ok = "met" if ratio >= TARGET_RATIO else "not met"
+            print(f"| persisted msg/s >= reference's | {name} | {ratio:.2f}x | {ok} |")
+        p99 = med(name, "latency", "p99_ms")
+        if p99 is not None:
+            ok = "met" if p99 < TARGET_P99_MS else "not met"
+            print(
+                f"| p99 < {TARGET_P99_MS:g} ms at {args.rate:g} msg/s | {name} "
+                f"| {p99:.1f} ms | {ok} |"
+            )
+        boot = med(name, "scale", "connect_boot_s")
+        if boot is not None:
+            ok = "met" if boot < TARGET_SCALE_S and args.scale >= 10_000 else "not met"
+            if args.scale < 10_000:
+                ok = f"not checked ({args.scale} chargers)"
+            print(
+                f"| {args.scale} connect+boot < {TARGET_SCALE_S:g} s | {name} "
+                f"| {boot:.1f} s | {ok} |"
+            )
+        kib = med(name, "scale", "kib_per_connection")
+        if kib is not None:
+            ok = "met" if kib < TARGET_KIB else "not met"
+            print(f"| < {TARGET_KIB:g} KiB per idle connection | {name} | {kib:.1f} KiB | {ok} |")
+    failed = [k for k, figures in results.items() if any(f.failed for f in figures)]
+    if failed:
+        print(
+            "\nFAILED (stored rows do not match the answers): "
+            + ", ".join(f"{a} {b}" for a, b in failed)
+        )
+        return 1
+    return 0
+
+
+VARIANTS = {"frame-log-off": ("frame log off", {"VOLTARO_FRAME_LOG": "false"})}
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="small and short (smoke test)")
+    p.add_argument("--runs", type=int, default=2, help="interleaved runs (>= 2 for a spread)")
     p.add_argument("--seconds", type=float, default=10)
     p.add_argument("--tp-chargers", type=int, default=100)
     p.add_argument("--lat-chargers", type=int, default=1000)
     p.add_argument("--rate", type=float, default=500)
     p.add_argument("--scale", type=int, default=10000)
-    p.add_argument("--sqlite", default="sqlite:///{tmp}/bench.db")
+    p.add_argument(
+        "--phases", default="throughput,latency,scale", help="comma-separated subset to run"
+    )
+    p.add_argument(
+        "--variants",
+        default="frame-log-off",
+        help=f"extra rows on the first database ({', '.join(VARIANTS)}; '' for none)",
+    )
+    p.add_argument("--no-sqlite", action="store_true")
     p.add_argument(
         "--postgres",
-        default="postgresql+psycopg://postgres@127.0.0.1:5432/test",
-        help="PostgreSQL URL ('' to skip); the bench writes to it",
+        default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres",
+        help="PostgreSQL server URL ('' to skip); each target gets a fresh database there",
     )
     args = p.parse_args()
     if args.quick:
         args.seconds, args.tp_chargers, args.lat_chargers, args.rate, args.scale = (
-            2,
+            3,
             20,
             50,
             50,
             200,
         )
-    args.databases = [("sqlite", args.sqlite)]
-    if args.postgres:
-        args.databases.append(("postgresql", args.postgres))
-    asyncio.run(run(args))
-    return 0
+    args.phases = [x for x in args.phases.split(",") if x]
+    args.variants = [VARIANTS[v] for v in args.variants.split(",") if v]
+    args.databases = ([] if args.no_sqlite else ["sqlite"]) + (
+        ["postgresql"] if args.postgres else []
+    )
+    return asyncio.run(run(args))
 
 
 if __name__ == "__main__":

@@ -24,6 +24,9 @@ def now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+_next_transaction = 0
+
+
 class CentralSystemChargePoint(ChargePoint):  # type: ignore[misc]
     @on(Action.boot_notification)
     def on_boot_notification(self, **_: Any) -> Any:
@@ -38,6 +41,15 @@ class CentralSystemChargePoint(ChargePoint):  # type: ignore[misc]
     @on(Action.meter_values)
     def on_meter_values(self, **_: Any) -> Any:
         return call_result.MeterValues()
+
+    @on(Action.start_transaction)
+    def on_start_transaction(self, **_: Any) -> Any:
+        # The benchmark's chargers start one session each; no database, ids from memory.
+        global _next_transaction
+        _next_transaction += 1
+        return call_result.StartTransaction(
+            transaction_id=_next_transaction, id_tag_info={"status": "Accepted"}
+        )
 
     @on(Action.status_notification)
     def on_status_notification(self, **_: Any) -> Any:
