@@ -266,16 +266,21 @@ class Charger:
         self.clock = 0
         self.transaction_id = 0
         self.answered_meter = 0
+        self.call_errors = 0
 
     async def call(self, action: str, payload: str) -> tuple[float, str]:
-        self.n += 1
+        """Send until answered with a CALLRESULT, as a charger does (a CALLERROR is
+        retried after a pause); the time counts from the first attempt."""
         started = time.perf_counter()
-        await self.ws.send(f'[2,"{self.n}","{action}",{payload}]')
-        answer = await self.ws.recv()
-        elapsed = time.perf_counter() - started
-        if not answer.startswith("[3"):
-            raise RuntimeError(f"{self.cid} {action}: {answer[:200]}")
-        return elapsed, answer
+        for attempt in range(1, 31):
+            self.n += 1
+            await self.ws.send(f'[2,"{self.n}","{action}",{payload}]')
+            answer = await self.ws.recv()
+            if answer.startswith("[3"):
+                return time.perf_counter() - started, answer
+            self.call_errors += 1
+            await asyncio.sleep(min(0.1 * attempt, 1.0))
+        raise RuntimeError(f"{self.cid} {action}: {answer[:200]}")
 
     async def start_transaction(self) -> None:
         self.clock += 1
@@ -389,6 +394,7 @@ async def throughput(server: Server, args: argparse.Namespace, prefix: str) -> F
             "msg_s": messages / elapsed,
             "us_per_msg": cpu / max(messages, 1) * 1e6,
             "cpu_util": cpu / elapsed,
+            "call_errors": sum(c.call_errors for c in chargers),
         },
         (load0, load()),
         check_meter_rows(server, prefix, chargers),
@@ -432,6 +438,7 @@ async def latency(server: Server, args: argparse.Namespace, prefix: str) -> Figu
             "p99_ms": percentile(samples, 0.99) * 1000,
             "max_ms": samples[-1] * 1000,
             "us_per_msg": cpu / max(len(samples), 1) * 1e6,
+            "call_errors": sum(c.call_errors for c in chargers),
         },
         (load0, load()),
         check_meter_rows(server, prefix, chargers),
@@ -523,6 +530,9 @@ def describe(phase: str, figures: list[Figure]) -> str:
             f"{spread(col('kib_per_connection'), '.1f')} KiB/connection, "
             f"{spread(col('ms_cpu_per_connect'), '.2f')} ms CPU/connect"
         )
+    errors = sum(f.values.get("call_errors", 0) for f in figures)
+    if errors:
+        text_ += f", {errors:.0f} CALLERRORs retried"
     loads = ", ".join(f"{a:.1f}-{b:.1f}" for a, b in (f.load for f in figures))
     return f"{text_} (load {loads})"
 
