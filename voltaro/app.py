@@ -1,7 +1,7 @@
 """The composition root: builds every piece and owns the root nursery.
 
 Start order: database (migrations) -> event hub, registry, command service -> OCPP
-listener -> control socket -> HTTP API -> housekeeping. Each service is started with
+listener -> control socket -> HTTP API -> frame-log retention. Each service is started with
 ``await nursery.start(service.run)`` so that ``run`` only reports ready once everything
 listens; ``task_status.started`` hands back the bound addresses (tests bind port 0).
 
@@ -17,7 +17,6 @@ from __future__ import annotations
 import functools
 import logging
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import Any
 
 import trio
@@ -41,14 +40,13 @@ from voltaro.service.health import HealthMonitor
 from voltaro.service.hub import EventHub
 from voltaro.service.ingest import ChargerIngest, Liveness
 from voltaro.service.presence import ConnectionFlags
+from voltaro.service.retention import Retention
 from voltaro.settings import Settings
 from voltaro.startup import StartupError, find_exception, os_reason
-from voltaro.store import chargers, frames
+from voltaro.store import chargers
 from voltaro.store.db import Database
 
 log = logging.getLogger(__name__)
-
-HOUSEKEEPING_INTERVAL = 3600.0  # seconds between frame-log retention sweeps
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +180,8 @@ async def run(
     components.extras["health"] = health
     components.extras["connection_flags"] = flags
     components.extras["call_errors"] = call_errors
+    retention = Retention(database, days=settings.frame_log_retention_days)
+    components.extras["retention"] = retention
 
     try:
         async with trio.open_nursery() as nursery:
@@ -198,7 +198,7 @@ async def run(
             )
             control_path = await _start_control(nursery, components)
             http = await _start_http(nursery, components)
-            nursery.start_soon(_housekeeping, components)
+            await nursery.start(retention.run)
             task_status.started(BoundAddresses(ocpp=ocpp, control_socket=control_path, http=http))
             await stop.wait()
             log.info("shutting down: closing charger connections (1001)")
@@ -265,24 +265,6 @@ def _first_line(exc: SQLAlchemyError) -> str:
     origin = getattr(exc, "orig", None) or exc
     lines = [line.strip() for line in str(origin).splitlines() if line.strip()]
     return lines[0] if lines else exc.__class__.__name__
-
-
-async def _housekeeping(c: Components) -> None:
-    """Frame-log retention: purge frames older than settings.frame_log_retention_days."""
-    days = c.settings.frame_log_retention_days
-    if days <= 0:
-        await trio.sleep_forever()
-    from voltaro.domain.timestamps import utc_now
-
-    while True:
-        try:
-            removed = await c.database.run(frames.purge_frames, utc_now() - timedelta(days=days))
-            if removed:
-                log.info("frame log: purged %d frames older than %d days", removed, days)
-        except Exception as exc:
-            # A background task never takes the server down (issue 11.1): log, go on.
-            log.warning("frame log retention sweep skipped: %s", exc)
-        await trio.sleep(HOUSEKEEPING_INTERVAL)
 
 
 __all__ = ["BoundAddresses", "Components", "Connection", "run", "upgrade_database"]

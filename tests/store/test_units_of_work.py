@@ -280,6 +280,6 @@ def test_configuration_audit_and_frames(site: Database) -> None:
         ],
     )
     assert len(site.run_sync(frames.recent_frames, "CP-1")) == 2
-    assert site.run_sync(frames.purge_frames, NOW - timedelta(days=30)) == 1
+    assert site.run_sync(frames.purge_frames, NOW - timedelta(days=30), 10) == 1
     counts = site.run_sync(chargers.status_counts)
     assert counts["chargers"]["total"] == 2

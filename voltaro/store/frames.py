@@ -53,8 +53,16 @@ def recent_frames(
     ]
 
 
-def purge_frames(s: Session, older_than: datetime) -> int:
-    result = s.execute(delete(FrameRow).where(FrameRow.at < older_than))
+def purge_frames(s: Session, older_than: datetime, limit: int) -> int:
+    """Delete at most ``limit`` of the oldest frames older than ``older_than``.
+
+    Bounded so that one unit of work never holds SQLite's single writer, or row locks
+    and a PostgreSQL statement_timeout, for a whole retention period's rows (issue 10
+    §2.7): the caller repeats it until fewer than ``limit`` are deleted. The oldest go
+    first, found through ``ix_frames_at``.
+    """
+    oldest = select(FrameRow.id).where(FrameRow.at < older_than).order_by(FrameRow.at).limit(limit)
+    result = s.execute(delete(FrameRow).where(FrameRow.id.in_(oldest.scalar_subquery())))
     return int(getattr(result, "rowcount", 0) or 0)
 
 
