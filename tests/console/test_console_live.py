@@ -113,7 +113,7 @@ async def test_link_requests_and_errors(server: Server) -> None:
             await connected.wait()
         status = await link.request("status")
         assert status["database"]["ok"] is True
-        with pytest.raises(Exception, match="unknown_charger"):
+        with pytest.raises(Exception, match="not_found"):
             await link.request("command", {"charger_id": "NOPE", "action": "Reset", "args": {}})
     finally:
         task.cancel()

@@ -183,7 +183,7 @@ async def test_errors_timeout_callerror_disconnect_offline(server: RunningServer
     offline = await client.command("CP-1", "reset")
     assert offline["error"]["code"] == "offline"
     unknown = await client.command("NOPE", "reset")
-    assert unknown["error"]["code"] == "unknown_charger"
+    assert unknown["error"]["code"] == "not_found"
     bad = await client.command("CP-1", "remote-start", id_tag="X" * 21)
     assert bad["error"]["code"] == "bad_arguments"
     await client.aclose()

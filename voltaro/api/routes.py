@@ -65,7 +65,7 @@ class ApiError(Exception):
 
 _COMMAND_STATUS = {
     CommandErrorCode.BAD_ARGUMENTS: 422,
-    CommandErrorCode.UNKNOWN_CHARGER: 404,
+    CommandErrorCode.NOT_FOUND: 404,
     CommandErrorCode.OFFLINE: 409,
     CommandErrorCode.NOT_ALLOWED: 409,
     CommandErrorCode.FORBIDDEN: 403,

@@ -17,7 +17,7 @@ import socket
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, NoReturn
 
 from voltaro.control import wire
@@ -28,7 +28,6 @@ EXIT = {
     "bad_arguments": 2,
     "forbidden": 4,
     "not_found": 5,
-    "unknown_charger": 5,
     "offline": 6,
     "not_allowed": 6,
     "disconnected": 6,
@@ -151,7 +150,7 @@ class _Parser(argparse.ArgumentParser):
 GROUPS: dict[str, dict[str, str]] = {
     "Server": {
         "status": "server version, uptime, database state and counts",
-        "events": "follow the live event stream until Ctrl-C",
+        "events": "follow the live event stream until Ctrl-C (--charger, --kind filter it)",
     },
     "Chargers": {
         "chargers": "registered chargers (actions below)",
@@ -178,6 +177,12 @@ GROUPS: dict[str, dict[str, str]] = {
         "transactions close": "close a session whose stop never came (audited)",
         "transactions stops": "stops kept for reconciliation (orphan/foreign/conflict)",
     },
+    "Audit": {
+        "commands": "the command audit (actions below)",
+        "commands list": "who sent which command to which charger, when, and the outcome",
+        "quarantine": "charger messages the database refused (actions below)",
+        "quarantine list": "charger messages the database refused (read-only)",
+    },
     "Commands to a charger": {
         "remote-start": "start a session for a tag (RemoteStartTransaction)",
         "remote-stop": "stop a session (RemoteStopTransaction)",
@@ -192,6 +197,8 @@ GROUPS: dict[str, dict[str, str]] = {
     },
 }
 HELP = {name: text for group in GROUPS.values() for name, text in group.items()}
+# Commands that only group actions: --help lists their actions instead.
+GROUPED = ("chargers", "tags", "transactions", "commands", "quarantine")
 
 EXAMPLES = """shell completion (commands, charger ids and tags from the server):
   source <(voltaro ctl completion bash)      # or: completion zsh, in ~/.zshrc
@@ -204,6 +211,8 @@ examples:
   voltaro ctl remote-start CP-1 04A1B2C3 --connector 1
   voltaro ctl availability CP-1 2 inoperative
   voltaro ctl get-config CP-1 HeartbeatInterval
+  voltaro ctl commands list --charger CP-1 --since 2h
+  voltaro ctl events --charger CP-1 --kind transaction --kind connector.status
 
 --json may come anywhere; errors are then {"error": {"code", "message"}} on stderr.
 exit status: 0 done (a charger answering Rejected is done), 1 other error, 2 bad
@@ -217,7 +226,7 @@ def _overview() -> str:
     for title, commands in GROUPS.items():
         lines.append(f"{title.lower()}:")
         for name, text in commands.items():
-            if " " in name or name not in ("chargers", "tags", "transactions"):
+            if " " in name or name not in GROUPED:
                 lines.append(f"  {name:<22}{text}")
         lines.append("")
     return "\n".join(lines) + EXAMPLES
@@ -251,6 +260,33 @@ class _Group:
             name, help=text, description=text[:1].upper() + text[1:] + ".", **kwargs
         )
         return parser
+
+
+_AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _since(text: str) -> str:
+    """--since: an ISO 8601 time, or an age (30m, 2h, 7d) before now; sent as UTC."""
+    raw = text.strip()
+    if len(raw) > 1 and raw[-1].lower() in _AGE_UNITS and raw[:-1].isdigit():
+        at = datetime.now(UTC) - timedelta(seconds=int(raw[:-1]) * _AGE_UNITS[raw[-1].lower()])
+    else:
+        try:
+            at = datetime.fromisoformat(raw.replace("Z", "+00:00").replace("z", "+00:00"))
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is neither an ISO 8601 time nor an age like 30m, 2h or 7d"
+            ) from None
+        if at.tzinfo is None:
+            at = at.astimezone()  # a time without offset is the operator's local time
+    return at.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _event_kind(text: str) -> str:
+    try:
+        return wire.event_kinds([text])[0]
+    except wire.WireError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -348,12 +384,27 @@ def _parser() -> argparse.ArgumentParser:
     ts = tx.add_parser("stops", help="stops kept for reconciliation (orphan/foreign/conflict)")
     ts.add_argument("--charger", dest="charger_id")
 
-    qu = sub.add_parser(
-        "quarantine", help="charger messages the database refused (read-only)"
-    ).add_subparsers(dest="action", required=True, metavar="ACTION")
+    qu = _Group(
+        sub.add_parser("quarantine").add_subparsers(dest="action", required=True, metavar="ACTION"),
+        "quarantine",
+    )
     ql = qu.add_parser("list")
     ql.add_argument("--charger", dest="charger_id")
     ql.add_argument("--limit", type=int, default=100)
+
+    cm = _Group(
+        sub.add_parser("commands").add_subparsers(dest="action", required=True, metavar="ACTION"),
+        "commands",
+    )
+    cl = cm.add_parser("list")
+    cl.add_argument("--charger", dest="charger_id", help="only commands sent to this charger")
+    cl.add_argument(
+        "--since",
+        type=_since,
+        metavar="WHEN",
+        help="only commands sent since WHEN: ISO 8601, or an age like 30m, 2h, 7d",
+    )
+    cl.add_argument("--limit", type=int, default=50, help="how many, newest first (default 50)")
 
     rs = sub.add_parser("remote-start")
     rs.add_argument("charger_id", metavar="ID")
@@ -398,6 +449,16 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("--connector", dest="connector_id", type=int)
     ev = sub.add_parser("events", help="follow the event stream until interrupted")
     ev.add_argument("--frames", action="store_true", help="include raw OCPP frames")
+    ev.add_argument("--charger", dest="charger_id", metavar="ID", help="only this charger's")
+    ev.add_argument(
+        "--kind",
+        dest="kinds",
+        action="append",
+        type=_event_kind,
+        metavar="KIND",
+        help="only these events (repeatable): a name such as connector.status, or a group "
+        "such as transaction (any case)",
+    )
     return p
 
 
@@ -442,6 +503,13 @@ def _request_for(ns: argparse.Namespace) -> tuple[str, dict[str, Any]]:
         if ns.action == "stops":
             return "transactions.stops", {"charger_id": ns.charger_id}
         return "transactions.show", {"transaction_id": ns.transaction_id}
+    if c == "commands":
+        args = {"limit": ns.limit}
+        if ns.charger_id is not None:
+            args["charger_id"] = ns.charger_id
+        if ns.since is not None:
+            args["since"] = ns.since
+        return "commands.list", args
     if c == "quarantine":
         args = {"limit": ns.limit}
         if ns.charger_id is not None:
@@ -511,6 +579,19 @@ def _energy_kwh(t: dict[str, Any]) -> str | None:
     if wh is None and t.get("last_meter_wh") is not None:
         wh, live = t["last_meter_wh"] - t["meter_start"], " so far"
     return None if wh is None else f"{wh / 1000:.3f} kWh{live}"
+
+
+def _compact(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+
+
+def _outcome(command: dict[str, Any]) -> str:
+    """The charger's answer, else the error, else that it is still waiting."""
+    if command.get("status"):
+        return str(command["status"])
+    if command.get("error"):
+        return f"error: {command['error']}"
+    return "in progress" if command.get("finished_at") is None else "-"
 
 
 def _table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
@@ -603,6 +684,21 @@ def _human(op: str, result: Any) -> str:
                 for q in result
             ],
             ["ID", "AT", "CHARGER", "MESSAGE", "ACTION", "TX", "ERROR"],
+        )
+    if op == "commands.list":
+        return _table(
+            [
+                (
+                    _time(c["requested_at"]),
+                    c["charger_id"],
+                    c["action"],
+                    " ".join(f"{k}={_compact(v)}" for k, v in c["request"].items()),
+                    c["actor"],
+                    _outcome(c),
+                )
+                for c in result
+            ],
+            ["WHEN", "CHARGER", "ACTION", "ARGUMENTS", "BY", "OUTCOME"],
         )
     if op == "command":
         lines = [f"{result['action']}: {result['status']}"]
@@ -743,7 +839,12 @@ def _main(argv: list[str], as_json: bool) -> int:
         return _fail(exc, ns.json)
     try:
         if ns.command == "events":
-            client.request("subscribe", {"frames": ns.frames})
+            subscribe: dict[str, Any] = {"frames": ns.frames}
+            if ns.charger_id is not None:
+                subscribe["charger_id"] = ns.charger_id
+            if ns.kinds:
+                subscribe["kinds"] = ns.kinds
+            client.request("subscribe", subscribe)
             try:
                 for frame in client.events():
                     if ns.json:
@@ -760,10 +861,6 @@ def _main(argv: list[str], as_json: bool) -> int:
             return 0
         op, args = _request_for(ns)
         result = client.request(op, args)
-        if op == "transactions.list" and not result and args.get("charger_id"):
-            # An empty list for a charger that does not exist is a typo, not "no
-            # sessions": say so (exit 5), as every other command does.
-            client.request("chargers.show", {"charger_id": args["charger_id"]})
         print(json.dumps(result, indent=2) if ns.json else _human(op, result))
         return 0
     except CtlError as exc:

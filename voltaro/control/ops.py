@@ -40,7 +40,7 @@ class OpError(Exception):
 
 _COMMAND_CODES = {
     CommandErrorCode.BAD_ARGUMENTS: ErrorCode.BAD_ARGUMENTS,
-    CommandErrorCode.UNKNOWN_CHARGER: ErrorCode.UNKNOWN_CHARGER,
+    CommandErrorCode.NOT_FOUND: ErrorCode.NOT_FOUND,
     CommandErrorCode.OFFLINE: ErrorCode.OFFLINE,
     CommandErrorCode.NOT_ALLOWED: ErrorCode.NOT_ALLOWED,
     CommandErrorCode.FORBIDDEN: ErrorCode.FORBIDDEN,
@@ -108,6 +108,7 @@ class ControlOps:
             "transactions.close": self.transactions_close,
             "transactions.stops": self.transactions_stops,
             "quarantine.list": self.quarantine_list,
+            "commands.list": self.commands_list,
             "command": self.command,
         }
 
@@ -193,6 +194,8 @@ class ControlOps:
             limit=_limit(args, 100),
             action=action if isinstance(action, str) else None,
         )
+        if not rows:
+            await self._known_charger(charger_id)
         return [
             {
                 "direction": f.direction,
@@ -389,7 +392,37 @@ class ControlOps:
             state=state,
             limit=_limit(args),
         )
+        if not rows:
+            await self._known_charger(charger_id)
         return [views.transaction_view(t) for t in rows]
+
+    async def _known_charger(self, charger_id: Any) -> None:
+        """A filter naming a charger that does not exist is a typo, not "nothing": say so
+        (not_found). Only asked when a filtered list came back empty, so the records of a
+        removed charger stay listable."""
+        if not isinstance(charger_id, str):
+            return
+        if await self._db.run(chargers.get_charger, charger_id) is None:
+            raise OpError(ErrorCode.NOT_FOUND, f"unknown charger {charger_id}")
+
+    async def commands_list(self, args: dict[str, Any], user: str) -> list[dict[str, Any]]:
+        """The command audit, newest first: who sent what to which charger, when, and
+        the outcome (transactions closed by hand included)."""
+        charger_id = args.get("charger_id")
+        if charger_id is not None and not isinstance(charger_id, str):
+            raise OpError(ErrorCode.BAD_ARGUMENTS, "charger_id must be a string")
+        since: datetime | None = None
+        if args.get("since") is not None:
+            try:
+                since = parse_timestamp(str(args["since"]))
+            except ValueError:
+                raise OpError(ErrorCode.BAD_ARGUMENTS, "since must be an ISO 8601 time") from None
+        rows = await self._db.run(
+            commands.command_log, charger_id=charger_id, since=since, limit=_limit(args)
+        )
+        if not rows:
+            await self._known_charger(charger_id)
+        return [views.command_view(row) for row in rows]
 
     async def transactions_stops(self, args: dict[str, Any], user: str) -> list[dict[str, Any]]:
         charger_id = args.get("charger_id")

@@ -238,7 +238,20 @@ class ControlServer:
             )
             return
         if request.op == "subscribe":
-            state.subscribe(self._hub, bool(request.args.get("frames")), send)
+            charger_id = request.args.get("charger_id")
+            kinds_arg = request.args.get("kinds") or []
+            try:
+                if not isinstance(kinds_arg, list):
+                    raise wire.WireError("kinds must be a list of event names or groups")
+                kinds = wire.event_kinds(kinds_arg)
+                if charger_id is not None and not isinstance(charger_id, str):
+                    raise wire.WireError("charger_id must be a string")
+            except wire.WireError as exc:
+                await send(wire.error(request.id, wire.ErrorCode.BAD_ARGUMENTS, str(exc)))
+                return
+            # Frames are sent when asked for, or when the kinds name them.
+            frames = bool(request.args.get("frames")) or wire.Event.FRAME.value in kinds
+            state.subscribe(self._hub, frames, send, charger_id=charger_id, kinds=kinds)
             await send(wire.ok(request.id, {"subscribed": True}))
             return
         if request.op == "unsubscribe":
@@ -283,14 +296,22 @@ class _SessionState:
         self.nursery = nursery
         self._pump: trio.CancelScope | None = None
 
-    def subscribe(self, hub: EventHub, frames: bool, send: Any) -> None:
+    def subscribe(
+        self,
+        hub: EventHub,
+        frames: bool,
+        send: Any,
+        *,
+        charger_id: str | None = None,
+        kinds: tuple[str, ...] = (),
+    ) -> None:
         self.unsubscribe()
         scope = trio.CancelScope()
         self._pump = scope
 
         async def pump() -> None:
             with scope:
-                async with hub.subscribe(frames=frames) as sub:
+                async with hub.subscribe(frames=frames, charger_id=charger_id, kinds=kinds) as sub:
                     while True:
                         item = await sub.receive()
                         if item == RESYNC:

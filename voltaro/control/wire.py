@@ -47,9 +47,9 @@ class ErrorCode(StrEnum):
     BAD_REQUEST = "bad_request"  # malformed frame or unknown op
     BAD_ARGUMENTS = "bad_arguments"
     FORBIDDEN = "forbidden"
-    NOT_FOUND = "not_found"  # unknown charger, tag or transaction
+    NOT_FOUND = "not_found"  # unknown charger, tag or transaction: the one code for all
     CONFLICT = "conflict"  # already exists
-    UNKNOWN_CHARGER = "unknown_charger"
+    UNKNOWN_CHARGER = "not_found"  # an alias: unknown chargers are not_found too
     OFFLINE = "offline"
     NOT_ALLOWED = "not_allowed"
     TIMEOUT = "timeout"
@@ -63,7 +63,7 @@ class ErrorCode(StrEnum):
 # op -> the least role allowed to run it. "command" is checked per action (COMMAND_ROLES).
 OPS: dict[str, Role] = {
     "status": Role.VIEWER,
-    "subscribe": Role.VIEWER,  # args: {"frames": bool}
+    "subscribe": Role.VIEWER,  # args: {"frames"?: bool, "charger_id"?: str, "kinds"?: [str]}
     "unsubscribe": Role.VIEWER,
     "chargers.list": Role.VIEWER,
     "chargers.show": Role.VIEWER,  # args: {"charger_id"}
@@ -87,6 +87,8 @@ OPS: dict[str, Role] = {
     # StopTransactions that closed nothing: unknown/foreign ids, conflicting second stops.
     "transactions.stops": Role.VIEWER,  # args: {"charger_id"?}
     "quarantine.list": Role.VIEWER,  # args: {"charger_id"?, "limit"?} (read-only)
+    # The command audit: who sent what to which charger, when, and the outcome.
+    "commands.list": Role.VIEWER,  # args: {"charger_id"?, "since"? (ISO 8601), "limit"?}
     "command": Role.OPERATOR,  # args: {"charger_id", "action", "args": {...}}
 }
 
@@ -150,6 +152,39 @@ class Event(StrEnum):
 
 class WireError(ValueError):
     """A frame that does not follow this format."""
+
+
+def event_kinds(kinds: list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """The ``kinds`` of a subscribe filter, checked and lower-cased: an event name
+    (``connector.status``) or its group (``transaction`` for transaction.*), any case.
+
+    Raises:
+        WireError: an unknown kind (the message lists the valid ones).
+    """
+    names = {e.value for e in Event}
+    groups = {name.split(".")[0] for name in names}
+    out = []
+    for kind in kinds:
+        if not isinstance(kind, str) or kind.lower() not in names | groups:
+            valid = ", ".join(sorted(names | groups))
+            raise WireError(f"unknown event kind {kind!r}; valid: {valid}")
+        out.append(kind.lower())
+    return tuple(out)
+
+
+def event_matches(
+    name: str, data: dict[str, Any], charger_id: str | None, kinds: tuple[str, ...]
+) -> bool:
+    """Whether an event passes a subscribe filter (``kinds`` from event_kinds)."""
+    if kinds and not any(name == k or name.startswith(k + ".") for k in kinds):
+        return False
+    if charger_id is None:
+        return True
+    if data.get("charger_id") == charger_id:
+        return True
+    # chargers.seen batches many chargers: it passes when it names this one.
+    seen = data.get("chargers")
+    return isinstance(seen, dict) and charger_id in seen
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,7 +26,10 @@ from voltaro.domain.model import (
 
 class CommandErrorCode(StrEnum):
     BAD_ARGUMENTS = "bad_arguments"  # nothing was sent
-    UNKNOWN_CHARGER = "unknown_charger"
+    # An unknown charger is "not_found", the one code for anything unknown on every
+    # interface (control socket, ctl, HTTP API); UNKNOWN_CHARGER is kept as its alias.
+    NOT_FOUND = "not_found"
+    UNKNOWN_CHARGER = "not_found"
     OFFLINE = "offline"
     NOT_ALLOWED = "not_allowed"  # the spec forbids it in the charger's current state
     FORBIDDEN = "forbidden"  # the caller's role may not run it

@@ -294,9 +294,7 @@ class CommandService:
         try:
             charger = await self._db.run(chargers.get_charger, charger_id)
             if charger is None:
-                raise CommandError(
-                    CommandErrorCode.UNKNOWN_CHARGER, f"unknown charger {charger_id}"
-                )
+                raise CommandError(CommandErrorCode.NOT_FOUND, f"unknown charger {charger_id}")
             check_allowed(command, charger_registration or charger.registration)
             if isinstance(command, RemoteStart) and not command.force:
                 await self._check_tag(command.id_tag)

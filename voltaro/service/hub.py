@@ -16,7 +16,7 @@ from typing import Any
 
 import trio
 
-from voltaro.control.wire import Event
+from voltaro.control.wire import Event, event_matches
 from voltaro.domain.timestamps import format_utc, utc_now
 
 RESYNC = "resync"
@@ -38,9 +38,20 @@ class HubStatistics:
 
 
 class Subscription:
-    def __init__(self, hub: EventHub, size: int, frames: bool) -> None:
+    def __init__(
+        self,
+        hub: EventHub,
+        size: int,
+        frames: bool,
+        charger_id: str | None = None,
+        kinds: tuple[str, ...] = (),
+    ) -> None:
         self._hub = hub
         self.frames = frames
+        # A filter (ctl events --charger/--kind): what it excludes never takes queue
+        # room, so a narrow subscriber does not resync because of others' traffic.
+        self.charger_id = charger_id
+        self.kinds = kinds
         self._send, self._receive = trio.open_memory_channel[HubEvent | str](size)
         self.overflowed = False
 
@@ -87,12 +98,18 @@ class EventHub:
         for sub in self._subscribers:
             if is_frame and not sub.frames:
                 continue
+            if (sub.charger_id is not None or sub.kinds) and not event_matches(
+                name, data, sub.charger_id, sub.kinds
+            ):
+                continue
             if not sub.offer(item):
                 self._dropped += 1
 
     @asynccontextmanager
-    async def subscribe(self, *, frames: bool = False) -> AsyncIterator[Subscription]:
-        sub = Subscription(self, self._queue_size, frames)
+    async def subscribe(
+        self, *, frames: bool = False, charger_id: str | None = None, kinds: tuple[str, ...] = ()
+    ) -> AsyncIterator[Subscription]:
+        sub = Subscription(self, self._queue_size, frames, charger_id, kinds)
         self._subscribers.add(sub)
         try:
             yield sub

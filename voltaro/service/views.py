@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from voltaro.control.wire import redact
 from voltaro.domain.commands import CommandOutcome
 from voltaro.domain.firmware import TransferKind
 from voltaro.domain.model import Charger, Connector, IdTag, MeterValue, Transaction
@@ -126,6 +127,23 @@ def tag_view(tag: IdTag) -> dict[str, Any]:
         "status": tag.status.value,
         "expiry_date": _ts(tag.expiry_date),
         "parent_id_tag": tag.parent_id_tag,
+    }
+
+
+def command_view(row: dict[str, Any]) -> dict[str, Any]:
+    """One entry of the command audit (store.commands.command_log), secrets hidden:
+    who sent what to which charger, when, and how it ended (the charger's answer
+    ``status``, or the ``error``; both empty while it is in progress)."""
+    return {
+        "id": row["id"],
+        "charger_id": row["charger_id"],
+        "action": row["action"],
+        "request": redact(row["request"]),
+        "actor": row["actor"],
+        "requested_at": _ts(row["requested_at"]),
+        "finished_at": _ts(row["finished_at"]),
+        "status": row["status"],
+        "error": row["error"],
     }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, func, select
@@ -37,15 +38,32 @@ def finish_command(s: Session, command_id: int, *, status: str | None, error: st
 
 
 def list_commands(s: Session, charger_id: str, limit: int = 50) -> list[dict[str, Any]]:
+    return command_log(s, charger_id=charger_id, limit=limit)
+
+
+def command_log(
+    s: Session,
+    *,
+    charger_id: str | None = None,
+    since: datetime | None = None,
+    limit: int = 50,
+    offset: int = 0,
+) -> list[dict[str, Any]]:
+    """The command audit, newest first: every command sent, who sent it, the outcome."""
+    query = select(CommandRow)
+    if charger_id is not None:
+        query = query.where(CommandRow.charger_id == charger_id)
+    if since is not None:
+        query = query.where(CommandRow.requested_at >= since)
     rows = s.scalars(
-        select(CommandRow)
-        .where(CommandRow.charger_id == charger_id)
-        .order_by(CommandRow.requested_at.desc(), CommandRow.id.desc())
+        query.order_by(CommandRow.requested_at.desc(), CommandRow.id.desc())
         .limit(limit)
+        .offset(offset)
     )
     return [
         {
             "id": r.id,
+            "charger_id": r.charger_id,
             "action": r.action,
             "request": json.loads(r.request),
             "actor": r.actor,
@@ -56,6 +74,17 @@ def list_commands(s: Session, charger_id: str, limit: int = 50) -> list[dict[str
         }
         for r in rows
     ]
+
+
+def count_commands(
+    s: Session, *, charger_id: str | None = None, since: datetime | None = None
+) -> int:
+    query = select(func.count()).select_from(CommandRow)
+    if charger_id is not None:
+        query = query.where(CommandRow.charger_id == charger_id)
+    if since is not None:
+        query = query.where(CommandRow.requested_at >= since)
+    return int(s.scalar(query) or 0)
 
 
 def store_configuration(
