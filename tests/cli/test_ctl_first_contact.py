@@ -259,7 +259,8 @@ async def test_commands_list_is_the_audit(server: RunningServer) -> None:
     assert "UnlockFailed" in lines[-2]
     assert "error:" in lines[1]
     assert "flash full" in lines[1]
-    assert everything[0]["error"] and "flash full" in everything[0]["error"]
+    assert everything[0]["error"]
+    assert "flash full" in everything[0]["error"]
     bad = await ctl(server, "commands", "list", "--since", "yesterday-ish")
     assert bad.returncode == 2
     await one.close()
