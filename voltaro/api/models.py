@@ -93,6 +93,27 @@ class SessionDetail(Session):
     meter_values: list[MeterValue]
 
 
+class CommandEntry(BaseModel):
+    """One command of the audit: who sent what to which charger, when, and the outcome."""
+
+    id: int
+    charger_id: str
+    action: str = Field(description="the OCPP action (or transactions.close for an operator close)")
+    request: dict[str, Any] = Field(description="the arguments sent, secrets hidden")
+    actor: str = Field(description="Unix user on the control socket, or api:<token name>")
+    requested_at: str | None
+    finished_at: str | None = Field(description="empty while the command is in progress")
+    status: str | None = Field(description="the charger's answer (Accepted, Rejected, ...)")
+    error: str | None = Field(description="why it failed (timeout, CALLERROR, ...)")
+
+
+class CommandPage(BaseModel):
+    total: int
+    limit: int
+    offset: int
+    items: list[CommandEntry]
+
+
 class SessionPage(BaseModel):
     total: int
     limit: int

@@ -37,6 +37,7 @@ from voltaro.service.overview import server_status
 from voltaro.service.reconciliation import Reconciliation
 from voltaro.settings import ApiScope, Settings
 from voltaro.store import chargers, firmware, tags, transactions
+from voltaro.store import commands as command_audit
 from voltaro.store.db import Database
 from voltaro.store.errors import AlreadyExists, NotFound, StorageError
 
@@ -323,6 +324,26 @@ def create_app(ctx: ApiContext) -> FastAPI:
         if result.outcome == "invalid" or result.transaction is None:
             raise ApiError(422, "bad_arguments", result.message)
         return views.transaction_view(result.transaction)
+
+    @app.get("/commands", response_model=models.CommandPage, responses=ERRORS)
+    async def list_commands(
+        _: Read,
+        charge_point_id: str | None = None,
+        since: datetime | None = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+        offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+    ) -> Any:
+        """The command audit, newest first: who sent which command to which charge point
+        (control-socket user or `api:<token name>`), when, and the outcome."""
+        filters = {"charger_id": charge_point_id, "since": since}
+        rows = await ctx.db.run(command_audit.command_log, limit=limit, offset=offset, **filters)
+        total = await ctx.db.run(command_audit.count_commands, **filters)
+        return {
+            "total": total,
+            "limit": limit,
+            "offset": offset,
+            "items": [views.command_view(row) for row in rows],
+        }
 
     @app.get("/id_tags", response_model=list[models.IdTag], responses=ERRORS)
     async def list_id_tags(_: Read, response: Response) -> Any:
