@@ -265,3 +265,145 @@ async def test_commands_list_is_the_audit(server: RunningServer) -> None:
     assert bad.returncode == 2
     await one.close()
     await two.close()
+
+
+async def _ctl_in(server: RunningServer, zone: str, *args: str) -> Any:
+    """ctl in a given local time zone (TZ), human output."""
+    env = {
+        **os.environ,
+        "VOLTARO_CONTROL_SOCKET": server.addresses.control_socket or "",
+        "TZ": zone,
+    }
+    return await trio.run_process(
+        [sys.executable, "-m", "voltaro", "ctl", *args],
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
+        env=env,
+    )
+
+
+def _fields(text: str) -> dict[str, str]:
+    """The `label  value` lines of a detail view (labels may hold one space)."""
+    out = {}
+    for line in text.splitlines():
+        if not line.strip():
+            break
+        label, _, value = line.strip().partition("  ")
+        out[label.strip()] = value.strip()
+    return out
+
+
+async def test_status_human_output(server: RunningServer) -> None:
+    server.run(chargers.add_charger, "CP-1")
+    server.run(chargers.add_charger, "CP-2")
+    server.run(tags.add_tag, "T1")
+    cp = await RawCharger.connect(f"{server.url}/CP-1")
+    await cp.boot()
+    await _status(cp, 1, "Charging")
+    await _status(cp, 2, "Available")
+    await cp.call(
+        "StartTransaction",
+        {"connectorId": 1, "idTag": "T1", "meterStart": 0, "timestamp": "2025-01-01T10:00Z"},
+    )
+    done = await _ctl_in(server, "Europe/Berlin", "status")
+    assert done.returncode == 0, done.stderr
+    text = done.stdout.decode()
+    shown = _fields(text)
+    assert shown["database"].startswith("ok (")
+    assert shown["chargers"] == "2 registered, 1 connected"
+    assert shown["by registration"] == "Accepted 2"
+    assert shown["connectors"] == "Available 1, Charging 1"
+    assert shown["active sessions"] == "1"
+    assert shown["heartbeat interval"] == "300 s"
+    assert shown["uptime"][-1] in "smhd"  # a duration, not seconds as a float
+    for raw in ("uptime_s", "True", "None", "{"):
+        assert raw not in text, raw
+    as_json = await _json(server, "status")
+    assert isinstance(as_json["uptime_s"], float)  # --json unchanged
+    assert as_json["chargers"]["total"] == 2
+    await cp.close()
+
+
+async def test_transaction_show_human_output(server: RunningServer) -> None:
+    server.run(chargers.add_charger, "CP-1")
+    server.run(tags.add_tag, "T1")
+    cp = await RawCharger.connect(f"{server.url}/CP-1")
+    await cp.boot()
+    started = await cp.call(
+        "StartTransaction",
+        {"connectorId": 1, "idTag": "T1", "meterStart": 1000, "timestamp": "2025-01-01T10:00:00Z"},
+    )
+    tx = started["transactionId"]
+    phases = [
+        {"value": value, "measurand": measurand, "phase": phase, "unit": unit}
+        for measurand, unit, value in (("Current.Import", "A", "16.1"), ("Voltage", "V", "230"))
+        for phase in ("L1", "L2", "L3")
+    ]
+    await cp.call(
+        "MeterValues",
+        {
+            "connectorId": 1,
+            "transactionId": tx,
+            "meterValue": [
+                {
+                    "timestamp": "2025-01-01T10:30:00Z",
+                    "sampledValue": [
+                        {"value": "2500", "unit": "Wh"},
+                        {"value": "7400", "measurand": "Power.Active.Import", "unit": "W"},
+                        {"value": "55", "measurand": "SoC", "unit": "Percent"},
+                        *phases,
+                    ],
+                }
+            ],
+        },
+    )
+    running = await _ctl_in(server, "Europe/Berlin", "transactions", "show", str(tx))
+    assert running.returncode == 0, running.stderr
+    live = _fields(running.stdout.decode())
+    assert live["energy"] == "1.500 kWh so far"
+    assert live["duration"].endswith("so far")
+    assert live["power"] == "7.40 kW"
+    assert live["stopped"] == "-"
+    await cp.call(
+        "StopTransaction",
+        {"transactionId": tx, "meterStop": 3250, "timestamp": "2025-01-01T11:15:00Z"},
+    )
+    done = await _ctl_in(server, "Europe/Berlin", "transactions", "show", str(tx))
+    assert done.returncode == 0, done.stderr
+    text = done.stdout.decode()
+    shown = _fields(text)
+    assert shown["session"] == str(tx)
+    assert shown["charger"] == "CP-1, connector 1"
+    assert shown["tag"] == "T1 (Accepted)"
+    assert shown["state"] == "completed"
+    # Local time with its zone, then UTC (Berlin is UTC+1 in January).
+    assert shown["started"] == "2025-01-01 11:00:00 CET (10:00:00 UTC)"
+    assert shown["stopped"] == "2025-01-01 12:15:00 CET (11:15:00 UTC)"
+    assert shown["duration"] == "1h15m"
+    assert shown["energy"] == "2.250 kWh"
+    assert shown["meter"] == "1.000 kWh at start, 3.250 kWh at stop"
+    assert shown["stop reason"] == "Local"
+    table = text.split("meter values (1):\n", 1)[1].splitlines()
+    assert table[0].split() == [
+        "TIME",
+        "ENERGY",
+        "POWER",
+        "CURRENT",
+        "VOLTAGE",
+        "SOC",
+        "CONTEXT",
+        "OTHER",
+    ]
+    row = table[1]
+    assert row.startswith("2025-01-01 11:30:00+0100")
+    for cell in ("2.500 kWh", "7.40 kW", "16.1/16.1/16.1 A", "230/230/230 V", "55 %"):
+        assert cell in row, cell
+    for raw in ("None", "timestamp=", "stop_time"):
+        assert raw not in text, raw
+    utc = await _ctl_in(server, "UTC", "transactions", "show", str(tx))
+    assert _fields(utc.stdout.decode())["started"] == "2025-01-01 10:00:00 UTC"
+    as_json = await _json(server, "transactions", "show", str(tx))
+    assert as_json["start_time"] == "2025-01-01T10:00:00Z"  # --json unchanged
+    assert as_json["energy_wh"] == 2250
+    await cp.close()

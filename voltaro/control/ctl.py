@@ -20,7 +20,11 @@ from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, NoReturn
 
-from voltaro.control import wire
+from voltaro.control import human, wire
+from voltaro.control.human import duration as _duration
+from voltaro.control.human import energy_kwh as _energy_kwh
+from voltaro.control.human import local_time as _time
+from voltaro.control.human import table as _table
 from voltaro.settings import default_control_socket
 
 EXIT = {
@@ -548,39 +552,6 @@ def _request_for(ns: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     return "command", {"charger_id": ns.charger_id, "action": c, "args": clean}
 
 
-def _parse_time(text: str | None) -> datetime | None:
-    if not text:
-        return None
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-
-
-def _time(text: str | None) -> str | None:
-    """Local time with its offset (what the operator's clock shows); the UTC form is in --json."""
-    at = _parse_time(text)
-    return at.astimezone().strftime("%Y-%m-%d %H:%M:%S%z") if at else None
-
-
-def _duration(t: dict[str, Any]) -> str | None:
-    start = _parse_time(t.get("start_time"))
-    if start is None:
-        return None
-    stop = _parse_time(t.get("stop_time")) or datetime.now(UTC)
-    minutes = max(0, int((stop - start).total_seconds() // 60))
-    return f"{minutes // 60}h{minutes % 60:02d}m"
-
-
-def _energy_kwh(t: dict[str, Any]) -> str | None:
-    """Stopped: meter_stop - meter_start; active: the latest register reading so far."""
-    wh = t.get("energy_wh")
-    live = ""
-    if wh is None and t.get("last_meter_wh") is not None:
-        wh, live = t["last_meter_wh"] - t["meter_start"], " so far"
-    return None if wh is None else f"{wh / 1000:.3f} kWh{live}"
-
-
 def _compact(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
 
@@ -592,16 +563,6 @@ def _outcome(command: dict[str, Any]) -> str:
     if command.get("error"):
         return f"error: {command['error']}"
     return "in progress" if command.get("finished_at") is None else "-"
-
-
-def _table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
-    cells = [[str(h) for h in header]] + [
-        ["-" if v is None or v == "" else str(v) for v in r] for r in rows
-    ]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
-    return "\n".join(
-        "  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in cells
-    )
 
 
 def _human(op: str, result: Any) -> str:
@@ -712,6 +673,10 @@ def _human(op: str, result: Any) -> str:
         if result.get("warning"):
             lines.append(f"  WARNING: {result['warning']}")
         return "\n".join(lines)
+    if op == "status":
+        return human.status_text(result)
+    if op == "transactions.show":
+        return human.transaction_text(result)
     if op == "chargers.show":
         # What needs the operator's eye first: settings not in effect, pending changes.
         notes = [f"! {note}" for note in result.get("attention", [])]
