@@ -54,6 +54,16 @@ done
 code=\$(curl -s -o api.json -w '%{http_code}' -H "Authorization: Bearer \$TOKEN" "http://127.0.0.1:$http_port/sessions?active=true")
 [ "\$code" = 200 ] || { echo "quickstart_check: FAILED: API answered \$code"; exit 1; }
 .venv/bin/python -c 'import json; body = json.load(open("api.json")); assert body["total"] >= 1, body'
+# The interactive API docs work without internet: the page and every file it names
+# come from this server (no CDN).
+curl -sf -o docs.html "http://127.0.0.1:$http_port/docs"
+if grep -Eq '(src|href)="https?://' docs.html; then
+    echo "quickstart_check: FAILED: /docs loads from another host"; exit 1
+fi
+for asset in \$(grep -Eo '(src|href)="/[^"]+"' docs.html | cut -d'"' -f2) /openapi.json; do
+    curl -sf -o /dev/null "http://127.0.0.1:$http_port\$asset" \
+        || { echo "quickstart_check: FAILED: /docs asset \$asset"; exit 1; }
+done
 if grep -q Traceback voltaro.log simulate.log; then
     echo "quickstart_check: FAILED: a traceback in the logs"; exit 1
 fi
