@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -406,4 +407,34 @@ async def test_transaction_show_human_output(server: RunningServer) -> None:
     as_json = await _json(server, "transactions", "show", str(tx))
     assert as_json["start_time"] == "2025-01-01T10:00:00Z"  # --json unchanged
     assert as_json["energy_wh"] == 2250
+    await cp.close()
+
+
+async def test_charger_show_human_output(server: RunningServer) -> None:
+    server.run(chargers.add_charger, "CP-1")
+    cp = await RawCharger.connect(f"{server.url}/CP-1")
+    await cp.boot(vendor="Acme", model="Fast")
+    await _status(cp, 1, "Charging")
+    await _answered(server, cp, {"status": "Accepted"}, "reset", "CP-1")
+    done = await _ctl_in(server, "Europe/Berlin", "chargers", "show", "CP-1")
+    assert done.returncode == 0, done.stderr
+    text = done.stdout.decode()
+    shown = _fields(text)
+    assert shown["charger_id"] == "CP-1"
+    assert shown["connected"] == "yes"
+    assert shown["vendor"] == "Acme"
+    assert shown["iccid"] == "-"
+    assert shown["heartbeat_interval.default"] == "300"
+    assert shown["last_boot"].endswith(" UTC)")  # local time with zone, then UTC
+    assert " CET " in shown["last_boot"]
+    connectors = text.split("connectors (", 1)[1].splitlines()
+    assert connectors[1].split()[:4] == ["CONN", "STATUS", "ERROR", "AVAILABILITY"]
+    assert any(line.split()[:2] == ["1", "Charging"] for line in connectors[2:5])
+    commands = text.split("recent commands (1):\n", 1)[1].splitlines()
+    assert commands[0].split() == ["WHEN", "ACTION", "ARGUMENTS", "BY", "OUTCOME"]
+    assert "type=Soft" in commands[1]
+    assert commands[1].rstrip().endswith("Accepted")
+    for raw in ("None", "True", "False", "connector_id="):
+        assert raw not in text, raw
+    assert not re.search(r"\d\dT\d\d:\d\d", text)  # no raw ISO times
     await cp.close()

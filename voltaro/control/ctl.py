@@ -552,19 +552,6 @@ def _request_for(ns: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     return "command", {"charger_id": ns.charger_id, "action": c, "args": clean}
 
 
-def _compact(value: Any) -> str:
-    return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
-
-
-def _outcome(command: dict[str, Any]) -> str:
-    """The charger's answer, else the error, else that it is still waiting."""
-    if command.get("status"):
-        return str(command["status"])
-    if command.get("error"):
-        return f"error: {command['error']}"
-    return "in progress" if command.get("finished_at") is None else "-"
-
-
 def _human(op: str, result: Any) -> str:
     if op == "chargers.list":
         return _table(
@@ -647,20 +634,7 @@ def _human(op: str, result: Any) -> str:
             ["ID", "AT", "CHARGER", "MESSAGE", "ACTION", "TX", "ERROR"],
         )
     if op == "commands.list":
-        return _table(
-            [
-                (
-                    _time(c["requested_at"]),
-                    c["charger_id"],
-                    c["action"],
-                    " ".join(f"{k}={_compact(v)}" for k, v in c["request"].items()),
-                    c["actor"],
-                    _outcome(c),
-                )
-                for c in result
-            ],
-            ["WHEN", "CHARGER", "ACTION", "ARGUMENTS", "BY", "OUTCOME"],
-        )
+        return human.command_rows(result)
     if op == "command":
         lines = [f"{result['action']}: {result['status']}"]
         for entry in result.get("configuration", []):
@@ -678,26 +652,12 @@ def _human(op: str, result: Any) -> str:
     if op == "transactions.show":
         return human.transaction_text(result)
     if op == "chargers.show":
-        # What needs the operator's eye first: settings not in effect, pending changes.
-        notes = [f"! {note}" for note in result.get("attention", [])]
-        return "\n".join([*notes, *_flatten(result)])
+        # What needs the operator's eye first (settings not in effect, pending changes),
+        # then the fields, then a table per list.
+        return human.detail_text(result)
     if isinstance(result, dict):
-        return "\n".join(_flatten(result))
+        return human.detail_text(result)
     return json.dumps(result, indent=2)
-
-
-def _flatten(value: dict[str, Any], prefix: str = "") -> Iterator[str]:
-    for key, item in value.items():
-        if isinstance(item, dict):
-            yield from _flatten(item, f"{prefix}{key}.")
-        elif isinstance(item, list) and item and isinstance(item[0], dict):
-            yield f"{prefix}{key}:"
-            for entry in item:
-                yield "  " + ", ".join(
-                    f"{k}={v}" for k, v in entry.items() if not isinstance(v, list | dict)
-                )
-        else:
-            yield f"{prefix}{key}: {item}"
 
 
 MIN_PASSWORD = 8  # refused below; warned below 16 (OCPP 1.6 security whitepaper: 16-40)

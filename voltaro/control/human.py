@@ -5,6 +5,7 @@ this module only reads them (stdlib only, like the wire format)."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -283,3 +284,172 @@ def _reading(mv: dict[str, Any]) -> tuple[Any, ...]:
         ", ".join(c for c in contexts if c) or None,
         " ".join(others) or None,
     )
+
+
+_ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d(:\d\d(\.\d+)?)?Z$")
+
+
+def _value(value: Any) -> str:
+    """A scalar for people: times in local time with zone (and UTC), yes/no, - for empty."""
+    if value is None or value == "":
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, str) and _ISO_UTC.match(value):
+        return local_and_utc(value) or value
+    if isinstance(value, dict | list):
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return str(value)
+
+
+def _cell(value: Any) -> Any:
+    """A table cell: like _value, but times short (local with offset) to keep rows narrow."""
+    if isinstance(value, str) and _ISO_UTC.match(value):
+        return local_time(value)
+    if value is None or value == "":
+        return None
+    return _value(value)
+
+
+def _generic_table(rows: list[dict[str, Any]]) -> str:
+    keys = [k for k in rows[0] if not isinstance(rows[0][k], dict | list)]
+    return table([[_cell(row.get(k)) for k in keys] for row in rows], [k.upper() for k in keys])
+
+
+def _session_rows(rows: list[dict[str, Any]]) -> str:
+    return table(
+        [
+            (
+                t["transaction_id"],
+                t["connector_id"],
+                t["id_tag"],
+                t["state"],
+                local_time(t["start_time"]),
+                duration(t),
+                energy_kwh(t),
+                t.get("stop_reason"),
+            )
+            for t in rows
+        ],
+        ["TX", "CONN", "TAG", "STATE", "START", "DURATION", "ENERGY", "REASON"],
+    )
+
+
+def _connector_rows(rows: list[dict[str, Any]]) -> str:
+    return table(
+        [
+            (
+                c["connector_id"],
+                c.get("status"),
+                c.get("error_code"),
+                c.get("availability"),
+                c.get("availability_note"),
+                local_time(c.get("status_at")),
+                " ".join(
+                    str(v)
+                    for v in (c.get("info"), c.get("vendor_id"), c.get("vendor_error_code"))
+                    if v
+                ),
+            )
+            for c in rows
+        ],
+        ["CONN", "STATUS", "ERROR", "AVAILABILITY", "PENDING", "SINCE", "INFO"],
+    )
+
+
+def _history_rows(rows: list[dict[str, Any]]) -> str:
+    return table(
+        [
+            (
+                local_time(h.get("at")),
+                h.get("connector_id"),
+                h.get("status"),
+                h.get("error_code"),
+                h.get("info"),
+            )
+            for h in rows
+        ],
+        ["AT", "CONN", "STATUS", "ERROR", "INFO"],
+    )
+
+
+def _configuration_rows(rows: list[dict[str, Any]]) -> str:
+    return table(
+        [(c.get("key"), c.get("value"), "yes" if c.get("readonly") else "") for c in rows],
+        ["KEY", "VALUE", "READONLY"],
+    )
+
+
+def command_rows(rows: list[dict[str, Any]], *, with_charger: bool = True) -> str:
+    """The command audit as a table (``ctl commands list``, ``chargers show``)."""
+    header = ["WHEN", "CHARGER", "ACTION", "ARGUMENTS", "BY", "OUTCOME"]
+    out = []
+    for c in rows:
+        request = c.get("request") or {}
+        arguments = " ".join(f"{k}={_compact(v)}" for k, v in request.items())
+        row = [
+            local_time(c.get("requested_at")),
+            c.get("charger_id"),
+            c["action"],
+            arguments,
+            c.get("actor"),
+            outcome(c),
+        ]
+        out.append(row if with_charger else row[:1] + row[2:])
+    return table(out, header if with_charger else header[:1] + header[2:])
+
+
+def _compact(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+
+
+def outcome(command: dict[str, Any]) -> str:
+    """The charger's answer, else the error, else that it is still waiting."""
+    if command.get("status"):
+        return str(command["status"])
+    if command.get("error"):
+        return f"error: {command['error']}"
+    return "in progress" if command.get("finished_at") is None else "-"
+
+
+HISTORY_SHOWN = 10
+
+_CHARGER_TABLES = {
+    "connectors": ("connectors", _connector_rows),
+    "transactions": ("recent sessions", _session_rows),
+    "commands": ("recent commands", lambda rows: command_rows(rows, with_charger=False)),
+    "configuration": ("configuration (as last reported)", _configuration_rows),
+    "status_history": ("status history", _history_rows),
+}
+
+
+def detail_text(charger: dict[str, Any]) -> str:
+    """One record (`voltaro ctl chargers show`, and what `chargers add`, `tags add` and
+    the like print): what needs attention first (``! ...``), the fields under their JSON
+    names (nested ones dotted: ``heartbeat_interval.set``), then one table per list.
+    Fields added later are shown the same way, nothing is hidden."""
+    notes = [f"! {note}" for note in charger.get("attention") or []]
+    scalars: list[tuple[str, str]] = []
+    tables: list[str] = []
+
+    def walk(value: dict[str, Any], prefix: str) -> None:
+        for key, item in value.items():
+            name = f"{prefix}{key}"
+            if name == "attention":
+                continue
+            if isinstance(item, dict) and item:
+                walk(item, f"{name}.")
+            elif isinstance(item, list) and item and all(isinstance(r, dict) for r in item):
+                title, render = _CHARGER_TABLES.get(name, (name.replace("_", " "), _generic_table))
+                if name == "status_history" and len(item) > HISTORY_SHOWN:
+                    rows, count = item[:HISTORY_SHOWN], f"latest {HISTORY_SHOWN} of {len(item)}"
+                else:
+                    rows, count = item, str(len(item))
+                tables.append(f"{title} ({count}):\n{render(rows)}")
+            elif isinstance(item, list):
+                scalars.append((name, ", ".join(str(v) for v in item) if item else "-"))
+            else:
+                scalars.append((name, _value(item)))
+
+    walk(charger, "")
+    return "\n\n".join(part for part in ("\n".join(notes), fields(scalars), *tables) if part)
