@@ -150,9 +150,17 @@ async def run(
         )
 
     # CALLERRORs we send, counted per charger across its connections (issue 23.4).
-    call_errors = CallErrorLog()
+    # During a database outage the InternalErrors it causes are summarised by the
+    # database's health log, not logged per charger (issue 21 item 5).
+    call_errors = CallErrorLog(
+        absorb=lambda charger_id, code: (
+            code == "InternalError"
+            and database.health.absorb("CALLERRORs sent (InternalError)", charger_id)
+        )
+    )
     listener = OcppListener(
         settings,
+        absorb=database.health.absorb,
         registry=registry,
         directory=directory,
         backend_factory=backend_factory,

@@ -81,6 +81,7 @@ class ControlOps:
         call_errors: CallErrorLog | None = None,
     ) -> None:
         self._db = db
+        self.db = db  # the control server reports refused requests to its health
         self._settings = settings or Settings()
         self._call_errors = call_errors or CallErrorLog()
         self._registry = registry

@@ -276,8 +276,10 @@ class ControlServer:
         except OpError as exc:
             frame = wire.error(request.id, exc.code, exc.message)
         except (SQLAlchemyError, StorageUnavailable) as exc:
-            # Not a bug: say what happened and that a retry is fine (issue 10 §3).
-            log.warning("control op %s: database unavailable: %s", request.op, exc)
+            # Not a bug: say what happened and that a retry is fine (issue 10 §3). During
+            # an outage the outage summary counts it instead of a line per request.
+            if not self._ops.db.health.absorb("control requests refused"):
+                log.warning("control op %s: database unavailable: %s", request.op, exc)
             frame = wire.error(
                 request.id, wire.ErrorCode.UNAVAILABLE, "the database is unavailable; retry later"
             )

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import resource
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
 
@@ -100,7 +101,11 @@ class OcppListener:
         backend_factory: BackendFactory,
         connection_factory: ConnectionFactory,
         password_checker: PasswordChecker | None = None,
+        absorb: Callable[[str, str | None], bool] | None = None,
     ) -> None:
+        """``absorb(what, charger_id)``: True when a consequence of a database outage is
+        reported by the outage summary instead of a line here (issue 21 item 5)."""
+        self._absorb = absorb or (lambda what, charger_id: False)
         self._settings = settings
         self._registry = registry
         self._directory = directory
@@ -249,13 +254,15 @@ class OcppListener:
 
     async def _refuse(self, request: WebSocketRequest, refusal: Refusal, remote: str) -> None:
         self.refused[refusal.status] = self.refused.get(refusal.status, 0) + 1
-        log.info(
-            "refused %s from %s: HTTP %d (%s)",
-            request.path[:120],
-            remote,
-            refusal.status,
-            refusal.reason,
-        )
+        outage = refusal.reason == database_unavailable().reason
+        if not (outage and self._absorb("handshakes refused with 503", None)):
+            log.info(
+                "refused %s from %s: HTTP %d (%s)",
+                request.path[:120],
+                remote,
+                refusal.status,
+                refusal.reason,
+            )
         body = (refusal.reason + "\n").encode()
         headers = [(b"Content-Type", b"text/plain; charset=utf-8"), *refusal.headers]
         await request.reject(refusal.status, extra_headers=headers, body=body)
@@ -415,7 +422,8 @@ class OcppListener:
         try:
             await self._directory.connected(charger_id, remote)
         except StorageUnavailable:
-            log.warning("could not record that %r connected (database unavailable)", charger_id)
+            if not self._absorb("connected flags not written yet", charger_id):
+                log.warning("could not record that %r connected (database unavailable)", charger_id)
 
     async def _notify_disconnected(self, charger_id: str, reason: str) -> None:
         try:
@@ -428,7 +436,10 @@ class OcppListener:
                     self._registry.session(charger_id).remote,  # type: ignore[union-attr]
                 )
         except StorageUnavailable:
-            log.warning("could not record that %r disconnected (database unavailable)", charger_id)
+            if not self._absorb("connected flags not written yet", charger_id):
+                log.warning(
+                    "could not record that %r disconnected (database unavailable)", charger_id
+                )
 
 
 def charger_url(host: str, port: int) -> str:

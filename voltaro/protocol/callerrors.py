@@ -7,6 +7,11 @@ error code. A charger stuck in a retry loop would flood the log, so per charger 
 ``burst`` lines are written per ``window`` seconds; the lines held back are counted and
 summarised with the next line written. The counts are kept for the process lifetime,
 across reconnections, and shown by ``voltaro ctl chargers show``.
+
+During a database outage every charger gets an InternalError for every message it
+retries; those are the outage's consequence, already reported by the database's health
+log. ``absorb`` (given by the composition root) takes them: counted here as always, and
+summarised there instead of one line per charger (issue 21 item 5).
 """
 
 from __future__ import annotations
@@ -36,7 +41,10 @@ class CallErrorLog:
         window: float = 60.0,
         burst: int = 5,
         clock: Callable[[], float] = time.monotonic,
+        absorb: Callable[[str, str], bool] | None = None,
     ) -> None:
+        """``absorb(charger_id, code)``: True when the line is reported elsewhere."""
+        self._absorb = absorb
         self._window = window
         self._burst = burst
         self._clock = clock
@@ -48,6 +56,8 @@ class CallErrorLog:
         """Count one CALLERROR sent to ``charger_id`` and log it unless rate-limited."""
         entry = self._by_charger.setdefault(charger_id, _ChargerErrors())
         entry.total += 1
+        if self._absorb is not None and self._absorb(charger_id, code):
+            return
         now = self._clock()
         if now - entry.window_start >= self._window:
             entry.window_start, entry.logged_in_window = now, 0

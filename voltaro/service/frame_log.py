@@ -257,7 +257,8 @@ class FrameSink:
             except Exception as exc:
                 if _transient(exc):
                     self._requeue(batch)
-                    log.warning("frame log: %d frames not written yet: %s", len(batch), exc)
+                    if not self._db.health.absorb("frame-log batches deferred"):
+                        log.warning("frame log: %d frames not written yet: %s", len(batch), exc)
                     return
                 self.stats.errors += 1
                 log.exception("frame log: %d frames lost to an unexpected error", len(batch))

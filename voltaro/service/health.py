@@ -54,6 +54,7 @@ class HealthMonitor:
         self.database_ok = True
         self.database_error: str | None = None
         self._published: dict[str, Any] | None = None
+        self._logged_outage = False
 
     def snapshot(self) -> dict[str, Any]:
         database: dict[str, Any] = {"ok": self.database_ok, "backend": self._db.backend}
@@ -74,9 +75,14 @@ class HealthMonitor:
         except Exception as exc:  # a probe must never end the monitor (or the server)
             log.exception("database probe failed unexpectedly")
             error = _reason(exc)
+        # The outage itself is logged by the database's health report (first failure,
+        # summaries, recovery); this probe adds a line only for what that report cannot
+        # see (a probe that got no answer at all) and for its own recovery then.
         if error is not None and self.database_ok:
-            log.error("database unavailable: %s", error)
-        elif error is None and not self.database_ok:
+            self._logged_outage = not self._db.health.absorb("health probes failed")
+            if self._logged_outage:
+                log.error("database unavailable: %s", error)
+        elif error is None and not self.database_ok and self._logged_outage:
             log.warning("database reachable again")
         self.database_ok = error is None
         self.database_error = error

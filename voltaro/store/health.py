@@ -10,6 +10,12 @@ message, and a full error per retry buries the cause. So:
 
 ``Database.run`` reports every attempt here (one place); the ingest registers the
 messages that wait (:meth:`DatabaseHealth.waiting`). ``run`` is the summary task.
+
+Every other component that would log a consequence of the outage once per event (the
+CALLERRORs sent to each charger, the frame log's deferred batches, the health probe,
+connected flags not written, control requests refused) calls :meth:`absorb` first:
+during an outage it is counted here and reported in the summary and recovery lines
+instead, so the number of lines does not grow with the number of chargers.
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import trio
+
+from voltaro.domain.ports import StorageUnavailable
 
 log = logging.getLogger("voltaro.store.health")
 
@@ -37,6 +45,10 @@ class DatabaseHealth:
         self.last_success_at = 0.0
         self.last_cause = ""
         self._waiting: Counter[str] = Counter()
+        # What components did not log one by one during this outage: what -> count,
+        # and the chargers concerned.
+        self._absorbed: Counter[str] = Counter()
+        self._absorbed_chargers: dict[str, set[str]] = {}
 
     # --- reports from Database.run ------------------------------------------------------
 
@@ -62,6 +74,27 @@ class DatabaseHealth:
     def available(self) -> bool:
         return self.down_since is None
 
+    def absorb(self, what: str, charger_id: str | None = None) -> bool:
+        """During an outage, count one event a component would otherwise log (``what``
+        names the kind, e.g. "CALLERRORs sent") and return True: the caller logs nothing,
+        the summary lines carry the count. Outside an outage return False."""
+        if self.down_since is None:
+            return False
+        self._absorbed[what] += 1
+        if charger_id is not None:
+            self._absorbed_chargers.setdefault(what, set()).add(charger_id)
+        return True
+
+    def _held_back(self) -> str:
+        """The absorbed events as a clause of a summary line ("" when there are none)."""
+        if not self._absorbed:
+            return ""
+        parts = []
+        for what, count in sorted(self._absorbed.items()):
+            chargers = self._absorbed_chargers.get(what)
+            parts.append(f"{count} {what}" + (f" to {len(chargers)} chargers" if chargers else ""))
+        return "; not logged one by one: " + ", ".join(parts)
+
     # --- messages waiting to be stored ---------------------------------------------------
 
     @contextmanager
@@ -69,6 +102,13 @@ class DatabaseHealth:
         self._waiting[charger_id] += 1
         try:
             yield
+        except StorageUnavailable as exc:
+            # Not stored in time without any attempt failing (every message waited
+            # behind one stuck in the database: SQLite locked, a hung connection): that
+            # is the start of an outage too, reported before the charger's CALLERROR.
+            if self.down_since is None:
+                self.failed(str(exc))
+            raise
         finally:
             self._waiting[charger_id] -= 1
             if self._waiting[charger_id] <= 0:
@@ -92,21 +132,25 @@ class DatabaseHealth:
         settled = now - self.last_failure_at >= SETTLE_SECONDS
         if self.last_success_at > self.last_failure_at and settled:
             log.warning(
-                "database available again after %.1f s (%d failed attempts during the outage)",
+                "database available again after %.1f s (%d failed attempts during the outage%s)",
                 self.last_success_at - self.down_since,
                 self.failures,
+                self._held_back(),
             )
             self.down_since = None
             self.failures = 0
+            self._absorbed.clear()
+            self._absorbed_chargers.clear()
             return
         if summary_due:
             log.warning(
                 "database still unavailable after %.0f s: %d messages from %d chargers wait "
-                "to be stored, %d failed attempts; last error: %s",
+                "to be stored, %d failed attempts%s; last error: %s",
                 now - self.down_since,
                 self.messages_waiting,
                 self.chargers_waiting,
                 self.failures,
+                self._held_back(),
                 self.last_cause,
             )
 
