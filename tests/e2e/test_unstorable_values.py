@@ -17,7 +17,7 @@ from sqlalchemy import select
 from tests.e2e.conftest import RunningServer
 from tests.e2e.test_ctl import ctl
 from tests.support.charger import RawCharger
-from voltaro.store import chargers, quarantine, transactions
+from voltaro.store import chargers, quarantine, tags, transactions
 from voltaro.store.schema import MeterValueRow, StatusHistoryRow
 
 LONG_MEASURAND = "Energy.Active.Import.Register.Vendor.Specific.Extension." + "X" * 20
@@ -94,24 +94,67 @@ async def test_long_strings_are_stored_as_sent(server: RunningServer) -> None:
     await cp.close()
 
 
-async def test_nul_and_lone_surrogates_are_stored_not_refused(server: RunningServer) -> None:
+async def test_nul_and_lone_surrogates_are_stored_losslessly(server: RunningServer) -> None:
+    """NUL (PostgreSQL text cannot hold it) and lone surrogates (no UTF-8 encoder can)
+    are stored repaired, as U+FFFD, so every reader (API, console, terminal) gets valid
+    text, and nothing is lost: the raw frame, which holds the original as JSON escapes,
+    is kept durably (quarantine, kind ``repaired``) before the charger is answered.
+    json.loads of that frame gives back exactly the strings the charger sent."""
+    server.run(tags.add_tag, "TAG")
     cp = await booted(server)
     # Written as JSON escapes on the wire: "\u0000" and a lone "\ud800".
-    frame = (
+    status_frame = (
         '[2,"n1","StatusNotification",{"connectorId":1,"errorCode":"OtherError",'
         '"status":"Faulted","info":"relay\\u0000stuck","vendorErrorCode":"E\\ud800",'
         '"timestamp":"2026-01-01T10:00:00Z"}]'
     )
-    await cp.send_raw(frame)
-    answer = await cp.recv()
-    assert answer == [3, "n1", {}]
+    await cp.send_raw(status_frame)
+    assert await cp.recv() == [3, "n1", {}]
+    await cp.send_raw(status_frame)  # the same frame again (say its answer was lost)
+    assert await cp.recv() == [3, "n1", {}]
+    start_frame = json.dumps(
+        [
+            2,
+            "n2",
+            "StartTransaction",
+            {
+                "connectorId": 2,
+                "idTag": "TAG\x00",
+                "meterStart": 0,
+                "timestamp": "2026-01-01T10:05:00Z",
+            },
+        ]
+    )
+    await cp.send_raw(start_frame)
+    started = await cp.recv()
+    assert started[0] == 3, started
+    tx = started[2]["transactionId"]
 
     def load(s: Any) -> list[tuple[str | None, str | None]]:
         return [(r.info, r.vendor_error_code) for r in s.scalars(select(StatusHistoryRow))]
 
-    # Repaired at the edge (voltaro.protocol.edge: U+FFFD); the frame log has the original.
-    assert server.run(load) == [("relay\ufffdstuck", "E\ufffd")]
+    # Stored repaired (display-safe) ...
+    assert set(server.run(load)) == {("relay\ufffdstuck", "E\ufffd")}
     assert server.run(chargers.get_charger, "CP-1").connectors[0].status.value == "Faulted"
+    assert server.run(transactions.get_transaction, tx).id_tag == "TAG\ufffd"
+    # ... and the original kept, once per message, marked as repaired.
+    kept = {e.unique_id: e for e in server.run(quarantine.list_entries)}
+    assert set(kept) == {"n1", "n2"}
+    assert {e.kind for e in kept.values()} == {"repaired"}
+    assert kept["n1"].frame == status_frame
+    assert "payload/info" in kept["n1"].error
+    assert "payload/vendorErrorCode" in kept["n1"].error
+    original = json.loads(kept["n1"].frame)[3]
+    assert original["info"] == "relay\x00stuck"
+    assert original["vendorErrorCode"] == "E\ud800"
+    assert json.loads(kept["n2"].frame)[3]["idTag"] == "TAG\x00"
+    # Operators find them with ctl (kind shown), raw frames in --json.
+    listed = await ctl(server, "--json", "quarantine", "list")
+    assert listed.returncode == 0, listed.stderr
+    assert {(r["unique_id"], r["kind"]) for r in json.loads(listed.stdout)} == {
+        ("n1", "repaired"),
+        ("n2", "repaired"),
+    }
     await cp.close()
 
 
@@ -187,5 +230,6 @@ async def test_integers_beyond_the_columns_are_quarantined_and_answered(
     human = await ctl(server, "quarantine", "list", "--charger", "CP-1")
     assert human.returncode == 0
     header = human.stdout.splitlines()[0].split()
-    assert header[:5] == [b"ID", b"AT", b"CHARGER", b"MESSAGE", b"ACTION"]
+    assert header[:6] == [b"ID", b"AT", b"KIND", b"CHARGER", b"MESSAGE", b"ACTION"]
+    assert {r["kind"] for r in rows.values()} == {"refused"}
     await cp.close()

@@ -184,8 +184,9 @@ GROUPS: dict[str, dict[str, str]] = {
     "Audit": {
         "commands": "the command audit (actions below)",
         "commands list": "who sent which command to which charger, when, and the outcome",
-        "quarantine": "charger messages the database refused (actions below)",
-        "quarantine list": "charger messages the database refused (read-only)",
+        "quarantine": "charger messages kept as raw frames: refused or repaired (actions below)",
+        "quarantine list": "charger messages kept as raw frames: refused by the database, "
+        "or stored repaired (read-only)",
     },
     "Commands to a charger": {
         "remote-start": "start a session for a tag (RemoteStartTransaction)",
@@ -623,6 +624,7 @@ def _human(op: str, result: Any) -> str:
                 (
                     q["id"],
                     q["at"],
+                    q.get("kind", "refused"),
                     q["charger_id"],
                     q["unique_id"],
                     q["action"],
@@ -631,7 +633,7 @@ def _human(op: str, result: Any) -> str:
                 )
                 for q in result
             ],
-            ["ID", "AT", "CHARGER", "MESSAGE", "ACTION", "TX", "ERROR"],
+            ["ID", "AT", "KIND", "CHARGER", "MESSAGE", "ACTION", "TX", "ERROR"],
         )
     if op == "commands.list":
         return human.command_rows(result)

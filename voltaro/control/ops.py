@@ -471,7 +471,9 @@ class ControlOps:
         return views.transaction_view(result.transaction)
 
     async def quarantine_list(self, args: dict[str, Any], user: str) -> list[dict[str, Any]]:
-        """Charger messages the database refused for good, newest first (read-only)."""
+        """Charger messages kept as raw frames, newest first (read-only): ``refused``
+        (the database refused them for good) and ``repaired`` (stored with U+FFFD in
+        place of NUL / lone surrogates; the frame holds the original)."""
         charger_id = args.get("charger_id")
         if charger_id is not None and not isinstance(charger_id, str):
             raise OpError(ErrorCode.BAD_ARGUMENTS, "charger_id must be a string")
@@ -481,6 +483,7 @@ class ControlOps:
         return [
             {
                 "id": e.id,
+                "kind": e.kind,
                 "charger_id": e.charger_id,
                 "unique_id": e.unique_id,
                 "action": e.action,

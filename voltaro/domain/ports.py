@@ -44,6 +44,9 @@ class IncomingCall:
     unique_id: str
     action: str
     frame: str  # the raw text frame
+    # Paths of the strings the edge repaired (NUL, lone surrogates -> U+FFFD): the raw
+    # frame is then kept before the message is stored (voltaro/protocol/edge.py).
+    repaired: tuple[str, ...] = ()
 
 
 # Set by the protocol layer while a charger's CALL is answered, so that the backend can

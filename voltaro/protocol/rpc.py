@@ -76,13 +76,21 @@ def parse_frame(text: str) -> Any:
 
 
 class _IncomingCall:
-    __slots__ = ("action", "payload", "text", "unique_id")
+    __slots__ = ("action", "payload", "repaired", "text", "unique_id")
 
-    def __init__(self, unique_id: str, action: str, payload: dict[str, Any], text: str) -> None:
+    def __init__(
+        self,
+        unique_id: str,
+        action: str,
+        payload: dict[str, Any],
+        text: str,
+        repaired: tuple[str, ...] = (),
+    ) -> None:
         self.unique_id = unique_id
         self.action = action
         self.payload = payload
         self.text = text
+        self.repaired = repaired
 
 
 FrameRecorder = Callable[[FrameRecord], None]
@@ -278,16 +286,19 @@ class TrioChargePoint(LibraryChargePoint):  # type: ignore[misc]
                 unique_id, "FormationViolation", "payload must be an object", action=action
             )
             return
+        repaired: list[str] = []
         try:
             # Issue 11: nothing unencodable or unstorable goes past this point.
-            payload = checked_payload(payload)
+            payload = checked_payload(payload, repaired=repaired)
         except OcppError as exc:
             await self._send_error(unique_id, exc.code, exc.description, exc.details, action=action)
             return
         # Backpressure: the channel is bounded and this waits (never drops) while the
         # worker is busy storing earlier messages, so a charger whose messages are not
         # yet stored is not read from; a flooding charger slows down only itself.
-        await self._incoming_send.send(_IncomingCall(unique_id, action, payload, text))
+        await self._incoming_send.send(
+            _IncomingCall(unique_id, action, payload, text, tuple(repaired))
+        )
 
     def _deliver(self, frame: list[Any]) -> bool:
         """Hand an answer to the waiting ``call()``; False for an answer to nothing."""
@@ -315,7 +326,9 @@ class TrioChargePoint(LibraryChargePoint):  # type: ignore[misc]
     async def _answer(self, incoming: _IncomingCall) -> None:
         after: Callable[..., Any] | None = None
         snake: dict[str, Any] = {}
-        CURRENT_CALL.set(IncomingCall(incoming.unique_id, incoming.action, incoming.text))
+        CURRENT_CALL.set(
+            IncomingCall(incoming.unique_id, incoming.action, incoming.text, incoming.repaired)
+        )
         try:
             handlers = self._handlers_for(incoming.action)
             payload = self.normalize_incoming(incoming.action, incoming.payload)

@@ -22,6 +22,7 @@ and the reader blocks on a bounded channel while the worker waits for the databa
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from datetime import datetime
@@ -49,7 +50,7 @@ from voltaro.domain.model import (
     StopTransactionResult,
     Transaction,
 )
-from voltaro.domain.ports import CURRENT_CALL, StorageUnavailable
+from voltaro.domain.ports import CURRENT_CALL, IncomingCall, StorageUnavailable
 from voltaro.domain.timestamps import format_utc, utc_now
 from voltaro.protocol.edge import repair_text
 from voltaro.service.frame_log import FrameSink
@@ -165,6 +166,7 @@ class ChargerIngest:
         self._publish = publish
         self._frames = frame_sink
         self._liveness = liveness
+        self._kept: IncomingCall | None = None  # the repaired CALL whose frame is kept
 
     # --- helpers -------------------------------------------------------------------
 
@@ -180,6 +182,7 @@ class ChargerIngest:
             StorageUnavailable: not committed in time; the charger must retry.
             PermanentStorageError: the database refuses this work; never retry it.
         """
+        await self._keep_repaired()
         deadline = trio.current_time() + self._settings.db_retry_seconds
         delay = 0.05
         last: TransientStorageError | None = None
@@ -195,6 +198,59 @@ class ChargerIngest:
                     continue
                 cause = last.reason if last is not None else "database busy"
                 raise StorageUnavailable(f"not stored in time ({cause})") from last
+
+    async def _keep_repaired(self) -> None:
+        """The message being answered had text no column can hold as sent (NUL, lone
+        surrogates): it is stored with U+FFFD in their place, so its raw frame, which
+        holds the original as JSON escapes, is kept first, durably, in the quarantine
+        (kind ``repaired``). Lossless and reversible (docs/security.md)."""
+        call = CURRENT_CALL.get()
+        if call is None or not call.repaired or call is self._kept:
+            return
+        self._kept = call  # before the write: _durable comes back here
+        try:
+            payload = json.loads(call.frame)[3]
+            tx = payload.get("transactionId") if isinstance(payload, dict) else None
+        except (ValueError, IndexError, KeyError, TypeError):
+            tx = None
+        record = quarantine.QuarantineEntry(
+            charger_id=self.charger_id,
+            unique_id=repair_text(call.unique_id),
+            action=repair_text(call.action),
+            frame=call.frame,
+            error="stored with U+FFFD in place of NUL or lone surrogates in "
+            + ", ".join(call.repaired)
+            + "; this frame holds the original text",
+            transaction_id=tx if isinstance(tx, int) and not isinstance(tx, bool) else None,
+            at=utc_now(),
+            kind=quarantine.REPAIRED,
+        )
+        try:
+            entry_id = await self._durable(quarantine.add, record)
+        except PermanentStorageError as exc:
+            # The raw frame is valid text by construction; should it still be refused,
+            # the frame log has it and the message itself must not be lost for it.
+            log.error("charger=%s original frame not kept: %s", self.charger_id, exc.reason)
+            return
+        log.info(
+            "charger=%s message=%s %s stored with U+FFFD in %s; original kept as quarantine #%d",
+            self.charger_id,
+            record.unique_id,
+            record.action,
+            ", ".join(call.repaired),
+            entry_id,
+        )
+        self._publish(
+            Event.QUARANTINED,
+            {
+                "id": entry_id,
+                "kind": quarantine.REPAIRED,
+                "charger_id": self.charger_id,
+                "unique_id": record.unique_id,
+                "action": record.action,
+                "error": record.error,
+            },
+        )
 
     async def _quarantine(
         self, error: PermanentStorageError, *, transaction_id: int | None = None
@@ -224,6 +280,7 @@ class ChargerIngest:
             Event.QUARANTINED,
             {
                 "id": entry_id,
+                "kind": quarantine.REFUSED,
                 "charger_id": self.charger_id,
                 "unique_id": record.unique_id,
                 "action": record.action,

@@ -1,9 +1,13 @@
-"""Units of work for the quarantine: charger messages the database refused for good.
+"""Units of work for the quarantine: charger messages kept as their raw frames.
 
 A permanent database error on a charger's message (issue 10 §2.3) must neither block
 the charger's queue (it would retry forever) nor lose the data: the raw frame is kept
-here with the error, for an operator to read (`voltaro ctl quarantine list`) and
-reconcile (docs/operations.md).
+here with the error (kind ``refused``), for an operator to read (`voltaro ctl quarantine
+list`) and reconcile (docs/operations.md).
+
+A message whose text no column can hold as sent (NUL, lone surrogates) is stored with
+U+FFFD in their place and its raw frame kept here too (kind ``repaired``): the frame
+has the original strings as JSON escapes, so nothing is lost (docs/security.md).
 """
 
 from __future__ import annotations
@@ -21,6 +25,10 @@ MAX_TRANSACTION_ID = 2**31 - 1  # the same range as transactions.start_transacti
 _INT8 = 2**63
 
 
+REFUSED = "refused"  # not stored: the database refused it for good
+REPAIRED = "repaired"  # stored with U+FFFD; the frame holds the original text
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class QuarantineEntry:
     charger_id: str
@@ -31,9 +39,23 @@ class QuarantineEntry:
     transaction_id: int | None
     at: datetime
     id: int | None = None
+    kind: str = REFUSED
 
 
 def add(s: Session, entry: QuarantineEntry) -> int:
+    """Keep ``entry``; a ``repaired`` frame kept already (the charger's retry of a
+    message whose first attempt was not stored) is not kept twice."""
+    if entry.kind == REPAIRED:
+        kept = s.scalar(
+            select(QuarantineRow.id).where(
+                QuarantineRow.charger_id == entry.charger_id,
+                QuarantineRow.kind == REPAIRED,
+                QuarantineRow.unique_id == entry.unique_id,
+                QuarantineRow.frame == entry.frame,
+            )
+        )
+        if kept is not None:
+            return int(kept)
     tx = entry.transaction_id
     row = QuarantineRow(
         charger_id=entry.charger_id,
@@ -44,6 +66,7 @@ def add(s: Session, entry: QuarantineEntry) -> int:
         # An id the database cannot hold is in the frame anyway.
         transaction_id=tx if tx is not None and -_INT8 <= tx < _INT8 else None,
         at=entry.at,
+        kind=entry.kind,
     )
     s.add(row)
     s.flush()
@@ -82,6 +105,7 @@ def list_entries(
             error=r.error,
             transaction_id=r.transaction_id,
             at=r.at,
+            kind=r.kind,
         )
         for r in rows
     ]

@@ -286,8 +286,10 @@ class FrameRow(Base):
 
 
 class QuarantineRow(Base):
-    """A charger message the database refused for good (issue 10 §2.3): the raw frame is
-    kept for an operator, the charger was answered so that its queue moves on."""
+    """A charger message kept as its raw frame for an operator. ``kind`` ``refused``: the
+    database refused it for good (issue 10 §2.3), the charger was answered so that its
+    queue moves on. ``repaired``: it was stored, with U+FFFD in place of text no column
+    can hold (NUL, lone surrogates); the frame holds the original, losslessly."""
 
     __tablename__ = "quarantine"
     __table_args__ = (
@@ -304,6 +306,7 @@ class QuarantineRow(Base):
     # The id the charger was given (a quarantined StartTransaction) or referred to.
     transaction_id: Mapped[int | None] = mapped_column(BigInteger)
     at: Mapped[datetime] = mapped_column(UtcDateTime)
+    kind: Mapped[str] = mapped_column(Text, server_default="refused")
 
 
 class TransferStatusRow(Base):
