@@ -93,3 +93,33 @@ async def test_command_audit(api: tuple[RunningServer, str]) -> None:
         assert {"charge_point_id", "since", "limit", "offset"} <= parameters
     await one.close()
     await two.close()
+
+
+async def test_openapi_document_is_complete(api: tuple[RunningServer, str]) -> None:
+    """Every route the server answers is described: a group, a description, its errors."""
+    _, base = api
+    async with client(base, None) as anonymous:
+        document = (await anonymous.get("/openapi.json")).json()
+    assert document["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+    operations = [
+        (path, method, operation)
+        for path, methods in document["paths"].items()
+        for method, operation in methods.items()
+    ]
+    assert len(operations) >= 20
+    for path, method, operation in operations:
+        where = f"{method.upper()} {path}"
+        assert operation.get("tags"), where
+        assert operation.get("summary"), where
+        assert operation.get("description"), where
+        responses = operation["responses"]
+        if not path.startswith("/health/"):
+            assert operation.get("security"), where
+            assert {"401", "403"} <= set(responses), where
+        if "requestBody" in operation:
+            assert {"400", "422"} <= set(responses), where
+        if "{" in path:
+            assert "404" in responses, where
+    for path in ("/charge_points", "/id_tags"):
+        assert "X-Total-Count" in document["paths"][path]["get"]["responses"]["200"]["headers"]
+    assert set(document["paths"]) >= {"/commands", "/sessions", "/status", "/health/ready"}

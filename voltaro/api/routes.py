@@ -24,7 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from voltaro import __version__
 from voltaro.api import models
-from voltaro.api.docs import add_docs
+from voltaro.api.docs import add_docs, complete_openapi
 from voltaro.api.guard import Caller, RequestGuard
 from voltaro.domain.commands import CommandError, CommandErrorCode
 from voltaro.domain.model import AuthorizationStatus
@@ -140,6 +140,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     )
     app.state.ctx = ctx
     add_docs(app)
+    complete_openapi(app)
     app.add_middleware(RequestGuard, tokens=ctx.settings.api_tokens)
 
     @app.exception_handler(ApiError)
@@ -200,6 +201,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
         tags=["health"],
     )
     async def health_live() -> Any:
+        """Liveness: 200 while the process answers HTTP (no token)."""
         return {"status": "ok"}
 
     @app.get(
@@ -209,12 +211,16 @@ def create_app(ctx: ApiContext) -> FastAPI:
         responses={503: {"model": models.Health, "description": "the database is unreachable"}},
     )
     async def health_ready() -> Any:
+        """Readiness: 200 while the database is reachable, else 503 (no token; the Docker
+        health check)."""
         if await ctx.db.ping():
             return {"status": "ok", "database": "ok"}
         return JSONResponse({"status": "unavailable", "database": "unreachable"}, status_code=503)
 
     @app.get("/status", response_model=models.Status, responses=ERRORS)
     async def status(_: Read) -> Any:
+        """Version, uptime, database state, chargers connected and by registration, connectors
+        by status, active sessions."""
         return await server_status(ctx.db, ctx.registry, uptime_s=time.monotonic() - ctx.started)
 
     @app.get("/charge_points", response_model=list[models.ChargePoint], responses=ERRORS)
@@ -246,6 +252,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
         responses={**ERRORS, 404: {"model": models.ErrorBody}},
     )
     async def get_charge_point(charger_id: str, _: Read) -> Any:
+        """One charge point: metadata, connection state and connectors with their status."""
         charger = await ctx.db.run(chargers.get_charger, charger_id)
         if charger is None:
             raise ApiError(404, "not_found", f"unknown charge point {charger_id}")
@@ -274,6 +281,8 @@ def create_app(ctx: ApiContext) -> FastAPI:
         limit: Annotated[int, Query(ge=1, le=1000)] = 50,
         offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
     ) -> Any:
+        """Charging sessions, latest first, with their energy; `total` counts all that match
+        the filters."""
         filters = {"active": active, "charger_id": charge_point_id, "since": since, "until": until}
         rows = await ctx.db.run(
             transactions.list_transactions, limit=limit, offset=offset, **filters
@@ -292,6 +301,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
         responses={**ERRORS, 404: {"model": models.ErrorBody}},
     )
     async def get_session(transaction_id: int, _: Read) -> Any:
+        """One session with its meter values."""
         tx = await ctx.db.run(transactions.get_transaction, transaction_id)
         if tx is None:
             raise ApiError(404, "not_found", f"unknown session {transaction_id}")
@@ -347,6 +357,8 @@ def create_app(ctx: ApiContext) -> FastAPI:
 
     @app.get("/id_tags", response_model=list[models.IdTag], responses=ERRORS)
     async def list_id_tags(_: Read, response: Response) -> Any:
+        """Every id tag with its status, expiry and parent; the total is in the X-Total-Count
+        header."""
         rows = [views.tag_view(t) for t in await ctx.db.run(tags.list_tags)]
         response.headers["X-Total-Count"] = str(len(rows))
         return rows
@@ -358,6 +370,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
         responses={**ERRORS, 404: {"model": models.ErrorBody}, 409: {"model": models.ErrorBody}},
     )
     async def create_id_tag(body: models.IdTagCreate, _: Operate) -> Any:
+        """Add an id tag (case-insensitive id; 409 if it exists, 404 for an unknown parent)."""
         try:
             tag = await ctx.db.run(
                 tags.add_tag,
@@ -378,6 +391,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
         responses={**ERRORS, 404: {"model": models.ErrorBody}},
     )
     async def update_id_tag(id_tag: str, body: models.IdTagUpdate, _: Operate) -> Any:
+        """Change an id tag's status, expiry or parent (only the fields given; null clears)."""
         changes: dict[str, Any] = {}
         if body.status is not None:
             changes["status"] = AuthorizationStatus(body.status)
@@ -397,6 +411,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
         "/id_tags/{id_tag}", status_code=204, responses={**ERRORS, 404: {"model": models.ErrorBody}}
     )
     async def delete_id_tag(id_tag: str, _: Operate) -> None:
+        """Delete an id tag."""
         if not await ctx.db.run(tags.remove_tag, id_tag):
             raise ApiError(404, "not_found", f"unknown id tag {id_tag}")
 
