@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import trio
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from voltaro.store.errors import StorageError, classify
@@ -68,7 +68,9 @@ class Database:
                 pool_size=pool_size,
                 max_overflow=0,
                 pool_timeout=10,
-                pool_pre_ping=True,
+                # No pre-ping: it costs a round trip per unit of work. A connection that
+                # died meanwhile fails the attempt as transient (a disconnect invalidates
+                # the whole pool) and the caller's retry runs on a fresh one.
                 connect_args={
                     "connect_timeout": 5,
                     "options": "-c statement_timeout=15000 -c timezone=UTC",
@@ -101,8 +103,24 @@ class Database:
             return classify(exc)
 
     def run_sync(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        with Session(self.engine, expire_on_commit=False) as session, session.begin():
-            return fn(session, *args, **kwargs)
+        for retry in (True, False):
+            with Session(self.engine, expire_on_commit=False) as session:
+                session.begin()
+                try:
+                    result = fn(session, *args, **kwargs)
+                except DBAPIError as exc:
+                    if not (retry and exc.connection_invalidated):
+                        raise
+                    # A pooled connection had died (server restarted, backend
+                    # terminated) before anything was committed: SQLAlchemy has
+                    # invalidated the whole pool, so one more attempt runs on a fresh
+                    # connection. This replaces a pre-ping round trip per unit of work
+                    # (issue 14). A failure in COMMIT itself is never retried here: the
+                    # commit may have happened.
+                    continue
+                session.commit()
+                return result
+        raise AssertionError("unreachable")
 
     async def ping(self) -> bool:
         def _ping(session: Session) -> bool:

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, insert, select, text, update
+from sqlalchemy import ColumnElement, Executable, Table, bindparam, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -52,6 +52,45 @@ from voltaro.store.tags import get_tag
 
 MAX_TRANSACTION_ID = lc.MAX_TRANSACTION_ID
 
+# --- Cached Core statements for the hot path (issue 14 step 1) -----------------------
+#
+# Built once: SQLAlchemy compiles each statement once and reuses the compiled form (a
+# statement built per message with ``values(list)`` has no cache key and is compiled
+# every time). Rows go in as executemany parameter lists; nothing on this path builds
+# ORM objects.
+
+_TX: Table = TransactionRow.__table__  # type: ignore[assignment]
+_TX_COLUMNS = (
+    "charger_id",
+    "connector_id",
+    "id_tag",
+    "tag_key",
+    "id_tag_status",
+    "start_time",
+    "meter_start",
+    "reservation_id",
+    "state",
+    "stop_time",
+    "meter_stop",
+    "stop_reason",
+    "stop_id_tag",
+    "energy_wh",
+    "last_meter_wh",
+    "last_power_w",
+    "last_meter_at",
+    "end_reason",
+    "ended_at",
+    "closed_by",
+    "energy_flag",
+)
+_SELECT_OWN = select(_TX).where(_TX.c.transaction_id == bindparam("tid")).with_for_update()
+_UPDATE_TX = (
+    update(_TX)
+    .where(_TX.c.transaction_id == bindparam("b_transaction_id"))
+    .values({name: bindparam("b_" + name) for name in _TX_COLUMNS})
+)
+_INSERT_IGNORE: dict[tuple[str, str], Executable] = {}
+
 
 def _transaction(row: TransactionRow) -> Transaction:
     return Transaction(
@@ -78,6 +117,12 @@ def _transaction(row: TransactionRow) -> Transaction:
         energy_flag=row.energy_flag,
         created_at=row.created_at,
     )
+
+
+def _update_params(tx: Transaction) -> dict[str, Any]:
+    params = {"b_" + k: v for k, v in _columns(tx).items()}
+    params["b_transaction_id"] = tx.transaction_id
+    return params
 
 
 def _columns(tx: Transaction) -> dict[str, Any]:
@@ -176,17 +221,15 @@ def _apply(s: Session, effects: Sequence[lc.Effect]) -> lc.Reply:
         if isinstance(effect, lc.SaveTransaction):
             tx = effect.transaction
             if effect.new:
-                s.execute(
-                    insert(TransactionRow).values(
-                        transaction_id=tx.transaction_id, created_at=tx.created_at, **_columns(tx)
-                    )
+                s.connection().execute(
+                    _TX.insert(),
+                    [
+                        {"transaction_id": tx.transaction_id, "created_at": tx.created_at}
+                        | _columns(tx)
+                    ],
                 )
             else:
-                s.execute(
-                    update(TransactionRow)
-                    .where(TransactionRow.transaction_id == tx.transaction_id)
-                    .values(**_columns(tx))
-                )
+                s.connection().execute(_UPDATE_TX, [_update_params(tx)])
         elif isinstance(effect, lc.KeepStop):
             req = effect.request
             _insert_ignore(
@@ -267,7 +310,15 @@ def stop_transaction(s: Session, req: StopTransactionRequest) -> StopTransaction
 
 
 def record_meter_values(s: Session, req: MeterValuesRequest) -> MeterSummary:
-    ledger = _ledger(s, _own_row(s, req.transaction_id))
+    # The MeterValues rule looks only at the charger's own transaction row (no
+    # connectors, no chargers): one cached SELECT ... FOR UPDATE, no ORM objects.
+    transactions: dict[int, Transaction] = {}
+    tid = req.transaction_id
+    if tid is not None and 0 < tid <= MAX_TRANSACTION_ID:
+        row = s.connection().execute(_SELECT_OWN, {"tid": tid}).one_or_none()
+        if row is not None:
+            transactions[tid] = _transaction(row)  # type: ignore[arg-type]
+    ledger = lc.Ledger(transactions=transactions)
     _, effects = lc.decide(ledger, lc.MeterValues(request=req))
     _apply(s, effects)
     return summarize(req.meter_values)
@@ -345,10 +396,19 @@ def _store_samples(
 def _insert_ignore(
     s: Session, model: type, rows: Sequence[Mapping[str, object]], keys: list[str]
 ) -> None:
-    """INSERT ... ON CONFLICT DO NOTHING: a retried message stores nothing twice."""
-    dialect = s.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    s.execute(insert(model).values(list(rows)).on_conflict_do_nothing(index_elements=keys))
+    """INSERT ... ON CONFLICT DO NOTHING: a retried message stores nothing twice.
+
+    One cached statement per table, run as executemany (SQLAlchemy's insertmanyvalues
+    still sends it as one multi-row INSERT)."""
+    connection = s.connection()
+    dialect = connection.dialect.name
+    table: Table = model.__table__  # type: ignore[attr-defined]
+    statement = _INSERT_IGNORE.get((dialect, table.name))
+    if statement is None:
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        statement = insert(table).on_conflict_do_nothing(index_elements=keys)
+        _INSERT_IGNORE[(dialect, table.name)] = statement
+    connection.execute(statement, list(rows))
 
 
 def _filters(
