@@ -126,6 +126,7 @@ class Target:
     database: str | None  # "sqlite" | "postgresql" | None (reference)
     env: dict[str, str] = field(default_factory=dict)
     scale: bool = True
+    root: Path = ROOT  # the checkout whose Voltaro code is served
 
 
 @dataclass
@@ -203,7 +204,9 @@ def start_server(target: Target, args: argparse.Namespace, tmp: Path, tag: str) 
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
-        cwd=ROOT,
+        # `python -m` puts the working directory first on sys.path: that checkout's
+        # code is served (--code compares two versions under the same load).
+        cwd=target.root,
     )
     log.close()
     try:
@@ -560,11 +563,18 @@ async def run(args: argparse.Namespace) -> int:
         flush=True,
     )
     targets = [Target("reference (ocpp asyncio, no DB)", None)]
-    for db in args.databases:
-        targets.append(Target(f"voltaro {db}", db))
-    for db in args.databases[:1]:
-        for name, env in args.variants:
-            targets.append(Target(f"voltaro {db}, {name}", db, env, scale=False))
+    for label, root in args.code:
+        suffix = f" [{label}]" if label else ""
+        for db in args.databases:
+            targets.append(Target(f"voltaro {db}{suffix}", db, root=root))
+        for db in args.databases[:1]:
+            for name, env in args.variants:
+                targets.append(
+                    Target(f"voltaro {db}, {name}{suffix}", db, env, scale=False, root=root)
+                )
+    for target in targets[1:]:
+        if target.root != ROOT:
+            print(f"{target.name}: code from {target.root}")
     results: dict[tuple[str, str], list[Figure]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.runs):
@@ -663,6 +673,13 @@ def main() -> int:
     )
     p.add_argument("--no-sqlite", action="store_true")
     p.add_argument(
+        "--code",
+        action="append",
+        default=[],
+        metavar="LABEL=DIR",
+        help="serve Voltaro from this checkout (repeat to compare versions, interleaved)",
+    )
+    p.add_argument(
         "--postgres",
         default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres",
         help="PostgreSQL server URL ('' to skip); each target gets a fresh database there",
@@ -677,6 +694,9 @@ def main() -> int:
             200,
         )
     args.phases = [x for x in args.phases.split(",") if x]
+    args.code = [
+        (label, Path(root).resolve()) for label, _, root in (c.partition("=") for c in args.code)
+    ] or [("", ROOT)]
     args.variants = [VARIANTS[v] for v in args.variants.split(",") if v]
     args.databases = ([] if args.no_sqlite else ["sqlite"]) + (
         ["postgresql"] if args.postgres else []

@@ -119,6 +119,8 @@ async def run(
         # SQLite's busy wait is one attempt; keep it well inside the answer budget so a
         # message waiting behind a locked database is retried and counted (health log).
         lock_timeout=max(0.5, min(5.0, settings.db_retry_seconds / 3)),
+        batch_window=settings.db_batch_window,
+        batch_max=settings.db_batch_max,
     )
     try:
         await trio.to_thread.run_sync(database.upgrade)

@@ -128,6 +128,10 @@ class Settings:
     # How long a charger message may wait to be committed (queue wait and retries
     # together) before the charger gets a CALLERROR it retries; never a CALLRESULT.
     db_retry_seconds: float = 5.0
+    # Group commit (issue 14): charger messages arriving within this window (or up to
+    # db_batch_max of them) share one database transaction; each is answered after it.
+    db_batch_window: float = 0.002
+    db_batch_max: int = 64
     db_outage_log_interval: float = 30.0  # one summary line per interval during an outage
     connection_reconcile_interval: float = 60.0  # connected flags vs. live connections
     frame_log: bool = True
@@ -307,10 +311,16 @@ def _validate(s: Settings) -> None:
     ):
         if getattr(s, name) <= 0:
             raise bad(name, "must be greater than 0")
-    for name in ("ping_interval", "db_retry_seconds"):
+    for name in ("ping_interval", "db_retry_seconds", "db_batch_window"):
         if getattr(s, name) < 0:
             raise bad(name, "must not be negative")
-    for name in ("heartbeat_interval", "max_connections", "db_pool_size", "max_pending_per_ip"):
+    for name in (
+        "heartbeat_interval",
+        "max_connections",
+        "db_pool_size",
+        "max_pending_per_ip",
+        "db_batch_max",
+    ):
         if getattr(s, name) < 1:
             raise bad(name, "must be at least 1")
     for name in ("frame_log_rate", "frame_log_bytes_per_second", "frame_log_max_rows"):

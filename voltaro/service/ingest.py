@@ -190,7 +190,9 @@ class ChargerIngest:
             while True:
                 with trio.move_on_at(deadline):
                     try:
-                        return await self._db.run(fn, *args)
+                        # Group-committed with other chargers' messages; returns only
+                        # once committed (voltaro.store.group_commit).
+                        return await self._db.write(fn, *args)
                     except TransientStorageError as exc:
                         last = exc
                     await trio.sleep(delay)

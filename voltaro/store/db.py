@@ -27,7 +27,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from voltaro.store.errors import StorageError, classify
+from voltaro.store.errors import StorageError, classify, is_transient
+from voltaro.store.group_commit import GroupCommit, Raised
 from voltaro.store.health import DatabaseHealth
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,15 @@ def normalize_url(url: str) -> str:
 
 
 class Database:
-    def __init__(self, url: str, *, pool_size: int = 8, lock_timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        pool_size: int = 8,
+        lock_timeout: float = 10.0,
+        batch_window: float = 0.002,
+        batch_max: int = 64,
+    ) -> None:
         self.url = normalize_url(url)
         parsed = make_url(self.url)
         self.backend = "sqlite" if parsed.get_backend_name() == "sqlite" else "postgresql"
@@ -78,6 +87,7 @@ class Database:
             )
             self.limiter = trio.CapacityLimiter(pool_size)
         self.health = DatabaseHealth()
+        self.group_commit = GroupCommit(self, window=batch_window, max_batch=batch_max)
 
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run ``fn(session, *args, **kwargs)`` in a worker thread, in one committed
@@ -95,6 +105,41 @@ class Database:
             raise outcome from outcome.cause
         self.health.succeeded()
         return outcome
+
+    async def write(self, fn: Callable[..., T], *args: Any) -> T:
+        """Like :meth:`run`, but group-committed with the other writes that arrive within
+        ``batch_window`` seconds (voltaro.store.group_commit): returns once committed.
+
+        Raises:
+            TransientStorageError: not committed now; retry later.
+            PermanentStorageError: the database refuses this work; do not retry it.
+        """
+        result: T = await self.group_commit.run(fn, *args)
+        return result
+
+    def run_batch_sync(self, units: list[tuple[Callable[..., Any], tuple[Any, ...]]]) -> list[Any]:
+        """Run ``units`` in one transaction (worker thread); one outcome per unit: its
+        result, a StorageError, or a ``group_commit.Raised`` wrapping another exception.
+
+        When the batch fails other than transiently, it is rolled back and every unit is
+        run again on its own, so one bad unit fails only itself.
+        """
+        if len(units) > 1:
+            try:
+                return self.run_sync(_run_all, units)
+            except _DATA_ERRORS as exc:
+                if is_transient(exc):
+                    return [classify(exc) for _ in units]
+            except Exception:
+                pass  # a bug in one unit: found below, the others are still stored
+            self.group_commit.fallbacks += 1
+        return [self._attempt_one(fn, args) for fn, args in units]
+
+    def _attempt_one(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+        try:
+            return self._attempt(fn, *args)
+        except Exception as exc:
+            return Raised(exc)
 
     def _attempt(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T | StorageError:
         try:
@@ -148,6 +193,12 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def _run_all(
+    session: Session, units: list[tuple[Callable[..., Any], tuple[Any, ...]]]
+) -> list[Any]:
+    return [fn(session, *args) for fn, args in units]
 
 
 # What a unit of work raises because of the database or of a value it cannot hold: a
