@@ -67,6 +67,7 @@ class Ledger:
     lost_answers: int = 0
     reconnects: int = 0
     latencies: list[float] = field(default_factory=list)
+    booted: set[str] = field(default_factory=set)  # chargers whose boot was answered
 
 
 class SimCharger:
@@ -150,6 +151,7 @@ class SimCharger:
 
     async def boot(self) -> None:
         await self.call("BootNotification", {"chargePointVendor": "Soak", "chargePointModel": "S1"})
+        self.run.ledger.booted.add(self.id)
 
     async def status(self, connector: int, status: str) -> None:
         at = self.now()
@@ -354,6 +356,7 @@ def verify(client: Client, run: Run, ids: list[str]) -> tuple[dict[str, Any], li
     figures = {
         "acknowledged": dict(ledger.acknowledged),
         "acknowledged_total": sum(ledger.acknowledged.values()),
+        "chargers_booted": len(ledger.booted),
         "call_errors": dict(ledger.call_errors),
         "lost_answers_retried": ledger.lost_answers,
         "reconnects": ledger.reconnects,
@@ -396,6 +399,8 @@ def verify(client: Client, run: Run, ids: list[str]) -> tuple[dict[str, Any], li
         failures.append(f"{len(refused_live)} refused starts left active")
     if not ledger.acknowledged:
         failures.append("nothing was acknowledged at all")
+    if run.args.require_all_booted and len(ledger.booted) < len(ids):
+        failures.append(f"only {len(ledger.booted)} of {len(ids)} chargers booted")
     return figures, failures
 
 
@@ -435,6 +440,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prefix", help="charger id prefix (default: unique per run)")
     parser.add_argument("--seed", default="soak")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    parser.add_argument(
+        "--require-all-booted",
+        action="store_true",
+        help="fail unless every charger's BootNotification was answered",
+    )
     args = parser.parse_args(argv)
     if args.chargers < 1 or args.duration <= 0:
         parser.error("--chargers and --duration must be positive")

@@ -9,6 +9,7 @@ validation does not work under trio and costs more than it saves (reference §9.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import ocpp.messages
@@ -96,6 +97,16 @@ def validate_outgoing_result(action: str, payload: Any) -> None:
 def validate_incoming_result(action: str, payload: Any) -> None:
     """A charger's answer to our CALL: lenient on lengths and informational enums."""
     _check(_RESULT, action, payload, lenient=True)
+
+
+@functools.cache
+def empty_result_allowed(action: str) -> bool:
+    """True when ``{}`` is a valid answer to ``action`` (its result has no required
+    field): such answers need no validation per message."""
+    try:
+        return not any(True for _ in _validator(_RESULT, action).iter_errors({}))
+    except OcppError:
+        return False
 
 
 def warm_up() -> int:
