@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -53,12 +54,17 @@ from console.screens import (
     TagScreen,
     TransactionsScreen,
 )
+from console.table import LiveTable
 from voltaro.control import wire
 
 FLUSH_EVERY = 0.25  # seconds between batched table redraws
 POWER_SAMPLE_EVERY = 60.0  # one sparkline sample a minute: the bar shows the last hour
 AGES_EVERY = 5.0  # "last seen 12s ago" is redrawn this often
 FRAMES_PER_TURN = 200  # events handled before keys and redraws get their turn
+HEADER_EVERY = 1.0  # the site bar's power total follows meter values this often
+# Events that cannot move a charger in the order unless the table is sorted by one of
+# these columns (a meter value changes kW, kWh and last seen, nothing else).
+ORDER_NEUTRAL = {"meter.values": {"kw", "kwh", "seen"}, "chargers.seen": {"seen"}}
 
 
 def utc_now() -> datetime:
@@ -109,7 +115,7 @@ class MainScreen(Screen[None]):
         yield Static("", id="banner")
         yield Static("", id="sitebar")
         yield Input(placeholder="filter: id, vendor, status or tag (Escape clears)", id="filter")
-        yield DataTable(
+        yield LiveTable(
             id="chargers",
             cursor_type="row",
             zebra_stripes=True,
@@ -178,8 +184,12 @@ class ConsoleApp(App[None]):
         self.sort = "attention"
         self.reverse = False
         self.filter_text = ""
-        self._dirty: set[str] = set()
+        self._dirty: set[str] = set()  # changed since the last redraw
+        self._offscreen: set[str] = set()  # changed, not redrawn until scrolled into view
         self._order: list[str] = []
+        self._order_dirty = True  # something happened that may move a row
+        self._header_dirty = True  # something besides meter values changed the header
+        self._header_at = 0.0  # monotonic time of the last header update
         self._resync_wanted = False
         self._resyncing = False
         self._replay: list[tuple[str, dict[str, Any], str | None]] = []
@@ -197,7 +207,7 @@ class ConsoleApp(App[None]):
         """Called by the main screen once its widgets exist."""
         # Widgets of the main screen, kept so that updates reach them while another
         # screen is on top (App.query_one searches the active screen only).
-        self.table = self.main.query_one("#chargers", DataTable)
+        self.table = self.main.query_one("#chargers", LiveTable)
         self.connectors = self.main.query_one("#connectors", DataTable)
         self.feed = self.main.query_one("#feed", RichLog)
         self.banner = self.main.query_one("#banner", Static)
@@ -208,6 +218,7 @@ class ConsoleApp(App[None]):
             self.connectors.add_column(label, key=key)
         self.sub_title = "connecting…"
         self.set_interval(FLUSH_EVERY, self._redraw)
+        self.watch(self.table, "scroll_y", lambda: self._draw_rows_in_view(), init=False)
         self.set_interval(POWER_SAMPLE_EVERY, self._sample_power)
         self.set_interval(AGES_EVERY, self._age_tick)
         self._show_banner()
@@ -353,6 +364,10 @@ class ConsoleApp(App[None]):
         if self._resyncing:
             self._replay.append((name, data, at))
         known = self.site.apply(name, data, at)
+        if self.sort in ORDER_NEUTRAL.get(name, {self.sort}):
+            self._order_dirty = True
+        if name != "meter.values":
+            self._header_dirty = True
         charger_id = data.get("charger_id")
         if isinstance(charger_id, str):
             self._dirty.add(charger_id)
@@ -392,6 +407,8 @@ class ConsoleApp(App[None]):
         self._show_header()
 
     def _show_header(self) -> None:
+        self._header_dirty = False
+        self._header_at = time.monotonic()
         summary = self.site.summary(self.clock())
         if self.stale:
             self.sub_title = "disconnected" if self.link_reason else "connecting…"
@@ -428,14 +445,18 @@ class ConsoleApp(App[None]):
         return [c.charger_id for c in shown]
 
     def _redraw(self) -> None:
-        """Redraw what changed: cell updates in place, or rows re-added when the order
-        changed. The selection always stays on the same charger (issue 12 #3)."""
+        """Redraw what changed: the changed cells of changed rows in place, or every row
+        when the order changed. The selection always stays on the same charger (issue
+        12 #3). The order is only recomputed when an event could have moved a row."""
         if not self._dirty and self._order:
             return
         table = self.table
         now = self.clock()
-        order = self.visible_order()
         selected = self.selected()
+        order = self._order
+        if self._order_dirty or not self._order:
+            self._order_dirty = False
+            order = self.visible_order()
         if order != self._order:
             table.clear()
             self._cells = {}
@@ -444,25 +465,46 @@ class ConsoleApp(App[None]):
                 table.add_row(*cells, key=charger_id)
                 self._cells[charger_id] = tuple(_signature(c) for c in cells)
             self._order = order
+            self._offscreen.clear()
             if selected is not None and selected in table.rows:
                 table.move_cursor(row=table.get_row_index(selected), scroll=True)
         else:
-            for charger_id in self._dirty:
-                charger = self.site.chargers.get(charger_id)
-                if charger is None or charger_id not in table.rows:
-                    continue
-                cells = charger_cells(charger, now, stale=self.stale)
-                before = self._cells.get(charger_id, ())
-                after = tuple(_signature(c) for c in cells)
-                # Only the cells that look different: a meter value changes two or three.
-                for n, ((_, key), value) in enumerate(zip(CHARGER_COLUMNS, cells, strict=True)):
-                    if n >= len(before) or before[n] != after[n]:
-                        table.update_cell(charger_id, key, value)
-                self._cells[charger_id] = after
+            self._offscreen |= self._dirty
+            self._draw_rows_in_view(now)
         if selected is None or selected in self._dirty or self.selected() != selected:
             self._show_connectors()
         self._dirty.clear()
-        self._show_header()
+        if self._header_dirty or time.monotonic() - self._header_at >= HEADER_EVERY:
+            self._show_header()
+
+    def _draw_rows_in_view(self, now: datetime | None = None) -> None:
+        """Redraw the changed rows that are on screen; the others wait in ``_offscreen``
+        until they scroll into view (with 1,000 chargers most changes are off screen,
+        and a row's cells cost more to build than the event that changed them)."""
+        if not self._offscreen:
+            return
+        table = self.table
+        now = now or self.clock()
+        for index in table.rows_in_view():
+            charger_id = self._order[index]
+            if charger_id not in self._offscreen:
+                continue
+            self._offscreen.discard(charger_id)
+            charger = self.site.chargers.get(charger_id)
+            if charger is None:
+                continue
+            cells = charger_cells(charger, now, stale=self.stale)
+            before = self._cells.get(charger_id, ())
+            after = tuple(_signature(c) for c in cells)
+            # Only the cells that look different: a meter value changes two or three.
+            changed = [
+                (key, value)
+                for n, ((_, key), value) in enumerate(zip(CHARGER_COLUMNS, cells, strict=True))
+                if n >= len(before) or before[n] != after[n]
+            ]
+            if changed:
+                table.set_cells(charger_id, changed)
+            self._cells[charger_id] = after
 
     def _show_connectors(self) -> None:
         """The selected charger's connectors as rows (status, fault, session, energy)."""

@@ -4,7 +4,7 @@ A scripted control server (a separate process, so its CPU is not counted) speaks
 real wire format: it serves N chargers and streams meter values at R per second plus
 one status change a second. The console (the real ConsoleApp, headless, 160x45) runs in
 this process; we measure its CPU time over the window and the time from a key press
-(Down) to the cursor having moved, while the stream runs. Before printing, it checks
+(Down) to the cursor having moved and the connectors panel showing the new charger, while the stream runs. Before printing, it checks
 that the console applied every event that was sent (a figure is only as good as its
 check). Bounded: --seconds (default 20) and loopback Unix socket only.
 
@@ -118,13 +118,18 @@ def serve(path: str, chargers: int, rate: int, seconds: float, ready: Any) -> No
                         )
                 await writer.drain()
                 await asyncio.sleep(tick)
+            last = sent - 1  # the last value sent, and to which charger
             send(
                 {
                     "type": "event",
                     "seq": seq + 1,
                     "event": "bench.done",
                     "at": "",
-                    "data": {"sent": sent},
+                    "data": {
+                        "sent": sent,
+                        "last_charger": f"BENCH-{last % chargers:04d}",
+                        "last_energy_wh": 100.0 + last,
+                    },
                 }
             )
             await writer.drain()
@@ -155,17 +160,19 @@ async def measure(path: str, chargers: int, seconds: float) -> dict[str, Any]:
     app = ConsoleApp(path)
     done: dict[str, Any] = {}
     applied = 0
-    original = app.site.apply
+    original = app._on_frame
 
-    def counting_apply(name: str, data: dict[str, Any], at: str | None = None) -> bool:
+    def counting(frame: dict[str, Any]) -> None:
+        # Counted where the console handles each frame once (a re-read at start replays
+        # events it saw meanwhile, so counting model updates would count some twice).
         nonlocal applied
-        if name == "bench.done":
-            done.update(data)
-        elif name == "meter.values":
+        if frame.get("event") == "bench.done":
+            done.update(frame["data"])
+        elif frame.get("event") == "meter.values":
             applied += 1
-        return original(name, data, at)
+        original(frame)
 
-    app.site.apply = counting_apply  # type: ignore[method-assign]
+    app._on_frame = counting  # type: ignore[method-assign]
     latencies: list[float] = []
     async with app.run_test(size=(160, 45)) as pilot:
         async with asyncio.timeout(60):
@@ -177,13 +184,29 @@ async def measure(path: str, chargers: int, seconds: float) -> dict[str, Any]:
             pressed = time.monotonic()
             app.post_message(events.Key("down", None))
             async with asyncio.timeout(10):
-                while app.table.cursor_row == before:  # noqa: ASYNC110 - app state
+                # Answered: the cursor moved and the connectors panel shows the charger
+                # now selected (what the operator sees change).
+                while (  # noqa: ASYNC110 - app state
+                    app.table.cursor_row == before
+                    or app.connectors.border_title != f"{app.selected()} connectors"
+                ):
                     await asyncio.sleep(0.001)
             latencies.append(time.monotonic() - pressed)
             await asyncio.sleep(0.5)
         cpu, wall = time.process_time() - cpu0, time.monotonic() - wall0
         await pilot.pause(0.5)
-    return {"cpu": cpu, "wall": wall, "latencies": latencies, "applied": applied, **done}
+        shown = None
+        charger = app.site.chargers.get(str(done.get("last_charger")))
+        if charger is not None and charger.sessions:
+            shown = next(iter(charger.sessions.values())).last_meter_wh
+    return {
+        "cpu": cpu,
+        "wall": wall,
+        "latencies": latencies,
+        "applied": applied,
+        "shown_energy_wh": shown,
+        **done,
+    }
 
 
 def main() -> int:
@@ -212,6 +235,13 @@ def main() -> int:
     if sent is None or result["applied"] != sent:
         print(
             f"FAILED CHECK: sent {sent} meter values, the console applied {result['applied']}",
+            file=sys.stderr,
+        )
+        return 1
+    if result["shown_energy_wh"] != result["last_energy_wh"]:
+        print(
+            f"FAILED CHECK: {result['last_charger']} was last sent "
+            f"{result['last_energy_wh']} Wh, the console holds {result['shown_energy_wh']}",
             file=sys.stderr,
         )
         return 1
