@@ -138,3 +138,81 @@ async def test_close_over_the_http_api(api: tuple[RunningServer, str]) -> None:
         -1
     ] == ("transactions.close", "api:ops")
     await cp.close()
+
+
+async def test_transactions_list_by_start_time(server: RunningServer) -> None:
+    """The console's F3 period filter (issue 12): `since`/`until` select transactions by
+    their start time (UTC, ISO 8601); a malformed time is refused, not ignored."""
+    server.run(chargers.add_charger, "CP-1")
+    server.run(tags.add_tag, "DRIVER")
+    cp = await RawCharger.connect(f"{server.url}/CP-1")
+    await cp.boot()
+    started = {}
+    for connector, day in ((1, "2025-01-01"), (2, "2025-01-03")):
+        answer = await cp.call(
+            "StartTransaction",
+            {
+                "connectorId": connector,
+                "idTag": "DRIVER",
+                "meterStart": 0,
+                "timestamp": f"{day}T10:00:00Z",
+            },
+        )
+        started[day] = answer["transactionId"]
+    assert server.addresses.control_socket is not None
+    control = await ControlClient.connect(server.addresses.control_socket)
+    try:
+        await check_listing(control, started)
+    finally:
+        await control.aclose()
+        await cp.close()
+
+
+async def check_listing(control: ControlClient, started: dict[str, int]) -> None:
+    async def listed(**args: Any) -> Any:
+        reply = await control.request("transactions.list", args)
+        assert reply["ok"], reply
+        return [t["transaction_id"] for t in reply["result"]]
+
+    assert await listed() == [started["2025-01-03"], started["2025-01-01"]]
+    assert await listed(since="2025-01-02T00:00:00Z") == [started["2025-01-03"]]
+    assert await listed(until="2025-01-02T00:00:00Z") == [started["2025-01-01"]]
+    assert await listed(since="2025-01-01T10:00:00Z", until="2025-01-01T10:00:01Z") == [
+        started["2025-01-01"]
+    ]
+    assert await listed(since="2025-01-04T00:00:00+01:00") == []
+    bad = await control.request("transactions.list", {"since": "yesterday"})
+    assert (bad["ok"], bad["error"]["code"]) == (False, "bad_arguments")
+    assert "since" in bad["error"]["message"]
+
+
+async def test_a_stop_that_closed_nothing_is_published(server: RunningServer) -> None:
+    """Consoles learn of an orphan stop when it arrives (issue 12: shown in F3 and in
+    the attention count), with what `transactions.stops` keeps."""
+    server.run(chargers.add_charger, "CP-1")
+    cp = await RawCharger.connect(f"{server.url}/CP-1")
+    await cp.boot()
+    assert server.addresses.control_socket is not None
+    control = await ControlClient.connect(server.addresses.control_socket)
+    try:
+        await control.request("subscribe", {"frames": False})
+        stop = {"transactionId": 4242, "meterStop": 1700, "timestamp": "2025-01-01T11:00:00Z"}
+        await cp.call("StopTransaction", {**stop, "idTag": "DRIVER"})
+        with trio.fail_after(5):
+            while not any(e.get("event") == "transaction.orphan_stop" for e in control.events):
+                control.events.append(await control.read())
+        event = next(e for e in control.events if e.get("event") == "transaction.orphan_stop")
+        assert event["data"] == {
+            "charger_id": "CP-1",
+            "transaction_id": 4242,
+            "kind": "unknown",
+            "meter_stop": 1700,
+            "stop_time": "2025-01-01T11:00:00Z",
+            "reason": "Local",
+            "id_tag": "DRIVER",
+        }
+        kept = await control.request("transactions.stops", {})
+        assert [(k["kind"], k["transaction_id"]) for k in kept["result"]] == [("unknown", 4242)]
+    finally:
+        await control.aclose()
+        await cp.close()

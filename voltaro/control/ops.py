@@ -60,6 +60,19 @@ def _text(args: dict[str, Any], key: str) -> str:
     return value
 
 
+def _time_arg(args: dict[str, Any], name: str) -> datetime | None:
+    """An optional ISO 8601 time argument (the console's F3 period: started since/until)."""
+    value = args.get(name)
+    if value is None:
+        return None
+    try:
+        return parse_timestamp(str(value))
+    except ValueError:
+        raise OpError(
+            ErrorCode.BAD_ARGUMENTS, f"{name} must be an ISO 8601 time, e.g. 2026-12-04T00:00:00Z"
+        ) from None
+
+
 def _limit(args: dict[str, Any], default: int = 50, maximum: int = 1000) -> int:
     value = args.get("limit", default)
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= maximum:
@@ -390,6 +403,8 @@ class ControlOps:
             transactions.list_transactions,
             active=True if active else None,
             charger_id=charger_id if isinstance(charger_id, str) else None,
+            since=_time_arg(args, "since"),
+            until=_time_arg(args, "until"),
             state=state,
             limit=_limit(args),
         )

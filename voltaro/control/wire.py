@@ -79,7 +79,8 @@ OPS: dict[str, Role] = {
     "tags.set": Role.OPERATOR,
     "tags.unblock": Role.OPERATOR,  # args: {"id_tag"}: Accepted again
     "tags.remove": Role.ADMIN,
-    "transactions.list": Role.VIEWER,  # args: {"active"?, "charger_id"?, "limit"?, "state"?}
+    # args: {"active"?, "charger_id"?, "limit"?, "state"?, "since"?, "until"? (start time)}
+    "transactions.list": Role.VIEWER,
     "transactions.show": Role.VIEWER,  # args: {"transaction_id"}
     # Reconciliation: close a transaction whose stop never came (audited, who did it).
     # args: {"transaction_id": int, "meter_stop": int|null, "reason": str|null}
@@ -132,6 +133,9 @@ class Event(StrEnum):
     TRANSACTION_ENDED = "transaction.ended"  # {transaction_id, charger_id, connector_id,
     #                     state (interrupted|refused|closed), reason, energy_wh, energy_flag,
     #                     closed_by}: ended other than by the charger's StopTransaction
+    # A StopTransaction that closed nothing, kept for reconciliation (transactions.stops):
+    TRANSACTION_ORPHAN_STOP = "transaction.orphan_stop"  # {charger_id, transaction_id, kind
+    #                      (unknown|foreign|conflict), meter_stop, stop_time, reason, id_tag}
     METER_VALUES = "meter.values"  # {charger_id, connector_id, transaction_id, energy_wh,
     #                                 power_w, current_a, voltage_v, soc, at}
     COMMAND_RESULT = "command.result"  # {charger_id, action, ok, status?, error?, user}

@@ -420,6 +420,20 @@ class ChargerIngest:
                 what,
                 request.transaction_id,
             )
+            # Consoles show it at once (F3, attention count) instead of at the next
+            # `transactions.stops` read; fields as that op returns them.
+            self._publish(
+                Event.TRANSACTION_ORPHAN_STOP,
+                {
+                    "charger_id": self.charger_id,
+                    "transaction_id": request.transaction_id,
+                    "kind": "unknown" if result.outcome == "orphan" else result.outcome,
+                    "meter_stop": request.meter_stop,
+                    "stop_time": format_utc(request.timestamp),
+                    "reason": request.reason.value,
+                    "id_tag": request.id_tag,
+                },
+            )
         tx = result.transaction
         if result.outcome == "stopped" and tx is not None:
             self._publish(
