@@ -91,6 +91,13 @@ class ChargerCommands(Provider):
                     )
 
 
+class SiteBar(Static):
+    """The site at a glance; a click opens the list behind its attention count (F7)."""
+
+    def on_click(self) -> None:
+        self.app.push_screen(AlertsScreen())
+
+
 class MainScreen(Screen[None]):
     """The site at a glance. Its keys (and only its keys) are in its footer."""
 
@@ -113,7 +120,7 @@ class MainScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         yield Header()
         yield Static("", id="banner")
-        yield Static("", id="sitebar")
+        yield SiteBar("", id="sitebar")
         yield Input(placeholder="filter: id, vendor, status or tag (Escape clears)", id="filter")
         yield LiveTable(
             id="chargers",
@@ -143,8 +150,8 @@ class ConsoleApp(App[None]):
     #banner { background: $error; color: $text; height: auto; padding: 0 1; display: none; }
     #banner.shown { display: block; }
     #sitebar { height: auto; padding: 0 1; background: $boost; }
-    #filter { display: none; height: 3; }
-    #filter.shown { display: block; }
+    #filter, #tx-filter, #events-filter { display: none; height: 3; }
+    #filter.shown, #tx-filter.shown, #events-filter.shown { display: block; }
     #chargers { height: 1fr; min-height: 4; }
     #connectors { height: auto; max-height: 6; border-top: solid $primary-darken-2; }
     #feed { height: 5; border-top: solid $primary; }
@@ -310,6 +317,9 @@ class ConsoleApp(App[None]):
                 try:
                     status = await self.link.request("status")
                     listed = await self.link.request("chargers.list")
+                    interrupted = await self.link.request(
+                        "transactions.list", {"state": "interrupted", "limit": 1000}
+                    )
                 except (RequestFailed, TimeoutError) as exc:
                     self.log_feed(
                         FeedLine(
@@ -321,7 +331,7 @@ class ConsoleApp(App[None]):
                         )
                     )
                     return
-                self.site.load(status, listed)
+                self.site.load(status, listed, interrupted)
                 # Events that arrived while the snapshot was read may be newer than it.
                 for name, data, at in self._replay:
                     self.site.apply(name, data, at)

@@ -108,6 +108,14 @@ def describe(name: str, data: dict[str, Any], at: str | None = None) -> FeedLine
                 + (f" ({data['reason']})" if data.get("reason") else "")
                 + (f", closed by {data['closed_by']}" if data.get("closed_by") else ""),
             )
+        case "transaction.orphan_stop":
+            return line(
+                "fault",
+                "sessions",
+                f"{who} sent a stop for transaction {data.get('transaction_id')} "
+                f"({data.get('kind')}, meter {data.get('meter_stop')} Wh) that closed nothing:"
+                " kept for reconciliation (F3)",
+            )
         case "meter.values":
             parts = []
             if data.get("power_w") is not None:

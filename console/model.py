@@ -162,6 +162,12 @@ class Alert:
     at: str
     active: bool = True
 
+    @property
+    def is_billing(self) -> bool:
+        """An interrupted transaction or a stop that closed nothing (not a charger's
+        state: counted on its own in the attention count)."""
+        return ":tx" in self.key or ":stop:" in self.key
+
 
 class Site:
     """The console's model of the whole site."""
@@ -173,13 +179,43 @@ class Site:
 
     # --- snapshot --------------------------------------------------------------------
 
-    def load(self, status: dict[str, Any], listed: list[dict[str, Any]]) -> None:
+    def load(
+        self,
+        status: dict[str, Any],
+        listed: list[dict[str, Any]],
+        interrupted: list[dict[str, Any]] | None = None,
+    ) -> None:
+        """The server's snapshot: `status`, `chargers.list` and, when read, the
+        interrupted transactions (`transactions.list` state interrupted), which need an
+        operator until closed, also those that ended before this console started."""
         self.set_health(status)
         self.chargers = {str(c["charger_id"]): Charger.from_view(c) for c in listed}
         for charger in self.chargers.values():
             for k in charger.connectors.values():
                 if k.faulted or f"{charger.charger_id}#{k.connector_id}:fault" in self.alerts:
                     self._connector_alert(charger.charger_id, k, k.status_at or "")
+            self._pending_alert(charger, charger.last_seen or "")
+            offline = f"{charger.charger_id}:offline"
+            if not charger.connected or offline in self.alerts:
+                self._alert(
+                    offline,
+                    charger.charger_id,
+                    self.alerts[offline].text if offline in self.alerts else "offline",
+                    charger.last_seen or "",
+                    active=not charger.connected,
+                )
+        for alert in self.alerts.values():
+            if alert.key.endswith(":pending") and alert.charger_id not in self.chargers:
+                alert.active = False
+        if interrupted is not None:
+            keys = set()
+            for t in interrupted:
+                key = f"{t.get('charger_id')}:tx{t['transaction_id']}"
+                keys.add(key)
+                self._tx_alert(t, "interrupted", str(t.get("stop_time") or ""))
+            for alert in self.alerts.values():
+                if ":tx" in alert.key and alert.key not in keys:
+                    alert.active = False  # closed meanwhile
 
     def set_health(self, status: dict[str, Any], at: str = "") -> None:
         self.health = {**self.health, **status}
@@ -203,6 +239,29 @@ class Site:
                 self.alerts[key] = Alert(key, charger_id, text, at or "", True)
         elif existing is not None:
             existing.active = False
+
+    def _pending_alert(self, charger: Charger, at: str) -> None:
+        """A charger waiting for acceptance needs an operator (OCPP 1.6 §4.2.1 Pending):
+        listed with the alerts, so the attention count opens onto it (issue 12 #10)."""
+        self._alert(
+            f"{charger.charger_id}:pending",
+            charger.charger_id,
+            "waiting for acceptance: select it and press F6",
+            at,
+            active=charger.pending,
+        )
+
+    def _tx_alert(self, data: dict[str, Any], state: Any, at: str) -> None:
+        tx = int(data["transaction_id"])
+        self._alert(
+            f"{data.get('charger_id')}:tx{tx}",
+            str(data.get("charger_id") or ""),
+            f"transaction {tx} {state}"
+            + (f": {data['reason']}" if data.get("reason") else "")
+            + " (F3 to reconcile)",
+            at,
+            active=state == "interrupted",
+        )
 
     def acknowledge(self, key: str) -> None:
         self.alerts.pop(key, None)
@@ -247,6 +306,7 @@ class Site:
             return True
         if name == "charger.removed":
             self.chargers.pop(charger_id, None)
+            self._alert(f"{charger_id}:pending", charger_id, "", at or "", active=False)
             return True
         known = charger_id in self.chargers and self.chargers[charger_id].loaded
         charger = self.chargers.get(charger_id)
@@ -263,6 +323,7 @@ class Site:
             case "charger.updated":
                 if data.get("registration"):
                     charger.registration = str(data["registration"])
+                self._pending_alert(charger, at)
             case "charger.connected":
                 charger.connected = True
                 self._alert(
@@ -283,6 +344,7 @@ class Site:
                 charger.model = data.get("model") or charger.model
                 if data.get("status"):
                     charger.registration = str(data["status"])
+                self._pending_alert(charger, at)
             case "connector.status":
                 cid = int(data.get("connector_id") or 0)
                 connector = charger.connectors.setdefault(cid, Connector(cid))
@@ -309,16 +371,25 @@ class Site:
                 charger.sessions.pop(int(data["transaction_id"]), None)
             case "transaction.ended":
                 # Ended without its StopTransaction (interrupted, refused, closed).
-                tx = int(data["transaction_id"])
-                charger.sessions.pop(tx, None)
+                charger.sessions.pop(int(data["transaction_id"]), None)
+                self._tx_alert({**data, "charger_id": charger.charger_id}, data.get("state"), at)
+            case "transaction.orphan_stop":
+                # A StopTransaction that closed nothing: billing needs a look (F3, and
+                # docs/reconciliation.md). Open until an operator acknowledges it.
+                stop_tx, meter = data.get("transaction_id"), data.get("meter_stop")
+                kind = data.get("kind") or "unknown"
+                what = {
+                    "unknown": "an unknown transaction",
+                    "foreign": "another charger's transaction",
+                    "conflict": "an already closed transaction, with another meterStop",
+                }.get(kind, kind)
                 self._alert(
-                    f"{charger.charger_id}:tx{tx}",
+                    f"{charger.charger_id}:stop:{stop_tx}:{meter}:{data.get('stop_time')}",
                     charger.charger_id,
-                    f"transaction {tx} {data.get('state')}"
-                    + (f": {data['reason']}" if data.get("reason") else "")
-                    + " (F3 to reconcile)",
+                    f"stop for {what} ({stop_tx}, meter {meter} Wh) closed nothing"
+                    " (F3 to reconcile)",
                     at,
-                    active=data.get("state") == "interrupted",
+                    active=True,
                 )
             case "meter.values":
                 session = charger.sessions.get(data.get("transaction_id") or -1)
@@ -365,7 +436,8 @@ class Site:
             pending=sum(1 for c in chargers if c.pending),
             attention=sum(
                 1 for c in chargers if c.faulted or c.pending or self.offline_too_long(c, now)
-            ),
+            )
+            + sum(1 for a in self.alerts.values() if a.active and a.is_billing),
             database_ok=self.database_ok,
         )
 

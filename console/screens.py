@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
@@ -40,10 +41,11 @@ HELP = """\
  s  sort by the next column          r  reverse the order
  ctrl+o  commands for the charger    ctrl+p  palette: any command, any charger
  F2  details (live): connectors, sessions, history, config, commands, frames
- F3  transactions (live): filter, Enter opens one, c closes an interrupted one
+ F3  transactions and orphan stops (live): / t state, p period, f from-to;
+     Enter opens one, c closes an interrupted one
  F4  id tags: n new, b block, u unblock (each asks first)
  F5  re-read everything              F6  accept the selected pending charger
- F7  alerts until acknowledged       F8  all events, filterable
+ F7  alerts and what needs attention (click the site bar)   F8  all events
  Escape  back / close                ctrl+q  quit
 Destructive commands (reset, remote stop, unlock, inoperative, remove) name
 their target and effect and wait for y; Enter alone answers No.
@@ -459,24 +461,118 @@ class DetailScreen(LiveScreen):
         self.console.open_commands(self.charger_id)
 
 
-TX_STATES = ("all", "active", "interrupted", "completed", "closed", "refused")
+TX_STATES = ("all", "active", "interrupted", "completed", "closed", "refused", "orphan")
+# Periods by start time (an orphan stop: by when the server received it). "today" is
+# the operator's local day.
+PERIODS = ("all", "today", "24 h", "7 d")
+ORPHAN_ADVICE = {
+    "unknown": "the id is unknown, 0 or -1: find the session by charger, time and tag; "
+    "bill from meter_stop",
+    "foreign": "the id is another charger's transaction (left untouched): check the "
+    "charger's identity and configuration",
+    "conflict": "a second stop with another meterStop for a closed transaction: compare "
+    "with the billed figure",
+}
+
+
+def period_bounds(period: str, now: datetime) -> tuple[datetime | None, datetime | None]:
+    """(since, until) of a preset period; None: open."""
+    if period == "today":
+        local = now.astimezone()
+        return local.replace(hour=0, minute=0, second=0, microsecond=0).astimezone(UTC), None
+    if period == "24 h":
+        return now - timedelta(hours=24), None
+    if period == "7 d":
+        return now - timedelta(days=7), None
+    return None, None
+
+
+def parse_local(text: str, *, end: bool = False) -> datetime | None:
+    """'2026-12-04' or '2026-12-04 18:00' (or ISO 8601) in the operator's local time.
+    A bare date as the end of a range means the end of that day."""
+    text = text.strip()
+    if not text:
+        return None
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        moment = moment.astimezone()  # naive: local time
+    if end and len(text) == 10:
+        moment += timedelta(days=1)
+    return moment.astimezone(UTC)
+
+
+def _wire_time(moment: datetime | None) -> str | None:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if moment else None
+
+
+def _short(moment: datetime) -> str:
+    return moment.astimezone().strftime("%m-%d %H:%M")
+
+
+class PeriodForm(ModalScreen[tuple[datetime | None, datetime | None] | None]):
+    """F3 `f`: transactions started from .. to (local time, either may stay empty)."""
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Label("[b]Transactions started[/b] (local time; empty = open)")
+            yield Label("from (2026-12-01 or 2026-12-01 06:00)")
+            yield Input(id="from")
+            yield Label("to (a date alone: to the end of that day)")
+            yield Input(id="to")
+            yield Static("", id="form-error")
+            yield Button("Show", variant="primary", id="send")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#from", Input).focus()
+
+    @on(Input.Submitted, "#from")
+    def _next(self) -> None:
+        self.query_one("#to", Input).focus()
+
+    @on(Input.Submitted, "#to")
+    @on(Button.Pressed, "#send")
+    def _submit(self) -> None:
+        try:
+            since = parse_local(self.query_one("#from", Input).value)
+            until = parse_local(self.query_one("#to", Input).value, end=True)
+        except ValueError:
+            self.query_one("#form-error", Static).update(
+                "[red]a date (2026-12-01) or a date and time (2026-12-01 06:00)[/red]"
+            )
+            return
+        if since and until and until <= since:
+            self.query_one("#form-error", Static).update("[red]'to' is not after 'from'[/red]")
+            return
+        self.dismiss((since, until))
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
 
 
 class TransactionsScreen(LiveScreen):
-    """F3: sessions, filterable, live; Enter opens one; c closes an interrupted one."""
+    """F3: sessions and stops that closed nothing, filterable by text, state and start
+    time, live; Enter opens one; c closes an interrupted one."""
 
     BINDINGS = [
         Binding("escape,f3", "app.pop_screen", "Back"),
         Binding("slash", "filter", "Filter"),
         Binding("t", "state", "State"),
+        Binding("p", "period", "Period"),
+        Binding("f", "range", "From-to"),
         Binding("c", "close_tx", "Close interrupted"),
     ]
 
     def __init__(self) -> None:
         super().__init__()
         self.rows: list[dict[str, Any]] = []
+        self.stops: list[dict[str, Any]] = []
         self.text_filter = ""
         self.state = "all"
+        self.period = "all"  # a PERIODS name, or "range" (self.range)
+        self.range: tuple[datetime | None, datetime | None] = (None, None)
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -506,26 +602,61 @@ class TransactionsScreen(LiveScreen):
     def relevant(self, name: str, data: dict[str, Any]) -> bool:
         return name.startswith("transaction.") or name == "meter.values"
 
+    def bounds(self) -> tuple[datetime | None, datetime | None]:
+        if self.period == "range":
+            return self.range
+        return period_bounds(self.period, self.console.clock())
+
+    def period_text(self) -> str:
+        since, until = self.bounds()
+        if self.period != "range":
+            return self.period
+        return f"{_short(since) if since else '…'} → {_short(until) if until else '…'}"
+
     @work(exclusive=True, group="transactions")
     async def refresh_data(self) -> None:
+        since, until = self.bounds()
+        args: dict[str, Any] = {"limit": 500}
+        if since is not None:
+            args["since"] = _wire_time(since)
+        if until is not None:
+            args["until"] = _wire_time(until)
+        if self.state not in ("all", "orphan"):
+            args["state"] = self.state  # on the server: older ones are not cut off by the limit
+        link = self.console.link
         try:
-            self.rows = await self.console.link.request("transactions.list", {"limit": 500})
+            rows = [] if self.state == "orphan" else await link.request("transactions.list", args)
+            stops = (
+                await link.request("transactions.stops") if self.state in ("all", "orphan") else []
+            )
         except Exception as exc:  # RequestFailed or TimeoutError
             self.notify(f"transactions: {exc}", severity="error")
             return
+        self.rows = rows
+        self.stops = [
+            s for s in stops if _within(s.get("received_at") or s.get("stop_time"), since, until)
+        ]
         self._show()
 
-    def visible_rows(self) -> list[dict[str, Any]]:
+    def visible_rows(self) -> list[tuple[str, dict[str, Any]]]:
+        """(row key, row): transactions ("tx:N") and, for all and orphan, the stops
+        that closed nothing ("stop:N"), newest first."""
         wanted = self.text_filter.lower()
-        out = []
+        out: list[tuple[str, str, dict[str, Any]]] = []
         for t in self.rows:
-            if self.state != "all" and t.get("state") != self.state:
+            if self.state not in ("all", t.get("state")):
                 continue
-            text = f"{t.get('charger_id')} {t.get('id_tag')} {t.get('transaction_id')}".lower()
-            if wanted and wanted not in text:
+            out.append((str(t.get("start_time") or ""), f"tx:{t['transaction_id']}", t))
+        for n, s in enumerate(self.stops):
+            out.append((str(s.get("received_at") or s.get("stop_time") or ""), f"stop:{n}", s))
+        out.sort(key=lambda item: item[0], reverse=True)
+        shown = []
+        for _, key, row in out:
+            text = f"{row.get('charger_id')} {row.get('id_tag')} {row.get('transaction_id')}"
+            if wanted and wanted not in text.lower():
                 continue
-            out.append(t)
-        return out
+            shown.append((key, row))
+        return shown
 
     def _show(self) -> None:
         table = self.query_one("#transactions", DataTable)
@@ -533,36 +664,22 @@ class TransactionsScreen(LiveScreen):
         if table.row_count:
             selected = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
         table.clear()
-        for t in self.visible_rows():
-            energy = t.get("energy_wh")
-            if energy is None and t.get("last_meter_wh") is not None:
-                energy = t["last_meter_wh"] - (t.get("meter_start") or 0)
-            state = str(t.get("state"))
-            table.add_row(
-                str(t["transaction_id"]),
-                _blank(t.get("charger_id")),
-                _blank(t.get("connector_id")),
-                _blank(t.get("id_tag")),
-                Text(
-                    state,
-                    style={"active": "bold blue", "interrupted": "bold red", "refused": "red"}.get(
-                        state, ""
-                    ),
-                ),
-                kwh(energy),
-                _blank(t.get("start_time"))[:19],
-                _blank(t.get("stop_time"))[:19],
-                _blank(t.get("stop_reason")),
-                key=str(t["transaction_id"]),
-            )
+        for key, t in self.visible_rows():
+            if key.startswith("stop:"):
+                table.add_row(*_stop_cells(t), key=key)
+            else:
+                table.add_row(*_tx_cells(t), key=key)
         if selected is not None and selected in table.rows:
             table.move_cursor(row=table.get_row_index(selected))
         self.query_one("#tx-state", Static).update(
-            f"state: [b]{self.state}[/b] (t changes) · {table.row_count} shown"
+            f"state: [b]{self.state}[/b] (t) · started: [b]{self.period_text()}[/b] (p, f) · "
+            f"{table.row_count} shown"
         )
 
     @on(Input.Submitted, "#tx-filter")
-    def _filter_done(self) -> None:
+    def _filter_done(self, event: Input.Submitted) -> None:
+        # Hidden again when empty: at 80x24 every line counts.
+        event.input.set_class(bool(event.value.strip()), "shown")
         self.query_one("#transactions", DataTable).focus()
 
     @on(Input.Changed, "#tx-filter")
@@ -571,22 +688,56 @@ class TransactionsScreen(LiveScreen):
         self._show()
 
     def action_filter(self) -> None:
-        self.query_one("#tx-filter", Input).focus()
+        box = self.query_one("#tx-filter", Input)
+        box.add_class("shown")
+        box.focus()
 
     def action_state(self) -> None:
         self.state = TX_STATES[(TX_STATES.index(self.state) + 1) % len(TX_STATES)]
         self._show()
+        self.refresh_data()
 
-    def selected_tx(self) -> dict[str, Any] | None:
+    def action_period(self) -> None:
+        current = self.period if self.period in PERIODS else "all"
+        self.period = PERIODS[(PERIODS.index(current) + 1) % len(PERIODS)]
+        self._show()
+        self.refresh_data()
+
+    def action_range(self) -> None:
+        def chosen(bounds: tuple[datetime | None, datetime | None] | None) -> None:
+            if bounds is None:
+                return
+            self.period, self.range = ("range", bounds) if any(bounds) else ("all", (None, None))
+            self._show()
+            self.refresh_data()
+
+        self.app.push_screen(PeriodForm(), chosen)
+
+    def selected_row(self) -> tuple[str, dict[str, Any]] | None:
         table = self.query_one("#transactions", DataTable)
         if not table.row_count:
             return None
-        key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
-        return next((t for t in self.rows if str(t["transaction_id"]) == key), None)
+        key = str(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value)
+        return next(((k, r) for k, r in self.visible_rows() if k == key), None)
+
+    def selected_tx(self) -> dict[str, Any] | None:
+        selected = self.selected_row()
+        return selected[1] if selected and selected[0].startswith("tx:") else None
 
     @on(DataTable.RowSelected, "#transactions")
     def _open(self, event: DataTable.RowSelected) -> None:
-        self.open_session(int(str(event.row_key.value)))
+        key = str(event.row_key.value)
+        if key.startswith("tx:"):
+            self.open_session(int(key[3:]))
+            return
+        stop = next((r for k, r in self.visible_rows() if k == key), None)
+        if stop is not None:
+            self.app.push_screen(
+                TextScreen(
+                    f"Stop for transaction {stop.get('transaction_id')} that closed nothing",
+                    describe_stop(stop),
+                )
+            )
 
     @work(group="transactions-show")
     async def open_session(self, tx_id: int) -> None:
@@ -598,9 +749,17 @@ class TransactionsScreen(LiveScreen):
         self.app.push_screen(TextScreen(f"Transaction {tx_id}", describe_session(tx)))
 
     def action_close_tx(self) -> None:
-        tx = self.selected_tx()
-        if tx is None:
+        selected = self.selected_row()
+        if selected is None:
             return
+        if selected[0].startswith("stop:"):
+            self.notify(
+                "a stop that closed nothing has no transaction here to close: Enter says "
+                "what to do (docs/reconciliation.md)",
+                severity="warning",
+            )
+            return
+        tx = selected[1]
         if tx.get("state") != "interrupted":
             self.notify(
                 f"transaction {tx['transaction_id']} is {tx.get('state')}: nothing to close",
@@ -608,6 +767,77 @@ class TransactionsScreen(LiveScreen):
             )
             return
         self.console.close_transaction(tx)
+
+
+def _within(value: Any, since: datetime | None, until: datetime | None) -> bool:
+    if since is None and until is None:
+        return True
+    try:
+        moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return (since is None or moment >= since) and (until is None or moment < until)
+
+
+def _tx_cells(t: dict[str, Any]) -> tuple[Any, ...]:
+    energy = t.get("energy_wh")
+    if energy is None and t.get("last_meter_wh") is not None:
+        energy = t["last_meter_wh"] - (t.get("meter_start") or 0)
+    state = str(t.get("state"))
+    return (
+        str(t["transaction_id"]),
+        _blank(t.get("charger_id")),
+        _blank(t.get("connector_id")),
+        _blank(t.get("id_tag")),
+        Text(
+            state,
+            style={"active": "bold blue", "interrupted": "bold red", "refused": "red"}.get(
+                state, ""
+            ),
+        ),
+        kwh(energy),
+        _when(t.get("start_time")),
+        _when(t.get("stop_time")),
+        _blank(t.get("stop_reason")),
+    )
+
+
+def _when(value: Any) -> str:
+    """'2026-12-04T17:45:00.000Z' -> '12-04 17:45' (UTC, as the server stamps)."""
+    text = _blank(value)
+    return f"{text[5:10]} {text[11:16]}" if len(text) >= 16 and text[10] == "T" else text
+
+
+def _stop_cells(s: dict[str, Any]) -> tuple[Any, ...]:
+    return (
+        _blank(s.get("transaction_id")),
+        _blank(s.get("charger_id")),
+        "",
+        _blank(s.get("id_tag")),
+        Text(f"orphan {s.get('kind')}", style="bold magenta"),
+        "",
+        "",
+        _when(s.get("stop_time")),
+        f"{_blank(s.get('reason'))}, meter {_blank(s.get('meter_stop'))} Wh",
+    )
+
+
+def describe_stop(s: dict[str, Any]) -> str:
+    kind = str(s.get("kind"))
+    return "\n".join(
+        [
+            f"charger {s.get('charger_id')} sent StopTransaction for transaction "
+            f"{s.get('transaction_id')}, which closed nothing ({kind}).",
+            f"meter stop {_blank(s.get('meter_stop'))} Wh  stop time {s.get('stop_time')}  "
+            f"reason {_blank(s.get('reason')) or '-'}  tag {_blank(s.get('id_tag')) or '-'}",
+            f"received {s.get('received_at') or '-'}",
+            "",
+            f"What to do: {ORPHAN_ADVICE.get(kind, 'see docs/reconciliation.md')}.",
+            "Kept for reconciliation (voltaro ctl transactions stops; docs/reconciliation.md).",
+        ]
+    )
 
 
 def describe_session(tx: dict[str, Any]) -> str:
@@ -667,7 +897,9 @@ class AlertsScreen(Screen[None]):
     def on_mount(self) -> None:
         self.title = "Alerts"
         table = self.query_one("#alerts", DataTable)
-        table.add_columns("Since", "State", "Charger", "What")
+        # One sentence per alert, the charger first: a separate column as wide as the
+        # longest id pushed the text off an 80-column screen.
+        table.add_columns("Since", "State", "Alert")
         table.focus()
         self.show_alerts()
 
@@ -683,8 +915,11 @@ class AlertsScreen(Screen[None]):
             table.add_row(
                 alert.at[11:19],
                 Text("open", style="bold red") if alert.active else Text("cleared"),
-                alert.charger_id or "server",
-                Text(alert.text, style="bold red" if alert.active else "yellow"),
+                Text.assemble(
+                    (alert.charger_id or "server", "bold"),
+                    ": ",
+                    (alert.text, "bold red" if alert.active else "yellow"),
+                ),
                 key=alert.key,
             )
         if table.row_count:
@@ -701,6 +936,12 @@ class AlertsScreen(Screen[None]):
         self.console.site.acknowledge(key)
         self.console.refresh_site()
         self.show_alerts()
+
+    @on(DataTable.RowSelected, "#alerts")
+    def _selected(self, event: DataTable.RowSelected) -> None:
+        # The table has the focus and takes Enter itself (select_cursor), so the
+        # screen's Enter binding alone never fired: Enter did nothing.
+        self.action_go()
 
     def action_go(self) -> None:
         table = self.query_one("#alerts", DataTable)
@@ -763,10 +1004,14 @@ class EventsScreen(Screen[None]):
         self.redraw()
 
     def action_filter(self) -> None:
-        self.query_one("#events-filter", Input).focus()
+        box = self.query_one("#events-filter", Input)
+        box.add_class("shown")
+        box.focus()
 
     @on(Input.Submitted, "#events-filter")
-    def _filter_done(self) -> None:
+    def _filter_done(self, event: Input.Submitted) -> None:
+        # Hidden again when empty: at 80x24 every line counts.
+        event.input.set_class(bool(event.value.strip()), "shown")
         self.query_one("#events", RichLog).focus()
 
     @on(Input.Changed, "#events-filter")

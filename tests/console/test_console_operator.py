@@ -179,6 +179,20 @@ async def test_pending_chargers_stand_out_and_accept_triggers_a_boot(server: Ser
                 )
                 await until(pilot, lambda: "NEWBIE" in app.table.rows)
             assert cell(app, "NEWBIE", "link") == "pending"
+            # It counts as needing attention, and the count opens the list naming it.
+            assert "1 need attention" in str(sitebar.render())
+            await pilot.click("#sitebar")
+            async with asyncio.timeout(5):
+                await until(pilot, lambda: bool(app.screen.query("#alerts")))
+            alerts = app.screen.query_one("#alerts", DataTable)
+            assert app.screen.__class__.__name__ == "AlertsScreen"
+            row = " ".join(str(c) for c in alerts.get_row("NEWBIE:pending"))
+            assert "waiting for acceptance" in row
+            assert "open" in row
+            await pilot.press("enter")  # Enter: back to the table, on that charger
+            async with asyncio.timeout(5):
+                await until(pilot, lambda: app.screen is app.main)
+            assert app.selected() == "NEWBIE"
             await pilot.press("f6")
             async with asyncio.timeout(10):
                 await until(pilot, lambda: any(c[2] == "TriggerMessage" for c in charger.calls))
@@ -189,6 +203,8 @@ async def test_pending_chargers_stand_out_and_accept_triggers_a_boot(server: Ser
             async with asyncio.timeout(5):
                 await until(pilot, lambda: cell(app, "NEWBIE", "reg") == "Accepted")
                 await until(pilot, lambda: "waiting for acceptance" not in str(sitebar.render()))
+                await until(pilot, lambda: "need attention" not in str(sitebar.render()))
+            assert not app.site.alerts["NEWBIE:pending"].active
             assert any("asked it to boot again: Accepted" in line.text for line in app.feed_lines)
         finally:
             await charger.close()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -124,21 +125,22 @@ async def test_transactions_are_live_and_an_interrupted_one_is_closed(
             {"connectorId": 1, "idTag": "T1", "meterStart": 0, "timestamp": NOW},
         )
         async with asyncio.timeout(5):
-            await until(pilot, lambda: str(first["transactionId"]) in table.rows)
+            await until(pilot, lambda: f"tx:{first['transactionId']}" in table.rows)
         # A new start on the same connector without a stop interrupts the first one.
         second = await charger.call(
             "StartTransaction",
             {"connectorId": 1, "idTag": "T1", "meterStart": 500, "timestamp": NOW},
         )
-        key = str(first["transactionId"])
+        key = f"tx:{first['transactionId']}"
         async with asyncio.timeout(5):
-            await until(pilot, lambda: str(second["transactionId"]) in table.rows)
+            await until(pilot, lambda: f"tx:{second['transactionId']}" in table.rows)
             await until(pilot, lambda: "interrupted" in str(table.get_row(key)))
         table.move_cursor(row=table.get_row_index(key))
         await pilot.press("c")
         async with asyncio.timeout(5):
             await until(pilot, lambda: app.screen.__class__.__name__ == "Confirm")
-        assert f"Close transaction {key}" in str(app.screen.query_one("#question").render())
+        question = str(app.screen.query_one("#question").render())
+        assert f"Close transaction {first['transactionId']}" in question
         await pilot.press("y")
         async with asyncio.timeout(5):
             await until(pilot, lambda: "closed" in str(table.get_row(key)))
@@ -147,6 +149,97 @@ async def test_transactions_are_live_and_an_interrupted_one_is_closed(
         await pilot.press("enter")
         async with asyncio.timeout(5):
             await until(pilot, lambda: app.screen.__class__.__name__ == "TextScreen")
+
+
+def iso(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+async def test_transactions_by_period_and_orphan_stops(server: Server, charger: RawCharger) -> None:
+    """F3's period (p: all, today, 24 h, 7 d; f: from-to) asks the server for the
+    transactions started then; stops that closed nothing are listed live, with what to
+    do on Enter."""
+    await server.ctl("tags.add", {"id_tag": "T1"})
+    now = datetime.now(UTC)
+    old_start = now - timedelta(days=10)
+    old = await charger.call(
+        "StartTransaction",
+        {"connectorId": 1, "idTag": "T1", "meterStart": 0, "timestamp": iso(old_start)},
+    )
+    await charger.call(
+        "StopTransaction",
+        {
+            "transactionId": old["transactionId"],
+            "meterStop": 9000,
+            "timestamp": iso(old_start + timedelta(hours=1)),
+        },
+    )
+    new = await charger.call(
+        "StartTransaction",
+        {"connectorId": 1, "idTag": "T1", "meterStart": 9000, "timestamp": iso(now)},
+    )
+    old_key, new_key = f"tx:{old['transactionId']}", f"tx:{new['transactionId']}"
+    app = ConsoleApp(server.socket)
+    async with app.run_test(size=(140, 40)) as pilot:
+        await ready(pilot, app)
+        await pilot.press("f3")
+        async with asyncio.timeout(5):
+            await until(pilot, lambda: app.screen.__class__.__name__ == "TransactionsScreen")
+        screen = app.screen
+        table = screen.query_one("#transactions", DataTable)
+        state = screen.query_one("#tx-state", Static)
+
+        async def shows(*keys: str, period: str) -> None:
+            async with asyncio.timeout(5):
+                await until(
+                    pilot,
+                    lambda: set(table.rows) == set(keys) and period in str(state.render()),
+                )
+
+        await shows(old_key, new_key, period="started: all")
+        for period in ("today", "24 h", "7 d"):
+            await pilot.press("p")
+            await shows(new_key, period=f"started: {period}")
+        await pilot.press("p")
+        await shows(old_key, new_key, period="started: all")
+        # From-to: the day of the old session, in local time.
+        await pilot.press("f")
+        async with asyncio.timeout(5):
+            await until(pilot, lambda: app.screen.__class__.__name__ == "PeriodForm")
+        day = old_start.astimezone().strftime("%Y-%m-%d")
+        app.screen.query_one("#from").value = day  # type: ignore[attr-defined]
+        app.screen.query_one("#to").value = day  # type: ignore[attr-defined]
+        await pilot.press("enter")  # in "from": on to "to"
+        await pilot.press("enter")
+        await shows(old_key, period="→")
+        await pilot.press("p")  # back to the presets: today
+        await shows(new_key, period="started: today")
+        await pilot.press("p", "p", "p")
+        await shows(old_key, new_key, period="started: all")
+
+        # A stop for a transaction the server does not know shows up live.
+        await charger.call(
+            "StopTransaction", {"transactionId": 4242, "meterStop": 1700, "timestamp": iso(now)}
+        )
+        await shows(old_key, new_key, "stop:0", period="started: all")
+        row = " ".join(str(c) for c in table.get_row("stop:0"))
+        assert "4242" in row
+        assert "orphan unknown" in row
+        assert "1700" in row
+        while "state: orphan" not in str(state.render()):
+            await pilot.press("t")
+        await shows("stop:0", period="started: all")
+        await pilot.press("c")  # nothing to close: said, no question asked
+        await pilot.pause(0.3)
+        assert app.screen is screen
+        await pilot.press("enter")
+        async with asyncio.timeout(5):
+            await until(pilot, lambda: app.screen.__class__.__name__ == "TextScreen")
+        body = str(app.screen.query(Static).last().render())
+        assert "closed nothing" in body
+        assert "find the session by charger" in body
+        # ...and it needs attention until acknowledged (F7).
+        assert any(a.is_billing and a.active for a in app.site.alerts.values())
 
 
 async def test_tags_block_and_unblock_only_after_yes(server: Server) -> None:

@@ -121,6 +121,19 @@ STATUS = {
 
 EVENTS: list[tuple[str, dict[str, Any], str]] = [
     (
+        "transaction.orphan_stop",
+        {
+            "charger_id": "SIM-3",
+            "transaction_id": 4242,
+            "kind": "unknown",
+            "meter_stop": 17_000,
+            "stop_time": "2026-12-04T18:05:00Z",
+            "reason": "PowerLoss",
+            "id_tag": "TAG-CAROL",
+        },
+        "2026-12-04T18:05:01.000Z",
+    ),
+    (
         "charger.connected",
         {"charger_id": "NEW-7", "remote": "10.0.0.7"},
         "2026-12-04T18:27:02.000Z",
@@ -247,6 +260,19 @@ TRANSACTIONS = [
     },
 ]
 
+STOPS = [
+    {
+        "charger_id": "SIM-3",
+        "transaction_id": 4242,
+        "kind": "unknown",
+        "meter_stop": 17_000,
+        "stop_time": "2026-12-04T18:05:00Z",
+        "reason": "PowerLoss",
+        "id_tag": "TAG-CAROL",
+        "received_at": "2026-12-04T18:05:01Z",
+    }
+]
+
 
 class ScriptedLink:
     """Answers the console's requests from the fixed site above."""
@@ -261,6 +287,7 @@ class ScriptedLink:
             "chargers.show": DETAIL,
             "chargers.frames": FRAMES,
             "transactions.list": TRANSACTIONS,
+            "transactions.stops": STOPS,
             "tags.list": [],
         }[op]
 
@@ -275,7 +302,7 @@ class ScriptedConsole(ConsoleApp):
 
         self.role = wire.Role.OPERATOR
         self.link_reason = ""
-        self.site.load(STATUS, CHARGERS)
+        self.site.load(STATUS, CHARGERS, [t for t in TRANSACTIONS if t["state"] == "interrupted"])
         for name, data, at in EVENTS:
             self.site.apply(name, data, at)
             line = describe(name, data, at)
