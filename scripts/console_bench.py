@@ -4,9 +4,10 @@ A scripted control server (a separate process, so its CPU is not counted) speaks
 real wire format: it serves N chargers and streams meter values at R per second plus
 one status change a second. The console (the real ConsoleApp, headless, 160x45) runs in
 this process; we measure its CPU time over the window and the time from a key press
-(Down) to the cursor having moved and the connectors panel showing the new charger, while the stream runs. Before printing, it checks
-that the console applied every event that was sent (a figure is only as good as its
-check). Bounded: --seconds (default 20) and loopback Unix socket only.
+(Down) to the cursor having moved and the connectors panel showing the new charger,
+while the stream runs. Before printing, it checks that the console handled every event
+that was sent and holds the last value sent (a figure is only as good as its check).
+Bounded: --seconds (default 20) and loopback Unix socket only.
 
     .venv/bin/python scripts/console_bench.py [--chargers 1000] [--rate 500] [--seconds 20]
 """
@@ -253,7 +254,7 @@ def main() -> int:
     )
     print(f"console CPU: {result['cpu'] / result['wall'] * 100:.1f}% of one core")
     print(
-        f"key latency (Down until the cursor moved), {len(lat)} presses: "
+        f"key latency (Down until the cursor and the connectors panel moved), {len(lat)} presses: "
         f"median {statistics.median(lat) * 1000:.1f} ms, p95 {p95 * 1000:.1f} ms, "
         f"max {lat[-1] * 1000:.1f} ms"
     )
