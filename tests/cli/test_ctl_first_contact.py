@@ -18,6 +18,7 @@ import trio
 from tests.e2e.conftest import RunningServer
 from tests.e2e.test_ctl import ctl
 from tests.support.charger import RawCharger
+from tests.support.outage import database_outage
 from voltaro.store import chargers, tags
 
 
@@ -438,3 +439,28 @@ async def test_charger_show_human_output(server: RunningServer) -> None:
         assert raw not in text, raw
     assert not re.search(r"\d\dT\d\d:\d\d", text)  # no raw ISO times
     await cp.close()
+
+
+def test_help_names_every_exit_code() -> None:
+    top = subprocess.run(
+        [sys.executable, "-m", "voltaro", "ctl", "--help"], capture_output=True, text=True
+    )
+    epilog = " ".join(top.stdout.split("exit status:", 1)[1].split())
+    for code in range(12):
+        assert f" {code} " in f" {epilog}", code
+    assert "(not_found)" in epilog
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+async def test_status_human_output_during_a_database_outage(server: RunningServer) -> None:
+    server.run(chargers.add_charger, "CP-1")
+    with database_outage(server.settings.database_url):
+        done = await ctl(server, "status")
+    assert done.returncode == 0, done.stderr
+    text = done.stdout.decode()
+    shown = _fields(text)
+    assert shown["database"].startswith("UNREACHABLE (postgresql")
+    assert shown["chargers"] == "0 connected"
+    for raw in ("True", "False", "None", "{"):
+        assert raw not in text, raw

@@ -221,9 +221,10 @@ examples:
 
 --json may come anywhere; errors are then {"error": {"code", "message"}} on stderr.
 exit status: 0 done (a charger answering Rejected is done), 1 other error, 2 bad
-arguments, 3 server not running, 4 role refused, 5 unknown charger/tag/transaction,
-6 charger offline or not allowed in its state, 7 timeout, 8 the charger answered with
-a CALLERROR, 9 already exists."""
+arguments, 3 server not running, 4 role refused, 5 unknown charger/tag/transaction
+(not_found), 6 charger offline or not allowed in its state, 7 timeout, 8 the charger
+answered with a CALLERROR, 9 already exists, 10 the charger was busy with earlier
+commands (nothing sent), 11 the database is unavailable (nothing done; retry)."""
 
 
 def _overview() -> str:
@@ -782,7 +783,8 @@ def _main(argv: list[str], as_json: bool) -> int:
                         data = " ".join(
                             f"{k}={v}" for k, v in frame["data"].items() if k != "payload"
                         )
-                        print(f"{frame['at']} {frame['event']} {data}", flush=True)
+                        at = _time(frame.get("at")) or frame.get("at")
+                        print(f"{at} {frame['event']} {data}", flush=True)
             except KeyboardInterrupt:
                 return 0
             return 0
