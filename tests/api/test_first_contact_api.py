@@ -85,6 +85,8 @@ async def test_command_audit(api: tuple[RunningServer, str]) -> None:
         assert [c["action"] for c in second["items"]] == ["Reset"]
         assert second["total"] == 2
         assert (await reader.get("/commands", params={"since": "soon"})).status_code == 422
+        tags_page = await reader.get("/id_tags")
+        assert tags_page.headers["x-total-count"] == str(len(tags_page.json()))
         async with client(base, None) as anonymous:
             assert (await anonymous.get("/commands")).status_code == 401
             document = (await anonymous.get("/openapi.json")).json()

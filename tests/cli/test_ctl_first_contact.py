@@ -367,6 +367,10 @@ async def test_transaction_show_human_output(server: RunningServer) -> None:
     assert live["duration"].endswith("so far")
     assert live["power"] == "7.40 kW"
     assert live["stopped"] == "-"
+    listed = await _ctl_in(server, "Europe/Berlin", "transactions", "list", "--active")
+    (row,) = listed.stdout.decode().splitlines()[1:]
+    assert "1.500 kWh so far" in row  # the energy of an active session, in the list too
+    assert "2025-01-01 11:00:00+0100" in row
     await cp.call(
         "StopTransaction",
         {"transactionId": tx, "meterStop": 3250, "timestamp": "2025-01-01T11:15:00Z"},
