@@ -436,6 +436,7 @@ class ConsoleApp(App[None]):
                 sparkline(list(self.power_history)),
                 stale=self.stale,
                 alerts=len(self.site.alerts),
+                protection=self.site.health.get("protection"),
             )
         )
 

@@ -117,7 +117,41 @@ def session_energy(s: Session) -> str:
     return kwh(s.energy_wh)
 
 
-def site_bar(summary: SiteSummary, sparkline: str, *, stale: bool, alerts: int = 0) -> Text:
+def protection_line(p: dict[str, Any]) -> str | None:
+    """What the server refused, shed or failed since it started (issue 11), in one line
+    of at most 80 columns; None when all is quiet. ``voltaro ctl status`` has the detail."""
+    frames = p.get("frame_log") or {}
+    conns = p.get("connections") or {}
+    parts = [
+        (
+            frames.get("dropped_rate", 0)
+            + frames.get("shed_buffer", 0)
+            + frames.get("rows_skipped", 0),
+            "frames shed",
+        ),
+        (frames.get("truncated", 0), "truncated"),
+        (sum((p.get("handshakes_refused") or {}).values()), "handshakes refused"),
+        ((p.get("auth") or {}).get("locked_out", 0), "lockouts"),
+        (p.get("abuse_cut_off", 0), "cut off"),
+        (conns.get("refused_per_ip", 0) + conns.get("refused_global", 0), "sockets capped"),
+        (conns.get("accept_errors", 0), "accept errors"),
+        (sum((p.get("background_failures") or {}).values()), "task errors"),
+    ]
+    shown = [f"{n} {what}" for n, what in parts if n]
+    if not shown:
+        return None
+    line = "protection: " + " · ".join(shown)
+    return line if len(line) <= 78 else line[:77] + "…"
+
+
+def site_bar(
+    summary: SiteSummary,
+    sparkline: str,
+    *,
+    stale: bool,
+    alerts: int = 0,
+    protection: dict[str, Any] | None = None,
+) -> Text:
     """Two lines at a glance: power and sessions, connectors and chargers, database, and
     what needs attention. Fits 80 columns."""
     out = Text()
@@ -144,6 +178,9 @@ def site_bar(summary: SiteSummary, sparkline: str, *, stale: bool, alerts: int =
     out.append(f" {summary.unavailable} off · chargers ")
     out.append(f"{summary.online} online ")
     out.append(f"{summary.offline} offline", style="red" if summary.offline else "")
+    line = None if stale or not protection else protection_line(protection)
+    if line:
+        out.append("\n" + line, style="yellow")
     if summary.pending:
         # Its own line, so that it is never cut off at 80 columns (issue 12 #10).
         n = summary.pending

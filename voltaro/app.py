@@ -39,6 +39,7 @@ from voltaro.service.frame_log import FrameSink
 from voltaro.service.health import HealthMonitor
 from voltaro.service.hub import EventHub
 from voltaro.service.ingest import ChargerIngest, Liveness
+from voltaro.service.overview import Protection
 from voltaro.service.presence import ConnectionFlags
 from voltaro.service.retention import Retention
 from voltaro.settings import Settings
@@ -192,6 +193,14 @@ async def run(
     components.extras["call_errors"] = call_errors
     retention = Retention(database, days=settings.frame_log_retention_days)
     components.extras["retention"] = retention
+    # Issue 11: what was refused, shed or failed, for `ctl status` and the console.
+    protection = Protection(
+        listener,
+        frame_sink,
+        [database.health.guard, liveness.guard, health.guard, flags.guard, retention.guard],
+    )
+    components.extras["protection"] = protection
+    health.protection = functools.partial(protection.snapshot, live=True)
 
     try:
         async with trio.open_nursery() as nursery:
@@ -227,6 +236,7 @@ async def _start_control(nursery: trio.Nursery, c: Components) -> str:
         c.hub,
         settings=c.settings,
         call_errors=c.extras.get("call_errors"),
+        protection=c.extras["protection"].snapshot,
     )
     path: str = await _start(
         nursery,

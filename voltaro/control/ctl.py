@@ -651,7 +651,16 @@ def _human(op: str, result: Any) -> str:
             lines.append(f"  WARNING: {result['warning']}")
         return "\n".join(lines)
     if op == "status":
-        return human.status_text(result)
+        # What was refused, shed or failed since the start first (issue 11).
+        protection = result.get("protection") or {}
+        notes = [f"! {note}" for note in wire.protection_notes(protection)]
+        text = human.status_text({k: v for k, v in result.items() if k != "protection"})
+        if protection:
+            counters = human.fields(list(human.flatten(protection)))
+            text += "\nprotection (counts since the server started):\n" + "\n".join(
+                "  " + line for line in counters.splitlines()
+            )
+        return "\n".join([*notes, text])
     if op == "transactions.show":
         return human.transaction_text(result)
     if op == "chargers.show":

@@ -92,7 +92,9 @@ class ControlOps:
         *,
         settings: Settings | None = None,
         call_errors: CallErrorLog | None = None,
+        protection: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
+        self._protection = protection
         self._db = db
         self.db = db  # the control server reports refused requests to its health
         self._settings = settings or Settings()
@@ -136,6 +138,8 @@ class ControlOps:
         status = await server_status(self._db, self._registry, uptime_s=uptime)
         # Consoles flag a charger offline for longer than its heartbeat interval.
         status["heartbeat_interval"] = self._settings.heartbeat_interval
+        if self._protection is not None:
+            status["protection"] = self._protection()
         return status
 
     async def chargers_list(self, args: dict[str, Any], user: str) -> list[dict[str, Any]]:

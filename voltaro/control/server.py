@@ -27,6 +27,7 @@ from voltaro.control import wire
 from voltaro.control.ops import ControlOps, OpError
 from voltaro.control.peers import Peer, PeerLookup, peer_of, role_of
 from voltaro.domain.ports import StorageUnavailable
+from voltaro.net.admission import AcceptGuard
 from voltaro.service.commands import ALIASES
 from voltaro.service.hub import RESYNC, EventHub, HubEvent
 from voltaro.settings import Settings
@@ -137,13 +138,16 @@ class ControlServer:
         sock = bind_control_socket(path, self._settings.control_group)
         listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
         log.info("control socket at %s", path)
+        # Out of descriptors, a console is refused and the server goes on (issue 11.8).
+        accepting = AcceptGuard("control socket")
         try:
             async with trio.open_nursery() as nursery:
                 task_status.started(path)
                 while True:
-                    stream = await listener.accept()
+                    stream = await accepting.accept(listener)
                     nursery.start_soon(self._serve_client, stream)
         finally:
+            accepting.close()
             with contextlib.suppress(OSError):
                 os.unlink(path)
             with trio.CancelScope(shield=True):

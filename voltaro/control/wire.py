@@ -142,8 +142,11 @@ class Event(StrEnum):
     FRAME = "frame"  # {charger_id, direction, action, unique_id, payload, at}
     TAG_UPDATED = "tag.updated"  # {id_tag, status}
     # Health and liveness for consoles (issue 12):
-    SERVER_HEALTH = "server.health"  # {database: {ok, backend, error?}, connected_chargers}
-    #                                  published on every change (service/health.py)
+    SERVER_HEALTH = "server.health"  # {database: {ok, backend, error?}, connected_chargers,
+    #                                  protection?} published on every change
+    #                                  (service/health.py); protection: the counters of
+    #                                  `status` (see protection_notes) without the ones
+    #                                  that move with every frame (stored, open)
     CHARGERS_SEEN = "chargers.seen"  # {chargers: {charger_id: last seen}} batched, at most
     #                                  once per liveness flush (every few seconds)
     QUARANTINED = "message.quarantined"  # {id, charger_id, unique_id, action, error}
@@ -304,3 +307,57 @@ def redact_frame_text(payload: str) -> str:
     if redacted == parsed:
         return payload
     return json.dumps(redacted, separators=(",", ":"), ensure_ascii=False)
+
+
+# --- the hardening counters of ``status`` (issue 11) ------------------------------------
+
+
+def _counts(values: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in values.items() if v)
+
+
+def protection_notes(p: dict[str, Any]) -> list[str]:
+    """One line per kind of thing refused, shed or failed since the server started
+    (issue 11); nothing when all is quiet."""
+    notes: list[str] = []
+    frames = p.get("frame_log") or {}
+    shed = {
+        "over a charger's rate budget": frames.get("dropped_rate", 0),
+        "buffer full": frames.get("shed_buffer", 0),
+        "refused by the database": frames.get("rows_skipped", 0),
+    }
+    if any(shed.values()):
+        notes.append(f"frame log: {sum(shed.values())} frames not stored ({_counts(shed)})")
+    if frames.get("truncated"):
+        notes.append(f"frame log: {frames['truncated']} frames stored truncated (byte budget)")
+    refused = p.get("handshakes_refused") or {}
+    if any(refused.values()):
+        notes.append(f"{sum(refused.values())} charger handshakes refused ({_counts(refused)})")
+    auth = p.get("auth") or {}
+    if auth.get("locked_out"):
+        notes.append(
+            f"{auth['locked_out']} password attempts refused before checking "
+            "(too many failures from one source)"
+        )
+    if p.get("abuse_cut_off"):
+        notes.append(f"{p['abuse_cut_off']} chargers cut off for protocol errors (1008)")
+    conns = p.get("connections") or {}
+    closed = {
+        "per-address cap": conns.get("refused_per_ip", 0),
+        "global cap": conns.get("refused_global", 0),
+    }
+    if any(closed.values()):
+        notes.append(f"{sum(closed.values())} sockets closed at accept ({_counts(closed)})")
+    if conns.get("accept_errors"):
+        notes.append(
+            f"{conns['accept_errors']} accepts failed for lack of file descriptors or memory"
+        )
+    failures = p.get("background_failures") or {}
+    if any(failures.values()):
+        notes.append(
+            f"{sum(failures.values())} unexpected errors in background tasks "
+            f"({_counts(failures)}); see the log"
+        )
+    if p.get("connections_crashed"):
+        notes.append(f"{p['connections_crashed']} connections ended by an internal error")
+    return notes

@@ -12,8 +12,14 @@ process runs out of descriptors trio logs a traceback on every accept attempt.
 - sockets not yet upgraded count against ``max_connections`` together with the live
   sessions; up to 5 % beyond it they get their HTTP 503 from the handshake, further
   ones are closed at once;
-- EMFILE/ENFILE/ENOBUFS/ENOMEM on accept: back off (50 ms doubling to 1 s) and log one
-  line per 10 s with a count, no traceback.
+- out of descriptors on accept (EMFILE/ENFILE): the connection waiting in the kernel's
+  queue is accepted with a descriptor held in reserve for that purpose and closed at
+  once (the "spare descriptor" trick of libev and nginx), so a client is refused
+  cleanly instead of hanging in the queue until it times out, and the connections
+  already served go on; ENOBUFS/ENOMEM (or no spare): back off (50 ms doubling to 1 s).
+  Either way one log line per 10 s with a count, no traceback. When descriptors free
+  up, accepting works again by itself. :class:`AcceptGuard` does this for the control
+  socket too.
 
 ``effective_max_connections`` derives the cap from the open-file limit at start (the
 soft limit is raised towards the hard one when that is allowed).
@@ -23,7 +29,9 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import resource
+import socket
 from collections.abc import Callable
 
 import trio
@@ -55,6 +63,89 @@ def effective_max_connections(configured: int) -> tuple[int, int]:
     return max(1, min(configured, soft - FD_RESERVE)), soft
 
 
+class AcceptGuard:
+    """``accept`` that survives running out of descriptors (see the module docstring)."""
+
+    def __init__(self, what: str) -> None:
+        self._what = what
+        self._spare: int | None = self._open_spare()
+        self._backoff = 0.0
+        self._unreported = 0
+        self._last_report = -1e9
+        self.errors = 0  # accepts that failed for lack of descriptors or memory
+        self.refused = 0  # connections closed at once for lack of descriptors
+
+    @staticmethod
+    def _open_spare() -> int | None:
+        try:
+            return os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return None
+
+    async def accept(self, inner: trio.SocketListener) -> trio.SocketStream:
+        while True:
+            try:
+                stream = await inner.accept()
+            except OSError as exc:
+                if exc.errno not in _CAPACITY_ERRNOS:
+                    raise
+                self._report(exc)
+                if exc.errno in (errno.EMFILE, errno.ENFILE) and self._refuse_one(inner):
+                    await trio.lowlevel.checkpoint()  # a flood of them must not starve others
+                    continue
+                self._backoff = min(1.0, max(0.05, self._backoff * 2))
+                await trio.sleep(self._backoff)
+                continue
+            self._backoff = 0.0
+            return stream
+
+    def _refuse_one(self, inner: trio.SocketListener) -> bool:
+        """Accept a waiting connection with the spare descriptor and close it at once."""
+        if self._spare is None:
+            self._spare = self._open_spare()  # descriptors may have freed up meanwhile
+            if self._spare is None:
+                return False
+        os.close(self._spare)
+        self._spare = None
+        # The listening descriptor wrapped, not duplicated (that would take the spare):
+        # a non-blocking accept, so that nothing is taken that arrives later, when there
+        # may be descriptors again.
+        raw = socket.socket(fileno=inner.socket.fileno())
+        try:
+            raw.setblocking(False)
+            conn, _ = raw.accept()
+            conn.close()
+            self.refused += 1
+            return True
+        except OSError:  # nothing waiting any more, or still no descriptor
+            return False
+        finally:
+            raw.detach()
+            self._spare = self._open_spare()
+
+    def _report(self, exc: OSError) -> None:
+        self.errors += 1
+        self._unreported += 1
+        now = trio.current_time()
+        if now - self._last_report < 10.0:
+            return
+        log.error(
+            "%s: accept failed: %s (%d times since the last report); refusing new "
+            "connections until descriptors free up, the connections being served go on. "
+            "Raise the open-file limit or lower max_connections",
+            self._what,
+            errno.errorcode.get(exc.errno or 0, str(exc.errno)),
+            self._unreported,
+        )
+        self._unreported = 0
+        self._last_report = now
+
+    def close(self) -> None:
+        if self._spare is not None:
+            os.close(self._spare)
+            self._spare = None
+
+
 class GuardedListener(trio.abc.Listener[trio.SocketStream]):
     """A SocketListener that refuses sockets over the per-address and global caps."""
 
@@ -76,22 +167,13 @@ class GuardedListener(trio.abc.Listener[trio.SocketStream]):
         self._live_sessions = live_sessions
         # source address -> {remote port: stream}: shared by every listener of a server.
         self._pending = pending
-        self._backoff = 0.0
-        self._capacity_errors = 0
-        self._last_capacity_log = -1e9
+        self.accepting = AcceptGuard("OCPP listener")
         self.refused_per_ip = 0
         self.refused_global = 0
 
     async def accept(self) -> trio.SocketStream:
         while True:
-            try:
-                stream = await self.inner.accept()
-            except OSError as exc:
-                if exc.errno not in _CAPACITY_ERRNOS:
-                    raise
-                await self._capacity_backoff(exc)
-                continue
-            self._backoff = 0.0
+            stream = await self.accepting.accept(self.inner)
             if self._admit(stream):
                 return stream
             await stream.aclose()
@@ -117,22 +199,8 @@ class GuardedListener(trio.abc.Listener[trio.SocketStream]):
     def pending_total(self) -> int:
         return sum(len(ports) for ports in self._pending.values())
 
-    async def _capacity_backoff(self, exc: OSError) -> None:
-        self._capacity_errors += 1
-        now = trio.current_time()
-        if now - self._last_capacity_log >= 10.0:
-            log.error(
-                "accept failed: %s (%d times since the last report); backing off. "
-                "Raise the open-file limit or lower max_connections",
-                errno.errorcode.get(exc.errno or 0, str(exc.errno)),
-                self._capacity_errors,
-            )
-            self._capacity_errors = 0
-            self._last_capacity_log = now
-        self._backoff = min(1.0, max(0.05, self._backoff * 2))
-        await trio.sleep(self._backoff)
-
     async def aclose(self) -> None:
+        self.accepting.close()
         await self.inner.aclose()
 
 

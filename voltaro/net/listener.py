@@ -16,7 +16,7 @@ import resource
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 import trio
 from trio_websocket import (
@@ -27,6 +27,7 @@ from trio_websocket import (
     WebSocketServer,
 )
 
+from voltaro.background import LoopGuard
 from voltaro.domain.model import RegistrationStatus
 from voltaro.domain.ports import StorageUnavailable
 from voltaro.net.admission import (
@@ -63,6 +64,8 @@ class Refusal:
     status: int
     reason: str
     headers: tuple[tuple[bytes, bytes], ...] = ()
+    # Why, as a stable key: the operator's counters (``status``: protection.handshakes).
+    kind: str = "other"
 
 
 # What a charger is told when the database cannot take it now (RFC 9110 §10.2.3).
@@ -74,6 +77,7 @@ def database_unavailable() -> Refusal:
         503,
         "database unavailable, retry later",
         ((b"Retry-After", str(RETRY_AFTER_SECONDS).encode()),),
+        kind="database_unavailable",
     )
 
 
@@ -121,6 +125,9 @@ class OcppListener:
         self._sessions_done.set()
         self._live_sessions = 0
         self.refused: dict[int, int] = {}
+        self.refused_by_kind: dict[str, int] = {}
+        self.cut_off = 0  # sessions closed with 1008 for protocol abuse (issue 11.6)
+        self._sweeper = LoopGuard("listener: pending-socket sweep", log)
         self._max_connections = settings.max_connections
         self._pending = PendingSockets()
         self.guards: list[GuardedListener] = []
@@ -180,7 +187,32 @@ class OcppListener:
     async def _sweep_pending(self) -> None:
         while True:
             await trio.sleep(5.0)
-            self._pending.sweep()
+            try:
+                self._pending.sweep()
+                self._sweeper.succeeded()
+            except Exception as exc:
+                await self._sweeper.after_failure(exc, "forgetting closed pending sockets")
+
+    def counters(self) -> dict[str, Any]:
+        """What the listener refused or cut off (process lifetime; issue 11.6-11.9)."""
+        return {
+            "handshakes_refused": dict(sorted(self.refused_by_kind.items())),
+            "connections": {
+                "open": self._open,
+                "max_connections": self._max_connections,
+                "refused_per_ip": sum(g.refused_per_ip for g in self.guards),
+                "refused_global": sum(g.refused_global for g in self.guards),
+                "accept_errors": sum(g.accepting.errors for g in self.guards),
+                "refused_no_descriptor": sum(g.accepting.refused for g in self.guards),
+            },
+            "auth": {
+                "failures": self.passwords.failed,
+                "locked_out": self.passwords.throttled,
+            },
+            "abuse_cut_off": self.cut_off,
+            "connections_crashed": self.crashed,
+            "background_failures": {self._sweeper.name: self._sweeper.failures},
+        }
 
     async def shutdown(self, *, code: int = CLOSE_GOING_AWAY, grace: float) -> None:
         """Refuse new chargers; let live sessions finish their answers for up to ``grace``;
@@ -233,9 +265,9 @@ class OcppListener:
         with trio.move_on_after(self._settings.handshake_timeout) as handshake:
             decision = await self._admit(request, remote)
         if handshake.cancelled_caught:
-            decision = Refusal(408, "handshake took too long")
+            decision = Refusal(408, "handshake took too long", kind="handshake_timeout")
         if not isinstance(decision, Refusal) and self._closing:
-            decision = Refusal(503, "server shutting down")
+            decision = Refusal(503, "server shutting down", kind="shutting_down")
         try:
             if isinstance(decision, Refusal):
                 await self._refuse(request, decision, remote)
@@ -254,6 +286,7 @@ class OcppListener:
 
     async def _refuse(self, request: WebSocketRequest, refusal: Refusal, remote: str) -> None:
         self.refused[refusal.status] = self.refused.get(refusal.status, 0) + 1
+        self.refused_by_kind[refusal.kind] = self.refused_by_kind.get(refusal.kind, 0) + 1
         outage = refusal.reason == database_unavailable().reason
         if not (outage and self._absorb("handshakes refused with 503", None)):
             log.info(
@@ -270,35 +303,38 @@ class OcppListener:
     async def _admit(self, request: WebSocketRequest, remote: str) -> Admission | Refusal:
         s = self._settings
         if self._closing:
-            return Refusal(503, "server shutting down")
+            return Refusal(503, "server shutting down", kind="shutting_down")
         if self._open > self._max_connections:
-            return Refusal(503, "too many connections")
+            return Refusal(503, "too many connections", kind="connection_cap")
         try:
             charger_id = charger_id_from_path(request.path)
         except InvalidIdentity as exc:
-            return Refusal(400, str(exc))
+            return Refusal(400, str(exc), kind="bad_identity")
         backoff = self._backoff_left(charger_id)
         if backoff > 0:
             return Refusal(
                 429,
                 "too many protocol errors; retry later",
                 ((b"Retry-After", str(int(backoff) + 1).encode()),),
+                kind="abuse_backoff",
             )
         offered = request.proposed_subprotocols
         if offered and SUBPROTOCOL not in offered:
             # OCTT TC_088 expects no upgrade at all for an unsupported protocol (R5).
-            return Refusal(400, f"subprotocol {SUBPROTOCOL} not offered")
+            return Refusal(400, f"subprotocol {SUBPROTOCOL} not offered", kind="subprotocol")
         try:
             record = await self._directory.lookup(charger_id)
         except StorageUnavailable:
             return database_unavailable()
         if record is None and s.unknown_chargers is UnknownChargers.REJECT:
             # OCPP-J 1.6 §3.2 and errata 3.68: unknown identity -> 404, no upgrade.
-            return Refusal(404, "unknown charge point")
+            return Refusal(404, "unknown charge point", kind="unknown_charger")
         if not offered and not (
             s.allow_missing_subprotocol or (record is not None and record.allow_no_subprotocol)
         ):
-            return Refusal(400, f"no subprotocol offered; {SUBPROTOCOL} required")
+            return Refusal(
+                400, f"no subprotocol offered; {SUBPROTOCOL} required", kind="subprotocol"
+            )
         if record is not None and record.password_hash:
             retry = self.passwords.retry_after(charger_id, _source_address(remote))
             if retry > 0:
@@ -307,6 +343,7 @@ class OcppListener:
                     429,
                     "too many failed authentications; retry later",
                     ((b"Retry-After", str(int(retry) + 1).encode()),),
+                    kind="auth_locked_out",
                 )
             credentials = parse_basic_auth(request.headers)
             ok = await self.passwords.check(
@@ -317,6 +354,7 @@ class OcppListener:
                     401,
                     "authentication required",
                     ((b"WWW-Authenticate", b'Basic realm="OCPP", charset="UTF-8"'),),
+                    kind="auth_failed",
                 )
         if record is None:
             registration = (
@@ -382,6 +420,7 @@ class OcppListener:
                         # Issue 11.6: the connection closed itself with 1008; make this
                         # identity wait before it may come back.
                         reason = "policy violation"
+                        self.cut_off += 1
                         self._abusers[charger_id] = (
                             trio.current_time() + self._settings.abuse_backoff
                         )

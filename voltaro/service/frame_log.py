@@ -34,6 +34,7 @@ from typing import Any
 import trio
 import trio.lowlevel
 
+from voltaro.background import LoopGuard
 from voltaro.control.wire import Event
 from voltaro.domain.model import FrameRecord
 from voltaro.domain.timestamps import format_utc
@@ -198,6 +199,8 @@ class FrameSink:
         self._clock = clock or trio.current_time
         self._wake = trio.Event()
         self._last_evict = -EVICT_EVERY
+        self._stored_at_evict = 0
+        self._guard = LoopGuard("frame log", log)
         self._last_summary = 0.0
         self._shed_at_summary = 0
         self.stats = FrameLogStats()
@@ -238,14 +241,16 @@ class FrameSink:
     # --- writing -------------------------------------------------------------------
 
     async def _give_way(self) -> None:
-        """Wait while other writers use or wait for the database (bounded)."""
+        """Wait while other writers use or wait for the database (bounded).
+
+        Woken each time a unit of work gives its token back (no polling)."""
         limiter = self._db.limiter
-        deadline = trio.current_time() + MAX_DEFER
-        while trio.current_time() < deadline:
-            stats = limiter.statistics()
-            if stats.tasks_waiting == 0 and stats.borrowed_tokens < stats.total_tokens:
-                return
-            await trio.sleep(0.01)
+        with trio.move_on_after(MAX_DEFER):
+            while True:
+                stats = limiter.statistics()
+                if stats.tasks_waiting == 0 and stats.borrowed_tokens < stats.total_tokens:
+                    return
+                await self._db.wait_released()
 
     async def flush(self) -> None:
         """Write what is buffered; a failure is logged and counted, never raised."""
@@ -261,7 +266,7 @@ class FrameSink:
                         log.warning("frame log: %d frames not written yet: %s", len(batch), exc)
                     return
                 self.stats.errors += 1
-                log.exception("frame log: %d frames lost to an unexpected error", len(batch))
+                self._guard.failed(exc, f"writing {len(batch)} frames (they are lost)")
         self._summarise()
 
     def _requeue(self, batch: list[FrameRecord]) -> None:
@@ -340,13 +345,22 @@ class FrameSink:
             with trio.CancelScope(shield=True), trio.move_on_after(5.0):
                 await self.flush()
 
+    def _evict_due(self) -> bool:
+        """Every ``EVICT_EVERY`` seconds, and whenever a tenth of the cap was written
+        since the last sweep (a flood must not outgrow the cap for half a minute)."""
+        if self._clock() - self._last_evict >= EVICT_EVERY:
+            return True
+        written = self.stats.stored - self._stored_at_evict
+        return self._max_rows > 0 and written >= max(1, self._max_rows // 10)
+
     async def _cycle(self) -> None:
         # The one task of the frame log: whatever goes wrong, log it and keep going.
         try:
             await self.flush()
-            if self._clock() - self._last_evict >= EVICT_EVERY:
-                self._last_evict = self._clock()
+            if self._evict_due():
+                self._last_evict, self._stored_at_evict = self._clock(), self.stats.stored
                 await self.evict()
-        except Exception:
+            self._guard.succeeded()
+        except Exception as exc:
             self.stats.errors += 1
-            log.exception("frame log: flush cycle failed; continuing")
+            await self._guard.after_failure(exc, "writing or evicting frames")

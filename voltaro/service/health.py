@@ -11,6 +11,7 @@ news. A locked SQLite file is not "down" (reads go on while a writer holds the l
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import trio
@@ -18,12 +19,15 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from voltaro.background import LoopGuard
 from voltaro.control.wire import Event
 from voltaro.net.registry import Registry
 from voltaro.service.hub import EventHub
 from voltaro.store.db import Database
 
 log = logging.getLogger(__name__)
+
+PROTECTION_EVERY = 2.0
 
 
 def _select_one(session: Session) -> None:
@@ -55,12 +59,24 @@ class HealthMonitor:
         self.database_error: str | None = None
         self._published: dict[str, Any] | None = None
         self._logged_outage = False
+        self.guard = LoopGuard("health monitor", log)
+        # Issue 11: the hardening counters, published when they change (at most every
+        # PROTECTION_EVERY seconds: a flood changes them all the time).
+        self.protection: Callable[[], dict[str, Any]] | None = None
+        self._protection: dict[str, Any] | None = None
+        self._protection_at = -PROTECTION_EVERY
 
     def snapshot(self) -> dict[str, Any]:
         database: dict[str, Any] = {"ok": self.database_ok, "backend": self._db.backend}
         if self.database_error:
             database["error"] = self.database_error
-        return {"database": database, "connected_chargers": len(self._registry)}
+        out = {"database": database, "connected_chargers": len(self._registry)}
+        if self.protection is not None:
+            now = trio.current_time()
+            if self._protection is None or now - self._protection_at >= PROTECTION_EVERY:
+                self._protection, self._protection_at = self.protection(), now
+            out["protection"] = self._protection
+        return out
 
     async def probe(self) -> None:
         """One database probe; updates ``database_ok`` and ``database_error``."""
@@ -96,8 +112,11 @@ class HealthMonitor:
         return True
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        await self.probe()
-        self.publish_if_changed()
+        try:
+            await self.probe()
+            self.publish_if_changed()
+        except Exception as exc:  # issue 11.1: the server starts anyway
+            self.guard.failed(exc, "probing the database at start")
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._probe_loop)
             task_status.started()
@@ -106,10 +125,17 @@ class HealthMonitor:
             # even while a probe waits on a dead database.
             while True:
                 await trio.sleep(0.25)
-                self.publish_if_changed()
+                try:
+                    self.publish_if_changed()
+                except Exception as exc:  # issue 11.1: never the root nursery
+                    await self.guard.after_failure(exc, "publishing server health")
 
     async def _probe_loop(self) -> None:
         while True:
             await trio.sleep(self._probe_every)
-            await self.probe()
-            self.publish_if_changed()
+            try:
+                await self.probe()
+                self.publish_if_changed()
+                self.guard.succeeded()
+            except Exception as exc:  # issue 11.1: never the root nursery
+                await self.guard.after_failure(exc, "probing the database")

@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 
 import trio
 
+from voltaro.background import LoopGuard
 from voltaro.control.wire import Event
 from voltaro.domain.firmware import TransferKind, TransferStatusReport
 from voltaro.domain.model import (
@@ -94,6 +95,7 @@ class Liveness:
         self._interval = interval
         self._publish = publish
         self._seen: dict[str, datetime] = {}
+        self.guard = LoopGuard("last-seen writer", log)
 
     def seen(self, charger_id: str, at: datetime) -> None:
         previous = self._seen.get(charger_id)
@@ -127,10 +129,19 @@ class Liveness:
         try:
             while True:
                 await trio.sleep(self._interval)
-                await self.flush()
+                try:
+                    await self.flush()
+                    self.guard.succeeded()
+                except Exception as exc:
+                    # Issue 11.1: never the root nursery. The batch is not kept: the
+                    # chargers' next messages bring newer times anyway.
+                    await self.guard.after_failure(exc, "writing last-seen times")
         finally:
             with trio.move_on_after(5, shield=True):
-                await self.flush()
+                try:
+                    await self.flush()
+                except Exception as exc:
+                    self.guard.failed(exc, "writing last-seen times at shutdown")
 
 
 def ended_event(tx: Transaction) -> dict[str, Any]:

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Iterable
 from typing import Any
 
 from voltaro import __version__
+from voltaro.background import LoopGuard
+from voltaro.net.listener import OcppListener
 from voltaro.net.registry import Registry
+from voltaro.service.frame_log import FrameSink
 from voltaro.store import chargers
 from voltaro.store.db import Database
 
@@ -20,3 +25,39 @@ async def server_status(db: Database, registry: Registry, *, uptime_s: float) ->
         "connected_chargers": len(registry.connected()),
         **counts,
     }
+
+
+class Protection:
+    """The hardening counters of issue 11, for ``status`` and the console (process
+    lifetime counts; they reset when the server restarts).
+
+    ``snapshot(live=True)`` leaves out what changes with every frame or connection
+    (frames stored, sockets open), so the ``server.health`` event that carries it is
+    only published when something was refused, shed or failed.
+    """
+
+    def __init__(
+        self,
+        listener: OcppListener,
+        frame_sink: FrameSink,
+        guards: Iterable[LoopGuard] = (),
+    ) -> None:
+        self._listener = listener
+        self._frame_sink = frame_sink
+        self._guards = list(guards)
+
+    def snapshot(self, *, live: bool = False) -> dict[str, Any]:
+        out = self._listener.counters()
+        frame_log = dataclasses.asdict(self._frame_sink.stats)
+        failures: dict[str, int] = dict(out.pop("background_failures"))
+        for guard in self._guards:
+            failures[guard.name] = failures.get(guard.name, 0) + guard.failures
+        failures["frame log"] = failures.get("frame log", 0) + frame_log["errors"]
+        out["frame_log"] = frame_log
+        out["background_failures"] = failures
+        if live:
+            del frame_log["stored"]
+            out["connections"] = {
+                k: v for k, v in out["connections"].items() if k not in ("open", "max_connections")
+            }
+        return out

@@ -24,6 +24,7 @@ import logging
 
 import trio
 
+from voltaro.background import LoopGuard
 from voltaro.domain.ports import StorageUnavailable
 from voltaro.domain.timestamps import utc_now
 from voltaro.net.registry import Registry
@@ -34,6 +35,12 @@ from voltaro.store.errors import PermanentStorageError, TransientStorageError
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF = 10.0
+
+
+def _reason(exc: Exception) -> str:
+    """What an admission waiting for this round is told (its charger gets 503)."""
+    reason = getattr(exc, "reason", None)
+    return reason if isinstance(reason, str) else "internal error"
 
 
 class ConnectionFlags:
@@ -48,6 +55,7 @@ class ConnectionFlags:
         # Chargers past the handshake checks, not yet in the registry: connected.
         self._admitting: set[str] = set()
         self._waiters: dict[str, list[_Waiter]] = {}
+        self.guard = LoopGuard("connected-flag writer", log)
 
     @property
     def pending(self) -> frozenset[str]:
@@ -113,9 +121,9 @@ class ConnectionFlags:
             dirty, self._dirty = self._dirty, set()  # the reconcile writes every flag
             try:
                 cleared, set_ = await self._db.run(chargers.reconcile_connected, held, utc_now())
-            except TransientStorageError as exc:
+            except Exception as exc:
                 self._dirty |= dirty
-                self._release(dirty, exc.reason)
+                self._release(dirty, _reason(exc))
                 raise
             self._reconcile = False
             self._release(dirty, None)
@@ -132,9 +140,9 @@ class ConnectionFlags:
         truth = {charger_id: self._truth(charger_id) for charger_id in batch}
         try:
             await self._db.run(chargers.set_connected, truth, utc_now())
-        except TransientStorageError as exc:
+        except Exception as exc:
             self._dirty |= batch
-            self._release(batch, exc.reason)
+            self._release(batch, _reason(exc))
             raise
         self._release(batch, None)
 
@@ -166,6 +174,14 @@ class ConnectionFlags:
                 self._release(None, exc.reason)
                 self._dirty.clear()
                 self._reconcile = False
+            except Exception as exc:
+                # Issue 11.1: never the root nursery. Everything stays pending and the
+                # next round reconciles every flag with the registry.
+                self._release(None, "internal error")
+                self._reconcile = True
+                await self.guard.after_failure(exc, "writing connected flags")
+                continue
+            self.guard.succeeded()
             backoff = 0.1
             self._written.set()
             self._written = trio.Event()

@@ -88,6 +88,18 @@ class Database:
             self.limiter = trio.CapacityLimiter(pool_size)
         self.health = DatabaseHealth()
         self.group_commit = GroupCommit(self, window=batch_window, max_batch=batch_max)
+        # Set (and replaced) whenever a unit of work gives its limiter token back: the
+        # frame log waits on it instead of polling the limiter (it gives way to others).
+        self._released = trio.Event()
+
+    async def wait_released(self) -> None:
+        """Wait until some unit of work finishes (gives its limiter token back)."""
+        await self._released.wait()
+
+    def signal_released(self) -> None:
+        """A unit of work gave its limiter token back (``run`` and the group commit)."""
+        self._released.set()
+        self._released = trio.Event()
 
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run ``fn(session, *args, **kwargs)`` in a worker thread, in one committed
@@ -98,7 +110,10 @@ class Database:
             PermanentStorageError: the database refuses this work; do not retry it.
         """
         work = functools.partial(self._attempt, fn, *args, **kwargs)
-        outcome = await trio.to_thread.run_sync(work, limiter=self.limiter)
+        try:
+            outcome = await trio.to_thread.run_sync(work, limiter=self.limiter)
+        finally:
+            self.signal_released()
         if isinstance(outcome, StorageError):
             if outcome.transient:
                 self.health.failed(outcome.reason)

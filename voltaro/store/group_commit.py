@@ -145,6 +145,8 @@ class GroupCommit:
             )
         except Exception as exc:  # the worker machinery itself failed: tell every caller
             outcomes = [_Raised(exc) for _ in batch]
+        finally:
+            db.signal_released()  # the frame log waits for a free slot (frame_log.py)
         self.batches += 1
         self.units += len(batch)
         for unit, outcome in zip(batch, outcomes, strict=True):

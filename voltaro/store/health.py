@@ -28,6 +28,7 @@ from contextlib import contextmanager
 
 import trio
 
+from voltaro.background import LoopGuard
 from voltaro.domain.ports import StorageUnavailable
 
 log = logging.getLogger("voltaro.store.health")
@@ -49,6 +50,7 @@ class DatabaseHealth:
         # and the chargers concerned.
         self._absorbed: Counter[str] = Counter()
         self._absorbed_chargers: dict[str, set[str]] = {}
+        self.guard = LoopGuard("database outage log", log)
 
     # --- reports from Database.run ------------------------------------------------------
 
@@ -172,4 +174,7 @@ class DatabaseHealth:
             due = now >= next_summary
             if due:
                 next_summary = now + interval
-            self.check(summary_due=due)
+            try:
+                self.check(summary_due=due)
+            except Exception as exc:  # issue 11.1: never the root nursery
+                await self.guard.after_failure(exc, "logging the outage summary")
