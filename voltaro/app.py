@@ -35,6 +35,8 @@ from voltaro.protocol import ConnectionLimits, OcppConnection, warm_up
 from voltaro.protocol.callerrors import CallErrorLog
 from voltaro.service.commands import CommandService
 from voltaro.service.directory import StoreDirectory
+from voltaro.service.files import FileTransfers
+from voltaro.service.firmware import FirmwareService
 from voltaro.service.frame_log import FrameSink
 from voltaro.service.health import HealthMonitor
 from voltaro.service.hub import EventHub
@@ -201,6 +203,9 @@ async def run(
     )
     components.extras["protection"] = protection
     health.protection = functools.partial(protection.snapshot, live=True)
+    files = FileTransfers(database, settings)
+    components.extras["files"] = files
+    components.extras["firmware"] = FirmwareService(components.commands, files)
 
     try:
         async with trio.open_nursery() as nursery:
@@ -237,6 +242,7 @@ async def _start_control(nursery: trio.Nursery, c: Components) -> str:
         settings=c.settings,
         call_errors=c.extras.get("call_errors"),
         protection=c.extras["protection"].snapshot,
+        firmware=c.extras.get("firmware"),
     )
     path: str = await _start(
         nursery,
@@ -251,7 +257,12 @@ async def _start_http(nursery: trio.Nursery, c: Components) -> tuple[str, int] |
         log.info("HTTP API disabled (http_enabled = false)")
         return None
     context = ApiContext(
-        settings=c.settings, db=c.database, registry=c.registry, commands=c.commands, hub=c.hub
+        settings=c.settings,
+        db=c.database,
+        registry=c.registry,
+        commands=c.commands,
+        hub=c.hub,
+        firmware=c.extras.get("firmware"),
     )
     address: tuple[str, int] = await _start(
         nursery,
@@ -259,6 +270,15 @@ async def _start_http(nursery: trio.Nursery, c: Components) -> tuple[str, int] |
         f"cannot serve the HTTP API on {c.settings.http_host}:{c.settings.http_port} "
         "(settings http_host, http_port; http_enabled = false turns it off)",
     )
+    files: FileTransfers | None = c.extras.get("files")
+    if files is not None:
+        files.http_address = address
+        if not c.settings.http_public_base and address[0] in ("127.0.0.1", "::1", "localhost"):
+            log.warning(
+                "file URLs for chargers (firmware, diagnostics) will be on http://%s:%d, "
+                "which only chargers on this machine reach: set http_public_base",
+                *address,
+            )
     return address
 
 

@@ -158,6 +158,17 @@ class Settings:
     http_host: str = "127.0.0.1"
     http_port: int = 8080
     api_tokens: tuple[ApiToken, ...] = ()
+    # --- Files served to and received from chargers (docs/firmware.md) ----------------
+    # The base URL chargers reach this server's HTTP port at, e.g. http://192.0.2.10:8080.
+    # Empty: http://http_host:http_port (refused when http_host is a wildcard address;
+    # 127.0.0.1 reaches only chargers on this machine).
+    http_public_base: str = ""
+    data_dir: str = "voltaro-data"  # firmware images and uploaded files live here
+    firmware_max_bytes: int = 256 * 1024 * 1024
+    upload_max_bytes: int = 64 * 1024 * 1024
+    # How long a file URL handed to a charger stays valid (a download's from its
+    # retrieveDate); a URL is also spent by the first complete transfer.
+    file_url_ttl: float = 86400.0
     # --- Process -------------------------------------------------------------------
     log_level: str = "INFO"
     log_format: LogFormat = LogFormat.TEXT
@@ -334,6 +345,13 @@ def _validate(s: Settings) -> None:
         raise bad("log_level", f"{s.log_level!r} is not one of {', '.join(_LOG_LEVELS)}")
     if s.control_group and not all(c.isalnum() or c in "-_." for c in s.control_group):
         raise bad("control_group", f"{s.control_group!r} is not a Unix group name")
+    for name in ("firmware_max_bytes", "upload_max_bytes"):
+        if getattr(s, name) < 1:
+            raise bad(name, "must be at least 1")
+    if s.file_url_ttl <= 0:
+        raise bad("file_url_ttl", "must be greater than 0")
+    if s.http_public_base and not s.http_public_base.startswith(("http://", "https://")):
+        raise bad("http_public_base", "must start with http:// or https://")
     if not s.database_url.startswith(("sqlite://", "postgresql")):
         raise bad("database_url", "must start with sqlite:// or postgresql://")
     if len(s.control_socket.encode()) > 100:

@@ -32,6 +32,7 @@ def server_settings(database_url: str, tmp_path: Path, **overrides: Any) -> Sett
         "port": 0,
         "database_url": database_url,
         "control_socket": str(tmp_path / "ctl.sock"),
+        "data_dir": str(tmp_path / "data"),
         "http_enabled": False,
         "db_retry_seconds": 1.0,
         "shutdown_grace": 1.0,

@@ -224,6 +224,41 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class StoredFile(BaseModel):
+    id: int
+    kind: str
+    name: str
+    size: int
+    sha256: str
+    charger_id: str | None
+    created_by: str
+    created_at: str
+
+
+class FirmwareUpdateBody(_Strict):
+    """Exactly one of ``location`` and ``file``."""
+
+    location: str | None = Field(
+        default=None, description="a URL the charger fetches (http, https, ftp, ftps)"
+    )
+    file: str | None = Field(
+        default=None, description="a firmware image this server serves (name or id)"
+    )
+    retrieve_date: datetime | None = Field(default=None, description="absent: now")
+    retries: int | None = Field(default=None, ge=0)
+    retry_interval: int | None = Field(default=None, ge=0)
+
+
+class DiagnosticsBody(_Strict):
+    location: str | None = Field(
+        default=None, description="absent: an upload URL of this server (one upload)"
+    )
+    start_time: datetime | None = None
+    stop_time: datetime | None = None
+    retries: int | None = Field(default=None, ge=0)
+    retry_interval: int | None = Field(default=None, ge=0)
+
+
 class RemoteStartBody(_Strict):
     id_tag: str = Field(min_length=1, max_length=20)
     connector_id: int | None = Field(default=None, ge=1)

@@ -18,13 +18,14 @@ from typing import Annotated, Any
 
 from fastapi import Body, Depends, FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from voltaro import __version__
 from voltaro.api import models
 from voltaro.api.docs import add_docs, complete_openapi
+from voltaro.api.files import FileTransferApp
 from voltaro.api.guard import Caller, RequestGuard
 from voltaro.domain.commands import CommandError, CommandErrorCode
 from voltaro.domain.model import AuthorizationStatus
@@ -32,14 +33,16 @@ from voltaro.domain.ports import StorageUnavailable
 from voltaro.net.registry import Registry
 from voltaro.service import views
 from voltaro.service.commands import CommandService, command_from_args
+from voltaro.service.firmware import FirmwareService
 from voltaro.service.hub import EventHub
 from voltaro.service.overview import server_status
 from voltaro.service.reconciliation import Reconciliation
 from voltaro.settings import ApiScope, Settings
-from voltaro.store import chargers, firmware, tags, transactions
+from voltaro.store import chargers, files, firmware, tags, transactions
 from voltaro.store import commands as command_audit
 from voltaro.store.db import Database
 from voltaro.store.errors import AlreadyExists, NotFound, StorageError
+from voltaro.store.files import StoredFile
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +59,7 @@ class ApiContext:
     commands: CommandService
     started: float = field(default_factory=time.monotonic)
     hub: EventHub | None = None  # for the events of operator actions
+    firmware: FirmwareService | None = None  # UpdateFirmware, GetDiagnostics, files
 
 
 class ApiError(Exception):
@@ -142,6 +146,13 @@ def create_app(ctx: ApiContext) -> FastAPI:
     add_docs(app)
     complete_openapi(app)
     app.add_middleware(RequestGuard, tokens=ctx.settings.api_tokens)
+    # Outermost: /files/ (chargers' downloads and uploads, URL tokens) never reaches the
+    # bearer-token guard or FastAPI, and its bodies stream to disk (voltaro/api/files.py).
+    app.add_middleware(
+        FileTransferApp,
+        files=ctx.firmware.files if ctx.firmware is not None else None,
+        on_upload=(lambda stored: _uploaded(ctx, stored)),
+    )
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> Any:
@@ -415,6 +426,118 @@ def create_app(ctx: ApiContext) -> FastAPI:
         if not await ctx.db.run(tags.remove_tag, id_tag):
             raise ApiError(404, "not_found", f"unknown id tag {id_tag}")
 
+    def firmware_service() -> FirmwareService:
+        if ctx.firmware is None:
+            raise ApiError(404, "not_found", "this server keeps no files")
+        return ctx.firmware
+
+    async def firmware_command(run: Any) -> Any:
+        try:
+            outcome = await run
+        except CommandError as exc:
+            raise ApiError(_COMMAND_STATUS[exc.code], str(exc.code), exc.message) from None
+        return views.outcome_view(outcome)
+
+    file_errors: dict[int | str, dict[str, Any]] = {
+        **ERRORS,
+        **{code: {"model": models.ErrorBody} for code in (404, 409, 422, 502, 504)},
+    }
+
+    @app.post(
+        "/charge_points/{charger_id}/firmware/update",
+        response_model=models.CommandResult,
+        response_model_exclude_none=True,
+        responses=file_errors,
+        tags=["firmware"],
+    )
+    async def update_firmware(
+        charger_id: str, body: models.FirmwareUpdateBody, request: Request, scope: Operate
+    ) -> Any:
+        """UpdateFirmware (OCPP 1.6 §5.19; needs the admin scope): a location URL passed
+        through unchanged, or a firmware image this server serves at a URL made for this
+        charger alone."""
+        if scope is not ApiScope.ADMIN:
+            raise ApiError(403, "forbidden", "UpdateFirmware needs the admin scope")
+        return await firmware_command(
+            firmware_service().update(
+                charger_id,
+                actor=request.state.actor,
+                location=body.location,
+                file=body.file,
+                retrieve_at=body.retrieve_date,
+                retries=body.retries,
+                retry_interval=body.retry_interval,
+            )
+        )
+
+    @app.post(
+        "/charge_points/{charger_id}/diagnostics",
+        response_model=models.CommandResult,
+        response_model_exclude_none=True,
+        responses=file_errors,
+        tags=["firmware"],
+    )
+    async def get_diagnostics(
+        charger_id: str, body: models.DiagnosticsBody, request: Request, _: Operate
+    ) -> Any:
+        """GetDiagnostics (OCPP 1.6 §5.9): to ``location``, or to an upload URL of this
+        server; the file then appears in ``GET /diagnostics``."""
+        return await firmware_command(
+            firmware_service().diagnostics(
+                charger_id,
+                actor=request.state.actor,
+                location=body.location,
+                start_time=body.start_time,
+                stop_time=body.stop_time,
+                retries=body.retries,
+                retry_interval=body.retry_interval,
+            )
+        )
+
+    @app.get(
+        "/firmware", response_model=list[models.StoredFile], responses=ERRORS, tags=["firmware"]
+    )
+    async def list_firmware(_: Read) -> Any:
+        """Firmware images this server serves (added with `voltaro ctl firmware add`)."""
+        return [views.file_view(f) for f in await ctx.db.run(files.list_files, "firmware")]
+
+    @app.get(
+        "/diagnostics",
+        response_model=list[models.StoredFile],
+        responses=ERRORS,
+        tags=["firmware"],
+    )
+    async def list_diagnostics(
+        _: Read,
+        charge_point_id: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> Any:
+        """Diagnostics files chargers uploaded to this server, newest first."""
+        rows = await ctx.db.run(
+            files.list_files, "diagnostics", charger_id=charge_point_id, limit=limit
+        )
+        return [views.file_view(f) for f in rows]
+
+    @app.get(
+        "/stored_files/{file_id}/content",
+        responses={**ERRORS, 404: {"model": models.ErrorBody}},
+        response_class=FileResponse,
+        tags=["firmware"],
+    )
+    async def stored_file_content(file_id: int, scope: Read) -> Any:
+        """The bytes of a stored file (an uploaded diagnostics file, a firmware image);
+        needs the admin scope."""
+        if scope is not ApiScope.ADMIN:
+            raise ApiError(403, "forbidden", "reading stored files needs the admin scope")
+        stored = await ctx.db.run(files.get_file, file_id)
+        if stored is None:
+            raise ApiError(404, "not_found", f"unknown file {file_id}")
+        return FileResponse(
+            firmware_service().files_path(stored),
+            filename=stored.name,
+            media_type="application/octet-stream",
+        )
+
     command_errors: dict[int | str, dict[str, Any]] = {
         **ERRORS,
         **{code: {"model": models.ErrorBody} for code in (404, 409, 422, 502, 504)},
@@ -439,6 +562,20 @@ def create_app(ctx: ApiContext) -> FastAPI:
         _add_command_route(app, name, body_model, action, summary, command_errors, run_command)
 
     return app
+
+
+def _uploaded(ctx: ApiContext, stored: StoredFile) -> None:
+    if ctx.hub is not None:
+        ctx.hub.publish(
+            "file.uploaded",
+            {
+                "id": stored.id,
+                "kind": stored.kind,
+                "name": stored.name,
+                "size": stored.size,
+                "charger_id": stored.charger_id,
+            },
+        )
 
 
 def _add_command_route(

@@ -11,6 +11,8 @@ CALLERROR, 9 already exists, 10 the charger was busy with earlier commands (noth
 from __future__ import annotations
 
 import argparse
+import base64
+import hashlib
 import json
 import os
 import socket
@@ -200,10 +202,28 @@ GROUPS: dict[str, dict[str, str]] = {
         "data-transfer": "send vendor-specific data (DataTransfer)",
         "trigger": "ask the charger to send a message (TriggerMessage)",
     },
+    "Firmware and diagnostics": {
+        "firmware": "firmware images and updates (actions below)",
+        "firmware add": "keep a firmware image to serve to chargers (admin)",
+        "firmware list": "the firmware images this server serves",
+        "firmware update": "send UpdateFirmware: a --location URL or a --file served here",
+        "diagnostics": "diagnostics files (actions below)",
+        "diagnostics get": "send GetDiagnostics (upload here, or to a --location)",
+        "diagnostics list": "diagnostics files chargers uploaded here",
+        "diagnostics fetch": "copy an uploaded diagnostics file to this machine (admin)",
+    },
 }
 HELP = {name: text for group in GROUPS.values() for name, text in group.items()}
 # Commands that only group actions: --help lists their actions instead.
-GROUPED = ("chargers", "tags", "transactions", "commands", "quarantine")
+GROUPED = (
+    "chargers",
+    "tags",
+    "transactions",
+    "commands",
+    "quarantine",
+    "firmware",
+    "diagnostics",
+)
 
 EXAMPLES = """shell completion (commands, charger ids and tags from the server):
   source <(voltaro ctl completion bash)      # or: completion zsh, in ~/.zshrc
@@ -453,6 +473,41 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("charger_id", metavar="ID")
     tr.add_argument("requested_message", metavar="MESSAGE")
     tr.add_argument("--connector", dest="connector_id", type=int)
+    fw = _Group(
+        sub.add_parser("firmware").add_subparsers(dest="action", required=True, metavar="ACTION"),
+        "firmware",
+    )
+    fa = fw.add_parser("add")
+    fa.add_argument("path", metavar="FILE")
+    fa.add_argument("--name", help="the name chargers see (default: the file's)")
+    fw.add_parser("list")
+    fu = fw.add_parser("update")
+    fu.add_argument("charger_id", metavar="ID")
+    where = fu.add_mutually_exclusive_group(required=True)
+    where.add_argument("--location", help="a URL the charger fetches (http, https, ftp, ftps)")
+    where.add_argument("--file", help="a firmware image added with `firmware add` (name or id)")
+    fu.add_argument("--at", dest="retrieve_date", help="retrieve date, ISO 8601 (default now)")
+    fu.add_argument("--retries", type=int)
+    fu.add_argument("--retry-interval", type=int, metavar="SECONDS")
+    dg = _Group(
+        sub.add_parser("diagnostics").add_subparsers(
+            dest="action", required=True, metavar="ACTION"
+        ),
+        "diagnostics",
+    )
+    dget = dg.add_parser("get")
+    dget.add_argument("charger_id", metavar="ID")
+    dget.add_argument("--location", help="upload there instead (default: to this server)")
+    dget.add_argument("--since", dest="start_time", help="oldest entries, ISO 8601")
+    dget.add_argument("--until", dest="stop_time", help="newest entries, ISO 8601")
+    dget.add_argument("--retries", type=int)
+    dget.add_argument("--retry-interval", type=int, metavar="SECONDS")
+    dl = dg.add_parser("list")
+    dl.add_argument("--charger", dest="charger_id")
+    dl.add_argument("--limit", type=int, default=100)
+    df = dg.add_parser("fetch")
+    df.add_argument("file_id", metavar="FILE_ID", type=int)
+    df.add_argument("-o", "--output", help="where to write it (default: its name, here)")
     ev = sub.add_parser("events", help="follow the event stream until interrupted")
     ev.add_argument("--frames", action="store_true", help="include raw OCPP frames")
     ev.add_argument("--charger", dest="charger_id", metavar="ID", help="only this charger's")
@@ -521,6 +576,31 @@ def _request_for(ns: argparse.Namespace) -> tuple[str, dict[str, Any]]:
         if ns.charger_id is not None:
             args["charger_id"] = ns.charger_id
         return "quarantine.list", args
+    if c == "firmware":
+        if ns.action == "add":
+            path = os.path.abspath(ns.path)
+            return "firmware.add", {"path": path, "name": ns.name, "sha256": _sha256(path)}
+        if ns.action == "list":
+            return "firmware.list", {}
+        return "firmware.update", _clean(
+            charger_id=ns.charger_id,
+            location=ns.location,
+            file=ns.file,
+            retrieve_date=ns.retrieve_date,
+            retries=ns.retries,
+            retry_interval=ns.retry_interval,
+        )
+    if c == "diagnostics":
+        if ns.action == "list":
+            return "diagnostics.list", _clean(charger_id=ns.charger_id, limit=ns.limit)
+        return "diagnostics.get", _clean(
+            charger_id=ns.charger_id,
+            location=ns.location,
+            start_time=ns.start_time,
+            stop_time=ns.stop_time,
+            retries=ns.retries,
+            retry_interval=ns.retry_interval,
+        )
     command_args: dict[str, Any]
     match c:
         case "remote-start":
@@ -552,6 +632,51 @@ def _request_for(ns: argparse.Namespace) -> tuple[str, dict[str, Any]]:
             }
     clean = {k: v for k, v in command_args.items() if v is not None}
     return "command", {"charger_id": ns.charger_id, "action": c, "args": clean}
+
+
+def _clean(**args: Any) -> dict[str, Any]:
+    return {k: v for k, v in args.items() if v is not None}
+
+
+def _sha256(path: str) -> str:
+    """The image's SHA-256 as read here; the server refuses a copy that differs."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as handle:
+            while chunk := handle.read(1024 * 1024):
+                digest.update(chunk)
+    except OSError as exc:
+        raise CtlError(2, f"cannot read {path}: {exc.strerror or exc}") from None
+    return digest.hexdigest()
+
+
+def _fetch(client: Client, file_id: int, output: str | None) -> dict[str, Any]:
+    """Copy a stored file here through the control socket, piece by piece."""
+    first = client.request("files.read", {"id": file_id, "offset": 0})
+    target = output or first["name"]
+    offset = 0
+    piece = first
+    digest = hashlib.sha256()
+    try:
+        with open(target, "xb") as out:
+            while True:
+                data = base64.b64decode(piece["data"])
+                out.write(data)
+                digest.update(data)
+                offset += len(data)
+                if piece["eof"] or not data:
+                    break
+                piece = client.request("files.read", {"id": file_id, "offset": offset})
+    except FileExistsError:
+        raise CtlError(2, f"{target} exists: choose another with --output") from None
+    except OSError as exc:
+        raise CtlError(1, f"cannot write {target}: {exc.strerror or exc}") from None
+    if digest.hexdigest() != first["sha256"]:
+        raise CtlError(1, f"{target}: SHA-256 differs from the server's; fetch it again")
+    return {
+        **{k: v for k, v in first.items() if k not in ("data", "offset", "eof")},
+        "written": os.path.abspath(target),
+    }
 
 
 def _human(op: str, result: Any) -> str:
@@ -619,6 +744,21 @@ def _human(op: str, result: Any) -> str:
             ],
             ["KIND", "CHARGER", "TX", "METER_STOP", "STOP_TIME", "REASON", "RECEIVED"],
         )
+    if op in ("firmware.list", "diagnostics.list"):
+        return _table(
+            [
+                (
+                    f["id"],
+                    f["name"],
+                    f["size"],
+                    f["charger_id"],
+                    _time(f["created_at"]),
+                    f["sha256"][:16],
+                )
+                for f in result
+            ],
+            ["ID", "NAME", "BYTES", "CHARGER", "ADDED", "SHA256"],
+        )
     if op == "quarantine.list":
         return _table(
             [
@@ -638,7 +778,7 @@ def _human(op: str, result: Any) -> str:
         )
     if op == "commands.list":
         return human.command_rows(result)
-    if op == "command":
+    if op in ("command", "firmware.update", "diagnostics.get"):
         lines = [f"{result['action']}: {result['status']}"]
         for entry in result.get("configuration", []):
             flag = " (readonly)" if entry["readonly"] else ""
@@ -647,6 +787,8 @@ def _human(op: str, result: Any) -> str:
             lines.append(f"  {key}: unknown key")
         if result.get("data") is not None:
             lines.append(f"  data: {result['data']}")
+        for key, value in (result.get("details") or {}).items():
+            lines.append(f"  {key}: {value}")
         if result.get("warning"):
             lines.append(f"  WARNING: {result['warning']}")
         return "\n".join(lines)
@@ -796,6 +938,10 @@ def _main(argv: list[str], as_json: bool) -> int:
                         print(f"{at} {frame['event']} {data}", flush=True)
             except KeyboardInterrupt:
                 return 0
+            return 0
+        if ns.command == "diagnostics" and ns.action == "fetch":
+            fetched = _fetch(client, ns.file_id, ns.output)
+            print(json.dumps(fetched, indent=2) if ns.json else f"written to {fetched['written']}")
             return 0
         op, args = _request_for(ns)
         result = client.request(op, args)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
+
+import trio
 
 from voltaro.control.wire import ErrorCode, redact, redact_frame_text
 from voltaro.domain.commands import (
@@ -21,12 +24,23 @@ from voltaro.net.identity import identity_problem
 from voltaro.net.registry import Registry
 from voltaro.protocol.callerrors import CallErrorLog
 from voltaro.service import views
-from voltaro.service.commands import CommandService, command_from_args
+from voltaro.service.commands import CommandService, command_from_args, command_time
+from voltaro.service.files import FileError, FileTransfers
+from voltaro.service.firmware import FirmwareService
 from voltaro.service.hub import EventHub
 from voltaro.service.overview import server_status
 from voltaro.service.reconciliation import Reconciliation
 from voltaro.settings import Settings
-from voltaro.store import chargers, commands, firmware, frames, quarantine, tags, transactions
+from voltaro.store import (
+    chargers,
+    commands,
+    files,
+    firmware,
+    frames,
+    quarantine,
+    tags,
+    transactions,
+)
 from voltaro.store.db import Database
 from voltaro.store.errors import AlreadyExists, NotFound
 
@@ -93,8 +107,10 @@ class ControlOps:
         settings: Settings | None = None,
         call_errors: CallErrorLog | None = None,
         protection: Callable[[], dict[str, Any]] | None = None,
+        firmware: FirmwareService | None = None,
     ) -> None:
         self._protection = protection
+        self._firmware = firmware or FirmwareService(command_service)
         self._db = db
         self.db = db  # the control server reports refused requests to its health
         self._settings = settings or Settings()
@@ -126,6 +142,12 @@ class ControlOps:
             "quarantine.list": self.quarantine_list,
             "commands.list": self.commands_list,
             "command": self.command,
+            "firmware.add": self.firmware_add,
+            "firmware.list": self.firmware_list,
+            "firmware.update": self.firmware_update,
+            "diagnostics.get": self.diagnostics_get,
+            "diagnostics.list": self.diagnostics_list,
+            "files.read": self.files_read,
         }
 
     def _charger_view(self, charger: Any) -> dict[str, Any]:
@@ -524,3 +546,116 @@ class ControlOps:
         except CommandError as exc:
             raise OpError(_COMMAND_CODES[exc.code], exc.message) from None
         return views.outcome_view(outcome)
+
+    # --- Firmware Management (docs/firmware.md) ------------------------------------------
+
+    def _files(self) -> FileTransfers:
+        if self._firmware.files is None:
+            raise OpError(ErrorCode.BAD_ARGUMENTS, "this server keeps no files")
+        return self._firmware.files
+
+    async def firmware_add(self, args: dict[str, Any], user: str) -> dict[str, Any]:
+        path = _text(args, "path")
+        name = args.get("name")
+        sha256 = args.get("sha256")
+        if name is not None and not isinstance(name, str):
+            raise OpError(ErrorCode.BAD_ARGUMENTS, "name must be a string")
+        if sha256 is not None and not isinstance(sha256, str):
+            raise OpError(ErrorCode.BAD_ARGUMENTS, "sha256 must be a string")
+        try:
+            stored = await self._files().add_firmware(path, name=name, sha256=sha256, actor=user)
+        except FileError as exc:
+            raise OpError(exc.code, exc.message) from None
+        return views.file_view(stored)
+
+    async def firmware_list(self, args: dict[str, Any], user: str) -> list[dict[str, Any]]:
+        rows = await self._db.run(files.list_files, "firmware", limit=_limit(args, 100))
+        return [views.file_view(f) for f in rows]
+
+    async def diagnostics_list(self, args: dict[str, Any], user: str) -> list[dict[str, Any]]:
+        charger_id = args.get("charger_id")
+        if charger_id is not None and not isinstance(charger_id, str):
+            raise OpError(ErrorCode.BAD_ARGUMENTS, "charger_id must be a string")
+        rows = await self._db.run(
+            files.list_files, "diagnostics", charger_id=charger_id, limit=_limit(args, 100)
+        )
+        return [views.file_view(f) for f in rows]
+
+    async def files_read(self, args: dict[str, Any], user: str) -> dict[str, Any]:
+        """A piece of a stored file, base64 (the control socket carries JSON lines)."""
+        file_id, offset = args.get("id"), args.get("offset", 0)
+        length = args.get("length", 32768)
+        for key, value in (("id", file_id), ("offset", offset), ("length", length)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise OpError(ErrorCode.BAD_ARGUMENTS, f"{key} must be a whole number")
+        stored = await self._db.run(files.get_file, file_id)
+        if stored is None:
+            raise OpError(ErrorCode.NOT_FOUND, f"unknown file {file_id}")
+        path = self._files().path_of(stored)
+        size = min(length, 48 * 1024)
+
+        def read() -> bytes:
+            with path.open("rb") as handle:
+                handle.seek(offset)
+                return handle.read(size)
+
+        try:
+            data = await trio.to_thread.run_sync(read)
+        except OSError as exc:
+            raise OpError(ErrorCode.INTERNAL, f"file {file_id} cannot be read: {exc}") from None
+        return {
+            **views.file_view(stored),
+            "offset": offset,
+            "data": base64.b64encode(data).decode(),
+            "eof": offset + len(data) >= stored.size,
+        }
+
+    async def firmware_update(self, args: dict[str, Any], user: str) -> dict[str, Any]:
+        charger_id = _text(args, "charger_id")
+        try:
+            outcome = await self._firmware.update(
+                charger_id,
+                actor=user,
+                location=_optional_text(args, "location"),
+                file=_optional_text(args, "file"),
+                retrieve_at=command_time(args, "retrieve_date"),
+                retries=_optional_int(args, "retries"),
+                retry_interval=_optional_int(args, "retry_interval"),
+            )
+        except CommandError as exc:
+            raise OpError(_COMMAND_CODES[exc.code], exc.message) from None
+        return views.outcome_view(outcome)
+
+    async def diagnostics_get(self, args: dict[str, Any], user: str) -> dict[str, Any]:
+        charger_id = _text(args, "charger_id")
+        try:
+            outcome = await self._firmware.diagnostics(
+                charger_id,
+                actor=user,
+                location=_optional_text(args, "location"),
+                start_time=command_time(args, "start_time"),
+                stop_time=command_time(args, "stop_time"),
+                retries=_optional_int(args, "retries"),
+                retry_interval=_optional_int(args, "retry_interval"),
+            )
+        except CommandError as exc:
+            raise OpError(_COMMAND_CODES[exc.code], exc.message) from None
+        return views.outcome_view(outcome)
+
+
+def _optional_text(args: dict[str, Any], key: str) -> str | None:
+    value = args.get(key)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise OpError(ErrorCode.BAD_ARGUMENTS, f"{key} must be a string")
+    return value
+
+
+def _optional_int(args: dict[str, Any], key: str) -> int | None:
+    value = args.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise OpError(ErrorCode.BAD_ARGUMENTS, f"{key} must be a whole number")
+    return value

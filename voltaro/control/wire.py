@@ -91,6 +91,17 @@ OPS: dict[str, Role] = {
     # The command audit: who sent what to which charger, when, and the outcome.
     "commands.list": Role.VIEWER,  # args: {"charger_id"?, "since"? (ISO 8601), "limit"?}
     "command": Role.OPERATOR,  # args: {"charger_id", "action", "args": {...}}
+    # Firmware Management (docs/firmware.md):
+    "firmware.add": Role.ADMIN,  # args: {"path" (absolute, on the server), "name"?, "sha256"?}
+    "firmware.list": Role.VIEWER,
+    # args: {"charger_id", "location"? | "file"?, "retrieve_date"?, "retries"?,
+    #        "retry_interval"?}
+    "firmware.update": Role.ADMIN,
+    # args: {"charger_id", "location"? (absent: Voltaro's upload URL), "start_time"?,
+    #        "stop_time"?, "retries"?, "retry_interval"?}
+    "diagnostics.get": Role.OPERATOR,
+    "diagnostics.list": Role.VIEWER,  # args: {"charger_id"?, "limit"?}
+    "files.read": Role.ADMIN,  # args: {"id", "offset"?, "length"?}: base64 "data", "eof"
 }
 
 # OCPP action -> the least role allowed to send it. Hard reset needs admin (args.type).

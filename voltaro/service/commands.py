@@ -105,6 +105,11 @@ def _str(args: dict[str, Any], key: str, *, required: bool = True) -> str | None
     return value
 
 
+def command_time(args: dict[str, Any], key: str) -> datetime | None:
+    """An optional ISO 8601 argument (raises CommandError BAD_ARGUMENTS)."""
+    return _when(args, key)
+
+
 def _when(args: dict[str, Any], key: str) -> datetime | None:
     value = args.get(key)
     if value is None or value == "":

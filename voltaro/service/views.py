@@ -193,3 +193,17 @@ def transfer_status_view(latest: Mapping[Any, Any], history: Sequence[Any]) -> d
         {"kind": e.kind.value, "status": e.status, "at": format_utc(e.at)} for e in history
     ]
     return out
+
+
+def file_view(stored: Any) -> dict[str, Any]:
+    """A file Voltaro keeps (store.files.StoredFile)."""
+    return {
+        "id": stored.id,
+        "kind": stored.kind,
+        "name": stored.name,
+        "size": stored.size,
+        "sha256": stored.sha256,
+        "charger_id": stored.charger_id,
+        "created_by": stored.created_by,
+        "created_at": format_utc(stored.created_at),
+    }
