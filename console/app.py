@@ -406,10 +406,15 @@ class ConsoleApp(App[None]):
             banner.add_class("shown")
         elif not self.site.database_ok:
             db = self.site.health.get("database") or {}
+            # The driver's error can run to four lines at 80 columns: the banner says
+            # what it means and the start of the error; F7 and F8 have all of it.
+            error = " ".join(str(db.get("error") or "").split())
+            if len(error) > 60:
+                error = error[:59] + "…"
             banner.update(
-                "DATABASE DOWN: "
-                f"{db.get('error') or 'the server cannot reach its database'}. "
-                "Chargers get errors for transaction messages and retry them; nothing is lost."
+                "DATABASE DOWN: the server cannot reach its database. Chargers get errors "
+                "for transaction messages and retry them; nothing is lost."
+                + (f" ({error})" if error else "")
             )
             banner.add_class("shown")
         else:
