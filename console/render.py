@@ -134,7 +134,7 @@ def protection_line(p: dict[str, Any]) -> str | None:
         ((p.get("auth") or {}).get("locked_out", 0), "lockouts"),
         (p.get("abuse_cut_off", 0), "cut off"),
         (conns.get("refused_per_ip", 0) + conns.get("refused_global", 0), "sockets capped"),
-        (conns.get("accept_errors", 0), "accept errors"),
+        (conns.get("accept_errors", 0) + conns.get("http_accept_errors", 0), "accept errors"),
         (sum((p.get("background_failures") or {}).values()), "task errors"),
     ]
     shown = [f"{n} {what}" for n, what in parts if n]

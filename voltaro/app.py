@@ -264,9 +264,12 @@ async def _start_http(nursery: trio.Nursery, c: Components) -> tuple[str, int] |
         hub=c.hub,
         firmware=c.extras.get("firmware"),
     )
+    api = ApiServer(context)
+    # Issue 11.8: accepts the HTTP API could not make for lack of descriptors.
+    c.extras["protection"].http_accept_errors = lambda: api.accept_errors.errors
     address: tuple[str, int] = await _start(
         nursery,
-        ApiServer(context).run,
+        api.run,
         f"cannot serve the HTTP API on {c.settings.http_host}:{c.settings.http_port} "
         "(settings http_host, http_port; http_enabled = false turns it off)",
     )

@@ -106,10 +106,13 @@ async def test_out_of_descriptors_the_server_refuses_cleanly_and_recovers(
     with log_path.open("wb") as err:  # a file: the server never blocks on its log
         process = await trio.lowlevel.open_process(command, stderr=err, env=env)
     try:
-        text = await _wait_for_log(log_path, "control socket at")
+        text = await _wait_for_log(log_path, "HTTP API on http:")
         match = LISTENING.search(text)
         assert match is not None, text
         port = int(match.group(1))
+        http = re.search(r"HTTP API on http://127\.0\.0\.1:(\d+)", text)
+        assert http is not None, text
+        http_port = int(http.group(1))
         url = f"ws://127.0.0.1:{port}/ocpp"
         served = await RawCharger.connect(f"{url}/CP-1")
         assert (await served.boot())["status"] == "Accepted"
@@ -119,6 +122,9 @@ async def test_out_of_descriptors_the_server_refuses_cleanly_and_recovers(
         held = len(os.listdir(f"/proc/{process.pid}/fd"))
         resource.prlimit(process.pid, resource.RLIMIT_NOFILE, (held + 3, hard))
         crowd = await trio.to_thread.run_sync(_connect_many, port, 30)
+        # The HTTP API (Hypercorn, through trio's accept loop) meets the same limit.
+        crowd_http = await trio.to_thread.run_sync(_connect_many, http_port, 3)
+        await _wait_for_log(log_path, "HTTP API: accept failed: EMFILE")
         try:
             # At most 3 are accepted (they wait for their upgrade); every other one is
             # closed at once rather than left waiting in the kernel's queue.
@@ -133,11 +139,12 @@ async def test_out_of_descriptors_the_server_refuses_cleanly_and_recovers(
             assert not isinstance(refused.value, TimeoutError)
             assert process.returncode is None
         finally:
-            for sock in crowd:
+            for sock in crowd + crowd_http:
                 sock.close()
         # One line about it, no traceback, not a line per accept.
         text = await trio.Path(log_path).read_text(errors="replace")
         assert len(re.findall(r"OCPP listener: accept failed: EMFILE", text)) == 1, text[-3000:]
+        assert len(re.findall(r"HTTP API: accept failed: EMFILE", text)) == 1, text[-3000:]
         assert "Traceback" not in text, text[-3000:]
 
         # Descriptors free again: new chargers are served as before.
@@ -151,6 +158,8 @@ async def test_out_of_descriptors_the_server_refuses_cleanly_and_recovers(
         connections = protection["connections"]
         assert connections["refused_no_descriptor"] >= 28  # the crowd and CP-2
         assert connections["accept_errors"] >= 28
+        # trio retried the HTTP accept every 0.1 s meanwhile: counted, logged once.
+        assert connections["http_accept_errors"] >= 2
         for cp in (served, again):
             await cp.close()
     finally:

@@ -359,10 +359,9 @@ def protection_notes(p: dict[str, Any]) -> list[str]:
     }
     if any(closed.values()):
         notes.append(f"{sum(closed.values())} sockets closed at accept ({_counts(closed)})")
-    if conns.get("accept_errors"):
-        notes.append(
-            f"{conns['accept_errors']} accepts failed for lack of file descriptors or memory"
-        )
+    failed = conns.get("accept_errors", 0) + conns.get("http_accept_errors", 0)
+    if failed:
+        notes.append(f"{failed} accepts failed for lack of file descriptors or memory")
     failures = p.get("background_failures") or {}
     if any(failures.values()):
         notes.append(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from voltaro import __version__
@@ -45,9 +45,11 @@ class Protection:
         self._listener = listener
         self._frame_sink = frame_sink
         self._guards = list(guards)
+        self.http_accept_errors: Callable[[], int] = lambda: 0
 
     def snapshot(self, *, live: bool = False) -> dict[str, Any]:
         out = self._listener.counters()
+        out["connections"]["http_accept_errors"] = self.http_accept_errors()
         frame_log = dataclasses.asdict(self._frame_sink.stats)
         failures: dict[str, int] = dict(out.pop("background_failures"))
         for guard in self._guards:
