@@ -9,7 +9,8 @@ Starts ``voltaro serve`` on loopback (port chosen by the OS, unknown chargers ac
 a fresh SQLite file unless told otherwise) and runs each scenario while one healthy
 charger sends a Heartbeat every 20 ms. For each scenario it prints the healthy
 charger's p50/p99 before and during, the server's RSS, open file descriptors and the
-database's disk use (SQLite file + WAL) before and after, and what the attack saw.
+database's disk use (SQLite file + WAL) before and after, and what the attack saw,
+then the `!` lines of `voltaro ctl status` (the server's counters since it started).
 
 Scenarios (all bounded in count and time, loopback only):
   flood   one charger sends 5,000 malformed frames and unknown-action CALLs
@@ -92,6 +93,7 @@ class Server:
             "VOLTARO_API_TOKENS": "read:abuse-script-token-0001",
         }
         self.log = open(workdir / "server.log", "wb")  # noqa: SIM115 - closed in stop()
+        self.control = workdir / "c.sock"
         self.process = subprocess.Popen(
             [
                 sys.executable,
@@ -109,7 +111,7 @@ class Server:
                 "--database-url",
                 url,
                 "--control-socket",
-                str(workdir / "c.sock"),
+                str(self.control),
             ],
             env=env,
             stdout=self.log,
@@ -118,6 +120,17 @@ class Server:
         )
         wait_port(self.port)
         self.url = f"ws://127.0.0.1:{self.port}/ocpp"
+
+    def protection(self) -> list[str]:
+        """What `voltaro ctl status` says was refused, shed or failed so far."""
+        done = subprocess.run(
+            [sys.executable, "-m", "voltaro", "ctl", "--socket", str(self.control), "status"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            cwd=ROOT,
+        )
+        return [line for line in done.stdout.splitlines() if line.startswith("!")]
 
     def stop(self) -> None:
         self.process.terminate()
@@ -329,6 +342,9 @@ async def scenario(server: Server, name: str) -> None:
         f"   RSS MiB {before['rss']:.0f} -> {after['rss']:.0f}; fds {before['fds']:.0f} -> "
         f"{after['fds']:.0f}; disk MiB {before['disk']:.1f} -> {after['disk']:.1f}"
     )
+    # The server's own counters (cumulative since it started), as an operator reads them.
+    for line in await asyncio.to_thread(server.protection):
+        print(f"   ctl status: {line}")
 
 
 def main() -> None:
