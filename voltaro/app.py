@@ -33,6 +33,7 @@ from voltaro.net.listener import OcppListener
 from voltaro.net.registry import Registry
 from voltaro.protocol import ConnectionLimits, OcppConnection, warm_up
 from voltaro.protocol.callerrors import CallErrorLog
+from voltaro.service.campaigns import CampaignRunner
 from voltaro.service.commands import CommandService
 from voltaro.service.directory import StoreDirectory
 from voltaro.service.files import FileTransfers
@@ -205,7 +206,16 @@ async def run(
     health.protection = functools.partial(protection.snapshot, live=True)
     files = FileTransfers(database, settings)
     components.extras["files"] = files
-    components.extras["firmware"] = FirmwareService(components.commands, files)
+    firmware = FirmwareService(components.commands, files)
+    components.extras["firmware"] = firmware
+    campaigns = CampaignRunner(
+        database,
+        firmware,
+        is_connected=registry.is_connected,
+        publish=hub.publish,
+        settings=settings,
+    )
+    components.extras["campaigns"] = campaigns
 
     try:
         async with trio.open_nursery() as nursery:
@@ -223,6 +233,7 @@ async def run(
             control_path = await _start_control(nursery, components)
             http = await _start_http(nursery, components)
             await nursery.start(retention.run)
+            await nursery.start(campaigns.run)
             task_status.started(BoundAddresses(ocpp=ocpp, control_socket=control_path, http=http))
             await stop.wait()
             log.info("shutting down: closing charger connections (1001)")
@@ -243,6 +254,7 @@ async def _start_control(nursery: trio.Nursery, c: Components) -> str:
         call_errors=c.extras.get("call_errors"),
         protection=c.extras["protection"].snapshot,
         firmware=c.extras.get("firmware"),
+        campaigns=c.extras.get("campaigns"),
     )
     path: str = await _start(
         nursery,

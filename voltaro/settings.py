@@ -169,6 +169,11 @@ class Settings:
     # How long a file URL handed to a charger stays valid (a download's from its
     # retrieveDate); a URL is also spent by the first complete transfer.
     file_url_ttl: float = 86400.0
+    # Firmware campaigns: how often the runner looks (it also wakes when one is made),
+    # and how long a charger may stay without a final firmware status before it is
+    # given up (its slot goes to the next charger).
+    campaign_poll: float = 5.0
+    campaign_target_timeout: float = 7200.0
     # --- Process -------------------------------------------------------------------
     log_level: str = "INFO"
     log_format: LogFormat = LogFormat.TEXT
@@ -348,8 +353,9 @@ def _validate(s: Settings) -> None:
     for name in ("firmware_max_bytes", "upload_max_bytes"):
         if getattr(s, name) < 1:
             raise bad(name, "must be at least 1")
-    if s.file_url_ttl <= 0:
-        raise bad("file_url_ttl", "must be greater than 0")
+    for name in ("file_url_ttl", "campaign_poll", "campaign_target_timeout"):
+        if getattr(s, name) <= 0:
+            raise bad(name, "must be greater than 0")
     if s.http_public_base and not s.http_public_base.startswith(("http://", "https://")):
         raise bad("http_public_base", "must start with http:// or https://")
     if not s.database_url.startswith(("sqlite://", "postgresql")):

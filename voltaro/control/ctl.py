@@ -206,7 +206,9 @@ GROUPS: dict[str, dict[str, str]] = {
         "firmware": "firmware images and updates (actions below)",
         "firmware add": "keep a firmware image to serve to chargers (admin)",
         "firmware list": "the firmware images this server serves",
-        "firmware update": "send UpdateFirmware: a --location URL or a --file served here",
+        "firmware update": "send UpdateFirmware: a --location URL or a --file served here; "
+        "--chargers PATTERN runs a campaign",
+        "firmware campaigns": "firmware campaigns and each charger's progress",
         "diagnostics": "diagnostics files (actions below)",
         "diagnostics get": "send GetDiagnostics (upload here, or to a --location)",
         "diagnostics list": "diagnostics files chargers uploaded here",
@@ -481,8 +483,15 @@ def _parser() -> argparse.ArgumentParser:
     fa.add_argument("path", metavar="FILE")
     fa.add_argument("--name", help="the name chargers see (default: the file's)")
     fw.add_parser("list")
+    fw.add_parser("campaigns").add_argument("campaign_id", metavar="ID", nargs="?", type=int)
     fu = fw.add_parser("update")
-    fu.add_argument("charger_id", metavar="ID")
+    fu.add_argument("charger_id", metavar="ID", nargs="?")
+    fu.add_argument(
+        "--chargers", dest="pattern", metavar="PATTERN", help="a campaign: every charger matching"
+    )
+    fu.add_argument(
+        "--max-parallel", type=int, default=5, metavar="N", help="campaign: at most N at once"
+    )
     where = fu.add_mutually_exclusive_group(required=True)
     where.add_argument("--location", help="a URL the charger fetches (http, https, ftp, ftps)")
     where.add_argument("--file", help="a firmware image added with `firmware add` (name or id)")
@@ -582,6 +591,20 @@ def _request_for(ns: argparse.Namespace) -> tuple[str, dict[str, Any]]:
             return "firmware.add", {"path": path, "name": ns.name, "sha256": _sha256(path)}
         if ns.action == "list":
             return "firmware.list", {}
+        if ns.action == "campaigns":
+            return "firmware.campaigns", _clean(campaign_id=ns.campaign_id)
+        if (ns.charger_id is None) == (ns.pattern is None):
+            raise CtlError(2, "give a charger ID or --chargers PATTERN (a campaign)")
+        if ns.pattern is not None:
+            return "firmware.campaign", _clean(
+                pattern=ns.pattern,
+                location=ns.location,
+                file=ns.file,
+                retrieve_date=ns.retrieve_date,
+                retries=ns.retries,
+                retry_interval=ns.retry_interval,
+                max_parallel=ns.max_parallel,
+            )
         return "firmware.update", _clean(
             charger_id=ns.charger_id,
             location=ns.location,
@@ -744,6 +767,32 @@ def _human(op: str, result: Any) -> str:
             ],
             ["KIND", "CHARGER", "TX", "METER_STOP", "STOP_TIME", "REASON", "RECEIVED"],
         )
+    if op == "firmware.campaigns" and isinstance(result, list):
+        return _table(
+            [
+                (
+                    c["id"],
+                    c["pattern"],
+                    c["firmware"],
+                    c["chargers"],
+                    " ".join(f"{k}:{v}" for k, v in sorted(c["counts"].items())),
+                    "finished" if c["finished_at"] else "running",
+                )
+                for c in result
+            ],
+            ["ID", "CHARGERS", "FIRMWARE", "N", "PROGRESS", "STATE"],
+        )
+    if op in ("firmware.campaign", "firmware.campaigns"):
+        head = (
+            f"campaign {result['id']}: {result['pattern']} ({result['chargers']} chargers, "
+            f"{result['max_parallel']} at a time, from {_time(result['retrieve_at'])}), "
+            + ("finished" if result["finished_at"] else "running")
+        )
+        rows = [
+            (t["charger_id"], t["state"], _time(t["updated_at"]), t["detail"])
+            for t in result["targets"]
+        ]
+        return head + "\n" + _table(rows, ["CHARGER", "STATE", "SINCE", "DETAIL"])
     if op in ("firmware.list", "diagnostics.list"):
         return _table(
             [

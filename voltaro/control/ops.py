@@ -24,6 +24,7 @@ from voltaro.net.identity import identity_problem
 from voltaro.net.registry import Registry
 from voltaro.protocol.callerrors import CallErrorLog
 from voltaro.service import views
+from voltaro.service.campaigns import CampaignRunner
 from voltaro.service.commands import CommandService, command_from_args, command_time
 from voltaro.service.files import FileError, FileTransfers
 from voltaro.service.firmware import FirmwareService
@@ -108,9 +109,11 @@ class ControlOps:
         call_errors: CallErrorLog | None = None,
         protection: Callable[[], dict[str, Any]] | None = None,
         firmware: FirmwareService | None = None,
+        campaigns: CampaignRunner | None = None,
     ) -> None:
         self._protection = protection
         self._firmware = firmware or FirmwareService(command_service)
+        self._campaigns = campaigns
         self._db = db
         self.db = db  # the control server reports refused requests to its health
         self._settings = settings or Settings()
@@ -148,6 +151,8 @@ class ControlOps:
             "diagnostics.get": self.diagnostics_get,
             "diagnostics.list": self.diagnostics_list,
             "files.read": self.files_read,
+            "firmware.campaign": self.firmware_campaign,
+            "firmware.campaigns": self.firmware_campaigns,
         }
 
     def _charger_view(self, charger: Any) -> dict[str, Any]:
@@ -641,6 +646,38 @@ class ControlOps:
         except CommandError as exc:
             raise OpError(_COMMAND_CODES[exc.code], exc.message) from None
         return views.outcome_view(outcome)
+
+    async def firmware_campaign(self, args: dict[str, Any], user: str) -> dict[str, Any]:
+        if self._campaigns is None:
+            raise OpError(ErrorCode.BAD_ARGUMENTS, "this server runs no firmware campaigns")
+        max_parallel = args.get("max_parallel", 5)
+        try:
+            campaign = await self._campaigns.create(
+                pattern=_text(args, "pattern"),
+                actor=user,
+                location=_optional_text(args, "location"),
+                file=_optional_text(args, "file"),
+                retrieve_at=command_time(args, "retrieve_date"),
+                retries=_optional_int(args, "retries"),
+                retry_interval=_optional_int(args, "retry_interval"),
+                max_parallel=max_parallel,
+            )
+        except CommandError as exc:
+            raise OpError(_COMMAND_CODES[exc.code], exc.message) from None
+        return views.campaign_view(campaign)
+
+    async def firmware_campaigns(self, args: dict[str, Any], user: str) -> Any:
+        """One campaign with every charger's progress, or the latest campaigns."""
+        campaign_id = args.get("campaign_id")
+        if campaign_id is None:
+            rows = await self._db.run(firmware.list_campaigns, limit=_limit(args, 20))
+            return [views.campaign_view(c, targets=False) for c in rows]
+        if isinstance(campaign_id, bool) or not isinstance(campaign_id, int):
+            raise OpError(ErrorCode.BAD_ARGUMENTS, "campaign_id must be an integer")
+        campaign = await self._db.run(firmware.get_campaign, campaign_id)
+        if campaign is None:
+            raise OpError(ErrorCode.NOT_FOUND, f"unknown campaign {campaign_id}")
+        return views.campaign_view(campaign)
 
 
 def _optional_text(args: dict[str, Any], key: str) -> str | None:

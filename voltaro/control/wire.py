@@ -102,6 +102,10 @@ OPS: dict[str, Role] = {
     "diagnostics.get": Role.OPERATOR,
     "diagnostics.list": Role.VIEWER,  # args: {"charger_id"?, "limit"?}
     "files.read": Role.ADMIN,  # args: {"id", "offset"?, "length"?}: base64 "data", "eof"
+    # args: {"pattern", "location"? | "file"?, "retrieve_date"?, "max_parallel"?,
+    #        "retries"?, "retry_interval"?}
+    "firmware.campaign": Role.ADMIN,
+    "firmware.campaigns": Role.VIEWER,  # args: {"campaign_id"?}: one, else the latest
 }
 
 # OCPP action -> the least role allowed to send it. Hard reset needs admin (args.type).
@@ -165,6 +169,7 @@ class Event(StrEnum):
     FIRMWARE_STATUS = "firmware.status"  # {charger_id, status, at}
     DIAGNOSTICS_STATUS = "diagnostics.status"  # {charger_id, status, at}
     CAMPAIGN_PROGRESS = "campaign.progress"  # {campaign_id, charger_id, state, detail?}
+    CAMPAIGN_FINISHED = "campaign.finished"  # {campaign_id}
     FILE_UPLOADED = "file.uploaded"  # {id, kind, name, size, charger_id}
 
 

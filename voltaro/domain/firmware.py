@@ -7,8 +7,9 @@ asks ``campaign_step`` what to do next.
 
 from __future__ import annotations
 
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 
@@ -107,3 +108,45 @@ def target_state_after(current: TargetState, status: str) -> TargetState:
 def campaign_slots(in_progress: int, max_parallel: int) -> int:
     """How many more chargers may be sent UpdateFirmware now."""
     return max(0, max_parallel - in_progress)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RoundPlan:
+    """What a campaign does now: send to these chargers, give up on those."""
+
+    send: tuple[str, ...]
+    timed_out: tuple[str, ...]
+    finished: bool
+
+
+def plan_round(
+    targets: Sequence[tuple[str, TargetState, datetime]],
+    *,
+    max_parallel: int,
+    connected: Collection[str],
+    now: datetime,
+    started: bool,
+    timeout: timedelta,
+) -> RoundPlan:
+    """One step of a campaign over ``targets`` (charger id, state, last change).
+
+    - A target in progress with no report for ``timeout`` is given up (timed_out): a
+      charger that never reports must not hold a slot for ever.
+    - Free slots (``max_parallel`` minus those in progress) go to waiting chargers that
+      are connected now, in id order; offline ones wait for a later round.
+    - Nothing is sent before the campaign's time (``started`` false).
+    - The campaign is finished when every target is in a final state.
+    """
+    timed_out = tuple(
+        cid for cid, state, at in targets if state in IN_PROGRESS_STATES and now - at >= timeout
+    )
+    in_progress = sum(
+        1 for cid, state, _ in targets if state in IN_PROGRESS_STATES and cid not in timed_out
+    )
+    send: tuple[str, ...] = ()
+    if started:
+        ready = sorted(cid for cid, state, _ in targets if state is TargetState.WAITING)
+        ready = [cid for cid in ready if cid in connected]
+        send = tuple(ready[: campaign_slots(in_progress, max_parallel)])
+    finished = all(state in FINAL_STATES or cid in timed_out for cid, state, _ in targets)
+    return RoundPlan(send=send, timed_out=timed_out, finished=finished)

@@ -38,6 +38,10 @@ class FirmwareService:
     def files(self) -> FileTransfers | None:
         return self._files
 
+    @property
+    def commands(self) -> CommandService:
+        return self._commands
+
     def files_path(self, stored: StoredFile) -> Path:
         return self._require_files().path_of(stored)
 

@@ -207,3 +207,36 @@ def file_view(stored: Any) -> dict[str, Any]:
         "created_by": stored.created_by,
         "created_at": format_utc(stored.created_at),
     }
+
+
+def campaign_view(campaign: Any, *, targets: bool = True) -> dict[str, Any]:
+    """A firmware campaign (store.firmware.Campaign): its counts per state and, with
+    ``targets``, every charger's progress."""
+    counts: dict[str, int] = {}
+    for t in campaign.targets:
+        counts[t.state.value] = counts.get(t.state.value, 0) + 1
+    view: dict[str, Any] = {
+        "id": campaign.id,
+        "pattern": campaign.pattern,
+        "firmware": (
+            f"file #{campaign.file_id}" if campaign.file_id is not None else campaign.location
+        ),
+        "retrieve_at": format_utc(campaign.retrieve_at),
+        "max_parallel": campaign.max_parallel,
+        "created_by": campaign.created_by,
+        "created_at": format_utc(campaign.created_at),
+        "finished_at": _ts(campaign.finished_at),
+        "chargers": len(campaign.targets),
+        "counts": counts,
+    }
+    if targets:
+        view["targets"] = [
+            {
+                "charger_id": t.charger_id,
+                "state": t.state.value,
+                "detail": t.detail,
+                "updated_at": format_utc(t.updated_at),
+            }
+            for t in campaign.targets
+        ]
+    return view

@@ -94,3 +94,135 @@ def latest_transfer_status(s: Session, charger_id: str) -> dict[TransferKind, Tr
 
 def is_final(state: str) -> bool:
     return TargetState(state) in FINAL_STATES
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CampaignTarget:
+    charger_id: str
+    state: TargetState
+    detail: str | None
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Campaign:
+    id: int
+    pattern: str
+    location: str | None
+    file_id: int | None
+    retrieve_at: datetime
+    retries: int | None
+    retry_interval: int | None
+    max_parallel: int
+    created_by: str
+    created_at: datetime
+    finished_at: datetime | None
+    targets: tuple[CampaignTarget, ...]
+
+
+def _campaign(s: Session, row: CampaignRow) -> Campaign:
+    targets = s.scalars(
+        select(CampaignTargetRow)
+        .where(CampaignTargetRow.campaign_id == row.id)
+        .order_by(CampaignTargetRow.charger_id)
+    )
+    return Campaign(
+        id=row.id,
+        pattern=row.pattern,
+        location=row.location,
+        file_id=row.file_id,
+        retrieve_at=row.retrieve_at,
+        retries=row.retries,
+        retry_interval=row.retry_interval,
+        max_parallel=row.max_parallel,
+        created_by=row.created_by,
+        created_at=row.created_at,
+        finished_at=row.finished_at,
+        targets=tuple(
+            CampaignTarget(
+                charger_id=t.charger_id,
+                state=TargetState(t.state),
+                detail=t.detail,
+                updated_at=t.updated_at,
+            )
+            for t in targets
+        ),
+    )
+
+
+def create_campaign(
+    s: Session,
+    *,
+    pattern: str,
+    charger_ids: list[str],
+    location: str | None,
+    file_id: int | None,
+    retrieve_at: datetime,
+    retries: int | None,
+    retry_interval: int | None,
+    max_parallel: int,
+    created_by: str,
+    created_at: datetime,
+) -> Campaign:
+    row = CampaignRow(
+        pattern=pattern,
+        location=location,
+        file_id=file_id,
+        retrieve_at=retrieve_at,
+        retries=retries,
+        retry_interval=retry_interval,
+        max_parallel=max_parallel,
+        created_by=created_by,
+        created_at=created_at,
+    )
+    s.add(row)
+    s.flush()
+    for charger_id in charger_ids:
+        s.add(
+            CampaignTargetRow(
+                campaign_id=row.id,
+                charger_id=charger_id,
+                state=TargetState.WAITING.value,
+                updated_at=created_at,
+            )
+        )
+    s.flush()
+    return _campaign(s, row)
+
+
+def get_campaign(s: Session, campaign_id: int) -> Campaign | None:
+    row = s.get(CampaignRow, campaign_id)
+    return None if row is None else _campaign(s, row)
+
+
+def list_campaigns(s: Session, *, open_only: bool = False, limit: int = 50) -> list[Campaign]:
+    query = select(CampaignRow)
+    if open_only:
+        query = query.where(CampaignRow.finished_at.is_(None))
+    rows = s.scalars(query.order_by(CampaignRow.id.desc()).limit(limit)).all()
+    return [_campaign(s, r) for r in rows]
+
+
+def set_target(
+    s: Session,
+    campaign_id: int,
+    charger_id: str,
+    state: TargetState,
+    *,
+    detail: str | None,
+    at: datetime,
+    only_from: TargetState | None = None,
+) -> bool:
+    """Move a target; with ``only_from``, only if it is still in that state (a status
+    report may have moved it on meanwhile)."""
+    row = s.get(CampaignTargetRow, (campaign_id, charger_id))
+    if row is None or (only_from is not None and row.state != only_from.value):
+        return False
+    row.state, row.detail, row.updated_at = state.value, detail, at
+    return True
+
+
+def finish_campaign(s: Session, campaign_id: int, at: datetime) -> None:
+    row = s.get(CampaignRow, campaign_id)
+    if row is not None and row.finished_at is None:
+        row.finished_at = at

@@ -1,0 +1,218 @@
+"""Firmware campaigns: one firmware for many chargers, a few at a time (issue 16).
+
+``voltaro ctl firmware update --chargers 'ACME-*' --file fw.bin --at TIME --max-parallel N``
+records a campaign with one target per registered charger that matches. From ``TIME``
+on, the runner sends UpdateFirmware (through the command layer, audited as
+``campaign#ID:<who>``) to at most N chargers at once; each target then follows its
+charger's FirmwareStatusNotification (store.firmware.record_transfer_status): sent,
+Downloading, Downloaded, Installing, Installed, or DownloadFailed/InstallationFailed.
+A charger that is offline waits for a later round; one that never reports is given up
+after ``campaign_target_timeout`` (timed_out) so that it does not hold a slot for ever.
+The runner wakes every ``campaign_poll`` seconds, and at once when a campaign is made.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+import trio
+
+from voltaro.background import LoopGuard
+from voltaro.control.wire import Event
+from voltaro.domain.commands import CommandError, CommandErrorCode, UpdateFirmware, validate
+from voltaro.domain.firmware import TargetState, plan_round
+from voltaro.domain.timestamps import utc_now
+from voltaro.service.firmware import FirmwareService
+from voltaro.settings import Settings
+from voltaro.store import chargers
+from voltaro.store import firmware as store
+from voltaro.store.db import Database
+
+log = logging.getLogger(__name__)
+
+Publish = Callable[[str, dict[str, Any]], None]
+
+
+def _bad(message: str) -> CommandError:
+    return CommandError(CommandErrorCode.BAD_ARGUMENTS, message)
+
+
+class CampaignRunner:
+    def __init__(
+        self,
+        db: Database,
+        firmware: FirmwareService,
+        *,
+        is_connected: Callable[[str], bool],
+        publish: Publish,
+        settings: Settings,
+    ) -> None:
+        self._db = db
+        self._firmware = firmware
+        self._is_connected = is_connected
+        self._publish = publish
+        self._settings = settings
+        self._wake = trio.Event()
+        self.guard = LoopGuard("firmware campaigns", log)
+
+    async def create(
+        self,
+        *,
+        pattern: str,
+        actor: str,
+        location: str | None = None,
+        file: str | None = None,
+        retrieve_at: datetime | None = None,
+        retries: int | None = None,
+        retry_interval: int | None = None,
+        max_parallel: int = 5,
+    ) -> store.Campaign:
+        """Record a campaign over the registered chargers whose id matches ``pattern``
+        (shell-style: ``ACME-*``, ``CP-1?``). Nothing is sent here: the runner does it.
+
+        Raises:
+            CommandError: BAD_ARGUMENTS (no charger matches, both or neither of
+            location and file, an unknown file, max_parallel < 1).
+        """
+        if (location is None) == (file is None):
+            raise _bad("give either a location (URL) or a firmware file Voltaro serves")
+        if isinstance(max_parallel, bool) or not isinstance(max_parallel, int) or max_parallel < 1:
+            raise _bad("max-parallel must be a whole number, 1 or more")
+        file_id = None
+        if file is not None:
+            files = self._firmware.files
+            if files is None:
+                raise _bad("Voltaro serves no files here (http_enabled = false)")
+            file_id = (await files.find_firmware(file)).id
+            files.public_base()  # refuse now rather than at every send
+        else:
+            assert location is not None
+        # Checked as every UpdateFirmware is, before anything is stored.
+        validate(
+            UpdateFirmware(
+                location=location or "http://voltaro.invalid/",
+                retrieve_date=retrieve_at or utc_now(),
+                retries=retries,
+                retry_interval=retry_interval,
+            )
+        )
+        every = await self._db.run(chargers.list_chargers)
+        matching = sorted(c.charger_id for c in every if fnmatch.fnmatchcase(c.charger_id, pattern))
+        if not matching:
+            raise _bad(f"no registered charger matches {pattern!r}")
+        campaign = await self._db.run(
+            lambda s: store.create_campaign(
+                s,
+                pattern=pattern,
+                charger_ids=matching,
+                location=location,
+                file_id=file_id,
+                retrieve_at=retrieve_at or utc_now(),
+                retries=retries,
+                retry_interval=retry_interval,
+                max_parallel=max_parallel,
+                created_by=actor,
+                created_at=utc_now(),
+            )
+        )
+        log.info(
+            "firmware campaign #%d by %s: %d chargers matching %r, %d at a time",
+            campaign.id,
+            actor,
+            len(matching),
+            pattern,
+            max_parallel,
+        )
+        self._wake.set()
+        return campaign
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        while True:
+            try:
+                await self.step()
+            except Exception as exc:  # a failed round (the database down, say): later
+                await self.guard.after_failure(exc, "running a round")
+            else:
+                self.guard.succeeded()
+            with trio.move_on_after(self._settings.campaign_poll):
+                await self._wake.wait()
+            self._wake = trio.Event()
+
+    async def step(self) -> None:
+        """One round over every open campaign."""
+        for campaign in await self._db.run(store.list_campaigns, open_only=True):
+            await self._round(campaign)
+
+    async def _round(self, campaign: store.Campaign) -> None:
+        now = utc_now()
+        plan = plan_round(
+            [(t.charger_id, t.state, t.updated_at) for t in campaign.targets],
+            max_parallel=campaign.max_parallel,
+            connected={t.charger_id for t in campaign.targets if self._is_connected(t.charger_id)},
+            now=now,
+            started=now >= campaign.retrieve_at,
+            timeout=timedelta(seconds=self._settings.campaign_target_timeout),
+        )
+        for charger_id in plan.timed_out:
+            await self._move(
+                campaign.id, charger_id, TargetState.TIMED_OUT, "no final status in time"
+            )
+        if plan.send:
+            async with trio.open_nursery() as nursery:
+                for charger_id in plan.send:
+                    nursery.start_soon(self._send, campaign, charger_id)
+        if plan.finished:
+            await self._db.run(store.finish_campaign, campaign.id, utc_now())
+            log.info("firmware campaign #%d finished", campaign.id)
+            self._publish(Event.CAMPAIGN_FINISHED, {"campaign_id": campaign.id})
+
+    async def _move(
+        self,
+        campaign_id: int,
+        charger_id: str,
+        state: TargetState,
+        detail: str | None,
+        *,
+        only_from: TargetState | None = None,
+    ) -> bool:
+        moved = await self._db.run(
+            lambda s: store.set_target(
+                s, campaign_id, charger_id, state, detail=detail, at=utc_now(), only_from=only_from
+            )
+        )
+        if moved:
+            data = {"campaign_id": campaign_id, "charger_id": charger_id, "state": state.value}
+            if detail:
+                data["detail"] = detail
+            self._publish(Event.CAMPAIGN_PROGRESS, data)
+        return moved
+
+    async def _send(self, campaign: store.Campaign, charger_id: str) -> None:
+        # Marked sent first: the charger may report Downloading before its answer is
+        # processed here, and that report must find the target in progress.
+        if not await self._move(
+            campaign.id, charger_id, TargetState.SENT, None, only_from=TargetState.WAITING
+        ):
+            return
+        actor = f"campaign#{campaign.id}:{campaign.created_by}"
+        try:
+            command = await self._firmware.build_update(
+                charger_id,
+                location=campaign.location,
+                file=None if campaign.file_id is None else str(campaign.file_id),
+                retrieve_at=max(utc_now(), campaign.retrieve_at),
+                retries=campaign.retries,
+                retry_interval=campaign.retry_interval,
+            )
+            await self._firmware.commands.execute(charger_id, command, actor=actor)
+        except CommandError as exc:
+            if exc.code in (CommandErrorCode.OFFLINE, CommandErrorCode.BUSY):
+                state, detail = TargetState.WAITING, None  # try again in a later round
+            else:
+                state, detail = TargetState.SEND_FAILED, f"{exc.code}: {exc.message}"
+            await self._move(campaign.id, charger_id, state, detail, only_from=TargetState.SENT)
