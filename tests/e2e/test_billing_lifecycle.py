@@ -3,6 +3,7 @@ item 2): what real chargers do every day must neither lose nor block a session."
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -227,3 +228,28 @@ async def test_interruption_by_status_is_published_and_logged(
     assert "rebooted" in lines[0]
     await control.aclose()
     await cp.close()
+
+
+async def test_stop_then_hang_up_at_once_is_billed_once(
+    server: RunningServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 10 §2.5 with a real database: a charger sends StopTransaction and closes at
+    once (seen with a conformance kit). Whether or not the stop got stored before the
+    hang-up, the charger sends it again after reconnecting (it never got the answer,
+    OCPP 1.6 §4.10): the session is billed exactly once, the disconnect is not a crash."""
+    caplog.set_level(logging.INFO)
+    setup(server, "CP-1")
+    cp = await booted(server, "CP-1")
+    tx = (await start(cp, "DRIVER", meter=100, at="2026-01-01T10:00:00Z"))["transactionId"]
+    payload = {"transactionId": tx, "meterStop": 3100, "timestamp": "2026-01-01T11:00:00Z"}
+    await cp.send_raw(json.dumps([2, "stop-1", "StopTransaction", payload]))
+    await cp.close()  # without reading the answer
+    cp = await RawCharger.connect(f"{server.url}/CP-1")
+    assert await cp.call("StopTransaction", payload) == {}  # its queued message, again
+    done = server.run(transactions.get_transaction, tx)
+    assert (done.state, done.energy_wh) == (TransactionState.COMPLETED, 3000)
+    assert server.run(transactions.orphan_stops) == []  # no conflict recorded either
+    assert len(server.run(transactions.list_transactions, active=False)) == 1
+    await cp.close()
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == []
