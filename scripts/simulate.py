@@ -10,6 +10,13 @@ StopTransaction with transactionData, Finishing, Available). It answers every Co
 command like a real charger, reconnects with back-off, and queues transaction messages
 while offline to send them in order afterwards.
 
+Firmware Management: UpdateFirmware downloads the image from the URL it is given (HTTP,
+HTTPS or FTP) at its retrieve date, reporting Downloading, Downloaded, Installing,
+Installed (then it reboots with the new version) in FirmwareStatusNotification;
+``--firmware-fail download`` or ``install`` reports DownloadFailed or InstallationFailed
+instead. GetDiagnostics uploads a generated diagnostics file (HTTP PUT to the location
+plus the file name, or FTP STOR) reporting Uploading and Uploaded or UploadFailed.
+
 Built on the `ocpp` library's own asyncio ChargePoint over `websockets`: independent of
 the server's code, so it also serves as a second implementation in tests.
 """
@@ -20,13 +27,18 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import ftplib
+import hashlib
+import io
 import logging
 import random
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import websockets
 from ocpp.routing import on
@@ -54,7 +66,8 @@ CORE_KEYS: dict[str, tuple[str, bool]] = {
     "StopTransactionOnInvalidId": ("true", False),
     "StopTxnAlignedData": ("", False),
     "StopTxnSampledData": ("Energy.Active.Import.Register", False),
-    "SupportedFeatureProfiles": ("Core,RemoteTrigger", True),
+    "SupportedFeatureProfiles": ("Core,FirmwareManagement,RemoteTrigger", True),
+    "SupportedFileTransferProtocols": ("HTTP,HTTPS,FTP", True),
     "TransactionMessageAttempts": ("3", False),
     "TransactionMessageRetryInterval": ("10", False),
     "UnlockConnectorOnEVSideDisconnect": ("true", False),
@@ -87,6 +100,7 @@ class Stats:
     messages: int = 0
     errors: int = 0
     commands: int = 0
+    firmware_bytes: int = 0
 
 
 @dataclass
@@ -185,12 +199,60 @@ class SimCharger(LibraryChargePoint):  # type: ignore[misc]
             "Heartbeat": self.sim.heartbeat,
             "BootNotification": self.sim.boot,
             "MeterValues": lambda: self.sim.meter_now(connector_id),
+            "FirmwareStatusNotification": lambda: self.sim.firmware_status(self.sim.firmware_state),
+            "DiagnosticsStatusNotification": lambda: self.sim.diagnostics_status(
+                self.sim.diagnostics_state
+            ),
         }
         action = triggers.get(requested_message)
         if action is None:
             return call_result.TriggerMessage(status="NotImplemented")
         self.sim.spawn(action())
         return call_result.TriggerMessage(status="Accepted")
+
+    @on(Action.update_firmware)
+    async def on_update_firmware(
+        self, location: str, retrieve_date: str, retries: int | None = None, **kw: Any
+    ) -> Any:
+        self.sim.spawn(
+            self.sim.update_firmware(
+                location, retrieve_date, retries or 0, kw.get("retry_interval")
+            )
+        )
+        return call_result.UpdateFirmware()
+
+    @on(Action.get_diagnostics)
+    async def on_get_diagnostics(self, location: str, **_: Any) -> Any:
+        name = f"diagnostics-{self.sim.charger_id}-{int(time.time())}.log"
+        self.sim.spawn(self.sim.upload_diagnostics(location, name))
+        return call_result.GetDiagnostics(file_name=name)
+
+
+def _download(url: str, timeout: float) -> bytes:
+    """HTTP, HTTPS or FTP, as urllib does them (blocking: run in a thread)."""
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        data: bytes = response.read()
+    return data
+
+
+def _upload(location: str, name: str, data: bytes, timeout: float) -> None:
+    """HTTP(S) PUT to the location plus the file name, or FTP STOR into it."""
+    url = urlsplit(location)
+    if url.scheme in ("ftp", "ftps"):
+        ftp = ftplib.FTP_TLS() if url.scheme == "ftps" else ftplib.FTP()
+        ftp.connect(url.hostname or "", url.port or 21, timeout=timeout)
+        ftp.login(unquote(url.username or "anonymous"), unquote(url.password or ""))
+        if url.path.strip("/"):
+            ftp.cwd(url.path)
+        ftp.storbinary(f"STOR {name}", io.BytesIO(data))
+        ftp.quit()
+        return
+    target = location if location.endswith("/") else location + "/"
+    request = urllib.request.Request(target + name, data=data, method="PUT")
+    request.add_header("Content-Type", "application/octet-stream")
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        if response.status >= 300:
+            raise OSError(f"HTTP {response.status}")
 
 
 class VirtualCharger:
@@ -211,6 +273,9 @@ class VirtualCharger:
         self.tasks: set[asyncio.Task[Any]] = set()
         self.statuses: dict[int, str] = {}
         self.rebooting = asyncio.Event()
+        self.firmware_version = "1.0.0"
+        self.firmware_state = "Idle"
+        self.diagnostics_state = "Idle"
 
     def spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -257,7 +322,7 @@ class VirtualCharger:
                     charge_point_vendor="Voltaro",
                     charge_point_model="SimCharger",
                     charge_point_serial_number=f"SIM{abs(hash(self.charger_id)) % 10**8:08d}",
-                    firmware_version="1.0.0",
+                    firmware_version=self.firmware_version,
                 )
             )
             if result is None:
@@ -266,6 +331,67 @@ class VirtualCharger:
                 self.config["HeartbeatInterval"] = (str(result.interval), False)
                 return result
             await asyncio.sleep(max(1, min(result.interval or 10, 30)))
+
+    async def firmware_status(self, status: str) -> None:
+        self.firmware_state = status
+        await self.send(call.FirmwareStatusNotification(status=status))
+
+    async def diagnostics_status(self, status: str) -> None:
+        self.diagnostics_state = status
+        await self.send(call.DiagnosticsStatusNotification(status=status))
+
+    async def update_firmware(
+        self, location: str, retrieve_date: str, retries: int, retry_interval: int | None
+    ) -> None:
+        """OCPP 1.6 §5.19: from the retrieve date, download (with retries), install, reboot."""
+        try:
+            at = datetime.fromisoformat(retrieve_date.replace("Z", "+00:00"))
+            await asyncio.sleep(max(0.0, (at - datetime.now(UTC)).total_seconds()))
+        except ValueError:
+            pass
+        await self.firmware_status("Downloading")
+        image = None
+        for attempt in range(retries + 1):
+            if self.args.firmware_fail == "download":
+                break
+            try:
+                image = await asyncio.to_thread(_download, location, 60)
+                break
+            except OSError as exc:
+                log.info("%s: download %d failed: %s", self.charger_id, attempt + 1, exc)
+                await asyncio.sleep(retry_interval or 1)
+        if image is None:
+            await self.firmware_status("DownloadFailed")
+            return
+        self.stats.firmware_bytes += len(image)
+        await self.firmware_status("Downloaded")
+        await self.firmware_status("Installing")
+        await asyncio.sleep(self.args.install_seconds)
+        if self.args.firmware_fail == "install":
+            await self.firmware_status("InstallationFailed")
+            return
+        # The new version: the image's name (fw-2.1.bin: 2.1), else its digest.
+        name = urlsplit(location).path.rsplit("/", 1)[-1]
+        version = name.rsplit(".", 1)[0].split("-")[-1] or hashlib.sha256(image).hexdigest()[:8]
+        self.firmware_version = version[:50]
+        await self.firmware_status("Installed")
+        await self.reboot("Reboot")
+
+    async def upload_diagnostics(self, location: str, name: str) -> None:
+        """OCPP 1.6 §5.9: upload a diagnostics file to the location."""
+        await self.diagnostics_status("Uploading")
+        lines = [f"{now()} {self.charger_id} firmware {self.firmware_version}"]
+        lines += [f"connector {c}: {s}" for c, s in sorted(self.statuses.items())]
+        data = ("\n".join(lines) + "\n").encode()
+        try:
+            if self.args.diagnostics_fail:
+                raise OSError("upload failure requested (--diagnostics-fail)")
+            await asyncio.to_thread(_upload, location, name, data, 60)
+        except (OSError, ftplib.Error) as exc:
+            log.info("%s: diagnostics upload failed: %s", self.charger_id, exc)
+            await self.diagnostics_status("UploadFailed")
+            return
+        await self.diagnostics_status("Uploaded")
 
     async def heartbeat(self) -> None:
         await self.send(call.Heartbeat())
@@ -548,6 +674,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--duration", type=float, default=0, help="stop after S seconds (0: never)")
     p.add_argument("--summary-every", type=float, default=5.0)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument(
+        "--firmware-fail",
+        choices=("none", "download", "install"),
+        default="none",
+        help="report DownloadFailed or InstallationFailed on UpdateFirmware",
+    )
+    p.add_argument("--install-seconds", type=float, default=1.0)
+    p.add_argument(
+        "--diagnostics-fail", action="store_true", help="report UploadFailed on GetDiagnostics"
+    )
     p.add_argument("--log-level", default="WARNING")
     args = p.parse_args(argv)
     args.tags = [t.strip() for t in args.tag.split(",") if t.strip()]
