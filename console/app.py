@@ -673,11 +673,25 @@ class ConsoleApp(App[None]):
                 )
             )
             return
-        status = result.get("status") or ("done" if spec.op != "command" else "?")
+        if isinstance(result, list):  # local_list.sync: one result per charger
+            result = result[0] if result else {}
+        status = (
+            result.get("status")
+            or result.get("answer")  # a reservation: the charger's answer
+            or result.get("result")  # a local list sync
+            or ("done" if spec.op != "command" else "?")
+        )
         text = f"{spec.title} on {charger_id}: {status}"
         for entry in wire.redact(result.get("configuration", []))[:20]:
             text += f"\n{entry['key']} = {entry['value']}"
-        accepted = status in ("Accepted", "Unlocked", "Scheduled", "RebootRequired", "done")
+        accepted = status in (
+            "Accepted",
+            "Unlocked",
+            "Scheduled",
+            "RebootRequired",
+            "done",
+            "up-to-date",
+        )
         self.notify(text, severity="information" if accepted else "warning")
         self.log_feed(FeedLine(now, charger_id, "ok" if accepted else "warning", "commands", text))
 

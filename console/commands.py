@@ -121,6 +121,26 @@ COMMANDS: tuple[CommandSpec, ...] = (
         ),
     ),
 )
+COMMANDS += (
+    CommandSpec("local-list-sync", "Sync local list", op="local_list.sync"),
+    CommandSpec(
+        "reserve",
+        "Reserve",
+        (
+            Field("id_tag", "Id tag"),
+            Field("connector_id", "Connector (0 = any)", "int", default="0"),
+            Field("minutes", "Minutes", "int", default="30"),
+        ),
+        op="reservations.add",
+    ),
+    CommandSpec(
+        "cancel-reservation",
+        "Cancel reservation",
+        (Field("reservation_id", "Reservation", "int"),),
+        destructive=True,
+        op="reservations.cancel",
+    ),
+)
 COMMANDS += (CommandSpec("remove", "Remove charger", destructive=True, op="chargers.remove"),)
 BY_ACTION = {c.action: c for c in COMMANDS}
 

@@ -349,6 +349,25 @@ class DetailScreen(LiveScreen):
             report = c.get(key)
             if report:
                 facts.append((label, f"{report['status']} ({report['at']})"))
+        # Issue 16: open reservations and the local list the charger last accepted.
+        for r in c.get("reservations") or []:
+            where = "any connector" if r["connector_id"] == 0 else f"connector {r['connector_id']}"
+            facts.append(
+                (
+                    f"reservation {r['reservation_id']}",
+                    f"{where} for {r['id_tag']} until {r['expiry_date']} ({r['state']})",
+                )
+            )
+        local_list = c.get("local_list")
+        if local_list:
+            facts.append(
+                (
+                    "local list",
+                    f"version {_blank(local_list.get('version'))}, "
+                    f"{_blank(local_list.get('entries'))} tags, last sync "
+                    f"{_blank(local_list.get('result'))}",
+                )
+            )
         meta = "  ".join(f"[b]{k}[/b] {v}" for k, v in facts if v not in (None, ""))
         # Operator settings not in effect and pending changes come first.
         notes = "".join(f"\n[b yellow]! {note}[/]" for note in c.get("attention", []))

@@ -66,8 +66,16 @@ CORE_KEYS: dict[str, tuple[str, bool]] = {
     "StopTransactionOnInvalidId": ("true", False),
     "StopTxnAlignedData": ("", False),
     "StopTxnSampledData": ("Energy.Active.Import.Register", False),
-    "SupportedFeatureProfiles": ("Core,FirmwareManagement,RemoteTrigger", True),
+    "SupportedFeatureProfiles": (
+        "Core,FirmwareManagement,RemoteTrigger,LocalAuthListManagement,Reservation",
+        True,
+    ),
     "SupportedFileTransferProtocols": ("HTTP,HTTPS,FTP", True),
+    # Local Authorization List Management and Reservation (OCPP 1.6 §9.3, §9.4).
+    "LocalAuthListEnabled": ("true", False),
+    "LocalAuthListMaxLength": ("100", True),
+    "SendLocalListMaxLength": ("20", True),
+    "ReserveConnectorZeroSupported": ("true", True),
     "TransactionMessageAttempts": ("3", False),
     "TransactionMessageRetryInterval": ("10", False),
     "UnlockConnectorOnEVSideDisconnect": ("true", False),
@@ -77,6 +85,8 @@ INTEGER_KEYS = {
     "ConnectionTimeOut",
     "HeartbeatInterval",
     "MeterValueSampleInterval",
+    "LocalAuthListMaxLength",
+    "SendLocalListMaxLength",
     "ResetRetries",
     "TransactionMessageAttempts",
     "TransactionMessageRetryInterval",
@@ -104,6 +114,15 @@ class Stats:
 
 
 @dataclass
+class Reservation:
+    reservation_id: int
+    connector: int  # 0: any connector
+    id_tag: str
+    parent_id_tag: str | None
+    expiry: float  # time.monotonic() deadline
+
+
+@dataclass
 class Session:
     connector: int
     id_tag: str
@@ -122,8 +141,12 @@ class SimCharger(LibraryChargePoint):  # type: ignore[misc]
 
     @on(Action.remote_start_transaction)
     async def on_remote_start(self, id_tag: str, connector_id: int | None = None, **_: Any) -> Any:
-        connector = connector_id or self.sim.free_connector()
-        ok = connector is not None and self.sim.is_free(connector)
+        connector = connector_id or self.sim.free_connector(id_tag)
+        ok = (
+            connector is not None
+            and self.sim.is_free(connector)
+            and self.sim.may_start(connector, id_tag)
+        )
         if ok:
             TAGS_IN_USE.add(id_tag)
             self.sim.spawn(self.sim.run_session(connector, id_tag))  # type: ignore[arg-type]
@@ -189,6 +212,77 @@ class SimCharger(LibraryChargePoint):  # type: ignore[misc]
     @on(Action.data_transfer)
     async def on_data_transfer(self, vendor_id: str, **_: Any) -> Any:
         return call_result.DataTransfer(status="UnknownVendorId")
+
+    @on(Action.get_local_list_version)
+    async def on_get_local_list_version(self, **_: Any) -> Any:
+        return call_result.GetLocalListVersion(list_version=self.sim.list_version)
+
+    @on(Action.send_local_list)
+    async def on_send_local_list(
+        self,
+        list_version: int,
+        update_type: str,
+        local_authorization_list: list[dict[str, Any]] | None = None,
+        **_: Any,
+    ) -> Any:
+        """OCPP 1.6 §5.15: Full replaces the list; Differential adds, updates and (an entry
+        without idTagInfo) removes, and needs a version above the one held."""
+        entries = local_authorization_list or []
+        if self.sim.config["LocalAuthListEnabled"][0].lower() != "true":
+            return call_result.SendLocalList(status="NotSupported")
+        if len(entries) > int(self.sim.config["SendLocalListMaxLength"][0]):
+            return call_result.SendLocalList(status="Failed")
+        if update_type == "Differential" and list_version <= self.sim.list_version:
+            return call_result.SendLocalList(status="VersionMismatch")
+        new = {} if update_type == "Full" else dict(self.sim.local_list)
+        for entry in entries:
+            key = entry["id_tag"].upper()
+            info = entry.get("id_tag_info")
+            if info is None:
+                new.pop(key, None)
+            else:
+                new[key] = info
+        if len(new) > int(self.sim.config["LocalAuthListMaxLength"][0]):
+            return call_result.SendLocalList(status="Failed")
+        self.sim.local_list, self.sim.list_version = new, list_version
+        return call_result.SendLocalList(status="Accepted")
+
+    @on(Action.reserve_now)
+    async def on_reserve_now(
+        self,
+        connector_id: int,
+        expiry_date: str,
+        id_tag: str,
+        reservation_id: int,
+        parent_id_tag: str | None = None,
+        **_: Any,
+    ) -> Any:
+        """OCPP 1.6 §5.13: Occupied while charging or reserved for another reservation;
+        Rejected for an unknown connector; the same reservation id replaces its own."""
+        if not 0 <= connector_id <= self.sim.connectors:
+            return call_result.ReserveNow(status="Rejected")
+        if self.sim.statuses.get(connector_id) in ("Unavailable", "Faulted"):
+            return call_result.ReserveNow(status=self.sim.statuses[connector_id])
+        if connector_id in self.sim.sessions:
+            return call_result.ReserveNow(status="Occupied")
+        held = self.sim.reservations.get(connector_id)
+        if held is not None and held.reservation_id != reservation_id:
+            return call_result.ReserveNow(status="Occupied")
+        expiry = datetime.fromisoformat(expiry_date.replace("Z", "+00:00"))
+        seconds = (expiry - datetime.now(UTC)).total_seconds()
+        self.sim.reservations[connector_id] = Reservation(
+            reservation_id, connector_id, id_tag, parent_id_tag, time.monotonic() + seconds
+        )
+        if connector_id > 0:
+            self.sim.spawn(self.sim.status(connector_id, "Reserved"))
+        self.sim.spawn(self.sim.expire_reservation(reservation_id, seconds))
+        return call_result.ReserveNow(status="Accepted")
+
+    @on(Action.cancel_reservation)
+    async def on_cancel_reservation(self, reservation_id: int, **_: Any) -> Any:
+        if self.sim.end_reservation(reservation_id) is None:
+            return call_result.CancelReservation(status="Rejected")
+        return call_result.CancelReservation(status="Accepted")
 
     @on(Action.trigger_message)
     async def on_trigger(
@@ -276,14 +370,61 @@ class VirtualCharger:
         self.firmware_version = "1.0.0"
         self.firmware_state = "Idle"
         self.diagnostics_state = "Idle"
+        # The Local Authorization List (tag -> idTagInfo) and its version (0: empty).
+        self.local_list: dict[str, dict[str, Any]] = {}
+        self.list_version = 0
+        self.reservations: dict[int, Reservation] = {}  # by connector (0: any)
 
     def spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    def free_connector(self) -> int | None:
-        return next((c for c in range(1, self.connectors + 1) if c not in self.sessions), None)
+    def free_connector(self, id_tag: str | None = None) -> int | None:
+        return next(
+            (
+                c
+                for c in range(1, self.connectors + 1)
+                if c not in self.sessions and self.may_start(c, id_tag)
+            ),
+            None,
+        )
+
+    def reservation_for(self, connector: int) -> Reservation | None:
+        held = self.reservations.get(connector)
+        if held is None and self.reservations.get(0) is not None:
+            free = [c for c in range(1, self.connectors + 1) if c not in self.sessions]
+            if len(free) <= 1:  # connector 0: the last free connector is held (§5.13)
+                held = self.reservations[0]
+        return held
+
+    def may_start(self, connector: int, id_tag: str | None) -> bool:
+        """A reserved connector starts only for its tag or one with its parent (§5.13)."""
+        held = self.reservation_for(connector)
+        if held is None:
+            return True
+        if id_tag is None:
+            return False
+        if id_tag.upper() == held.id_tag.upper():
+            return True
+        parent = (self.local_list.get(id_tag.upper()) or {}).get("parent_id_tag")
+        return bool(held.parent_id_tag and parent and parent.upper() == held.parent_id_tag.upper())
+
+    def end_reservation(self, reservation_id: int) -> Reservation | None:
+        for connector, held in list(self.reservations.items()):
+            if held.reservation_id == reservation_id:
+                del self.reservations[connector]
+                if connector > 0 and connector not in self.sessions:
+                    self.spawn(self.status(connector, "Available"))
+                return held
+        return None
+
+    async def expire_reservation(self, reservation_id: int, seconds: float) -> None:
+        await asyncio.sleep(max(0.0, seconds))
+        for held in self.reservations.values():
+            if held.reservation_id == reservation_id and held.expiry <= time.monotonic():
+                self.end_reservation(reservation_id)
+                return
 
     def is_free(self, connector: int) -> bool:
         return 1 <= connector <= self.connectors and connector not in self.sessions
@@ -462,6 +603,14 @@ class VirtualCharger:
             meter_wh=self.rng.uniform(1000, 50000),
         )
         self.sessions[connector] = session
+        held = self.reservation_for(connector)
+        reservation_id = None
+        if held is not None:
+            # The session uses the reservation (§4.8: its id goes in StartTransaction).
+            reservation_id = held.reservation_id
+            self.reservations = {
+                c: r for c, r in self.reservations.items() if r.reservation_id != reservation_id
+            }
         try:
             auth = await self.send(call.Authorize(id_tag=id_tag))
             if auth is not None and auth.id_tag_info["status"] != "Accepted":
@@ -473,6 +622,7 @@ class VirtualCharger:
                     id_tag=id_tag,
                     meter_start=int(session.meter_wh),
                     timestamp=now(),
+                    reservation_id=reservation_id,
                 ),
                 transactional=True,
             )
@@ -587,8 +737,8 @@ class VirtualCharger:
                     return_when=asyncio.FIRST_COMPLETED,
                 )
                 if time.monotonic() >= next_session and self.args.session_every > 0:
-                    connector = self.free_connector()
                     tag = next((t for t in self.args.tags if t not in TAGS_IN_USE), None)
+                    connector = self.free_connector(tag)
                     if connector is not None and tag is not None:
                         # Claimed now, before the task runs, so that the next charger
                         # picks another tag (one tag charges on one connector at a time).

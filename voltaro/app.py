@@ -42,8 +42,10 @@ from voltaro.service.frame_log import FrameSink
 from voltaro.service.health import HealthMonitor
 from voltaro.service.hub import EventHub
 from voltaro.service.ingest import ChargerIngest, Liveness
+from voltaro.service.local_list import LocalListService
 from voltaro.service.overview import Protection
 from voltaro.service.presence import ConnectionFlags
+from voltaro.service.reservations import ReservationService
 from voltaro.service.retention import Retention
 from voltaro.settings import Settings
 from voltaro.startup import StartupError, find_exception, os_reason
@@ -196,11 +198,23 @@ async def run(
     components.extras["call_errors"] = call_errors
     retention = Retention(database, days=settings.frame_log_retention_days)
     components.extras["retention"] = retention
+    local_list_service = LocalListService(database, components.commands, hub)
+    reservation_service = ReservationService(database, components.commands, hub)
+    components.extras["local_lists"] = local_list_service
+    components.extras["reservations"] = reservation_service
     # Issue 11: what was refused, shed or failed, for `ctl status` and the console.
     protection = Protection(
         listener,
         frame_sink,
-        [database.health.guard, liveness.guard, health.guard, flags.guard, retention.guard],
+        [
+            database.health.guard,
+            liveness.guard,
+            health.guard,
+            flags.guard,
+            retention.guard,
+            local_list_service.guard,
+            reservation_service.guard,
+        ],
     )
     components.extras["protection"] = protection
     health.protection = functools.partial(protection.snapshot, live=True)
@@ -224,6 +238,8 @@ async def run(
             await nursery.start(liveness.run)
             await nursery.start(health.run)
             await nursery.start(flags.run)
+            await nursery.start(local_list_service.run)
+            await nursery.start(reservation_service.run)
             ocpp = await _start(
                 nursery,
                 listener.run,
@@ -255,6 +271,8 @@ async def _start_control(nursery: trio.Nursery, c: Components) -> str:
         protection=c.extras["protection"].snapshot,
         firmware=c.extras.get("firmware"),
         campaigns=c.extras.get("campaigns"),
+        local_lists=c.extras.get("local_lists"),
+        reservations=c.extras.get("reservations"),
     )
     path: str = await _start(
         nursery,
@@ -275,6 +293,8 @@ async def _start_http(nursery: trio.Nursery, c: Components) -> tuple[str, int] |
         commands=c.commands,
         hub=c.hub,
         firmware=c.extras.get("firmware"),
+        local_lists=c.extras.get("local_lists"),
+        reservations=c.extras.get("reservations"),
     )
     api = ApiServer(context)
     # Issue 11.8: accepts the HTTP API could not make for lack of descriptors.

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+from textual.css.query import NoMatches
 from textual.widgets import DataTable, Static
 
 from console.app import ConsoleApp
@@ -119,3 +120,54 @@ async def test_link_requests_and_errors(server: Server) -> None:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+async def test_reserve_and_sync_local_list_from_the_palette(server: Server) -> None:
+    """Issue 16: the palette's Reserve and Sync local list reach the charger, and the
+    detail view shows the open reservation and the list version."""
+    await server.ctl("chargers.add", {"charger_id": "CP-1"})
+    await server.ctl("tags.add", {"id_tag": "T1"})
+    charger = await RawCharger.connect(
+        server.port,
+        "CP-1",
+        {
+            "ReserveNow": {"status": "Accepted"},
+            "GetConfiguration": {"configurationKey": []},
+            "GetLocalListVersion": {"listVersion": 0},
+            "SendLocalList": {"status": "Accepted"},
+        },
+    )
+    try:
+        await charger.boot()
+        app = ConsoleApp(server.socket)
+        async with app.run_test(size=(160, 40)) as pilot:
+            table = app.query_one("#chargers", DataTable)
+            async with asyncio.timeout(10):
+                await until(pilot, lambda: table.row_count == 1)
+            app.send_command(
+                "CP-1", BY_ACTION["reserve"], {"id_tag": "T1", "connector_id": 1, "minutes": 30}
+            )
+            async with asyncio.timeout(10):
+                await until(pilot, lambda: "Reserve on CP-1: Accepted" in feed_text(app))
+            app.send_command("CP-1", BY_ACTION["local-list-sync"], {})
+            async with asyncio.timeout(10):
+                await until(pilot, lambda: "Sync local list on CP-1: Accepted" in feed_text(app))
+            reserve = next(c for c in charger.calls if c[2] == "ReserveNow")
+            assert reserve[3]["idTag"] == "T1"
+            sent = next(c for c in charger.calls if c[2] == "SendLocalList")
+            assert sent[3]["localAuthorizationList"] == [
+                {"idTag": "T1", "idTagInfo": {"status": "Accepted"}}
+            ]
+            app.action_details()
+
+            def meta() -> str:
+                try:
+                    return str(app.screen.query_one("#meta", Static).render())
+                except NoMatches:  # the detail screen is still mounting
+                    return ""
+
+            async with asyncio.timeout(10):
+                await until(pilot, lambda: "connector 1 for T1" in meta())
+            assert "version 1, 1 tags, last sync Accepted" in meta()
+    finally:
+        await charger.close()

@@ -59,6 +59,8 @@ _TAGS = (
     ("/sessions", "sessions"),
     ("/commands", "command audit"),
     ("/id_tags", "id tags"),
+    ("/reservations", "reservations"),
+    ("/local_list", "local list"),
 )
 _TOTAL_IN_HEADER = ("/charge_points", "/id_tags")
 _ERROR_BODY = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}

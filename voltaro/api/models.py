@@ -317,6 +317,64 @@ class TriggerBody(_Strict):
     connector_id: int | None = Field(default=None, ge=1)
 
 
+class LocalListVersionBody(_Strict):
+    pass
+
+
+class LocalListSync(_Strict):
+    charge_point_ids: list[str] | None = Field(
+        default=None, description="absent: every connected charge point"
+    )
+    full: StrictBool = Field(default=False, description="send a Full update, not the differences")
+
+
+class LocalListSyncResult(BaseModel):
+    charger_id: str
+    result: str = Field(
+        description="Accepted, up-to-date, NotSupported, Failed, VersionMismatch, refused, "
+        "skipped or error"
+    )
+    ok: bool
+    version: int | None = None
+    update_type: str | None = None
+    messages: int = 0
+    entries: int | None = None
+    detail: str = ""
+    error_code: str | None = None
+
+
+MAX_RESERVATION_MINUTES = 60 * 24 * 366  # a year: longer is a typo, not a reservation
+MAX_INTEGER = 2**31 - 1  # OCPP integer fields are 32-bit
+
+
+class ReservationCreate(_Strict):
+    charge_point_id: str = Field(min_length=1)
+    id_tag: str = Field(min_length=1, max_length=20)
+    connector_id: int = Field(default=0, ge=0, description="0: any connector")
+    expiry_date: datetime | None = None
+    minutes: float | None = Field(
+        default=None, gt=0, le=MAX_RESERVATION_MINUTES, description="instead of expiry_date"
+    )
+
+
+class Reservation(BaseModel):
+    reservation_id: int
+    charger_id: str
+    connector_id: int
+    id_tag: str
+    parent_id_tag: str | None = None
+    expiry_date: str
+    state: str = Field(
+        description="requested, accepted, refused, failed, cancelled, used or expired"
+    )
+    answer: str | None = None
+    error: str | None = None
+    transaction_id: int | None = None
+    actor: str | None = None
+    created_at: str | None = None
+    ended_at: str | None = None
+
+
 # path name -> (body, OCPP action, one-line description)
 COMMANDS: dict[str, tuple[type[BaseModel], str, str]] = {
     "remote-start": (RemoteStartBody, "RemoteStartTransaction", "start a session for a tag"),
@@ -333,4 +391,9 @@ COMMANDS: dict[str, tuple[type[BaseModel], str, str]] = {
     "clear-cache": (ClearCacheBody, "ClearCache", "clear the charger's authorization cache"),
     "data-transfer": (DataTransferBody, "DataTransfer", "vendor-specific data"),
     "trigger": (TriggerBody, "TriggerMessage", "ask the charger to send a message"),
+    "local-list-version": (
+        LocalListVersionBody,
+        "GetLocalListVersion",
+        "the version of the charger's local authorization list",
+    ),
 }

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import Body, Depends, FastAPI, Query, Request, Response
+from fastapi import Body, Depends, FastAPI, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -30,13 +30,16 @@ from voltaro.api.guard import Caller, RequestGuard
 from voltaro.domain.commands import CommandError, CommandErrorCode
 from voltaro.domain.model import AuthorizationStatus
 from voltaro.domain.ports import StorageUnavailable
+from voltaro.domain.timestamps import utc_now
 from voltaro.net.registry import Registry
 from voltaro.service import views
 from voltaro.service.commands import CommandService, command_from_args
 from voltaro.service.firmware import FirmwareService
 from voltaro.service.hub import EventHub
+from voltaro.service.local_list import LocalListService
 from voltaro.service.overview import server_status
 from voltaro.service.reconciliation import Reconciliation
+from voltaro.service.reservations import ReservationService, expiry_from, reservation_view
 from voltaro.settings import ApiScope, Settings
 from voltaro.store import chargers, files, firmware, tags, transactions
 from voltaro.store import commands as command_audit
@@ -60,6 +63,14 @@ class ApiContext:
     started: float = field(default_factory=time.monotonic)
     hub: EventHub | None = None  # for the events of operator actions
     firmware: FirmwareService | None = None  # UpdateFirmware, GetDiagnostics, files
+    local_lists: LocalListService | None = None
+    reservations: ReservationService | None = None
+
+    def __post_init__(self) -> None:
+        if self.local_lists is None:
+            self.local_lists = LocalListService(self.db, self.commands, self.hub)
+        if self.reservations is None:
+            self.reservations = ReservationService(self.db, self.commands, self.hub)
 
 
 class ApiError(Exception):
@@ -196,6 +207,10 @@ def create_app(ctx: ApiContext) -> FastAPI:
             return _error(400, "bad_request", "the request body is not valid JSON")
         where = ".".join(str(p) for p in first.get("loc", ()))
         return _error(422, "bad_arguments", f"{where}: {first.get('msg', 'invalid')}")
+
+    def tag_changed() -> None:
+        assert ctx.local_lists is not None
+        ctx.local_lists.tag_changed()
 
     def charge_point(charger: Any) -> dict[str, Any]:
         view = views.charger_view(charger)
@@ -394,6 +409,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
             raise ApiError(409, "conflict", str(exc)) from None
         except NotFound as exc:
             raise ApiError(404, "not_found", str(exc)) from None
+        tag_changed()
         return views.tag_view(tag)
 
     @app.patch(
@@ -416,6 +432,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
             raise ApiError(404, "not_found", str(exc)) from None
         if tag is None:
             raise ApiError(404, "not_found", f"unknown id tag {id_tag}")
+        tag_changed()
         return views.tag_view(tag)
 
     @app.delete(
@@ -425,6 +442,96 @@ def create_app(ctx: ApiContext) -> FastAPI:
         """Delete an id tag."""
         if not await ctx.db.run(tags.remove_tag, id_tag):
             raise ApiError(404, "not_found", f"unknown id tag {id_tag}")
+        tag_changed()
+
+    @app.post(
+        "/local_list/sync",
+        response_model=list[models.LocalListSyncResult],
+        responses={**ERRORS, 422: {"model": models.ErrorBody}},
+        tags=["local list"],
+    )
+    async def sync_local_list(body: models.LocalListSync, request: Request, _: Operate) -> Any:
+        """Bring chargers' Local Authorization Lists in line with the id tags (Differential
+        when the charger holds what it was last sent, Full otherwise), one result each."""
+        assert ctx.local_lists is not None
+        ids = body.charge_point_ids
+        if ids is None:
+            ids = [
+                c.charger_id
+                for c in await ctx.db.run(chargers.list_chargers)
+                if ctx.registry.is_connected(c.charger_id)
+            ]
+        results = await ctx.local_lists.sync_many(ids, actor=request.state.actor, full=body.full)
+        return [r.view() for r in results]
+
+    @app.get("/reservations", response_model=list[models.Reservation], responses=ERRORS)
+    async def list_reservations(
+        _: Read,
+        charge_point_id: str | None = None,
+        open: bool = False,  # noqa: A002 - the query parameter's name
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> Any:
+        """Reservations, newest first; ``open``: only those the charger still holds."""
+        assert ctx.reservations is not None
+        rows = await ctx.reservations.list(charger_id=charge_point_id, open_only=open, limit=limit)
+        now = utc_now()
+        return [reservation_view(r, now) for r in rows]
+
+    reservation_errors: dict[int | str, dict[str, Any]] = {
+        **ERRORS,
+        **{code: {"model": models.ErrorBody} for code in (404, 409, 422, 502, 504)},
+    }
+
+    @app.post(
+        "/reservations",
+        response_model=models.Reservation,
+        status_code=201,
+        responses=reservation_errors,
+    )
+    async def create_reservation(
+        body: models.ReservationCreate, request: Request, _: Operate
+    ) -> Any:
+        """Send ReserveNow; the answer is in ``answer`` and ``state`` (accepted or
+        refused). 201 whenever the charger answered."""
+        assert ctx.reservations is not None
+        try:
+            expiry = expiry_from(
+                expiry=body.expiry_date.isoformat() if body.expiry_date else None,
+                minutes=body.minutes,
+                now=utc_now(),
+            )
+            reservation = await ctx.reservations.add(
+                body.charge_point_id,
+                id_tag=body.id_tag,
+                expiry=expiry,
+                connector_id=body.connector_id,
+                actor=request.state.actor,
+            )
+        except CommandError as exc:
+            raise ApiError(_COMMAND_STATUS[exc.code], str(exc.code), exc.message) from None
+        return reservation_view(reservation)
+
+    @app.post(
+        "/reservations/{reservation_id}/cancel",
+        response_model=models.Reservation,
+        responses=reservation_errors,
+    )
+    async def cancel_reservation(
+        reservation_id: Annotated[int, Path(ge=0, le=models.MAX_INTEGER)],
+        request: Request,
+        _: Operate,
+    ) -> Any:
+        """Send CancelReservation: Accepted ends the reservation (state cancelled);
+        Rejected (the charger knows no such reservation) is recorded in ``answer``. 409 for
+        a reservation that is no longer open (nothing sent)."""
+        assert ctx.reservations is not None
+        try:
+            reservation = await ctx.reservations.cancel(reservation_id, actor=request.state.actor)
+        except CommandError as exc:
+            if exc.message.startswith("unknown reservation"):
+                raise ApiError(404, "not_found", exc.message) from None
+            raise ApiError(_COMMAND_STATUS[exc.code], str(exc.code), exc.message) from None
+        return reservation_view(reservation)
 
     def firmware_service() -> FirmwareService:
         if ctx.firmware is None:

@@ -190,6 +190,16 @@ GROUPS: dict[str, dict[str, str]] = {
         "quarantine list": "charger messages kept as raw frames: refused by the database, "
         "or stored repaired (read-only)",
     },
+    "Local lists and reservations": {
+        "local-list": "Local Authorization Lists (actions below)",
+        "local-list sync": "send chargers the tag list: differences, or Full when needed",
+        "local-list show": "what a charger last accepted, and the list it should hold",
+        "local-list version": "ask a charger its list version (GetLocalListVersion)",
+        "reservations": "connector reservations (actions below)",
+        "reservations add": "reserve a connector (0 = any) for a tag (ReserveNow)",
+        "reservations cancel": "cancel a reservation (CancelReservation)",
+        "reservations list": "reservations, newest first, with their state",
+    },
     "Commands to a charger": {
         "remote-start": "start a session for a tag (RemoteStartTransaction)",
         "remote-stop": "stop a session (RemoteStopTransaction)",
@@ -225,6 +235,8 @@ GROUPED = (
     "quarantine",
     "firmware",
     "diagnostics",
+    "local-list",
+    "reservations",
 )
 
 EXAMPLES = """shell completion (commands, charger ids and tags from the server):
@@ -240,6 +252,8 @@ examples:
   voltaro ctl get-config CP-1 HeartbeatInterval
   voltaro ctl commands list --charger CP-1 --since 2h
   voltaro ctl events --charger CP-1 --kind transaction --kind connector.status
+  voltaro ctl local-list sync CP-1 CP-2
+  voltaro ctl reservations add CP-1 04A1B2C3 --connector 1 --minutes 30
 
 --json may come anywhere; errors are then {"error": {"code", "message"}} on stderr.
 exit status: 0 done (a charger answering Rejected is done), 1 other error, 2 bad
@@ -433,6 +447,38 @@ def _parser() -> argparse.ArgumentParser:
         help="only commands sent since WHEN: ISO 8601, or an age like 30m, 2h, 7d",
     )
     cl.add_argument("--limit", type=int, default=50, help="how many, newest first (default 50)")
+    ll = _Group(
+        sub.add_parser("local-list").add_subparsers(dest="action", required=True, metavar="ACTION"),
+        "local-list",
+    )
+    lsync = ll.add_parser("sync")
+    lsync.add_argument(
+        "charger_ids", metavar="ID", nargs="*", help="chargers (default: every connected one)"
+    )
+    lsync.add_argument("--full", action="store_true", help="send the whole list (Full update)")
+    ll.add_parser("show").add_argument("charger_id", metavar="ID")
+    ll.add_parser("version").add_argument("charger_id", metavar="ID")
+
+    rv = _Group(
+        sub.add_parser("reservations").add_subparsers(
+            dest="action", required=True, metavar="ACTION"
+        ),
+        "reservations",
+    )
+    radd = rv.add_parser("add")
+    radd.add_argument("charger_id", metavar="ID")
+    radd.add_argument("id_tag", metavar="TAG")
+    radd.add_argument(
+        "--connector", dest="connector_id", type=int, default=0, help="0 (default): any"
+    )
+    when = radd.add_mutually_exclusive_group(required=True)
+    when.add_argument("--expiry", help="ISO 8601 time the reservation ends")
+    when.add_argument("--minutes", type=float, help="minutes from now")
+    rv.add_parser("cancel").add_argument("reservation_id", metavar="RESERVATION", type=int)
+    rlist = rv.add_parser("list")
+    rlist.add_argument("--charger", dest="charger_id")
+    rlist.add_argument("--open", action="store_true", help="only those still held")
+    rlist.add_argument("--limit", type=int, default=100)
 
     rs = sub.add_parser("remote-start")
     rs.add_argument("charger_id", metavar="ID")
@@ -580,6 +626,37 @@ def _request_for(ns: argparse.Namespace) -> tuple[str, dict[str, Any]]:
         if ns.since is not None:
             args["since"] = ns.since
         return "commands.list", args
+    if c == "local-list":
+        if ns.action == "sync":
+            sync_args: dict[str, Any] = {"full": ns.full}
+            if ns.charger_ids:
+                sync_args["charger_ids"] = ns.charger_ids
+            return "local_list.sync", sync_args
+        if ns.action == "show":
+            return "local_list.show", {"charger_id": ns.charger_id}
+        return "command", {
+            "charger_id": ns.charger_id,
+            "action": "GetLocalListVersion",
+            "args": {},
+        }
+    if c == "reservations":
+        if ns.action == "add":
+            add_args: dict[str, Any] = {
+                "charger_id": ns.charger_id,
+                "id_tag": ns.id_tag,
+                "connector_id": ns.connector_id,
+            }
+            if ns.expiry:
+                add_args["expiry"] = ns.expiry
+            else:
+                add_args["minutes"] = ns.minutes
+            return "reservations.add", add_args
+        if ns.action == "cancel":
+            return "reservations.cancel", {"reservation_id": ns.reservation_id}
+        list_args: dict[str, Any] = {"open": ns.open, "limit": ns.limit}
+        if ns.charger_id:
+            list_args["charger_id"] = ns.charger_id
+        return "reservations.list", list_args
     if c == "quarantine":
         args = {"limit": ns.limit}
         if ns.charger_id is not None:
@@ -827,6 +904,41 @@ def _human(op: str, result: Any) -> str:
         )
     if op == "commands.list":
         return human.command_rows(result)
+    if op == "local_list.sync":
+        return _table(
+            [
+                (
+                    r["charger_id"],
+                    r["result"],
+                    r["version"],
+                    r["update_type"],
+                    r["messages"],
+                    r["entries"],
+                    r["detail"],
+                )
+                for r in result
+            ],
+            ["CHARGER", "RESULT", "VERSION", "UPDATE", "MESSAGES", "ENTRIES", "DETAIL"],
+        )
+    if op in ("reservations.list", "reservations.add", "reservations.cancel"):
+        held = result if isinstance(result, list) else [result]
+        return _table(
+            [
+                (
+                    r["reservation_id"],
+                    r["charger_id"],
+                    r["connector_id"],
+                    r["id_tag"],
+                    r["state"],
+                    r["answer"],
+                    _time(r["expiry_date"]),
+                    r["transaction_id"],
+                    r["error"],
+                )
+                for r in held
+            ],
+            ["ID", "CHARGER", "CONN", "TAG", "STATE", "ANSWER", "EXPIRY", "TX", "ERROR"],
+        )
     if op in ("command", "firmware.update", "diagnostics.get"):
         lines = [f"{result['action']}: {result['status']}"]
         for entry in result.get("configuration", []):
@@ -995,6 +1107,8 @@ def _main(argv: list[str], as_json: bool) -> int:
         op, args = _request_for(ns)
         result = client.request(op, args)
         print(json.dumps(result, indent=2) if ns.json else _human(op, result))
+        if op == "local_list.sync" and not all(r["ok"] for r in result):
+            return 1  # some charger's list is not in sync: scripts must see it
         return 0
     except CtlError as exc:
         return _fail(exc, ns.json)

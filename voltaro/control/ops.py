@@ -19,7 +19,7 @@ from voltaro.domain.commands import (
 )
 from voltaro.domain.credentials import password_bytes
 from voltaro.domain.model import AuthorizationStatus, RegistrationStatus, TransactionState
-from voltaro.domain.timestamps import format_utc, parse_timestamp
+from voltaro.domain.timestamps import format_utc, parse_timestamp, utc_now
 from voltaro.net.identity import identity_problem
 from voltaro.net.registry import Registry
 from voltaro.protocol.callerrors import CallErrorLog
@@ -29,8 +29,10 @@ from voltaro.service.commands import CommandService, command_from_args, command_
 from voltaro.service.files import FileError, FileTransfers
 from voltaro.service.firmware import FirmwareService
 from voltaro.service.hub import EventHub
+from voltaro.service.local_list import LocalListService
 from voltaro.service.overview import server_status
 from voltaro.service.reconciliation import Reconciliation
+from voltaro.service.reservations import ReservationService, expiry_from, reservation_view
 from voltaro.settings import Settings
 from voltaro.store import (
     chargers,
@@ -38,6 +40,7 @@ from voltaro.store import (
     files,
     firmware,
     frames,
+    local_lists,
     quarantine,
     tags,
     transactions,
@@ -110,6 +113,8 @@ class ControlOps:
         protection: Callable[[], dict[str, Any]] | None = None,
         firmware: FirmwareService | None = None,
         campaigns: CampaignRunner | None = None,
+        local_lists: LocalListService | None = None,
+        reservations: ReservationService | None = None,
     ) -> None:
         self._protection = protection
         self._firmware = firmware or FirmwareService(command_service)
@@ -122,6 +127,8 @@ class ControlOps:
         self._commands = command_service
         self._hub = hub
         self._reconciliation = Reconciliation(db, hub)
+        self._local_lists = local_lists or LocalListService(db, command_service, hub)
+        self._reservations = reservations or ReservationService(db, command_service, hub)
         self._started = time.monotonic()
         self.table: dict[str, Callable[[dict[str, Any], str], Awaitable[Any]]] = {
             "status": self.status,
@@ -153,6 +160,11 @@ class ControlOps:
             "files.read": self.files_read,
             "firmware.campaign": self.firmware_campaign,
             "firmware.campaigns": self.firmware_campaigns,
+            "local_list.sync": self.local_list_sync,
+            "local_list.show": self.local_list_show,
+            "reservations.add": self.reservations_add,
+            "reservations.cancel": self.reservations_cancel,
+            "reservations.list": self.reservations_list,
         }
 
     def _charger_view(self, charger: Any) -> dict[str, Any]:
@@ -228,6 +240,13 @@ class ControlOps:
         latest = await self._db.run(firmware.latest_transfer_status, charger_id)
         reports = await self._db.run(firmware.transfer_history, charger_id)
         view.update(views.transfer_status_view(latest, reports))
+        # Issue 16: open reservations and what the charger holds of the local list.
+        now = utc_now()
+        view["reservations"] = [
+            reservation_view(r, now)
+            for r in await self._reservations.list(charger_id=charger_id, open_only=True)
+        ]
+        view["local_list"] = await self._db.run(local_lists.list_state, charger_id)
         return view
 
     async def chargers_frames(self, args: dict[str, Any], user: str) -> list[dict[str, Any]]:
@@ -364,6 +383,7 @@ class ControlOps:
         except NotFound as exc:
             raise OpError(ErrorCode.NOT_FOUND, str(exc)) from None
         self._hub.publish("tag.updated", {"id_tag": tag.id_tag, "status": tag.status.value})
+        self._local_lists.tag_changed()
         return views.tag_view(tag)
 
     async def tags_set(self, args: dict[str, Any], user: str) -> dict[str, Any]:
@@ -395,6 +415,7 @@ class ControlOps:
         if tag is None:
             raise OpError(ErrorCode.NOT_FOUND, f"unknown tag {id_tag}")
         self._hub.publish("tag.updated", {"id_tag": tag.id_tag, "status": tag.status.value})
+        self._local_lists.tag_changed()
         return views.tag_view(tag)
 
     async def tags_block(self, args: dict[str, Any], user: str) -> dict[str, Any]:
@@ -403,6 +424,7 @@ class ControlOps:
         if tag is None:
             raise OpError(ErrorCode.NOT_FOUND, f"unknown tag {id_tag}")
         self._hub.publish("tag.updated", {"id_tag": tag.id_tag, "status": tag.status.value})
+        self._local_lists.tag_changed()
         return views.tag_view(tag)
 
     async def tags_unblock(self, args: dict[str, Any], user: str) -> dict[str, Any]:
@@ -412,12 +434,14 @@ class ControlOps:
         if tag is None:
             raise OpError(ErrorCode.NOT_FOUND, f"unknown tag {id_tag}")
         self._hub.publish("tag.updated", {"id_tag": tag.id_tag, "status": tag.status.value})
+        self._local_lists.tag_changed()
         return views.tag_view(tag)
 
     async def tags_remove(self, args: dict[str, Any], user: str) -> dict[str, Any]:
         id_tag = _text(args, "id_tag")
         if not await self._db.run(tags.remove_tag, id_tag):
             raise OpError(ErrorCode.NOT_FOUND, f"unknown tag {id_tag}")
+        self._local_lists.tag_changed()
         return {"id_tag": id_tag, "removed": True}
 
     async def transactions_list(self, args: dict[str, Any], user: str) -> list[dict[str, Any]]:
@@ -678,6 +702,93 @@ class ControlOps:
         if campaign is None:
             raise OpError(ErrorCode.NOT_FOUND, f"unknown campaign {campaign_id}")
         return views.campaign_view(campaign)
+
+    # --- Local Authorization List (issue 16) -------------------------------------------
+
+    async def local_list_sync(self, args: dict[str, Any], user: str) -> list[dict[str, Any]]:
+        """Sync the given chargers (default: every connected one); one result each."""
+        ids = args.get("charger_ids")
+        if ids is None and isinstance(args.get("charger_id"), str):
+            ids = [args["charger_id"]]  # the console's palette: the selected charger
+        if ids is None:
+            listed = await self._db.run(chargers.list_chargers)
+            ids = [c.charger_id for c in listed if self._registry.is_connected(c.charger_id)]
+        elif isinstance(ids, str) or not all(isinstance(i, str) and i for i in ids):
+            raise OpError(ErrorCode.BAD_ARGUMENTS, "charger_ids must be a list of charger ids")
+        full = args.get("full", False)
+        if not isinstance(full, bool):
+            raise OpError(ErrorCode.BAD_ARGUMENTS, "full must be true or false")
+        results = await self._local_lists.sync_many(list(ids), actor=user, full=full)
+        return [r.view() for r in results]
+
+    async def local_list_show(self, args: dict[str, Any], user: str) -> dict[str, Any]:
+        """What the charger last accepted, and the list it should hold now."""
+        charger_id = _text(args, "charger_id")
+        if await self._db.run(chargers.get_charger, charger_id) is None:
+            raise OpError(ErrorCode.NOT_FOUND, f"unknown charger {charger_id}")
+        state = await self._db.run(local_lists.list_state, charger_id)
+        desired = await self._db.run(local_lists.desired, utc_now())
+        return {
+            "charger_id": charger_id,
+            "state": state,
+            "list": [
+                {
+                    "id_tag": e.id_tag,
+                    "status": e.info.status.value if e.info else None,
+                    "expiry_date": format_utc(e.info.expiry_date)
+                    if e.info and e.info.expiry_date
+                    else None,
+                    "parent_id_tag": e.info.parent_id_tag if e.info else None,
+                }
+                for _, e in sorted(desired.items())
+            ],
+        }
+
+    # --- Reservations (issue 16) ----------------------------------------------------------
+
+    async def reservations_add(self, args: dict[str, Any], user: str) -> dict[str, Any]:
+        charger_id = _text(args, "charger_id")
+        id_tag = _text(args, "id_tag")
+        connector = args.get("connector_id", 0)
+        if connector is None:
+            connector = 0
+        if isinstance(connector, bool) or not isinstance(connector, int) or connector < 0:
+            raise OpError(ErrorCode.BAD_ARGUMENTS, "connector_id must be 0 (any) or a connector")
+        try:
+            expiry = expiry_from(
+                expiry=args.get("expiry") or None, minutes=args.get("minutes"), now=utc_now()
+            )
+            reservation = await self._reservations.add(
+                charger_id, id_tag=id_tag, expiry=expiry, connector_id=connector, actor=user
+            )
+        except CommandError as exc:
+            raise OpError(_COMMAND_CODES[exc.code], exc.message) from None
+        return reservation_view(reservation)
+
+    async def reservations_cancel(self, args: dict[str, Any], user: str) -> dict[str, Any]:
+        rid = args.get("reservation_id")
+        if isinstance(rid, bool) or not isinstance(rid, int):
+            raise OpError(ErrorCode.BAD_ARGUMENTS, "reservation_id must be an integer")
+        try:
+            reservation = await self._reservations.cancel(rid, actor=user)
+        except CommandError as exc:
+            code = (
+                ErrorCode.NOT_FOUND
+                if exc.message.startswith("unknown reservation")
+                else _COMMAND_CODES[exc.code]
+            )
+            raise OpError(code, exc.message) from None
+        return reservation_view(reservation)
+
+    async def reservations_list(self, args: dict[str, Any], user: str) -> list[dict[str, Any]]:
+        charger_id = args.get("charger_id")
+        if charger_id is not None and not isinstance(charger_id, str):
+            raise OpError(ErrorCode.BAD_ARGUMENTS, "charger_id must be a string")
+        rows = await self._reservations.list(
+            charger_id=charger_id, open_only=bool(args.get("open")), limit=_limit(args, 100)
+        )
+        now = utc_now()
+        return [reservation_view(r, now) for r in rows]
 
 
 def _optional_text(args: dict[str, Any], key: str) -> str | None:

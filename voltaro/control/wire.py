@@ -106,6 +106,16 @@ OPS: dict[str, Role] = {
     #        "retries"?, "retry_interval"?}
     "firmware.campaign": Role.ADMIN,
     "firmware.campaigns": Role.VIEWER,  # args: {"campaign_id"?}: one, else the latest
+    # Local Authorization List (issue 16): sync chargers' lists with the tag table.
+    # args: {"charger_ids"?: [..] (absent: every connected charger), "full"?: bool}
+    "local_list.sync": Role.OPERATOR,
+    "local_list.show": Role.VIEWER,  # args: {"charger_id"}: what it holds, the list
+    # Reservations (issue 16). add: {"charger_id", "id_tag", "expiry" (ISO 8601) or
+    # "minutes", "connector_id"? (0 = any)}; cancel: {"reservation_id"};
+    # list: {"charger_id"?, "open"?: bool, "limit"?}
+    "reservations.add": Role.OPERATOR,
+    "reservations.cancel": Role.OPERATOR,
+    "reservations.list": Role.VIEWER,
 }
 
 # OCPP action -> the least role allowed to send it. Hard reset needs admin (args.type).
@@ -123,6 +133,7 @@ COMMAND_ROLES: dict[str, Role] = {
     # Firmware Management: new firmware is the admin's call (docs/firmware.md).
     "UpdateFirmware": Role.ADMIN,
     "GetDiagnostics": Role.OPERATOR,
+    "GetLocalListVersion": Role.OPERATOR,
 }
 
 
@@ -171,6 +182,10 @@ class Event(StrEnum):
     CAMPAIGN_PROGRESS = "campaign.progress"  # {campaign_id, charger_id, state, detail?}
     CAMPAIGN_FINISHED = "campaign.finished"  # {campaign_id}
     FILE_UPLOADED = "file.uploaded"  # {id, kind, name, size, charger_id}
+    # Issue 16: the Local Authorization List and reservations.
+    LOCAL_LIST_SYNCED = "local_list.synced"  # {charger_id, result, ok, version,
+    #                    update_type, messages, entries, detail, error_code}
+    RESERVATION_UPDATED = "reservation.updated"  # a reservation view (reservations.list)
 
 
 class WireError(ValueError):

@@ -16,6 +16,7 @@ from enum import StrEnum
 from typing import Any
 from urllib.parse import urlsplit
 
+from voltaro.domain.local_list import ListEntry, UpdateType
 from voltaro.domain.model import (
     AuthorizationStatus,
     Availability,
@@ -152,6 +153,36 @@ class GetDiagnostics:
     served: str | None = None  # as UpdateFirmware.served
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GetLocalListVersion:
+    pass
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SendLocalList:
+    """One SendLocalList (OCPP 1.6 §5.15); built by the local list sync, never by hand."""
+
+    list_version: int
+    update_type: UpdateType
+    entries: tuple[ListEntry, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReserveNow:
+    """ReserveNow (OCPP 1.6 §5.13); the reservation id is the stored reservation's."""
+
+    connector_id: int
+    expiry_date: datetime
+    id_tag: str
+    reservation_id: int
+    parent_id_tag: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CancelReservation:
+    reservation_id: int
+
+
 Command = (
     RemoteStart
     | RemoteStop
@@ -165,6 +196,10 @@ Command = (
     | TriggerMessage
     | UpdateFirmware
     | GetDiagnostics
+    | GetLocalListVersion
+    | SendLocalList
+    | ReserveNow
+    | CancelReservation
 )
 
 # The OCPP action each command becomes, also its name on the control socket and the API.
@@ -181,6 +216,10 @@ ACTION_OF: dict[type[Any], str] = {
     TriggerMessage: "TriggerMessage",
     UpdateFirmware: "UpdateFirmware",
     GetDiagnostics: "GetDiagnostics",
+    GetLocalListVersion: "GetLocalListVersion",
+    SendLocalList: "SendLocalList",
+    ReserveNow: "ReserveNow",
+    CancelReservation: "CancelReservation",
 }
 
 # Location schemes a charger may be given (SupportedFileTransferProtocols, errata 3.90).
@@ -321,13 +360,35 @@ def validate(command: Command) -> None:
             _check_time("stop time", stop)
             if start is not None and stop is not None and stop < start:
                 raise _bad("stop time is before start time")
+        case GetLocalListVersion():
+            pass
+        case SendLocalList(list_version=version, update_type=kind, entries=entries):
+            if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+                raise _bad("list version must be a positive integer")
+            if kind not in tuple(UpdateType):
+                raise _bad("update type must be Full or Differential")
+            for entry in entries:
+                _check_text("id tag", entry.id_tag, 20)
+                if entry.info is None and kind is UpdateType.FULL:
+                    # §5.15: in a Full update every entry carries its idTagInfo.
+                    raise _bad(f"a Full update cannot remove {entry.id_tag}")
+        case ReserveNow(connector_id=cid, id_tag=tag, reservation_id=rid, parent_id_tag=parent):
+            _check_connector(cid, minimum=0)
+            _check_text("id tag", tag, 20)
+            _check_text("parent id tag", parent, 20, required=False)
+            if isinstance(rid, bool) or not isinstance(rid, int):
+                raise _bad("reservation id must be an integer")
+        case CancelReservation(reservation_id=rid):
+            if isinstance(rid, bool) or not isinstance(rid, int):
+                raise _bad("reservation id must be an integer")
 
 
 def check_allowed(command: Command, registration: RegistrationStatus) -> None:
     """Apply the spec's rules on what may be sent in the charger's registration state.
 
     - Pending: the Central System SHALL NOT send RemoteStart/RemoteStopTransaction
-      (OCPP 1.6 §4.2); configuration and information requests are fine.
+      (OCPP 1.6 §4.2); configuration and information requests are fine. ReserveNow is
+      neither and holds a connector for a charger not yet let in: refused too.
     - Rejected: the Central System SHOULD NOT initiate any message (§4.2).
     - Accepted: no TriggerMessage(BootNotification) until the charger boots again
       (errata 3.40, R42).
@@ -341,7 +402,9 @@ def check_allowed(command: Command, registration: RegistrationStatus) -> None:
             CommandErrorCode.NOT_ALLOWED,
             f"{action} not sent: the charger's registration is Rejected (OCPP 1.6 §4.2)",
         )
-    if registration is RegistrationStatus.PENDING and isinstance(command, RemoteStart | RemoteStop):
+    if registration is RegistrationStatus.PENDING and isinstance(
+        command, RemoteStart | RemoteStop | ReserveNow
+    ):
         raise CommandError(
             CommandErrorCode.NOT_ALLOWED,
             f"{action} not sent: the charger is Pending (OCPP 1.6 §4.2)",

@@ -8,6 +8,7 @@ from ocpp.v16 import call
 
 from voltaro.domain.commands import (
     ACTION_OF,
+    CancelReservation,
     ChangeAvailability,
     ChangeConfiguration,
     ClearCache,
@@ -17,13 +18,18 @@ from voltaro.domain.commands import (
     DataTransfer,
     GetConfiguration,
     GetDiagnostics,
+    GetLocalListVersion,
     RemoteStart,
     RemoteStop,
+    ReserveNow,
     Reset,
+    SendLocalList,
     TriggerMessage,
     UnlockConnector,
     UpdateFirmware,
 )
+from voltaro.domain.local_list import ListEntry
+from voltaro.domain.model import IdTagInfo
 from voltaro.domain.timestamps import format_utc
 
 
@@ -65,7 +71,48 @@ def to_call(command: Command) -> Any:
                 start_time=None if start is None else format_utc(start),
                 stop_time=None if stop is None else format_utc(stop),
             )
+        case GetLocalListVersion():
+            return call.GetLocalListVersion()
+        case SendLocalList(list_version=version, update_type=kind, entries=entries):
+            return call.SendLocalList(
+                list_version=version,
+                update_type=kind.value,
+                local_authorization_list=[_authorization_data(e) for e in entries],
+            )
+        case ReserveNow(
+            connector_id=cid,
+            expiry_date=expiry,
+            id_tag=tag,
+            reservation_id=rid,
+            parent_id_tag=parent,
+        ):
+            return call.ReserveNow(
+                connector_id=cid,
+                expiry_date=format_utc(expiry),
+                id_tag=tag,
+                reservation_id=rid,
+                parent_id_tag=parent,
+            )
+        case CancelReservation(reservation_id=rid):
+            return call.CancelReservation(reservation_id=rid)
     raise TypeError(f"not a command: {command!r}")
+
+
+def _id_tag_info(info: IdTagInfo) -> dict[str, Any]:
+    out: dict[str, Any] = {"status": info.status.value}
+    if info.expiry_date is not None:
+        out["expiryDate"] = format_utc(info.expiry_date)
+    if info.parent_id_tag is not None:
+        out["parentIdTag"] = info.parent_id_tag
+    return out
+
+
+def _authorization_data(entry: ListEntry) -> dict[str, Any]:
+    """AuthorizationData (§7.3); without idTagInfo it removes the tag (Differential)."""
+    data: dict[str, Any] = {"idTag": entry.id_tag}
+    if entry.info is not None:
+        data["idTagInfo"] = _id_tag_info(entry.info)
+    return data
 
 
 def _entries(raw: Any) -> tuple[ConfigurationEntry, ...]:
@@ -102,6 +149,13 @@ def to_outcome(command: Command, result: Any) -> CommandOutcome:
             action=action,
             status="Accepted" if name else "NoDiagnostics",
             details={"file_name": None if name is None else str(name)},
+        )
+    if isinstance(command, GetLocalListVersion):
+        version = getattr(result, "list_version", None)
+        return CommandOutcome(
+            action=action,
+            status="Accepted",
+            details={"list_version": version if isinstance(version, int) else None},
         )
     status = getattr(result, "status", None)
     data = getattr(result, "data", None)

@@ -30,10 +30,12 @@ from voltaro.domain.commands import (
     DataTransfer,
     GetConfiguration,
     GetDiagnostics,
+    GetLocalListVersion,
     RemoteStart,
     RemoteStop,
     Reset,
     ResetType,
+    SendLocalList,
     TriggerableMessage,
     TriggerMessage,
     UnlockConnector,
@@ -68,6 +70,15 @@ ALIASES = {
     "trigger": "TriggerMessage",
     "update-firmware": "UpdateFirmware",
     "get-diagnostics": "GetDiagnostics",
+    "local-list-version": "GetLocalListVersion",
+}
+# Sent only by the services that keep what they change (the local list sync, the
+# reservations), never as a bare command: a reservation or list the server does not know
+# about would be worse than none.
+MANAGED = {
+    "SendLocalList": "use local-list sync (it keeps the version the charger holds)",
+    "ReserveNow": "use reservations add (it stores the reservation)",
+    "CancelReservation": "use reservations cancel (it updates the stored reservation)",
 }
 ACTIONS = frozenset(ACTION_OF.values())
 
@@ -138,6 +149,8 @@ def command_from_args(action: str, args: dict[str, Any]) -> Command:
     name = ALIASES.get(action, action)
     if name not in ACTIONS:
         raise _bad(f"unknown command {action!r}")
+    if name in MANAGED:
+        raise _bad(f"{name} is not sent on its own: {MANAGED[name]}")
     if not isinstance(args, dict):
         raise _bad("arguments must be an object")
     command: Command
@@ -200,6 +213,8 @@ def command_from_args(action: str, args: dict[str, Any]) -> Command:
                 start_time=_when(args, "start_time"),
                 stop_time=_when(args, "stop_time"),
             )
+        case "GetLocalListVersion":
+            command = GetLocalListVersion()
         case _:  # TriggerMessage
             message = _choice(
                 _str(args, "requested_message") or "",
@@ -218,6 +233,15 @@ def command_args(command: Command) -> dict[str, Any]:
 
     A location Voltaro built for one charger holds a URL token (a credential for that
     file transfer): the audit keeps what it points at (``served``) instead."""
+    if isinstance(command, SendLocalList):
+        # The tags, not their whole IdTagInfo: the audit says what changed on the list.
+        return {
+            "list_version": command.list_version,
+            "update_type": command.update_type.value,
+            "entries": len(command.entries),
+            "id_tags": [e.id_tag for e in command.entries if e.info is not None],
+            "removed": [e.id_tag for e in command.entries if e.info is None],
+        }
     out: dict[str, Any] = {}
     for field in getattr(command, "__dataclass_fields__", {}):
         value = getattr(command, field)
@@ -274,6 +298,9 @@ class CommandService:
         self._hub = hub
         self._settings = settings
         self._router = router or LocalRouter(registry)
+
+    def is_connected(self, charger_id: str) -> bool:
+        return self._router.is_connected(charger_id)
 
     async def execute(
         self,

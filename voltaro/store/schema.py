@@ -389,3 +389,45 @@ class CampaignTargetRow(Base):
     state: Mapped[str] = mapped_column(String(32))
     detail: Mapped[str | None] = mapped_column(Text)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class LocalListStateRow(Base):
+    """What a charger last accepted of the Local Authorization List (OCPP 1.6 §5.15):
+    its version and entries, so that the next sync sends only the differences."""
+
+    __tablename__ = "local_list_state"
+
+    charger_id: Mapped[str] = mapped_column(
+        ForeignKey("charge_points.charger_id", ondelete="CASCADE"), primary_key=True
+    )
+    # None: unknown (never sent, or the charger answered Failed): the next sync is Full.
+    version: Mapped[int | None] = mapped_column(Integer)
+    entries: Mapped[str | None] = mapped_column(Text)  # JSON {tag_key: AuthorizationData}
+    # The last sync: when, its outcome (Accepted, Failed, NotSupported, ...), its error.
+    synced_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    result: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class ReservationRow(Base):
+    """A reservation sent with ReserveNow (OCPP 1.6 §5.13); its id is the reservationId."""
+
+    __tablename__ = "reservations"
+    __table_args__ = (
+        Index("ix_reservations_charger", "charger_id", "state"),
+        Index("ix_reservations_expiry", "expiry_date"),
+    )
+
+    reservation_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    charger_id: Mapped[str] = mapped_column(String(255))
+    connector_id: Mapped[int] = mapped_column(Integer)
+    id_tag: Mapped[str] = mapped_column(Text)
+    parent_id_tag: Mapped[str | None] = mapped_column(Text)
+    expiry_date: Mapped[datetime] = mapped_column(UtcDateTime)
+    state: Mapped[str] = mapped_column(String(16))
+    answer: Mapped[str | None] = mapped_column(Text)  # the charger's last answer
+    error: Mapped[str | None] = mapped_column(Text)
+    transaction_id: Mapped[int | None] = mapped_column(Integer)
+    actor: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime)

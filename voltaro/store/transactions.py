@@ -40,6 +40,7 @@ from voltaro.domain.model import (
     Transaction,
     TransactionState,
 )
+from voltaro.store.reservations import close_by_start
 from voltaro.store.schema import (
     METER_VALUE_KEY,
     ChargePointRow,
@@ -291,6 +292,16 @@ def start_transaction(
     _, effects = lc.decide(ledger, event)
     result = _apply(s, effects)
     assert isinstance(result, StartTransactionResult)
+    if req.reservation_id is not None:
+        # The reservation ends with this start, in the same commit as the answer (§4.8).
+        close_by_start(
+            s,
+            req.charger_id,
+            req.reservation_id,
+            result.transaction_id,
+            req.id_tag,
+            req.timestamp,
+        )
     return result
 
 

@@ -1,0 +1,330 @@
+"""Keeping chargers' Local Authorization Lists in sync with the tag table (OCPP 1.6 §3.4.3,
+§5.7, §5.15).
+
+One sync of one charger: read its three local list keys (GetConfiguration), its list
+version (GetLocalListVersion), plan the SendLocalList messages (domain/local_list.py),
+send them one by one and keep what it accepted. Every message goes through the
+CommandService, so it is checked, routed and audited like any operator command.
+
+The pusher (``run``) follows tag changes: ``tag_changed()`` marks the list dirty and the
+pusher syncs every connected charger whose LocalAuthListEnabled is true.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+from sqlalchemy.exc import SQLAlchemyError
+
+from voltaro.background import LoopGuard
+from voltaro.control.wire import Event
+from voltaro.domain.commands import (
+    CommandError,
+    CommandErrorCode,
+    GetConfiguration,
+    GetLocalListVersion,
+    SendLocalList,
+)
+from voltaro.domain.local_list import (
+    CONFIGURATION_KEYS,
+    VERSION_NOT_SUPPORTED,
+    LocalListError,
+    Plan,
+    UpdateStatus,
+    limits_from_configuration,
+    plan_sync,
+)
+from voltaro.domain.ports import StorageUnavailable
+from voltaro.domain.timestamps import utc_now
+from voltaro.service.commands import CommandService
+from voltaro.service.hub import EventHub
+from voltaro.store import local_lists
+from voltaro.store.db import Database
+
+log = logging.getLogger(__name__)
+
+# Chargers synced at the same time by one `local-list sync` or one push.
+MAX_PARALLEL = 8
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SyncResult:
+    charger_id: str
+    # Accepted | up-to-date | NotSupported | Failed | VersionMismatch | skipped | error
+    result: str
+    ok: bool
+    version: int | None = None  # the charger's list version afterwards (as far as known)
+    update_type: str | None = None  # Full | Differential | None (nothing sent)
+    messages: int = 0  # SendLocalList messages the charger accepted
+    entries: int | None = None  # entries on the charger's list afterwards
+    detail: str = ""
+    error_code: str | None = None  # a CommandErrorCode when a command failed
+
+    def view(self) -> dict[str, Any]:
+        return {
+            "charger_id": self.charger_id,
+            "result": self.result,
+            "ok": self.ok,
+            "version": self.version,
+            "update_type": self.update_type,
+            "messages": self.messages,
+            "entries": self.entries,
+            "detail": self.detail,
+            "error_code": self.error_code,
+        }
+
+
+class LocalListService:
+    def __init__(self, db: Database, commands: CommandService, hub: EventHub | None) -> None:
+        self._db = db
+        self._commands = commands
+        self._hub = hub
+        self._dirty = trio.Event()
+        self._actor = "system:local-list"
+        self.guard = LoopGuard("local list pusher", log)
+
+    # --- the pusher -----------------------------------------------------------------
+
+    def tag_changed(self) -> None:
+        """A tag was added, blocked, edited or removed: push to enabled chargers soon."""
+        self._dirty.set()
+
+    async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        while True:
+            await self._dirty.wait()
+            self._dirty = trio.Event()
+            try:
+                await self.push()
+            except (SQLAlchemyError, StorageUnavailable) as exc:
+                # The next tag change retries; the outage itself is the health report's.
+                log.warning("local list push skipped: database unavailable: %s", exc)
+            except Exception as exc:
+                # A background loop never takes the server down (issue 11).
+                await self.guard.after_failure(exc, "pushing local lists")
+            else:
+                self.guard.succeeded()
+
+    async def push(self) -> list[SyncResult]:
+        """Sync the connected chargers whose LocalAuthListEnabled is true."""
+        candidates = await self._db.run(local_lists.chargers_to_push)
+        online = [c for c in candidates if self._commands.is_connected(c)]
+        if not online:
+            return []
+        return await self.sync_many(online, actor=self._actor, only_if_enabled=True)
+
+    # --- syncing --------------------------------------------------------------------
+
+    async def sync_many(
+        self,
+        charger_ids: list[str],
+        *,
+        actor: str,
+        full: bool = False,
+        only_if_enabled: bool = False,
+    ) -> list[SyncResult]:
+        results: dict[str, SyncResult] = {}
+        limiter = trio.CapacityLimiter(MAX_PARALLEL)
+
+        async def one(charger_id: str) -> None:
+            async with limiter:
+                results[charger_id] = await self.sync(
+                    charger_id, actor=actor, full=full, only_if_enabled=only_if_enabled
+                )
+
+        async with trio.open_nursery() as nursery:
+            for charger_id in charger_ids:
+                nursery.start_soon(one, charger_id)
+        return [results[c] for c in charger_ids]
+
+    async def version(self, charger_id: str, *, actor: str) -> int | None:
+        outcome = await self._commands.execute(charger_id, GetLocalListVersion(), actor=actor)
+        version = outcome.details.get("list_version")
+        return version if isinstance(version, int) else None
+
+    async def sync(
+        self, charger_id: str, *, actor: str, full: bool = False, only_if_enabled: bool = False
+    ) -> SyncResult:
+        """Bring one charger's list up to date. Never raises for the charger's answers or
+        command failures: they are in the result (and in the audit of each command)."""
+        try:
+            result = await self._sync(
+                charger_id, actor=actor, full=full, only_if_enabled=only_if_enabled
+            )
+        except CommandError as exc:
+            result = SyncResult(
+                charger_id=charger_id,
+                result="error",
+                ok=False,
+                detail=exc.message,
+                error_code=str(exc.code),
+            )
+            if exc.code not in (CommandErrorCode.UNKNOWN_CHARGER, CommandErrorCode.UNAVAILABLE):
+                await self._record(charger_id, "error", exc.message)
+        except (SQLAlchemyError, StorageUnavailable) as exc:
+            result = SyncResult(
+                charger_id=charger_id,
+                result="error",
+                ok=False,
+                detail=f"the database is unavailable ({type(exc).__name__}); retry later",
+                error_code=str(CommandErrorCode.UNAVAILABLE),
+            )
+        self._publish(result)
+        return result
+
+    async def _record(
+        self, charger_id: str, result: str, error: str | None, *, forget: bool = False
+    ) -> None:
+        try:
+            await self._db.run(local_lists.record_result, charger_id, result, error, forget=forget)
+        except (SQLAlchemyError, StorageUnavailable) as exc:
+            log.warning("local list result for %s not stored: %s", charger_id, exc)
+
+    def _publish(self, result: SyncResult) -> None:
+        if self._hub is not None:
+            self._hub.publish(Event.LOCAL_LIST_SYNCED, result.view())
+
+    async def _sync(
+        self, charger_id: str, *, actor: str, full: bool, only_if_enabled: bool
+    ) -> SyncResult:
+        config = await self._commands.execute(
+            charger_id, GetConfiguration(keys=CONFIGURATION_KEYS), actor=actor
+        )
+        limits = limits_from_configuration({e.key: e.value for e in config.configuration})
+        if only_if_enabled and limits.enabled is not True:
+            return SyncResult(
+                charger_id=charger_id,
+                result="skipped",
+                ok=True,
+                detail="LocalAuthListEnabled is not true",
+            )
+        charger_version = await self.version(charger_id, actor=actor)
+        if charger_version is None:
+            raise CommandError(
+                CommandErrorCode.CALL_ERROR, f"{charger_id} answered no list version"
+            )
+        if charger_version == VERSION_NOT_SUPPORTED:
+            detail = f"{charger_id} does not support a local list (version -1)"
+            await self._record(charger_id, UpdateStatus.NOT_SUPPORTED.value, detail)
+            return SyncResult(
+                charger_id=charger_id,
+                result=UpdateStatus.NOT_SUPPORTED.value,
+                ok=False,
+                version=charger_version,
+                detail=detail,
+            )
+        known_version, known = await self._db.run(local_lists.known_state, charger_id)
+        desired = await self._db.run(local_lists.desired, utc_now())
+        try:
+            plan = plan_sync(
+                charger_id=charger_id,
+                desired=desired,
+                known=known,
+                known_version=known_version,
+                charger_version=charger_version,
+                limits=limits,
+                force_full=full,
+            )
+        except LocalListError as exc:
+            await self._record(charger_id, "refused", str(exc))
+            return SyncResult(
+                charger_id=charger_id,
+                result="refused",
+                ok=False,
+                version=charger_version,
+                detail=str(exc),
+                error_code=str(CommandErrorCode.BAD_ARGUMENTS),
+            )
+        result = await self._send(charger_id, plan, actor=actor, charger_version=charger_version)
+        if result.result != UpdateStatus.VERSION_MISMATCH.value or plan.full:
+            return result
+        # VersionMismatch to a Differential update: what the charger holds is not what
+        # we think; start again from nothing with a Full update (§5.15).
+        charger_version = await self.version(charger_id, actor=actor) or 0
+        plan = plan_sync(
+            charger_id=charger_id,
+            desired=desired,
+            known=None,
+            known_version=None,
+            charger_version=max(charger_version, 0),
+            limits=limits,
+            force_full=True,
+        )
+        return await self._send(charger_id, plan, actor=actor, charger_version=charger_version)
+
+    async def _send(
+        self, charger_id: str, plan: Plan, *, actor: str, charger_version: int
+    ) -> SyncResult:
+        if not plan.updates:
+            await self._record(charger_id, "up-to-date", None)
+            return SyncResult(
+                charger_id=charger_id,
+                result="up-to-date",
+                ok=True,
+                version=charger_version,
+                detail=plan.reason,
+            )
+        update_type = plan.updates[0].update_type.value
+        accepted = 0
+        version: int | None = charger_version
+        entries: int | None = None
+        for update in plan.updates:
+            command = SendLocalList(
+                list_version=update.version,
+                update_type=update.update_type,
+                entries=update.entries,
+            )
+            try:
+                outcome = await self._commands.execute(charger_id, command, actor=actor)
+            except CommandError as exc:
+                # Timeout or hang-up mid-sync: the charger holds the last accepted
+                # version or this one; the next sync's version check tells which.
+                await self._record(charger_id, "error", exc.message)
+                return SyncResult(
+                    charger_id=charger_id,
+                    result="error",
+                    ok=False,
+                    version=version,
+                    update_type=update_type,
+                    messages=accepted,
+                    entries=entries,
+                    detail=f"{plan.reason}; message {accepted + 1} of {len(plan.updates)}: "
+                    f"{exc.message}",
+                    error_code=str(exc.code),
+                )
+            if outcome.status == UpdateStatus.ACCEPTED.value:
+                await self._db.run(
+                    local_lists.save_accepted, charger_id, update.version, update.after
+                )
+                accepted += 1
+                version, entries = update.version, len(update.after)
+                continue
+            status = outcome.status
+            detail = f"{plan.reason}; {charger_id} answered {status} to version {update.version}"
+            # Failed: the charger could not update its list; what it holds is unknown.
+            await self._record(
+                charger_id, status, detail, forget=status == UpdateStatus.FAILED.value
+            )
+            return SyncResult(
+                charger_id=charger_id,
+                result=status,
+                ok=False,
+                version=version,
+                update_type=update_type,
+                messages=accepted,
+                entries=entries,
+                detail=detail,
+            )
+        return SyncResult(
+            charger_id=charger_id,
+            result=UpdateStatus.ACCEPTED.value,
+            ok=True,
+            version=version,
+            update_type=update_type,
+            messages=accepted,
+            entries=entries,
+            detail=plan.reason,
+        )

@@ -1,0 +1,112 @@
+"""Units of work for the Local Authorization List (OCPP 1.6 §5.15): the list derived from
+the tag table, and what each charger last accepted."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from voltaro.domain.local_list import KEY_ENABLED, ListEntry, desired_list
+from voltaro.domain.model import AuthorizationStatus, IdTagInfo
+from voltaro.domain.timestamps import format_utc, parse_timestamp, utc_now
+from voltaro.store.schema import ChargePointRow, ConfigurationRow, LocalListStateRow
+from voltaro.store.tags import list_tags
+
+
+def desired(s: Session, now: datetime) -> dict[str, ListEntry]:
+    return desired_list(list_tags(s), now)
+
+
+def _encode(entries: dict[str, ListEntry]) -> str:
+    out: dict[str, Any] = {}
+    for key, entry in entries.items():
+        info = entry.info
+        assert info is not None
+        out[key] = {
+            "id_tag": entry.id_tag,
+            "status": info.status.value,
+            "expiry_date": format_utc(info.expiry_date) if info.expiry_date else None,
+            "parent_id_tag": info.parent_id_tag,
+        }
+    return json.dumps(out, sort_keys=True)
+
+
+def _decode(text: str) -> dict[str, ListEntry]:
+    out: dict[str, ListEntry] = {}
+    for key, item in json.loads(text).items():
+        expiry = item.get("expiry_date")
+        out[key] = ListEntry(
+            id_tag=item["id_tag"],
+            info=IdTagInfo(
+                status=AuthorizationStatus(item["status"]),
+                expiry_date=parse_timestamp(expiry) if expiry else None,
+                parent_id_tag=item.get("parent_id_tag"),
+            ),
+        )
+    return out
+
+
+def known_state(s: Session, charger_id: str) -> tuple[int | None, dict[str, ListEntry] | None]:
+    """(version, entries) the charger last accepted; (None, None) when unknown."""
+    row = s.get(LocalListStateRow, charger_id)
+    if row is None or row.version is None or row.entries is None:
+        return None, None
+    return row.version, _decode(row.entries)
+
+
+def _row(s: Session, charger_id: str) -> LocalListStateRow | None:
+    if s.get(ChargePointRow, charger_id) is None:
+        return None
+    row = s.get(LocalListStateRow, charger_id)
+    if row is None:
+        row = LocalListStateRow(charger_id=charger_id)
+        s.add(row)
+    return row
+
+
+def save_accepted(s: Session, charger_id: str, version: int, entries: dict[str, ListEntry]) -> None:
+    """The charger answered Accepted: it now holds ``entries`` at ``version``."""
+    row = _row(s, charger_id)
+    if row is not None:
+        row.version, row.entries = version, _encode(entries)
+        row.synced_at, row.result, row.error = utc_now(), "Accepted", None
+
+
+def record_result(
+    s: Session, charger_id: str, result: str, error: str | None = None, *, forget: bool = False
+) -> None:
+    """The last sync's outcome; ``forget``: what the charger holds is unknown now (it
+    answered Failed), so the next sync sends a Full update."""
+    row = _row(s, charger_id)
+    if row is not None:
+        row.synced_at, row.result, row.error = utc_now(), result, error
+        if forget:
+            row.version, row.entries = None, None
+
+
+def list_state(s: Session, charger_id: str) -> dict[str, Any] | None:
+    row = s.get(LocalListStateRow, charger_id)
+    if row is None:
+        return None
+    return {
+        "version": row.version,
+        "entries": len(json.loads(row.entries)) if row.entries else None,
+        "synced_at": format_utc(row.synced_at) if row.synced_at else None,
+        "result": row.result,
+        "error": row.error,
+    }
+
+
+def chargers_to_push(s: Session) -> list[str]:
+    """Chargers whose last reported LocalAuthListEnabled is true (OCPP 1.6 §9.3)."""
+    rows = s.scalars(
+        select(ConfigurationRow.charger_id).where(
+            func.lower(ConfigurationRow.key) == KEY_ENABLED.lower(),
+            func.lower(func.trim(ConfigurationRow.value)) == "true",
+        )
+    )
+    return sorted(set(rows))
