@@ -14,7 +14,10 @@ its own loop and hands the exception to its :class:`LoopGuard`, which
 - backs off before the next attempt (``BACKOFF_FIRST`` doubling to ``BACKOFF_MAX``), so
   a loop whose every step fails does not spin; the first success resets it.
 
-Cancellation is a BaseException and passes through untouched.
+Cancellation is a BaseException and passes through untouched. A database that is down
+or busy (:class:`StorageUnavailable`) is not an unexpected error: the loop backs off as
+usual, but no line is logged and it is not counted as a failure; the outage is reported,
+once and summarised, by the database's health log (issue 21 item 5).
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from __future__ import annotations
 import logging
 
 import trio
+
+from voltaro.domain.ports import StorageUnavailable
 
 LOG_EVERY = 60.0  # seconds between two log lines about the same loop's failures
 BACKOFF_FIRST = 0.5
@@ -35,12 +40,17 @@ class LoopGuard:
         self.name = name
         self._log = logger
         self.failures = 0
+        self.outage_retries = 0  # steps that found the database unavailable
         self._backoff = 0.0
         self._last_logged: float | None = None
         self._unlogged = 0
 
     def failed(self, exc: BaseException, doing: str) -> float:
         """Count and log ``exc``; return how long the loop should wait before going on."""
+        if isinstance(exc, StorageUnavailable):
+            self.outage_retries += 1
+            self._backoff = min(BACKOFF_MAX, max(BACKOFF_FIRST, self._backoff * 2))
+            return self._backoff
         self.failures += 1
         now = trio.current_time()
         if self._last_logged is None:

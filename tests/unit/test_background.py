@@ -10,6 +10,7 @@ import trio
 import trio.testing
 
 from voltaro.background import BACKOFF_MAX, LOG_EVERY, LoopGuard
+from voltaro.store.errors import TransientStorageError
 from voltaro.store.health import DatabaseHealth
 
 
@@ -58,3 +59,16 @@ async def test_the_outage_log_survives_an_unexpected_error(
     first = [r for r in caplog.records if "database outage log: unexpected error" in r.message]
     assert first
     assert first[0].exc_info is not None
+
+
+async def test_a_database_outage_is_not_an_unexpected_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Issue 21 item 5: the outage is logged by the database's health report; a loop that
+    meets it backs off without a line (and without counting a bug)."""
+    guard = LoopGuard("some loop", logging.getLogger("test.background"))
+    first = guard.failed(TransientStorageError("database unavailable: locked"), "writing")
+    second = guard.failed(TransientStorageError("database unavailable: locked"), "writing")
+    assert caplog.records == []
+    assert (guard.failures, guard.outage_retries) == (0, 2)
+    assert 0 < first < second <= BACKOFF_MAX
