@@ -468,3 +468,21 @@ async def test_status_human_output_during_a_database_outage(server: RunningServe
     assert shown["chargers"] == "0 connected"
     for raw in ("True", "False", "None", "{"):
         assert raw not in text, raw
+
+
+async def test_orphan_stops_table_in_local_time_and_kwh(server: RunningServer) -> None:
+    server.run(chargers.add_charger, "CP-1")
+    cp = await RawCharger.connect(f"{server.url}/CP-1")
+    await cp.boot()
+    await cp.call(
+        "StopTransaction",
+        {"transactionId": 999, "meterStop": 12345, "timestamp": "2025-01-01T10:00:00Z"},
+    )
+    done = await _ctl_in(server, "Europe/Berlin", "transactions", "stops")
+    assert done.returncode == 0, done.stderr
+    header, row = done.stdout.decode().splitlines()[:2]
+    assert header.split() == ["KIND", "CHARGER", "TX", "METER", "STOPPED", "REASON", "RECEIVED"]
+    assert "12.345 kWh" in row
+    assert "2025-01-01 11:00:00+0100" in row
+    assert not re.search(r"\d\dT\d\d:\d\d", row)
+    await cp.close()

@@ -835,14 +835,14 @@ def _human(op: str, result: Any) -> str:
                     t["kind"],
                     t["charger_id"],
                     t["transaction_id"],
-                    t["meter_stop"],
-                    t["stop_time"],
+                    human.kwh(t["meter_stop"]),
+                    _time(t["stop_time"]) or t["stop_time"],
                     t["reason"],
-                    t["received_at"],
+                    _time(t["received_at"]),
                 )
                 for t in result
             ],
-            ["KIND", "CHARGER", "TX", "METER_STOP", "STOP_TIME", "REASON", "RECEIVED"],
+            ["KIND", "CHARGER", "TX", "METER", "STOPPED", "REASON", "RECEIVED"],
         )
     if op == "firmware.campaigns" and isinstance(result, list):
         return _table(
@@ -890,7 +890,7 @@ def _human(op: str, result: Any) -> str:
             [
                 (
                     q["id"],
-                    q["at"],
+                    _time(q["at"]),
                     q.get("kind", "refused"),
                     q["charger_id"],
                     q["unique_id"],
