@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 from sqlalchemy import select
 from trio_websocket import HandshakeError, open_websocket_url
@@ -111,6 +112,15 @@ def assert_acknowledged_stored(server_db: Any, ledger: Ledger) -> None:
     assert not wrong, f"{len(wrong)} connectors differ from the last acknowledged: {wrong}"
 
 
+# The charger side here is trio-websocket's client: when its own connect_timeout fires
+# mid-handshake on a heavily loaded machine it drops the half-open client socket without
+# closing it (trio-websocket 0.12, connect_websocket under fail_after), and the garbage
+# collector's ResourceWarning then surfaces in whatever code runs next. It is the test
+# client's socket (its local port is ephemeral, the remote one is the server's), not the
+# server's, and what this test checks is what was stored.
+@pytest.mark.filterwarnings(
+    "ignore:Exception ignored in.*socket.socket:pytest.PytestUnraisableExceptionWarning"
+)
 async def test_every_acknowledged_status_is_stored_under_load(
     database_url: str, tmp_path: Path
 ) -> None:
