@@ -141,6 +141,18 @@ COMMANDS += (
         op="reservations.cancel",
     ),
 )
+COMMANDS += (
+    CommandSpec(
+        "limit",
+        "Limit charger",
+        (
+            Field("limit", "Limit", "int"),
+            Field("unit", "A or W", "choice", choices=("A", "W"), default="A"),
+        ),
+        fixed=(("connector_id", 0),),
+        op="profiles.set",
+    ),
+)
 COMMANDS += (CommandSpec("remove", "Remove charger", destructive=True, op="chargers.remove"),)
 BY_ACTION = {c.action: c for c in COMMANDS}
 

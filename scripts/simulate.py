@@ -67,7 +67,7 @@ CORE_KEYS: dict[str, tuple[str, bool]] = {
     "StopTxnAlignedData": ("", False),
     "StopTxnSampledData": ("Energy.Active.Import.Register", False),
     "SupportedFeatureProfiles": (
-        "Core,FirmwareManagement,RemoteTrigger,LocalAuthListManagement,Reservation",
+        "Core,FirmwareManagement,RemoteTrigger,LocalAuthListManagement,Reservation,SmartCharging",
         True,
     ),
     "SupportedFileTransferProtocols": ("HTTP,HTTPS,FTP", True),
@@ -76,6 +76,11 @@ CORE_KEYS: dict[str, tuple[str, bool]] = {
     "LocalAuthListMaxLength": ("100", True),
     "SendLocalListMaxLength": ("20", True),
     "ReserveConnectorZeroSupported": ("true", True),
+    # Smart Charging (OCPP 1.6 §9.4).
+    "ChargeProfileMaxStackLevel": ("8", True),
+    "ChargingScheduleAllowedChargingRateUnit": ("Current,Power", True),
+    "ChargingScheduleMaxPeriods": ("24", True),
+    "MaxChargingProfilesInstalled": ("10", True),
     "TransactionMessageAttempts": ("3", False),
     "TransactionMessageRetryInterval": ("10", False),
     "UnlockConnectorOnEVSideDisconnect": ("true", False),
@@ -129,6 +134,7 @@ class Session:
     transaction_id: int | None
     meter_wh: float
     stop: asyncio.Event = field(default_factory=asyncio.Event)
+    started: float = field(default_factory=time.monotonic)
     reason: str = "Local"
 
 
@@ -284,6 +290,74 @@ class SimCharger(LibraryChargePoint):  # type: ignore[misc]
             return call_result.CancelReservation(status="Rejected")
         return call_result.CancelReservation(status="Accepted")
 
+    @on(Action.set_charging_profile)
+    async def on_set_charging_profile(
+        self, connector_id: int, cs_charging_profiles: dict[str, Any], **_: Any
+    ) -> Any:
+        """§5.16: a profile replaces the one with the same id; a TxProfile needs a session."""
+        profile = cs_charging_profiles
+        if not 0 <= connector_id <= self.sim.connectors:
+            return call_result.SetChargingProfile(status="Rejected")
+        if profile["charging_profile_purpose"] == "TxProfile" and connector_id not in (
+            self.sim.sessions
+        ):
+            return call_result.SetChargingProfile(status="Rejected")
+        self.sim.profiles = [
+            p
+            for p in self.sim.profiles
+            if p[1]["charging_profile_id"] != profile["charging_profile_id"]
+        ]
+        self.sim.profiles.append((connector_id, profile, time.monotonic()))
+        return call_result.SetChargingProfile(status="Accepted")
+
+    @on(Action.clear_charging_profile)
+    async def on_clear_charging_profile(
+        self,
+        id: int | None = None,  # noqa: A002 - OCPP field name
+        connector_id: int | None = None,
+        charging_profile_purpose: str | None = None,
+        stack_level: int | None = None,
+        **_: Any,
+    ) -> Any:
+        def matches(entry: tuple[int, dict[str, Any], float]) -> bool:
+            cid, p, _ = entry
+            if id is not None:
+                return bool(p["charging_profile_id"] == id)
+            return (
+                (connector_id is None or cid == connector_id)
+                and (
+                    charging_profile_purpose is None
+                    or p["charging_profile_purpose"] == charging_profile_purpose
+                )
+                and (stack_level is None or p["stack_level"] == stack_level)
+            )
+
+        kept = [e for e in self.sim.profiles if not matches(e)]
+        found = len(kept) != len(self.sim.profiles)
+        self.sim.profiles = kept
+        return call_result.ClearChargingProfile(status="Accepted" if found else "Unknown")
+
+    @on(Action.get_composite_schedule)
+    async def on_get_composite_schedule(
+        self, connector_id: int, duration: int, charging_rate_unit: str | None = None, **_: Any
+    ) -> Any:
+        """A one-period composite: the limit in force now (enough for an operator's view)."""
+        if not 0 <= connector_id <= self.sim.connectors:
+            return call_result.GetCompositeSchedule(status="Rejected")
+        unit = charging_rate_unit or "W"
+        watts = self.sim.limit_w(connector_id)
+        limit = watts if unit == "W" else watts / (230 * 3)
+        return call_result.GetCompositeSchedule(
+            status="Accepted",
+            connector_id=connector_id,
+            schedule_start=now(),
+            charging_schedule={
+                "charging_rate_unit": unit,
+                "duration": duration,
+                "charging_schedule_period": [{"start_period": 0, "limit": round(limit, 1)}],
+            },
+        )
+
     @on(Action.trigger_message)
     async def on_trigger(
         self, requested_message: str, connector_id: int | None = None, **_: Any
@@ -374,6 +448,8 @@ class VirtualCharger:
         self.local_list: dict[str, dict[str, Any]] = {}
         self.list_version = 0
         self.reservations: dict[int, Reservation] = {}  # by connector (0: any)
+        # Charging profiles: (connector, csChargingProfiles, when received).
+        self.profiles: list[tuple[int, dict[str, Any], float]] = []
 
     def spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -389,6 +465,50 @@ class VirtualCharger:
             ),
             None,
         )
+
+    @staticmethod
+    def _period_limit(profile: dict[str, Any], elapsed: float) -> float | None:
+        """The limit in W of the schedule's period at ``elapsed`` seconds (None: over)."""
+        schedule = profile["charging_schedule"]
+        duration = schedule.get("duration")
+        if duration is not None and elapsed >= duration:
+            return None
+        limit = None
+        for period in schedule["charging_schedule_period"]:
+            if period["start_period"] <= elapsed:
+                limit = float(period["limit"])
+        if limit is None:
+            return None
+        if schedule["charging_rate_unit"] == "A":
+            limit *= 230 * 3  # three phases at 230 V
+        return limit
+
+    def limit_w(self, connector: int) -> float:
+        """The power a connector may draw now (OCPP 1.6 §3.13.2): the highest-stack Tx
+        profile (else TxDefault) of the connector, capped by ChargePointMaxProfile."""
+        best: dict[str, tuple[int, float]] = {}
+        session = self.sessions.get(connector)
+        for cid, profile, received in self.profiles:
+            purpose = profile["charging_profile_purpose"]
+            if purpose == "ChargePointMaxProfile" or cid in (0, connector):
+                start = received
+                kind = profile["charging_profile_kind"]
+                if kind == "Relative" and purpose != "ChargePointMaxProfile" and session:
+                    start = session.started
+                limit = self._period_limit(profile, time.monotonic() - start)
+                if limit is None:
+                    continue
+                level = profile["stack_level"]
+                if purpose not in best or level > best[purpose][0]:
+                    best[purpose] = (level, limit)
+        watts = float("inf")
+        for purpose in ("TxProfile", "TxDefaultProfile"):
+            if purpose in best:
+                watts = best[purpose][1]
+                break
+        if "ChargePointMaxProfile" in best:
+            watts = min(watts, best["ChargePointMaxProfile"][1])
+        return watts
 
     def reservation_for(self, connector: int) -> Reservation | None:
         held = self.reservations.get(connector)
@@ -551,7 +671,7 @@ class VirtualCharger:
             await self.status(target, self.statuses.get(target, "Available"))
 
     def sampled(self, session: Session) -> list[dict[str, Any]]:
-        power = 7000 + self.rng.uniform(-500, 500)
+        power = min(7000 + self.rng.uniform(-500, 500), self.limit_w(session.connector))
         values = [
             {
                 "value": f"{session.meter_wh:.1f}",
@@ -639,7 +759,8 @@ class VirtualCharger:
                             session.stop.wait(),
                             min(self.args.meter_interval, max(0.01, deadline - time.monotonic())),
                         )
-                    session.meter_wh += 7000 * self.args.meter_interval / 3600
+                    watts = min(7000.0, self.limit_w(connector))
+                    session.meter_wh += watts * self.args.meter_interval / 3600
                     if not session.stop.is_set():
                         await self.meter_now(connector)
             await self.send(

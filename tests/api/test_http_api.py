@@ -12,6 +12,7 @@ import trio
 
 from tests.e2e.conftest import RunningServer, server_settings, start_server
 from tests.support.charger import RawCharger
+from tests.support.scripted import scripted
 from voltaro.settings import ApiScope, ApiToken
 from voltaro.store import chargers, tags
 
@@ -277,3 +278,54 @@ async def test_charge_points_connected_filter_and_active_sessions(
     assert [t["transaction_id"] for t in on["active_transactions"]] == [started["transactionId"]]
     assert offline.json()[0]["active_transactions"] == []
     await cp.close()
+
+
+async def test_smart_charging_routes(api: tuple[RunningServer, str]) -> None:
+    """Issue 16: set (checked first), list, composite and clear over HTTP."""
+    server, base = api
+    server.run(chargers.add_charger, "CP-1")
+    cp = await RawCharger.connect(f"{server.url}/CP-1")
+    await cp.boot()
+    answers = {
+        "GetConfiguration": {"configurationKey": []},
+        "SetChargingProfile": {"status": "Accepted"},
+        "ClearChargingProfile": {"status": "Accepted"},
+        "GetCompositeSchedule": {"status": "Rejected"},
+    }
+    profile = {
+        "chargingProfileId": 3,
+        "stackLevel": 0,
+        "chargingProfilePurpose": "ChargePointMaxProfile",
+        "chargingProfileKind": "Relative",
+        "chargingSchedule": {
+            "chargingRateUnit": "W",
+            "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 11000}],
+        },
+    }
+    handlers = {action: (lambda payload, a=answer: a) for action, answer in answers.items()}
+    async with client(base, OPERATE) as http, scripted(cp, handlers):
+        refused = await http.post(
+            "/charge_points/CP-1/charging_profiles", json={"connector_id": 1, "profile": profile}
+        )
+        assert refused.status_code == 422
+        assert "connector 0 only" in refused.json()["error"]["message"]
+        ok = await http.post(
+            "/charge_points/CP-1/charging_profiles", json={"connector_id": 0, "profile": profile}
+        )
+        assert ok.status_code == 200, ok.text
+        assert ok.json()["status"] == "Accepted"
+        listed = (await http.get("/charge_points/CP-1/charging_profiles")).json()
+        assert [p["profile_id"] for p in listed] == [3]
+        composite = await http.get(
+            "/charge_points/CP-1/composite_schedule", params={"connector_id": 0, "duration": 60}
+        )
+        assert composite.json()["status"] == "Rejected"
+        cleared = await http.post(
+            "/charge_points/CP-1/charging_profiles/clear", json={"profile_id": 3}
+        )
+        assert cleared.json() == {
+            "action": "ClearChargingProfile",
+            "status": "Accepted",
+            "cleared": 1,
+        }
+        assert (await http.get("/charge_points/CP-1/charging_profiles")).json() == []

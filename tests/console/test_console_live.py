@@ -122,7 +122,7 @@ async def test_link_requests_and_errors(server: Server) -> None:
             await task
 
 
-async def test_reserve_and_sync_local_list_from_the_palette(server: Server) -> None:
+async def test_reserve_sync_and_limit_from_the_palette(server: Server) -> None:
     """Issue 16: the palette's Reserve and Sync local list reach the charger, and the
     detail view shows the open reservation and the list version."""
     await server.ctl("chargers.add", {"charger_id": "CP-1"})
@@ -135,6 +135,7 @@ async def test_reserve_and_sync_local_list_from_the_palette(server: Server) -> N
             "GetConfiguration": {"configurationKey": []},
             "GetLocalListVersion": {"listVersion": 0},
             "SendLocalList": {"status": "Accepted"},
+            "SetChargingProfile": {"status": "Accepted"},
         },
     )
     try:
@@ -152,6 +153,16 @@ async def test_reserve_and_sync_local_list_from_the_palette(server: Server) -> N
             app.send_command("CP-1", BY_ACTION["local-list-sync"], {})
             async with asyncio.timeout(10):
                 await until(pilot, lambda: "Sync local list on CP-1: Accepted" in feed_text(app))
+            app.send_command(
+                "CP-1", BY_ACTION["limit"], {"limit": 16, "unit": "A", "connector_id": 0}
+            )
+            async with asyncio.timeout(10):
+                await until(pilot, lambda: "Limit charger on CP-1: Accepted" in feed_text(app))
+            limit = next(c for c in charger.calls if c[2] == "SetChargingProfile")
+            assert limit[3]["connectorId"] == 0
+            assert (
+                limit[3]["csChargingProfiles"]["chargingProfilePurpose"] == "ChargePointMaxProfile"
+            )
             reserve = next(c for c in charger.calls if c[2] == "ReserveNow")
             assert reserve[3]["idTag"] == "T1"
             sent = next(c for c in charger.calls if c[2] == "SendLocalList")

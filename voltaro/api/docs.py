@@ -55,6 +55,8 @@ _TAGS = (
     ("/health/", "health"),
     ("/status", "server"),
     ("/charge_points/{charger_id}/commands/", "commands"),
+    ("/charge_points/{charger_id}/charging_profiles", "smart charging"),
+    ("/charge_points/{charger_id}/composite_schedule", "smart charging"),
     ("/charge_points", "charge points"),
     ("/sessions", "sessions"),
     ("/commands", "command audit"),

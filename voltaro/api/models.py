@@ -357,6 +357,21 @@ class ReservationCreate(_Strict):
     )
 
 
+class ChargingProfileSet(_Strict):
+    connector_id: int = Field(ge=0, le=MAX_INTEGER, description="0: the whole charger")
+    profile: dict[str, Any] = Field(
+        description="csChargingProfiles as in OCPP 1.6 (chargingProfileId, stackLevel, "
+        "chargingProfilePurpose, chargingProfileKind, chargingSchedule, ...)"
+    )
+
+
+class ChargingProfileClear(_Strict):
+    profile_id: int | None = Field(default=None, ge=0, le=MAX_INTEGER)
+    connector_id: int | None = Field(default=None, ge=0, le=MAX_INTEGER)
+    purpose: Literal["ChargePointMaxProfile", "TxDefaultProfile", "TxProfile"] | None = None
+    stack_level: int | None = Field(default=None, ge=0, le=MAX_INTEGER)
+
+
 class Reservation(BaseModel):
     reservation_id: int
     charger_id: str

@@ -14,7 +14,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import Body, Depends, FastAPI, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -27,12 +27,14 @@ from voltaro.api import models
 from voltaro.api.docs import add_docs, complete_openapi
 from voltaro.api.files import FileTransferApp
 from voltaro.api.guard import Caller, RequestGuard
+from voltaro.domain.charging_profiles import ProfileError, ProfilePurpose, RateUnit, parse_profile
 from voltaro.domain.commands import CommandError, CommandErrorCode
 from voltaro.domain.model import AuthorizationStatus
 from voltaro.domain.ports import StorageUnavailable
 from voltaro.domain.timestamps import utc_now
 from voltaro.net.registry import Registry
 from voltaro.service import views
+from voltaro.service.charging_profiles import ChargingProfileService
 from voltaro.service.commands import CommandService, command_from_args
 from voltaro.service.firmware import FirmwareService
 from voltaro.service.hub import EventHub
@@ -41,7 +43,7 @@ from voltaro.service.overview import server_status
 from voltaro.service.reconciliation import Reconciliation
 from voltaro.service.reservations import ReservationService, expiry_from, reservation_view
 from voltaro.settings import ApiScope, Settings
-from voltaro.store import chargers, files, firmware, tags, transactions
+from voltaro.store import chargers, charging_profiles, files, firmware, tags, transactions
 from voltaro.store import commands as command_audit
 from voltaro.store.db import Database
 from voltaro.store.errors import AlreadyExists, NotFound, StorageError
@@ -66,7 +68,10 @@ class ApiContext:
     local_lists: LocalListService | None = None
     reservations: ReservationService | None = None
 
+    profiles: ChargingProfileService = field(init=False)
+
     def __post_init__(self) -> None:
+        self.profiles = ChargingProfileService(self.db, self.commands)
         if self.local_lists is None:
             self.local_lists = LocalListService(self.db, self.commands, self.hub)
         if self.reservations is None:
@@ -463,6 +468,97 @@ def create_app(ctx: ApiContext) -> FastAPI:
             ]
         results = await ctx.local_lists.sync_many(ids, actor=request.state.actor, full=body.full)
         return [r.view() for r in results]
+
+    profile_errors: dict[int | str, dict[str, Any]] = {
+        **ERRORS,
+        **{code: {"model": models.ErrorBody} for code in (404, 409, 422, 502, 504)},
+    }
+
+    async def profile_call(call: Any) -> Any:
+        try:
+            return await call
+        except CommandError as exc:
+            raise ApiError(_COMMAND_STATUS[exc.code], str(exc.code), exc.message) from None
+
+    @app.get(
+        "/charge_points/{charger_id}/charging_profiles",
+        responses={**ERRORS, 404: {"model": models.ErrorBody}},
+        tags=["smart charging"],
+    )
+    async def list_charging_profiles(charger_id: str, _: Read, all: bool = False) -> Any:  # noqa: A002
+        """The profiles the charger accepted and nobody cleared; ``all``: every profile
+        sent, with the charger's answer."""
+        if await ctx.db.run(chargers.get_charger, charger_id) is None:
+            raise ApiError(404, "not_found", f"unknown charge point {charger_id}")
+        return await ctx.db.run(charging_profiles.list_profiles, charger_id, all_rows=all)
+
+    @app.post(
+        "/charge_points/{charger_id}/charging_profiles",
+        responses=profile_errors,
+        tags=["smart charging"],
+    )
+    async def set_charging_profile(
+        charger_id: str, body: models.ChargingProfileSet, request: Request, _: Operate
+    ) -> Any:
+        """Check the profile (purpose and connector, a running transaction for a
+        TxProfile, stack level, ascending periods, the charger's ChargeProfileMaxStackLevel,
+        ChargingScheduleAllowedChargingRateUnit, ChargingScheduleMaxPeriods,
+        MaxChargingProfilesInstalled) and send SetChargingProfile; 422 says why a profile
+        was not sent."""
+        try:
+            profile = parse_profile(body.profile)
+        except ProfileError as exc:
+            raise ApiError(422, "bad_arguments", f"charging profile: {exc}") from None
+        return await profile_call(
+            ctx.profiles.set(charger_id, body.connector_id, profile, actor=request.state.actor)
+        )
+
+    @app.post(
+        "/charge_points/{charger_id}/charging_profiles/clear",
+        responses=profile_errors,
+        tags=["smart charging"],
+    )
+    async def clear_charging_profiles(
+        charger_id: str, body: models.ChargingProfileClear, request: Request, _: Operate
+    ) -> Any:
+        """ClearChargingProfile by id, or by connector, purpose and stack level (none:
+        every profile); stored profiles it matches are marked cleared when Accepted."""
+        return await profile_call(
+            ctx.profiles.clear(
+                charger_id,
+                actor=request.state.actor,
+                profile_id=body.profile_id,
+                connector_id=body.connector_id,
+                purpose=None if body.purpose is None else ProfilePurpose(body.purpose),
+                stack_level=body.stack_level,
+            )
+        )
+
+    @app.get(
+        "/charge_points/{charger_id}/composite_schedule",
+        responses=profile_errors,
+        tags=["smart charging"],
+    )
+    async def composite_schedule(
+        charger_id: str,
+        request: Request,
+        _: Operate,
+        connector_id: Annotated[int, Query(ge=0, le=models.MAX_INTEGER)] = 0,
+        duration: Annotated[int, Query(ge=1, le=models.MAX_INTEGER)] = 3600,
+        unit: Literal["A", "W"] | None = None,
+    ) -> Any:
+        """GetCompositeSchedule: the schedule the connector (0: the grid connection) will
+        follow over ``duration`` seconds, as the charger computed it."""
+        outcome = await profile_call(
+            ctx.profiles.composite(
+                charger_id,
+                connector_id,
+                duration,
+                actor=request.state.actor,
+                unit=None if unit is None else RateUnit(unit),
+            )
+        )
+        return views.outcome_view(outcome)
 
     @app.get("/reservations", response_model=list[models.Reservation], responses=ERRORS)
     async def list_reservations(

@@ -200,6 +200,14 @@ GROUPS: dict[str, dict[str, str]] = {
         "reservations cancel": "cancel a reservation (CancelReservation)",
         "reservations list": "reservations, newest first, with their state",
     },
+    "Smart Charging": {
+        "profiles": "charging profiles (actions below)",
+        "profiles set": "check and send a charging profile (SetChargingProfile)",
+        "profiles clear": "clear profiles by id, connector, purpose or stack level",
+        "profiles list": "the profiles a charger holds (as accepted), or every one sent",
+        "profiles composite": "the schedule a connector will follow (GetCompositeSchedule)",
+        "profiles limit": "limit the whole charger to a current or power (ChargePointMaxProfile)",
+    },
     "Commands to a charger": {
         "remote-start": "start a session for a tag (RemoteStartTransaction)",
         "remote-stop": "stop a session (RemoteStopTransaction)",
@@ -237,6 +245,7 @@ GROUPED = (
     "diagnostics",
     "local-list",
     "reservations",
+    "profiles",
 )
 
 EXAMPLES = """shell completion (commands, charger ids and tags from the server):
@@ -480,6 +489,38 @@ def _parser() -> argparse.ArgumentParser:
     rlist.add_argument("--open", action="store_true", help="only those still held")
     rlist.add_argument("--limit", type=int, default=100)
 
+    pf = _Group(
+        sub.add_parser("profiles").add_subparsers(dest="action", required=True, metavar="ACTION"),
+        "profiles",
+    )
+    pset = pf.add_parser("set")
+    pset.add_argument("charger_id", metavar="ID")
+    pset.add_argument("connector_id", metavar="CONNECTOR", type=int, help="0: the charger")
+    pset.add_argument("profile_file", metavar="FILE", help="csChargingProfiles JSON ('-': stdin)")
+    pclear = pf.add_parser("clear")
+    pclear.add_argument("charger_id", metavar="ID")
+    pclear.add_argument("--id", dest="profile_id", type=int)
+    pclear.add_argument("--connector", dest="connector_id", type=int)
+    pclear.add_argument(
+        "--purpose",
+        type=_choice("ChargePointMaxProfile", "TxDefaultProfile", "TxProfile"),
+    )
+    pclear.add_argument("--stack-level", dest="stack_level", type=int)
+    plist = pf.add_parser("list")
+    plist.add_argument("charger_id", metavar="ID")
+    plist.add_argument("--all", action="store_true", help="every profile sent, with answers")
+    pcomp = pf.add_parser("composite")
+    pcomp.add_argument("charger_id", metavar="ID")
+    pcomp.add_argument("connector_id", metavar="CONNECTOR", type=int)
+    pcomp.add_argument("duration", metavar="SECONDS", type=int)
+    pcomp.add_argument("--unit", type=_choice("A", "W"))
+    plimit = pf.add_parser("limit")
+    plimit.add_argument("charger_id", metavar="ID")
+    plimit.add_argument("limit", metavar="LIMIT", type=float)
+    plimit.add_argument("--unit", type=_choice("A", "W"), default="A", help="A (default) or W")
+    plimit.add_argument("--id", dest="profile_id", type=int, default=1, help="profile id (1)")
+    plimit.add_argument("--stack-level", dest="stack_level", type=int, default=0)
+
     rs = sub.add_parser("remote-start")
     rs.add_argument("charger_id", metavar="ID")
     rs.add_argument("id_tag", metavar="TAG")
@@ -639,6 +680,59 @@ def _request_for(ns: argparse.Namespace) -> tuple[str, dict[str, Any]]:
             "action": "GetLocalListVersion",
             "args": {},
         }
+    if c == "profiles":
+        if ns.action == "set":
+            path = ns.profile_file
+            try:
+                if path == "-":
+                    text = sys.stdin.read()
+                else:
+                    with open(path, encoding="utf-8") as handle:
+                        text = handle.read()
+                profile = json.loads(text)
+            except (OSError, ValueError) as exc:
+                raise CtlError(2, f"cannot read the profile from {path}: {exc}") from None
+            return "profiles.set", {
+                "charger_id": ns.charger_id,
+                "connector_id": ns.connector_id,
+                "profile": profile,
+            }
+        if ns.action == "limit":
+            # "Limit a charger": a ChargePointMaxProfile on connector 0, one period from
+            # now on, Relative so it needs no start time (OCPP 1.6 §3.13.1).
+            return "profiles.set", {
+                "charger_id": ns.charger_id,
+                "connector_id": 0,
+                "profile": {
+                    "chargingProfileId": ns.profile_id,
+                    "stackLevel": ns.stack_level,
+                    "chargingProfilePurpose": "ChargePointMaxProfile",
+                    "chargingProfileKind": "Relative",
+                    "chargingSchedule": {
+                        "chargingRateUnit": ns.unit,
+                        "chargingSchedulePeriod": [{"startPeriod": 0, "limit": ns.limit}],
+                    },
+                },
+            }
+        if ns.action == "clear":
+            clear_args = {
+                "charger_id": ns.charger_id,
+                "profile_id": ns.profile_id,
+                "connector_id": ns.connector_id,
+                "purpose": ns.purpose,
+                "stack_level": ns.stack_level,
+            }
+            return "profiles.clear", {k: v for k, v in clear_args.items() if v is not None}
+        if ns.action == "composite":
+            comp_args: dict[str, Any] = {
+                "charger_id": ns.charger_id,
+                "connector_id": ns.connector_id,
+                "duration": ns.duration,
+            }
+            if ns.unit:
+                comp_args["unit"] = ns.unit
+            return "profiles.composite", comp_args
+        return "profiles.list", {"charger_id": ns.charger_id, "all": ns.all}
     if c == "reservations":
         if ns.action == "add":
             add_args: dict[str, Any] = {
@@ -904,6 +998,39 @@ def _human(op: str, result: Any) -> str:
         )
     if op == "commands.list":
         return human.command_rows(result)
+    if op == "profiles.list":
+        return _table(
+            [
+                (
+                    p["profile_id"],
+                    p["connector_id"],
+                    p["purpose"],
+                    p["stack_level"],
+                    p["profile"]["chargingProfileKind"],
+                    p["profile"]["chargingSchedule"]["chargingRateUnit"],
+                    " ".join(
+                        f"{q['startPeriod']}s:{q['limit']:g}"
+                        for q in p["profile"]["chargingSchedule"]["chargingSchedulePeriod"]
+                    ),
+                    p["status"],
+                    _time(p["sent_at"]),
+                    _time(p["cleared_at"]),
+                )
+                for p in result
+            ],
+            [
+                "ID",
+                "CONN",
+                "PURPOSE",
+                "STACK",
+                "KIND",
+                "UNIT",
+                "PERIODS",
+                "ANSWER",
+                "SENT",
+                "CLEARED",
+            ],
+        )
     if op == "local_list.sync":
         return _table(
             [

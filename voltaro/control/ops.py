@@ -11,6 +11,13 @@ from typing import Any
 import trio
 
 from voltaro.control.wire import ErrorCode, redact, redact_frame_text
+from voltaro.domain.charging_profiles import (
+    ProfileError,
+    ProfilePurpose,
+    RateUnit,
+    limit_profile,
+    parse_profile,
+)
 from voltaro.domain.commands import (
     CommandError,
     CommandErrorCode,
@@ -25,6 +32,7 @@ from voltaro.net.registry import Registry
 from voltaro.protocol.callerrors import CallErrorLog
 from voltaro.service import views
 from voltaro.service.campaigns import CampaignRunner
+from voltaro.service.charging_profiles import ChargingProfileService
 from voltaro.service.commands import CommandService, command_from_args, command_time
 from voltaro.service.files import FileError, FileTransfers
 from voltaro.service.firmware import FirmwareService
@@ -36,6 +44,7 @@ from voltaro.service.reservations import ReservationService, expiry_from, reserv
 from voltaro.settings import Settings
 from voltaro.store import (
     chargers,
+    charging_profiles,
     commands,
     files,
     firmware,
@@ -129,6 +138,7 @@ class ControlOps:
         self._reconciliation = Reconciliation(db, hub)
         self._local_lists = local_lists or LocalListService(db, command_service, hub)
         self._reservations = reservations or ReservationService(db, command_service, hub)
+        self._profiles = ChargingProfileService(db, command_service)
         self._started = time.monotonic()
         self.table: dict[str, Callable[[dict[str, Any], str], Awaitable[Any]]] = {
             "status": self.status,
@@ -165,6 +175,10 @@ class ControlOps:
             "reservations.add": self.reservations_add,
             "reservations.cancel": self.reservations_cancel,
             "reservations.list": self.reservations_list,
+            "profiles.set": self.profiles_set,
+            "profiles.clear": self.profiles_clear,
+            "profiles.list": self.profiles_list,
+            "profiles.composite": self.profiles_composite,
         }
 
     def _charger_view(self, charger: Any) -> dict[str, Any]:
@@ -789,6 +803,87 @@ class ControlOps:
         )
         now = utc_now()
         return [reservation_view(r, now) for r in rows]
+
+    # --- Smart Charging (issue 16) --------------------------------------------------------
+
+    @staticmethod
+    def _optional_int(args: dict[str, Any], key: str) -> int | None:
+        value = args.get(key)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise OpError(ErrorCode.BAD_ARGUMENTS, f"{key} must be an integer")
+        return value
+
+    async def profiles_set(self, args: dict[str, Any], user: str) -> dict[str, Any]:
+        charger_id = _text(args, "charger_id")
+        connector = self._optional_int(args, "connector_id")
+        if connector is None:
+            raise OpError(ErrorCode.BAD_ARGUMENTS, "connector_id is required (0: the charger)")
+        data = args.get("profile")
+        if data is None and args.get("limit") is not None:
+            # "Limit a charger" (the console's form): one ChargePointMaxProfile period.
+            data = limit_profile(args["limit"], str(args.get("unit") or "A"))
+        try:
+            profile = parse_profile(data or {})
+        except ProfileError as exc:
+            raise OpError(ErrorCode.BAD_ARGUMENTS, f"charging profile: {exc}") from None
+        try:
+            return await self._profiles.set(charger_id, connector, profile, actor=user)
+        except CommandError as exc:
+            raise OpError(_COMMAND_CODES[exc.code], exc.message) from None
+
+    async def profiles_clear(self, args: dict[str, Any], user: str) -> dict[str, Any]:
+        charger_id = _text(args, "charger_id")
+        purpose = None
+        if args.get("purpose") is not None:
+            try:
+                purpose = ProfilePurpose(str(args["purpose"]))
+            except ValueError:
+                choices = ", ".join(p.value for p in ProfilePurpose)
+                raise OpError(
+                    ErrorCode.BAD_ARGUMENTS, f"purpose must be one of {choices}"
+                ) from None
+        try:
+            return await self._profiles.clear(
+                charger_id,
+                actor=user,
+                profile_id=self._optional_int(args, "profile_id"),
+                connector_id=self._optional_int(args, "connector_id"),
+                purpose=purpose,
+                stack_level=self._optional_int(args, "stack_level"),
+            )
+        except CommandError as exc:
+            raise OpError(_COMMAND_CODES[exc.code], exc.message) from None
+
+    async def profiles_list(self, args: dict[str, Any], user: str) -> list[dict[str, Any]]:
+        charger_id = _text(args, "charger_id")
+        if await self._db.run(chargers.get_charger, charger_id) is None:
+            raise OpError(ErrorCode.NOT_FOUND, f"unknown charger {charger_id}")
+        rows: list[dict[str, Any]] = await self._db.run(
+            charging_profiles.list_profiles, charger_id, all_rows=bool(args.get("all"))
+        )
+        return rows
+
+    async def profiles_composite(self, args: dict[str, Any], user: str) -> dict[str, Any]:
+        charger_id = _text(args, "charger_id")
+        connector = self._optional_int(args, "connector_id")
+        duration = self._optional_int(args, "duration")
+        if connector is None or duration is None:
+            raise OpError(ErrorCode.BAD_ARGUMENTS, "connector_id and duration are required")
+        unit = None
+        if args.get("unit") is not None:
+            try:
+                unit = RateUnit(str(args["unit"]).upper())
+            except ValueError:
+                raise OpError(ErrorCode.BAD_ARGUMENTS, "unit must be A or W") from None
+        try:
+            outcome = await self._profiles.composite(
+                charger_id, connector, duration, actor=user, unit=unit
+            )
+        except CommandError as exc:
+            raise OpError(_COMMAND_CODES[exc.code], exc.message) from None
+        return views.outcome_view(outcome)
 
 
 def _optional_text(args: dict[str, Any], key: str) -> str | None:

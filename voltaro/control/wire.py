@@ -116,6 +116,14 @@ OPS: dict[str, Role] = {
     "reservations.add": Role.OPERATOR,
     "reservations.cancel": Role.OPERATOR,
     "reservations.list": Role.VIEWER,
+    # Smart Charging (issue 16). set: {"charger_id", "connector_id", "profile" (OCPP
+    # csChargingProfiles JSON)}; clear: {"charger_id", "profile_id"?, "connector_id"?,
+    # "purpose"?, "stack_level"?}; list: {"charger_id", "all"?};
+    # composite: {"charger_id", "connector_id", "duration", "unit"?}
+    "profiles.set": Role.OPERATOR,
+    "profiles.clear": Role.OPERATOR,
+    "profiles.list": Role.VIEWER,
+    "profiles.composite": Role.OPERATOR,
 }
 
 # OCPP action -> the least role allowed to send it. Hard reset needs admin (args.type).
@@ -134,6 +142,7 @@ COMMAND_ROLES: dict[str, Role] = {
     "UpdateFirmware": Role.ADMIN,
     "GetDiagnostics": Role.OPERATOR,
     "GetLocalListVersion": Role.OPERATOR,
+    "GetCompositeSchedule": Role.OPERATOR,
 }
 
 

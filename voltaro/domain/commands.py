@@ -16,6 +16,7 @@ from enum import StrEnum
 from typing import Any
 from urllib.parse import urlsplit
 
+from voltaro.domain.charging_profiles import ChargingProfile, ProfilePurpose, RateUnit
 from voltaro.domain.local_list import ListEntry, UpdateType
 from voltaro.domain.model import (
     AuthorizationStatus,
@@ -74,6 +75,8 @@ class RemoteStart:
     # Send even when the tag would not be allowed to charge (see check_remote_start_tag);
     # never part of the CALL, kept in the audit.
     force: bool = False
+    # A TxProfile for the session it starts (§5.11; Smart Charging profile).
+    charging_profile: ChargingProfile | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -183,6 +186,34 @@ class CancelReservation:
     reservation_id: int
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SetChargingProfile:
+    """SetChargingProfile (§5.16); checked by charging_profiles.check_profile first."""
+
+    connector_id: int
+    profile: ChargingProfile
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClearChargingProfile:
+    """ClearChargingProfile (§5.5): by id, or by any of connector, purpose, stack level."""
+
+    profile_id: int | None = None
+    connector_id: int | None = None
+    purpose: ProfilePurpose | None = None
+    stack_level: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GetCompositeSchedule:
+    """GetCompositeSchedule (§5.7): the schedule a connector (0: the grid connection)
+    will follow over ``duration`` seconds."""
+
+    connector_id: int
+    duration: int
+    rate_unit: RateUnit | None = None
+
+
 Command = (
     RemoteStart
     | RemoteStop
@@ -200,6 +231,9 @@ Command = (
     | SendLocalList
     | ReserveNow
     | CancelReservation
+    | SetChargingProfile
+    | ClearChargingProfile
+    | GetCompositeSchedule
 )
 
 # The OCPP action each command becomes, also its name on the control socket and the API.
@@ -220,6 +254,9 @@ ACTION_OF: dict[type[Any], str] = {
     SendLocalList: "SendLocalList",
     ReserveNow: "ReserveNow",
     CancelReservation: "CancelReservation",
+    SetChargingProfile: "SetChargingProfile",
+    ClearChargingProfile: "ClearChargingProfile",
+    GetCompositeSchedule: "GetCompositeSchedule",
 }
 
 # Location schemes a charger may be given (SupportedFileTransferProtocols, errata 3.90).
@@ -310,11 +347,16 @@ def validate(command: Command) -> None:
         CommandError: with code BAD_ARGUMENTS and a one-line reason.
     """
     match command:
-        case RemoteStart(id_tag=tag, connector_id=cid, force=force):
+        case RemoteStart(id_tag=tag, connector_id=cid, force=force, charging_profile=profile):
             _check_text("id tag", tag, 20)
             _check_connector(cid, minimum=1)
             if not isinstance(force, bool):
                 raise _bad("force must be true or false")
+            if profile is not None and profile.purpose is not ProfilePurpose.TX:
+                # §5.11: the profile given with a remote start is the session's TxProfile.
+                raise _bad("the charging profile of a remote start must be a TxProfile")
+            if profile is not None and profile.transaction_id is not None:
+                raise _bad("the charging profile of a remote start names no transaction yet")
         case RemoteStop(transaction_id=tx):
             if isinstance(tx, bool) or not isinstance(tx, int):
                 raise _bad("transaction id must be an integer")
@@ -381,6 +423,16 @@ def validate(command: Command) -> None:
         case CancelReservation(reservation_id=rid):
             if isinstance(rid, bool) or not isinstance(rid, int):
                 raise _bad("reservation id must be an integer")
+        case SetChargingProfile(connector_id=cid):
+            _check_connector(cid, minimum=0)
+        case ClearChargingProfile(connector_id=cid, stack_level=level):
+            _check_connector(cid, minimum=0)
+            if level is not None and (not isinstance(level, int) or level < 0):
+                raise _bad("stack level must be 0 or more")
+        case GetCompositeSchedule(connector_id=cid, duration=duration):
+            _check_connector(cid, minimum=0)
+            if isinstance(duration, bool) or not isinstance(duration, int) or duration < 1:
+                raise _bad("duration must be a positive number of seconds")
 
 
 def check_allowed(command: Command, registration: RegistrationStatus) -> None:

@@ -6,16 +6,19 @@ from typing import Any
 
 from ocpp.v16 import call
 
+from voltaro.domain.charging_profiles import profile_to_wire
 from voltaro.domain.commands import (
     ACTION_OF,
     CancelReservation,
     ChangeAvailability,
     ChangeConfiguration,
     ClearCache,
+    ClearChargingProfile,
     Command,
     CommandOutcome,
     ConfigurationEntry,
     DataTransfer,
+    GetCompositeSchedule,
     GetConfiguration,
     GetDiagnostics,
     GetLocalListVersion,
@@ -24,6 +27,7 @@ from voltaro.domain.commands import (
     ReserveNow,
     Reset,
     SendLocalList,
+    SetChargingProfile,
     TriggerMessage,
     UnlockConnector,
     UpdateFirmware,
@@ -36,8 +40,12 @@ from voltaro.domain.timestamps import format_utc
 def to_call(command: Command) -> Any:
     """The library's request dataclass for a domain command."""
     match command:
-        case RemoteStart(id_tag=tag, connector_id=cid):
-            return call.RemoteStartTransaction(id_tag=tag, connector_id=cid)
+        case RemoteStart(id_tag=tag, connector_id=cid, charging_profile=profile):
+            return call.RemoteStartTransaction(
+                id_tag=tag,
+                connector_id=cid,
+                charging_profile=None if profile is None else profile_to_wire(profile),
+            )
         case RemoteStop(transaction_id=tx):
             return call.RemoteStopTransaction(transaction_id=tx)
         case ChangeAvailability(connector_id=cid, type=kind):
@@ -95,6 +103,25 @@ def to_call(command: Command) -> Any:
             )
         case CancelReservation(reservation_id=rid):
             return call.CancelReservation(reservation_id=rid)
+        case SetChargingProfile(connector_id=cid, profile=profile):
+            return call.SetChargingProfile(
+                connector_id=cid, cs_charging_profiles=profile_to_wire(profile)
+            )
+        case ClearChargingProfile(
+            profile_id=pid, connector_id=cid, purpose=purpose, stack_level=level
+        ):
+            return call.ClearChargingProfile(
+                id=pid,
+                connector_id=cid,
+                charging_profile_purpose=None if purpose is None else purpose.value,
+                stack_level=level,
+            )
+        case GetCompositeSchedule(connector_id=cid, duration=duration, rate_unit=unit):
+            return call.GetCompositeSchedule(
+                connector_id=cid,
+                duration=duration,
+                charging_rate_unit=None if unit is None else unit.value,
+            )
     raise TypeError(f"not a command: {command!r}")
 
 
@@ -149,6 +176,17 @@ def to_outcome(command: Command, result: Any) -> CommandOutcome:
             action=action,
             status="Accepted" if name else "NoDiagnostics",
             details={"file_name": None if name is None else str(name)},
+        )
+    if isinstance(command, GetCompositeSchedule):
+        # The schedule as the charger sent it (snake_case keys, §6.x GetCompositeSchedule).
+        return CommandOutcome(
+            action=action,
+            status=str(getattr(result, "status", "Rejected")),
+            details={
+                "connector_id": getattr(result, "connector_id", None),
+                "schedule_start": getattr(result, "schedule_start", None),
+                "charging_schedule": getattr(result, "charging_schedule", None),
+            },
         )
     if isinstance(command, GetLocalListVersion):
         version = getattr(result, "list_version", None)

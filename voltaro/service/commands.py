@@ -18,6 +18,13 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from voltaro.control.wire import Event
 from voltaro.domain.authorization import decide
+from voltaro.domain.charging_profiles import (
+    ChargingProfile,
+    ProfileError,
+    RateUnit,
+    parse_profile,
+    profile_to_wire,
+)
 from voltaro.domain.commands import (
     ACTION_OF,
     ChangeAvailability,
@@ -28,6 +35,7 @@ from voltaro.domain.commands import (
     CommandErrorCode,
     CommandOutcome,
     DataTransfer,
+    GetCompositeSchedule,
     GetConfiguration,
     GetDiagnostics,
     GetLocalListVersion,
@@ -71,6 +79,7 @@ ALIASES = {
     "update-firmware": "UpdateFirmware",
     "get-diagnostics": "GetDiagnostics",
     "local-list-version": "GetLocalListVersion",
+    "composite-schedule": "GetCompositeSchedule",
 }
 # Sent only by the services that keep what they change (the local list sync, the
 # reservations), never as a bare command: a reservation or list the server does not know
@@ -79,6 +88,8 @@ MANAGED = {
     "SendLocalList": "use local-list sync (it keeps the version the charger holds)",
     "ReserveNow": "use reservations add (it stores the reservation)",
     "CancelReservation": "use reservations cancel (it updates the stored reservation)",
+    "SetChargingProfile": "use profiles set (it checks and stores the profile)",
+    "ClearChargingProfile": "use profiles clear (it updates the stored profiles)",
 }
 ACTIONS = frozenset(ACTION_OF.values())
 
@@ -159,10 +170,17 @@ def command_from_args(action: str, args: dict[str, Any]) -> Command:
             force = args.get("force", False)
             if not isinstance(force, bool):
                 raise _bad("force must be true or false")
+            profile = None
+            if args.get("charging_profile") is not None:
+                try:
+                    profile = parse_profile(args["charging_profile"])
+                except ProfileError as exc:
+                    raise _bad(f"charging profile: {exc}") from None
             command = RemoteStart(
                 id_tag=_str(args, "id_tag") or "",
                 connector_id=_int(args, "connector_id", required=False),
                 force=force,
+                charging_profile=profile,
             )
         case "RemoteStopTransaction":
             command = RemoteStop(transaction_id=_int(args, "transaction_id") or 0)
@@ -215,6 +233,15 @@ def command_from_args(action: str, args: dict[str, Any]) -> Command:
             )
         case "GetLocalListVersion":
             command = GetLocalListVersion()
+        case "GetCompositeSchedule":
+            unit = _str(args, "unit", required=False)
+            command = GetCompositeSchedule(
+                connector_id=_int(args, "connector_id") or 0,
+                duration=_int(args, "duration") or 0,
+                rate_unit=None
+                if unit is None
+                else _choice(unit, {u.value: u for u in RateUnit}, "unit"),
+            )
         case _:  # TriggerMessage
             message = _choice(
                 _str(args, "requested_message") or "",
@@ -245,6 +272,9 @@ def command_args(command: Command) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for field in getattr(command, "__dataclass_fields__", {}):
         value = getattr(command, field)
+        if isinstance(value, ChargingProfile):
+            out[field] = profile_to_wire(value)
+            continue
         if isinstance(value, datetime):
             value = format_utc(value)
         out[field] = (

@@ -431,3 +431,24 @@ class ReservationRow(Base):
     actor: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class ChargingProfileRow(Base):
+    """A SetChargingProfile sent to a charger (OCPP 1.6 §5.16) with its answer; cleared
+    when a ClearChargingProfile that matches it was accepted (§5.5)."""
+
+    __tablename__ = "charging_profiles"
+    __table_args__ = (Index("ix_charging_profiles_charger", "charger_id", "cleared_at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    charger_id: Mapped[str] = mapped_column(String(255))
+    connector_id: Mapped[int] = mapped_column(Integer)
+    profile_id: Mapped[int] = mapped_column(Integer)
+    purpose: Mapped[str] = mapped_column(String(32))
+    stack_level: Mapped[int] = mapped_column(Integer)
+    profile: Mapped[str] = mapped_column(Text)  # csChargingProfiles as sent (JSON)
+    status: Mapped[str | None] = mapped_column(Text)  # Accepted, Rejected, NotSupported
+    error: Mapped[str | None] = mapped_column(Text)
+    actor: Mapped[str] = mapped_column(Text)
+    sent_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    cleared_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
