@@ -331,7 +331,7 @@ class ConsoleApp(App[None]):
                         )
                     )
                     return
-                self.site.load(status, listed, interrupted)
+                self.site.load(status, listed, interrupted, self.clock())
                 # Events that arrived while the snapshot was read may be newer than it.
                 for name, data, at in self._replay:
                     self.site.apply(name, data, at)

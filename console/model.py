@@ -161,6 +161,9 @@ class Alert:
     text: str
     at: str
     active: bool = True
+    # False: raised from a snapshot, not from an event an operator may have missed (a
+    # charger found offline at start): dropped, not kept as cleared, once it is over.
+    sticky: bool = True
 
     @property
     def is_billing(self) -> bool:
@@ -184,10 +187,12 @@ class Site:
         status: dict[str, Any],
         listed: list[dict[str, Any]],
         interrupted: list[dict[str, Any]] | None = None,
+        now: datetime | None = None,
     ) -> None:
         """The server's snapshot: `status`, `chargers.list` and, when read, the
         interrupted transactions (`transactions.list` state interrupted), which need an
         operator until closed, also those that ended before this console started."""
+        now = now or datetime.now(UTC)
         self.set_health(status)
         self.chargers = {str(c["charger_id"]): Charger.from_view(c) for c in listed}
         for charger in self.chargers.values():
@@ -195,14 +200,21 @@ class Site:
                 if k.faulted or f"{charger.charger_id}#{k.connector_id}:fault" in self.alerts:
                     self._connector_alert(charger.charger_id, k, k.status_at or "")
             self._pending_alert(charger, charger.last_seen or "")
+            # Offline at start counts once it is offline longer than the heartbeat
+            # interval (as the attention count): a charger reconnecting after a server
+            # restart is not an alert.
             offline = f"{charger.charger_id}:offline"
-            if not charger.connected or offline in self.alerts:
+            if charger.connected:
+                self._alert(offline, charger.charger_id, "", "", active=False)
+            elif offline not in self.alerts and self.offline_too_long(charger, now):
+                seen = charger.last_seen
                 self._alert(
                     offline,
                     charger.charger_id,
-                    self.alerts[offline].text if offline in self.alerts else "offline",
-                    charger.last_seen or "",
-                    active=not charger.connected,
+                    "offline" if seen else "never seen",
+                    seen or "",
+                    active=True,
+                    sticky=False,
                 )
         for alert in self.alerts.values():
             if alert.key.endswith(":pending") and alert.charger_id not in self.chargers:
@@ -231,14 +243,19 @@ class Site:
 
     # --- alerts ----------------------------------------------------------------------
 
-    def _alert(self, key: str, charger_id: str, text: str, at: str, *, active: bool) -> None:
+    def _alert(
+        self, key: str, charger_id: str, text: str, at: str, *, active: bool, sticky: bool = True
+    ) -> None:
         """Open an alert when the condition holds; mark it cleared when it stops."""
         existing = self.alerts.get(key)
         if active:
             if existing is None or not existing.active or existing.text != text:
-                self.alerts[key] = Alert(key, charger_id, text, at or "", True)
+                self.alerts[key] = Alert(key, charger_id, text, at or "", True, sticky)
         elif existing is not None:
-            existing.active = False
+            if existing.sticky:
+                existing.active = False
+            else:
+                del self.alerts[key]
 
     def _pending_alert(self, charger: Charger, at: str) -> None:
         """A charger waiting for acceptance needs an operator (OCPP 1.6 §4.2.1 Pending):

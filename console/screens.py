@@ -191,11 +191,26 @@ def _blank(value: Any) -> str:
 
 
 def short_payload(payload: str, width: int = 60) -> str:
-    """A frame's payload on one line: compact JSON, cut at ``width`` characters."""
+    """A frame's payload on one line: compact JSON, cut at ``width`` characters. Of an
+    OCPP-J message (§4 of OCPP-J 1.6: [2, id, action, payload], [3, id, payload],
+    [4, id, code, description, details]) only the payload, or the error's code and
+    description: the message id would fill the column."""
     try:
-        text = json.dumps(json.loads(payload), separators=(",", ":"), ensure_ascii=False)
+        message = json.loads(payload)
     except ValueError:
         text = payload.replace("\n", " ")
+    else:
+        if isinstance(message, list) and len(message) >= 3 and message[0] in (2, 3, 4):
+            if message[0] == 2 and len(message) >= 4:
+                message = message[3]
+            elif message[0] == 3:
+                message = message[2]
+            elif message[0] == 4:
+                message = " ".join(str(part) for part in message[2:4] if part)
+        if isinstance(message, str):
+            text = message
+        else:
+            text = json.dumps(message, separators=(",", ":"), ensure_ascii=False)
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
@@ -932,7 +947,7 @@ class AlertsScreen(Screen[None]):
         alerts = sorted(self.console.site.alerts.values(), key=lambda a: a.at)
         for alert in alerts:
             table.add_row(
-                alert.at[11:19],
+                _when(alert.at),
                 Text("open", style="bold red") if alert.active else Text("cleared"),
                 Text.assemble(
                     (alert.charger_id or "server", "bold"),

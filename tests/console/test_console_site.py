@@ -145,3 +145,36 @@ async def test_attention_sort_filter_frozen_id_and_feed(server: Server) -> None:
     finally:
         for charger in chargers:
             await charger.close()
+
+
+async def test_offline_at_start_is_an_alert_only_while_it_lasts(server: Server) -> None:
+    """A charger never seen is listed as offline when the console starts; once it
+    connects that entry goes (nobody missed an event); a charger going offline while
+    the console watches stays listed, cleared, until acknowledged."""
+    await server.ctl("chargers.add", {"charger_id": "CP-1"})
+    app = ConsoleApp(server.socket)
+    async with app.run_test(size=(120, 30)) as pilot:
+        async with asyncio.timeout(10):
+            await until(pilot, lambda: not app.stale and "CP-1" in app.table.rows)
+        assert app.site.alerts["CP-1:offline"].text == "never seen"
+        assert "1 need attention" in str(app.sitebar.render())
+        charger = await RawCharger.connect(server.port, "CP-1")
+        try:
+            await charger.boot()
+            async with asyncio.timeout(5):
+                await until(pilot, lambda: "CP-1:offline" not in app.site.alerts)
+                await until(pilot, lambda: "alert" not in str(app.sitebar.render()))
+        finally:
+            await charger.close()
+        async with asyncio.timeout(5):
+            await until(pilot, lambda: "CP-1:offline" in app.site.alerts)
+        assert app.site.alerts["CP-1:offline"].text.startswith("went offline")
+        charger = await RawCharger.connect(server.port, "CP-1")
+        try:
+            await charger.boot()
+            async with asyncio.timeout(5):
+                await until(pilot, lambda: not app.site.alerts["CP-1:offline"].active)
+                await until(pilot, lambda: "1 alert (F7)" in str(app.sitebar.render()))
+            assert "need attention" not in str(app.sitebar.render())
+        finally:
+            await charger.close()

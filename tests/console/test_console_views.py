@@ -75,6 +75,11 @@ async def test_details_are_live_and_frames_readable(server: Server, charger: Raw
         # One line per frame; the secret is nowhere: frames, commands, configuration.
         assert "s3cret" not in table_text(frames)
         assert "ChangeConfiguration" in table_text(frames)
+        # The payload column shows the message's payload, not the OCPP-J array around
+        # it (its message id filled the column): the boot's payload names the vendor.
+        payloads = [str(frames.get_row_at(i)[3]) for i in range(frames.row_count)]
+        assert not any(p.startswith("[") for p in payloads), payloads
+        assert any(p.startswith('{"chargePointVendor"') for p in payloads), payloads
         assert "s3cret" not in str(screen.query_one("#commands", Static).render())
         # Live: a fault on the charger shows in the open view.
         await charger.status(1, "Faulted", "GroundFailure", vendorErrorCode="E42", info="RCD")

@@ -302,7 +302,8 @@ class ScriptedConsole(ConsoleApp):
 
         self.role = wire.Role.OPERATOR
         self.link_reason = ""
-        self.site.load(STATUS, CHARGERS, [t for t in TRANSACTIONS if t["state"] == "interrupted"])
+        interrupted = [t for t in TRANSACTIONS if t["state"] == "interrupted"]
+        self.site.load(STATUS, CHARGERS, interrupted, NOW)
         for name, data, at in EVENTS:
             self.site.apply(name, data, at)
             line = describe(name, data, at)
