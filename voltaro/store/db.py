@@ -87,7 +87,14 @@ class Database:
             )
             self.limiter = trio.CapacityLimiter(pool_size)
         self.health = DatabaseHealth()
-        self.group_commit = GroupCommit(self, window=batch_window, max_batch=batch_max)
+        # SQLite has one writer; PostgreSQL overlaps a few batches (their commits wait on
+        # the network and the server's fsync, not on our CPU).
+        self.group_commit = GroupCommit(
+            self,
+            window=batch_window,
+            max_batch=batch_max,
+            concurrency=1 if self.backend == "sqlite" else max(1, pool_size // 2),
+        )
         # Set (and replaced) whenever a unit of work gives its limiter token back: the
         # frame log waits on it instead of polling the limiter (it gives way to others).
         self._released = trio.Event()

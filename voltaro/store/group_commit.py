@@ -13,10 +13,13 @@ How (no background task, nothing outlives its caller):
   the *leader*: it waits up to ``window`` seconds (or until ``max_batch`` units wait),
   takes up to ``max_batch`` units from the head of the queue and runs them in one worker
   thread, one transaction, in arrival order;
-- the others wait for their outcome. Only one batch runs at a time, so while one is in
-  the database the next one fills up by itself: under load batches grow, and a lone
-  message waits at most ``window``;
-- when the leader's batch is done it hands the lead to the oldest unit still waiting.
+- the others wait for their outcome. At most ``concurrency`` batches run at a time (one on
+  SQLite, which has one writer; a few on PostgreSQL, whose commits wait on the network
+  and the server's fsync), and only one batch is collected at a time, so while batches
+  are in the database the next one fills up by itself: under load batches grow, and a
+  lone message waits at most ``window``;
+- once the leader has taken its batch it hands the lead to the oldest unit still
+  waiting (which collects the next batch if a slot is free, or when one frees).
 
 Failures stay per message:
 
@@ -62,12 +65,16 @@ class _Unit:
 class GroupCommit:
     """Batches units of work ``fn(session, *args)`` of one :class:`Database`."""
 
-    def __init__(self, db: Database, *, window: float = 0.002, max_batch: int = 64) -> None:
+    def __init__(
+        self, db: Database, *, window: float = 0.002, max_batch: int = 64, concurrency: int = 1
+    ) -> None:
         self._db = db
         self.window = window
         self.max_batch = max(1, max_batch)
+        self.concurrency = max(1, concurrency)
         self._queue: deque[_Unit] = deque()
-        self._leading = False
+        self._collecting = False
+        self._in_flight = 0
         self._full = trio.Event()
         # Figures for the benchmark and the operator: batches run, units in them.
         self.batches = 0
@@ -88,7 +95,7 @@ class GroupCommit:
             self._full.set()
         try:
             while not unit.done:
-                if not self._leading:
+                if not self._collecting and self._in_flight < self.concurrency:
                     await self._lead()
                     continue
                 unit.wake = trio.Event()
@@ -115,27 +122,36 @@ class GroupCommit:
             pass
 
     async def _lead(self) -> None:
-        self._leading = True
+        self._collecting = True
+        batch: list[_Unit] = []
         try:
             if self.window > 0 and len(self._queue) < self.max_batch:
                 # Collect: the window is short, so it is not worth a cancellation point.
                 with trio.CancelScope(shield=True), trio.move_on_after(self.window):
                     await self._full.wait()
             self._full = trio.Event()
-            batch: list[_Unit] = []
             while self._queue and len(batch) < self.max_batch:
                 unit = self._queue.popleft()
                 unit.taken = True
                 batch.append(unit)
+        finally:
+            self._collecting = False
+            self._in_flight += 1
+            self._hand_over()
+        try:
             if batch:
                 with trio.CancelScope(shield=True):
                     await self._execute(batch)
         finally:
-            self._leading = False
-            if self._queue:
-                self._queue[0].wake.set()  # the oldest waiting unit leads next
-            if len(self._queue) >= self.max_batch:
-                self._full.set()
+            self._in_flight -= 1
+            self._hand_over()
+
+    def _hand_over(self) -> None:
+        """Wake the oldest waiting unit: it collects the next batch if it may."""
+        if self._queue:
+            self._queue[0].wake.set()
+        if len(self._queue) >= self.max_batch:
+            self._full.set()
 
     async def _execute(self, batch: list[_Unit]) -> None:
         db = self._db
