@@ -22,6 +22,7 @@ import functools
 import inspect
 import json
 import logging
+import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -35,6 +36,7 @@ from ocpp.charge_point import (
     serialize_as_dict,
     snake_to_camel_case,
 )
+from ocpp.routing import create_route_map
 from ocpp.v16 import ChargePoint as LibraryChargePoint
 from ocpp.v16 import call_result
 from ocpp.v16.enums import Action
@@ -152,7 +154,15 @@ class TrioChargePoint(LibraryChargePoint):  # type: ignore[misc]
         call_errors: CallErrorLog | None = None,
         limits: ConnectionLimits | None = None,
     ) -> None:
-        super().__init__(charger_id, websocket, response_timeout=call_timeout, logger=log)
+        # The library's __init__ is not called: it builds a route map of bound methods, an
+        # asyncio.Lock and an asyncio.Queue per connection, none of which is used here
+        # (issue 14 step 5: memory per idle connection). What it sets is set here; the
+        # route map is built once per class (``_routes``).
+        self.id = charger_id
+        self._connection = websocket
+        self._response_timeout = call_timeout
+        self._unique_id_generator = uuid.uuid4
+        self.logger = log
         self._limits = limits or ConnectionLimits()
         self._protocol_errors: deque[float] = deque()
         # Set when this charger was cut off for abuse: the listener applies a back-off.
@@ -407,8 +417,29 @@ class TrioChargePoint(LibraryChargePoint):  # type: ignore[misc]
         if after is not None and self._nursery is not None:
             self._nursery.start_soon(self._run_after, incoming.action, after, snake)
 
+    @classmethod
+    def _routes(cls) -> dict[str, dict[str, Any]]:
+        """The library's route map of this class (functions, not bound methods), once."""
+        routes: dict[str, dict[str, Any]] | None = cls.__dict__.get("_route_cache")
+        if routes is None:
+            routes = create_route_map(cls)
+            cls._route_cache = routes
+        return routes
+
+    @property
+    def route_map(self) -> dict[str, dict[str, Any]]:
+        """The library's ``route_map`` (bound handlers), built on demand."""
+        return {action: self._bind(h) for action, h in self._routes().items()}
+
+    def _bind(self, handlers: dict[str, Any]) -> dict[str, Any]:
+        return {
+            k: v.__get__(self) if k in ("_on_action", "_after_action") else v
+            for k, v in handlers.items()
+        }
+
     def _handlers_for(self, action: str) -> dict[str, Any]:
-        handlers: dict[str, Any] | None = self.route_map.get(action)
+        found = self._routes().get(action) if isinstance(action, str) else None
+        handlers = self._bind(found) if found is not None else None
         if handlers is None or "_on_action" not in handlers:
             # OCPP-J 1.6 Table 7 (the library has these two swapped, R21).
             if action in _KNOWN_ACTIONS:
