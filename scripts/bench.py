@@ -312,14 +312,25 @@ async def connect_all(
 
     async def one(cid: str) -> None:
         async with gate:
-            ws = await websockets.connect(
-                f"{url}/{cid}",
-                subprotocols=["ocpp1.6"],  # type: ignore[list-item]
-                compression=None,
-                open_timeout=120,
-                ping_interval=None,
-                max_queue=4,
-            )
+            for attempt in range(1, 61):
+                try:
+                    ws = await websockets.connect(
+                        f"{url}/{cid}",
+                        subprotocols=["ocpp1.6"],  # type: ignore[list-item]
+                        compression=None,
+                        open_timeout=120,
+                        ping_interval=None,
+                        max_queue=4,
+                    )
+                    break
+                except websockets.InvalidStatus as exc:
+                    # 503/408/429 under overload: come back later, as a charger does.
+                    if exc.response.status_code not in (408, 429, 503) or attempt == 60:
+                        raise
+                    refusals[exc.response.status_code] = (
+                        refusals.get(exc.response.status_code, 0) + 1
+                    )
+                    await asyncio.sleep(min(0.2 * attempt, 2.0))
             charger = Charger(ws, cid)
             await charger.call("BootNotification", BOOT)
             if start:
@@ -328,6 +339,9 @@ async def connect_all(
 
     await asyncio.gather(*(one(cid) for cid in ids))
     return out
+
+
+refusals: dict[int, int] = {}  # handshakes refused (HTTP status -> count), retried
 
 
 async def close_all(chargers: list[Charger]) -> None:
@@ -536,6 +550,9 @@ def describe(phase: str, figures: list[Figure]) -> str:
     errors = sum(f.values.get("call_errors", 0) for f in figures)
     if errors:
         text_ += f", {errors:.0f} CALLERRORs retried"
+    refused = sum(f.values.get("handshakes_refused", 0) for f in figures)
+    if refused:
+        text_ += f", {refused:.0f} handshakes refused (503/408) and retried"
     loads = ", ".join(f"{a:.1f}-{b:.1f}" for a, b in (f.load for f in figures))
     return f"{text_} (load {loads})"
 
@@ -585,7 +602,9 @@ async def run(args: argparse.Namespace) -> int:
                     for phase in args.phases:
                         if phase == "scale" and (not args.scale or not target.scale):
                             continue
+                        refusals.clear()
                         figure = await PHASES[phase](server, args, f"b{tag}{phase[0]}")
+                        figure.values["handshakes_refused"] = sum(refusals.values())
                         results.setdefault((target.name, phase), []).append(figure)
                         print(
                             f"run {r + 1} {target.name} {phase}: {describe(phase, [figure])}"
