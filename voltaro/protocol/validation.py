@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+import jsonschema_rs
 import ocpp.messages
 from jsonschema.exceptions import ValidationError as SchemaError
 from jsonschema.exceptions import best_match
@@ -64,7 +65,25 @@ def _validator(message_type: int, action: str) -> Any:
         raise OcppError("NotSupported", f"no schema for {action}") from exc
 
 
+@functools.cache
+def _fast(message_type: int, action: str) -> Any:
+    """The same schema compiled by jsonschema-rs (None if it cannot take it).
+
+    Only its "valid" is trusted: it is at least as strict as jsonschema's Draft4 (it also
+    checks ``format``), so a payload it accepts has no error for jsonschema either, and
+    anything it rejects is validated by jsonschema below for the exact error and code.
+    """
+    try:
+        schema = _validator(message_type, action).schema
+        return jsonschema_rs.Draft4Validator(schema)
+    except Exception:  # any schema it cannot compile: the slow path validates
+        return None
+
+
 def _check(message_type: int, action: str, payload: Any, *, lenient: bool) -> None:
+    fast = _fast(message_type, action)
+    if fast is not None and fast.is_valid(payload):
+        return
     errors = [
         e
         for e in _validator(message_type, action).iter_errors(payload)
@@ -119,6 +138,7 @@ def warm_up() -> int:
         for message_type in (_CALL, _RESULT):
             try:
                 ocpp.messages.get_validator(message_type, action.value, _VERSION)
+                _fast(message_type, action.value)
                 loaded += 1
             except (OSError, ValueError):
                 continue
