@@ -12,13 +12,18 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-import jsonschema_rs
 import ocpp.messages
 from jsonschema.exceptions import ValidationError as SchemaError
 from jsonschema.exceptions import best_match
 from ocpp.v16.enums import Action
 
 from voltaro.protocol.errors import OcppError
+
+_rs: Any
+try:
+    import jsonschema_rs as _rs
+except ImportError:  # an environment installed before the dependency: the slow path only
+    _rs = None
 
 # The process-wide switch must be off under trio (reference §2); we validate inline.
 ocpp.messages.ASYNC_VALIDATION = False
@@ -73,9 +78,11 @@ def _fast(message_type: int, action: str) -> Any:
     checks ``format``), so a payload it accepts has no error for jsonschema either, and
     anything it rejects is validated by jsonschema below for the exact error and code.
     """
+    if _rs is None:
+        return None
     try:
         schema = _validator(message_type, action).schema
-        return jsonschema_rs.Draft4Validator(schema)
+        return _rs.Draft4Validator(schema)
     except Exception:  # any schema it cannot compile: the slow path validates
         return None
 
