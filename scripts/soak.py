@@ -68,6 +68,7 @@ class Ledger:
     reconnects: int = 0
     latencies: list[float] = field(default_factory=list)
     booted: set[str] = field(default_factory=set)  # chargers whose boot was answered
+    unanswered_statuses: set[tuple[str, int, str, str]] = field(default_factory=set)
 
 
 class SimCharger:
@@ -161,7 +162,12 @@ class SimCharger:
             "status": status,
             "timestamp": at,
         }
+        # Sent, not yet acknowledged: if the charger never gets its answer (lost, or the
+        # run ends first) the server may still have stored it, which is allowed (a
+        # charger sends an unanswered message again; storing is idempotent).
+        self.run.ledger.unanswered_statuses.add((self.id, connector, status, at))
         await self.call("StatusNotification", payload)
+        self.run.ledger.unanswered_statuses.discard((self.id, connector, status, at))
         self.run.ledger.statuses.append((self.id, connector, status, at))
 
     async def session(self, connector: int) -> None:
@@ -300,7 +306,22 @@ def verify(client: Client, run: Run, ids: list[str]) -> tuple[dict[str, Any], li
     shown = {
         (c["charger_id"], k["connector_id"]): k["status"] for c in listed for k in c["connectors"]
     }
-    wrong_state = {k: (v[1], shown.get(k)) for k, v in last.items() if shown.get(k) != v[1]}
+    # A newer status the charger sent but never got an answer for (lost answer, or the
+    # run ended while it waited) may be what is stored: not wrong, and counted.
+    unanswered = {
+        (cid, connector, status): at for cid, connector, status, at in ledger.unanswered_statuses
+    }
+    wrong_state = {}
+    stored_unanswered = 0
+    for k, v in last.items():
+        now_shown = shown.get(k)
+        if now_shown == v[1]:
+            continue
+        later = unanswered.get((k[0], k[1], now_shown or ""))
+        if later is not None and later > v[0]:
+            stored_unanswered += 1
+            continue
+        wrong_state[k] = (v[1], now_shown)
     # Status history: every acknowledged status stored once (the newest 50 per charger).
     by_charger: dict[str, list[tuple[int, str, str]]] = {}
     for charger_id, connector, status, at in ledger.statuses:
@@ -372,6 +393,7 @@ def verify(client: Client, run: Run, ids: list[str]) -> tuple[dict[str, Any], li
         },
         "doubled": doubled,
         "connector_states_wrong": len(wrong_state),
+        "states_from_unanswered_messages": stored_unanswered,
         "connected_after_hang_up": len(still_connected),
         "energy_wrong": len(energy_wrong),
         "refused_starts_left_active": len(refused_live),
