@@ -95,6 +95,7 @@ async def submit_together(
 @pytest.fixture
 def batched(db: Database) -> Database:
     db.group_commit.window = 0.3  # every unit below lands in the same batch
+    db.group_commit_enabled = True  # on PostgreSQL too (the server enables it on SQLite)
     return db
 
 
@@ -191,6 +192,7 @@ async def test_a_connection_killed_mid_batch_is_retried_on_a_fresh_one(
     db = Database(postgres_url, pool_size=2)
     db.upgrade()
     db.group_commit.window = 0.3
+    db.group_commit_enabled = True
     killed: list[bool] = []
 
     def killed_once(s: Session) -> None:
@@ -232,5 +234,34 @@ async def test_a_unit_cancelled_while_queued_never_runs(batched: Database) -> No
 
 async def test_a_lone_unit_is_committed_without_waiting(db: Database) -> None:
     db.group_commit.window = 0.0
+    db.group_commit_enabled = True
     await db.write(transactions.record_meter_values, meter_request("CP-1", 1))
     assert (db.group_commit.batches, stored(db, "CP-1")) == (1, 1)
+
+
+class _Deadlock(Exception):
+    sqlstate = "40P01"  # what psycopg reports for PostgreSQL's deadlock_detected
+
+
+async def test_a_lock_conflict_in_a_batch_falls_back_to_one_unit_at_a_time(
+    batched: Database,
+) -> None:
+    """A batch holds many row locks at once and may deadlock with another writer; its
+    units then run one by one (short lock holds) instead of all failing."""
+    db = batched
+    conflicts: list[bool] = []
+
+    def conflicts_in_the_batch(s: Session) -> None:
+        if not conflicts:
+            conflicts.append(True)
+            raise OperationalError("UPDATE", {}, _Deadlock("deadlock detected"))
+
+    units: dict[str, tuple[Callable[..., Any], tuple[Any, ...]]] = {
+        f"CP-{i}": (transactions.record_meter_values, (meter_request(f"CP-{i}", i),))
+        for i in range(4)
+    }
+    units["conflict"] = (conflicts_in_the_batch, ())
+    outcomes = await submit_together(db, units)
+    assert not any(isinstance(o, Exception) for o in outcomes.values()), outcomes
+    assert db.group_commit.fallbacks == 1
+    assert [stored(db, f"CP-{i}") for i in range(4)] == [1] * 4

@@ -87,14 +87,16 @@ class Database:
             )
             self.limiter = trio.CapacityLimiter(pool_size)
         self.health = DatabaseHealth()
-        # SQLite has one writer; PostgreSQL overlaps a few batches (their commits wait on
-        # the network and the server's fsync, not on our CPU).
+        # One batch at a time: SQLite has one writer. On PostgreSQL group commit is off
+        # for now: its units are bound by round trips, not CPU, and run best on the
+        # pool's parallel connections; one batch at a time serialised them (the short
+        # soak finished no session in 20 s at load 14), overlapping batches held many
+        # row locks at once and deadlocked. A lock conflict inside a batch falls back to
+        # one unit at a time.
         self.group_commit = GroupCommit(
-            self,
-            window=batch_window,
-            max_batch=batch_max,
-            concurrency=1 if self.backend == "sqlite" else max(1, pool_size // 2),
+            self, window=batch_window, max_batch=batch_max, concurrency=1
         )
+        self.group_commit_enabled = self.backend == "sqlite"
         # Set (and replaced) whenever a unit of work gives its limiter token back: the
         # frame log waits on it instead of polling the limiter (it gives way to others).
         self._released = trio.Event()
@@ -136,6 +138,8 @@ class Database:
             TransientStorageError: not committed now; retry later.
             PermanentStorageError: the database refuses this work; do not retry it.
         """
+        if not self.group_commit_enabled:
+            return await self.run(fn, *args)
         result: T = await self.group_commit.run(fn, *args)
         return result
 
@@ -150,8 +154,11 @@ class Database:
             try:
                 return self.run_sync(_run_all, units)
             except _DATA_ERRORS as exc:
-                if is_transient(exc):
+                if is_transient(exc) and not _lock_conflict(exc):
                     return [classify(exc) for _ in units]
+                # Refused data, or a lock conflict (deadlock, serialization failure, lock
+                # not available) that a batch's longer-held row locks can cause: the
+                # units run one by one below, each holding its locks only briefly.
             except Exception:
                 pass  # a bug in one unit: found below, the others are still stored
             self.group_commit.fallbacks += 1
@@ -215,6 +222,12 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def _lock_conflict(exc: BaseException) -> bool:
+    """A PostgreSQL lock conflict (class 40: deadlock, serialization; 55P03)."""
+    state = getattr(getattr(exc, "orig", None), "sqlstate", None)
+    return isinstance(state, str) and (state.startswith("40") or state == "55P03")
 
 
 def _run_all(
