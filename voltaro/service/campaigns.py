@@ -31,6 +31,7 @@ from voltaro.settings import Settings
 from voltaro.store import chargers
 from voltaro.store import firmware as store
 from voltaro.store.db import Database
+from voltaro.store.errors import TransientStorageError
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +136,11 @@ class CampaignRunner:
         while True:
             try:
                 await self.step()
-            except Exception as exc:  # a failed round (the database down, say): later
+            except TransientStorageError:
+                # The database is unavailable: its health report logs the outage once;
+                # the next round picks up where this one stopped (issue 21 item 5).
+                pass
+            except Exception as exc:  # never the root nursery (issue 11.1)
                 await self.guard.after_failure(exc, "running a round")
             else:
                 self.guard.succeeded()
