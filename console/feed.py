@@ -57,6 +57,12 @@ def describe(name: str, data: dict[str, Any], at: str | None = None) -> FeedLine
         return FeedLine(when, who, severity, category, text)
 
     match name:
+        case "security.event":
+            kind = str(data.get("kind") or "event").replace("_", " ")
+            remote = f" from {data['remote']}" if data.get("remote") else ""
+            detail = f": {data['detail']}" if data.get("detail") else ""
+            severity = "fault" if data.get("kind") == "takeover_alert" else "warning"
+            return line(severity, "faults", f"security: {kind}{remote}{detail}")
         case "connector.status":
             cid = data.get("connector_id")
             where = f"{who} connector {cid}" if cid else f"{who} (whole charger)"

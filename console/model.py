@@ -312,6 +312,21 @@ class Site:
         if name == "server.health":
             self.set_health(data, at or "")
             return True
+        if name == "security.event":
+            # An alert per (charger or address, kind); never a skeleton charger row: the
+            # id may be anything an attacker put in a URL.
+            who = str(data.get("charger_id") or "")
+            kind = str(data.get("kind") or "event")
+            self._alert(
+                f"{who or data.get('remote') or ''}:security:{kind}",
+                who,
+                f"security: {kind.replace('_', ' ')}"
+                + (f" from {data['remote']}" if data.get("remote") else "")
+                + (f": {data['detail']}" if data.get("detail") else ""),
+                at or "",
+                active=True,
+            )
+            return True
         if name == "chargers.seen":
             for charger_id, seen in (data.get("chargers") or {}).items():
                 charger = self.chargers.get(charger_id)

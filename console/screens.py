@@ -29,6 +29,7 @@ from textual.widgets.option_list import Option
 
 from console.commands import COMMANDS, CommandSpec, FormError, build_args
 from console.feed import CATEGORIES, FeedLine
+from console.link import RequestFailed
 from console.render import STATUS_STYLE, kwh, sparkline
 from voltaro.control import wire
 
@@ -315,9 +316,15 @@ class DetailScreen(LiveScreen):
         link = self.console.link
         try:
             self.charger = await link.request("chargers.show", {"charger_id": self.charger_id})
-            self.frames = await link.request(
-                "chargers.frames", {"charger_id": self.charger_id, "limit": 200}
-            )
+            try:
+                self.frames = await link.request(
+                    "chargers.frames", {"charger_id": self.charger_id, "limit": 200}
+                )
+            except RequestFailed as exc:
+                if exc.code != "forbidden":
+                    raise
+                # Viewers see raw frames only when the server allows it (viewer_frames).
+                self.frames = [{"at": "", "direction": "", "action": "", "payload": exc.message}]
         except Exception as exc:  # RequestFailed or TimeoutError: say so, keep the old view
             self.notify(f"{self.charger_id}: {exc}", severity="error")
             return
@@ -339,6 +346,11 @@ class DetailScreen(LiveScreen):
             ("last boot", c.get("last_boot")),
             ("last seen", c.get("last_seen")),
             ("password", "set" if c.get("has_password") else "none"),
+            (
+                "security",
+                f"profile {c.get('security_profile', 0)}"
+                + (" (new password not used yet)" if c.get("password_pending") else ""),
+            ),
         ]
         heartbeat = c.get("heartbeat_interval") or {}
         if heartbeat:
@@ -463,7 +475,7 @@ class DetailScreen(LiveScreen):
                 continue
             table.add_row(
                 (f.get("at") or "")[11:19],
-                "←" if f["direction"] == "in" else "→",
+                {"in": "←", "out": "→"}.get(f["direction"], ""),
                 action,
                 short_payload(payload),
                 key=str(n),

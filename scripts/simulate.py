@@ -32,6 +32,8 @@ import hashlib
 import io
 import logging
 import random
+import ssl
+import string
 import sys
 import time
 import urllib.request
@@ -203,6 +205,10 @@ class SimCharger(LibraryChargePoint):  # type: ignore[misc]
 
     @on(Action.change_configuration)
     async def on_change_configuration(self, key: str, value: str, **_: Any) -> Any:
+        if key == "AuthorizationKey":
+            # Write-only (whitepaper): used from the next connection on, never reported.
+            self.sim.password = password_bytes(value)
+            return call_result.ChangeConfiguration(status="Accepted")
         if key not in self.sim.config:
             return call_result.ChangeConfiguration(status="NotSupported")
         _, readonly = self.sim.config[key]
@@ -433,6 +439,7 @@ class VirtualCharger:
         self.rng = rng
         self.connectors = args.connectors
         self.config = dict(CORE_KEYS)
+        self.password: bytes | None = password_bytes(args.password) if args.password else None
         self.config["NumberOfConnectors"] = (str(args.connectors), True)
         self.sessions: dict[int, Session] = {}
         self.cp: SimCharger | None = None
@@ -808,11 +815,14 @@ class VirtualCharger:
 
     async def serve(self, stop_at: float) -> None:
         delay = 1.0
-        headers = {}
-        if self.args.password:
-            token = base64.b64encode(f"{self.charger_id}:{self.args.password}".encode())
-            headers["Authorization"] = f"Basic {token.decode()}"
+        context = tls_context(self.args, self.charger_id)
         while time.monotonic() < stop_at:
+            headers = {}
+            if self.password is not None:
+                # Profile 1/2: the raw bytes of the AuthorizationKey (R30), re-read on
+                # every connection so that a provisioned password is used at once.
+                token = base64.b64encode(self.charger_id.encode() + b":" + self.password)
+                headers["Authorization"] = f"Basic {token.decode()}"
             try:
                 async with websockets.connect(
                     f"{self.args.url.rstrip('/')}/{self.charger_id}",
@@ -820,6 +830,7 @@ class VirtualCharger:
                     additional_headers=headers,
                     compression=None,
                     open_timeout=10,
+                    ssl=context,
                 ) as ws:
                     delay = 1.0
                     await self.connected(ws, stop_at)
@@ -919,6 +930,28 @@ async def main_async(args: argparse.Namespace) -> int:
     return 0
 
 
+_HEX = set(string.hexdigits)
+
+
+def password_bytes(text: str) -> bytes:
+    """32-40 hex digits are an AuthorizationKey: the charger sends the bytes (R30)."""
+    if 32 <= len(text) <= 40 and len(text) % 2 == 0 and set(text) <= _HEX:
+        return bytes.fromhex(text)
+    return text.encode()
+
+
+def tls_context(args: argparse.Namespace, charger_id: str) -> ssl.SSLContext | None:
+    if not args.url.startswith("wss://"):
+        return None
+    context = ssl.create_default_context(cafile=args.ca)
+    if args.cert:
+        context.load_cert_chain(
+            args.cert.replace("{id}", charger_id),
+            args.key.replace("{id}", charger_id) if args.key else None,
+        )
+    return context
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument(
@@ -927,7 +960,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--chargers", type=int, default=1)
     p.add_argument("--connectors", type=int, default=2)
     p.add_argument("--id-prefix", default="SIM-")
-    p.add_argument("--password", help="HTTP Basic password (username = charger id)")
+    p.add_argument(
+        "--password",
+        help="HTTP Basic password (username = charger id; 32-40 hex digits are sent as the "
+        "bytes they stand for, as AuthorizationKey is); ChangeConfiguration AuthorizationKey "
+        "replaces it for the next connection",
+    )
+    p.add_argument("--ca", help="PEM CA bundle that verifies the server (wss:// URLs)")
+    p.add_argument(
+        "--cert",
+        help="client certificate (PEM) for security profile 3; {id} is replaced by the "
+        "charger id, e.g. certs/{id}.pem",
+    )
+    p.add_argument("--key", help="its private key (PEM); {id} as for --cert")
     p.add_argument(
         "--tag",
         default="SIMTAG",

@@ -27,10 +27,13 @@ from voltaro.api.routes import ApiContext
 from voltaro.api.server import ApiServer
 from voltaro.control.ops import ControlOps
 from voltaro.control.server import ControlServer
+from voltaro.control.wire import Event
 from voltaro.domain.ports import ChargerBackend
 from voltaro.net.directory import Connection
 from voltaro.net.listener import OcppListener
 from voltaro.net.registry import Registry
+from voltaro.net.security_events import SecurityEvents
+from voltaro.net.tls import TlsConfigError, server_context
 from voltaro.protocol import ConnectionLimits, OcppConnection, warm_up
 from voltaro.protocol.callerrors import CallErrorLog
 from voltaro.service.campaigns import CampaignRunner
@@ -62,10 +65,15 @@ class BoundAddresses:
     ocpp: list[tuple[str, int]]
     control_socket: str | None = None
     http: tuple[str, int] | None = None
+    ocpp_tls: list[tuple[str, int]] = field(default_factory=list)  # wss:// (tls_port)
 
     @property
     def ocpp_port(self) -> int:
         return self.ocpp[0][1]
+
+    @property
+    def ocpp_tls_port(self) -> int | None:
+        return self.ocpp_tls[0][1] if self.ocpp_tls else None
 
 
 @dataclass(slots=True)
@@ -138,6 +146,12 @@ async def run(
             f"cannot use the database {_safe_url(settings.database_url)} "
             f"(setting database_url): {_first_line(exc)}"
         ) from exc
+    if settings.tls_port is not None:
+        try:  # the listener builds it again; a bad file is one line at start-up
+            server_context(settings.tls_certfile, settings.tls_keyfile, settings.tls_client_ca)
+        except TlsConfigError as exc:
+            database.dispose()
+            raise StartupError(str(exc)) from exc
     hub = EventHub(settings.control_queue_size)
     liveness = Liveness(database, publish=hub.publish)
     health = HealthMonitor(database, registry, hub)
@@ -166,6 +180,7 @@ async def run(
             and database.health.absorb("CALLERRORs sent (InternalError)", charger_id)
         )
     )
+    security = SecurityEvents(publish=lambda data: publish(Event.SECURITY_EVENT, data))
     listener = OcppListener(
         settings,
         absorb=database.health.absorb,
@@ -182,6 +197,7 @@ async def run(
                 protocol_error_window=settings.protocol_error_window,
             ),
         ),
+        security_events=security,
     )
     components = Components(
         settings=settings,
@@ -243,14 +259,22 @@ async def run(
             ocpp = await _start(
                 nursery,
                 listener.run,
-                f"cannot listen for chargers on {settings.host}:{settings.port} "
-                "(settings host, port)",
+                f"cannot listen for chargers on {settings.host}:{settings.port}"
+                + (
+                    f" and {settings.tls_port} (settings host, port, tls_port)"
+                    if settings.tls_port is not None
+                    else " (settings host, port)"
+                ),
             )
             control_path = await _start_control(nursery, components)
             http = await _start_http(nursery, components)
             await nursery.start(retention.run)
             await nursery.start(campaigns.run)
-            task_status.started(BoundAddresses(ocpp=ocpp, control_socket=control_path, http=http))
+            task_status.started(
+                BoundAddresses(
+                    ocpp=ocpp, control_socket=control_path, http=http, ocpp_tls=listener.tls_bound
+                )
+            )
             await stop.wait()
             log.info("shutting down: closing charger connections (1001)")
             await listener.shutdown(grace=settings.shutdown_grace)
@@ -273,6 +297,7 @@ async def _start_control(nursery: trio.Nursery, c: Components) -> str:
         campaigns=c.extras.get("campaigns"),
         local_lists=c.extras.get("local_lists"),
         reservations=c.extras.get("reservations"),
+        security_events=c.listener.security,
     )
     path: str = await _start(
         nursery,
@@ -295,6 +320,7 @@ async def _start_http(nursery: trio.Nursery, c: Components) -> tuple[str, int] |
         firmware=c.extras.get("firmware"),
         local_lists=c.extras.get("local_lists"),
         reservations=c.extras.get("reservations"),
+        security=c.listener.security,
     )
     api = ApiServer(context)
     # Issue 11.8: accepts the HTTP API could not make for lack of descriptors.

@@ -30,6 +30,10 @@ EXIT_UNAVAILABLE = 69  # EX_UNAVAILABLE: a subcommand whose implementation is mi
 _SERVE_FLAGS = (
     "host",
     "port",
+    "tls_port",
+    "tls_certfile",
+    "tls_keyfile",
+    "tls_client_ca",
     "database_url",
     "control_socket",
     "http_host",

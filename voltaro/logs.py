@@ -24,6 +24,8 @@ import re
 import sys
 import time
 
+from voltaro.domain.secrets import redact_text
+
 _UNSAFE = re.compile(
     "[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]"
 )
@@ -48,8 +50,11 @@ _BACKGROUND = re.compile(r"\s*\(Background on this error at: [^)]*\)")
 
 
 def one_line(text: str) -> str:
-    """The message as logged: no SQLAlchemy background link, control characters escaped."""
-    return escape_controls(_BACKGROUND.sub("", text))
+    """The message as logged: secrets hidden (voltaro.domain.secrets: Basic and Bearer
+    credentials, AuthorizationKey values, password/token fields, PEM private keys; the
+    ``ocpp`` library logs whole frames at DEBUG), no SQLAlchemy background link,
+    control characters escaped. Every log line passes here (issue 15)."""
+    return escape_controls(redact_text(_BACKGROUND.sub("", text)))
 
 
 def _utc(record: logging.LogRecord) -> str:

@@ -96,6 +96,12 @@ class Settings:
     # --- OCPP listener -------------------------------------------------------------
     host: str = "0.0.0.0"
     port: int = 9000
+    # wss:// (security profiles 2 and 3, docs/security.md): off unless tls_port is set.
+    # It listens on ``host`` next to ws:// on ``port``; SIGHUP reloads the files.
+    tls_port: int | None = None
+    tls_certfile: str = ""  # PEM: the server certificate (and its chain)
+    tls_keyfile: str = ""  # PEM private key; empty: it is in tls_certfile
+    tls_client_ca: str = ""  # PEM CA bundle for client certificates (profile 3)
     unknown_chargers: UnknownChargers = UnknownChargers.REJECT
     # Accept a WebSocket upgrade without Sec-WebSocket-Protocol for every charger
     # (quirk Q1); per-charger opt-in is the charger's allow_no_subprotocol flag.
@@ -153,6 +159,10 @@ class Settings:
     # The group that owns the control socket (so its members may connect); empty: the
     # server's own group. The roles still come from the *_groups settings above.
     control_group: str = ""
+    # Raw OCPP frames (chargers.frames, subscribe with frames) are for operators and
+    # admins; true lets the viewer role read them too (issue 15: secrets are hidden
+    # in frames anyway, but frames carry id tags and everything a charger says).
+    viewer_frames: bool = False
     # --- HTTP API ------------------------------------------------------------------
     http_enabled: bool = True
     http_host: str = "127.0.0.1"
@@ -202,6 +212,10 @@ def _coerce(name: str, kind: Any, raw: object) -> object:
             if isinstance(raw, bool) or not text.lstrip("+-").isdigit():
                 raise ValueError(f"expected a whole number, got {raw!r}")
             return int(text)
+        if kind in ("int | None",):
+            if raw is None or (isinstance(raw, str) and raw.strip().lower() in ("", "off")):
+                return None
+            return _coerce(name, "int", raw)
         if kind in (float, "float"):
             if isinstance(raw, int | float) and not isinstance(raw, bool):
                 return float(raw)
@@ -302,10 +316,12 @@ def _validate(s: Settings) -> None:
     def bad(name: str, why: str) -> SettingsError:
         return SettingsError(f"setting {name}: {why}", name.split("/")[0])
 
-    for name in ("port", "http_port"):
+    for name in ("port", "http_port", "tls_port"):
         value = getattr(s, name)
-        if not 0 <= value <= 65535:
+        if value is not None and not 0 <= value <= 65535:
             raise bad(name, f"{value} is not a TCP port (0-65535)")
+    if s.tls_port is not None and not s.tls_certfile:
+        raise bad("tls_certfile", "tls_port is set: the server certificate (PEM) is required")
     if s.max_message_size < 1024:
         raise bad("max_message_size", "must be at least 1024 bytes")
     for name in ("protocol_error_limit", "abuse_backoff"):

@@ -58,7 +58,7 @@ async def test_details_are_live_and_frames_readable(server: Server, charger: Raw
         {
             "charger_id": "CP-1",
             "action": "ChangeConfiguration",
-            "args": {"key": "AuthorizationKey", "value": "s3cret-key-123"},
+            "args": {"key": "AuthorizationKey", "value": "s3cret-key-123456"},
         },
     )
     assert reply["ok"], reply

@@ -45,9 +45,27 @@ class ChargePoint(BaseModel):
     meter_type: str | None
     meter_serial_number: str | None
     has_password: bool
+    # OCPP security profile the charger must use: 0 none, 1 Basic auth, 2 TLS + Basic
+    # auth, 3 TLS client certificate (docs/security.md).
+    security_profile: int = 0
+    # A new password was sent (AuthorizationKey) and not used by the charger yet.
+    password_pending: bool = False
     allow_no_subprotocol: bool
     connectors: list[Connector]
     active_transactions: list[Session] = Field(default_factory=list)
+
+
+class SecurityEvent(BaseModel):
+    kind: str  # auth_failed, downgrade, certificate_cn_mismatch, ... (docs/security.md)
+    charger_id: str | None
+    remote: str | None
+    detail: str
+    at: float  # Unix time
+
+
+class SecurityEvents(BaseModel):
+    counts: dict[str, int]
+    recent: list[SecurityEvent]
 
 
 class SampledValue(BaseModel):

@@ -33,6 +33,7 @@ from voltaro.domain.model import AuthorizationStatus
 from voltaro.domain.ports import StorageUnavailable
 from voltaro.domain.timestamps import utc_now
 from voltaro.net.registry import Registry
+from voltaro.net.security_events import SecurityEvents
 from voltaro.service import views
 from voltaro.service.charging_profiles import ChargingProfileService
 from voltaro.service.commands import CommandService, command_from_args
@@ -67,6 +68,7 @@ class ApiContext:
     firmware: FirmwareService | None = None  # UpdateFirmware, GetDiagnostics, files
     local_lists: LocalListService | None = None
     reservations: ReservationService | None = None
+    security: SecurityEvents | None = None  # the listener's security events
 
     profiles: ChargingProfileService = field(init=False)
 
@@ -253,6 +255,12 @@ def create_app(ctx: ApiContext) -> FastAPI:
         """Version, uptime, database state, chargers connected and by registration, connectors
         by status, active sessions."""
         return await server_status(ctx.db, ctx.registry, uptime_s=time.monotonic() - ctx.started)
+
+    @app.get("/security/events", response_model=models.SecurityEvents, responses=ERRORS)
+    async def security_events(_: Read) -> Any:
+        """Security events at the connection edge since the server started: counts per
+        kind and the most recent ones, newest first (docs/security.md)."""
+        return (ctx.security or SecurityEvents()).summary()
 
     @app.get("/charge_points", response_model=list[models.ChargePoint], responses=ERRORS)
     async def list_charge_points(

@@ -163,7 +163,9 @@ GROUPS: dict[str, dict[str, str]] = {
         "chargers list": "every charger: state, registration, connectors, last seen",
         "chargers show": "one charger: connectors, status history, configuration, sessions",
         "chargers frames": "the charger's latest OCPP frames from the frame log",
-        "chargers add": "register a charger (optionally with a password)",
+        "chargers add": "register a charger (password, security profile)",
+        "chargers set-profile": "set a charger's OCPP security profile (0-3)",
+        "chargers set-password": "provision a new password (ChangeConfiguration AuthorizationKey)",
         "chargers remove": "unregister a charger (closes its connection)",
         "chargers accept": "accept a Pending charger",
         "chargers reject": "reject a charger (closes its connection)",
@@ -376,7 +378,30 @@ def _parser() -> argparse.ArgumentParser:
     fr.add_argument("--action", dest="frame_action", help="only this OCPP action")
     add = ch.add_parser("add")
     add.add_argument("charger_id", metavar="ID")
-    add.add_argument("--password", help="HTTP Basic password (security profile 1)")
+    add.add_argument("--password", help="HTTP Basic password (security profiles 1 and 2)")
+    add.add_argument(
+        "--profile",
+        type=int,
+        choices=(0, 1, 2, 3),
+        help="OCPP security profile: 0 none, 1 Basic auth, 2 TLS + Basic auth, "
+        "3 TLS client certificate (default: 1 with --password, else 0)",
+    )
+    sp = ch.add_parser("set-profile")
+    sp.add_argument("charger_id", metavar="ID")
+    sp.add_argument("profile", metavar="PROFILE", type=int, choices=(0, 1, 2, 3))
+    pw = ch.add_parser("set-password")
+    pw.add_argument("charger_id", metavar="ID")
+    how = pw.add_mutually_exclusive_group(required=True)
+    how.add_argument(
+        "--generate",
+        action="store_true",
+        help="a random 20-byte password, sent to the charger and never shown",
+    )
+    how.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the password (32-40 hex digits, or 16-20 characters) from standard input",
+    )
     add.add_argument("--allow-no-subprotocol", action="store_true")
 
     tg = _Group(
@@ -521,6 +546,11 @@ def _parser() -> argparse.ArgumentParser:
     plimit.add_argument("--id", dest="profile_id", type=int, default=1, help="profile id (1)")
     plimit.add_argument("--stack-level", dest="stack_level", type=int, default=0)
 
+    se = sub.add_parser(
+        "security", help="security events: failed logins, downgrades, bad certificates"
+    ).add_subparsers(dest="action", required=True, metavar="ACTION")
+    se.add_parser("events", help="counts per kind and the recent events, newest first")
+
     rs = sub.add_parser("remote-start")
     rs.add_argument("charger_id", metavar="ID")
     rs.add_argument("id_tag", metavar="TAG")
@@ -634,7 +664,18 @@ def _request_for(ns: argparse.Namespace) -> tuple[str, dict[str, Any]]:
         if ns.action == "add":
             if ns.password is not None:
                 args["password"] = ns.password
+            if ns.profile is not None:
+                args["security_profile"] = ns.profile
             args["allow_no_subprotocol"] = ns.allow_no_subprotocol
+        if ns.action == "set-profile":
+            args["security_profile"] = ns.profile
+            return "chargers.set_profile", args
+        if ns.action == "set-password":
+            if ns.generate:
+                args["generate"] = True
+            else:
+                args["password"] = sys.stdin.readline().rstrip("\r\n")
+            return "chargers.set_password", args
         return f"chargers.{ns.action}", args
     if c == "tags":
         if ns.action == "list":
@@ -751,6 +792,8 @@ def _request_for(ns: argparse.Namespace) -> tuple[str, dict[str, Any]]:
         if ns.charger_id:
             list_args["charger_id"] = ns.charger_id
         return "reservations.list", list_args
+    if c == "security":
+        return "security.events", {}
     if c == "quarantine":
         args = {"limit": ns.limit}
         if ns.charger_id is not None:
@@ -894,10 +937,35 @@ def _human(op: str, result: Any) -> str:
                         if k["connector_id"] > 0
                     ),
                     c.get("last_seen"),
+                    c.get("security_profile", 0),
                 )
                 for c in result
             ],
-            ["ID", "STATE", "REGISTRATION", "VENDOR", "MODEL", "CONNECTORS", "LAST SEEN"],
+            [
+                "ID",
+                "STATE",
+                "REGISTRATION",
+                "VENDOR",
+                "MODEL",
+                "CONNECTORS",
+                "LAST SEEN",
+                "PROFILE",
+            ],
+        )
+    if op == "security.events":
+        counts = ", ".join(f"{k}={v}" for k, v in result["counts"].items() if v) or "none"
+        event_rows = [
+            (
+                time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(e["at"])),
+                e["kind"],
+                e["charger_id"],
+                e["remote"],
+                e["detail"],
+            )
+            for e in result["recent"]
+        ]
+        return f"counts: {counts}\n" + _table(
+            event_rows, ["AT", "KIND", "CHARGER", "REMOTE", "DETAIL"]
         )
     if op == "tags.list":
         return _table(

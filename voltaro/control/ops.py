@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -10,7 +12,7 @@ from typing import Any
 
 import trio
 
-from voltaro.control.wire import ErrorCode, redact, redact_frame_text
+from voltaro.control.wire import ErrorCode
 from voltaro.domain.charging_profiles import (
     ProfileError,
     ProfilePurpose,
@@ -19,6 +21,7 @@ from voltaro.domain.charging_profiles import (
     parse_profile,
 )
 from voltaro.domain.commands import (
+    ChangeConfiguration,
     CommandError,
     CommandErrorCode,
     TriggerableMessage,
@@ -26,9 +29,12 @@ from voltaro.domain.commands import (
 )
 from voltaro.domain.credentials import password_bytes
 from voltaro.domain.model import AuthorizationStatus, RegistrationStatus, TransactionState
+from voltaro.domain.secrets import redact_frame
+from voltaro.domain.secrets import redact_value as redact
 from voltaro.domain.timestamps import format_utc, parse_timestamp, utc_now
 from voltaro.net.identity import identity_problem
 from voltaro.net.registry import Registry
+from voltaro.net.security_events import SecurityEvents
 from voltaro.protocol.callerrors import CallErrorLog
 from voltaro.service import views
 from voltaro.service.campaigns import CampaignRunner
@@ -56,6 +62,8 @@ from voltaro.store import (
 )
 from voltaro.store.db import Database
 from voltaro.store.errors import AlreadyExists, NotFound
+
+log = logging.getLogger(__name__)
 
 
 class OpError(Exception):
@@ -100,6 +108,12 @@ def _time_arg(args: dict[str, Any], name: str) -> datetime | None:
         ) from None
 
 
+def _profile(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 3:
+        raise OpError(ErrorCode.BAD_ARGUMENTS, "security_profile must be 0, 1, 2 or 3")
+    return value
+
+
 def _limit(args: dict[str, Any], default: int = 50, maximum: int = 1000) -> int:
     value = args.get("limit", default)
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= maximum:
@@ -124,6 +138,7 @@ class ControlOps:
         campaigns: CampaignRunner | None = None,
         local_lists: LocalListService | None = None,
         reservations: ReservationService | None = None,
+        security_events: SecurityEvents | None = None,
     ) -> None:
         self._protection = protection
         self._firmware = firmware or FirmwareService(command_service)
@@ -132,6 +147,7 @@ class ControlOps:
         self.db = db  # the control server reports refused requests to its health
         self._settings = settings or Settings()
         self._call_errors = call_errors or CallErrorLog()
+        self._security = security_events or SecurityEvents()
         self._registry = registry
         self._commands = command_service
         self._hub = hub
@@ -146,6 +162,9 @@ class ControlOps:
             "chargers.show": self.chargers_show,
             "chargers.frames": self.chargers_frames,
             "chargers.add": self.chargers_add,
+            "chargers.set_profile": self.chargers_set_profile,
+            "chargers.set_password": self.chargers_set_password,
+            "security.events": self.security_events,
             "chargers.remove": self.chargers_remove,
             "chargers.accept": self.chargers_accept,
             "chargers.reject": self.chargers_reject,
@@ -280,7 +299,7 @@ class ControlOps:
                 "at": format_utc(f.at),
                 "action": f.action,
                 "unique_id": f.unique_id,
-                "payload": redact_frame_text(f.payload),
+                "payload": redact_frame(f.payload),  # rows stored before redaction
             }
             for f in rows
         ]
@@ -294,12 +313,21 @@ class ControlOps:
         password = args.get("password")
         if password is not None and (not isinstance(password, str) or not password):
             raise OpError(ErrorCode.BAD_ARGUMENTS, "password must be a non-empty string")
+        profile = args.get("security_profile")
+        if profile is not None:
+            profile = _profile(profile)
+            if profile in (1, 2) and not password:
+                raise OpError(
+                    ErrorCode.BAD_ARGUMENTS,
+                    f"security profile {profile} needs a password (HTTP Basic auth)",
+                )
         try:
             charger = await self._db.run(
                 chargers.add_charger,
                 charger_id,
                 password=password_bytes(password) if password else None,
                 allow_no_subprotocol=bool(args.get("allow_no_subprotocol", False)),
+                security_profile=profile,
             )
         except AlreadyExists as exc:
             raise OpError(ErrorCode.CONFLICT, str(exc)) from None
@@ -308,6 +336,66 @@ class ControlOps:
             {"charger_id": charger_id, "registration": charger.registration.value},
         )
         return self._charger_view(charger)
+
+    async def chargers_set_profile(self, args: dict[str, Any], user: str) -> dict[str, Any]:
+        """Set the profile a charger must use from its next connection (no downgrade
+        by the charger itself: this is the operator's decision, audited in the log)."""
+        charger_id = _text(args, "charger_id")
+        profile = _profile(args.get("security_profile"))
+        before = await self._db.run(chargers.get_charger, charger_id)
+        if before is None:
+            raise OpError(ErrorCode.NOT_FOUND, f"unknown charger {charger_id}")
+        if profile in (1, 2) and not before.has_password:
+            raise OpError(
+                ErrorCode.BAD_ARGUMENTS,
+                f"security profile {profile} needs a password: {charger_id} has none "
+                "(remove it and add it again with --password)",
+            )
+        if profile >= 2 and self._settings.tls_port is None:
+            raise OpError(
+                ErrorCode.BAD_ARGUMENTS,
+                f"security profile {profile} needs wss:// (set tls_port, tls_certfile)",
+            )
+        if profile == 3 and not self._settings.tls_client_ca:
+            raise OpError(
+                ErrorCode.BAD_ARGUMENTS,
+                "security profile 3 needs a client CA bundle (set tls_client_ca)",
+            )
+        charger = await self._db.run(chargers.set_security_profile, charger_id, profile)
+        if charger is None:
+            raise OpError(ErrorCode.NOT_FOUND, f"unknown charger {charger_id}")
+        log.info(
+            "security profile of %r: %d -> %d (by %s)",
+            charger_id,
+            before.security_profile,
+            profile,
+            user,
+        )
+        self._hub.publish("charger.updated", {"charger_id": charger_id})
+        return self._charger_view(charger)
+
+    async def chargers_set_password(self, args: dict[str, Any], user: str) -> dict[str, Any]:
+        """ChangeConfiguration AuthorizationKey with a new password (TC_073): the old
+        password stays valid until the charger logs in with the new one."""
+        charger_id = _text(args, "charger_id")
+        # --generate: 20 random bytes as 40 hex digits (the whitepaper's maximum).
+        value = secrets.token_hex(20) if args.get("generate") else _text(args, "password")
+        command = ChangeConfiguration(key="AuthorizationKey", value=value)
+        try:
+            outcome = await self._commands.execute(charger_id, command, actor=user)
+        except CommandError as exc:
+            raise OpError(_COMMAND_CODES[exc.code], exc.message) from None
+        view = views.outcome_view(outcome)
+        view["charger_id"] = charger_id
+        view["note"] = (
+            "the charger keeps its old password until it reconnects with the new one"
+            if outcome.status in ("Accepted", "RebootRequired")
+            else "the charger refused it: its old password stays the only one"
+        )
+        return view
+
+    async def security_events(self, args: dict[str, Any], user: str) -> dict[str, Any]:
+        return self._security.summary()
 
     async def chargers_remove(self, args: dict[str, Any], user: str) -> dict[str, Any]:
         charger_id = _text(args, "charger_id")

@@ -27,6 +27,7 @@ from voltaro.control import wire
 from voltaro.control.ops import ControlOps, OpError
 from voltaro.control.peers import Peer, PeerLookup, peer_of, role_of
 from voltaro.domain.ports import StorageUnavailable
+from voltaro.domain.secrets import redact_value
 from voltaro.net.admission import AcceptGuard
 from voltaro.service.commands import ALIASES
 from voltaro.service.hub import RESYNC, EventHub, HubEvent
@@ -221,6 +222,11 @@ class ControlServer:
                 )
                 or needed
             )
+        reads_frames = request.op == "chargers.frames" or (
+            request.op == "subscribe" and bool(request.args.get("frames"))
+        )
+        if reads_frames and not self._settings.viewer_frames:
+            needed = max(needed, wire.Role.OPERATOR, key=lambda r: r.rank)
         if not role.allows(needed):
             # Refusals are audited like the allowed mutations (who tried what).
             log.warning(
@@ -294,7 +300,8 @@ class ControlServer:
 
 
 def _redacted(args: dict[str, Any]) -> dict[str, Any]:
-    return {k: ("***" if k == "password" else v) for k, v in args.items()}
+    # Passwords, and the AuthorizationKey of a set-config command (issue 15).
+    return redact_value(args)  # type: ignore[no-any-return]
 
 
 class _SessionState:

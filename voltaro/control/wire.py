@@ -68,7 +68,14 @@ OPS: dict[str, Role] = {
     "chargers.list": Role.VIEWER,
     "chargers.show": Role.VIEWER,  # args: {"charger_id"}
     "chargers.frames": Role.VIEWER,  # args: {"charger_id", "limit"?, "action"?}
-    "chargers.add": Role.ADMIN,  # args: {"charger_id", "password"?, "allow_no_subprotocol"?}
+    # args: {"charger_id", "password"?, "allow_no_subprotocol"?, "security_profile"? (0-3)}
+    "chargers.add": Role.ADMIN,
+    "chargers.set_profile": Role.ADMIN,  # args: {"charger_id", "security_profile"}
+    # args: {"charger_id", "generate": true} or {"charger_id", "password"}: sends
+    # ChangeConfiguration AuthorizationKey; the old password stays valid until the
+    # charger logs in with the new one (docs/security.md).
+    "chargers.set_password": Role.ADMIN,
+    "security.events": Role.VIEWER,  # counts per kind and the recent events
     "chargers.remove": Role.ADMIN,
     "chargers.accept": Role.OPERATOR,
     "chargers.reject": Role.OPERATOR,
@@ -195,6 +202,9 @@ class Event(StrEnum):
     LOCAL_LIST_SYNCED = "local_list.synced"  # {charger_id, result, ok, version,
     #                    update_type, messages, entries, detail, error_code}
     RESERVATION_UPDATED = "reservation.updated"  # a reservation view (reservations.list)
+    # Security events at the connection edge (issue 15): {kind, charger_id, remote,
+    # detail, at}; kinds in docs/security.md (downgrade, certificate_cn_mismatch, ...).
+    SECURITY_EVENT = "security.event"
 
 
 class WireError(ValueError):

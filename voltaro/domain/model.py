@@ -170,6 +170,11 @@ class Charger:
     identity: ChargerIdentity | None = None
     has_password: bool = False
     allow_no_subprotocol: bool = False
+    # OCPP 1.6 security profile (0 none, 1 Basic, 2 TLS + Basic, 3 TLS client cert).
+    security_profile: int = 0
+    # A new password was sent (ChangeConfiguration AuthorizationKey) and the charger
+    # has not logged in with it yet: the old one stays valid until it does.
+    password_pending: bool = False
     connected: bool = False
     last_seen: datetime | None = None
     last_boot: datetime | None = None

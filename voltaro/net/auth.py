@@ -183,7 +183,20 @@ class PasswordChecker:
         credentials: BasicCredentials | None,
         source: str,
     ) -> bool:
-        """True when the credentials match; a failure is counted against the source.
+        return await self.check_any(charger_id, (stored_hash,), credentials, source) is not None
+
+    async def check_any(
+        self,
+        charger_id: str,
+        stored_hashes: tuple[str, ...],
+        credentials: BasicCredentials | None,
+        source: str,
+    ) -> str | None:
+        """The stored hash the credentials match, or None (counted as one failure).
+
+        A charger has more than one valid hash while a new password is being
+        provisioned: the current one and those sent in ChangeConfiguration
+        AuthorizationKey whose outcome is not settled yet (TC_073, a lost answer).
 
         The failure is reserved before the KDF runs and given back on success, so that
         parallel attempts cannot all pass :meth:`retry_after` while the first ones are
@@ -192,15 +205,15 @@ class PasswordChecker:
         now = trio.current_time()
         self._by_identity.spend((charger_id, source), now)
         self._by_source.spend(source, now)
-        ok = await self._matches(charger_id, stored_hash, credentials)
-        if ok:
-            now = trio.current_time()
-            self._by_identity.refund((charger_id, source), now)
-            self._by_source.refund(source, now)
-            return True
+        for stored_hash in stored_hashes:
+            if await self._matches(charger_id, stored_hash, credentials):
+                now = trio.current_time()
+                self._by_identity.refund((charger_id, source), now)
+                self._by_source.refund(source, now)
+                return stored_hash
         self.failed += 1
         self._note(source, charger_id, refused=False)
-        return False
+        return None
 
     def _note(self, source: str, charger_id: str, *, refused: bool) -> None:
         """One security line per source per ``log_interval``, with the counts."""

@@ -7,6 +7,7 @@ functions and the event hub, and tests implement them in memory.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
@@ -30,6 +31,12 @@ class ChargerCredentials(Protocol):
     @property
     def allow_no_subprotocol(self) -> bool: ...
 
+    @property
+    def security_profile(self) -> int: ...
+
+    @property
+    def pending_password_hashes(self) -> tuple[str, ...]: ...
+
 
 class ChargerDirectory(Protocol):
     async def lookup(self, charger_id: str) -> ChargerCredentials | None:
@@ -42,6 +49,14 @@ class ChargerDirectory(Protocol):
 
     async def register_unknown(self, charger_id: str, registration: RegistrationStatus) -> None:
         """Create a record for an unknown id (unknown_chargers = pending | accept)."""
+        ...
+
+    async def password_confirmed(self, charger_id: str, password_hash: str) -> None:
+        """The charger logged in with a provisioned password: it becomes the only one.
+
+        Raises:
+            StorageUnavailable: the database cannot record it now (HTTP 503).
+        """
         ...
 
     async def admit(self, charger_id: str) -> None:
@@ -93,6 +108,15 @@ class MemoryDirectory:
     async def register_unknown(self, charger_id: str, registration: RegistrationStatus) -> None:
         self.records.setdefault(charger_id, ChargerRecord(charger_id, registration))
 
+    async def password_confirmed(self, charger_id: str, password_hash: str) -> None:
+        record = self.records[charger_id]
+        self.records[charger_id] = dataclasses.replace(
+            record,
+            password_hash=password_hash,
+            pending_password_hashes=(),
+            security_profile=max(1, record.security_profile),
+        )
+
     async def admit(self, charger_id: str) -> None:
         self.history.append(("admitted", charger_id))
 
@@ -113,3 +137,5 @@ class ChargerRecord:
     registration: RegistrationStatus = RegistrationStatus.ACCEPTED
     password_hash: str | None = None
     allow_no_subprotocol: bool = False
+    security_profile: int = 0
+    pending_password_hashes: tuple[str, ...] = ()

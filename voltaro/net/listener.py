@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import logging
 import resource
+import signal
 import socket
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
@@ -41,6 +43,8 @@ from voltaro.net.directory import BackendFactory, ChargerDirectory, ConnectionFa
 from voltaro.net.identity import InvalidIdentity, charger_id_from_path
 from voltaro.net.liveness import PingTimeout, TrackedWebSocket, keep_alive
 from voltaro.net.registry import Registry, Session
+from voltaro.net.security_events import SecurityEvents
+from voltaro.net.tls import PeerCertificate, TlsConfigError, TlsListener, server_context
 from voltaro.settings import Settings, UnknownChargers
 
 log = logging.getLogger(__name__)
@@ -81,6 +85,12 @@ def database_unavailable() -> Refusal:
     )
 
 
+def unauthorized(reason: str, *, kind: str) -> Refusal:
+    return Refusal(
+        401, reason, ((b"WWW-Authenticate", b'Basic realm="OCPP", charset="UTF-8"'),), kind=kind
+    )
+
+
 def remote_of(request: WebSocketRequest) -> str:
     remote = request.remote
     if isinstance(remote, Endpoint):
@@ -106,6 +116,7 @@ class OcppListener:
         connection_factory: ConnectionFactory,
         password_checker: PasswordChecker | None = None,
         absorb: Callable[[str, str | None], bool] | None = None,
+        security_events: SecurityEvents | None = None,
     ) -> None:
         """``absorb(what, charger_id)``: True when a consequence of a database outage is
         reported by the outage summary instead of a line here (issue 21 item 5)."""
@@ -134,6 +145,9 @@ class OcppListener:
         # Identities cut off for abuse -> when they may reconnect (trio clock).
         self._abusers: dict[str, float] = {}
         self.crashed = 0
+        self.security = security_events or SecurityEvents()
+        self.tls_listeners: list[TlsListener] = []
+        self.tls_bound: list[tuple[str, int]] = []
 
     @property
     def open_connections(self) -> int:
@@ -152,8 +166,54 @@ class OcppListener:
             "unlimited" if nofile == resource.RLIM_INFINITY else nofile,
             FD_RESERVE,
         )
-        listeners = await trio.open_tcp_listeners(s.port, host=s.host)
-        guarded = [
+        context = self._tls_context() if s.tls_port is not None else None
+        guarded = self._guard(await trio.open_tcp_listeners(s.port, host=s.host))
+        tls_guarded = (
+            self._guard(await trio.open_tcp_listeners(s.tls_port, host=s.host))
+            if s.tls_port is not None
+            else []
+        )
+        self.guards = guarded + tls_guarded
+        if context is not None:
+            self.tls_listeners = [
+                TlsListener(
+                    g,
+                    context,
+                    handshake_timeout=s.handshake_timeout,
+                    on_security_event=lambda kind, remote, detail: self.security.record(
+                        kind, remote=remote, detail=detail
+                    ),
+                )
+                for g in tls_guarded
+            ]
+        server = WebSocketServer(
+            self._handle,
+            [*guarded, *self.tls_listeners],  # type: ignore[list-item]  # Listeners, as it expects
+            max_message_size=s.max_message_size,
+            connect_timeout=s.handshake_timeout,
+            disconnect_timeout=CLOSE_BUDGET * 2,
+        )
+        async with trio.open_nursery() as nursery:
+            for tls in self.tls_listeners:
+                await nursery.start(tls.run)
+            await nursery.start(server.run)
+            nursery.start_soon(self._sweep_pending)
+            if self.tls_listeners:
+                nursery.start_soon(self._reload_on_sighup)
+            bound = _bound(guarded)
+            self.tls_bound = _bound(tls_guarded)
+            log.info(
+                "listening for OCPP 1.6J chargers on %s",
+                ", ".join(
+                    [charger_url(host, port) for host, port in bound]
+                    + [charger_url(host, port, tls=True) for host, port in self.tls_bound]
+                ),
+            )
+            task_status.started(bound)
+
+    def _guard(self, listeners: list[trio.SocketListener]) -> list[GuardedListener]:
+        s = self._settings
+        return [
             GuardedListener(
                 inner,
                 max_pending_per_ip=s.max_pending_per_ip,
@@ -163,32 +223,42 @@ class OcppListener:
             )
             for inner in listeners
         ]
-        self.guards = guarded
-        server = WebSocketServer(
-            self._handle,
-            guarded,  # type: ignore[arg-type]  # a Listener[SocketStream], as it expects
-            max_message_size=s.max_message_size,
-            connect_timeout=s.handshake_timeout,
-            disconnect_timeout=CLOSE_BUDGET * 2,
-        )
-        async with trio.open_nursery() as nursery:
-            await nursery.start(server.run)
-            nursery.start_soon(self._sweep_pending)
-            bound = [
-                (str(address), int(port))
-                for address, port, *_ in (g.socket.getsockname() for g in guarded)
-            ]
-            log.info(
-                "listening for OCPP 1.6J chargers on %s",
-                ", ".join(charger_url(host, port) for host, port in bound),
-            )
-            task_status.started(bound)
+
+    def _tls_context(self) -> ssl.SSLContext:
+        s = self._settings
+        return server_context(s.tls_certfile, s.tls_keyfile, s.tls_client_ca)
+
+    def reload_tls(self) -> str:
+        """Read the certificate, key and CA bundle again; new handshakes use them,
+        established connections keep theirs. On error the current ones are kept."""
+        if not self.tls_listeners:
+            return "wss:// is not enabled (tls_port)"
+        try:
+            context = self._tls_context()
+        except TlsConfigError as exc:
+            log.error("TLS reload failed, keeping the current certificate: %s", exc)
+            return f"failed, kept the current certificate: {exc}"
+        for tls in self.tls_listeners:
+            tls.reload(context)
+        log.info("TLS certificate, key and client CA reloaded from %s", self._settings.tls_certfile)
+        return "reloaded"
+
+    async def _reload_on_sighup(self) -> None:
+        try:
+            receiver = trio.open_signal_receiver(signal.SIGHUP)
+        except (RuntimeError, ValueError):  # not the main thread: reload by control op only
+            return
+        with receiver as signals:
+            async for _ in signals:
+                self.reload_tls()
 
     async def _sweep_pending(self) -> None:
         while True:
             await trio.sleep(5.0)
             try:
                 self._pending.sweep()
+                for tls in self.tls_listeners:
+                    tls.sweep()
                 self._sweeper.succeeded()
             except Exception as exc:
                 await self._sweeper.after_failure(exc, "forgetting closed pending sockets")
@@ -212,6 +282,7 @@ class OcppListener:
             "abuse_cut_off": self.cut_off,
             "connections_crashed": self.crashed,
             "background_failures": {self._sweeper.name: self._sweeper.failures},
+            "security_events": {k: v for k, v in sorted(self.security.counts.items()) if v},
         }
 
     async def shutdown(self, *, code: int = CLOSE_GOING_AWAY, grace: float) -> None:
@@ -300,8 +371,20 @@ class OcppListener:
         headers = [(b"Content-Type", b"text/plain; charset=utf-8"), *refusal.headers]
         await request.reject(refusal.status, extra_headers=headers, body=body)
 
+    def _peer_certificate(self, request: WebSocketRequest) -> PeerCertificate | None:
+        """What TLS established for this socket; None for plain ws://."""
+        endpoint = request.remote
+        if not isinstance(endpoint, Endpoint) or not endpoint.is_ssl:
+            return None
+        for tls in self.tls_listeners:
+            peer = tls.take_peer(str(endpoint.address), int(endpoint.port))
+            if peer is not None:
+                return peer
+        return PeerCertificate(verified=False)
+
     async def _admit(self, request: WebSocketRequest, remote: str) -> Admission | Refusal:
         s = self._settings
+        tls = self._peer_certificate(request)
         if self._closing:
             return Refusal(503, "server shutting down", kind="shutting_down")
         if self._open > self._max_connections:
@@ -335,7 +418,11 @@ class OcppListener:
             return Refusal(
                 400, f"no subprotocol offered; {SUBPROTOCOL} required", kind="subprotocol"
             )
-        if record is not None and record.password_hash:
+        profile = record.security_profile if record is not None else 0
+        refusal = self._check_profile(charger_id, profile, tls, remote)
+        if refusal is not None:
+            return refusal
+        if record is not None and record.password_hash and profile != 3:
             retry = self.passwords.retry_after(charger_id, _source_address(remote))
             if retry > 0:
                 # Issue 11.9: too many failures from this source; no KDF is spent.
@@ -346,16 +433,38 @@ class OcppListener:
                     kind="auth_locked_out",
                 )
             credentials = parse_basic_auth(request.headers)
-            ok = await self.passwords.check(
-                charger_id, record.password_hash, credentials, _source_address(remote)
+            hashes = (record.password_hash, *record.pending_password_hashes)
+            matched = await self.passwords.check_any(
+                charger_id, hashes, credentials, _source_address(remote)
             )
-            if not ok:
-                return Refusal(
-                    401,
-                    "authentication required",
-                    ((b"WWW-Authenticate", b'Basic realm="OCPP", charset="UTF-8"'),),
-                    kind="auth_failed",
+            if matched is None:
+                # Logged by the checker, summarised per source (a brute force must not
+                # write a line per guess); counted with the other security events.
+                self.security.counts["auth_failed"] += 1
+                return unauthorized("authentication required", kind="auth_failed")
+            if matched != record.password_hash:
+                # The charger uses the password it was sent (ChangeConfiguration
+                # AuthorizationKey): from now on only that one is valid (TC_073).
+                try:
+                    await self._directory.password_confirmed(charger_id, matched)
+                except StorageUnavailable:
+                    return database_unavailable()
+                log.info("charge point %r now uses its new password", charger_id)
+        elif record is not None and record.pending_password_hashes and profile == 0:
+            # Onboarding (R36): a charger without a password was sent one; once it
+            # logs in with it, it is a profile 1 charger. Without credentials it is
+            # still admitted as before (profile 0 asks for nothing).
+            credentials = parse_basic_auth(request.headers)
+            if credentials is not None:
+                matched = await self.passwords.check_any(
+                    charger_id, record.pending_password_hashes, credentials, _source_address(remote)
                 )
+                if matched is not None:
+                    try:
+                        await self._directory.password_confirmed(charger_id, matched)
+                    except StorageUnavailable:
+                        return database_unavailable()
+                    log.info("charge point %r now uses a password (profile 1)", charger_id)
         if record is None:
             registration = (
                 RegistrationStatus.PENDING
@@ -374,6 +483,47 @@ class OcppListener:
         except StorageUnavailable:
             return database_unavailable()
         return Admission(charger_id, SUBPROTOCOL if offered else None)
+
+    def _check_profile(
+        self, charger_id: str, profile: int, tls: PeerCertificate | None, remote: str
+    ) -> Refusal | None:
+        """The charger's stored security profile is the only one it may use (OCPP 1.6
+        security whitepaper A00.FR.001-006: no downgrade; A00.FR.401-407: profile 3)."""
+        if profile >= 2 and tls is None:
+            self.security.record(
+                "downgrade",
+                charger_id=charger_id,
+                remote=remote,
+                detail=f"security profile {profile} charger came over plain ws://",
+            )
+            return unauthorized(
+                f"security profile {profile}: connect with wss://", kind="downgrade"
+            )
+        if profile != 3 or tls is None:
+            return None
+        if not tls.verified:
+            self.security.record(
+                "client_certificate_missing",
+                charger_id=charger_id,
+                remote=remote,
+                detail="security profile 3 charger sent no client certificate",
+            )
+            return unauthorized(
+                "security profile 3: a client certificate is required",
+                kind="client_certificate_missing",
+            )
+        if charger_id not in tls.common_names:
+            self.security.record(
+                "certificate_cn_mismatch",
+                charger_id=charger_id,
+                remote=remote,
+                detail=f"certificate CN {', '.join(tls.common_names) or '(none)'}",
+            )
+            return unauthorized(
+                "the client certificate is not this charge point's",
+                kind="certificate_cn_mismatch",
+            )
+        return None
 
     def _backoff_left(self, charger_id: str) -> float:
         until = self._abusers.get(charger_id)
@@ -396,11 +546,11 @@ class OcppListener:
         session = Session(charger_id=charger_id, link=link, remote=remote)
         previous = self._registry.claim(session)
         if previous is not None:
-            log.warning(
-                "security: charge point %r reconnected from %s; closing its connection from %s",
-                charger_id,
-                remote,
-                previous.remote,
+            self.security.record(
+                "takeover",
+                charger_id=charger_id,
+                remote=remote,
+                detail=f"replaced the live connection from {previous.remote}",
             )
             previous.close(CLOSE_NORMAL, "replaced by a new connection")
         self._live_sessions += 1
@@ -481,9 +631,16 @@ class OcppListener:
                 )
 
 
-def charger_url(host: str, port: int) -> str:
+def _bound(listeners: list[GuardedListener]) -> list[tuple[str, int]]:
+    return [
+        (str(address), int(port))
+        for address, port, *_ in (g.socket.getsockname() for g in listeners)
+    ]
+
+
+def charger_url(host: str, port: int, *, tls: bool = False) -> str:
     """The URL to configure in chargers; a wildcard bind is shown with this host's name."""
     if host in ("0.0.0.0", "::", ""):
         host = socket.gethostname()
     authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    return f"ws://{authority}/ocpp/<charge point id>"
+    return f"{'wss' if tls else 'ws'}://{authority}/ocpp/<charge point id>"

@@ -52,8 +52,10 @@ from voltaro.domain.commands import (
     check_remote_start_tag,
     validate,
 )
+from voltaro.domain.credentials import password_bytes
 from voltaro.domain.model import Availability, RegistrationStatus
 from voltaro.domain.ports import StorageUnavailable
+from voltaro.domain.secrets import redact_value
 from voltaro.domain.timestamps import format_utc, parse_timestamp, utc_now
 from voltaro.net.registry import Registry
 from voltaro.service.hub import EventHub
@@ -92,6 +94,12 @@ MANAGED = {
     "ClearChargingProfile": "use profiles clear (it updates the stored profiles)",
 }
 ACTIONS = frozenset(ACTION_OF.values())
+
+
+# Failures after which the command was certainly not sent to the charger.
+_NOT_SENT = frozenset(
+    {CommandErrorCode.OFFLINE, CommandErrorCode.BUSY, CommandErrorCode.UNAVAILABLE}
+)
 
 
 def _bad(message: str) -> CommandError:
@@ -256,7 +264,8 @@ def command_from_args(action: str, args: dict[str, Any]) -> Command:
 
 
 def command_args(command: Command) -> dict[str, Any]:
-    """The command's arguments as JSON (for the audit log).
+    """The command's arguments as JSON for the audit row, secrets hidden (an
+    AuthorizationKey never reaches the commands table; voltaro.domain.secrets).
 
     A location Voltaro built for one charger holds a URL token (a credential for that
     file transfer): the audit keeps what it points at (``served``) instead."""
@@ -286,7 +295,7 @@ def command_args(command: Command) -> dict[str, Any]:
         out["location"] = f"({out['served']}; URL token not recorded)"
     if "served" in out and out["served"] is None:
         del out["served"]
-    return out
+    return redact_value(out)  # type: ignore[no-any-return]
 
 
 class CommandRouter(Protocol):
@@ -360,6 +369,7 @@ class CommandService:
             check_allowed(command, charger_registration or charger.registration)
             if isinstance(command, RemoteStart) and not command.force:
                 await self._check_tag(command.id_tag)
+            secret = self._check_security_change(command, charger)
             if not self._router.is_connected(charger_id):
                 raise CommandError(
                     CommandErrorCode.OFFLINE, f"charger {charger_id} is not connected"
@@ -371,6 +381,12 @@ class CommandService:
                 request=command_args(command),
                 actor=actor,
             )
+            provisioned = None
+            if secret is not None:
+                # Valid from now on next to the current password: the charger may take
+                # it even if its answer never reaches us (TC_073; issue 15). Hashed in
+                # the worker thread (scrypt).
+                provisioned = await self._db.run(chargers.add_pending_password, charger_id, secret)
         except (SQLAlchemyError, StorageUnavailable) as exc:
             log.warning(
                 "command %s to %s not sent: database unavailable: %s", action, charger_id, exc
@@ -385,9 +401,14 @@ class CommandService:
         error: CommandError | None = None
         try:
             outcome = await self._send(charger_id, command, action)
+            if provisioned is not None and outcome.status not in ("Accepted", "RebootRequired"):
+                # Rejected or NotSupported: the charger keeps its old password (R31).
+                await self._forget_password(charger_id, provisioned)
             outcome = await self._apply_reporting(charger_id, command, outcome)
         except CommandError as exc:
             error = exc
+            if provisioned is not None and exc.code in _NOT_SENT:
+                await self._forget_password(charger_id, provisioned)
             raise
         except trio.Cancelled:
             error = CommandError(
@@ -409,6 +430,61 @@ class CommandService:
         finally:
             await self._finish(audit_id, charger_id, action, actor, outcome, error)
         return outcome
+
+    def _check_security_change(self, command: Command, charger: Any) -> bytes | None:
+        """ChangeConfiguration of the security keys (OCPP 1.6 security whitepaper):
+
+        - ``AuthorizationKey``: 16-20 bytes (32-40 hex digits, or 16-20 characters);
+          returns the new password's bytes, kept as pending before it is sent;
+        - ``SecurityProfile``: only upwards, and only when its prerequisites are in
+          place (a password for 1 and 2, a client CA for 3, wss:// for 2 and 3);
+          the stored profile follows when the charger accepts (TC_083).
+        """
+        if not isinstance(command, ChangeConfiguration):
+            return None
+        key = command.key.lower()
+        if key == "authorizationkey":
+            secret = password_bytes(command.value)
+            if not 16 <= len(secret) <= 20:
+                raise _bad(
+                    "AuthorizationKey must be 16-20 bytes: 32-40 hex digits "
+                    "(OCPP 1.6 security whitepaper) or 16-20 characters"
+                )
+            return secret
+        if key == "securityprofile":
+            try:
+                wanted = int(command.value.strip())
+            except ValueError:
+                raise _bad("SecurityProfile must be 1, 2 or 3") from None
+            if wanted not in (1, 2, 3):
+                raise _bad("SecurityProfile must be 1, 2 or 3")
+            if wanted <= charger.security_profile:
+                raise CommandError(
+                    CommandErrorCode.NOT_ALLOWED,
+                    f"SecurityProfile may only be raised (A00.FR.006): {charger.charger_id} "
+                    f"is at profile {charger.security_profile}",
+                )
+            s = self._settings
+            missing = []
+            if wanted in (1, 2) and not charger.has_password:
+                missing.append("a password (AuthorizationKey)")
+            if wanted >= 2 and s.tls_port is None:
+                missing.append("wss:// on this server (tls_port)")
+            if wanted == 3 and not s.tls_client_ca:
+                missing.append("a client CA bundle (tls_client_ca)")
+            if missing:
+                raise CommandError(
+                    CommandErrorCode.NOT_ALLOWED,
+                    f"SecurityProfile {wanted} needs {' and '.join(missing)} first",
+                )
+        return None
+
+    async def _forget_password(self, charger_id: str, password_hash: str) -> None:
+        try:
+            await self._db.run(chargers.drop_pending_password, charger_id, password_hash)
+        except (SQLAlchemyError, StorageUnavailable) as exc:
+            # Harmless: an unused pending password is replaced by later ones.
+            log.warning("charger=%s pending password not dropped: %s", charger_id, exc)
 
     async def _send(self, charger_id: str, command: Command, action: str) -> CommandOutcome:
         # The link bounds the queue wait and the answer on their own; this scope is the
@@ -482,6 +558,12 @@ class CommandService:
                 "RebootRequired",
             ):
                 await self._db.run(audit.set_configuration_value, charger_id, key, value)
+                if key.lower() == "securityprofile":
+                    # From now on the charger is refused at its old profile (TC_083).
+                    await self._db.run(
+                        chargers.set_security_profile, charger_id, int(value.strip())
+                    )
+
             case _:
                 pass
 

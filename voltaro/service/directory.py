@@ -27,6 +27,10 @@ class StoreDirectory:
             Event.CHARGER_UPDATED, {"charger_id": charger_id, "registration": registration.value}
         )
 
+    async def password_confirmed(self, charger_id: str, password_hash: str) -> None:
+        await self._db.run(chargers.confirm_password, charger_id, password_hash)
+        self._hub.publish(Event.CHARGER_UPDATED, {"charger_id": charger_id})
+
     async def admit(self, charger_id: str) -> None:
         # The flag is written before the upgrade, in a batch with the other chargers'
         # flags: a database that cannot take it is answered 503 (issue 10 §2.4).

@@ -37,6 +37,7 @@ import trio.lowlevel
 from voltaro.background import LoopGuard
 from voltaro.control.wire import Event
 from voltaro.domain.model import FrameRecord
+from voltaro.domain.secrets import redact_frame
 from voltaro.domain.timestamps import format_utc
 from voltaro.settings import Settings
 from voltaro.store import frames
@@ -79,11 +80,14 @@ def storable_field(text: str | None, limit: int) -> str | None:
 
 
 def storable(frame: FrameRecord) -> FrameRecord:
-    """The frame with every text field safe for any database, terminal and log."""
+    """The frame with its secrets hidden (voltaro.domain.secrets: an AuthorizationKey
+    in ChangeConfiguration.req or GetConfiguration.conf) and every text field safe for
+    any database, terminal and log. Every frame passes here before it is buffered,
+    stored or published (issue 15)."""
     return dataclasses.replace(
         frame,
         charger_id=storable_field(frame.charger_id, 255) or "",
-        payload=storable_payload(frame.payload),
+        payload=storable_payload(redact_frame(frame.payload)),
         action=storable_field(frame.action, MAX_ACTION),
         unique_id=storable_field(frame.unique_id, MAX_UNIQUE_ID),
     )

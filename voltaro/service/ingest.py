@@ -52,6 +52,7 @@ from voltaro.domain.model import (
     Transaction,
 )
 from voltaro.domain.ports import CURRENT_CALL, IncomingCall, StorageUnavailable
+from voltaro.domain.secrets import redact_frame
 from voltaro.domain.timestamps import format_utc, utc_now
 from voltaro.protocol.edge import repair_text
 from voltaro.service.frame_log import FrameSink
@@ -230,7 +231,7 @@ class ChargerIngest:
             charger_id=self.charger_id,
             unique_id=repair_text(call.unique_id),
             action=repair_text(call.action),
-            frame=call.frame,
+            frame=redact_frame(call.frame),
             error="stored with U+FFFD in place of NUL or lone surrogates in "
             + ", ".join(call.repaired)
             + "; this frame holds the original text",
@@ -274,7 +275,7 @@ class ChargerIngest:
             charger_id=self.charger_id,
             unique_id=repair_text(call.unique_id) if call is not None else None,
             action=repair_text(call.action) if call is not None else None,
-            frame=repair_text(call.frame) if call is not None else "",
+            frame=repair_text(redact_frame(call.frame)) if call is not None else "",
             error=error.reason,
             transaction_id=transaction_id,
             at=utc_now(),

@@ -10,6 +10,7 @@ from voltaro.control.wire import redact
 from voltaro.domain.commands import CommandOutcome
 from voltaro.domain.firmware import TransferKind
 from voltaro.domain.model import Charger, Connector, IdTag, MeterValue, Transaction
+from voltaro.domain.secrets import redact_value
 from voltaro.domain.timestamps import format_utc
 
 
@@ -58,6 +59,8 @@ def charger_view(ch: Charger) -> dict[str, Any]:
         "meter_type": ident.meter_type if ident else None,
         "meter_serial_number": ident.meter_serial_number if ident else None,
         "has_password": ch.has_password,
+        "security_profile": ch.security_profile,
+        "password_pending": ch.password_pending,
         "allow_no_subprotocol": ch.allow_no_subprotocol,
         "connectors": [connector_view(c) for c in ch.connectors],
     }
@@ -161,7 +164,8 @@ def outcome_view(outcome: CommandOutcome) -> dict[str, Any]:
     if not outcome.applied:
         view["applied"] = False
         view["warning"] = outcome.warning
-    return view
+    # A charger that reports its AuthorizationKey in GetConfiguration (it should not).
+    return redact_value(view)  # type: ignore[no-any-return]
 
 
 def attention(charger: dict[str, Any]) -> list[str]:

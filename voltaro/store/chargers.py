@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -47,6 +48,13 @@ class ChargerAuth:
     registration: RegistrationStatus
     password_hash: str | None
     allow_no_subprotocol: bool
+    security_profile: int = 0
+    pending_password_hashes: tuple[str, ...] = ()
+
+
+# How many unsettled provisioned passwords a charger may have: each lost answer to
+# ChangeConfiguration AuthorizationKey adds one; the oldest is forgotten beyond this.
+MAX_PENDING_PASSWORDS = 3
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -110,6 +118,8 @@ def _charger(row: ChargePointRow, connectors: Iterable[ConnectorRow] = ()) -> Ch
         identity=identity,
         has_password=row.password_hash is not None,
         allow_no_subprotocol=row.allow_no_subprotocol,
+        security_profile=row.security_profile or 0,
+        password_pending=bool(_pending(row)),
         connected=row.connected,
         last_seen=row.last_seen,
         last_boot=row.last_boot,
@@ -142,7 +152,9 @@ def add_charger(
     password: bytes | None = None,
     allow_no_subprotocol: bool = False,
     registration: RegistrationStatus = RegistrationStatus.ACCEPTED,
+    security_profile: int | None = None,
 ) -> Charger:
+    """``security_profile`` None: 1 with a password, else 0."""
     if s.get(ChargePointRow, charger_id) is not None:
         raise AlreadyExists(f"charger {charger_id} exists already")
     row = ChargePointRow(
@@ -150,6 +162,9 @@ def add_charger(
         registration=registration.value,
         password_hash=hash_password(password) if password is not None else None,
         allow_no_subprotocol=allow_no_subprotocol,
+        security_profile=(
+            security_profile if security_profile is not None else (1 if password is not None else 0)
+        ),
         connected=False,
         rebooting=False,
         created_at=utc_now(),
@@ -181,6 +196,61 @@ def set_password(s: Session, charger_id: str, password: bytes | None) -> bool:
     if row is None:
         return False
     row.password_hash = hash_password(password) if password is not None else None
+    row.pending_password_hashes = None
+    return True
+
+
+def _pending(row: ChargePointRow) -> tuple[str, ...]:
+    if not row.pending_password_hashes:
+        return ()
+    try:
+        hashes = json.loads(row.pending_password_hashes)
+    except ValueError:
+        return ()
+    return tuple(h for h in hashes if isinstance(h, str))
+
+
+def set_security_profile(s: Session, charger_id: str, profile: int) -> Charger | None:
+    row = s.get(ChargePointRow, charger_id)
+    if row is None:
+        return None
+    row.security_profile = profile
+    s.flush()
+    return get_charger(s, charger_id)
+
+
+def add_pending_password(s: Session, charger_id: str, secret: bytes) -> str | None:
+    """A password about to be sent in ChangeConfiguration AuthorizationKey: valid from
+    now on next to the current one, because the charger may take it even if its answer
+    is lost (TC_073). Returns its hash (None: unknown charger)."""
+    row = s.get(ChargePointRow, charger_id)
+    if row is None:
+        return None
+    password_hash = hash_password(secret)
+    hashes = [*_pending(row), password_hash][-MAX_PENDING_PASSWORDS:]
+    row.pending_password_hashes = json.dumps(hashes)
+    return password_hash
+
+
+def drop_pending_password(s: Session, charger_id: str, password_hash: str) -> None:
+    """The charger refused the new password (Rejected/NotSupported): it keeps its old."""
+    row = s.get(ChargePointRow, charger_id)
+    if row is None:
+        return
+    hashes = [h for h in _pending(row) if h != password_hash]
+    row.pending_password_hashes = json.dumps(hashes) if hashes else None
+
+
+def confirm_password(s: Session, charger_id: str, password_hash: str) -> bool:
+    """The charger logged in with a provisioned password: it becomes the only valid one
+    (the old password and other unsettled ones stop working)."""
+    row = s.get(ChargePointRow, charger_id)
+    if row is None or password_hash not in _pending(row):
+        return False
+    row.password_hash = password_hash
+    row.pending_password_hashes = None
+    if row.security_profile == 0:
+        row.security_profile = 1  # from now on it must send its password
     return True
 
 
@@ -193,6 +263,8 @@ def charger_auth(s: Session, charger_id: str) -> ChargerAuth | None:
         registration=RegistrationStatus(row.registration),
         password_hash=row.password_hash,
         allow_no_subprotocol=row.allow_no_subprotocol,
+        security_profile=row.security_profile or 0,
+        pending_password_hashes=_pending(row),
     )
 
 

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from voltaro.domain.commands import ConfigurationEntry
 from voltaro.domain.model import DataTransferRequest, DataTransferStatus
+from voltaro.domain.secrets import REDACTED, is_secret_config_key, redact_value
 from voltaro.domain.timestamps import utc_now
 from voltaro.store.schema import ChargePointRow, CommandRow, ConfigurationRow, DataTransferRow
 
@@ -22,7 +23,8 @@ def record_command(
     row = CommandRow(
         charger_id=charger_id,
         action=action,
-        request=json.dumps(request, default=str, sort_keys=True),
+        # Already redacted by the caller; again here so no caller can store a secret.
+        request=json.dumps(redact_value(request), default=str, sort_keys=True),
         actor=actor,
         requested_at=utc_now(),
     )
@@ -108,7 +110,7 @@ def store_configuration(
             row = ConfigurationRow(charger_id=charger_id, key=entry.key)
             s.add(row)
         row.value, row.readonly, row.unknown, row.updated_at = (
-            entry.value,
+            _storable_value(entry.key, entry.value),
             entry.readonly,
             False,
             now,
@@ -136,7 +138,12 @@ def set_configuration_value(s: Session, charger_id: str, key: str, value: str) -
     if row is None:
         row = ConfigurationRow(charger_id=charger_id, key=key, readonly=False)
         s.add(row)
-    row.value, row.unknown, row.updated_at = value, False, utc_now()
+    row.value, row.unknown, row.updated_at = _storable_value(key, value), False, utc_now()
+
+
+def _storable_value(key: str, value: str | None) -> str | None:
+    """A secret key's value is never stored: that it is set is all we keep (issue 15)."""
+    return REDACTED if is_secret_config_key(key) and value else value
 
 
 def _positive_int(value: str) -> int | None:

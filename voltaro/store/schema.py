@@ -58,6 +58,13 @@ class ChargePointRow(Base):
     meter_type: Mapped[str | None] = mapped_column(Text)
     meter_serial_number: Mapped[str | None] = mapped_column(Text)
     password_hash: Mapped[str | None] = mapped_column(Text)
+    # Hashes of passwords sent in ChangeConfiguration AuthorizationKey and not settled
+    # yet (a JSON list, newest last): valid next to password_hash until the charger logs
+    # in with one of them (TC_073; a lost answer must not lock the charger out).
+    pending_password_hashes: Mapped[str | None] = mapped_column(Text)
+    # OCPP 1.6 security profile (whitepaper §2): 0 none, 1 Basic auth, 2 TLS + Basic
+    # auth, 3 TLS with a client certificate. Enforced at the handshake (no downgrade).
+    security_profile: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     allow_no_subprotocol: Mapped[bool] = mapped_column(Boolean, default=False)
     connected: Mapped[bool] = mapped_column(Boolean, default=False)
     rebooting: Mapped[bool] = mapped_column(Boolean, default=False)

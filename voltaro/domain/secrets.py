@@ -1,0 +1,136 @@
+"""What counts as a secret, and how it is hidden (issue 15, "Secrets").
+
+One policy, applied before anything is stored, logged, published or printed:
+
+- the value of a secret configuration key: ``AuthorizationKey`` is the charger's
+  Basic-auth password (OCPP 1.6 security whitepaper, edition 3, §2.3 and the
+  configuration key list). It appears as ``{"key": "AuthorizationKey", "value": ...}``
+  in ChangeConfiguration.req and in GetConfiguration.conf's configurationKey list, and
+  in the command audit row built from the same arguments;
+- fields named like a secret (``password``, ``token``, ``authorization_key``,
+  ``private_key``, ...) in any JSON object (control and API arguments);
+- in free text (log lines, unparsable frames): ``Authorization: Basic ...`` and
+  ``Bearer ...`` credentials, PEM private key blocks, and the two shapes above.
+
+The frame log, the command audit, the configuration table, the event stream and the
+log formatter all call these functions; nothing else decides what a secret is.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+REDACTED = "•••• (hidden)"
+
+# Configuration keys whose values are secrets (compared case-insensitively, CiString).
+SECRET_CONFIG_KEYS = frozenset({"authorizationkey"})
+
+# JSON field names whose values are secrets, compared without case, '_' or '-'.
+_SECRET_FIELDS = frozenset(
+    {
+        "password",
+        "newpassword",
+        "authorizationkey",
+        "token",
+        "apitoken",
+        "secret",
+        "privatekey",
+        "basicauthpassword",
+    }
+)
+
+# A cheap first look: text without any of these needs no parsing (the frame log's hot
+# path is MeterValues and StatusNotification, which never match).
+_MAYBE_SECRET = re.compile(
+    r"authorization|password|token|secret|private|basic\s|bearer\s", re.IGNORECASE
+)
+
+_PEM_PRIVATE_KEY = re.compile(
+    r"-----BEGIN ([A-Z0-9 ]*)PRIVATE KEY-----.*?(?:-----END \1PRIVATE KEY-----|\Z)",
+    re.DOTALL,
+)
+# "Basic <base64>" and "Bearer <token>" wherever they appear (headers, repr of headers).
+# A credential has a capital, a digit or a base64/token sign; English words do not.
+_AUTH_SCHEME = re.compile(
+    r"(?i)\b(basic|bearer)(\s+)(?-i:(?=[A-Za-z0-9+/=._~-]*[A-Z0-9+/=_~.-])[A-Za-z0-9+/=._~-]{8,})"
+)
+# {"key": "AuthorizationKey", "value": "..."} in JSON or a Python repr, either order.
+_KEY_THEN_VALUE = re.compile(
+    r"""(?ix)
+    (['"]key['"]\s*:\s*['"]authorizationkey['"]\s*,\s*['"]value['"]\s*:\s*['"])
+    ([^'"]*)
+    """
+)
+_VALUE_THEN_KEY = re.compile(
+    r"""(?ix)
+    (['"]value['"]\s*:\s*['"])
+    ([^'"]*)
+    (['"]\s*,\s*['"]key['"]\s*:\s*['"]authorizationkey['"])
+    """
+)
+# password=..., "token": "...", api_token='...' in free text.
+_NAMED_SECRET = re.compile(
+    r"""(?ix)
+    (\b(?:password|new_password|authorization_?key|api_?token|token|secret|private_?key)
+     ['"]?\s*[:=]\s*['"]?)
+    ([^\s'",}\]]+)
+    """
+)
+
+
+def is_secret_field(name: str) -> bool:
+    return name.replace("_", "").replace("-", "").lower() in _SECRET_FIELDS
+
+
+def is_secret_config_key(key: object) -> bool:
+    return isinstance(key, str) and key.lower() in SECRET_CONFIG_KEYS
+
+
+def redact_value(value: Any) -> Any:
+    """A copy of a JSON value with every secret hidden, whatever the nesting."""
+    if isinstance(value, list | tuple):
+        return [redact_value(v) for v in value]
+    if isinstance(value, str):
+        return redact_text(value) if _MAYBE_SECRET.search(value) else value
+    if not isinstance(value, dict):
+        return value
+    out: dict[Any, Any] = {}
+    for k, v in value.items():
+        if isinstance(k, str) and is_secret_field(k) and v is not None and v != "":
+            out[k] = REDACTED
+        else:
+            out[k] = redact_value(v)
+    if is_secret_config_key(out.get("key")) and out.get("value") not in (None, ""):
+        out["value"] = REDACTED
+    return out
+
+
+def redact_text(text: str) -> str:
+    """Free text (a log line, an unparsable frame) with secrets hidden."""
+    if not _MAYBE_SECRET.search(text) and "PRIVATE KEY" not in text:
+        return text
+    text = _PEM_PRIVATE_KEY.sub(f"-----{REDACTED} PRIVATE KEY-----", text)
+    text = _AUTH_SCHEME.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
+    text = _KEY_THEN_VALUE.sub(lambda m: f"{m.group(1)}{REDACTED}", text)
+    text = _VALUE_THEN_KEY.sub(lambda m: f"{m.group(1)}{REDACTED}{m.group(3)}", text)
+    return _NAMED_SECRET.sub(lambda m: f"{m.group(1)}{REDACTED}", text)
+
+
+def redact_frame(payload: str) -> str:
+    """A raw OCPP-J frame (JSON text) with secrets hidden.
+
+    Unchanged text is returned as it is (the same object), so the common case costs one
+    regular-expression scan. Text that is not JSON is redacted as free text.
+    """
+    if not _MAYBE_SECRET.search(payload) and "PRIVATE KEY" not in payload:
+        return payload
+    try:
+        parsed = json.loads(payload)
+    except (ValueError, RecursionError):
+        return redact_text(payload)
+    redacted = redact_value(parsed)
+    if redacted == parsed:
+        return payload
+    return json.dumps(redacted, separators=(",", ":"), ensure_ascii=False)
