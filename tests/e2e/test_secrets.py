@@ -32,7 +32,7 @@ from voltaro.logs import JsonFormatter, safe_formatter
 from voltaro.net.registry import Registry
 from voltaro.service.commands import CommandService
 from voltaro.service.hub import EventHub
-from voltaro.store import frames
+from voltaro.store import chargers, frames
 from voltaro.store.schema import Base
 
 
@@ -181,6 +181,12 @@ async def test_provisioned_password_is_nowhere(
 
 async def test_viewers_see_no_raw_frames_unless_allowed(database_url: str, tmp_path: Path) -> None:
     viewer = Peer(pid=1, uid=60001, gid=60001, user="vera", groups=())
+    from voltaro.store.db import Database
+
+    setup = Database(database_url, pool_size=1)
+    setup.upgrade()
+    setup.run_sync(chargers.add_charger, "CP-1")
+    setup.dispose()
     for allowed in (False, True):
         settings = server_settings(
             database_url, tmp_path, control_socket=str(tmp_path / f"v{allowed}.sock")
@@ -191,8 +197,6 @@ async def test_viewers_see_no_raw_frames_unless_allowed(database_url: str, tmp_p
                 "viewer_frames": allowed,
             }
         )
-        from voltaro.store.db import Database
-
         db = Database(database_url, pool_size=2)
         db.upgrade()
         registry, hub = Registry(), EventHub(64)
