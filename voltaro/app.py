@@ -169,6 +169,7 @@ async def run(
             publish=publish,
             frame_sink=frame_sink,
             liveness=liveness,
+            security_events=security,
         )
 
     # CALLERRORs we send, counted per charger across its connections (issue 23.4).

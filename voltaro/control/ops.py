@@ -57,6 +57,7 @@ from voltaro.store import (
     frames,
     local_lists,
     quarantine,
+    security,
     tags,
     transactions,
 )
@@ -268,6 +269,11 @@ class ControlOps:
         view["attention"] = views.attention(view)
         # CALLERRORs this server sent the charger since it started (issue 23.4).
         view["call_errors_sent"] = self._call_errors.count(charger_id)
+        # SecurityEventNotifications the charger sent (1.6 security extension), newest first.
+        own_log = await self._db.run(security.recent_security_events, charger_id, 20)
+        view["security_events"] = [
+            {"type": e.type, "tech_info": e.tech_info, "at": format_utc(e.at)} for e in own_log
+        ]
         recent = await self._db.run(transactions.list_transactions, charger_id=charger_id, limit=20)
         view["transactions"] = [views.transaction_view(t) for t in recent]
         latest = await self._db.run(firmware.latest_transfer_status, charger_id)

@@ -337,3 +337,16 @@ class FrameRecord:
     action: str | None = None
     unique_id: str | None = None
     message_type: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChargerSecurityEvent:
+    """A SecurityEventNotification (OCPP 1.6 security whitepaper §2.4, the 1.6 security
+    extension): the charger's own security log, e.g. ``FirmwareUpdated``,
+    ``InvalidCentralSystemCertificate``, ``TamperDetectionActivated``."""
+
+    charger_id: str
+    type: str  # CiString50
+    tech_info: str | None  # CiString255
+    at: datetime  # the charger's timestamp, or receipt when unreadable
+    received_at: datetime

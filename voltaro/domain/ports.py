@@ -16,6 +16,7 @@ from voltaro.domain.firmware import TransferStatusReport
 from voltaro.domain.model import (
     BootDecision,
     BootRequest,
+    ChargerSecurityEvent,
     DataTransferRequest,
     DataTransferResult,
     FrameRecord,
@@ -77,6 +78,9 @@ class ChargerBackend(Protocol):
 
     async def transfer_status(self, report: TransferStatusReport) -> None:
         """A FirmwareStatusNotification or DiagnosticsStatusNotification (§4.4, §4.5)."""
+
+    async def security_event(self, event: ChargerSecurityEvent) -> None:
+        """A SecurityEventNotification: stored before it is answered (1.6 security ext.)."""
 
     def record_frame(self, frame: FrameRecord) -> None:
         """Queue a raw frame for the frame log and the live feed. Must not block."""

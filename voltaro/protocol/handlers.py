@@ -18,6 +18,7 @@ from voltaro.domain.firmware import TransferKind, TransferStatusReport
 from voltaro.domain.model import (
     BootRequest,
     ChargerIdentity,
+    ChargerSecurityEvent,
     ConnectorStatus,
     DataTransferRequest,
     IdTagInfo,
@@ -204,6 +205,22 @@ class CentralSystemHandlers:
             )
         )
         return call_result.StatusNotification()
+
+    @on(Action.security_event_notification)
+    async def on_security_event_notification(self, type: str, **kw: Any) -> Any:  # noqa: A002 - OCPP field name
+        """The charger's own security log (1.6 security whitepaper §2.4; the 1.6
+        security extension): stored, then answered; shown in the console's alerts."""
+        now = utc_now()
+        await self.backend.security_event(
+            ChargerSecurityEvent(
+                charger_id=self.charger_id,
+                type=type,
+                tech_info=kw.get("tech_info"),
+                at=_optional_time(kw.get("timestamp")) or now,
+                received_at=now,
+            )
+        )
+        return call_result.SecurityEventNotification()
 
     @on(Action.data_transfer)
     async def on_data_transfer(self, vendor_id: str, **kw: Any) -> Any:

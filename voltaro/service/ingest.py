@@ -37,6 +37,7 @@ from voltaro.domain.model import (
     AuthorizationStatus,
     BootDecision,
     BootRequest,
+    ChargerSecurityEvent,
     DataTransferRequest,
     DataTransferResult,
     DataTransferStatus,
@@ -54,10 +55,11 @@ from voltaro.domain.model import (
 from voltaro.domain.ports import CURRENT_CALL, IncomingCall, StorageUnavailable
 from voltaro.domain.secrets import redact_frame
 from voltaro.domain.timestamps import format_utc, utc_now
+from voltaro.net.security_events import SecurityEvents
 from voltaro.protocol.edge import repair_text
 from voltaro.service.frame_log import FrameSink
 from voltaro.settings import Settings
-from voltaro.store import chargers, commands, firmware, quarantine, transactions
+from voltaro.store import chargers, commands, firmware, quarantine, security, transactions
 from voltaro.store.db import Database
 from voltaro.store.errors import PermanentStorageError, TransientStorageError
 
@@ -171,8 +173,10 @@ class ChargerIngest:
         publish: Publish,
         frame_sink: FrameSink | None = None,
         liveness: Liveness | None = None,
+        security_events: SecurityEvents | None = None,
     ) -> None:
         self.charger_id = charger_id
+        self._security = security_events
         self._db = db
         self._settings = settings
         self._publish = publish
@@ -526,6 +530,21 @@ class ChargerIngest:
             status.value,
         )
         return DataTransferResult(status=status)
+
+    async def security_event(self, event: ChargerSecurityEvent) -> None:
+        self._alive(event.received_at)
+        try:
+            await self._durable(security.record_security_event, event)
+        except PermanentStorageError as exc:
+            await self._quarantine(exc)
+            return
+        if self._security is not None:
+            # Counted, logged as one line and shown in the consoles' alerts.
+            self._security.record(
+                "charger_reported",
+                charger_id=self.charger_id,
+                detail=event.type + (f": {event.tech_info}" if event.tech_info else ""),
+            )
 
     async def transfer_status(self, report: TransferStatusReport) -> None:
         self._alive(report.received_at)

@@ -459,3 +459,18 @@ class ChargingProfileRow(Base):
     actor: Mapped[str] = mapped_column(Text)
     sent_at: Mapped[datetime] = mapped_column(UtcDateTime)
     cleared_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class ChargerSecurityEventRow(Base):
+    """SecurityEventNotification from chargers (the 1.6 security extension, whitepaper
+    §2.4): the charger's own security log, kept with the time it gave and receipt."""
+
+    __tablename__ = "charger_security_events"
+    __table_args__ = (Index("ix_charger_security_events", "charger_id", "received_at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    charger_id: Mapped[str] = mapped_column(String(255))
+    type: Mapped[str] = mapped_column(Text)
+    tech_info: Mapped[str | None] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(UtcDateTime)
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime)
