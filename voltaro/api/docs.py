@@ -63,6 +63,7 @@ _TAGS = (
     ("/id_tags", "id tags"),
     ("/reservations", "reservations"),
     ("/local_list", "local list"),
+    ("/security/", "security"),
 )
 _TOTAL_IN_HEADER = ("/charge_points", "/id_tags")
 _ERROR_BODY = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
