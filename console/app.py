@@ -53,6 +53,7 @@ from console.screens import (
     HelpScreen,
     TagScreen,
     TransactionsScreen,
+    filter_key_applies,
 )
 from console.table import LiveTable
 from voltaro.control import wire
@@ -107,7 +108,7 @@ class MainScreen(Screen[None]):
         Binding("f2", "app.details", "Details"),
         Binding("f3", "app.transactions", "Sessions"),
         Binding("f7", "app.alerts", "Alerts"),
-        Binding("slash", "app.filter", "Filter"),
+        Binding("slash", "app.filter", "Filter", priority=True),
         Binding("s", "app.sort", "Sort"),
         Binding("r", "app.reverse", "Reverse", show=False),
         Binding("f4", "app.tags", "Tags", show=False),
@@ -582,10 +583,15 @@ class ConsoleApp(App[None]):
         self.reverse = not self.reverse
         self._resort()
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        return filter_key_applies(self.focused, action)
+
     def action_filter(self) -> None:
         box = self.main.query_one("#filter", Input)
         box.add_class("shown")
-        box.focus()
+        # Focus now, not through focus()'s call_later: keys already queued behind the
+        # `/` (a paste, tmux send-keys) must reach the box, not the table behind it.
+        box.screen.set_focus(box)
 
     def action_clear_filter(self) -> None:
         box = self.main.query_one("#filter", Input)

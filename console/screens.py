@@ -53,6 +53,13 @@ their target and effect and wait for y; Enter alone answers No.
 """
 
 
+def filter_key_applies(app_focused: object, action: str) -> bool:
+    """The `/` binding is a priority binding, so that keys typed in the same burst (a
+    paste, tmux send-keys) reach the filter box it opens instead of the table behind it;
+    inside an input box `/` is just a character."""
+    return not (action == "filter" and isinstance(app_focused, Input))
+
+
 class HelpScreen(ModalScreen[None]):
     BINDINGS = [Binding("escape,f1,q", "dismiss", "Close")]
 
@@ -226,6 +233,9 @@ class LiveScreen(Screen[None]):
     """A screen that re-reads its data from the server when a relevant event arrives,
     at most once a second (so a busy charger cannot keep it busy)."""
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        return filter_key_applies(self.app.focused, action)
+
     REFRESH_AT_MOST_EVERY = 1.0
 
     def __init__(self) -> None:
@@ -264,7 +274,7 @@ class DetailScreen(LiveScreen):
 
     BINDINGS = [
         Binding("escape,f2", "app.pop_screen", "Back"),
-        Binding("slash", "filter", "Filter frames"),
+        Binding("slash", "filter", "Filter frames", priority=True),
         Binding("ctrl+o", "commands", "Commands"),
     ]
 
@@ -501,7 +511,8 @@ class DetailScreen(LiveScreen):
         )
 
     def action_filter(self) -> None:
-        self.query_one("#frame-filter", Input).focus()
+        box = self.query_one("#frame-filter", Input)
+        box.screen.set_focus(box)  # at once, so keys queued behind `/` reach it
 
     def action_commands(self) -> None:
         self.console.open_commands(self.charger_id)
@@ -604,7 +615,7 @@ class TransactionsScreen(LiveScreen):
 
     BINDINGS = [
         Binding("escape,f3", "app.pop_screen", "Back"),
-        Binding("slash", "filter", "Filter"),
+        Binding("slash", "filter", "Filter", priority=True),
         Binding("t", "state", "State"),
         Binding("p", "period", "Period"),
         Binding("f", "range", "From-to"),
@@ -736,7 +747,9 @@ class TransactionsScreen(LiveScreen):
     def action_filter(self) -> None:
         box = self.query_one("#tx-filter", Input)
         box.add_class("shown")
-        box.focus()
+        # Focus now, not through focus()'s call_later: keys already queued behind the
+        # `/` (a paste, tmux send-keys) must reach the box, not the table behind it.
+        box.screen.set_focus(box)
 
     def action_state(self) -> None:
         self.state = TX_STATES[(TX_STATES.index(self.state) + 1) % len(TX_STATES)]
@@ -1003,10 +1016,13 @@ class AlertsScreen(Screen[None]):
 class EventsScreen(Screen[None]):
     """F8: the whole feed, filterable by kind and charger."""
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        return filter_key_applies(self.app.focused, action)
+
     BINDINGS = [
         Binding("escape,f8", "app.pop_screen", "Back"),
         Binding("k", "kind", "Kind"),
-        Binding("slash", "filter", "Charger filter"),
+        Binding("slash", "filter", "Charger filter", priority=True),
     ]
 
     def __init__(self) -> None:
@@ -1052,7 +1068,9 @@ class EventsScreen(Screen[None]):
     def action_filter(self) -> None:
         box = self.query_one("#events-filter", Input)
         box.add_class("shown")
-        box.focus()
+        # Focus now, not through focus()'s call_later: keys already queued behind the
+        # `/` (a paste, tmux send-keys) must reach the box, not the table behind it.
+        box.screen.set_focus(box)
 
     @on(Input.Submitted, "#events-filter")
     def _filter_done(self, event: Input.Submitted) -> None:

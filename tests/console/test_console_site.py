@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from textual.widgets import RichLog
+from textual import events
+from textual.widgets import Input, RichLog
 
 from console.app import ConsoleApp
 from tests.console.support import RawCharger, Server, running_server, until
@@ -178,3 +179,43 @@ async def test_offline_at_start_is_an_alert_only_while_it_lasts(server: Server) 
             assert "need attention" not in str(app.sitebar.render())
         finally:
             await charger.close()
+
+
+async def burst(app: ConsoleApp, text: str) -> None:
+    """Type ``text`` as a paste or `tmux send-keys` does: every key queued before the
+    console handles the first one (pilot.press waits between keys and hides this)."""
+    driver = app._driver
+    assert driver is not None
+    for char in text:
+        key = "slash" if char == "/" else ("minus" if char == "-" else char)
+        event = events.Key(key, char)
+        event.set_sender(app)
+        driver.send_message(event)
+
+
+async def test_keys_typed_in_one_burst_with_slash_reach_the_filter(server: Server) -> None:
+    """`/sim-rs` typed in one burst lands whole in the filter box on the main screen, F3
+    and F8: no key reaches the table behind it (an `s` there would sort, an `r`
+    reverse), and no character is lost."""
+    app = ConsoleApp(server.socket)
+    async with app.run_test(size=(80, 24)) as pilot:
+        async with asyncio.timeout(10):
+            await until(pilot, lambda: not app.stale)
+        sort, reverse = app.sort, app.reverse
+        await burst(app, "/sim-rs")
+        await pilot.pause(0.3)
+        assert app.query_one("#filter", Input).value == "sim-rs"
+        assert (app.sort, app.reverse) == (sort, reverse)
+        # Inside the box `/` is a character like any other.
+        await burst(app, "/x")
+        await pilot.pause(0.3)
+        assert app.query_one("#filter", Input).value == "sim-rs/x"
+        await pilot.press("escape")
+        for screen_key, box_id in (("f3", "#tx-filter"), ("f8", "#events-filter")):
+            await pilot.press(screen_key)
+            await pilot.pause(0.3)
+            await burst(app, "/sim-1")
+            await pilot.pause(0.3)
+            assert app.screen.query_one(box_id, Input).value == "sim-1", screen_key
+            await pilot.press("escape")
+            await pilot.pause(0.2)
