@@ -158,8 +158,10 @@ async def test_out_of_descriptors_the_server_refuses_cleanly_and_recovers(
         connections = protection["connections"]
         assert connections["refused_no_descriptor"] >= 28  # the crowd and CP-2
         assert connections["accept_errors"] >= 28
-        # trio retried the HTTP accept every 0.1 s meanwhile: counted, logged once.
-        assert connections["http_accept_errors"] >= 2
+        # trio retries the HTTP accept every 0.1 s while it fails: each failure is
+        # counted, the log has one line. How many retries fall in the window depends on
+        # the machine's speed (one on a quiet machine), so at least the first.
+        assert connections["http_accept_errors"] >= 1
         for cp in (served, again):
             await cp.close()
     finally:
