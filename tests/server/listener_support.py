@@ -7,6 +7,9 @@ thread), never the server's own classes.
 from __future__ import annotations
 
 import base64
+import select
+import socket
+import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -179,3 +182,20 @@ async def wait_for(predicate: Any, timeout: float = 5) -> None:
     with trio.fail_after(timeout):
         while not predicate():  # noqa: ASYNC110 - state owned by other tasks, with a deadline
             await trio.sleep(0.01)
+
+
+def closed_by_server(sockets: list[socket.socket], expected: int, timeout: float) -> int:
+    """Wait until ``expected`` sockets see EOF/reset (or the timeout); how many did."""
+    closed: set[socket.socket] = set()
+    end = time.monotonic() + timeout
+    while len(closed) < expected and time.monotonic() < end:
+        readable, _, _ = select.select(
+            [s for s in sockets if s not in closed], [], [], max(0.0, end - time.monotonic())
+        )
+        for sock in readable:
+            try:
+                if sock.recv(1) == b"":
+                    closed.add(sock)
+            except ConnectionResetError:
+                closed.add(sock)
+    return len(closed)

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import resource
-import select
 import socket
-import time
 
 import trio
-from listener_support import open_charger, serving
+from listener_support import closed_by_server, open_charger, serving
 
 from voltaro.net.admission import effective_max_connections
 from voltaro.net.directory import ChargerRecord, MemoryDirectory
@@ -29,35 +27,18 @@ def _idle_sockets(port: int, count: int, source: str) -> list[socket.socket]:
     return out
 
 
-def _closed_by_server(sockets: list[socket.socket], expected: int, timeout: float) -> int:
-    """Wait until ``expected`` sockets see EOF/reset (or the timeout); how many did."""
-    closed: set[socket.socket] = set()
-    end = time.monotonic() + timeout
-    while len(closed) < expected and time.monotonic() < end:
-        readable, _, _ = select.select(
-            [s for s in sockets if s not in closed], [], [], max(0.0, end - time.monotonic())
-        )
-        for sock in readable:
-            try:
-                if sock.recv(1) == b"":
-                    closed.add(sock)
-            except ConnectionResetError:
-                closed.add(sock)
-    return len(closed)
-
-
 async def test_pending_sockets_per_address_are_capped() -> None:
     directory = MemoryDirectory([ChargerRecord("CP-1")])
     async with serving(BASE, directory) as srv:
         port = int(srv.base.rsplit(":", 1)[1])
         idle = await trio.to_thread.run_sync(_idle_sockets, port, 12, "127.0.0.2")
         try:
-            closed = await trio.to_thread.run_sync(_closed_by_server, idle, 7, 10.0)
+            closed = await trio.to_thread.run_sync(closed_by_server, idle, 7, 10.0)
             assert closed == 7
             assert sum(g.refused_per_ip for g in srv.listener.guards) == 7
             # The five within the cap are still open (waiting for their HTTP request),
             # and a charger from another address is not affected.
-            assert await trio.to_thread.run_sync(_closed_by_server, idle, 8, 0.2) == 7
+            assert await trio.to_thread.run_sync(closed_by_server, idle, 8, 0.2) == 7
             async with await open_charger(srv.url("/ocpp/CP-1")) as hs:
                 assert hs.status == 101
         finally:
@@ -79,7 +60,7 @@ async def test_pending_sockets_count_against_the_global_cap() -> None:
         idle = await trio.to_thread.run_sync(_idle_sockets, port, 9, "127.0.0.3")
         try:
             # 6 + 5 % (at least one) are held; the other two are closed at accept.
-            assert await trio.to_thread.run_sync(_closed_by_server, idle, 2, 10.0) == 2
+            assert await trio.to_thread.run_sync(closed_by_server, idle, 2, 10.0) == 2
             assert sum(g.refused_global for g in srv.listener.guards) == 2
         finally:
             for sock in idle:

@@ -14,15 +14,14 @@ import json
 import os
 import re
 import resource
-import select
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import trio
+from listener_support import closed_by_server
 
 from tests.support.charger import RawCharger
 
@@ -35,23 +34,6 @@ def _connect_many(port: int, count: int) -> list[socket.socket]:
         sock = socket.create_connection(("127.0.0.1", port))
         out.append(sock)
     return out
-
-
-def _closed_by_server(sockets: list[socket.socket], expected: int, timeout: float) -> int:
-    """Wait until ``expected`` sockets see EOF/reset (or the timeout); how many did."""
-    closed: set[socket.socket] = set()
-    end = time.monotonic() + timeout
-    while len(closed) < expected and time.monotonic() < end:
-        readable, _, _ = select.select(
-            [s for s in sockets if s not in closed], [], [], max(0.0, end - time.monotonic())
-        )
-        for sock in readable:
-            try:
-                if sock.recv(1) == b"":
-                    closed.add(sock)
-            except ConnectionResetError:
-                closed.add(sock)
-    return len(closed)
 
 
 async def _wait_for_log(path: Path, needle: str) -> str:
@@ -128,7 +110,7 @@ async def test_out_of_descriptors_the_server_refuses_cleanly_and_recovers(
         try:
             # At most 3 are accepted (they wait for their upgrade); every other one is
             # closed at once rather than left waiting in the kernel's queue.
-            closed = await trio.to_thread.run_sync(_closed_by_server, crowd, 27, 15.0)
+            closed = await trio.to_thread.run_sync(closed_by_server, crowd, 27, 15.0)
             assert closed >= 27
             # The charger being served goes on, through several round trips.
             for _ in range(5):
