@@ -319,6 +319,7 @@ async def _start_http(nursery: trio.Nursery, c: Components) -> tuple[str, int] |
         commands=c.commands,
         hub=c.hub,
         firmware=c.extras.get("firmware"),
+        campaigns=c.extras.get("campaigns"),
         local_lists=c.extras.get("local_lists"),
         reservations=c.extras.get("reservations"),
         security=c.listener.security,

@@ -159,3 +159,40 @@ async def test_ctl_campaign_with_an_operator_location(campaign_server: RunningSe
     campaign_id = json.loads(results[0].stdout)["id"]
     await wait_for(server, campaign_id, lambda c: states(c)["SITE-1"] == "sent")
     await cp.close()
+
+
+async def test_ctl_cancel_and_comma_separated_patterns(campaign_server: RunningServer) -> None:
+    server = campaign_server
+    east = await online(server, "EAST-1")
+    await online(server, "WEST-1")
+    await online(server, "NORTH-1")
+    made = await ctl(
+        server,
+        "--json",
+        "firmware",
+        "update",
+        "--chargers",
+        "EAST-*, WEST-*",
+        "--location",
+        "http://files.example/fw.bin",
+        "--max-parallel",
+        "1",
+        "--at",
+        "2099-01-01T00:00:00Z",  # not before then: nothing is sent meanwhile
+    )
+    assert made.returncode == 0, made.stderr
+    campaign = json.loads(made.stdout)
+    assert [t["charger_id"] for t in campaign["targets"]] == ["EAST-1", "WEST-1"]
+    await east.expect_silence(0.3)
+    cancelled = await ctl(server, "firmware", "cancel", str(campaign["id"]))
+    assert cancelled.returncode == 0, cancelled.stderr
+    text = cancelled.stdout.decode()
+    assert "cancelled" in text
+    finished = await wait_for(server, campaign["id"], lambda c: c.finished_at is not None)
+    assert states(finished) == {"EAST-1": "cancelled", "WEST-1": "cancelled"}
+    again = await ctl(server, "firmware", "cancel", str(campaign["id"]))
+    assert again.returncode != 0
+    assert b"already finished" in again.stderr
+    unknown = await ctl(server, "firmware", "cancel", "999")
+    assert b"unknown campaign 999" in unknown.stderr
+    await east.close()

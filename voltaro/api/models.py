@@ -267,6 +267,60 @@ class FirmwareUpdateBody(_Strict):
     retry_interval: int | None = Field(default=None, ge=0)
 
 
+class CampaignCreate(_Strict):
+    """A firmware campaign: exactly one of ``charge_point_pattern`` and
+    ``charge_point_ids``, and of ``location`` and ``file``."""
+
+    charge_point_pattern: str | None = Field(
+        default=None,
+        min_length=1,
+        description="shell-style, several separated by commas: `ACME-*,CP-7`",
+        examples=["ACME-*"],
+    )
+    charge_point_ids: list[str] | None = Field(
+        default=None, min_length=1, description="these registered charge points"
+    )
+    location: str | None = Field(
+        default=None, description="a URL the chargers fetch (http, https, ftp, ftps)"
+    )
+    file: str | None = Field(
+        default=None, description="a firmware image this server serves (name or id)"
+    )
+    retrieve_date: datetime | None = Field(
+        default=None, description="nothing is sent before; absent: now"
+    )
+    max_parallel: int = Field(default=5, ge=1, le=10000, description="chargers updating at once")
+    retries: int | None = Field(default=None, ge=0)
+    retry_interval: int | None = Field(default=None, ge=0)
+
+
+class CampaignTarget(BaseModel):
+    charger_id: str
+    state: str = Field(
+        description="waiting, sent, Downloading, Downloaded, Installing, Installed, "
+        "DownloadFailed, InstallationFailed, send_failed, timed_out or cancelled"
+    )
+    detail: str | None = None
+    updated_at: str
+
+
+class CampaignSummary(BaseModel):
+    id: int
+    pattern: str = Field(description="the pattern, or the charge point ids joined by commas")
+    firmware: str | None = Field(description="`file #ID` or the location URL")
+    retrieve_at: str
+    max_parallel: int
+    created_by: str
+    created_at: str
+    finished_at: str | None
+    chargers: int
+    counts: dict[str, int] = Field(description="chargers per state")
+
+
+class Campaign(CampaignSummary):
+    targets: list[CampaignTarget] = Field(description="every charge point's progress")
+
+
 class DiagnosticsBody(_Strict):
     location: str | None = Field(
         default=None, description="absent: an upload URL of this server (one upload)"

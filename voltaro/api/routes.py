@@ -35,6 +35,7 @@ from voltaro.domain.timestamps import utc_now
 from voltaro.net.registry import Registry
 from voltaro.net.security_events import SecurityEvents
 from voltaro.service import views
+from voltaro.service.campaigns import CampaignRunner
 from voltaro.service.charging_profiles import ChargingProfileService
 from voltaro.service.commands import CommandService, command_from_args
 from voltaro.service.firmware import FirmwareService
@@ -66,6 +67,7 @@ class ApiContext:
     started: float = field(default_factory=time.monotonic)
     hub: EventHub | None = None  # for the events of operator actions
     firmware: FirmwareService | None = None  # UpdateFirmware, GetDiagnostics, files
+    campaigns: CampaignRunner | None = None  # firmware campaigns
     local_lists: LocalListService | None = None
     reservations: ReservationService | None = None
     security: SecurityEvents | None = None  # the listener's security events
@@ -704,6 +706,89 @@ def create_app(ctx: ApiContext) -> FastAPI:
                 retry_interval=body.retry_interval,
             )
         )
+
+    def campaign_runner() -> CampaignRunner:
+        if ctx.campaigns is None:
+            raise ApiError(404, "not_found", "this server runs no firmware campaigns")
+        return ctx.campaigns
+
+    campaign_errors: dict[int | str, dict[str, Any]] = {
+        **ERRORS,
+        **{code: {"model": models.ErrorBody} for code in (404, 409, 422)},
+    }
+
+    @app.post(
+        "/firmware/campaigns",
+        response_model=models.Campaign,
+        status_code=201,
+        responses=campaign_errors,
+        tags=["firmware"],
+    )
+    async def create_campaign(body: models.CampaignCreate, request: Request, scope: Operate) -> Any:
+        """Update many charge points, ``max_parallel`` at a time from ``retrieve_date``
+        (needs the admin scope, as UpdateFirmware does): the server sends UpdateFirmware
+        to each in turn and follows its FirmwareStatusNotifications; nothing is sent by
+        this request itself. 422 when no registered charge point matches, an id is
+        unknown or the file is not one this server serves."""
+        if scope is not ApiScope.ADMIN:
+            raise ApiError(403, "forbidden", "a firmware campaign needs the admin scope")
+        try:
+            campaign = await campaign_runner().create(
+                pattern=body.charge_point_pattern,
+                charger_ids=body.charge_point_ids,
+                actor=request.state.actor,
+                location=body.location,
+                file=body.file,
+                retrieve_at=body.retrieve_date,
+                retries=body.retries,
+                retry_interval=body.retry_interval,
+                max_parallel=body.max_parallel,
+            )
+        except CommandError as exc:
+            raise ApiError(_COMMAND_STATUS[exc.code], str(exc.code), exc.message) from None
+        return views.campaign_view(campaign)
+
+    @app.get(
+        "/firmware/campaigns",
+        response_model=list[models.CampaignSummary],
+        responses=ERRORS,
+        tags=["firmware"],
+    )
+    async def list_campaigns(_: Read, limit: Annotated[int, Query(ge=1, le=1000)] = 20) -> Any:
+        """Firmware campaigns, newest first, with the number of charge points per state."""
+        rows = await ctx.db.run(firmware.list_campaigns, limit=limit)
+        return [views.campaign_view(c, targets=False) for c in rows]
+
+    @app.get(
+        "/firmware/campaigns/{campaign_id}",
+        response_model=models.Campaign,
+        responses={**ERRORS, 404: {"model": models.ErrorBody}},
+        tags=["firmware"],
+    )
+    async def get_campaign(campaign_id: Annotated[int, Path(ge=0, le=2**62)], _: Read) -> Any:
+        """One campaign with each charge point's state, since when, and why (``detail``)."""
+        campaign = await ctx.db.run(firmware.get_campaign, campaign_id)
+        if campaign is None:
+            raise ApiError(404, "not_found", f"unknown campaign {campaign_id}")
+        return views.campaign_view(campaign)
+
+    @app.post(
+        "/firmware/campaigns/{campaign_id}/cancel",
+        response_model=models.Campaign,
+        responses=campaign_errors,
+        tags=["firmware"],
+    )
+    async def cancel_campaign(
+        campaign_id: Annotated[int, Path(ge=0, le=2**62)], request: Request, _: Operate
+    ) -> Any:
+        """Cancel a campaign: the charge points not sent UpdateFirmware yet are
+        ``cancelled``; those already sent it go on (OCPP 1.6 cannot stop an accepted
+        update) and are followed to their final status. 409 when it has finished."""
+        try:
+            campaign = await campaign_runner().cancel(campaign_id, actor=request.state.actor)
+        except CommandError as exc:
+            raise ApiError(_COMMAND_STATUS[exc.code], str(exc.code), exc.message) from None
+        return views.campaign_view(campaign)
 
     @app.get(
         "/firmware", response_model=list[models.StoredFile], responses=ERRORS, tags=["firmware"]

@@ -229,6 +229,7 @@ GROUPS: dict[str, dict[str, str]] = {
         "firmware update": "send UpdateFirmware: a --location URL or a --file served here; "
         "--chargers PATTERN runs a campaign",
         "firmware campaigns": "firmware campaigns and each charger's progress",
+        "firmware cancel": "cancel a campaign: chargers not sent it yet never will be",
         "diagnostics": "diagnostics files (actions below)",
         "diagnostics get": "send GetDiagnostics (upload here, or to a --location)",
         "diagnostics list": "diagnostics files chargers uploaded here",
@@ -601,10 +602,14 @@ def _parser() -> argparse.ArgumentParser:
     fa.add_argument("--name", help="the name chargers see (default: the file's)")
     fw.add_parser("list")
     fw.add_parser("campaigns").add_argument("campaign_id", metavar="ID", nargs="?", type=int)
+    fw.add_parser("cancel").add_argument("campaign_id", metavar="ID", type=int)
     fu = fw.add_parser("update")
     fu.add_argument("charger_id", metavar="ID", nargs="?")
     fu.add_argument(
-        "--chargers", dest="pattern", metavar="PATTERN", help="a campaign: every charger matching"
+        "--chargers",
+        dest="pattern",
+        metavar="PATTERN",
+        help="a campaign: every charger matching (shell-style, commas between several)",
     )
     fu.add_argument(
         "--max-parallel", type=int, default=5, metavar="N", help="campaign: at most N at once"
@@ -807,6 +812,8 @@ def _request_for(ns: argparse.Namespace) -> tuple[str, dict[str, Any]]:
             return "firmware.list", {}
         if ns.action == "campaigns":
             return "firmware.campaigns", _clean(campaign_id=ns.campaign_id)
+        if ns.action == "cancel":
+            return "firmware.cancel", {"campaign_id": ns.campaign_id}
         if (ns.charger_id is None) == (ns.pattern is None):
             raise CtlError(2, "give a charger ID or --chargers PATTERN (a campaign)")
         if ns.pattern is not None:
@@ -1021,7 +1028,7 @@ def _human(op: str, result: Any) -> str:
             ],
             ["ID", "CHARGERS", "FIRMWARE", "N", "PROGRESS", "STATE"],
         )
-    if op in ("firmware.campaign", "firmware.campaigns"):
+    if op in ("firmware.campaign", "firmware.campaigns", "firmware.cancel"):
         head = (
             f"campaign {result['id']}: {result['pattern']} ({result['chargers']} chargers, "
             f"{result['max_parallel']} at a time, from {_time(result['retrieve_at'])}), "

@@ -190,6 +190,7 @@ class ControlOps:
             "files.read": self.files_read,
             "firmware.campaign": self.firmware_campaign,
             "firmware.campaigns": self.firmware_campaigns,
+            "firmware.cancel": self.firmware_cancel,
             "local_list.sync": self.local_list_sync,
             "local_list.show": self.local_list_show,
             "reservations.add": self.reservations_add,
@@ -783,9 +784,17 @@ class ControlOps:
         if self._campaigns is None:
             raise OpError(ErrorCode.BAD_ARGUMENTS, "this server runs no firmware campaigns")
         max_parallel = args.get("max_parallel", 5)
+        ids = args.get("charger_ids")
+        if ids is not None and (
+            isinstance(ids, str)
+            or not isinstance(ids, list)
+            or not all(isinstance(i, str) and i for i in ids)
+        ):
+            raise OpError(ErrorCode.BAD_ARGUMENTS, "charger_ids must be a list of charger ids")
         try:
             campaign = await self._campaigns.create(
-                pattern=_text(args, "pattern"),
+                pattern=_optional_text(args, "pattern"),
+                charger_ids=ids,
                 actor=user,
                 location=_optional_text(args, "location"),
                 file=_optional_text(args, "file"),
@@ -809,6 +818,18 @@ class ControlOps:
         campaign = await self._db.run(firmware.get_campaign, campaign_id)
         if campaign is None:
             raise OpError(ErrorCode.NOT_FOUND, f"unknown campaign {campaign_id}")
+        return views.campaign_view(campaign)
+
+    async def firmware_cancel(self, args: dict[str, Any], user: str) -> dict[str, Any]:
+        if self._campaigns is None:
+            raise OpError(ErrorCode.BAD_ARGUMENTS, "this server runs no firmware campaigns")
+        campaign_id = args.get("campaign_id")
+        if isinstance(campaign_id, bool) or not isinstance(campaign_id, int):
+            raise OpError(ErrorCode.BAD_ARGUMENTS, "campaign_id must be an integer")
+        try:
+            campaign = await self._campaigns.cancel(campaign_id, actor=user)
+        except CommandError as exc:
+            raise OpError(_COMMAND_CODES[exc.code], exc.message) from None
         return views.campaign_view(campaign)
 
     # --- Local Authorization List (issue 16) -------------------------------------------

@@ -109,10 +109,14 @@ OPS: dict[str, Role] = {
     "diagnostics.get": Role.OPERATOR,
     "diagnostics.list": Role.VIEWER,  # args: {"charger_id"?, "limit"?}
     "files.read": Role.ADMIN,  # args: {"id", "offset"?, "length"?}: base64 "data", "eof"
-    # args: {"pattern", "location"? | "file"?, "retrieve_date"?, "max_parallel"?,
-    #        "retries"?, "retry_interval"?}
+    # args: {"pattern" (shell-style, commas between several) | "charger_ids" (a list),
+    #        "location"? | "file"?, "retrieve_date"?, "max_parallel"?, "retries"?,
+    #        "retry_interval"?}
     "firmware.campaign": Role.ADMIN,
     "firmware.campaigns": Role.VIEWER,  # args: {"campaign_id"?}: one, else the latest
+    # Stops sending to the chargers not sent UpdateFirmware yet (those already sent it
+    # go on): stopping a rollout that goes wrong is an operator's call.
+    "firmware.cancel": Role.OPERATOR,  # args: {"campaign_id"}
     # Local Authorization List (issue 16): sync chargers' lists with the tag table.
     # args: {"charger_ids"?: [..] (absent: every connected charger), "full"?: bool}
     "local_list.sync": Role.OPERATOR,

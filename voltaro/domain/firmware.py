@@ -69,6 +69,7 @@ class TargetState(StrEnum):
     INSTALLATION_FAILED = "InstallationFailed"  # failed
     SEND_FAILED = "send_failed"  # the command could not be sent or was refused
     TIMED_OUT = "timed_out"  # no final status within the campaign's timeout
+    CANCELLED = "cancelled"  # the campaign was cancelled before this charger was sent it
 
 
 FINAL_STATES = frozenset(
@@ -78,6 +79,7 @@ FINAL_STATES = frozenset(
         TargetState.INSTALLATION_FAILED,
         TargetState.SEND_FAILED,
         TargetState.TIMED_OUT,
+        TargetState.CANCELLED,
     }
 )
 IN_PROGRESS_STATES = frozenset(

@@ -9,13 +9,14 @@ Downloading, Downloaded, Installing, Installed, or DownloadFailed/InstallationFa
 A charger that is offline waits for a later round; one that never reports is given up
 after ``campaign_target_timeout`` (timed_out) so that it does not hold a slot for ever.
 The runner wakes every ``campaign_poll`` seconds, and at once when a campaign is made.
+Cancelling a campaign cancels the targets not sent yet; those sent go on to the end.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -42,6 +43,13 @@ def _bad(message: str) -> CommandError:
     return CommandError(CommandErrorCode.BAD_ARGUMENTS, message)
 
 
+def matching_chargers(pattern: str, charger_ids: Collection[str]) -> list[str]:
+    """The ids that match ``pattern``: shell-style patterns separated by commas
+    (``ACME-*,CP-7``), in id order."""
+    patterns = [p.strip() for p in pattern.split(",") if p.strip()]
+    return sorted(c for c in charger_ids if any(fnmatch.fnmatchcase(c, p) for p in patterns))
+
+
 class CampaignRunner:
     def __init__(
         self,
@@ -63,7 +71,8 @@ class CampaignRunner:
     async def create(
         self,
         *,
-        pattern: str,
+        pattern: str | None = None,
+        charger_ids: Sequence[str] | None = None,
         actor: str,
         location: str | None = None,
         file: str | None = None,
@@ -73,12 +82,16 @@ class CampaignRunner:
         max_parallel: int = 5,
     ) -> store.Campaign:
         """Record a campaign over the registered chargers whose id matches ``pattern``
-        (shell-style: ``ACME-*``, ``CP-1?``). Nothing is sent here: the runner does it.
+        (shell-style: ``ACME-*``, ``CP-1?``; several separated by commas), or over the
+        chargers ``charger_ids`` names exactly. Nothing is sent here: the runner does it.
 
         Raises:
-            CommandError: BAD_ARGUMENTS (no charger matches, both or neither of
-            location and file, an unknown file, max_parallel < 1).
+            CommandError: BAD_ARGUMENTS (no charger matches, an unknown charger in
+            ``charger_ids``, both or neither of pattern and charger_ids, of location and
+            file, an unknown file, max_parallel < 1).
         """
+        if (pattern is None) == (charger_ids is None):
+            raise _bad("give either a charger pattern or a list of charger ids")
         if (location is None) == (file is None):
             raise _bad("give either a location (URL) or a firmware file Voltaro serves")
         if isinstance(max_parallel, bool) or not isinstance(max_parallel, int) or max_parallel < 1:
@@ -101,10 +114,20 @@ class CampaignRunner:
                 retry_interval=retry_interval,
             )
         )
-        every = await self._db.run(chargers.list_chargers)
-        matching = sorted(c.charger_id for c in every if fnmatch.fnmatchcase(c.charger_id, pattern))
-        if not matching:
-            raise _bad(f"no registered charger matches {pattern!r}")
+        registered = {c.charger_id for c in await self._db.run(chargers.list_chargers)}
+        if charger_ids is not None:
+            unknown = sorted(set(charger_ids) - registered)
+            if unknown:
+                raise _bad(f"unknown charger {', '.join(unknown[:5])}")
+            matching = sorted(set(charger_ids))
+            if not matching:
+                raise _bad("the list of chargers is empty")
+            pattern = ",".join(matching)
+        else:
+            assert pattern is not None
+            matching = matching_chargers(pattern, registered)
+            if not matching:
+                raise _bad(f"no registered charger matches {pattern!r}")
         campaign = await self._db.run(
             lambda s: store.create_campaign(
                 s,
@@ -130,6 +153,47 @@ class CampaignRunner:
         )
         self._wake.set()
         return campaign
+
+    async def cancel(self, campaign_id: int, *, actor: str) -> store.Campaign:
+        """Stop a campaign: the chargers not sent UpdateFirmware yet are cancelled and
+        never will be. Those already sent it go on (OCPP 1.6 has no message that stops
+        a firmware update once accepted) and are followed until they report a final
+        status; the campaign is finished when they have.
+
+        Raises:
+            CommandError: NOT_FOUND (unknown campaign), NOT_ALLOWED (already finished).
+        """
+        campaign = await self._db.run(store.get_campaign, campaign_id)
+        if campaign is None:
+            raise CommandError(CommandErrorCode.NOT_FOUND, f"unknown campaign {campaign_id}")
+        if campaign.finished_at is not None:
+            raise CommandError(
+                CommandErrorCode.NOT_ALLOWED, f"campaign {campaign_id} has already finished"
+            )
+        detail = f"cancelled by {actor}"
+        cancelled = await self._db.run(
+            lambda s: store.cancel_waiting(s, campaign_id, detail=detail, at=utc_now())
+        )
+        log.info(
+            "firmware campaign #%d cancelled by %s: %d chargers not sent it",
+            campaign_id,
+            actor,
+            len(cancelled),
+        )
+        for charger_id in cancelled:
+            self._publish(
+                Event.CAMPAIGN_PROGRESS,
+                {
+                    "campaign_id": campaign_id,
+                    "charger_id": charger_id,
+                    "state": TargetState.CANCELLED.value,
+                    "detail": detail,
+                },
+            )
+        self._wake.set()  # the round that finishes it, at once
+        after = await self._db.run(store.get_campaign, campaign_id)
+        assert after is not None
+        return after
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from voltaro.domain.firmware import (
@@ -215,14 +215,40 @@ def set_target(
 ) -> bool:
     """Move a target; with ``only_from``, only if it is still in that state (a status
     report may have moved it on meanwhile)."""
-    row = s.get(CampaignTargetRow, (campaign_id, charger_id))
-    if row is None or (only_from is not None and row.state != only_from.value):
-        return False
-    row.state, row.detail, row.updated_at = state.value, detail, at
-    return True
+    # One conditional UPDATE, not a read then a write: a cancel (cancel_waiting) or a
+    # status report committed meanwhile must win over a round that read the old state.
+    query = update(CampaignTargetRow).where(
+        CampaignTargetRow.campaign_id == campaign_id,
+        CampaignTargetRow.charger_id == charger_id,
+    )
+    if only_from is not None:
+        query = query.where(CampaignTargetRow.state == only_from.value)
+    result = s.execute(
+        query.values(state=state.value, detail=detail, updated_at=at),
+        execution_options={"synchronize_session": False},
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
 def finish_campaign(s: Session, campaign_id: int, at: datetime) -> None:
     row = s.get(CampaignRow, campaign_id)
     if row is not None and row.finished_at is None:
         row.finished_at = at
+
+
+def cancel_waiting(s: Session, campaign_id: int, *, detail: str, at: datetime) -> list[str]:
+    """Cancel every target not sent yet (one transaction: a round that sends to one of
+    them meanwhile finds it no longer waiting, see set_target's ``only_from``); the ids
+    of the chargers cancelled."""
+    rows = s.scalars(
+        select(CampaignTargetRow)
+        .where(
+            CampaignTargetRow.campaign_id == campaign_id,
+            CampaignTargetRow.state == TargetState.WAITING.value,
+        )
+        .order_by(CampaignTargetRow.charger_id)
+        .with_for_update()
+    ).all()
+    for row in rows:
+        row.state, row.detail, row.updated_at = TargetState.CANCELLED.value, detail, at
+    return [r.charger_id for r in rows]
