@@ -43,6 +43,7 @@ from console.render import (
     sort_key,
     sparkline,
 )
+from console.schedule_screen import ScheduleScreen
 from console.screens import (
     AlertsScreen,
     CommandForm,
@@ -638,6 +639,9 @@ class ConsoleApp(App[None]):
         def with_args(args: dict[str, Any] | None) -> None:
             if args is None:
                 return
+            if spec.op == "profiles.composite":
+                self.open_schedule(charger_id, **args)
+                return
             if is_destructive(spec, args):
 
                 def confirmed(yes: bool | None) -> None:
@@ -653,6 +657,16 @@ class ConsoleApp(App[None]):
             self.push_screen(CommandForm(spec, charger_id, defaults), with_args)
         else:
             with_args(dict(spec.fixed))
+
+    def open_schedule(
+        self,
+        charger_id: str,
+        connector_id: int = 0,
+        duration: int = 3600,
+        unit: str | None = None,
+    ) -> None:
+        """The connector's composite schedule as a live step chart."""
+        self.push_screen(ScheduleScreen(charger_id, connector_id, duration, unit))
 
     @work(group="commands")
     async def send_command(self, charger_id: str, spec: CommandSpec, args: dict[str, Any]) -> None:

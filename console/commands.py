@@ -153,6 +153,19 @@ COMMANDS += (
         op="profiles.set",
     ),
 )
+COMMANDS += (
+    # Opens the step chart (console/schedule_screen.py) rather than a notification.
+    CommandSpec(
+        "schedule",
+        "Composite schedule (chart)",
+        (
+            Field("connector_id", "Connector (0 = the whole charger)", "int", default="0"),
+            Field("duration", "Duration (seconds)", "int", default="3600"),
+            Field("unit", "A or W (blank: the charger's)", "choice", False, ("A", "W")),
+        ),
+        op="profiles.composite",
+    ),
+)
 COMMANDS += (CommandSpec("remove", "Remove charger", destructive=True, op="chargers.remove"),)
 BY_ACTION = {c.action: c for c in COMMANDS}
 

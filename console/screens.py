@@ -41,7 +41,8 @@ HELP = """\
  ↑↓ PgUp/PgDn  select a charger     /  filter (id, vendor, status, tag)
  s  sort by the next column          r  reverse the order
  ctrl+o  commands for the charger    ctrl+p  palette: any command, any charger
- F2  details (live): connectors, sessions, history, config, commands, frames
+ F2  details (live): connectors, sessions, history, config, commands, frames;
+     g there: the selected connector's composite schedule as a step chart
  F3  transactions and orphan stops (live): / t state, p period, f from-to;
      Enter opens one, c closes an interrupted one
  F4  id tags: n new, b block, u unblock (each asks first)
@@ -276,6 +277,7 @@ class DetailScreen(LiveScreen):
         Binding("escape,f2", "app.pop_screen", "Back"),
         Binding("slash", "filter", "Filter frames", priority=True),
         Binding("ctrl+o", "commands", "Commands"),
+        Binding("g", "schedule", "Schedule chart"),
     ]
 
     def __init__(self, charger_id: str) -> None:
@@ -516,6 +518,17 @@ class DetailScreen(LiveScreen):
 
     def action_commands(self) -> None:
         self.console.open_commands(self.charger_id)
+
+    def action_schedule(self) -> None:
+        """g: the composite schedule of the selected connector (0: the whole charger)."""
+        table = self.query_one("#detail-connectors", DataTable)
+        connector = 0
+        if table.row_count:
+            try:
+                connector = int(str(table.get_row_at(table.cursor_row)[0]))
+            except ValueError:
+                connector = 0
+        self.console.open_schedule(self.charger_id, connector)
 
 
 TX_STATES = ("all", "active", "interrupted", "completed", "closed", "refused", "orphan")

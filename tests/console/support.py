@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 import os
 import sys
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import websockets
+from rich.console import Console
 
 from voltaro.control import wire
 
@@ -100,6 +102,24 @@ async def running_server(tmp: Path, database_url: str | None = None) -> AsyncIte
         yield server
     finally:
         await server.stop()
+
+
+def screen_text(app: Any) -> str:
+    """What the terminal shows now, as plain text, one line per row: the composited
+    screen, rendered as Textual's own screenshot does (App.export_screenshot)."""
+    width, height = app.size
+    console = Console(
+        width=width,
+        height=height,
+        file=io.StringIO(),
+        force_terminal=True,
+        color_system="truecolor",
+        record=True,
+        legacy_windows=False,
+        safe_box=False,
+    )
+    console.print(app.screen._compositor.render_update(full=True))
+    return console.export_text(styles=False)
 
 
 async def until(pilot: Any, predicate: Callable[[], bool]) -> None:
