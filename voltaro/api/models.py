@@ -132,6 +132,36 @@ class CommandPage(BaseModel):
     items: list[CommandEntry]
 
 
+class OrphanStop(BaseModel):
+    """A StopTransaction that closed nothing, kept for reconciliation."""
+
+    charger_id: str
+    transaction_id: int | None = Field(description="the id the charger sent (0, -1, unknown)")
+    kind: str = Field(
+        description="unknown (an orphan stop: no such id), foreign (another charger's "
+        "transaction, left untouched) or conflict (a second stop with another meterStop)"
+    )
+    meter_stop: int | None
+    stop_time: str | None
+    reason: str | None
+    id_tag: str | None
+    received_at: str | None
+
+
+class QuarantinedFrame(BaseModel):
+    """A charger message kept as its raw frame (docs/reconciliation.md, "Quarantined")."""
+
+    id: int
+    kind: str = Field(description="refused (not stored) or repaired (stored with U+FFFD)")
+    charger_id: str
+    unique_id: str | None
+    action: str | None
+    transaction_id: int | None
+    error: str
+    frame: str = Field(description="the frame as received, secrets hidden")
+    at: str
+
+
 class SessionPage(BaseModel):
     total: int
     limit: int

@@ -10,15 +10,18 @@ control socket.
 
 from __future__ import annotations
 
+import csv
+import io
 import logging
 import time
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import Body, Depends, FastAPI, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -27,9 +30,10 @@ from voltaro.api import models
 from voltaro.api.docs import add_docs, complete_openapi
 from voltaro.api.files import FileTransferApp
 from voltaro.api.guard import Caller, RequestGuard
+from voltaro.domain import session_export
 from voltaro.domain.charging_profiles import ProfileError, ProfilePurpose, RateUnit, parse_profile
 from voltaro.domain.commands import CommandError, CommandErrorCode
-from voltaro.domain.model import AuthorizationStatus
+from voltaro.domain.model import AuthorizationStatus, TransactionState
 from voltaro.domain.ports import StorageUnavailable
 from voltaro.domain.timestamps import utc_now
 from voltaro.net.registry import Registry
@@ -45,7 +49,15 @@ from voltaro.service.overview import server_status
 from voltaro.service.reconciliation import Reconciliation
 from voltaro.service.reservations import ReservationService, expiry_from, reservation_view
 from voltaro.settings import ApiScope, Settings
-from voltaro.store import chargers, charging_profiles, files, firmware, tags, transactions
+from voltaro.store import (
+    chargers,
+    charging_profiles,
+    files,
+    firmware,
+    quarantine,
+    tags,
+    transactions,
+)
 from voltaro.store import commands as command_audit
 from voltaro.store.db import Database
 from voltaro.store.errors import AlreadyExists, NotFound, StorageError
@@ -56,6 +68,8 @@ log = logging.getLogger(__name__)
 # Seconds a client should wait before it repeats a request refused with 503 (the
 # database unavailable, or too many requests in progress).
 RETRY_AFTER = "5"
+# Sessions per database read of the CSV export (one worker-thread hop each).
+EXPORT_PAGE = 500
 
 
 @dataclass
@@ -317,14 +331,21 @@ def create_app(ctx: ApiContext) -> FastAPI:
         _: Read,
         charge_point_id: str | None = None,
         active: bool | None = None,
+        state: TransactionState | None = None,
         since: datetime | None = None,
         until: datetime | None = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 50,
         offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
     ) -> Any:
         """Charging sessions, latest first, with their energy; `total` counts all that match
-        the filters."""
-        filters = {"active": active, "charger_id": charge_point_id, "since": since, "until": until}
+        the filters. `state=interrupted` lists the sessions to reconcile."""
+        filters = {
+            "active": active,
+            "charger_id": charge_point_id,
+            "since": since,
+            "until": until,
+            "state": state,
+        }
         rows = await ctx.db.run(
             transactions.list_transactions, limit=limit, offset=offset, **filters
         )
@@ -335,6 +356,105 @@ def create_app(ctx: ApiContext) -> FastAPI:
             "offset": offset,
             "items": [views.transaction_view(t) for t in rows],
         }
+
+    @app.get(
+        "/transactions.csv",
+        response_class=StreamingResponse,
+        responses={
+            **ERRORS,
+            200: {
+                "content": {"text/csv": {}},
+                "description": "one row per session (columns: docs/reconciliation.md)",
+            },
+        },
+    )
+    async def export_sessions(
+        _: Read,
+        start_from: Annotated[datetime | None, Query(alias="from")] = None,
+        start_to: Annotated[datetime | None, Query(alias="to")] = None,
+        charge_point_id: str | None = None,
+    ) -> Any:
+        """Sessions started in [from, to) as CSV for billing, in start order, streamed page
+        by page (a year of sessions is never held in memory). The same file as `voltaro
+        ctl transactions export`."""
+        if start_from is not None and start_from.tzinfo is None:
+            start_from = start_from.replace(tzinfo=UTC)  # a time without offset is UTC here
+        if start_to is not None and start_to.tzinfo is None:
+            start_to = start_to.replace(tzinfo=UTC)
+        if charge_point_id is not None and (
+            await ctx.db.run(chargers.get_charger, charge_point_id) is None
+        ):
+            raise ApiError(404, "not_found", f"unknown charge point {charge_point_id}")
+        # The first page is read before the response starts, so that a database that is
+        # down is a 503, not a 200 with a cut file.
+        first = await ctx.db.run(
+            transactions.export_page,
+            start_from=start_from,
+            start_to=start_to,
+            charger_id=charge_point_id,
+            limit=EXPORT_PAGE,
+        )
+
+        async def rows() -> AsyncIterator[str]:
+            page = first
+            yield _csv_text([session_export.HEADER])
+            while True:
+                yield _csv_text([session_export.csv_row(views.transaction_view(t)) for t in page])
+                if len(page) < EXPORT_PAGE:
+                    return
+                page = await ctx.db.run(
+                    transactions.export_page,
+                    start_from=start_from,
+                    start_to=start_to,
+                    charger_id=charge_point_id,
+                    after=(page[-1].start_time, page[-1].transaction_id),
+                    limit=EXPORT_PAGE,
+                )
+
+        return StreamingResponse(
+            rows(),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": 'attachment; filename="sessions.csv"'},
+        )
+
+    @app.get(
+        "/orphan_stops",
+        response_model=list[models.OrphanStop],
+        responses={**ERRORS, 404: {"model": models.ErrorBody}},
+    )
+    async def list_orphan_stops(
+        _: Read,
+        charge_point_id: str | None = None,
+        kind: Literal["unknown", "foreign", "conflict"] | None = None,
+        limit: Annotated[int, Query(ge=1, le=100_000)] = 1000,
+    ) -> Any:
+        """StopTransactions that closed nothing, newest first, kept for reconciliation:
+        `unknown` (orphan), `foreign` (another charger's transaction) or `conflict`."""
+        rows = await ctx.db.run(transactions.orphan_stops, charge_point_id, kind=kind, limit=limit)
+        if not rows and charge_point_id is not None:
+            await known_charger(charge_point_id)
+        return [views.orphan_stop_view(r) for r in rows]
+
+    @app.get(
+        "/quarantine",
+        response_model=list[models.QuarantinedFrame],
+        responses={**ERRORS, 404: {"model": models.ErrorBody}},
+    )
+    async def list_quarantine(
+        _: Read,
+        charge_point_id: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> Any:
+        """Charger messages kept as raw frames, newest first: `refused` (the database
+        refused them for good, not stored) or `repaired` (stored with U+FFFD)."""
+        entries = await ctx.db.run(quarantine.list_entries, charger_id=charge_point_id, limit=limit)
+        if not entries and charge_point_id is not None:
+            await known_charger(charge_point_id)
+        return [views.quarantine_view(e) for e in entries]
+
+    async def known_charger(charger_id: str) -> None:
+        if await ctx.db.run(chargers.get_charger, charger_id) is None:
+            raise ApiError(404, "not_found", f"unknown charge point {charger_id}")
 
     @app.get(
         "/sessions/{transaction_id}",
@@ -381,12 +501,16 @@ def create_app(ctx: ApiContext) -> FastAPI:
         _: Read,
         charge_point_id: str | None = None,
         since: datetime | None = None,
+        actor: Annotated[
+            str | None, Query(description="who sent it: a Unix user, or api:<token name>")
+        ] = None,
+        action: Annotated[str | None, Query(description="an OCPP action, e.g. Reset")] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 50,
         offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
     ) -> Any:
         """The command audit, newest first: who sent which command to which charge point
         (control-socket user or `api:<token name>`), when, and the outcome."""
-        filters = {"charger_id": charge_point_id, "since": since}
+        filters = {"charger_id": charge_point_id, "since": since, "actor": actor, "action": action}
         rows = await ctx.db.run(command_audit.command_log, limit=limit, offset=offset, **filters)
         total = await ctx.db.run(command_audit.count_commands, **filters)
         return {
@@ -858,6 +982,12 @@ def create_app(ctx: ApiContext) -> FastAPI:
         _add_command_route(app, name, body_model, action, summary, command_errors, run_command)
 
     return app
+
+
+def _csv_text(rows: Iterable[Sequence[str]]) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\r\n").writerows(rows)
+    return buffer.getvalue()
 
 
 def _uploaded(ctx: ApiContext, stored: StoredFile) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import csv
 import hashlib
 import json
 import os
@@ -27,6 +28,7 @@ from voltaro.control.human import duration as _duration
 from voltaro.control.human import energy_kwh as _energy_kwh
 from voltaro.control.human import local_time as _time
 from voltaro.control.human import table as _table
+from voltaro.domain import session_export
 from voltaro.settings import default_control_socket
 
 EXIT = {
@@ -184,6 +186,7 @@ GROUPS: dict[str, dict[str, str]] = {
         "transactions show": "one session with its meter values",
         "transactions close": "close a session whose stop never came (audited)",
         "transactions stops": "stops kept for reconciliation (orphan/foreign/conflict)",
+        "transactions export": "sessions as CSV for billing (--from, --to, --charger)",
     },
     "Audit": {
         "commands": "the command audit (actions below)",
@@ -262,7 +265,8 @@ examples:
   voltaro ctl remote-start CP-1 04A1B2C3 --connector 1
   voltaro ctl availability CP-1 2 inoperative
   voltaro ctl get-config CP-1 HeartbeatInterval
-  voltaro ctl commands list --charger CP-1 --since 2h
+  voltaro ctl commands list --charger CP-1 --since 2h --by api:billing
+  voltaro ctl transactions export --from 2026-11-01 --to 2026-12-01 > november.csv
   voltaro ctl events --charger CP-1 --kind transaction --kind connector.status
   voltaro ctl local-list sync CP-1 CP-2
   voltaro ctl reservations add CP-1 04A1B2C3 --connector 1 --minutes 30
@@ -341,6 +345,11 @@ def _event_kind(text: str) -> str:
         return wire.event_kinds([text])[0]
     except wire.WireError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+TX_STATES = ("active", "completed", "interrupted", "refused", "closed")
+# `transactions list --state` also names the stops that closed nothing, by their kind.
+STOP_STATES = {"orphan": "unknown", "foreign": "foreign", "conflict": "conflict"}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -444,9 +453,28 @@ def _parser() -> argparse.ArgumentParser:
     tl.add_argument("--limit", type=int, default=50)
     tl.add_argument(
         "--state",
-        type=_choice("active", "completed", "interrupted", "refused", "closed"),
-        help="only transactions in this state (interrupted: to reconcile)",
+        type=_choice(*TX_STATES, *STOP_STATES),
+        help="only transactions in this state (interrupted: to reconcile); orphan, foreign "
+        "and conflict list the stops that closed nothing, of that kind",
     )
+    te = tx.add_parser("export", help="sessions as CSV for billing, to stdout (streamed)")
+    te.add_argument(
+        "--from",
+        dest="start_from",
+        type=_since,
+        metavar="WHEN",
+        help="sessions started at or after WHEN: ISO 8601 (without an offset: this machine's "
+        "local time) or an age like 30d",
+    )
+    te.add_argument(
+        "--to",
+        dest="start_to",
+        type=_since,
+        metavar="WHEN",
+        help="sessions started before WHEN (ISO 8601 or an age)",
+    )
+    te.add_argument("--charger", dest="charger_id", help="only this charger's sessions")
+    te.add_argument("--page-size", dest="page_size", type=int, default=500, help=argparse.SUPPRESS)
     tx.add_parser("show").add_argument("transaction_id", metavar="TX", type=int)
     tc = tx.add_parser("close", help="close a transaction whose stop never came (audited)")
     tc.add_argument("transaction_id", metavar="TX", type=int)
@@ -481,6 +509,10 @@ def _parser() -> argparse.ArgumentParser:
         metavar="WHEN",
         help="only commands sent since WHEN: ISO 8601, or an age like 30m, 2h, 7d",
     )
+    cl.add_argument(
+        "--by", dest="actor", metavar="USER", help="only commands sent by USER (api:NAME: a token)"
+    )
+    cl.add_argument("--action", dest="audit_action", metavar="ACTION", help="e.g. Reset")
     cl.add_argument("--limit", type=int, default=50, help="how many, newest first (default 50)")
     ll = _Group(
         sub.add_parser("local-list").add_subparsers(dest="action", required=True, metavar="ACTION"),
@@ -690,6 +722,11 @@ def _request_for(ns: argparse.Namespace) -> tuple[str, dict[str, Any]]:
             args.update(status=ns.status, expiry=ns.expiry, parent=ns.parent)
         return f"tags.{ns.action}", args
     if c == "transactions":
+        if ns.action == "list" and ns.state in STOP_STATES:
+            stop_args: dict[str, Any] = {"kind": STOP_STATES[ns.state], "limit": ns.limit}
+            if ns.charger_id is not None:
+                stop_args["charger_id"] = ns.charger_id
+            return "transactions.stops", stop_args
         if ns.action == "list":
             return "transactions.list", {
                 "active": ns.active,
@@ -712,6 +749,10 @@ def _request_for(ns: argparse.Namespace) -> tuple[str, dict[str, Any]]:
             args["charger_id"] = ns.charger_id
         if ns.since is not None:
             args["since"] = ns.since
+        if ns.actor is not None:
+            args["actor"] = ns.actor
+        if ns.audit_action is not None:
+            args["action"] = ns.audit_action
         return "commands.list", args
     if c == "local-list":
         if ns.action == "sync":
@@ -876,6 +917,25 @@ def _request_for(ns: argparse.Namespace) -> tuple[str, dict[str, Any]]:
             }
     clean = {k: v for k, v in command_args.items() if v is not None}
     return "command", {"charger_id": ns.charger_id, "action": c, "args": clean}
+
+
+def _export(client: Client, ns: argparse.Namespace) -> None:
+    """Write the billing export as CSV to stdout, page by page as the server sends them
+    (columns: voltaro/domain/session_export.py; docs/reconciliation.md)."""
+    if not 1 <= ns.page_size <= 5000:
+        raise CtlError(2, "--page-size must be from 1 to 5000")
+    args = _clean(
+        charger_id=ns.charger_id, limit=ns.page_size, **{"from": ns.start_from, "to": ns.start_to}
+    )
+    out = csv.writer(sys.stdout, lineterminator="\r\n")
+    out.writerow(session_export.HEADER)
+    while True:
+        page = client.request("transactions.export", args)
+        out.writerows(session_export.csv_row(view) for view in page["items"])
+        sys.stdout.flush()
+        if page["next"] is None:
+            return
+        args["after"] = page["next"]
 
 
 def _clean(**args: Any) -> dict[str, Any]:
@@ -1201,6 +1261,10 @@ def _precheck(ns: argparse.Namespace) -> list[str]:
             expiry = expiry.replace(tzinfo=UTC)
         if expiry <= datetime.now(UTC):
             warnings.append(f"tag {ns.id_tag} is already expired ({ns.expiry}): it cannot charge")
+    exporting = ns.command == "transactions" and ns.action == "export"
+    start, end = (ns.start_from, ns.start_to) if exporting else (None, None)
+    if start and end and datetime.fromisoformat(start) >= datetime.fromisoformat(end):
+        raise CtlError(2, f"--from {ns.start_from} is not before --to {ns.start_to}")
     return warnings
 
 
@@ -1301,6 +1365,9 @@ def _main(argv: list[str], as_json: bool) -> int:
                         print(f"{at} {frame['event']} {data}", flush=True)
             except KeyboardInterrupt:
                 return 0
+            return 0
+        if ns.command == "transactions" and ns.action == "export":
+            _export(client, ns)
             return 0
         if ns.command == "diagnostics" and ns.action == "fetch":
             fetched = _fetch(client, ns.file_id, ns.output)

@@ -32,6 +32,7 @@ from voltaro.domain.model import AuthorizationStatus, RegistrationStatus, Transa
 from voltaro.domain.secrets import redact_frame
 from voltaro.domain.secrets import redact_value as redact
 from voltaro.domain.timestamps import format_utc, parse_timestamp, utc_now
+from voltaro.domain.transaction_lifecycle import ORPHAN_STOP_KINDS
 from voltaro.net.identity import identity_problem
 from voltaro.net.registry import Registry
 from voltaro.net.security_events import SecurityEvents
@@ -179,6 +180,7 @@ class ControlOps:
             "transactions.show": self.transactions_show,
             "transactions.close": self.transactions_close,
             "transactions.stops": self.transactions_stops,
+            "transactions.export": self.transactions_export,
             "quarantine.list": self.quarantine_list,
             "commands.list": self.commands_list,
             "command": self.command,
@@ -588,9 +590,7 @@ class ControlOps:
     async def commands_list(self, args: dict[str, Any], user: str) -> list[dict[str, Any]]:
         """The command audit, newest first: who sent what to which charger, when, and
         the outcome (transactions closed by hand included)."""
-        charger_id = args.get("charger_id")
-        if charger_id is not None and not isinstance(charger_id, str):
-            raise OpError(ErrorCode.BAD_ARGUMENTS, "charger_id must be a string")
+        charger_id = _optional_text(args, "charger_id")
         since: datetime | None = None
         if args.get("since") is not None:
             try:
@@ -598,21 +598,72 @@ class ControlOps:
             except ValueError:
                 raise OpError(ErrorCode.BAD_ARGUMENTS, "since must be an ISO 8601 time") from None
         rows = await self._db.run(
-            commands.command_log, charger_id=charger_id, since=since, limit=_limit(args)
+            commands.command_log,
+            charger_id=charger_id,
+            since=since,
+            actor=_optional_text(args, "actor"),
+            action=_optional_text(args, "action"),
+            limit=_limit(args),
         )
         if not rows:
             await self._known_charger(charger_id)
         return [views.command_view(row) for row in rows]
 
     async def transactions_stops(self, args: dict[str, Any], user: str) -> list[dict[str, Any]]:
-        charger_id = args.get("charger_id")
+        """Stops that closed nothing, newest first; ``kind`` filters (unknown: an orphan
+        stop, foreign: another charger's transaction, conflict)."""
+        charger_id = _optional_text(args, "charger_id")
+        kind = _optional_text(args, "kind")
+        if kind is not None and kind not in ORPHAN_STOP_KINDS:
+            choices = ", ".join(ORPHAN_STOP_KINDS)
+            raise OpError(ErrorCode.BAD_ARGUMENTS, f"kind must be one of {choices}")
         rows = await self._db.run(
-            transactions.orphan_stops, charger_id if isinstance(charger_id, str) else None
+            transactions.orphan_stops,
+            charger_id,
+            kind=kind,
+            limit=_limit(args, 1000, 100_000) if "limit" in args else None,
         )
-        return [
-            {k: format_utc(v) if isinstance(v, datetime) else v for k, v in row.items()}
-            for row in rows
-        ]
+        if not rows:
+            await self._known_charger(charger_id)
+        return [views.orphan_stop_view(row) for row in rows]
+
+    async def transactions_export(self, args: dict[str, Any], user: str) -> dict[str, Any]:
+        """One page of the billing export (docs/reconciliation.md, "CSV export"): sessions
+        started in [from, to), in start order; ``after`` is the previous page's ``next``.
+        ctl asks page after page and writes each as CSV rows: neither side ever holds
+        the whole export."""
+        charger_id = _optional_text(args, "charger_id")
+        after = args.get("after")
+        cursor: tuple[datetime, int] | None = None
+        if after is not None:
+            try:
+                cursor = (parse_timestamp(str(after["start_time"])), int(after["transaction_id"]))
+            except (TypeError, KeyError, ValueError):
+                raise OpError(
+                    ErrorCode.BAD_ARGUMENTS,
+                    "after must be a page's next: {start_time, transaction_id}",
+                ) from None
+        rows = await self._db.run(
+            transactions.export_page,
+            start_from=_time_arg(args, "from"),
+            start_to=_time_arg(args, "to"),
+            charger_id=charger_id,
+            after=cursor,
+            limit=_limit(args, 500, 5000),
+        )
+        if not rows and cursor is None:
+            await self._known_charger(charger_id)
+        items = [views.transaction_view(t) for t in rows]
+        last = rows[-1] if rows else None
+        return {
+            "items": items,
+            "next": {
+                "start_time": format_utc(last.start_time),
+                "transaction_id": last.transaction_id,
+            }
+            if last is not None and len(rows) == _limit(args, 500, 5000)
+            else None,
+        }
 
     async def transactions_show(self, args: dict[str, Any], user: str) -> dict[str, Any]:
         tx_id = args.get("transaction_id")
@@ -659,20 +710,7 @@ class ControlOps:
         entries = await self._db.run(
             quarantine.list_entries, charger_id=charger_id, limit=_limit(args, 100)
         )
-        return [
-            {
-                "id": e.id,
-                "kind": e.kind,
-                "charger_id": e.charger_id,
-                "unique_id": e.unique_id,
-                "action": e.action,
-                "transaction_id": e.transaction_id,
-                "error": e.error,
-                "frame": e.frame,
-                "at": format_utc(e.at),
-            }
-            for e in entries
-        ]
+        return [views.quarantine_view(e) for e in entries]
 
     async def command(self, args: dict[str, Any], user: str) -> dict[str, Any]:
         charger_id = _text(args, "charger_id")

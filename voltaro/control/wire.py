@@ -93,10 +93,17 @@ OPS: dict[str, Role] = {
     # args: {"transaction_id": int, "meter_stop": int|null, "reason": str|null}
     "transactions.close": Role.OPERATOR,
     # StopTransactions that closed nothing: unknown/foreign ids, conflicting second stops.
-    "transactions.stops": Role.VIEWER,  # args: {"charger_id"?}
+    # args: {"charger_id"?, "kind"? (unknown, foreign, conflict), "limit"?}
+    "transactions.stops": Role.VIEWER,
+    # One page of the billing export, sessions started in [from, to) in start order:
+    # args {"from"?, "to"? (ISO 8601), "charger_id"?, "after"? (a page's next), "limit"?}
+    # -> {"items": [session], "next": {"start_time", "transaction_id"} | null}
+    "transactions.export": Role.VIEWER,
     "quarantine.list": Role.VIEWER,  # args: {"charger_id"?, "limit"?} (read-only)
     # The command audit: who sent what to which charger, when, and the outcome.
-    "commands.list": Role.VIEWER,  # args: {"charger_id"?, "since"? (ISO 8601), "limit"?}
+    # args: {"charger_id"?, "actor"? (Unix user or api:<token>), "action"?, "since"?
+    # (ISO 8601), "limit"?}
+    "commands.list": Role.VIEWER,
     "command": Role.OPERATOR,  # args: {"charger_id", "action", "args": {...}}
     # Firmware Management (docs/firmware.md):
     "firmware.add": Role.ADMIN,  # args: {"path" (absolute, on the server), "name"?, "sha256"?}

@@ -183,6 +183,10 @@ class SaveTransaction:
     new: bool = False
 
 
+# The kinds of KeepStop, as stored in orphan_stops.kind and listed for reconciliation.
+ORPHAN_STOP_KINDS = ("unknown", "foreign", "conflict")
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class KeepStop:
     """A StopTransaction that closes nothing, kept for reconciliation:

@@ -4,6 +4,7 @@ return and the console reads. One definition, so both interfaces agree."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from voltaro.control.wire import redact
@@ -12,6 +13,7 @@ from voltaro.domain.firmware import TransferKind
 from voltaro.domain.model import Charger, Connector, IdTag, MeterValue, Transaction
 from voltaro.domain.secrets import redact_value
 from voltaro.domain.timestamps import format_utc
+from voltaro.store.quarantine import QuarantineEntry
 
 
 def _ts(value: Any) -> str | None:
@@ -131,6 +133,26 @@ def tag_view(tag: IdTag) -> dict[str, Any]:
         "expiry_date": _ts(tag.expiry_date),
         "parent_id_tag": tag.parent_id_tag,
     }
+
+
+def quarantine_view(e: QuarantineEntry) -> dict[str, Any]:
+    """A charger message kept as its raw frame (refused by the database, or repaired)."""
+    return {
+        "id": e.id,
+        "kind": e.kind,
+        "charger_id": e.charger_id,
+        "unique_id": e.unique_id,
+        "action": e.action,
+        "transaction_id": e.transaction_id,
+        "error": e.error,
+        "frame": e.frame,
+        "at": format_utc(e.at),
+    }
+
+
+def orphan_stop_view(row: dict[str, Any]) -> dict[str, Any]:
+    """A StopTransaction that closed nothing (store.transactions.orphan_stops)."""
+    return {k: _ts(v) if isinstance(v, datetime) else v for k, v in row.items()}
 
 
 def command_view(row: dict[str, Any]) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import ColumnElement, delete, func, select
 from sqlalchemy.orm import Session
 
 from voltaro.domain.commands import ConfigurationEntry
@@ -43,20 +43,40 @@ def list_commands(s: Session, charger_id: str, limit: int = 50) -> list[dict[str
     return command_log(s, charger_id=charger_id, limit=limit)
 
 
+def _audit_filters(
+    charger_id: str | None,
+    since: datetime | None,
+    actor: str | None,
+    action: str | None,
+) -> list[ColumnElement[bool]]:
+    conditions: list[ColumnElement[bool]] = []
+    if charger_id is not None:
+        conditions.append(CommandRow.charger_id == charger_id)
+    if since is not None:
+        conditions.append(CommandRow.requested_at >= since)
+    if actor is not None:
+        conditions.append(CommandRow.actor == actor)
+    if action is not None:
+        # OCPP action names are CamelCase ("Reset"); operators type them as they like.
+        conditions.append(func.lower(CommandRow.action) == action.lower())
+    return conditions
+
+
 def command_log(
     s: Session,
     *,
     charger_id: str | None = None,
     since: datetime | None = None,
+    actor: str | None = None,
+    action: str | None = None,
     limit: int = 50,
     offset: int = 0,
 ) -> list[dict[str, Any]]:
-    """The command audit, newest first: every command sent, who sent it, the outcome."""
-    query = select(CommandRow)
-    if charger_id is not None:
-        query = query.where(CommandRow.charger_id == charger_id)
-    if since is not None:
-        query = query.where(CommandRow.requested_at >= since)
+    """The command audit, newest first: every command sent, who sent it, the outcome.
+
+    ``actor`` is who sent it as stored: the Unix user on the control socket, or
+    ``api:<token name>`` over HTTP."""
+    query = select(CommandRow).where(*_audit_filters(charger_id, since, actor, action))
     rows = s.scalars(
         query.order_by(CommandRow.requested_at.desc(), CommandRow.id.desc())
         .limit(limit)
@@ -79,13 +99,18 @@ def command_log(
 
 
 def count_commands(
-    s: Session, *, charger_id: str | None = None, since: datetime | None = None
+    s: Session,
+    *,
+    charger_id: str | None = None,
+    since: datetime | None = None,
+    actor: str | None = None,
+    action: str | None = None,
 ) -> int:
-    query = select(func.count()).select_from(CommandRow)
-    if charger_id is not None:
-        query = query.where(CommandRow.charger_id == charger_id)
-    if since is not None:
-        query = query.where(CommandRow.requested_at >= since)
+    query = (
+        select(func.count())
+        .select_from(CommandRow)
+        .where(*_audit_filters(charger_id, since, actor, action))
+    )
     return int(s.scalar(query) or 0)
 
 

@@ -17,7 +17,18 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Executable, Table, bindparam, func, select, text, update
+from sqlalchemy import (
+    ColumnElement,
+    Executable,
+    Table,
+    and_,
+    bindparam,
+    func,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -485,6 +496,34 @@ def count_transactions(
     return s.scalar(query) or 0
 
 
+def export_page(
+    s: Session,
+    *,
+    start_from: datetime | None,
+    start_to: datetime | None,
+    charger_id: str | None = None,
+    after: tuple[datetime, int] | None = None,
+    limit: int = 500,
+) -> list[Transaction]:
+    """One page of sessions for the billing export, in start order (then id), the page
+    after ``after`` (the last row's start time and id): keyset paging on
+    ix_transactions_start, so a year of sessions is read page by page, never at once."""
+    query = select(TransactionRow).where(*_filters(None, charger_id, start_from, start_to))
+    if after is not None:
+        last_start, last_id = after
+        query = query.where(
+            or_(
+                TransactionRow.start_time > last_start,
+                and_(
+                    TransactionRow.start_time == last_start,
+                    TransactionRow.transaction_id > last_id,
+                ),
+            )
+        )
+    query = query.order_by(TransactionRow.start_time, TransactionRow.transaction_id).limit(limit)
+    return [_transaction(r) for r in s.scalars(query)]
+
+
 def get_transaction(s: Session, transaction_id: int) -> Transaction | None:
     if not 0 < transaction_id <= MAX_TRANSACTION_ID:
         return None
@@ -514,10 +553,17 @@ def transaction_meter_values(s: Session, transaction_id: int) -> list[MeterValue
     return [MeterValue(timestamp=at, sampled_values=tuple(v)) for at, v in grouped.items()]
 
 
-def orphan_stops(s: Session, charger_id: str | None = None) -> list[dict[str, object]]:
+def orphan_stops(
+    s: Session, charger_id: str | None = None, *, kind: str | None = None, limit: int | None = None
+) -> list[dict[str, object]]:
+    """Stops that closed nothing, newest first; ``kind``: unknown, foreign or conflict."""
     query = select(OrphanStopRow).order_by(OrphanStopRow.received_at.desc())
     if charger_id is not None:
         query = query.where(OrphanStopRow.charger_id == charger_id)
+    if kind is not None:
+        query = query.where(OrphanStopRow.kind == kind)
+    if limit is not None:
+        query = query.limit(limit)
     return [
         {
             "charger_id": r.charger_id,
