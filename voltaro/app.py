@@ -25,9 +25,11 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from voltaro.api.routes import ApiContext
 from voltaro.api.server import ApiServer
+from voltaro.control.circuit_ops import CircuitOps
 from voltaro.control.ops import ControlOps
 from voltaro.control.server import ControlServer
 from voltaro.control.wire import Event
+from voltaro.domain.circuits import CircuitError
 from voltaro.domain.ports import ChargerBackend
 from voltaro.net.directory import Connection
 from voltaro.net.listener import OcppListener
@@ -37,6 +39,7 @@ from voltaro.net.tls import TlsConfigError, server_context
 from voltaro.protocol import ConnectionLimits, OcppConnection, warm_up
 from voltaro.protocol.callerrors import CallErrorLog
 from voltaro.service.campaigns import CampaignRunner
+from voltaro.service.circuits import CircuitService
 from voltaro.service.commands import CommandService
 from voltaro.service.directory import StoreDirectory
 from voltaro.service.files import FileTransfers
@@ -247,6 +250,16 @@ async def run(
         settings=settings,
     )
     components.extras["campaigns"] = campaigns
+    circuits = CircuitService(database)
+    components.extras["circuits"] = circuits
+    try:
+        await circuits.apply_configuration(settings.circuits)
+    except CircuitError as exc:
+        database.dispose()
+        raise StartupError(
+            f"setting circuits: {exc} (the settings file's circuits, merged with the "
+            "database's, must be one tree)"
+        ) from exc
 
     try:
         async with trio.open_nursery() as nursery:
@@ -300,6 +313,7 @@ async def _start_control(nursery: trio.Nursery, c: Components) -> str:
         reservations=c.extras.get("reservations"),
         security_events=c.listener.security,
     )
+    ops.table.update(CircuitOps(c.extras["circuits"]).table)
     path: str = await _start(
         nursery,
         ControlServer(c.settings, ops, c.hub).run,
@@ -323,6 +337,7 @@ async def _start_http(nursery: trio.Nursery, c: Components) -> tuple[str, int] |
         local_lists=c.extras.get("local_lists"),
         reservations=c.extras.get("reservations"),
         security=c.listener.security,
+        circuits=c.extras["circuits"],
     )
     api = ApiServer(context)
     # Issue 11.8: accepts the HTTP API could not make for lack of descriptors.

@@ -17,6 +17,9 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from voltaro.domain.circuits import CircuitConfig, CircuitError, config_from_toml
+from voltaro.domain.load_allocation import PolicyMode
+
 ENV_PREFIX = "VOLTARO_"
 
 
@@ -184,6 +187,17 @@ class Settings:
     # given up (its slot goes to the next charger).
     campaign_poll: float = 5.0
     campaign_target_timeout: float = 7200.0
+    # --- Site load management (issue 17, docs/load-management.md) -------------------
+    # [[circuits]] tables: the circuit tree and the chargers on it, written to the
+    # database at start (ctl circuits changes the rest). No circuits: no load management.
+    circuits: CircuitConfig = field(default_factory=CircuitConfig)
+    load_policy: PolicyMode = PolicyMode.EQUAL  # equal | priority
+    load_min_amps: float = 6.0  # below it a session is parked at 0 A (IEC 61851-1)
+    load_rotation_seconds: float = 900.0  # a parked session's turn comes after this
+    load_headroom_amps: float = 2.0  # above a car's draw, so it can ramp up
+    load_interval: float = 15.0  # recompute at least this often (seconds)
+    load_hysteresis_amps: float = 1.0  # a limit is sent again only when it moves more
+    load_voltage: float = 230.0  # nominal phase-to-neutral voltage for kW limits
     # --- Process -------------------------------------------------------------------
     log_level: str = "INFO"
     log_format: LogFormat = LogFormat.TEXT
@@ -233,6 +247,15 @@ def _coerce(name: str, kind: Any, raw: object) -> object:
             return _choices(UnknownChargers, raw)
         if kind in ("LogFormat",):
             return _choices(LogFormat, raw)
+        if kind in ("PolicyMode",):
+            return _choices(PolicyMode, raw)
+        if kind in ("CircuitConfig",):
+            if isinstance(raw, CircuitConfig):
+                return raw
+            try:
+                return config_from_toml(raw)
+            except CircuitError as exc:
+                raise ValueError(str(exc)) from None
         if kind in ("tuple[str, ...]",):
             if isinstance(raw, str):
                 return tuple(p.strip() for p in raw.split(",") if p.strip())
@@ -372,6 +395,12 @@ def _validate(s: Settings) -> None:
     for name in ("file_url_ttl", "campaign_poll", "campaign_target_timeout"):
         if getattr(s, name) <= 0:
             raise bad(name, "must be greater than 0")
+    for name in ("load_interval", "load_voltage", "load_rotation_seconds"):
+        if getattr(s, name) <= 0:
+            raise bad(name, "must be greater than 0")
+    for name in ("load_min_amps", "load_headroom_amps", "load_hysteresis_amps"):
+        if getattr(s, name) < 0:
+            raise bad(name, "must not be negative")
     if s.http_public_base and not s.http_public_base.startswith(("http://", "https://")):
         raise bad("http_public_base", "must start with http:// or https://")
     if not s.database_url.startswith(("sqlite://", "postgresql")):
@@ -428,6 +457,9 @@ def _load(
         section = data.get("voltaro", data)
         if not isinstance(section, dict):
             raise SettingsError("setting config: [voltaro] must be a table")
+        if section is not data and "circuits" in data:
+            # [[circuits]] next to a [voltaro] table (TOML cannot nest it easily there).
+            section = {**section, "circuits": data["circuits"]}
         for key, raw in section.items():
             if key not in kinds:
                 raise SettingsError(

@@ -492,6 +492,30 @@ class Reservation(BaseModel):
     ended_at: str | None = None
 
 
+class CircuitCharger(BaseModel):
+    charger_id: str
+    circuit: str
+    phases: str = Field(description="charger phase=site phase, e.g. L1=L2,L2=L3,L3=L1")
+    max_amps: float = Field(description="rating per phase, all connectors together")
+    fallback_amps: float = Field(description="the limit it keeps offline (ChargePointMaxProfile)")
+    priority: int
+
+
+class Circuit(BaseModel):
+    name: str
+    parent: str | None = Field(description="the circuit it hangs off; null: a root (the site)")
+    limit_amps: float | None = Field(description="limit per phase in A")
+    limit_kw: float | None = Field(description="limit over all phases in kW")
+    chargers: list[CircuitCharger]
+
+
+class Circuits(BaseModel):
+    circuits: list[Circuit]
+    live: dict[str, Any] | None = Field(
+        None, description="the load manager's latest allocation (docs/load-management.md)"
+    )
+
+
 # path name -> (body, OCPP action, one-line description)
 COMMANDS: dict[str, tuple[type[BaseModel], str, str]] = {
     "remote-start": (RemoteStartBody, "RemoteStartTransaction", "start a session for a tag"),

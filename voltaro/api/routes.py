@@ -14,7 +14,7 @@ import csv
 import io
 import logging
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
@@ -41,6 +41,7 @@ from voltaro.net.security_events import SecurityEvents
 from voltaro.service import views
 from voltaro.service.campaigns import CampaignRunner
 from voltaro.service.charging_profiles import ChargingProfileService
+from voltaro.service.circuits import CircuitService
 from voltaro.service.commands import CommandService, command_from_args
 from voltaro.service.firmware import FirmwareService
 from voltaro.service.hub import EventHub
@@ -85,11 +86,15 @@ class ApiContext:
     local_lists: LocalListService | None = None
     reservations: ReservationService | None = None
     security: SecurityEvents | None = None  # the listener's security events
+    circuits: CircuitService | None = None  # site load management (issue 17)
+    load_live: Callable[[], dict[str, Any] | None] | None = None
 
     profiles: ChargingProfileService = field(init=False)
 
     def __post_init__(self) -> None:
         self.profiles = ChargingProfileService(self.db, self.commands)
+        if self.circuits is None:
+            self.circuits = CircuitService(self.db)
         if self.local_lists is None:
             self.local_lists = LocalListService(self.db, self.commands, self.hub)
         if self.reservations is None:
@@ -693,6 +698,16 @@ def create_app(ctx: ApiContext) -> FastAPI:
             )
         )
         return views.outcome_view(outcome)
+
+    @app.get("/circuits", response_model=models.Circuits, responses=ERRORS)
+    async def list_circuits(_: Read) -> Any:
+        """The site's circuits (limits, chargers and their phase wiring) and the load
+        manager's latest allocation (docs/load-management.md)."""
+        assert ctx.circuits is not None
+        return {
+            "circuits": await ctx.circuits.views(),
+            "live": ctx.load_live() if ctx.load_live is not None else None,
+        }
 
     @app.get("/reservations", response_model=list[models.Reservation], responses=ERRORS)
     async def list_reservations(

@@ -23,7 +23,7 @@ from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, NoReturn
 
-from voltaro.control import human, wire
+from voltaro.control import ctl_circuits, human, wire
 from voltaro.control.human import duration as _duration
 from voltaro.control.human import energy_kwh as _energy_kwh
 from voltaro.control.human import local_time as _time
@@ -213,6 +213,7 @@ GROUPS: dict[str, dict[str, str]] = {
         "profiles composite": "the schedule a connector will follow (GetCompositeSchedule)",
         "profiles limit": "limit the whole charger to a current or power (ChargePointMaxProfile)",
     },
+    "Site load management": ctl_circuits.HELP,
     "Commands to a charger": {
         "remote-start": "start a session for a tag (RemoteStartTransaction)",
         "remote-stop": "stop a session (RemoteStopTransaction)",
@@ -252,6 +253,7 @@ GROUPED = (
     "local-list",
     "reservations",
     "profiles",
+    "circuits",
 )
 
 EXAMPLES = """shell completion (commands, charger ids and tags from the server):
@@ -579,6 +581,15 @@ def _parser() -> argparse.ArgumentParser:
     plimit.add_argument("--id", dest="profile_id", type=int, default=1, help="profile id (1)")
     plimit.add_argument("--stack-level", dest="stack_level", type=int, default=0)
 
+    ctl_circuits.add_parsers(
+        _Group(
+            sub.add_parser("circuits").add_subparsers(
+                dest="action", required=True, metavar="ACTION"
+            ),
+            "circuits",
+        )
+    )
+
     se = sub.add_parser(
         "security", help="security events: failed logins, downgrades, bad certificates"
     ).add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -767,6 +778,8 @@ def _request_for(ns: argparse.Namespace) -> tuple[str, dict[str, Any]]:
             "action": "GetLocalListVersion",
             "args": {},
         }
+    if c == "circuits":
+        return ctl_circuits.request_for(ns)
     if c == "profiles":
         if ns.action == "set":
             path = ns.profile_file
@@ -984,6 +997,8 @@ def _fetch(client: Client, file_id: int, output: str | None) -> dict[str, Any]:
 
 
 def _human(op: str, result: Any) -> str:
+    if op.startswith("circuits."):
+        return ctl_circuits.human(op, result, human.detail_text)
     if op == "chargers.list":
         return _table(
             [

@@ -142,6 +142,19 @@ OPS: dict[str, Role] = {
     "profiles.clear": Role.OPERATOR,
     "profiles.list": Role.VIEWER,
     "profiles.composite": Role.OPERATOR,
+    # Site load management (issue 17, docs/load-management.md). list: the tree, each
+    # charger's wiring and the load manager's latest allocation ("live"); add: {"name",
+    # "parent"?, "limit_amps"?, "limit_kw"?}; set_limit: {"name", "limit_amps"?,
+    # "limit_kw"?, "parent"?} (absent: kept; null: cleared, or moved to the root);
+    # remove: {"name"};
+    # assign: {"charger_id", "circuit", "phases"? ("L1=L2,L2=L3,L3=L1"), "max_amps"?,
+    # "fallback_amps"?, "priority"?}; unassign: {"charger_id"}
+    "circuits.list": Role.VIEWER,
+    "circuits.add": Role.ADMIN,
+    "circuits.set_limit": Role.ADMIN,
+    "circuits.remove": Role.ADMIN,
+    "circuits.assign": Role.ADMIN,
+    "circuits.unassign": Role.ADMIN,
 }
 
 # OCPP action -> the least role allowed to send it. Hard reset needs admin (args.type).

@@ -55,7 +55,8 @@ class ChargerWiring:
     ``phases[i]`` is the site phase the charger's L(i+1) is wired to; one entry for a
     single-phase charger. ``max_amps`` is its rating per phase (all connectors
     together); ``fallback_amps`` the limit it keeps when it loses Voltaro (sent as a
-    ChargePointMaxProfile, OCPP 1.6 §3.13.1).
+    ChargePointMaxProfile, OCPP 1.6 §3.13.1). ``priority``: its sessions' priority under
+    the priority policy (higher first).
     """
 
     charger_id: str
@@ -63,6 +64,7 @@ class ChargerWiring:
     phases: tuple[Phase, ...] = STRAIGHT
     max_amps: float = 32.0
     fallback_amps: float = 6.0
+    priority: int = 0
 
 
 def _phase(text: str, what: str) -> Phase:
@@ -182,3 +184,87 @@ def ancestors(by_id: Mapping[str, Circuit], circuit_id: str) -> tuple[str, ...]:
         path.append(current)
         current = circuit.parent
     return tuple(path)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CircuitConfig:
+    """The circuits a settings file declares (``[[circuits]]``), with their chargers."""
+
+    circuits: tuple[Circuit, ...] = ()
+    chargers: tuple[ChargerWiring, ...] = ()
+
+
+_CIRCUIT_KEYS = {"name", "parent", "limit_amps", "limit_kw", "chargers"}
+_CHARGER_KEYS = {"id", "phases", "max_amps", "fallback_amps", "priority"}
+
+
+def _number(entry: Mapping[str, object], key: str, where: str) -> float | None:
+    value = entry.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise CircuitError(f"{where}: {key} must be a number")
+    return float(value)
+
+
+def config_from_toml(raw: object) -> CircuitConfig:
+    """``[[circuits]]`` tables (name, parent?, limit_amps?, limit_kw?) each with
+    ``[[circuits.chargers]]`` (id, phases = "L1=L2,L2=L3,L3=L1"?, max_amps?,
+    fallback_amps?, priority?), checked as one tree.
+
+    Raises:
+        CircuitError: with a one-line reason naming the circuit or charger.
+    """
+    if not isinstance(raw, list | tuple):
+        raise CircuitError("expected [[circuits]] tables (set circuits in the TOML file)")
+    circuits: list[Circuit] = []
+    wirings: list[ChargerWiring] = []
+    for entry in raw:
+        if not isinstance(entry, Mapping) or not isinstance(entry.get("name"), str):
+            raise CircuitError("each [[circuits]] table needs a name")
+        name = str(entry["name"])
+        where = f"circuit {name}"
+        unknown = set(entry) - _CIRCUIT_KEYS
+        if unknown:
+            raise CircuitError(f"{where}: unknown key {sorted(unknown)[0]}")
+        parent = entry.get("parent")
+        if parent is not None and not isinstance(parent, str):
+            raise CircuitError(f"{where}: parent must be a circuit name")
+        circuits.append(
+            Circuit(
+                circuit_id=name,
+                parent=parent,
+                limit_amps=_number(entry, "limit_amps", where),
+                limit_kw=_number(entry, "limit_kw", where),
+            )
+        )
+        chargers = entry.get("chargers", [])
+        if not isinstance(chargers, list):
+            raise CircuitError(f"{where}: chargers must be [[circuits.chargers]] tables")
+        for item in chargers:
+            if not isinstance(item, Mapping) or not isinstance(item.get("id"), str):
+                raise CircuitError(f"{where}: each charger needs an id")
+            at = f"charger {item['id']}"
+            unknown = set(item) - _CHARGER_KEYS
+            if unknown:
+                raise CircuitError(f"{at}: unknown key {sorted(unknown)[0]}")
+            phases = item.get("phases", "L1=L1,L2=L2,L3=L3")
+            if not isinstance(phases, str):
+                raise CircuitError(f'{at}: phases must look like "L1=L2,L2=L3,L3=L1"')
+            priority = item.get("priority", 0)
+            if isinstance(priority, bool) or not isinstance(priority, int):
+                raise CircuitError(f"{at}: priority must be a whole number")
+            max_amps = _number(item, "max_amps", at)
+            fallback = _number(item, "fallback_amps", at)
+            wirings.append(
+                ChargerWiring(
+                    charger_id=str(item["id"]),
+                    circuit_id=name,
+                    phases=parse_wiring(phases),
+                    max_amps=32.0 if max_amps is None else max_amps,
+                    fallback_amps=6.0 if fallback is None else fallback,
+                    priority=priority,
+                )
+            )
+    check_tree(circuits, wirings)
+    return CircuitConfig(circuits=tuple(circuits), chargers=tuple(wirings))

@@ -474,3 +474,31 @@ class ChargerSecurityEventRow(Base):
     tech_info: Mapped[str | None] = mapped_column(Text)
     at: Mapped[datetime] = mapped_column(UtcDateTime)
     received_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class CircuitRow(Base):
+    """A circuit of the site's tree (issue 17, docs/load-management.md): a breaker's
+    limit per phase in A and/or over all phases in kW; parent None is the root."""
+
+    __tablename__ = "circuits"
+
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    parent: Mapped[str | None] = mapped_column(String(255))
+    limit_amps: Mapped[float | None] = mapped_column(Float)
+    limit_kw: Mapped[float | None] = mapped_column(Float)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class CircuitChargerRow(Base):
+    """Where a charger hangs off the circuit tree: the site phases its L1, L2, L3 are
+    wired to ("L2,L3,L1"), its rating and fallback limit per phase, its priority."""
+
+    __tablename__ = "circuit_chargers"
+
+    charger_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    circuit: Mapped[str] = mapped_column(String(255))
+    phases: Mapped[str] = mapped_column(String(16))
+    max_amps: Mapped[float] = mapped_column(Float)
+    fallback_amps: Mapped[float] = mapped_column(Float)
+    priority: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
