@@ -28,6 +28,7 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, RichLog, Static
 
+from console.campaign_screen import CampaignScreen
 from console.commands import COMMANDS, CommandSpec, confirmation, is_destructive
 from console.feed import FeedLine, describe
 from console.link import ControlLink, LinkState, RequestFailed
@@ -116,6 +117,7 @@ class MainScreen(Screen[None]):
         Binding("f5", "app.reload", "Reload", show=False),
         Binding("f6", "app.accept", "Accept", show=False),
         Binding("f8", "app.events", "Events", show=False),
+        Binding("f9", "app.campaigns", "Firmware", show=False),
         Binding("escape", "app.clear_filter", "Clear filter", show=False),
     ]
 
@@ -168,6 +170,8 @@ class ConsoleApp(App[None]):
     #detail-connectors, #frames { height: auto; max-height: 12; }
     #transactions, #alerts, #tags { height: 1fr; }
     #events { height: 1fr; }
+    #campaigns { height: auto; max-height: 8; }
+    #targets { height: 1fr; }
     """
     BINDINGS = [Binding("ctrl+q", "quit", "Quit", priority=True)]
     COMMANDS = App.COMMANDS | {ChargerCommands}
@@ -730,6 +734,9 @@ class ConsoleApp(App[None]):
 
     def action_events(self) -> None:
         self.push_screen(EventsScreen())
+
+    def action_campaigns(self) -> None:
+        self.push_screen(CampaignScreen())
 
     @work(group="views")
     async def action_tags(self) -> None:

@@ -185,5 +185,27 @@ def describe(name: str, data: dict[str, Any], at: str | None = None) -> FeedLine
                 "faults",
                 f"DATABASE DOWN: {db.get('error') or 'not answering'}",
             )
+        case "firmware.status":
+            status = str(data.get("status") or "?")
+            severity = (
+                "warning"
+                if status.endswith("Failed")
+                else "ok"
+                if status == "Installed"
+                else "info"
+            )
+            return line(severity, "commands", f"{who} firmware: {status}")
+        case "campaign.progress":
+            # The charger's own reports are already in the feed as firmware.status.
+            state = str(data.get("state") or "?")
+            if state not in ("sent", "send_failed", "timed_out", "cancelled"):
+                return None
+            detail = f" ({data['detail']})" if data.get("detail") else ""
+            severity = "warning" if state in ("send_failed", "timed_out") else "info"
+            return line(
+                severity, "commands", f"campaign {data.get('campaign_id')}: {who} {state}{detail}"
+            )
+        case "campaign.finished":
+            return line("ok", "commands", f"firmware campaign {data.get('campaign_id')} finished")
         case _:
             return None

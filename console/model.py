@@ -346,7 +346,8 @@ class Site:
             charger = self.chargers[charger_id] = Charger(charger_id, loaded=False)
         self._apply(charger, name, data, at or "")
         when = data.get("at") or at
-        if name not in ("charger.updated", "command.result") and when:
+        # Not news from the charger: an operator's or the campaign runner's doing.
+        if name not in ("charger.updated", "command.result", "campaign.progress") and when:
             charger.last_seen = when
         return known
 

@@ -48,6 +48,7 @@ HELP = """\
  F4  id tags: n new, b block, u unblock (each asks first)
  F5  re-read everything              F6  accept the selected pending charger
  F7  alerts and what needs attention (click the site bar)   F8  all events
+ F9  firmware campaigns (live): who downloads, installs, failed; n new, x cancel
  Escape  back / close                ctrl+q  quit
 Destructive commands (reset, remote stop, unlock, inoperative, remove) name
 their target and effect and wait for y; Enter alone answers No.
