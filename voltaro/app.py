@@ -218,7 +218,13 @@ async def run(
     components.extras["call_errors"] = call_errors
     retention = Retention(database, days=settings.frame_log_retention_days)
     components.extras["retention"] = retention
-    local_list_service = LocalListService(database, components.commands, hub)
+    local_list_service = LocalListService(
+        database,
+        components.commands,
+        hub,
+        sync_on_connect=settings.local_list_sync_on_connect,
+        sync_delay=settings.local_list_sync_delay,
+    )
     reservation_service = ReservationService(database, components.commands, hub)
     components.extras["local_lists"] = local_list_service
     components.extras["reservations"] = reservation_service

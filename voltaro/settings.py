@@ -198,6 +198,12 @@ class Settings:
     load_interval: float = 15.0  # recompute at least this often (seconds)
     load_hysteresis_amps: float = 1.0  # a limit is sent again only when it moves more
     load_voltage: float = 230.0  # nominal phase-to-neutral voltage for kW limits
+    # --- Local Authorization Lists (docs/local-lists-and-reservations.md) -------------
+    # A charger that connects or boots (Accepted) is asked GetLocalListVersion this many
+    # seconds later and, when LocalAuthListEnabled is true and it is behind, sent the
+    # update (Differential when it holds what we last gave it, else Full).
+    local_list_sync_on_connect: bool = True
+    local_list_sync_delay: float = 2.0
     # --- Process -------------------------------------------------------------------
     log_level: str = "INFO"
     log_format: LogFormat = LogFormat.TEXT
@@ -401,6 +407,8 @@ def _validate(s: Settings) -> None:
     for name in ("load_min_amps", "load_headroom_amps", "load_hysteresis_amps"):
         if getattr(s, name) < 0:
             raise bad(name, "must not be negative")
+    if s.local_list_sync_delay < 0:
+        raise bad("local_list_sync_delay", "must not be negative")
     if s.http_public_base and not s.http_public_base.startswith(("http://", "https://")):
         raise bad("http_public_base", "must start with http:// or https://")
     if not s.database_url.startswith(("sqlite://", "postgresql")):

@@ -37,6 +37,9 @@ def server_settings(database_url: str, tmp_path: Path, **overrides: Any) -> Sett
         "db_retry_seconds": 1.0,
         "shutdown_grace": 1.0,
         "call_timeout": 2.0,
+        # Off unless a test is about it: a charger of another test would otherwise get
+        # GetConfiguration/GetLocalListVersion it did not script two seconds after boot.
+        "local_list_sync_on_connect": False,
     }
     values.update(overrides)
     return Settings(**values)

@@ -7,13 +7,18 @@ send them one by one and keep what it accepted. Every message goes through the
 CommandService, so it is checked, routed and audited like any operator command.
 
 The pusher (``run``) follows tag changes: ``tag_changed()`` marks the list dirty and the
-pusher syncs every connected charger whose LocalAuthListEnabled is true.
+pusher syncs every connected charger whose LocalAuthListEnabled is true. It also wakes
+when a tag's expiry date passes (the entry turns Expired, §3.4.3), and, with
+``sync_on_connect``, syncs a charger that connects or boots (``charger.connected`` and an
+Accepted ``charger.boot`` on the hub) once it has been online for ``sync_delay`` seconds:
+GetLocalListVersion, and an update only when the charger is behind.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import trio
@@ -37,17 +42,20 @@ from voltaro.domain.local_list import (
     limits_from_configuration,
     plan_sync,
 )
+from voltaro.domain.model import RegistrationStatus
 from voltaro.domain.ports import StorageUnavailable
 from voltaro.domain.timestamps import utc_now
 from voltaro.service.commands import CommandService
-from voltaro.service.hub import EventHub
-from voltaro.store import local_lists
+from voltaro.service.hub import RESYNC, EventHub
+from voltaro.store import chargers, local_lists
 from voltaro.store.db import Database
 
 log = logging.getLogger(__name__)
 
 # Chargers synced at the same time by one `local-list sync` or one push.
 MAX_PARALLEL = 8
+# How long the pusher waits when the database could not say when the next tag expires.
+EXPIRY_RETRY = 60.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -78,13 +86,29 @@ class SyncResult:
 
 
 class LocalListService:
-    def __init__(self, db: Database, commands: CommandService, hub: EventHub | None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        commands: CommandService,
+        hub: EventHub | None,
+        *,
+        sync_on_connect: bool = False,
+        sync_delay: float = 2.0,
+    ) -> None:
         self._db = db
         self._commands = commands
         self._hub = hub
         self._dirty = trio.Event()
         self._actor = "system:local-list"
         self.guard = LoopGuard("local list pusher", log)
+        self._sync_on_connect = sync_on_connect
+        self._sync_delay = sync_delay
+        # Chargers that came online, with the trio time their sync is due.
+        self._arrived: dict[str, float] = {}
+        self._arrival = trio.Event()
+        # One sync at a time per charger: a push and a connect sync must not interleave
+        # their SendLocalList versions.
+        self._locks: dict[str, trio.Lock] = {}
 
     # --- the pusher -----------------------------------------------------------------
 
@@ -92,10 +116,25 @@ class LocalListService:
         """A tag was added, blocked, edited or removed: push to enabled chargers soon."""
         self._dirty.set()
 
+    def charger_online(self, charger_id: str) -> None:
+        """The charger connected or booted: sync it ``sync_delay`` seconds from now (a
+        later arrival before then moves the time, so a connect and its boot give one)."""
+        self._arrived[charger_id] = trio.current_time() + self._sync_delay
+        self._arrival.set()
+
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        task_status.started()
+        async with trio.open_nursery() as nursery:
+            if self._sync_on_connect and self._hub is not None:
+                await nursery.start(self._follow_connections, self._hub)
+                nursery.start_soon(self._sync_arrivals)
+            task_status.started()
+            await self._push_loop()
+
+    async def _push_loop(self) -> None:
+        wake_at = await self._next_expiry()
         while True:
-            await self._dirty.wait()
+            with trio.move_on_at(wake_at):
+                await self._dirty.wait()
             self._dirty = trio.Event()
             try:
                 await self.push()
@@ -107,6 +146,79 @@ class LocalListService:
                 await self.guard.after_failure(exc, "pushing local lists")
             else:
                 self.guard.succeeded()
+            wake_at = await self._next_expiry()
+
+    async def _next_expiry(self) -> float:
+        """The trio time the next tag expires (its entry turns Expired then)."""
+        try:
+            now = utc_now()
+            at: datetime | None = await self._db.run(local_lists.next_expiry, now)
+        except (SQLAlchemyError, StorageUnavailable):
+            return trio.current_time() + EXPIRY_RETRY
+        if at is None:
+            return float("inf")
+        return trio.current_time() + max(0.0, (at - now).total_seconds()) + 0.01
+
+    async def _follow_connections(
+        self, hub: EventHub, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        kinds = (str(Event.CHARGER_CONNECTED), str(Event.CHARGER_BOOT))
+        async with hub.subscribe(kinds=kinds) as subscription:
+            task_status.started()
+            while True:
+                item = await subscription.receive()
+                if item == RESYNC:
+                    # Arrivals were dropped (thousands of chargers at once): sync every
+                    # connected charger with the list enabled instead.
+                    self.tag_changed()
+                    continue
+                assert not isinstance(item, str)
+                if item.name == Event.CHARGER_BOOT and item.data.get("status") != "Accepted":
+                    continue
+                charger_id = item.data.get("charger_id")
+                if isinstance(charger_id, str):
+                    self.charger_online(charger_id)
+
+    async def _sync_arrivals(self) -> None:
+        async with trio.open_nursery() as nursery:
+            limiter = trio.CapacityLimiter(MAX_PARALLEL)
+            while True:
+                due_at = min(self._arrived.values(), default=float("inf"))
+                with trio.move_on_at(due_at):
+                    await self._arrival.wait()
+                    self._arrival = trio.Event()
+                    continue
+                now = trio.current_time()
+                for charger_id, at in list(self._arrived.items()):
+                    if at <= now:
+                        del self._arrived[charger_id]
+                        nursery.start_soon(self._sync_arrival, charger_id, limiter)
+
+    async def _sync_arrival(self, charger_id: str, limiter: trio.CapacityLimiter) -> None:
+        async with limiter:
+            try:
+                charger = await self._db.run(chargers.get_charger, charger_id)
+            except (SQLAlchemyError, StorageUnavailable) as exc:
+                log.warning("local list sync of %s on connect skipped: %s", charger_id, exc)
+                return
+            if (
+                charger is None
+                or charger.registration is not RegistrationStatus.ACCEPTED
+                or not self._commands.is_connected(charger_id)
+            ):
+                return  # a Pending charger gets its list once accepted and booted again
+            try:
+                result = await self.sync(charger_id, actor=self._actor, only_if_enabled=True)
+            except Exception as exc:
+                await self.guard.after_failure(exc, f"syncing {charger_id}'s local list")
+                return
+            if not result.ok:
+                log.info(
+                    "local list sync of %s on connect: %s (%s)",
+                    charger_id,
+                    result.result,
+                    result.detail,
+                )
 
     async def push(self) -> list[SyncResult]:
         """Sync the connected chargers whose LocalAuthListEnabled is true."""
@@ -150,10 +262,12 @@ class LocalListService:
     ) -> SyncResult:
         """Bring one charger's list up to date. Never raises for the charger's answers or
         command failures: they are in the result (and in the audit of each command)."""
+        lock = self._locks.setdefault(charger_id, trio.Lock())
         try:
-            result = await self._sync(
-                charger_id, actor=actor, full=full, only_if_enabled=only_if_enabled
-            )
+            async with lock:
+                result = await self._sync(
+                    charger_id, actor=actor, full=full, only_if_enabled=only_if_enabled
+                )
         except CommandError as exc:
             result = SyncResult(
                 charger_id=charger_id,
@@ -172,6 +286,9 @@ class LocalListService:
                 detail=f"the database is unavailable ({type(exc).__name__}); retry later",
                 error_code=str(CommandErrorCode.UNAVAILABLE),
             )
+        finally:
+            if not lock.locked() and lock.statistics().tasks_waiting == 0:
+                self._locks.pop(charger_id, None)
         self._publish(result)
         return result
 

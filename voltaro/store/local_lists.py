@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from voltaro.domain.local_list import KEY_ENABLED, ListEntry, desired_list
 from voltaro.domain.model import AuthorizationStatus, IdTagInfo
 from voltaro.domain.timestamps import format_utc, parse_timestamp, utc_now
-from voltaro.store.schema import ChargePointRow, ConfigurationRow, LocalListStateRow
+from voltaro.store.schema import ChargePointRow, ConfigurationRow, IdTagRow, LocalListStateRow
 from voltaro.store.tags import list_tags
 
 
@@ -110,3 +110,11 @@ def chargers_to_push(s: Session) -> list[str]:
         )
     )
     return sorted(set(rows))
+
+
+def next_expiry(s: Session, now: datetime) -> datetime | None:
+    """The next time a tag's expiry date passes: its list entry turns Expired then."""
+    found: datetime | None = s.scalar(
+        select(func.min(IdTagRow.expiry_date)).where(IdTagRow.expiry_date > now)
+    )
+    return found
