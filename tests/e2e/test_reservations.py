@@ -91,7 +91,8 @@ async def test_reserve_now_each_answer(server: RunningServer, answer: str, state
 
 
 async def test_cancel_accepted_and_rejected(server: RunningServer) -> None:
-    """TC_051 (cancel Accepted) and the charger not knowing the reservation (Rejected)."""
+    """TC_051 (CancelReservation Accepted) and TC_052 (Rejected: the charger does not
+    know the reservation; it stays as it was, the answer recorded)."""
     server.run(tags.add_tag, "T1")
     cp = await online(server)
     handlers = answering("Accepted")
@@ -126,7 +127,7 @@ async def test_cancel_accepted_and_rejected(server: RunningServer) -> None:
 
 
 async def test_start_transaction_with_reservation_id_ends_it(server: RunningServer) -> None:
-    """TC_049 / §4.8: the StartTransaction carrying the id ends the reservation; a tag that
+    """TC_046 / §4.8: the StartTransaction carrying the id ends the reservation; a tag that
     is neither the reserved one nor one with its parent is noted (never refused, R97)."""
     server.run(tags.add_tag, "FLEET")
     server.run(tags.add_tag, "DRIVER", parent="FLEET")
@@ -190,20 +191,100 @@ async def test_start_transaction_with_reservation_id_ends_it(server: RunningServ
     assert "transactionId" in third
 
 
+async def next_event(client: ControlClient, name: str) -> dict[str, Any]:
+    """The next event called ``name`` the (subscribed) client receives."""
+    with trio.fail_after(15):
+        while True:
+            while client.events:
+                frame = client.events.pop(0)
+                if frame.get("event") == name:
+                    data: dict[str, Any] = frame["data"]
+                    return data
+            client.events.append(await client.read())
+
+
+async def test_tc_049_reserve_the_charger_then_start(server: RunningServer) -> None:
+    """TC_049: ReserveNow for connector 0 (the charger, any connector), Accepted; the
+    StartTransaction with its reservationId closes it, and a subscribed console sees the
+    ``reservation.updated`` event with the transaction at once (§4.8, §5.13)."""
+    server.run(tags.add_tag, "DRIVER")
+    cp = await online(server)
+    server.run(
+        audit.store_configuration,
+        "CP-1",
+        [ConfigurationEntry(key="ReserveConnectorZeroSupported", readonly=True, value="true")],
+    )
+    async with control(server) as client, control(server) as watcher:
+        subscribed = await watcher.request("subscribe", {"kinds": ["reservation"]})
+        assert subscribed["ok"], subscribed
+        async with scripted(cp, answering("Accepted")) as script:
+            added = await client.request(
+                "reservations.add",
+                {"charger_id": "CP-1", "id_tag": "DRIVER", "connector_id": 0, "minutes": 30},
+            )
+        assert added["ok"], added
+        rid = added["result"]["reservation_id"]
+        assert script.payloads("ReserveNow")[0]["connectorId"] == 0
+        accepted = await next_event(watcher, "reservation.updated")
+        assert (accepted["reservation_id"], accepted["state"]) == (rid, "accepted")
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        started = await cp.call(
+            "StartTransaction",
+            {
+                "connectorId": 2,
+                "idTag": "DRIVER",
+                "meterStart": 0,
+                "timestamp": now,
+                "reservationId": rid,
+            },
+        )
+        assert started["idTagInfo"]["status"] == "Accepted"
+        used = await next_event(watcher, "reservation.updated")
+        assert (used["reservation_id"], used["state"], used["transaction_id"]) == (
+            rid,
+            "used",
+            started["transactionId"],
+        )
+        assert used["error"] is None
+        # The retried StartTransaction (same message again) changes and announces nothing.
+        again = await cp.call(
+            "StartTransaction",
+            {
+                "connectorId": 2,
+                "idTag": "DRIVER",
+                "meterStart": 0,
+                "timestamp": now,
+                "reservationId": rid,
+            },
+        )
+        assert again["transactionId"] == started["transactionId"]
+        listed = (await client.request("reservations.list", {"open": True}))["result"]
+        assert listed == []
+        assert not [e for e in watcher.events if e.get("event") == "reservation.updated"]
+
+
 async def test_reservation_expires(server: RunningServer) -> None:
+    """TC_047: a reservation nobody uses expires at its expiry date; the change is
+    published (consoles and `ctl events` see it) and it can no longer be cancelled."""
     server.run(tags.add_tag, "T1")
     cp = await online(server)
     expiry = datetime.now(UTC) + timedelta(seconds=1.5)
-    async with control(server) as client, scripted(cp, answering("Accepted")):
+    async with (
+        control(server) as client,
+        control(server) as watcher,
+        scripted(cp, answering("Accepted")),
+    ):
+        assert (await watcher.request("subscribe", {"kinds": ["reservation"]}))["ok"]
         response = await client.request(
             "reservations.add",
             {"charger_id": "CP-1", "id_tag": "T1", "connector_id": 1, "expiry": expiry.isoformat()},
         )
         rid = response["result"]["reservation_id"]
         assert response["result"]["state"] == "accepted"
-        with trio.fail_after(15):
-            while server.run(reservations.get, rid).state is not ReservationState.EXPIRED:  # noqa: ASYNC110
-                await trio.sleep(0.1)
+        assert (await next_event(watcher, "reservation.updated"))["state"] == "accepted"
+        expired = await next_event(watcher, "reservation.updated")
+        assert (expired["reservation_id"], expired["state"]) == (rid, "expired")
+        assert server.run(reservations.get, rid).state is ReservationState.EXPIRED
         listed = (await client.request("reservations.list", {}))["result"]
         assert listed[0]["state"] == "expired"
         refused = await client.request("reservations.cancel", {"reservation_id": rid})

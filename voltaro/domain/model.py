@@ -9,6 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # domain/reservations.py imports this module
+    from voltaro.domain.reservations import Reservation
 
 
 class RegistrationStatus(StrEnum):
@@ -268,6 +272,8 @@ class StartTransactionResult:
     duplicate: bool = False  # a retried StartTransaction we had already stored
     transaction: Transaction | None = None
     interrupted: tuple[Transaction, ...] = ()  # older transactions this start superseded
+    # The reservation this start ended (its reservationId, §4.8), to be announced.
+    reservation: Reservation | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -58,6 +58,7 @@ from voltaro.domain.timestamps import format_utc, utc_now
 from voltaro.net.security_events import SecurityEvents
 from voltaro.protocol.edge import repair_text
 from voltaro.service.frame_log import FrameSink
+from voltaro.service.reservations import reservation_view
 from voltaro.settings import Settings
 from voltaro.store import chargers, commands, firmware, quarantine, security, transactions
 from voltaro.store.db import Database
@@ -378,6 +379,9 @@ class ChargerIngest:
             )
             if result.transaction is not None and result.transaction.end_reason:
                 self._publish(Event.TRANSACTION_ENDED, ended_event(result.transaction))
+            if result.reservation is not None:
+                # Ended by this start (§4.8): consoles and `ctl events` see it at once.
+                self._publish(Event.RESERVATION_UPDATED, reservation_view(result.reservation))
         for tx in result.interrupted:
             self._interrupted(tx)
         return result

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -305,7 +306,7 @@ def start_transaction(
     assert isinstance(result, StartTransactionResult)
     if req.reservation_id is not None:
         # The reservation ends with this start, in the same commit as the answer (§4.8).
-        close_by_start(
+        closed = close_by_start(
             s,
             req.charger_id,
             req.reservation_id,
@@ -313,6 +314,8 @@ def start_transaction(
             req.id_tag,
             req.timestamp,
         )
+        if closed is not None:
+            result = replace(result, reservation=closed)
     return result
 
 
