@@ -43,6 +43,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import websockets
+from charging_schedule import Installed, Limit, composite, limit_at
 from ocpp.routing import on
 from ocpp.v16 import ChargePoint as LibraryChargePoint
 from ocpp.v16 import call, call_result
@@ -87,6 +88,7 @@ CORE_KEYS: dict[str, tuple[str, bool]] = {
     "TransactionMessageRetryInterval": ("10", False),
     "UnlockConnectorOnEVSideDisconnect": ("true", False),
 }
+MAX_POWER_W = 7500.0  # what the simulated charger draws at most without a limit
 INTEGER_KEYS = {
     "ClockAlignedDataInterval",
     "ConnectionTimeOut",
@@ -137,6 +139,8 @@ class Session:
     meter_wh: float
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     started: float = field(default_factory=time.monotonic)
+    # Whole seconds, like the StartTransaction timestamp: Relative profiles start here.
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC).replace(microsecond=0))
     reason: str = "Local"
 
 
@@ -308,12 +312,7 @@ class SimCharger(LibraryChargePoint):  # type: ignore[misc]
             self.sim.sessions
         ):
             return call_result.SetChargingProfile(status="Rejected")
-        self.sim.profiles = [
-            p
-            for p in self.sim.profiles
-            if p[1]["charging_profile_id"] != profile["charging_profile_id"]
-        ]
-        self.sim.profiles.append((connector_id, profile, time.monotonic()))
+        self.sim.install_profile(connector_id, profile)
         return call_result.SetChargingProfile(status="Accepted")
 
     @on(Action.clear_charging_profile)
@@ -325,8 +324,8 @@ class SimCharger(LibraryChargePoint):  # type: ignore[misc]
         stack_level: int | None = None,
         **_: Any,
     ) -> Any:
-        def matches(entry: tuple[int, dict[str, Any], float]) -> bool:
-            cid, p, _ = entry
+        def matches(entry: Installed) -> bool:
+            cid, p = entry.connector_id, entry.profile
             if id is not None:
                 return bool(p["charging_profile_id"] == id)
             return (
@@ -347,22 +346,10 @@ class SimCharger(LibraryChargePoint):  # type: ignore[misc]
     async def on_get_composite_schedule(
         self, connector_id: int, duration: int, charging_rate_unit: str | None = None, **_: Any
     ) -> Any:
-        """A one-period composite: the limit in force now (enough for an operator's view)."""
+        """§5.7: the composite of every profile in force (scripts/charging_schedule.py)."""
         if not 0 <= connector_id <= self.sim.connectors:
             return call_result.GetCompositeSchedule(status="Rejected")
-        unit = charging_rate_unit or "W"
-        watts = self.sim.limit_w(connector_id)
-        limit = watts if unit == "W" else watts / (230 * 3)
-        return call_result.GetCompositeSchedule(
-            status="Accepted",
-            connector_id=connector_id,
-            schedule_start=now(),
-            charging_schedule={
-                "charging_rate_unit": unit,
-                "duration": duration,
-                "charging_schedule_period": [{"start_period": 0, "limit": round(limit, 1)}],
-            },
-        )
+        return self.sim.composite_schedule(connector_id, duration, charging_rate_unit or "W")
 
     @on(Action.trigger_message)
     async def on_trigger(
@@ -455,8 +442,9 @@ class VirtualCharger:
         self.local_list: dict[str, dict[str, Any]] = {}
         self.list_version = 0
         self.reservations: dict[int, Reservation] = {}  # by connector (0: any)
-        # Charging profiles: (connector, csChargingProfiles, when received).
-        self.profiles: list[tuple[int, dict[str, Any], float]] = []
+        # Charging profiles as received; kept across reconnects, a TxProfile only for
+        # its transaction (OCPP 1.6 §3.13.4).
+        self.profiles: list[Installed] = []
 
     def spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -473,49 +461,77 @@ class VirtualCharger:
             None,
         )
 
-    @staticmethod
-    def _period_limit(profile: dict[str, Any], elapsed: float) -> float | None:
-        """The limit in W of the schedule's period at ``elapsed`` seconds (None: over)."""
-        schedule = profile["charging_schedule"]
-        duration = schedule.get("duration")
-        if duration is not None and elapsed >= duration:
-            return None
-        limit = None
-        for period in schedule["charging_schedule_period"]:
-            if period["start_period"] <= elapsed:
-                limit = float(period["limit"])
-        if limit is None:
-            return None
-        if schedule["charging_rate_unit"] == "A":
-            limit *= 230 * 3  # three phases at 230 V
-        return limit
+    # --- Smart Charging (OCPP 1.6 §3.13): the rules are in scripts/charging_schedule.py ---
+
+    def install_profile(self, connector_id: int, profile: dict[str, Any]) -> None:
+        """§5.16: a profile replaces the one with the same id, or the one with the same
+        stack level and purpose on the same connector."""
+        self.profiles = [
+            p
+            for p in self.profiles
+            if p.profile["charging_profile_id"] != profile["charging_profile_id"]
+            and not (
+                p.connector_id == connector_id
+                and p.profile["stack_level"] == profile["stack_level"]
+                and p.profile["charging_profile_purpose"] == profile["charging_profile_purpose"]
+            )
+        ]
+        # Whole seconds, as OCPP times go: a profile received now is in force in a
+        # composite schedule asked for in the same second.
+        received = datetime.now(UTC).replace(microsecond=0)
+        self.profiles.append(Installed(connector_id, profile, received))
+
+    def end_tx_profiles(self, connector: int) -> None:
+        """A TxProfile ends with its transaction (§3.13.4)."""
+        self.profiles = [
+            p
+            for p in self.profiles
+            if not (
+                p.connector_id == connector and p.profile["charging_profile_purpose"] == "TxProfile"
+            )
+        ]
+
+    def limit(self, connector: int) -> Limit:
+        """What a connector may draw now: the composite of the profiles in force."""
+        session = self.sessions.get(connector)
+        return limit_at(
+            self.profiles,
+            connector,
+            datetime.now(UTC),
+            tx_start=session.started_at if session else None,
+            max_watts=MAX_POWER_W,
+        )
 
     def limit_w(self, connector: int) -> float:
-        """The power a connector may draw now (OCPP 1.6 §3.13.2): the highest-stack Tx
-        profile (else TxDefault) of the connector, capped by ChargePointMaxProfile."""
-        best: dict[str, tuple[int, float]] = {}
+        return self.limit(connector).watts
+
+    def composite_schedule(self, connector: int, duration: int, unit: str) -> Any:
+        start = datetime.now(UTC).replace(microsecond=0)
         session = self.sessions.get(connector)
-        for cid, profile, received in self.profiles:
-            purpose = profile["charging_profile_purpose"]
-            if purpose == "ChargePointMaxProfile" or cid in (0, connector):
-                start = received
-                kind = profile["charging_profile_kind"]
-                if kind == "Relative" and purpose != "ChargePointMaxProfile" and session:
-                    start = session.started
-                limit = self._period_limit(profile, time.monotonic() - start)
-                if limit is None:
-                    continue
-                level = profile["stack_level"]
-                if purpose not in best or level > best[purpose][0]:
-                    best[purpose] = (level, limit)
-        watts = float("inf")
-        for purpose in ("TxProfile", "TxDefaultProfile"):
-            if purpose in best:
-                watts = best[purpose][1]
-                break
-        if "ChargePointMaxProfile" in best:
-            watts = min(watts, best["ChargePointMaxProfile"][1])
-        return watts
+        periods = composite(
+            self.profiles,
+            connector,
+            start,
+            duration,
+            unit,
+            tx_start=session.started_at if session else None,
+            max_watts=MAX_POWER_W,
+        )
+        return call_result.GetCompositeSchedule(
+            status="Accepted",
+            connector_id=connector,
+            schedule_start=start.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            charging_schedule={
+                "charging_rate_unit": unit,
+                "duration": duration,
+                "start_schedule": start.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "charging_schedule_period": [
+                    {"start_period": p.start, "limit": p.limit}
+                    | ({"number_phases": p.phases} if p.phases != 3 else {})
+                    for p in periods
+                ],
+            },
+        )
 
     def reservation_for(self, connector: int) -> Reservation | None:
         held = self.reservations.get(connector)
@@ -678,7 +694,9 @@ class VirtualCharger:
             await self.status(target, self.statuses.get(target, "Available"))
 
     def sampled(self, session: Session) -> list[dict[str, Any]]:
-        power = min(7000 + self.rng.uniform(-500, 500), self.limit_w(session.connector))
+        limit = self.limit(session.connector)
+        power = min(7000 + self.rng.uniform(-500, 500), limit.watts)
+        phases = ("L1", "L2", "L3")[: limit.phases]  # the phases the limit allows
         values = [
             {
                 "value": f"{session.meter_wh:.1f}",
@@ -687,10 +705,10 @@ class VirtualCharger:
             },
             {"value": f"{power:.0f}", "measurand": "Power.Active.Import", "unit": "W"},
         ]
-        for phase in ("L1", "L2", "L3"):
+        for phase in phases:
             values.append(
                 {
-                    "value": f"{power / 3 / 230:.1f}",
+                    "value": f"{power / len(phases) / 230:.1f}",
                     "measurand": "Current.Import",
                     "phase": phase,
                     "unit": "A",
@@ -798,6 +816,7 @@ class VirtualCharger:
             await self.status(connector, "Available")
         finally:
             self.sessions.pop(connector, None)
+            self.end_tx_profiles(connector)
             TAGS_IN_USE.discard(id_tag)
 
     async def sessions_done(self) -> None:

@@ -8,10 +8,12 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import trio
 
 from tests.e2e.conftest import RunningServer
+from tests.e2e.control_client import ControlClient
 from tests.e2e.test_ctl import ctl
 from voltaro.domain.reservations import ReservationState
 from voltaro.store import chargers, local_lists, reservations, tags, transactions
@@ -107,3 +109,142 @@ async def test_local_list_and_reservation_with_the_simulator(server: RunningServ
         assert b"used" in listed.stdout
         assert b"cancelled" in listed.stdout
         nursery.cancel_scope.cancel()
+
+
+def _phase_currents(server: RunningServer, transaction_id: int) -> list[tuple[str | None, float]]:
+    return [
+        (sv.phase, float(sv.value))
+        for mv in server.run(transactions.transaction_meter_values, transaction_id)
+        for sv in mv.sampled_values
+        if sv.measurand == "Current.Import"
+    ]
+
+
+async def test_simulator_obeys_stacked_profiles(server: RunningServer) -> None:
+    """OCPP 1.6 §3.13 in the simulator: a ChargePointMaxProfile caps a TxDefaultProfile
+    in A on one phase; a TxProfile on the running transaction overrides the default.
+    GetCompositeSchedule answers the composite, and MeterValues follow it (power and
+    the current of the phases the limit allows)."""
+    server.run(chargers.add_charger, "SIM-1")
+    server.run(tags.add_tag, "T1")
+    assert server.addresses.control_socket is not None
+    client = await ControlClient.connect(server.addresses.control_socket)
+    async with trio.open_nursery() as nursery:
+
+        async def simulate() -> None:
+            await trio.run_process(
+                [
+                    sys.executable,
+                    str(SIMULATE),
+                    server.url,
+                    "--chargers",
+                    "1",
+                    "--session-every",
+                    "0",
+                    "--session-length",
+                    "60",
+                    "--meter-interval",
+                    "0.2",
+                    "--duration",
+                    "120",
+                ],
+                capture_stdout=True,
+                capture_stderr=True,
+                check=False,
+            )
+
+        nursery.start_soon(simulate)
+        with trio.fail_after(10):
+            while not server.run(chargers.get_charger, "SIM-1").connectors:  # noqa: ASYNC110
+                await trio.sleep(0.1)
+
+        async def set_profile(connector: int, data: dict[str, Any]) -> None:
+            response = await client.request(
+                "profiles.set", {"charger_id": "SIM-1", "connector_id": connector, "profile": data}
+            )
+            assert response["ok"], response
+            assert response["result"]["status"] == "Accepted", response
+
+        async def composite(unit: str) -> list[dict[str, Any]]:
+            response = await client.command(
+                "SIM-1", "GetCompositeSchedule", connector_id=1, duration=600, unit=unit
+            )
+            assert response["ok"], response
+            periods: list[dict[str, Any]] = response["result"]["details"]["charging_schedule"][
+                "charging_schedule_period"
+            ]
+            return periods
+
+        await set_profile(
+            0,
+            {
+                "chargingProfileId": 1,
+                "stackLevel": 0,
+                "chargingProfilePurpose": "ChargePointMaxProfile",
+                "chargingProfileKind": "Relative",
+                "chargingSchedule": {
+                    "chargingRateUnit": "W",
+                    "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 3000.0}],
+                },
+            },
+        )
+        await set_profile(
+            0,
+            {
+                "chargingProfileId": 2,
+                "stackLevel": 0,
+                "chargingProfilePurpose": "TxDefaultProfile",
+                "chargingProfileKind": "Relative",
+                "chargingSchedule": {
+                    "chargingRateUnit": "A",
+                    "chargingSchedulePeriod": [
+                        {"startPeriod": 0, "limit": 10.0, "numberPhases": 1},
+                        {"startPeriod": 300, "limit": 16.0, "numberPhases": 1},
+                    ],
+                },
+            },
+        )
+        # 10 A x 230 V = 2300 W for 5 minutes, then 16 A = 3680 W, capped at 3000 W.
+        assert await composite("W") == [
+            {"start_period": 0, "limit": 2300.0, "number_phases": 1},
+            {"start_period": 300, "limit": 3000.0},
+        ]
+        started = await client.command("SIM-1", "remote-start", id_tag="T1", connector_id=1)
+        assert started["result"]["status"] == "Accepted", started
+        with trio.fail_after(10):
+            while not (active := server.run(transactions.list_transactions, active=True)):  # noqa: ASYNC110
+                await trio.sleep(0.1)
+        tx = active[0].transaction_id
+        with trio.fail_after(10):
+            while len(_phase_currents(server, tx)) < 2:  # noqa: ASYNC110
+                await trio.sleep(0.1)
+        currents = _phase_currents(server, tx)
+        assert {phase for phase, _ in currents} == {"L1"}  # one phase, as the limit says
+        assert max(value for _, value in currents) <= 10.0
+
+        # A TxProfile for this transaction overrides the default (stack levels aside).
+        await set_profile(
+            1,
+            {
+                "chargingProfileId": 3,
+                "stackLevel": 1,
+                "chargingProfilePurpose": "TxProfile",
+                "chargingProfileKind": "Relative",
+                "transactionId": tx,
+                "chargingSchedule": {
+                    "chargingRateUnit": "W",
+                    "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 1500.0}],
+                },
+            },
+        )
+        assert await composite("W") == [{"start_period": 0, "limit": 1500.0}]
+        assert await composite("A") == [{"start_period": 0, "limit": 2.2}]  # 1500/(230x3)
+        seen = len(_phase_currents(server, tx))
+        with trio.fail_after(10):
+            while len(_phase_currents(server, tx)) < seen + 6:  # noqa: ASYNC110
+                await trio.sleep(0.1)
+        latest = _phase_currents(server, tx)[-3:]
+        assert {phase for phase, _ in latest} == {"L1", "L2", "L3"}
+        assert all(value <= 2.2 for _, value in latest)
+        nursery.cancel_scope.cancel()
+    await client.aclose()
