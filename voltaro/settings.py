@@ -179,6 +179,9 @@ class Settings:
     data_dir: str = "voltaro-data"  # firmware images and uploaded files live here
     firmware_max_bytes: int = 256 * 1024 * 1024
     upload_max_bytes: int = 64 * 1024 * 1024
+    # All files under data_dir together; an upload that would pass it is refused like
+    # one that meets a full disk (HTTP 507, nothing kept). 0: no quota but the disk's.
+    data_dir_max_bytes: int = 0
     # How long a file URL handed to a charger stays valid (a download's from its
     # retrieveDate); a URL is also spent by the first complete transfer.
     file_url_ttl: float = 86400.0
@@ -398,6 +401,8 @@ def _validate(s: Settings) -> None:
     for name in ("firmware_max_bytes", "upload_max_bytes"):
         if getattr(s, name) < 1:
             raise bad(name, "must be at least 1")
+    if s.data_dir_max_bytes < 0:
+        raise bad("data_dir_max_bytes", "must not be negative (0: no quota)")
     for name in ("file_url_ttl", "campaign_poll", "campaign_target_timeout"):
         if getattr(s, name) <= 0:
             raise bad(name, "must be greater than 0")

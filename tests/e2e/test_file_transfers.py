@@ -491,3 +491,68 @@ async def test_http_api_routes(api: tuple[RunningServer, str], tmp_path: Path) -
         assert (await anonymous.get("/diagnostics")).status_code == 401
     await client.aclose()
     await cp.close()
+
+
+async def test_a_full_data_dir_refuses_the_upload_keeps_nothing_and_serves_on(
+    database_url: str, tmp_path: Path
+) -> None:
+    """Disk full (here the data_dir_max_bytes quota, met through the same ENOSPC path as
+    a full disk): HTTP 507 with a clear reason, no partial file, the URL not spent, and
+    the server goes on serving chargers, uploads and downloads."""
+    quota = 40_000
+    settings = server_settings(
+        database_url,
+        tmp_path,
+        http_enabled=True,
+        http_port=0,
+        upload_max_bytes=UPLOAD_LIMIT,
+        data_dir_max_bytes=quota,
+    )
+    async with trio.open_nursery() as nursery:
+        server, stop = await start_server(nursery, settings)
+        cp = await online(server)
+        client = await control(server)
+        first, _ = await diagnostics_url(server, client, cp)
+        second, _ = await diagnostics_url(server, client, cp)
+        async with httpx.AsyncClient(timeout=10) as http:
+            ok = await http.put(first + "a.log", content=b"a" * 30_000)
+            assert ok.status_code == 201, ok.text
+            # Announced too big for the room left: refused before anything is written.
+            full = await http.put(second + "b.log", content=b"b" * 20_000)
+            assert full.status_code == 507
+            assert full.json()["error"] == {
+                "code": "disk_full",
+                "message": "the server has no room for this file",
+            }
+
+            # Streamed without a length: refused once it passes the room, file removed.
+            async def chunked() -> AsyncIterator[bytes]:
+                for _ in range(20):
+                    yield b"c" * 1024
+
+            try:
+                streamed = await http.put(second + "c.log", content=chunked())
+            except httpx.HTTPError:
+                pass  # the server may answer and close before the client finished
+            else:
+                assert streamed.status_code == 507
+            incoming = tmp_path / "data" / "uploads" / "diagnostics" / ".incoming"
+            with trio.fail_after(5):
+                while list(incoming.glob("*")):  # noqa: ASYNC110 - the handler cleans up
+                    await trio.sleep(0.05)
+            stored = server.run(files.list_files, "diagnostics")
+            assert [(f.name, f.size) for f in stored] == [("a.log", 30_000)]
+            kept = [p for p in (tmp_path / "data").rglob("*") if p.is_file()]
+            assert [p.stat().st_size for p in kept] == [30_000]
+            # The server keeps serving: a charger's message, and a small upload that fits
+            # on the URL that was refused (it was not spent).
+            assert (await cp.call("Heartbeat", {}))["currentTime"]
+        async with httpx.AsyncClient(timeout=10) as http:
+            small = await http.put(second + "small.log", content=b"s" * 1000)
+            assert small.status_code == 201, small.text
+        listed = await client.request("diagnostics.list", {"charger_id": "CP-1"})
+        assert [f["name"] for f in listed["result"]] == ["small.log", "a.log"]
+        await client.aclose()
+        await cp.close()
+        stop.set()
+        server.db.dispose()

@@ -231,6 +231,18 @@ class FileTransferApp:
                 form = MultipartFile(boundary_of(content_type))
             except MultipartError as exc:
                 raise _Refused(400, "bad_request", str(exc)) from None
+        # The quota (data_dir_max_bytes) is met like a full disk: the same answer (507)
+        # and the same clean-up, so the test that fills it exercises both.
+        room = await trio.to_thread.run_sync(files.room)
+        if room is not None and length is not None and int(length) > room:
+            log.error(
+                "upload from charger=%s refused: data_dir_max_bytes reached (%s bytes, "
+                "%d bytes of room)",
+                grant.charger_id,
+                length,
+                room,
+            )
+            raise _Refused(507, "disk_full", "the server has no room for this file")
         directory = files.upload_directory(grant.purpose)
         incoming = directory / ".incoming" / secrets.token_hex(8)
         digest = hashlib.sha256()
@@ -249,6 +261,8 @@ class FileTransferApp:
                     received += len(chunk)
                     if received > limit:
                         raise _Refused(413, "too_large", f"uploads are limited to {limit} bytes")
+                    if room is not None and received > room:
+                        raise OSError(errno.ENOSPC, "data_dir_max_bytes reached")
                     pieces = [chunk] if form is None else form.feed(chunk)
                     for piece in pieces:
                         if piece:

@@ -240,6 +240,21 @@ class FileTransfers:
     def path_of(self, stored: StoredFile) -> Path:
         return self.data_dir / stored.path
 
+    def room(self) -> int | None:
+        """Bytes uploads may still add under ``data_dir_max_bytes`` (None: no quota).
+        Blocking (walks data_dir): run it in a worker thread."""
+        quota = self.settings.data_dir_max_bytes
+        if quota <= 0:
+            return None
+        used = 0
+        for path in self.data_dir.rglob("*"):
+            try:
+                if path.is_file():
+                    used += path.stat().st_size
+            except OSError:
+                continue  # removed while we looked
+        return max(0, quota - used)
+
     def upload_directory(self, purpose: str) -> Path:
         return self.data_dir / "uploads" / safe_name(purpose)
 
