@@ -38,6 +38,7 @@ from voltaro.net.security_events import SecurityEvents
 from voltaro.net.tls import TlsConfigError, server_context
 from voltaro.protocol import ConnectionLimits, OcppConnection, warm_up
 from voltaro.protocol.callerrors import CallErrorLog
+from voltaro.protocol.traffic import Traffic
 from voltaro.service.campaigns import CampaignRunner
 from voltaro.service.circuits import CircuitService
 from voltaro.service.commands import CommandService
@@ -49,6 +50,7 @@ from voltaro.service.health import HealthMonitor
 from voltaro.service.hub import EventHub
 from voltaro.service.ingest import ChargerIngest, Liveness
 from voltaro.service.local_list import LocalListService
+from voltaro.service.metrics import EventTally, MetricSources, ServerMetrics
 from voltaro.service.overview import Protection
 from voltaro.service.presence import ConnectionFlags
 from voltaro.service.reservations import ReservationService
@@ -156,6 +158,10 @@ async def run(
             database.dispose()
             raise StartupError(str(exc)) from exc
     hub = EventHub(settings.control_queue_size)
+    # Issue 19: every event counted (and the energy of completed sessions) for /metrics.
+    events = EventTally()
+    hub.tap = events
+    traffic = Traffic()  # frames and answer latency of every connection, for /metrics
     liveness = Liveness(database, publish=hub.publish)
     health = HealthMonitor(database, registry, hub)
 
@@ -194,6 +200,7 @@ async def run(
         connection_factory=functools.partial(
             OcppConnection,
             call_errors=call_errors,
+            traffic=traffic,
             limits=ConnectionLimits(
                 send_timeout=settings.send_timeout,
                 queue_timeout=settings.command_queue_timeout,
@@ -243,6 +250,20 @@ async def run(
         ],
     )
     components.extras["protection"] = protection
+    components.extras["metrics"] = ServerMetrics(
+        MetricSources(
+            listener=listener,
+            registry=registry,
+            database=database,
+            hub=hub,
+            commands=components.commands,
+            frame_sink=frame_sink,
+            traffic=traffic,
+            call_errors=call_errors,
+            protection=protection,
+            events=events,
+        )
+    )
     health.protection = functools.partial(protection.snapshot, live=True)
     files = FileTransfers(database, settings)
     components.extras["files"] = files
@@ -344,6 +365,7 @@ async def _start_http(nursery: trio.Nursery, c: Components) -> tuple[str, int] |
         reservations=c.extras.get("reservations"),
         security=c.listener.security,
         circuits=c.extras["circuits"],
+        metrics=c.extras.get("metrics"),
     )
     api = ApiServer(context)
     # Issue 11.8: accepts the HTTP API could not make for lack of descriptors.

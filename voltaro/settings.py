@@ -54,13 +54,16 @@ class UnknownChargers(StrEnum):
 class ApiScope(StrEnum):
     """HTTP API token scopes, the same split as the control socket's roles."""
 
-    READ = "read"  # GETs (viewer)
+    # GET /metrics and nothing else: the token a Prometheus server keeps in its
+    # configuration reads no id tags, sessions or charger data (docs/metrics.md).
+    METRICS = "metrics"
+    READ = "read"  # GETs (viewer); /metrics too
     OPERATE = "operate"  # id tags, commands, closing sessions (operator)
     ADMIN = "admin"  # also hard reset and ChangeConfiguration (admin)
 
     @property
     def rank(self) -> int:
-        return {"read": 0, "operate": 1, "admin": 2}[self.value]
+        return {"metrics": -1, "read": 0, "operate": 1, "admin": 2}[self.value]
 
 
 class LogFormat(StrEnum):

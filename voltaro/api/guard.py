@@ -30,6 +30,8 @@ PUBLIC_PATHS = frozenset(
     {"/health/live", "/health/ready", "/openapi.json", "/docs", "/docs/oauth2-redirect"}
 )
 PUBLIC_PREFIX = "/docs/static/"
+# Prometheus' scrape path: any token may read it; a ``metrics`` token may read nothing else.
+METRICS_PATH = "/metrics"
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -118,6 +120,11 @@ class RequestGuard:
                     "unauthorized",
                     "a bearer token is required" if missing else "unknown bearer token",
                     {"WWW-Authenticate": "Bearer"},
+                )
+                return
+            if caller.scope is ApiScope.METRICS and path != METRICS_PATH:
+                await _refuse(
+                    send, 403, "forbidden", f"a metrics token may only read {METRICS_PATH}"
                 )
                 return
             scope.setdefault("state", {})["caller"] = caller

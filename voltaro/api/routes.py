@@ -30,6 +30,7 @@ from voltaro.api import models
 from voltaro.api.docs import add_docs, complete_openapi
 from voltaro.api.files import FileTransferApp
 from voltaro.api.guard import Caller, RequestGuard
+from voltaro.api.metrics import add_metrics
 from voltaro.domain import session_export
 from voltaro.domain.charging_profiles import ProfileError, ProfilePurpose, RateUnit, parse_profile
 from voltaro.domain.commands import CommandError, CommandErrorCode
@@ -46,6 +47,7 @@ from voltaro.service.commands import CommandService, command_from_args
 from voltaro.service.firmware import FirmwareService
 from voltaro.service.hub import EventHub
 from voltaro.service.local_list import LocalListService
+from voltaro.service.metrics import ServerMetrics
 from voltaro.service.overview import server_status
 from voltaro.service.reconciliation import Reconciliation
 from voltaro.service.reservations import ReservationService, expiry_from, reservation_view
@@ -88,6 +90,7 @@ class ApiContext:
     security: SecurityEvents | None = None  # the listener's security events
     circuits: CircuitService | None = None  # site load management (issue 17)
     load_live: Callable[[], dict[str, Any] | None] | None = None
+    metrics: ServerMetrics | None = None  # GET /metrics (voltaro/api/metrics.py)
 
     profiles: ChargingProfileService = field(init=False)
 
@@ -183,6 +186,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     )
     app.state.ctx = ctx
     add_docs(app)
+    add_metrics(app, ctx.metrics)
     complete_openapi(app)
     app.add_middleware(RequestGuard, tokens=ctx.settings.api_tokens)
     # Outermost: /files/ (chargers' downloads and uploads, URL tokens) never reaches the

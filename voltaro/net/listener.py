@@ -263,6 +263,17 @@ class OcppListener:
             except Exception as exc:
                 await self._sweeper.after_failure(exc, "forgetting closed pending sockets")
 
+    def connection_states(self) -> dict[str, int]:
+        """Sockets by state now: in a session, or between the HTTP request and the
+        upgrade (admission: identity, password, database); and accepted sockets not yet
+        upgraded (those in the handshake too), closed ones forgotten within a sweep."""
+        return {
+            "connected": self._live_sessions,
+            "handshake": max(0, self._open - self._live_sessions),
+            "pending": self._pending.total(),
+            "limit": self._max_connections,
+        }
+
     def counters(self) -> dict[str, Any]:
         """What the listener refused or cut off (process lifetime; issue 11.6-11.9)."""
         return {

@@ -50,6 +50,7 @@ class RegistryStatistics:
     connected: int
     takeovers: int
     peak: int
+    sessions: int = 0  # sessions started since the server started (reconnects included)
 
 
 class Registry:
@@ -59,6 +60,7 @@ class Registry:
         self._sessions: dict[str, Session] = {}
         self._takeovers = 0
         self._peak = 0
+        self._claims = 0
 
     def get(self, charger_id: str) -> ChargerLink | None:
         session = self._sessions.get(charger_id)
@@ -81,13 +83,17 @@ class Registry:
 
     def statistics(self) -> RegistryStatistics:
         return RegistryStatistics(
-            connected=len(self._sessions), takeovers=self._takeovers, peak=self._peak
+            connected=len(self._sessions),
+            takeovers=self._takeovers,
+            peak=self._peak,
+            sessions=self._claims,
         )
 
     def claim(self, session: Session) -> Session | None:
         """Make ``session`` the live one for its id; return the session it displaced."""
         previous = self._sessions.get(session.charger_id)
         self._sessions[session.charger_id] = session
+        self._claims += 1
         if previous is not None:
             self._takeovers += 1
         self._peak = max(self._peak, len(self._sessions))

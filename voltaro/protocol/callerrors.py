@@ -49,6 +49,8 @@ class CallErrorLog:
         self._burst = burst
         self._clock = clock
         self._by_charger: dict[str, _ChargerErrors] = {}
+        # Per error code, for the metrics (codes are the spec's few: bounded).
+        self.by_code: dict[str, int] = {}
 
     def sent(
         self, charger_id: str, unique_id: str, action: str | None, code: str, description: str
@@ -56,6 +58,7 @@ class CallErrorLog:
         """Count one CALLERROR sent to ``charger_id`` and log it unless rate-limited."""
         entry = self._by_charger.setdefault(charger_id, _ChargerErrors())
         entry.total += 1
+        self.by_code[code] = self.by_code.get(code, 0) + 1
         if self._absorb is not None and self._absorb(charger_id, code):
             return
         now = self._clock()

@@ -28,6 +28,7 @@ from voltaro.protocol.errors import (
 from voltaro.protocol.handlers import CentralSystemHandlers
 from voltaro.protocol.normalize import normalize
 from voltaro.protocol.rpc import ConnectionLimits, TrioChargePoint
+from voltaro.protocol.traffic import Traffic
 
 log = logging.getLogger("voltaro.protocol")
 
@@ -44,6 +45,7 @@ class OcppConnection(CentralSystemHandlers, TrioChargePoint):
         call_timeout: float = 30.0,
         call_errors: CallErrorLog | None = None,
         limits: ConnectionLimits | None = None,
+        traffic: Traffic | None = None,
     ) -> None:
         self.backend = backend
         super().__init__(
@@ -53,6 +55,7 @@ class OcppConnection(CentralSystemHandlers, TrioChargePoint):
             record_frame=backend.record_frame,
             call_errors=call_errors,
             limits=limits,
+            traffic=traffic,
         )
 
     async def run(self) -> None:

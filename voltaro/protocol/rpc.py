@@ -27,6 +27,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from time import perf_counter
 from typing import Any
 
 import trio
@@ -56,6 +57,7 @@ from voltaro.protocol.errors import (
     OcppError,
     spec_code,
 )
+from voltaro.protocol.traffic import Traffic
 from voltaro.protocol.validation import (
     empty_result_allowed,
     validate_incoming_call,
@@ -100,7 +102,7 @@ def parse_frame(text: str) -> Any:
 
 
 class _IncomingCall:
-    __slots__ = ("action", "payload", "repaired", "text", "unique_id")
+    __slots__ = ("action", "payload", "received", "repaired", "text", "unique_id")
 
     def __init__(
         self,
@@ -115,6 +117,7 @@ class _IncomingCall:
         self.payload = payload
         self.text = text
         self.repaired = repaired
+        self.received = perf_counter()  # answer latency counts the wait in the queue
 
 
 FrameRecorder = Callable[[FrameRecord], None]
@@ -153,6 +156,7 @@ class TrioChargePoint(LibraryChargePoint):  # type: ignore[misc]
         incoming_queue: int = 16,
         call_errors: CallErrorLog | None = None,
         limits: ConnectionLimits | None = None,
+        traffic: Traffic | None = None,
     ) -> None:
         # The library's __init__ is not called: it builds a route map of bound methods, an
         # asyncio.Lock and an asyncio.Queue per connection, none of which is used here
@@ -180,6 +184,7 @@ class TrioChargePoint(LibraryChargePoint):  # type: ignore[misc]
         self._nursery: trio.Nursery | None = None
         self._send_lock = trio.Lock()
         self._call_errors = call_errors or CallErrorLog()
+        self._traffic = traffic or Traffic()
         self._reading = trio.CancelScope()
         self._draining = False
         self._answered_all = trio.Event()
@@ -353,6 +358,8 @@ class TrioChargePoint(LibraryChargePoint):  # type: ignore[misc]
         async with self._incoming_receive:
             async for incoming in self._incoming_receive:
                 await self._answer(incoming)
+                # Answered (or the charger hung up first): from reading it to now.
+                self._traffic.answered(incoming.action, perf_counter() - incoming.received)
         self._answered_all.set()
 
     async def _answer(self, incoming: _IncomingCall) -> None:
@@ -643,6 +650,7 @@ class TrioChargePoint(LibraryChargePoint):  # type: ignore[misc]
         unique_id: str | None,
         action: str | None,
     ) -> None:
+        self._traffic.frame(direction, kind, action)
         self._record(
             FrameRecord(
                 charger_id=self.charger_id,

@@ -9,6 +9,7 @@ flag, known configuration).
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import replace
 from datetime import datetime
 from typing import Any, Protocol
@@ -323,6 +324,18 @@ class LocalRouter:
         return await link.send_command(command)
 
 
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+
+
+def outcome_label(status: str) -> str:
+    """A charger's answer status as a metrics label: "NotSupported" -> "not_supported";
+    anything that is not a short plain word (never expected: answers are schema-checked)
+    is "other", so the label keeps few values."""
+    if not status.isalnum() or len(status) > 32:
+        return "other"
+    return _CAMEL.sub("_", status).lower()
+
+
 class CommandService:
     def __init__(
         self,
@@ -337,11 +350,41 @@ class CommandService:
         self._hub = hub
         self._settings = settings
         self._router = router or LocalRouter(registry)
+        # (action, outcome) -> commands, for the metrics (issue 19): the charger's answer
+        # status in snake case ("accepted", "not_supported") or the error code
+        # ("timeout", "offline", ...). Both sets are small (OCPP 1.6 enums, CommandErrorCode).
+        self.outcomes: dict[tuple[str, str], int] = {}
 
     def is_connected(self, charger_id: str) -> bool:
         return self._router.is_connected(charger_id)
 
     async def execute(
+        self,
+        charger_id: str,
+        command: Command,
+        *,
+        actor: str,
+        charger_registration: RegistrationStatus | None = None,
+    ) -> CommandOutcome:
+        """Carry out one command (see :meth:`_execute`), counting how it ended."""
+        label = "internal"
+        try:
+            outcome = await self._execute(
+                charger_id, command, actor=actor, charger_registration=charger_registration
+            )
+            label = outcome_label(outcome.status)
+            return outcome
+        except CommandError as exc:
+            label = str(exc.code)
+            raise
+        except trio.Cancelled:
+            label = "cancelled"
+            raise
+        finally:
+            key = (ACTION_OF[type(command)], label)
+            self.outcomes[key] = self.outcomes.get(key, 0) + 1
+
+    async def _execute(
         self,
         charger_id: str,
         command: Command,

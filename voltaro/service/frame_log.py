@@ -213,6 +213,11 @@ class FrameSink:
     def dropped(self) -> int:
         return self.stats.shed()
 
+    @property
+    def queued(self) -> int:
+        """Frames in memory, not yet written."""
+        return len(self._buffer)
+
     def record(self, frame: FrameRecord) -> None:
         frame = storable(frame)
         self._publish(

@@ -9,7 +9,7 @@ keep up loses its live feed, never a charger its answer.
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -86,10 +86,15 @@ class EventHub:
         self._seq = itertools.count(1)
         self._published = 0
         self._dropped = 0
+        # Sees every event, subscribers or not (the metrics count them: issue 19).
+        # Sync and cheap, like publish itself.
+        self.tap: Callable[[str, dict[str, Any]], None] | None = None
 
     def publish(self, event: Event | str, data: dict[str, Any]) -> None:
         """Offer an event to every subscriber. Sync and non-blocking by design."""
         name = str(event)
+        if self.tap is not None:
+            self.tap(name, data)
         is_frame = name == Event.FRAME
         if not self._subscribers:
             return

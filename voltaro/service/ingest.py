@@ -214,7 +214,9 @@ class ChargerIngest:
                         last = exc
                     await trio.sleep(delay)
                     delay = min(delay * 2, 1.0)
+                    self._db.health.retries += 1
                     continue
+                self._db.health.given_up += 1
                 cause = last.reason if last is not None else "database busy"
                 raise StorageUnavailable(f"not stored in time ({cause})") from last
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -119,14 +120,19 @@ class Database:
             PermanentStorageError: the database refuses this work; do not retry it.
         """
         work = functools.partial(self._attempt, fn, *args, **kwargs)
+        started = time.perf_counter()
         try:
             outcome = await trio.to_thread.run_sync(work, limiter=self.limiter)
         finally:
             self.signal_released()
         if isinstance(outcome, StorageError):
+            self.health.finished(
+                time.perf_counter() - started, "transient" if outcome.transient else "permanent"
+            )
             if outcome.transient:
                 self.health.failed(outcome.reason)
             raise outcome from outcome.cause
+        self.health.finished(time.perf_counter() - started)
         self.health.succeeded()
         return outcome
 

@@ -37,6 +37,7 @@ returned when the batch ends.
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -81,6 +82,11 @@ class GroupCommit:
         self.units = 0
         self.fallbacks = 0
 
+    @property
+    def queued(self) -> int:
+        """Units waiting for a batch now."""
+        return len(self._queue)
+
     async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run ``fn(session, *args)`` in a shared transaction; return once committed.
 
@@ -90,6 +96,7 @@ class GroupCommit:
             Exception: whatever ``fn`` raised that is not a database error (a bug).
         """
         unit = _Unit(fn, args)
+        started = time.perf_counter()
         self._queue.append(unit)
         if len(self._queue) >= self.max_batch:
             self._full.set()
@@ -111,8 +118,14 @@ class GroupCommit:
                 while not unit.done:
                     unit.wake = trio.Event()
                     await unit.wake.wait()
-        if unit.raised is not None:
-            raise unit.raised
+        # Latency as the caller waited for it: the window, the queue and the commit.
+        raised = unit.raised
+        kind = None
+        if isinstance(raised, StorageError):
+            kind = "transient" if raised.transient else "permanent"
+        self._db.health.finished(time.perf_counter() - started, kind)
+        if raised is not None:
+            raise raised
         return unit.outcome
 
     def _remove(self, unit: _Unit) -> None:

@@ -30,6 +30,7 @@ import trio
 
 from voltaro.background import LoopGuard
 from voltaro.domain.ports import StorageUnavailable
+from voltaro.instruments import Histogram
 
 log = logging.getLogger("voltaro.store.health")
 
@@ -51,6 +52,19 @@ class DatabaseHealth:
         self._absorbed: Counter[str] = Counter()
         self._absorbed_chargers: dict[str, set[str]] = {}
         self.guard = LoopGuard("database outage log", log)
+        # Process-lifetime figures for the metrics (issue 19); failures above resets
+        # with each outage, these never do.
+        self.unit_seconds = Histogram()  # a unit of work as its caller waits for it
+        self.errors = {"transient": 0, "permanent": 0}  # units that failed, by kind
+        self.retries = 0  # a charger message's write tried again after a transient error
+        self.given_up = 0  # ... not stored within db_retry_seconds: the charger retries
+
+    def finished(self, seconds: float, error: str | None = None) -> None:
+        """One unit of work ended after ``seconds``: committed, or failed with ``error``
+        ("transient" or "permanent")."""
+        self.unit_seconds.observe(seconds)
+        if error is not None:
+            self.errors[error] += 1
 
     # --- reports from Database.run ------------------------------------------------------
 
