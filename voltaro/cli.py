@@ -39,6 +39,7 @@ _SERVE_FLAGS = (
     "http_host",
     "http_port",
     "log_level",
+    "log_format",
 )
 
 # Subcommands implemented elsewhere: name -> (module, function, what it does).

@@ -67,7 +67,8 @@ class ApiScope(StrEnum):
 
 
 class LogFormat(StrEnum):
-    TEXT = "text"  # one line per event: time, level, logger, message
+    TEXT = "text"  # one line per event: time, level, logger, message [charger context]
+    KV = "kv"  # logfmt: key=value pairs (time, level, logger, charger_id, message_id, msg)
     JSON = "json"  # one JSON object per line, for log shippers
 
 

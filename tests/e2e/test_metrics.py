@@ -8,6 +8,8 @@ parser. SQLite and PostgreSQL.
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,7 @@ from tests.support.outage import database_outage
 from voltaro.settings import ApiScope, ApiToken
 from voltaro.store import chargers, tags
 
+DOCS = Path(__file__).resolve().parents[2] / "docs"
 METRICS = "metrics-token-0123456789"
 READ = "read-token-0123456789ab"
 
@@ -34,12 +37,15 @@ class Scraper:
     def __init__(self, client: httpx.AsyncClient) -> None:
         self.client = client
 
-    async def scrape(self, token: str = METRICS) -> Samples:
+    async def text(self, token: str = METRICS) -> str:
         answer = await self.client.get("/metrics", headers={"Authorization": f"Bearer {token}"})
         assert answer.status_code == 200, answer.text
         assert answer.headers["content-type"].startswith("text/plain; version=0.0.4")
+        return answer.text
+
+    async def scrape(self, token: str = METRICS) -> Samples:
         samples: Samples = {}
-        for family in text_string_to_metric_families(answer.text):
+        for family in text_string_to_metric_families(await self.text(token)):
             for sample in family.samples:
                 samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
         return samples
@@ -256,3 +262,26 @@ async def test_two_servers_in_one_process_count_apart(database_url: str, tmp_pat
             stop.set()
             server.db.dispose()
     assert results == [1, 0]
+
+
+async def test_docs_and_dashboard_name_exactly_what_is_served(
+    metered: tuple[RunningServer, Scraper],
+) -> None:
+    """docs/metrics.md describes every voltaro_ series served and no other; the Grafana
+    dashboard queries only series that exist."""
+    _, scraper = metered
+    served = set(re.findall(r"^# TYPE (\S+) ", await scraper.text(), re.MULTILINE))
+    ours = {name for name in served if name.startswith("voltaro_")}
+    documented = set(re.findall(r"`(voltaro_[a-z_]+)", (DOCS / "metrics.md").read_text()))
+    assert documented == ours
+    dashboard = json.loads((DOCS / "grafana-dashboard.json").read_text())
+    queries = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    assert len(queries) > 30
+    used = {
+        re.sub(r"_(bucket|sum|count)$", "", name)
+        for query in queries
+        for name in re.findall(r"\b((?:voltaro|process)_[a-z_]+)", query)
+    }
+    assert used <= served, used - served
+    # Every family of ours is on the dashboard somewhere.
+    assert ours <= used, ours - used

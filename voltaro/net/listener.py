@@ -32,6 +32,7 @@ from trio_websocket import (
 from voltaro.background import LoopGuard
 from voltaro.domain.model import RegistrationStatus
 from voltaro.domain.ports import StorageUnavailable
+from voltaro.logs import CHARGER_ID
 from voltaro.net.admission import (
     FD_RESERVE,
     GuardedListener,
@@ -404,6 +405,9 @@ class OcppListener:
             charger_id = charger_id_from_path(request.path)
         except InvalidIdentity as exc:
             return Refusal(400, str(exc), kind="bad_identity")
+        # Every log line of this socket's task from here on, and of the connection's
+        # tasks (they inherit this context), carries the charger id (issue 19).
+        CHARGER_ID.set(charger_id)
         backoff = self._backoff_left(charger_id)
         if backoff > 0:
             return Refusal(

@@ -46,6 +46,7 @@ from trio_websocket import ConnectionClosed, WebSocketConnection
 from voltaro.domain.model import FrameRecord
 from voltaro.domain.ports import CURRENT_CALL, IncomingCall
 from voltaro.domain.timestamps import utc_now
+from voltaro.logs import ACTION, CHARGER_ID, MESSAGE_ID
 from voltaro.protocol.callerrors import CallErrorLog
 from voltaro.protocol.edge import checked_payload, repair_text
 from voltaro.protocol.errors import (
@@ -277,6 +278,9 @@ class TrioChargePoint(LibraryChargePoint):  # type: ignore[misc]
             return
         kind = frame[0]
         unique_id = frame[1] if len(frame) > 1 else None
+        # Log lines about this frame carry its id (voltaro/logs.py); the reader task's
+        # lines are about the frame it last read.
+        MESSAGE_ID.set(unique_id if isinstance(unique_id, str) else None)
         if kind == 2:
             action = frame[2] if len(frame) > 2 and isinstance(frame[2], str) else None
             self._record_in(text, 2, unique_id if isinstance(unique_id, str) else None, action)
@@ -368,6 +372,10 @@ class TrioChargePoint(LibraryChargePoint):  # type: ignore[misc]
         CURRENT_CALL.set(
             IncomingCall(incoming.unique_id, incoming.action, incoming.text, incoming.repaired)
         )
+        # Every log line of this answer (and of its @after hook, which inherits this
+        # context) names the message (voltaro/logs.py).
+        MESSAGE_ID.set(incoming.unique_id)
+        ACTION.set(incoming.action)
         try:
             handlers = self._handlers_for(incoming.action)
             payload = self.normalize_incoming(incoming.action, incoming.payload)
@@ -499,6 +507,19 @@ class TrioChargePoint(LibraryChargePoint):  # type: ignore[misc]
             except OcppError as exc:
                 raise InvalidRequestError(exc.description) from None
         uid = unique_id or str(self._unique_id_generator())
+        # Our CALL runs in the caller's task (control socket, API): its log lines name
+        # the charger and this message while it lasts.
+        tokens = (CHARGER_ID.set(self.charger_id), MESSAGE_ID.set(uid), ACTION.set(action))
+        try:
+            return await self._call(action, body, uid, suppress, skip_schema_validation)
+        finally:
+            CHARGER_ID.reset(tokens[0])
+            MESSAGE_ID.reset(tokens[1])
+            ACTION.reset(tokens[2])
+
+    async def _call(
+        self, action: str, body: Any, uid: str, suppress: bool, skip_schema_validation: bool
+    ) -> Any:
         async with self._turn(action):
             if self._closed.is_set():
                 raise ConnectionLostError(f"{self.charger_id} is not connected")
