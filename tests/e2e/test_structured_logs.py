@@ -130,7 +130,9 @@ async def test_every_line_parses_and_names_the_charger_and_message(
     )
     connected = the("'CP-LOG' connected from")
     assert connected["charger_id"] == "CP-LOG"
-    assert the("'CP-LOG' disconnected")["charger_id"] == "CP-LOG"
+    gone = the("'CP-LOG' disconnected")
+    assert gone["charger_id"] == "CP-LOG"
+    assert "message_id" not in gone  # the connection's end concerns no message
     # Every line about this charger carries its id; lines of no charger's work carry none.
     for entry in entries:
         if "CP-LOG" in entry["msg"]:

@@ -194,6 +194,9 @@ class TrioChargePoint(LibraryChargePoint):  # type: ignore[misc]
 
     async def start(self) -> None:
         """Serve the connection until the socket closes (never raises on a close)."""
+        # The reader runs in this task and names each frame it reads in the log context;
+        # what the caller logs after the connection ends concerns no message.
+        reading = MESSAGE_ID.set(None)
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
@@ -210,6 +213,7 @@ class TrioChargePoint(LibraryChargePoint):  # type: ignore[misc]
                     nursery.cancel_scope.cancel()
         finally:
             self._mark_closed()
+            MESSAGE_ID.reset(reading)
 
     def drain(self) -> None:
         """Graceful shutdown, as hypercorn does it: read no new frames, answer the CALLs

@@ -86,16 +86,16 @@ class EventHub:
         self._seq = itertools.count(1)
         self._published = 0
         self._dropped = 0
-        # Sees every event, subscribers or not (the metrics count them: issue 19).
-        # Sync and cheap, like publish itself.
+        # Sees every event but raw frames, subscribers or not (the metrics count them:
+        # issue 19). Sync and cheap, like publish itself.
         self.tap: Callable[[str, dict[str, Any]], None] | None = None
 
     def publish(self, event: Event | str, data: dict[str, Any]) -> None:
         """Offer an event to every subscriber. Sync and non-blocking by design."""
         name = str(event)
-        if self.tap is not None:
-            self.tap(name, data)
         is_frame = name == Event.FRAME
+        if self.tap is not None and not is_frame:  # frames: counted by the protocol layer
+            self.tap(name, data)
         if not self._subscribers:
             return
         item = HubEvent(seq=next(self._seq), name=name, at=format_utc(utc_now()), data=data)
