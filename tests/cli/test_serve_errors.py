@@ -142,7 +142,7 @@ def test_traceback_only_with_debug(tmp_path: Path, busy_port: int) -> None:
             (),
             {"VOLTARO_LOG_FORMAT": "xml"},
             None,
-            "voltaro: setting log_format: 'xml' is not one of text, json "
+            "voltaro: setting log_format: 'xml' is not one of text, kv, json "
             "(from environment variable VOLTARO_LOG_FORMAT)",
         ),
         (
