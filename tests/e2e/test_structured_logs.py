@@ -88,6 +88,8 @@ async def run_server_and_charger(tmp_path: Path, log_format: str) -> list[str]:
         transfer = await cp.call("DataTransfer", {"vendorId": "com.example", "messageId": "x"})
         assert transfer["status"] == "UnknownVendorId"  # m-2, logged at INFO
         assert (await cp.call("NoSuchAction", {}))[2] == "NotImplemented"  # m-3, a WARNING
+        await cp.send_raw("[2, not json")  # no message id can be read: the line has none
+        assert (await cp.recv())[2] == "FormationViolation"
         await cp.close()
         await read_until(rb"disconnected")
     finally:
@@ -122,12 +124,15 @@ async def test_every_line_parses_and_names_the_charger_and_message(
         "m-2",
         "DataTransfer",
     )
-    error = the("CALLERROR sent")
+    error = the("CALLERROR sent: message=m-3")
     assert (error["charger_id"], error["message_id"], error["action"]) == (
         "CP-LOG",
         "m-3",
         "NoSuchAction",
     )
+    unreadable = the("code=FormationViolation")
+    assert unreadable["charger_id"] == "CP-LOG"
+    assert "message_id" not in unreadable  # not the previous frame's
     connected = the("'CP-LOG' connected from")
     assert connected["charger_id"] == "CP-LOG"
     gone = the("'CP-LOG' disconnected")

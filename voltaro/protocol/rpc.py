@@ -264,6 +264,7 @@ class TrioChargePoint(LibraryChargePoint):  # type: ignore[misc]
                 try:
                     text = text.decode()
                 except UnicodeDecodeError:
+                    MESSAGE_ID.set(None)  # no id could be read (nor for the two below)
                     await self._send_error("-1", "FormationViolation", "binary frame")
                     continue
             await self._dispatch(text)
@@ -272,11 +273,13 @@ class TrioChargePoint(LibraryChargePoint):  # type: ignore[misc]
         try:
             frame = parse_frame(text)
         except (ValueError, RecursionError):
+            MESSAGE_ID.set(None)
             self._record_in(text, None, None, None)
             # No unique id can be read; OCPP 2.0.1 Part 4 §4.2.3 uses "-1".
             await self._send_error("-1", "FormationViolation", "frame is not valid JSON")
             return
         if not isinstance(frame, list) or not frame:
+            MESSAGE_ID.set(None)
             self._record_in(text, None, None, None)
             await self._send_error("-1", "ProtocolError", "a frame must be a JSON array")
             return
