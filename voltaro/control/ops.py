@@ -31,7 +31,7 @@ from voltaro.domain.credentials import password_bytes
 from voltaro.domain.model import AuthorizationStatus, RegistrationStatus, TransactionState
 from voltaro.domain.secrets import redact_frame
 from voltaro.domain.secrets import redact_value as redact
-from voltaro.domain.timestamps import format_utc, parse_timestamp, utc_now
+from voltaro.domain.timestamps import ensure_utc, format_utc, parse_timestamp, utc_now
 from voltaro.domain.transaction_lifecycle import ORPHAN_STOP_KINDS
 from voltaro.net.identity import identity_problem
 from voltaro.net.registry import Registry
@@ -658,7 +658,10 @@ class ControlOps:
         return {
             "items": items,
             "next": {
-                "start_time": format_utc(last.start_time),
+                # Full precision, not format_utc's milliseconds: a start time with
+                # microseconds cut to the millisecond sorts before itself, and the next
+                # page would begin with this page's last session again.
+                "start_time": ensure_utc(last.start_time).isoformat(),
                 "transaction_id": last.transaction_id,
             }
             if last is not None and len(rows) == _limit(args, 500, 5000)
