@@ -12,6 +12,7 @@ L1), so wiring decides which site phases carry its current.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -119,6 +120,12 @@ def check_circuit(circuit: Circuit) -> None:
     if circuit.limit_amps is None and circuit.limit_kw is None:
         raise CircuitError(f"circuit {circuit.circuit_id} needs a limit in A or kW (or both)")
     for value, unit in ((circuit.limit_amps, "A"), (circuit.limit_kw, "kW")):
+        # NaN passes "< 0" (every comparison with it is false) and SQLite stores it as
+        # NULL: a circuit without a limit. Infinity is no breaker either.
+        if value is not None and not math.isfinite(value):
+            raise CircuitError(
+                f"circuit {circuit.circuit_id}: a limit must be a finite number of {unit}"
+            )
         if value is not None and value < 0:
             raise CircuitError(f"circuit {circuit.circuit_id}: a limit cannot be negative {unit}")
     if circuit.parent == circuit.circuit_id:
@@ -128,6 +135,10 @@ def check_circuit(circuit: Circuit) -> None:
 def check_wiring(wiring: ChargerWiring) -> None:
     if not wiring.phases or len(wiring.phases) > 3 or len(set(wiring.phases)) != len(wiring.phases):
         raise CircuitError(f"charger {wiring.charger_id}: wiring needs 1 to 3 distinct phases")
+    if not (math.isfinite(wiring.max_amps) and math.isfinite(wiring.fallback_amps)):
+        raise CircuitError(
+            f"charger {wiring.charger_id}: rating and fallback must be finite numbers of A"
+        )
     if wiring.max_amps <= 0:
         raise CircuitError(f"charger {wiring.charger_id}: max rating must be above 0 A")
     if not 0 <= wiring.fallback_amps <= wiring.max_amps:
