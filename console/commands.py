@@ -12,7 +12,7 @@ from voltaro.control import wire
 class Field:
     name: str
     label: str
-    kind: str = "text"  # text | int | list | choice
+    kind: str = "text"  # text | int | list | choice | file (its text is sent)
     required: bool = True
     choices: tuple[str, ...] = ()
     default: str = ""
@@ -41,6 +41,9 @@ class CommandSpec:
             "clear-cache": "ClearCache",
             "data-transfer": "DataTransfer",
             "trigger": "TriggerMessage",
+            "install-certificate": "InstallCertificate",
+            "installed-certificates": "GetInstalledCertificateIds",
+            "delete-certificate": "DeleteCertificate",
         }.get(self.action, self.action)
 
     def role(self) -> wire.Role:
@@ -166,6 +169,28 @@ COMMANDS += (
         op="profiles.composite",
     ),
 )
+_CERTIFICATE_TYPE = Field(
+    "certificate_type",
+    "Type",
+    "choice",
+    choices=("CentralSystemRootCertificate", "ManufacturerRootCertificate"),
+    default="CentralSystemRootCertificate",
+)
+COMMANDS += (
+    CommandSpec(
+        "install-certificate",
+        "Install root certificate",
+        (_CERTIFICATE_TYPE, Field("certificate", "PEM file (path on this machine)", "file")),
+    ),
+    CommandSpec("installed-certificates", "List installed certificates", (_CERTIFICATE_TYPE,)),
+    CommandSpec(
+        "delete-certificate",
+        "Delete certificate",
+        (Field("index", "Number (as in `voltaro ctl certificates show`)", "int"),),
+        destructive=True,
+        op="certificates.delete",
+    ),
+)
 COMMANDS += (CommandSpec("remove", "Remove charger", destructive=True, op="chargers.remove"),)
 BY_ACTION = {c.action: c for c in COMMANDS}
 
@@ -190,6 +215,12 @@ def build_args(spec: CommandSpec, values: dict[str, str]) -> dict[str, Any]:
                 raise FormError(f"{field.label} must be a whole number") from None
         elif field.kind == "list":
             args[field.name] = raw.replace(",", " ").split()
+        elif field.kind == "file":
+            try:
+                with open(raw, encoding="ascii") as handle:
+                    args[field.name] = handle.read()
+            except (OSError, ValueError) as exc:
+                raise FormError(f"{field.label}: cannot read {raw}: {exc}") from None
         elif field.kind == "choice":
             match = next((c for c in field.choices if c.lower() == raw.lower()), None)
             if match is None:

@@ -39,7 +39,9 @@ from voltaro.net.tls import TlsConfigError, server_context
 from voltaro.protocol import ConnectionLimits, OcppConnection, warm_up
 from voltaro.protocol.callerrors import CallErrorLog
 from voltaro.protocol.traffic import Traffic
+from voltaro.service.authority import CaError, check_local_ca
 from voltaro.service.campaigns import CampaignRunner
+from voltaro.service.certificates import CertificateSigner
 from voltaro.service.circuits import CircuitService
 from voltaro.service.commands import CommandService
 from voltaro.service.directory import StoreDirectory
@@ -157,6 +159,11 @@ async def run(
         except TlsConfigError as exc:
             database.dispose()
             raise StartupError(str(exc)) from exc
+    try:
+        check_local_ca(settings)
+    except CaError as exc:
+        database.dispose()
+        raise StartupError(str(exc)) from exc
     hub = EventHub(settings.control_queue_size)
     # Issue 19: every event counted (and the energy of completed sessions) for /metrics.
     events = EventTally()
@@ -179,6 +186,7 @@ async def run(
             frame_sink=frame_sink,
             liveness=liveness,
             security_events=security,
+            certificates=certificate_signer,
         )
 
     # CALLERRORs we send, counted per charger across its connections (issue 23.4).
@@ -191,6 +199,9 @@ async def run(
         )
     )
     security = SecurityEvents(publish=lambda data: publish(Event.SECURITY_EVENT, data))
+    command_service = CommandService(database, registry, hub, settings=settings)
+    # SignCertificate: checks, signs and sends CertificateSigned (docs/security.md).
+    certificate_signer = CertificateSigner(database, command_service, settings, security=security)
     listener = OcppListener(
         settings,
         absorb=database.health.absorb,
@@ -216,7 +227,7 @@ async def run(
         listener=listener,
         database=database,
         hub=hub,
-        commands=CommandService(database, registry, hub, settings=settings),
+        commands=command_service,
     )
     components.extras["frame_sink"] = frame_sink
     components.extras["liveness"] = liveness
@@ -297,6 +308,7 @@ async def run(
             await nursery.start(flags.run)
             await nursery.start(local_list_service.run)
             await nursery.start(reservation_service.run)
+            await nursery.start(certificate_signer.run)
             ocpp = await _start(
                 nursery,
                 listener.run,

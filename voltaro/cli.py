@@ -34,6 +34,10 @@ _SERVE_FLAGS = (
     "tls_certfile",
     "tls_keyfile",
     "tls_client_ca",
+    "ca_certfile",
+    "ca_keyfile",
+    "ca_hook",
+    "certificate_organization",
     "database_url",
     "control_socket",
     "http_host",
@@ -96,6 +100,20 @@ def _parser() -> argparse.ArgumentParser:
         help=f"setting database_url, also VOLTARO_DATABASE_URL (default: {defaults.database_url})",
     )
 
+    ca = commands.add_parser("ca", help="the local CA that signs charger certificates")
+    ca_commands = ca.add_subparsers(dest="ca_command", metavar="ACTION", required=True)
+    init = ca_commands.add_parser(
+        "init",
+        help="create a CA key and certificate (the key file is mode 0600, never printed)",
+        description="Create a CA (EC P-256 key, self-signed certificate) for SignCertificate; "
+        "then set ca_certfile and ca_keyfile to the printed paths. Existing files are "
+        "never overwritten.",
+    )
+    init.add_argument("--dir", default=".", help="where to write ca.pem and ca.key (.)")
+    init.add_argument("--cn", default="Voltaro Charger CA", help="the CA's common name")
+    init.add_argument("--org", default="", help="the CA's organisation (O), e.g. the CPO")
+    init.add_argument("--days", type=int, default=3650, help="validity in days (3650)")
+
     for name, (_, _, summary) in _DELEGATED.items():
         commands.add_parser(name, help=summary, add_help=False)
     return parser
@@ -123,6 +141,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Their own parsers own every option after the subcommand name.
         return _delegate(args_list[0], args_list[1:])
     args = _parser().parse_args(args_list)
+    if args.command == "ca":
+        return init_ca(args)
     try:
         if args.command == "serve":
             settings = _load(args, _SERVE_FLAGS)
@@ -134,6 +154,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "serve":
         return serve(settings)
     return upgrade_database(settings)
+
+
+def init_ca(args: argparse.Namespace) -> int:
+    from voltaro.service.authority import CaError, create_ca
+
+    try:
+        cert, key = create_ca(args.dir, common_name=args.cn, organization=args.org, days=args.days)
+    except CaError as exc:
+        print(f"voltaro ca init: {exc}", file=sys.stderr)
+        return EXIT_CANNOT_START
+    print(f"CA certificate: {cert}")
+    print(f"CA key (mode 0600, keep it secret): {key}")
+    print(f"set: ca_certfile = {cert!r}, ca_keyfile = {key!r}")
+    return 0
 
 
 def serve(settings: Settings) -> int:

@@ -109,6 +109,17 @@ class Settings:
     tls_certfile: str = ""  # PEM: the server certificate (and its chain)
     tls_keyfile: str = ""  # PEM private key; empty: it is in tls_certfile
     tls_client_ca: str = ""  # PEM CA bundle for client certificates (profile 3)
+    # Charger certificates (SignCertificate, docs/security.md): a local CA (its PEM
+    # certificate and key, `voltaro ca init`) or a hook command that signs (CSR on
+    # stdin, the chain in PEM on stdout) within ca_hook_timeout seconds.
+    ca_certfile: str = ""
+    ca_keyfile: str = ""
+    ca_hook: str = ""
+    ca_hook_timeout: float = 30.0
+    certificate_days: int = 365  # validity of a certificate the local CA signs
+    # The O (organisation) a profile 3 client certificate and a CSR must carry; empty:
+    # not checked (the whitepaper has the CPO's name there).
+    certificate_organization: str = ""
     unknown_chargers: UnknownChargers = UnknownChargers.REJECT
     # Accept a WebSocket upgrade without Sec-WebSocket-Protocol for every charger
     # (quirk Q1); per-charger opt-in is the charger's allow_no_subprotocol flag.
@@ -358,6 +369,14 @@ def _validate(s: Settings) -> None:
             raise bad(name, f"{value} is not a TCP port (0-65535)")
     if s.tls_port is not None and not s.tls_certfile:
         raise bad("tls_certfile", "tls_port is set: the server certificate (PEM) is required")
+    if bool(s.ca_certfile) != bool(s.ca_keyfile):
+        raise bad("ca_keyfile" if s.ca_certfile else "ca_certfile", "set both CA files or neither")
+    if s.ca_hook and s.ca_certfile:
+        raise bad("ca_hook", "use either the local CA (ca_certfile, ca_keyfile) or ca_hook")
+    if s.ca_hook_timeout <= 0:
+        raise bad("ca_hook_timeout", "must be greater than 0")
+    if s.certificate_days < 1:
+        raise bad("certificate_days", "must be at least 1")
     if s.max_message_size < 1024:
         raise bad("max_message_size", "must be at least 1024 bytes")
     for name in ("protocol_error_limit", "abuse_backoff"):

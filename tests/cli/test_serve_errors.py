@@ -198,3 +198,33 @@ def test_json_log_format_is_one_object_per_line(tmp_path: Path, busy_port: int) 
     entries = [json.loads(line) for line in logs]
     assert {"time", "level", "logger", "message"} <= set(entries[0])
     assert any("control socket at" in e["message"] for e in entries)
+
+
+def test_local_ca_files_are_checked_at_start(tmp_path: Path) -> None:
+    """A CA that cannot sign stops the server at start with one line naming the setting
+    (never a byte of the key), not at the first SignCertificate."""
+    made = voltaro("ca", "init", "--dir", str(tmp_path / "ca"))
+    assert made.returncode == 0, made.stderr
+    other = voltaro("ca", "init", "--dir", str(tmp_path / "other"))
+    assert other.returncode == 0, other.stderr
+    cert, key = tmp_path / "ca" / "ca.pem", tmp_path / "ca" / "ca.key"
+    wrong_key = tmp_path / "other" / "ca.key"
+    result = voltaro(*serve_args(tmp_path, ca_certfile=str(cert), ca_keyfile=str(wrong_key)))
+    assert_one_line(
+        result,
+        1,
+        f"voltaro: the CA key {wrong_key} does not belong to the CA certificate {cert} "
+        "(settings ca_keyfile, ca_certfile)",
+    )
+    result = voltaro(
+        *serve_args(tmp_path, ca_certfile=str(tmp_path / "missing.pem"), ca_keyfile=str(key))
+    )
+    assert_one_line(
+        result,
+        1,
+        f"voltaro: cannot use the CA certificate {tmp_path / 'missing.pem'} "
+        "(setting ca_certfile): No such file or directory",
+    )
+    only_one = voltaro(*serve_args(tmp_path, ca_certfile=str(cert)))
+    assert only_one.returncode == 2
+    assert "ca_keyfile: set both CA files or neither" in only_one.stderr

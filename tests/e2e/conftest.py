@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -10,6 +12,8 @@ from typing import Any
 import pytest
 import trio
 
+from tests.support.ocpp_charger import client_context
+from tests.support.pki import Issued, TestCA
 from voltaro import app
 from voltaro.settings import Settings
 from voltaro.store.db import Database
@@ -71,3 +75,60 @@ async def server(database_url: str, tmp_path: Path) -> AsyncIterator[RunningServ
         finally:
             stop.set()
             running.db.dispose()
+
+
+@dataclass
+class TlsServer:
+    server: RunningServer
+    ca: TestCA
+    other_ca: TestCA
+    server_cert: Issued
+    ws_url: str
+    wss_url: str
+
+    def client(self, cert: Issued | None = None, **kwargs: Any) -> ssl.SSLContext:
+        return client_context(
+            self.ca.cert_path, cert.cert if cert else None, cert.key if cert else None, **kwargs
+        )
+
+
+@asynccontextmanager
+async def tls_server(
+    database_url: str, tmp_path: Path, ca: TestCA | None = None, **overrides: Any
+) -> AsyncIterator[TlsServer]:
+    """The server with wss:// (a CA made here, a server certificate for 127.0.0.1 and
+    the CA as the client CA bundle); ``ca``: that CA, made by the caller; ``overrides``
+    are more settings."""
+    ca = ca or TestCA(tmp_path / "pki")
+    other = TestCA(tmp_path / "other", name="Somebody Else CA")
+    server_cert = ca.issue("localhost", "server", server=True)
+    values: dict[str, Any] = {
+        "tls_port": 0,
+        "tls_certfile": str(server_cert.cert),
+        "tls_keyfile": str(server_cert.key),
+        "tls_client_ca": str(ca.cert_path),
+    }
+    values.update(overrides)
+    settings = server_settings(database_url, tmp_path, **values)
+    async with trio.open_nursery() as nursery:
+        server, stop = await start_server(nursery, settings)
+        port = server.addresses.ocpp_tls_port
+        assert port is not None
+        try:
+            yield TlsServer(
+                server,
+                ca,
+                other,
+                server_cert,
+                ws_url=server.url,
+                wss_url=f"wss://127.0.0.1:{port}/ocpp",
+            )
+        finally:
+            stop.set()
+            server.db.dispose()
+
+
+@pytest.fixture
+async def tls(database_url: str, tmp_path: Path) -> AsyncIterator[TlsServer]:
+    async with tls_server(database_url, tmp_path) as running:
+        yield running

@@ -12,69 +12,21 @@ import os
 import signal
 import ssl
 import sys
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 
-from tests.e2e.conftest import RunningServer, server_settings, start_server
+from tests.e2e.conftest import TlsServer, tls_server
 from tests.support import ocpp_charger
-from tests.support.ocpp_charger import Outcome, client_context
-from tests.support.pki import Issued, TestCA, serial_of
+from tests.support.ocpp_charger import Outcome
+from tests.support.pki import serial_of
 from voltaro.domain.credentials import password_bytes
 from voltaro.store import chargers
 
 SIMULATE = Path(__file__).resolve().parents[2] / "scripts" / "simulate.py"
 PASSWORD_HEX = "0123456789abcdef0123456789abcdef01234567"
-
-
-@dataclass
-class TlsServer:
-    server: RunningServer
-    ca: TestCA
-    other_ca: TestCA
-    server_cert: Issued
-    ws_url: str
-    wss_url: str
-
-    def client(self, cert: Issued | None = None, **kwargs: Any) -> ssl.SSLContext:
-        return client_context(
-            self.ca.cert_path, cert.cert if cert else None, cert.key if cert else None, **kwargs
-        )
-
-
-@pytest.fixture
-async def tls(database_url: str, tmp_path: Path) -> AsyncIterator[TlsServer]:
-    ca = TestCA(tmp_path / "pki")
-    other = TestCA(tmp_path / "other", name="Somebody Else CA")
-    server_cert = ca.issue("localhost", "server", server=True)
-    settings = server_settings(
-        database_url,
-        tmp_path,
-        tls_port=0,
-        tls_certfile=str(server_cert.cert),
-        tls_keyfile=str(server_cert.key),
-        tls_client_ca=str(ca.cert_path),
-    )
-    async with trio.open_nursery() as nursery:
-        server, stop = await start_server(nursery, settings)
-        port = server.addresses.ocpp_tls_port
-        assert port is not None
-        try:
-            yield TlsServer(
-                server,
-                ca,
-                other,
-                server_cert,
-                ws_url=server.url,
-                wss_url=f"wss://127.0.0.1:{port}/ocpp",
-            )
-        finally:
-            stop.set()
-            server.db.dispose()
 
 
 async def connect(url: str, charger_id: str, **kwargs: Any) -> Outcome:
@@ -249,3 +201,41 @@ async def test_simulator_profiles_2_and_3(tls: TlsServer) -> None:
     for charger_id in ("SIM-1", "PW-1"):
         booted = tls.server.run(chargers.get_charger, charger_id)
         assert booted.last_boot is not None, charger_id
+
+
+async def test_profile_3_serial_number_and_organisation(
+    database_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The CN may hold the charge point's serial number instead of its id (whitepaper
+    ed. 3: "the unique serial number of the Charge Point"); with
+    certificate_organization set, the O must be the CPO's."""
+    async with tls_server(
+        database_url, tmp_path, certificate_organization="Voltaro Test CPO"
+    ) as tls:
+        tls.server.run(chargers.add_charger, "CP-9")
+        # Its serial number is what its BootNotification said (here over profile 0).
+        first = await connect(
+            tls.wss_url,
+            "CP-9",
+            context=tls.client(),
+            boot_fields={"charge_point_serial_number": "SN-0042"},
+        )
+        assert first.accepted, first
+        tls.server.run(chargers.set_security_profile, "CP-9", 3)
+        by_serial = tls.ca.issue("SN-0042", "cp9-serial")
+        other_serial = tls.ca.issue("SN-9999", "cp9-other-serial")
+        other_org = tls.ca.issue("CP-9", "cp9-other-org", org="Somebody Else")
+        ok = await connect(tls.wss_url, "CP-9", context=tls.client(by_serial))
+        assert ok.accepted, ok
+        mismatch = await connect(tls.wss_url, "CP-9", context=tls.client(other_serial))
+        assert mismatch.http_status == 401
+        wrong_org = await connect(tls.wss_url, "CP-9", context=tls.client(other_org))
+        assert wrong_org.http_status == 401
+        # Another charger's serial number does not open this one.
+        tls.server.run(chargers.add_charger, "CP-10", security_profile=3)
+        foreign = await connect(tls.wss_url, "CP-10", context=tls.client(by_serial))
+        assert foreign.http_status == 401
+    text = caplog.text
+    assert "certificate CN SN-9999" in text
+    assert "security: event=certificate_organization_mismatch charger=CP-9" in text
+    assert "certificate O Somebody Else" in text

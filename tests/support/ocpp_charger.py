@@ -73,6 +73,8 @@ async def _session(
     context: ssl.SSLContext | None,
     password: bytes | None,
     then: Callable[[ChargePoint, ClientConnection], Awaitable[dict[str, Any]]] | None,
+    charge_point: Callable[[str, ClientConnection], ChargePoint] = ChargePoint,
+    boot_fields: dict[str, Any] | None = None,
 ) -> Outcome:
     try:
         ws = await websockets.connect(
@@ -91,11 +93,13 @@ async def _session(
     if tls is not None:
         outcome.tls_version = tls.version()
         outcome.cipher = tls.cipher()[0]
-    cp = ChargePoint(charger_id, ws)
+    cp = charge_point(charger_id, ws)
     runner = asyncio.create_task(cp.start())
     try:
         response = await cp.call(
-            call.BootNotification(charge_point_vendor="Acme", charge_point_model="TLS-1")
+            call.BootNotification(
+                charge_point_vendor="Acme", charge_point_model="TLS-1", **(boot_fields or {})
+            )
         )
         outcome.boot_status = response.status
         if then is not None:
@@ -117,6 +121,11 @@ def boot(
     context: ssl.SSLContext | None = None,
     password: bytes | None = None,
     then: Callable[[ChargePoint, ClientConnection], Awaitable[dict[str, Any]]] | None = None,
+    charge_point: Callable[[str, ClientConnection], ChargePoint] = ChargePoint,
+    boot_fields: dict[str, Any] | None = None,
 ) -> Outcome:
-    """Connect, send BootNotification, optionally run ``then``; blocking (use a thread)."""
-    return asyncio.run(_session(url, charger_id, context, password, then))
+    """Connect, send BootNotification, optionally run ``then``; blocking (use a thread).
+    ``charge_point``: a ChargePoint subclass with @on handlers for our CALLs."""
+    return asyncio.run(
+        _session(url, charger_id, context, password, then, charge_point, boot_fields)
+    )

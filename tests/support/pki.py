@@ -91,6 +91,7 @@ class TestCA:
         *,
         server: bool = False,
         expired: bool = False,
+        org: str = "Voltaro Test CPO",
     ) -> Issued:
         key = ec.generate_private_key(ec.SECP256R1())
         now = dt.datetime.now(dt.UTC)
@@ -100,7 +101,7 @@ class TestCA:
             before, after = now - dt.timedelta(hours=1), now + dt.timedelta(days=30)
         builder = (
             x509.CertificateBuilder()
-            .subject_name(_name(cn))
+            .subject_name(_name(cn, org))
             .issuer_name(self.name)
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())

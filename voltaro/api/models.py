@@ -419,6 +419,57 @@ class TriggerBody(_Strict):
     connector_id: int | None = Field(default=None, ge=1)
 
 
+class InstallCertificateBody(_Strict):
+    certificate_type: Literal[
+        "CentralSystemRootCertificate", "ManufacturerRootCertificate", "central", "manufacturer"
+    ]
+    certificate: str = Field(description="the root certificate, PEM", max_length=5500)
+
+
+class InstalledCertificatesBody(_Strict):
+    certificate_type: Literal[
+        "CentralSystemRootCertificate", "ManufacturerRootCertificate", "central", "manufacturer"
+    ]
+
+
+class DeleteCertificateBody(_Strict):
+    """CertificateHashData: hashes of the issuer's DER name and public key, serial in hex
+    (`voltaro ctl certificates hash FILE` computes them)."""
+
+    hash_algorithm: Literal["SHA256", "SHA384", "SHA512"] = "SHA256"
+    issuer_name_hash: str = Field(max_length=128)
+    issuer_key_hash: str = Field(max_length=128)
+    serial_number: str = Field(max_length=40)
+
+
+class HeldCertificate(BaseModel):
+    index: int
+    certificate_type: str
+    hash_algorithm: str
+    issuer_name_hash: str
+    issuer_key_hash: str
+    serial_number: str
+    source: Literal["reported", "installed"]
+    at: str
+
+
+class CertificateSigning(BaseModel):
+    id: int
+    received_at: str
+    status: str
+    detail: str | None
+    subject: str | None
+    serial_number: str | None
+    not_after: str | None
+    updated_at: str
+
+
+class ChargerCertificates(BaseModel):
+    charger_id: str
+    installed: list[HeldCertificate]
+    signings: list[CertificateSigning]
+
+
 class LocalListVersionBody(_Strict):
     pass
 
@@ -536,5 +587,20 @@ COMMANDS: dict[str, tuple[type[BaseModel], str, str]] = {
         LocalListVersionBody,
         "GetLocalListVersion",
         "the version of the charger's local authorization list",
+    ),
+    "install-certificate": (
+        InstallCertificateBody,
+        "InstallCertificate",
+        "install a root certificate on the charger (needs the admin scope)",
+    ),
+    "installed-certificates": (
+        InstalledCertificatesBody,
+        "GetInstalledCertificateIds",
+        "the root certificates the charger holds of one type (stored for GET certificates)",
+    ),
+    "delete-certificate": (
+        DeleteCertificateBody,
+        "DeleteCertificate",
+        "delete a certificate on the charger by its hash data (needs the admin scope)",
     ),
 }

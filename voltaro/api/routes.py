@@ -41,6 +41,7 @@ from voltaro.net.registry import Registry
 from voltaro.net.security_events import SecurityEvents
 from voltaro.service import views
 from voltaro.service.campaigns import CampaignRunner
+from voltaro.service.certificates import certificates_state
 from voltaro.service.charging_profiles import ChargingProfileService
 from voltaro.service.circuits import CircuitService
 from voltaro.service.commands import CommandService, command_from_args
@@ -166,7 +167,12 @@ def operator(scope: Annotated[ApiScope, Depends(token_scope)]) -> ApiScope:
 
 def needs_admin(action: str, arguments: dict[str, Any]) -> bool:
     """The commands that need the admin role on the control socket (wire.command_role)."""
-    if action in ("ChangeConfiguration", "UpdateFirmware"):
+    if action in (
+        "ChangeConfiguration",
+        "UpdateFirmware",
+        "InstallCertificate",
+        "DeleteCertificate",
+    ):
         return True
     return action == "Reset" and str(arguments.get("type", "Soft")).lower() == "hard"
 
@@ -309,6 +315,19 @@ def create_app(ctx: ApiContext) -> FastAPI:
         for row in page:
             row["active_transactions"] = by_charger.get(row["charger_id"], [])
         return page
+
+    @app.get(
+        "/charge_points/{charger_id}/certificates",
+        response_model=models.ChargerCertificates,
+        responses={**ERRORS, 404: {"model": models.ErrorBody}},
+    )
+    async def get_charger_certificates(charger_id: str, _: Read) -> Any:
+        """The certificates the charger last reported (installed-certificates) or accepted
+        (install-certificate), numbered, and its SignCertificate requests, newest first."""
+        try:
+            return await certificates_state(ctx.db, charger_id)
+        except CommandError as exc:
+            raise ApiError(_COMMAND_STATUS[exc.code], str(exc.code), exc.message) from None
 
     @app.get(
         "/charge_points/{charger_id}",

@@ -226,6 +226,18 @@ GROUPS: dict[str, dict[str, str]] = {
         "data-transfer": "send vendor-specific data (DataTransfer)",
         "trigger": "ask the charger to send a message (TriggerMessage)",
     },
+    "Certificates": {
+        "certificates": "charger certificates, 1.6 security extension (actions below)",
+        "certificates install": "install a root certificate on a charger (InstallCertificate; "
+        "admin)",
+        "certificates list": "ask a charger which root certificates it holds "
+        "(GetInstalledCertificateIds)",
+        "certificates show": "what a charger last reported or accepted (numbered), and its "
+        "SignCertificate requests",
+        "certificates delete": "delete a certificate on a charger by --index or hash data "
+        "(DeleteCertificate; admin)",
+        "certificates hash": "the hash data of a certificate file (local; nothing is sent)",
+    },
     "Firmware and diagnostics": {
         "firmware": "firmware images and updates (actions below)",
         "firmware add": "keep a firmware image to serve to chargers (admin)",
@@ -254,6 +266,7 @@ GROUPED = (
     "reservations",
     "profiles",
     "circuits",
+    "certificates",
 )
 
 EXAMPLES = """shell completion (commands, charger ids and tags from the server):
@@ -589,6 +602,37 @@ def _parser() -> argparse.ArgumentParser:
             "circuits",
         )
     )
+    ce = _Group(
+        sub.add_parser("certificates").add_subparsers(
+            dest="action", required=True, metavar="ACTION"
+        ),
+        "certificates",
+    )
+    types = _choice("central", "manufacturer")
+    cinst = ce.add_parser("install")
+    cinst.add_argument("charger_id", metavar="ID")
+    cinst.add_argument("--type", dest="certificate_type", type=types, required=True)
+    cinst.add_argument("file", metavar="FILE", help="the root certificate, PEM ('-': stdin)")
+    clist = ce.add_parser("list")
+    clist.add_argument("charger_id", metavar="ID")
+    clist.add_argument("--type", dest="certificate_type", type=types, required=True)
+    ce.add_parser("show").add_argument("charger_id", metavar="ID")
+    cdel = ce.add_parser("delete")
+    cdel.add_argument("charger_id", metavar="ID")
+    cdel.add_argument("--index", type=int, help="the certificate's number in `certificates show`")
+    cdel.add_argument("--hash-algorithm", dest="hash_algorithm", default="SHA256")
+    cdel.add_argument("--issuer-name-hash", dest="issuer_name_hash")
+    cdel.add_argument("--issuer-key-hash", dest="issuer_key_hash")
+    cdel.add_argument("--serial", dest="serial_number", help="serial number, hex")
+    chash = ce.add_parser("hash")
+    chash.add_argument("file", metavar="FILE", help="a PEM certificate")
+    chash.add_argument("--issuer", help="its issuer's certificate (not needed for a root)")
+    chash.add_argument(
+        "--hash-algorithm",
+        dest="hash_algorithm",
+        default="SHA256",
+        type=_choice("SHA256", "SHA384", "SHA512"),
+    )
 
     se = sub.add_parser(
         "security", help="security events: failed logins, downgrades, bad certificates"
@@ -754,6 +798,8 @@ def _request_for(ns: argparse.Namespace) -> tuple[str, dict[str, Any]]:
         if ns.action == "stops":
             return "transactions.stops", {"charger_id": ns.charger_id}
         return "transactions.show", {"transaction_id": ns.transaction_id}
+    if c == "certificates":
+        return _certificates_request(ns)
     if c == "commands":
         args = {"limit": ns.limit}
         if ns.charger_id is not None:
@@ -951,6 +997,82 @@ def _export(client: Client, ns: argparse.Namespace) -> None:
         args["after"] = page["next"]
 
 
+def _read_text(path: str, what: str) -> str:
+    try:
+        if path == "-":
+            return sys.stdin.read()
+        with open(path, encoding="ascii") as handle:
+            return handle.read()
+    except (OSError, ValueError) as exc:
+        raise CtlError(2, f"cannot read {what} from {path}: {exc}") from None
+
+
+def _certificates_request(ns: argparse.Namespace) -> tuple[str, dict[str, Any]]:
+    if ns.action == "show":
+        return "certificates.show", {"charger_id": ns.charger_id}
+    if ns.action == "install":
+        return "command", {
+            "charger_id": ns.charger_id,
+            "action": "InstallCertificate",
+            "args": {
+                "certificate_type": ns.certificate_type,
+                "certificate": _read_text(ns.file, "the certificate"),
+            },
+        }
+    if ns.action == "list":
+        return "command", {
+            "charger_id": ns.charger_id,
+            "action": "GetInstalledCertificateIds",
+            "args": {"certificate_type": ns.certificate_type},
+        }
+    # delete
+    given = [ns.issuer_name_hash, ns.issuer_key_hash, ns.serial_number]
+    if ns.index is not None:
+        if any(v is not None for v in given):
+            raise CtlError(2, "give --index or the hash data, not both")
+        return "certificates.delete", {"charger_id": ns.charger_id, "index": ns.index}
+    if any(v is None for v in given):
+        raise CtlError(
+            2,
+            "give --index N (from `certificates show`) or all of --issuer-name-hash, "
+            "--issuer-key-hash and --serial",
+        )
+    return "certificates.delete", {
+        "charger_id": ns.charger_id,
+        "hash_data": {
+            "hash_algorithm": ns.hash_algorithm,
+            "issuer_name_hash": ns.issuer_name_hash,
+            "issuer_key_hash": ns.issuer_key_hash,
+            "serial_number": ns.serial_number,
+        },
+    }
+
+
+def _certificate_hash(ns: argparse.Namespace) -> dict[str, Any]:
+    """`certificates hash`: computed here, from the operator's file; nothing is sent."""
+    from voltaro.domain.certificates import (
+        CertificateError,
+        HashAlgorithm,
+        describe,
+        hash_data,
+        load_certificate,
+    )
+
+    try:
+        certificate = load_certificate(_read_text(ns.file, "the certificate"))
+        issuer = load_certificate(_read_text(ns.issuer, "the issuer")) if ns.issuer else None
+        data = hash_data(certificate, issuer, HashAlgorithm(ns.hash_algorithm))
+    except CertificateError as exc:
+        raise CtlError(2, f"{ns.file}: {exc}") from None
+    return {
+        **describe(certificate),
+        "hash_algorithm": data.hash_algorithm.value,
+        "issuer_name_hash": data.issuer_name_hash,
+        "issuer_key_hash": data.issuer_key_hash,
+        "serial_number_hex": data.serial_number,
+    }
+
+
 def _clean(**args: Any) -> dict[str, Any]:
     return {k: v for k, v in args.items() if v is not None}
 
@@ -994,6 +1116,42 @@ def _fetch(client: Client, file_id: int, output: str | None) -> dict[str, Any]:
         **{k: v for k, v in first.items() if k not in ("data", "offset", "eof")},
         "written": os.path.abspath(target),
     }
+
+
+def _certificates_text(result: dict[str, Any]) -> str:
+    installed = _table(
+        [
+            (
+                c["index"],
+                c["certificate_type"],
+                c["serial_number"],
+                c["issuer_name_hash"][:16] + "…",
+                c["issuer_key_hash"][:16] + "…",
+                c["source"],
+                _time(c["at"]) or c["at"],
+            )
+            for c in result["installed"]
+        ],
+        ["#", "TYPE", "SERIAL", "ISSUER NAME HASH", "ISSUER KEY HASH", "SOURCE", "AT"],
+    )
+    signings = _table(
+        [
+            (
+                _time(s["received_at"]) or s["received_at"],
+                s["status"],
+                s["subject"],
+                s["serial_number"],
+                s["not_after"],
+                s["detail"],
+            )
+            for s in result["signings"]
+        ],
+        ["RECEIVED", "STATUS", "SUBJECT", "SERIAL", "NOT AFTER", "DETAIL"],
+    )
+    return (
+        f"certificates held by {result['charger_id']}:\n{installed}\n\n"
+        f"SignCertificate requests:\n{signings}"
+    )
 
 
 def _human(op: str, result: Any) -> str:
@@ -1230,6 +1388,8 @@ def _human(op: str, result: Any) -> str:
         if result.get("warning"):
             lines.append(f"  WARNING: {result['warning']}")
         return "\n".join(lines)
+    if op == "certificates.show":
+        return _certificates_text(result)
     if op == "status":
         # What was refused, shed or failed since the start first (issue 11).
         protection = result.get("protection") or {}
@@ -1352,6 +1512,13 @@ def _main(argv: list[str], as_json: bool) -> int:
         ns = parser.parse_args(argv)
     except SystemExit as exc:
         return int(exc.code or 0)
+    if ns.command == "certificates" and ns.action == "hash":
+        try:
+            computed = _certificate_hash(ns)
+        except CtlError as exc:
+            return _fail(exc, ns.json)
+        print(json.dumps(computed, indent=2) if ns.json else human.fields(list(computed.items())))
+        return 0
     try:
         for warning in _precheck(ns):
             sys.stderr.write(f"voltaro ctl: warning: {warning}\n")
@@ -1383,6 +1550,17 @@ def _main(argv: list[str], as_json: bool) -> int:
             return 0
         if ns.command == "transactions" and ns.action == "export":
             _export(client, ns)
+            return 0
+        if ns.command == "certificates" and ns.action == "list" and not ns.json:
+            op, args = _request_for(ns)
+            result = client.request(op, args)
+            print(_human(op, result))
+            # The numbers `certificates delete --index` takes.
+            print(
+                _certificates_text(
+                    client.request("certificates.show", {"charger_id": ns.charger_id})
+                )
+            )
             return 0
         if ns.command == "diagnostics" and ns.action == "fetch":
             fetched = _fetch(client, ns.file_id, ns.output)

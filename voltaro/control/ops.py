@@ -39,6 +39,7 @@ from voltaro.net.security_events import SecurityEvents
 from voltaro.protocol.callerrors import CallErrorLog
 from voltaro.service import views
 from voltaro.service.campaigns import CampaignRunner
+from voltaro.service.certificates import certificates_state, delete_by_index
 from voltaro.service.charging_profiles import ChargingProfileService
 from voltaro.service.commands import CommandService, command_from_args, command_time
 from voltaro.service.files import FileError, FileTransfers
@@ -202,6 +203,8 @@ class ControlOps:
             "profiles.clear": self.profiles_clear,
             "profiles.list": self.profiles_list,
             "profiles.composite": self.profiles_composite,
+            "certificates.show": self.certificates_show,
+            "certificates.delete": self.certificates_delete,
         }
 
     def _charger_view(self, charger: Any) -> dict[str, Any]:
@@ -721,6 +724,30 @@ class ControlOps:
         arguments = args.get("args") or {}
         try:
             command = command_from_args(action, arguments)
+            outcome = await self._commands.execute(charger_id, command, actor=user)
+        except CommandError as exc:
+            raise OpError(_COMMAND_CODES[exc.code], exc.message) from None
+        return views.outcome_view(outcome)
+
+    # --- Charger certificates (docs/security.md) -----------------------------------------
+
+    async def certificates_show(self, args: dict[str, Any], user: str) -> dict[str, Any]:
+        try:
+            return await certificates_state(self._db, _text(args, "charger_id"))
+        except CommandError as exc:
+            raise OpError(_COMMAND_CODES[exc.code], exc.message) from None
+
+    async def certificates_delete(self, args: dict[str, Any], user: str) -> dict[str, Any]:
+        """DeleteCertificate by hash data, or by ``index`` in the stored list."""
+        charger_id = _text(args, "charger_id")
+        index = args.get("index")
+        try:
+            if index is not None:
+                if isinstance(index, bool) or not isinstance(index, int):
+                    raise OpError(ErrorCode.BAD_ARGUMENTS, "index must be an integer")
+                command: Any = await delete_by_index(self._db, charger_id, index)
+            else:
+                command = command_from_args("DeleteCertificate", args.get("hash_data") or {})
             outcome = await self._commands.execute(charger_id, command, actor=user)
         except CommandError as exc:
             raise OpError(_COMMAND_CODES[exc.code], exc.message) from None

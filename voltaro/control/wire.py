@@ -155,6 +155,11 @@ OPS: dict[str, Role] = {
     "circuits.remove": Role.ADMIN,
     "circuits.assign": Role.ADMIN,
     "circuits.unassign": Role.ADMIN,
+    # Charger certificates (1.6 security extension, docs/security.md). show:
+    # {"charger_id"}: what it holds (numbered) and its SignCertificate requests;
+    # delete: {"charger_id", "index"} or {"charger_id", "hash_data": {...}}.
+    "certificates.show": Role.VIEWER,
+    "certificates.delete": Role.ADMIN,
 }
 
 # OCPP action -> the least role allowed to send it. Hard reset needs admin (args.type).
@@ -174,6 +179,10 @@ COMMAND_ROLES: dict[str, Role] = {
     "GetDiagnostics": Role.OPERATOR,
     "GetLocalListVersion": Role.OPERATOR,
     "GetCompositeSchedule": Role.OPERATOR,
+    # Which roots a charger trusts is the admin's call; reading them is not.
+    "InstallCertificate": Role.ADMIN,
+    "GetInstalledCertificateIds": Role.OPERATOR,
+    "DeleteCertificate": Role.ADMIN,
 }
 
 

@@ -16,6 +16,12 @@ from enum import StrEnum
 from typing import Any
 from urllib.parse import urlsplit
 
+from voltaro.domain.certificates import (
+    CertificateError,
+    CertificateHashData,
+    CertificateUse,
+    load_certificates,
+)
 from voltaro.domain.charging_profiles import ChargingProfile, ProfilePurpose, RateUnit
 from voltaro.domain.local_list import ListEntry, UpdateType
 from voltaro.domain.model import (
@@ -214,6 +220,35 @@ class GetCompositeSchedule:
     rate_unit: RateUnit | None = None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InstallCertificate:
+    """InstallCertificate.req (1.6 security extension): a root certificate (PEM) the
+    charger trusts from now on for the Central System or for firmware signatures."""
+
+    certificate_type: CertificateUse
+    certificate: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GetInstalledCertificateIds:
+    certificate_type: CertificateUse
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeleteCertificate:
+    certificate_hash_data: CertificateHashData
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CertificateSigned:
+    """CertificateSigned.req: the chain signed for the charger's SignCertificate CSR.
+    Sent by Voltaro itself (voltaro.service.certificates), never as a bare command."""
+
+    certificate_chain: str
+    # Not sent: what the audit keeps instead of the PEM ("CN=CP-1 serial 1f.. until ..").
+    summary: str | None = None
+
+
 Command = (
     RemoteStart
     | RemoteStop
@@ -234,6 +269,10 @@ Command = (
     | SetChargingProfile
     | ClearChargingProfile
     | GetCompositeSchedule
+    | InstallCertificate
+    | GetInstalledCertificateIds
+    | DeleteCertificate
+    | CertificateSigned
 )
 
 # The OCPP action each command becomes, also its name on the control socket and the API.
@@ -257,6 +296,10 @@ ACTION_OF: dict[type[Any], str] = {
     SetChargingProfile: "SetChargingProfile",
     ClearChargingProfile: "ClearChargingProfile",
     GetCompositeSchedule: "GetCompositeSchedule",
+    InstallCertificate: "InstallCertificate",
+    GetInstalledCertificateIds: "GetInstalledCertificateIds",
+    DeleteCertificate: "DeleteCertificate",
+    CertificateSigned: "CertificateSigned",
 }
 
 # Location schemes a charger may be given (SupportedFileTransferProtocols, errata 3.90).
@@ -338,6 +381,26 @@ def _check_time(name: str, value: datetime | None, *, required: bool = False) ->
         return
     if not isinstance(value, datetime) or value.tzinfo is None:
         raise _bad(f"{name} must be a time with its UTC offset")
+
+
+def _check_use(use: CertificateUse) -> None:
+    if use not in tuple(CertificateUse):
+        raise _bad("certificate type must be one of " + ", ".join(u.value for u in CertificateUse))
+
+
+def _check_pem(name: str, pem: str, limit: int, *, single: bool) -> None:
+    """PEM text within the schema's maxLength (5500 for InstallCertificate.req,
+    10000 for CertificateSigned.req), holding one certificate (or a chain)."""
+    if not isinstance(pem, str) or not pem.strip():
+        raise _bad(f"{name} (PEM) is required")
+    if len(pem) > limit:
+        raise _bad(f"{name} is {len(pem)} characters; OCPP 1.6 allows at most {limit}")
+    try:
+        found = load_certificates(pem)
+    except CertificateError as exc:
+        raise _bad(f"{name}: {exc}") from None
+    if single and len(found) != 1:
+        raise _bad(f"{name} must hold exactly one certificate, found {len(found)}")
 
 
 def validate(command: Command) -> None:
@@ -433,6 +496,16 @@ def validate(command: Command) -> None:
             _check_connector(cid, minimum=0)
             if isinstance(duration, bool) or not isinstance(duration, int) or duration < 1:
                 raise _bad("duration must be a positive number of seconds")
+        case InstallCertificate(certificate_type=use, certificate=pem):
+            _check_use(use)
+            _check_pem("certificate", pem, 5500, single=True)
+        case GetInstalledCertificateIds(certificate_type=use):
+            _check_use(use)
+        case DeleteCertificate(certificate_hash_data=data):
+            if not isinstance(data, CertificateHashData):
+                raise _bad("certificate hash data is required")
+        case CertificateSigned(certificate_chain=chain):
+            _check_pem("certificate chain", chain, 10000, single=False)
 
 
 def check_allowed(command: Command, registration: RegistrationStatus) -> None:

@@ -82,6 +82,13 @@ class ChargerBackend(Protocol):
     async def security_event(self, event: ChargerSecurityEvent) -> None:
         """A SecurityEventNotification: stored before it is answered (1.6 security ext.)."""
 
+    async def sign_certificate(self, csr: str, received_at: datetime) -> bool:
+        """A SignCertificate CSR: checked and recorded; True to answer Accepted."""
+
+    async def certificate_request_answered(self, csr: str) -> None:
+        """After the SignCertificate answer went out: sign an accepted CSR and send
+        CertificateSigned (whitepaper A02/A03: never before the answer)."""
+
     def record_frame(self, frame: FrameRecord) -> None:
         """Queue a raw frame for the frame log and the live feed. Must not block."""
 

@@ -37,6 +37,9 @@ class ChargerCredentials(Protocol):
     @property
     def pending_password_hashes(self) -> tuple[str, ...]: ...
 
+    @property
+    def serial_number(self) -> str | None: ...
+
 
 class ChargerDirectory(Protocol):
     async def lookup(self, charger_id: str) -> ChargerCredentials | None:
@@ -139,3 +142,4 @@ class ChargerRecord:
     allow_no_subprotocol: bool = False
     security_profile: int = 0
     pending_password_hashes: tuple[str, ...] = ()
+    serial_number: str | None = None

@@ -30,6 +30,7 @@ from trio_websocket import (
 )
 
 from voltaro.background import LoopGuard
+from voltaro.domain.certificates import identity_matches, organization_matches
 from voltaro.domain.model import RegistrationStatus
 from voltaro.domain.ports import StorageUnavailable
 from voltaro.logs import CHARGER_ID
@@ -434,7 +435,9 @@ class OcppListener:
                 400, f"no subprotocol offered; {SUBPROTOCOL} required", kind="subprotocol"
             )
         profile = record.security_profile if record is not None else 0
-        refusal = self._check_profile(charger_id, profile, tls, remote)
+        refusal = self._check_profile(
+            charger_id, profile, tls, remote, record.serial_number if record is not None else None
+        )
         if refusal is not None:
             return refusal
         if record is not None and record.password_hash and profile != 3:
@@ -500,7 +503,12 @@ class OcppListener:
         return Admission(charger_id, SUBPROTOCOL if offered else None)
 
     def _check_profile(
-        self, charger_id: str, profile: int, tls: PeerCertificate | None, remote: str
+        self,
+        charger_id: str,
+        profile: int,
+        tls: PeerCertificate | None,
+        remote: str,
+        serial_number: str | None = None,
     ) -> Refusal | None:
         """The charger's stored security profile is the only one it may use (OCPP 1.6
         security whitepaper A00.FR.001-006: no downgrade; A00.FR.401-407: profile 3)."""
@@ -527,7 +535,7 @@ class OcppListener:
                 "security profile 3: a client certificate is required",
                 kind="client_certificate_missing",
             )
-        if charger_id not in tls.common_names:
+        if not identity_matches(tls.common_names, charger_id, serial_number):
             self.security.record(
                 "certificate_cn_mismatch",
                 charger_id=charger_id,
@@ -537,6 +545,18 @@ class OcppListener:
             return unauthorized(
                 "the client certificate is not this charge point's",
                 kind="certificate_cn_mismatch",
+            )
+        required = self._settings.certificate_organization
+        if not organization_matches(tls.organizations, required):
+            self.security.record(
+                "certificate_organization_mismatch",
+                charger_id=charger_id,
+                remote=remote,
+                detail=f"certificate O {', '.join(tls.organizations) or '(none)'}",
+            )
+            return unauthorized(
+                f"the client certificate's organisation is not {required}",
+                kind="certificate_organization_mismatch",
             )
         return None
 

@@ -42,10 +42,13 @@ KINDS = (
     "downgrade",
     "client_certificate_missing",
     "certificate_cn_mismatch",
+    "certificate_organization_mismatch",  # O is not certificate_organization (if set)
     "invalid_client_certificate",
     "takeover",
     "takeover_alert",
     "charger_reported",  # SecurityEventNotification from a charger (its own events)
+    "csr_rejected",  # a SignCertificate CSR failed the checks (wrong CN, weak key, garbage)
+    "certificate_signing_failed",  # the CA or its hook could not sign an accepted CSR
 )
 
 Publish = Callable[[dict[str, Any]], None]

@@ -93,6 +93,7 @@ class PeerCertificate:
 
     verified: bool  # a certificate was sent and verified against tls_client_ca
     common_names: tuple[str, ...] = ()
+    organizations: tuple[str, ...] = ()
     serial_number: str | None = None
     not_after: str | None = None
 
@@ -104,9 +105,13 @@ def peer_certificate(stream: trio.SSLStream[Any]) -> PeerCertificate:
     names = tuple(
         value for rdn in cert.get("subject", ()) for key, value in rdn if key == "commonName"
     )
+    organizations = tuple(
+        value for rdn in cert.get("subject", ()) for key, value in rdn if key == "organizationName"
+    )
     return PeerCertificate(
         verified=True,
         common_names=names,
+        organizations=organizations,
         serial_number=cert.get("serialNumber"),
         not_after=cert.get("notAfter"),
     )

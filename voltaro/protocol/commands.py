@@ -6,10 +6,12 @@ from typing import Any
 
 from ocpp.v16 import call
 
+from voltaro.domain.certificates import CertificateError, parse_hash_data
 from voltaro.domain.charging_profiles import profile_to_wire
 from voltaro.domain.commands import (
     ACTION_OF,
     CancelReservation,
+    CertificateSigned,
     ChangeAvailability,
     ChangeConfiguration,
     ClearCache,
@@ -18,10 +20,13 @@ from voltaro.domain.commands import (
     CommandOutcome,
     ConfigurationEntry,
     DataTransfer,
+    DeleteCertificate,
     GetCompositeSchedule,
     GetConfiguration,
     GetDiagnostics,
+    GetInstalledCertificateIds,
     GetLocalListVersion,
+    InstallCertificate,
     RemoteStart,
     RemoteStop,
     ReserveNow,
@@ -122,6 +127,14 @@ def to_call(command: Command) -> Any:
                 duration=duration,
                 charging_rate_unit=None if unit is None else unit.value,
             )
+        case InstallCertificate(certificate_type=use, certificate=pem):
+            return call.InstallCertificate(certificate_type=use.value, certificate=pem)
+        case GetInstalledCertificateIds(certificate_type=use):
+            return call.GetInstalledCertificateIds(certificate_type=use.value)
+        case DeleteCertificate(certificate_hash_data=data):
+            return call.DeleteCertificate(certificate_hash_data=data.to_wire())
+        case CertificateSigned(certificate_chain=chain):
+            return call.CertificateSigned(certificate_chain=chain)
     raise TypeError(f"not a command: {command!r}")
 
 
@@ -156,6 +169,20 @@ def _entries(raw: Any) -> tuple[ConfigurationEntry, ...]:
             )
         )
     return tuple(entries)
+
+
+def _hash_data_list(result: Any) -> list[dict[str, str]]:
+    """certificateHashData as the charger reported it (validated by the schema), in the
+    wire's camelCase; entries that do not parse are left out."""
+    out = []
+    for item in getattr(result, "certificate_hash_data", None) or ():
+        if isinstance(item, dict):
+            # The library turns the answer's keys to snake_case.
+            try:
+                out.append(parse_hash_data(item).to_wire())
+            except CertificateError:
+                continue
+    return out
 
 
 def to_outcome(command: Command, result: Any) -> CommandOutcome:
@@ -194,6 +221,12 @@ def to_outcome(command: Command, result: Any) -> CommandOutcome:
             action=action,
             status="Accepted",
             details={"list_version": version if isinstance(version, int) else None},
+        )
+    if isinstance(command, GetInstalledCertificateIds):
+        return CommandOutcome(
+            action=action,
+            status=str(getattr(result, "status", "NotFound")),
+            details={"certificates": _hash_data_list(result)},
         )
     status = getattr(result, "status", None)
     data = getattr(result, "data", None)

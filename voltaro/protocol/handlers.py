@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from ocpp.routing import on
+from ocpp.routing import after, on
 from ocpp.v16 import call_result
 from ocpp.v16.enums import Action
 
@@ -221,6 +221,17 @@ class CentralSystemHandlers:
             )
         )
         return call_result.SecurityEventNotification()
+
+    # SignCertificate (1.6 security extension; whitepaper ed. 3 A02/A03): the CSR is
+    # checked before the answer; signing and CertificateSigned follow the answer.
+    @on(Action.sign_certificate)
+    async def on_sign_certificate(self, csr: str, **kw: Any) -> Any:
+        accepted = await self.backend.sign_certificate(csr, utc_now())
+        return call_result.SignCertificate(status="Accepted" if accepted else "Rejected")
+
+    @after(Action.sign_certificate)
+    async def after_sign_certificate(self, csr: str, **kw: Any) -> None:
+        await self.backend.certificate_request_answered(csr)
 
     @on(Action.data_transfer)
     async def on_data_transfer(self, vendor_id: str, **kw: Any) -> Any:

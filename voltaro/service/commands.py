@@ -19,6 +19,15 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from voltaro.control.wire import Event
 from voltaro.domain.authorization import decide
+from voltaro.domain.certificates import (
+    USE_NAMES,
+    CertificateError,
+    CertificateUse,
+    describe,
+    hash_data,
+    load_certificate,
+    parse_hash_data,
+)
 from voltaro.domain.charging_profiles import (
     ChargingProfile,
     ProfileError,
@@ -28,6 +37,7 @@ from voltaro.domain.charging_profiles import (
 )
 from voltaro.domain.commands import (
     ACTION_OF,
+    CertificateSigned,
     ChangeAvailability,
     ChangeConfiguration,
     ClearCache,
@@ -36,10 +46,13 @@ from voltaro.domain.commands import (
     CommandErrorCode,
     CommandOutcome,
     DataTransfer,
+    DeleteCertificate,
     GetCompositeSchedule,
     GetConfiguration,
     GetDiagnostics,
+    GetInstalledCertificateIds,
     GetLocalListVersion,
+    InstallCertificate,
     RemoteStart,
     RemoteStop,
     Reset,
@@ -61,7 +74,7 @@ from voltaro.domain.timestamps import format_utc, parse_timestamp, utc_now
 from voltaro.net.registry import Registry
 from voltaro.service.hub import EventHub
 from voltaro.settings import Settings
-from voltaro.store import chargers, tags, transactions
+from voltaro.store import certificates, chargers, tags, transactions
 from voltaro.store import commands as audit
 from voltaro.store.db import Database
 
@@ -83,6 +96,9 @@ ALIASES = {
     "get-diagnostics": "GetDiagnostics",
     "local-list-version": "GetLocalListVersion",
     "composite-schedule": "GetCompositeSchedule",
+    "install-certificate": "InstallCertificate",
+    "installed-certificates": "GetInstalledCertificateIds",
+    "delete-certificate": "DeleteCertificate",
 }
 # Sent only by the services that keep what they change (the local list sync, the
 # reservations), never as a bare command: a reservation or list the server does not know
@@ -93,6 +109,7 @@ MANAGED = {
     "CancelReservation": "use reservations cancel (it updates the stored reservation)",
     "SetChargingProfile": "use profiles set (it checks and stores the profile)",
     "ClearChargingProfile": "use profiles clear (it updates the stored profiles)",
+    "CertificateSigned": "Voltaro sends it after signing the charger's SignCertificate CSR",
 }
 ACTIONS = frozenset(ACTION_OF.values())
 
@@ -158,6 +175,13 @@ def _choice(value: str, options: dict[str, Any], what: str) -> Any:
         if value.lower() == name.lower():
             return member
     raise _bad(f"{what} must be one of {', '.join(options)}, got {value!r}")
+
+
+def _certificate_use(args: dict[str, Any]) -> CertificateUse:
+    """certificate_type: the OCPP value or the short name (central, manufacturer)."""
+    text = _str(args, "certificate_type") or ""
+    options: dict[str, Any] = {**USE_NAMES, **{u.value: u for u in CertificateUse}}
+    return _choice(text, options, "certificate type")  # type: ignore[no-any-return]
 
 
 def command_from_args(action: str, args: dict[str, Any]) -> Command:
@@ -251,6 +275,20 @@ def command_from_args(action: str, args: dict[str, Any]) -> Command:
                 if unit is None
                 else _choice(unit, {u.value: u for u in RateUnit}, "unit"),
             )
+        case "InstallCertificate":
+            command = InstallCertificate(
+                certificate_type=_certificate_use(args),
+                certificate=_str(args, "certificate") or "",
+            )
+        case "GetInstalledCertificateIds":
+            command = GetInstalledCertificateIds(certificate_type=_certificate_use(args))
+        case "DeleteCertificate":
+            raw = args.get("certificate_hash_data", args)
+            try:
+                data = parse_hash_data(raw)
+            except CertificateError as exc:
+                raise _bad(str(exc)) from None
+            command = DeleteCertificate(certificate_hash_data=data)
         case _:  # TriggerMessage
             message = _choice(
                 _str(args, "requested_message") or "",
@@ -279,6 +317,22 @@ def command_args(command: Command) -> dict[str, Any]:
             "id_tags": [e.id_tag for e in command.entries if e.info is not None],
             "removed": [e.id_tag for e in command.entries if e.info is None],
         }
+    if isinstance(command, InstallCertificate):
+        # What was installed, not the PEM: its subject, validity and hash data.
+        certificate = load_certificate(command.certificate)
+        out_install: dict[str, Any] = {
+            "certificate_type": command.certificate_type.value,
+            "certificate": describe(certificate),
+        }
+        try:
+            out_install["certificate_hash_data"] = hash_data(certificate).to_wire()
+        except CertificateError:
+            pass  # not self-signed: the operator computes it with the issuer's certificate
+        return out_install
+    if isinstance(command, CertificateSigned):
+        return {"certificate_chain": f"({command.summary or 'PEM chain'}; PEM not recorded)"}
+    if isinstance(command, DeleteCertificate):
+        return {"certificate_hash_data": command.certificate_hash_data.to_wire()}
     out: dict[str, Any] = {}
     for field in getattr(command, "__dataclass_fields__", {}):
         value = getattr(command, field)
@@ -606,6 +660,30 @@ class CommandService:
                     await self._db.run(
                         chargers.set_security_profile, charger_id, int(value.strip())
                     )
+            case GetInstalledCertificateIds(certificate_type=use) if status in (
+                "Accepted",
+                "NotFound",
+            ):
+                # What the charger holds of this type, for `certificates show` and
+                # `certificates delete --index` (NotFound: none).
+                reported = [parse_hash_data(d) for d in outcome.details.get("certificates", ())]
+                await self._db.run(
+                    certificates.replace_reported, charger_id, use, reported, utc_now()
+                )
+            case InstallCertificate(certificate_type=use, certificate=pem) if status == "Accepted":
+                try:
+                    installed = hash_data(load_certificate(pem))
+                except CertificateError:
+                    installed = None  # not self-signed: known after the next list
+                if installed is not None:
+                    await self._db.run(
+                        certificates.add_installed, charger_id, use, installed, utc_now()
+                    )
+            case DeleteCertificate(certificate_hash_data=data) if status in (
+                "Accepted",
+                "NotFound",
+            ):
+                await self._db.run(certificates.remove, charger_id, data)
 
             case _:
                 pass

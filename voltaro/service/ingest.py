@@ -26,7 +26,7 @@ import json
 import logging
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import trio
 
@@ -59,6 +59,9 @@ from voltaro.net.security_events import SecurityEvents
 from voltaro.protocol.edge import repair_text
 from voltaro.service.frame_log import FrameSink
 from voltaro.service.reservations import reservation_view
+
+if TYPE_CHECKING:
+    from voltaro.service.certificates import CertificateSigner
 from voltaro.settings import Settings
 from voltaro.store import chargers, commands, firmware, quarantine, security, transactions
 from voltaro.store.db import Database
@@ -175,9 +178,13 @@ class ChargerIngest:
         frame_sink: FrameSink | None = None,
         liveness: Liveness | None = None,
         security_events: SecurityEvents | None = None,
+        certificates: CertificateSigner | None = None,
     ) -> None:
         self.charger_id = charger_id
         self._security = security_events
+        self._certificates = certificates
+        # Accepted CSRs waiting for their answer to go out: csr -> signing id.
+        self._to_sign: dict[str, int] = {}
         self._db = db
         self._settings = settings
         self._publish = publish
@@ -551,6 +558,23 @@ class ChargerIngest:
                 charger_id=self.charger_id,
                 detail=event.type + (f": {event.tech_info}" if event.tech_info else ""),
             )
+
+    async def sign_certificate(self, csr: str, received_at: datetime) -> bool:
+        self._alive(received_at)
+        if self._certificates is None:
+            return False
+        # A database outage propagates (TransientStorageError is a StorageUnavailable):
+        # the charger gets a CALLERROR and sends the CSR again.
+        signing_id = await self._certificates.review(self.charger_id, csr, received_at)
+        if signing_id is None:
+            return False
+        self._to_sign[csr] = signing_id
+        return True
+
+    async def certificate_request_answered(self, csr: str) -> None:
+        signing_id = self._to_sign.pop(csr, None)
+        if signing_id is not None and self._certificates is not None:
+            await self._certificates.schedule(self.charger_id, signing_id, csr)
 
     async def transfer_status(self, report: TransferStatusReport) -> None:
         self._alive(report.received_at)

@@ -50,6 +50,9 @@ class ChargerAuth:
     allow_no_subprotocol: bool
     security_profile: int = 0
     pending_password_hashes: tuple[str, ...] = ()
+    # chargePointSerialNumber from its last BootNotification: a profile 3 certificate's
+    # CN may hold it instead of the id (voltaro.domain.certificates.identity_matches).
+    serial_number: str | None = None
 
 
 # How many unsettled provisioned passwords a charger may have: each lost answer to
@@ -265,6 +268,7 @@ def charger_auth(s: Session, charger_id: str) -> ChargerAuth | None:
         allow_no_subprotocol=row.allow_no_subprotocol,
         security_profile=row.security_profile or 0,
         pending_password_hashes=_pending(row),
+        serial_number=row.serial_number,
     )
 
 

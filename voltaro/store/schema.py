@@ -502,3 +502,40 @@ class CircuitChargerRow(Base):
     fallback_amps: Mapped[float] = mapped_column(Float)
     priority: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class ChargerCertificateRow(Base):
+    """The certificates a charger holds, as it last reported them (GetInstalledCertificateIds,
+    source ``reported``) or as Voltaro installed them since (InstallCertificate Accepted,
+    source ``installed``); a DeleteCertificate the charger accepted removes the row."""
+
+    __tablename__ = "charger_certificates"
+    __table_args__ = (Index("ix_charger_certificates", "charger_id", "certificate_type"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    charger_id: Mapped[str] = mapped_column(String(255))
+    certificate_type: Mapped[str] = mapped_column(String(64))
+    hash_algorithm: Mapped[str] = mapped_column(String(16))
+    issuer_name_hash: Mapped[str] = mapped_column(String(128))
+    issuer_key_hash: Mapped[str] = mapped_column(String(128))
+    serial_number: Mapped[str] = mapped_column(String(40))
+    source: Mapped[str] = mapped_column(String(16))
+    at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class CertificateSigningRow(Base):
+    """One SignCertificate from a charger and what became of it: rejected (the reason),
+    signed and delivered (CertificateSigned answered), or failed (CA, hook, charger)."""
+
+    __tablename__ = "certificate_signings"
+    __table_args__ = (Index("ix_certificate_signings", "charger_id", "received_at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    charger_id: Mapped[str] = mapped_column(String(255))
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    status: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[str | None] = mapped_column(Text)
+    subject: Mapped[str | None] = mapped_column(Text)
+    serial_number: Mapped[str | None] = mapped_column(String(40))
+    not_after: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
