@@ -17,6 +17,12 @@ Installed (then it reboots with the new version) in FirmwareStatusNotification;
 instead. GetDiagnostics uploads a generated diagnostics file (HTTP PUT to the location
 plus the file name, or FTP STOR) reporting Uploading and Uploaded or UploadFailed.
 
+Security extension (scripts/sim_certificates.py): InstallCertificate,
+GetInstalledCertificateIds and DeleteCertificate are answered from an in-memory store;
+``--sign-certificate`` makes each charger send SignCertificate after booting (a new EC
+P-256 key, CN = its id, O = ``--cert-org``), install the chain CertificateSigned brings
+and reconnect with it (``wss://``, profile 3).
+
 Built on the `ocpp` library's own asyncio ChargePoint over `websockets`: independent of
 the server's code, so it also serves as a second implementation in tests.
 """
@@ -48,6 +54,7 @@ from ocpp.routing import on
 from ocpp.v16 import ChargePoint as LibraryChargePoint
 from ocpp.v16 import call, call_result
 from ocpp.v16.enums import Action
+from sim_certificates import CertificateHandlers, ChargerCertificates, request_certificate
 
 log = logging.getLogger("simulate")
 
@@ -144,8 +151,9 @@ class Session:
     reason: str = "Local"
 
 
-class SimCharger(LibraryChargePoint):  # type: ignore[misc]
-    """Answers Core commands like a real charger would."""
+class SimCharger(CertificateHandlers, LibraryChargePoint):  # type: ignore[misc]
+    """Answers Core commands like a real charger would (and the security extension's
+    certificate messages: scripts/sim_certificates.py)."""
 
     def __init__(self, sim: VirtualCharger, connection: Any) -> None:
         super().__init__(sim.charger_id, connection, response_timeout=30)
@@ -445,6 +453,19 @@ class VirtualCharger:
         # Charging profiles as received; kept across reconnects, a TxProfile only for
         # its transaction (OCPP 1.6 §3.13.4).
         self.profiles: list[Installed] = []
+        # Root certificates and its own signed certificate (1.6 security extension).
+        self.certificates = ChargerCertificates(charger_id, organization=args.cert_org)
+        self.reconnect = asyncio.Event()
+
+    def reconnect_soon(self) -> None:
+        """Close the connection after the current answer: the next one uses the newly
+        installed client certificate (sim_certificates)."""
+        self.reconnect.set()
+
+    async def renew_certificate(self) -> None:
+        """SignCertificate (on --sign-certificate, or when triggered)."""
+        assert self.cp is not None
+        await request_certificate(self.cp, self.certificates)
 
     def spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -834,8 +855,10 @@ class VirtualCharger:
 
     async def serve(self, stop_at: float) -> None:
         delay = 1.0
-        context = tls_context(self.args, self.charger_id)
         while time.monotonic() < stop_at:
+            # Built for every connection: a certificate installed by CertificateSigned
+            # is used from the next one on.
+            context = tls_context(self.args, self.charger_id, self.certificates.client_pair)
             headers = {}
             if self.password is not None:
                 # Profile 1/2: the raw bytes of the AuthorizationKey (R30), re-read on
@@ -852,6 +875,12 @@ class VirtualCharger:
                     ssl=context,
                 ) as ws:
                     delay = 1.0
+                    if self.certificates.client_pair is not None:
+                        print(
+                            f"[simulate] {self.charger_id}: connected with its signed "
+                            f"certificate (serial {self.certificates.serial})",
+                            flush=True,
+                        )
                     await self.connected(ws, stop_at)
             except (OSError, websockets.WebSocketException, TimeoutError) as exc:
                 log.info("%s: connection failed or lost: %s", self.charger_id, exc)
@@ -872,9 +901,12 @@ class VirtualCharger:
                 return
             await self.report_status(None)
             self.rebooting.clear()
+            if self.args.sign_certificate and self.certificates.client_pair is None:
+                self.spawn(self.renew_certificate())
             next_session = time.monotonic() + self.rng.uniform(0, self.args.session_every)
             while time.monotonic() < stop_at and not reader.done():
-                if self.rebooting.is_set():
+                if self.rebooting.is_set() or self.reconnect.is_set():
+                    self.reconnect.clear()
                     await ws.close()
                     return
                 interval = float(self.config["HeartbeatInterval"][0]) or 300
@@ -883,10 +915,15 @@ class VirtualCharger:
                     max(0.05, next_session - time.monotonic()),
                     max(0.05, stop_at - time.monotonic()),
                 )
-                await asyncio.wait(
-                    {reader, asyncio.ensure_future(asyncio.sleep(wait))},
-                    return_when=asyncio.FIRST_COMPLETED,
-                )
+                timers = {
+                    asyncio.ensure_future(asyncio.sleep(wait)),
+                    asyncio.ensure_future(self.reconnect.wait()),
+                }
+                await asyncio.wait({reader, *timers}, return_when=asyncio.FIRST_COMPLETED)
+                for timer in timers:
+                    timer.cancel()
+                if self.reconnect.is_set():
+                    continue
                 if time.monotonic() >= next_session and self.args.session_every > 0:
                     tag = next((t for t in self.args.tags if t not in TAGS_IN_USE), None)
                     connector = self.free_connector(tag)
@@ -959,11 +996,15 @@ def password_bytes(text: str) -> bytes:
     return text.encode()
 
 
-def tls_context(args: argparse.Namespace, charger_id: str) -> ssl.SSLContext | None:
+def tls_context(
+    args: argparse.Namespace, charger_id: str, signed: tuple[str, str] | None = None
+) -> ssl.SSLContext | None:
     if not args.url.startswith("wss://"):
         return None
     context = ssl.create_default_context(cafile=args.ca)
-    if args.cert:
+    if signed is not None:
+        context.load_cert_chain(*signed)  # installed from CertificateSigned
+    elif args.cert:
         context.load_cert_chain(
             args.cert.replace("{id}", charger_id),
             args.key.replace("{id}", charger_id) if args.key else None,
@@ -1004,6 +1045,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=60.0,
         help="seconds between sessions per charger (0: only remote starts)",
     )
+    p.add_argument(
+        "--sign-certificate",
+        action="store_true",
+        help="after booting, send SignCertificate (a new EC P-256 key, CN = the id) and "
+        "reconnect with the certificate CertificateSigned brings",
+    )
+    p.add_argument("--cert-org", help="the O of that CSR (the CPO's name)")
     p.add_argument("--session-length", type=float, default=120.0)
     p.add_argument("--meter-interval", type=float, default=10.0)
     p.add_argument("--duration", type=float, default=0, help="stop after S seconds (0: never)")
