@@ -67,6 +67,7 @@ _TAGS = (
     ("/reservations", "reservations"),
     ("/local_list", "local list"),
     ("/security/", "security"),
+    ("/circuits", "load management"),
 )
 _TOTAL_IN_HEADER = ("/charge_points", "/id_tags")
 _ERROR_BODY = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
