@@ -59,13 +59,13 @@ from voltaro.net.security_events import SecurityEvents
 from voltaro.protocol.edge import repair_text
 from voltaro.service.frame_log import FrameSink
 from voltaro.service.reservations import reservation_view
-
-if TYPE_CHECKING:
-    from voltaro.service.certificates import CertificateSigner
 from voltaro.settings import Settings
 from voltaro.store import chargers, commands, firmware, quarantine, security, transactions
 from voltaro.store.db import Database
 from voltaro.store.errors import PermanentStorageError, TransientStorageError
+
+if TYPE_CHECKING:
+    from voltaro.service.certificates import CertificateSigner
 
 log = logging.getLogger(__name__)
 
