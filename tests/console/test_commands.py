@@ -17,3 +17,33 @@ def test_command_forms() -> None:
         build_args(BY_ACTION["unlock"], {"connector_id": "one"})
     assert build_args(BY_ACTION["get-config"], {"keys": "A, B"}) == {"keys": ["A", "B"]}
     assert BY_ACTION["hard-reset"].role() is wire.Role.ADMIN
+
+
+def test_certificate_forms(tmp_path: pytest.TempPathFactory) -> None:
+    """The palette's certificate entries: a PEM file read here and sent as its text, the
+    roles of the control socket (install and delete are the admin's)."""
+    from pathlib import Path
+
+    pem = Path(str(tmp_path)) / "root.pem"
+    pem.write_text("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
+    install = BY_ACTION["install-certificate"]
+    args = build_args(
+        install, {"certificate_type": "manufacturerrootcertificate", "certificate": str(pem)}
+    )
+    assert args == {
+        "certificate_type": "ManufacturerRootCertificate",
+        "certificate": pem.read_text(),
+    }
+    with pytest.raises(FormError, match="cannot read"):
+        build_args(
+            install,
+            {"certificate_type": "CentralSystemRootCertificate", "certificate": f"{pem}.missing"},
+        )
+    assert install.ocpp_action == "InstallCertificate"
+    assert install.role() is wire.Role.ADMIN
+    assert BY_ACTION["installed-certificates"].role() is wire.Role.OPERATOR
+    delete = BY_ACTION["delete-certificate"]
+    assert delete.op == "certificates.delete"
+    assert delete.role() is wire.Role.ADMIN
+    assert is_destructive(delete, {"index": 1})
+    assert build_args(delete, {"index": "2"}) == {"index": 2}

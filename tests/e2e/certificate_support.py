@@ -79,10 +79,13 @@ async def sign_certificate(cp: CertificateCharger, csr: str) -> str:
     return await trio.to_thread.run_sync(functools.partial(future.result, 30))
 
 
-async def ctl(tls: TlsServer, *argv: str, stdin: bytes | None = None) -> tuple[int, Any, str]:
+async def ctl(
+    tls: TlsServer, *argv: str, stdin: bytes | None = None, human: bool = False
+) -> tuple[int, Any, str]:
+    """Run `voltaro ctl --json ARGV` (human: without --json; the text is returned)."""
     env = {**os.environ, "VOLTARO_CONTROL_SOCKET": tls.server.addresses.control_socket or ""}
     result = await trio.run_process(
-        [sys.executable, "-m", "voltaro", "ctl", "--json", *argv],
+        [sys.executable, "-m", "voltaro", "ctl", *([] if human else ["--json"]), *argv],
         capture_stdout=True,
         capture_stderr=True,
         check=False,
@@ -90,4 +93,6 @@ async def ctl(tls: TlsServer, *argv: str, stdin: bytes | None = None) -> tuple[i
         stdin=stdin,
     )
     out = result.stdout.decode()
+    if human:
+        return result.returncode, out, result.stderr.decode()
     return result.returncode, (json.loads(out) if out.strip() else None), result.stderr.decode()

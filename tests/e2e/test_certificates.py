@@ -78,6 +78,15 @@ async def test_install_list_delete_round_trip(tls: TlsServer) -> None:
         code, listed, err = await ctl(tls, "certificates", "list", "CP-C", "--type", "manufacturer")
         assert listed["status"] == "NotFound"
 
+        # The human form: the answer, then the stored list with the numbers to delete by.
+        code, text, err = await ctl(
+            tls, "certificates", "list", "CP-C", "--type", "central", human=True
+        )
+        assert code == 0, err
+        assert "GetInstalledCertificateIds: Accepted" in text
+        assert "certificates held by CP-C:" in text
+        assert expected["serialNumber"] in text
+        assert "CentralSystemRootCertificate" in text
         code, deleted, err = await ctl(tls, "certificates", "delete", "CP-C", "--index", "1")
         assert code == 0, err
         assert deleted["status"] == "Accepted"
