@@ -318,3 +318,23 @@ async def test_charger_refuses_or_never_answers_certificate_signed(
             assert row.status == "refused"
             assert signed["status"] == "Rejected"
         assert row.serial_number  # it was signed; the charger did not take it
+
+
+async def test_a_charger_gone_before_its_certificate_is_signed(
+    database_url: str, tmp_path: Path
+) -> None:
+    """Signing outlives the connection that asked (it runs in the signer's own nursery):
+    the charger leaves right after the answer; the signing ends recorded as not
+    delivered (offline), never stuck at "accepted"."""
+    ca = TestCA(tmp_path / "pki")
+    hook = hook_script(tmp_path, ca, "time.sleep(1.5)\n" + SIGN)
+    async with tls_server(database_url, tmp_path, ca=ca, ca_hook=hook) as tls:
+        tls.server.run(chargers.add_charger, "CP-G")
+        async with online(tls, "CP-G") as cp:
+            assert await ask(cp, make_csr("CP-G")[0]) == "Accepted"
+        await wait_for(lambda: signings(tls, "CP-G")[0].status != "accepted", 40)
+        (row,) = signings(tls, "CP-G")
+        assert row.status == "failed", row
+        assert "but not delivered: offline" in (row.detail or "")
+        assert row.serial_number  # signed all the same
+        assert not cp.chains
