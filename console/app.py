@@ -708,9 +708,10 @@ class ConsoleApp(App[None]):
         text = f"{spec.title} on {charger_id}: {status}"
         for entry in wire.redact(result.get("configuration", []))[:20]:
             text += f"\n{entry['key']} = {entry['value']}"
-        for number, held in enumerate((result.get("details") or {}).get("certificates", [])):
-            # GetInstalledCertificateIds: what the charger holds of that type.
-            text += f"\n{number + 1}. serial {held['serialNumber']} ({held['hashAlgorithm']})"
+        for held in (result.get("details") or {}).get("certificates", []):
+            # GetInstalledCertificateIds: what the charger holds of that type (the numbers
+            # to delete by are those of `voltaro ctl certificates show`, over both types).
+            text += f"\nserial {held['serialNumber']} ({held['hashAlgorithm']})"
         accepted = status in (
             "Accepted",
             "Unlocked",
