@@ -96,10 +96,11 @@ class EventHub:
         is_frame = name == Event.FRAME
         if self.tap is not None and not is_frame:  # frames: counted by the protocol layer
             self.tap(name, data)
-        if not self._subscribers:
-            return
-        item = HubEvent(seq=next(self._seq), name=name, at=format_utc(utc_now()), data=data)
-        self._published += 1
+        # Built only once a subscriber takes it: a server always has a filtered
+        # subscriber (the local-list service follows connects and boots), and the
+        # timestamp alone costs more than the rest of a publish, per frame and per
+        # event of every charger message (the hot path of issue 14).
+        item: HubEvent | None = None
         for sub in self._subscribers:
             if is_frame and not sub.frames:
                 continue
@@ -107,6 +108,9 @@ class EventHub:
                 name, data, sub.charger_id, sub.kinds
             ):
                 continue
+            if item is None:
+                item = HubEvent(seq=next(self._seq), name=name, at=format_utc(utc_now()), data=data)
+                self._published += 1
             if not sub.offer(item):
                 self._dropped += 1
 

@@ -371,7 +371,7 @@ class ServerMetrics(Collector):
         )
         yield CounterMetricFamily(
             "voltaro_events_published_total",
-            "Events offered to subscribers (only counted while there are any)",
+            "Events given to at least one subscriber (console, event stream) that takes them",
             value=hub.published,
         )
         yield CounterMetricFamily(
