@@ -172,9 +172,11 @@ def init_ca(args: argparse.Namespace) -> int:
 
 def serve(settings: Settings) -> int:
     from voltaro import app
+    from voltaro.gc_tuning import tune_for_long_lived_connections
     from voltaro.logs import configure_logging
 
     configure_logging(settings.log_level, settings.log_format)
+    tune_for_long_lived_connections()
     try:
         trio.run(_serve_until_signalled, settings, app.run)
     except BaseException as exc:
