@@ -332,6 +332,13 @@ async def connect_all(
                         refusals.get(exc.response.status_code, 0) + 1
                     )
                     await asyncio.sleep(min(0.2 * attempt, 2.0))
+                except (websockets.InvalidMessage, OSError):
+                    # Closed without an answer (the server shed the socket under
+                    # overload): a charger retries; counted under status 0 and reported.
+                    if attempt == 60:
+                        raise
+                    refusals[0] = refusals.get(0, 0) + 1
+                    await asyncio.sleep(min(0.2 * attempt, 2.0))
             charger = Charger(ws, cid)
             await charger.call("BootNotification", BOOT)
             if start:
@@ -342,7 +349,7 @@ async def connect_all(
     return out
 
 
-refusals: dict[int, int] = {}  # handshakes refused (HTTP status -> count), retried
+refusals: dict[int, int] = {}  # handshakes refused (HTTP status, 0: no answer -> count), retried
 
 
 async def close_all(chargers: list[Charger]) -> None:
@@ -582,7 +589,7 @@ def describe(phase: str, figures: list[Figure]) -> str:
         text_ += f", {errors:.0f} CALLERRORs retried"
     refused = sum(f.values.get("handshakes_refused", 0) for f in figures)
     if refused:
-        text_ += f", {refused:.0f} handshakes refused (503/408) and retried"
+        text_ += f", {refused:.0f} handshakes refused (503/408/429) or shed and retried"
     loads = ", ".join(f"{a:.1f}-{b:.1f}" for a, b in (f.load for f in figures))
     return f"{text_} (load {loads})"
 
