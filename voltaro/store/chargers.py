@@ -204,10 +204,14 @@ def set_password(s: Session, charger_id: str, password: bytes | None) -> bool:
 
 
 def _pending(row: ChargePointRow) -> tuple[str, ...]:
-    if not row.pending_password_hashes:
+    return _pending_of(row.pending_password_hashes)
+
+
+def _pending_of(stored: str | None) -> tuple[str, ...]:
+    if not stored:
         return ()
     try:
-        hashes = json.loads(row.pending_password_hashes)
+        hashes = json.loads(stored)
     except ValueError:
         return ()
     return tuple(h for h in hashes if isinstance(h, str))
@@ -258,7 +262,9 @@ def confirm_password(s: Session, charger_id: str, password_hash: str) -> bool:
 
 
 def charger_auth(s: Session, charger_id: str) -> ChargerAuth | None:
-    row = s.get(ChargePointRow, charger_id)
+    # Every handshake asks (a reconnect storm asks thousands of times): one cached Core
+    # SELECT, no ORM identity map (issue 14 step 4).
+    row = s.connection().execute(_SELECT_AUTH, {"cid": charger_id}).one_or_none()
     if row is None:
         return None
     return ChargerAuth(
@@ -267,7 +273,7 @@ def charger_auth(s: Session, charger_id: str) -> ChargerAuth | None:
         password_hash=row.password_hash,
         allow_no_subprotocol=row.allow_no_subprotocol,
         security_profile=row.security_profile or 0,
-        pending_password_hashes=_pending(row),
+        pending_password_hashes=_pending_of(row.pending_password_hashes),
         serial_number=row.serial_number,
     )
 
@@ -340,35 +346,106 @@ def reset_connected(s: Session) -> None:
 def boot(
     s: Session, request: BootRequest, *, heartbeat_interval: int, retry_interval: int
 ) -> BootDecision:
-    """Store a BootNotification's metadata and answer per registration (§4.2, R37-R43)."""
-    row = s.get(ChargePointRow, request.charger_id)
+    """Store a BootNotification's metadata and answer per registration (§4.2, R37-R43).
+
+    Cached Core statements, no ORM objects: every charger of a reconnect storm boots
+    (issue 14 step 4).
+    """
+    c = s.connection()
     now = request.received_at
+    row = c.execute(_SELECT_BOOT, {"cid": request.charger_id}).one_or_none()
     if row is None:
         # Removed while connected: it may not register itself again by booting.
         return BootDecision(
             status=RegistrationStatus.REJECTED, interval=retry_interval, current_time=now
         )
     ident = request.identity
-    row.vendor, row.model = ident.vendor, ident.model
-    row.serial_number = ident.serial_number
-    row.charge_box_serial_number = ident.charge_box_serial_number
-    row.firmware_version = ident.firmware_version
-    row.iccid, row.imsi = ident.iccid, ident.imsi
-    row.meter_type, row.meter_serial_number = ident.meter_type, ident.meter_serial_number
-    row.last_boot = now
-    row.last_seen = now
-    row.rebooting = False
+    c.execute(
+        _UPDATE_BOOT,
+        {
+            "cid": request.charger_id,
+            "b_vendor": ident.vendor,
+            "b_model": ident.model,
+            "b_serial_number": ident.serial_number,
+            "b_charge_box_serial_number": ident.charge_box_serial_number,
+            "b_firmware_version": ident.firmware_version,
+            "b_iccid": ident.iccid,
+            "b_imsi": ident.imsi,
+            "b_meter_type": ident.meter_type,
+            "b_meter_serial_number": ident.meter_serial_number,
+            "now": now,
+        },
+    )
     status = RegistrationStatus(row.registration)
     if status is not RegistrationStatus.ACCEPTED:
         return BootDecision(status=status, interval=retry_interval, current_time=now)
     # The interval an operator set on this charger survives its reboots (issue 23.1).
     interval = row.heartbeat_interval or heartbeat_interval
     # An Accepted charger adopts the answer's interval (OCPP 1.6 §4.2): what we know it
-    # runs now, until a GetConfiguration reports otherwise.
-    known = s.get(ConfigurationRow, (request.charger_id, HEARTBEAT_INTERVAL))
-    if known is not None and known.value != str(interval):
-        known.value, known.updated_at = str(interval), now
+    # runs now, until a GetConfiguration reports otherwise (only a key we already know).
+    c.execute(
+        _ADOPT_INTERVAL,
+        {
+            "cid": request.charger_id,
+            "b_key": HEARTBEAT_INTERVAL,
+            "b_value": str(interval),
+            "now": now,
+        },
+    )
     return BootDecision(status=status, interval=interval, current_time=now)
+
+
+_CP: Table = ChargePointRow.__table__  # type: ignore[assignment]
+_CONFIG: Table = ConfigurationRow.__table__  # type: ignore[assignment]
+_SELECT_AUTH = select(
+    _CP.c.charger_id,
+    _CP.c.registration,
+    _CP.c.password_hash,
+    _CP.c.allow_no_subprotocol,
+    _CP.c.security_profile,
+    _CP.c.pending_password_hashes,
+    _CP.c.serial_number,
+).where(_CP.c.charger_id == bindparam("cid"))
+_SELECT_BOOT = select(_CP.c.registration, _CP.c.heartbeat_interval).where(
+    _CP.c.charger_id == bindparam("cid")
+)
+_UPDATE_BOOT = (
+    update(_CP)
+    .where(_CP.c.charger_id == bindparam("cid"))
+    .values(
+        {
+            name: bindparam(f"b_{name}", type_=_CP.c[name].type)
+            for name in (
+                "vendor",
+                "model",
+                "serial_number",
+                "charge_box_serial_number",
+                "firmware_version",
+                "iccid",
+                "imsi",
+                "meter_type",
+                "meter_serial_number",
+            )
+        }
+        | {
+            "last_boot": bindparam("now", type_=_CP.c.last_boot.type),
+            "last_seen": bindparam("now", type_=_CP.c.last_seen.type),
+            "rebooting": False,
+        }
+    )
+)
+_ADOPT_INTERVAL = (
+    update(_CONFIG)
+    .where(
+        _CONFIG.c.charger_id == bindparam("cid"),
+        _CONFIG.c.key == bindparam("b_key"),
+        # NULL counts as different: IS DISTINCT FROM on both dialects.
+        _CONFIG.c.value.is_distinct_from(bindparam("b_value")),
+    )
+    .values(
+        value=bindparam("b_value"), updated_at=bindparam("now", type_=_CONFIG.c.updated_at.type)
+    )
+)
 
 
 def record_status(s: Session, request: StatusNotificationRequest) -> StatusRecorded:
