@@ -39,7 +39,13 @@ async def test_common_paths_human_and_json(server: RunningServer) -> None:
     assert (await ctl(server, "tags", "add", "04AB", "--status", "Blocked")).returncode == 0
     tags = json.loads((await ctl(server, "--json", "tags", "list")).stdout)
     assert tags == [
-        {"id_tag": "04AB", "status": "Blocked", "expiry_date": None, "parent_id_tag": None}
+        {
+            "id_tag": "04AB",
+            "status": "Blocked",
+            "expiry_date": None,
+            "parent_id_tag": None,
+            "groups": [],  # on every charger's local list
+        }
     ]
     status = json.loads((await ctl(server, "--json", "status")).stdout)
     assert status["chargers"]["total"] == 1

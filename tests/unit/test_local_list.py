@@ -11,8 +11,10 @@ from voltaro.domain.local_list import (
     ListLimits,
     LocalListError,
     UpdateType,
+    check_group,
     desired_list,
     limits_from_configuration,
+    on_list_of,
     plan_sync,
 )
 from voltaro.domain.model import AuthorizationStatus, IdTag
@@ -199,3 +201,23 @@ def test_limits_are_read_leniently() -> None:
     )
     assert limits == ListLimits(enabled=True, max_list=50, max_send=None)
     assert limits_from_configuration({}) == ListLimits()
+
+
+def test_groups_decide_which_lists_carry_a_tag() -> None:
+    """Issue 16, a list per group: tags limited to no group are on every list; tags
+    limited to groups only on the lists of chargers in one of them."""
+    everywhere = IdTag(id_tag="ALL")
+    north = IdTag(id_tag="N1", groups=("north",))
+    both = IdTag(id_tag="NS", groups=("north", "south"))
+    assert [on_list_of(t, None) for t in (everywhere, north, both)] == [True, False, False]
+    assert [on_list_of(t, "north") for t in (everywhere, north, both)] == [True, True, True]
+    assert [on_list_of(t, "south") for t in (everywhere, north, both)] == [True, False, True]
+    assert sorted(desired_list([everywhere, north, both], NOW, "south")) == ["ALL", "NS"]
+    assert sorted(desired_list([everywhere, north, both], NOW)) == ["ALL"]
+
+
+@pytest.mark.parametrize("name", ["", "a b", "no,comma", "-dash-first", "x" * 65, "é"])
+def test_bad_group_names_are_refused(name: str) -> None:
+    with pytest.raises(LocalListError):
+        check_group(name)
+    assert check_group("depot-2.north_1") == "depot-2.north_1"

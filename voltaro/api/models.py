@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
+
+from voltaro.domain.local_list import GROUP_NAME
+
+# A charger group (local list per group, issue 16).
+GroupName = Annotated[str, Field(pattern=f"^{GROUP_NAME.pattern}$")]
 
 
 class ErrorDetail(BaseModel):
@@ -51,8 +56,14 @@ class ChargePoint(BaseModel):
     # A new password was sent (AuthorizationKey) and not used by the charger yet.
     password_pending: bool = False
     allow_no_subprotocol: bool
+    # The group whose local list it gets; null: the all-chargers list.
+    list_group: str | None = None
     connectors: list[Connector]
     active_transactions: list[Session] = Field(default_factory=list)
+
+
+class ListGroup(BaseModel):
+    group: GroupName | None = None  # null: no group (the all-chargers list)
 
 
 class SecurityEvent(BaseModel):
@@ -174,6 +185,8 @@ class IdTag(BaseModel):
     status: str
     expiry_date: str | None
     parent_id_tag: str | None
+    # Only on the local lists of chargers in these groups; empty: on every list.
+    groups: list[str] = Field(default_factory=list)
 
 
 TagStatus = Literal["Accepted", "Blocked", "Expired", "Invalid"]
@@ -193,12 +206,14 @@ class IdTagCreate(BaseModel):
     status: TagStatus = "Accepted"
     expiry_date: datetime | None = None
     parent_id_tag: str | None = Field(default=None, min_length=1, max_length=20)
+    groups: list[GroupName] = Field(default_factory=list)
 
 
 class IdTagUpdate(BaseModel):
     status: TagStatus | None = None
     expiry_date: datetime | None = None
     parent_id_tag: str | None = Field(default=None, min_length=1, max_length=20)
+    groups: list[GroupName] | None = None  # []: on every charger's list again
 
 
 class ConfigurationEntry(BaseModel):

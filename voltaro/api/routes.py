@@ -341,6 +341,21 @@ def create_app(ctx: ApiContext) -> FastAPI:
             raise ApiError(404, "not_found", f"unknown charge point {charger_id}")
         return charge_point(charger)
 
+    @app.put(
+        "/charge_points/{charger_id}/list_group",
+        response_model=models.ChargePoint,
+        responses={**ERRORS, 404: {"model": models.ErrorBody}},
+        tags=["local list"],
+    )
+    async def set_list_group(charger_id: str, body: models.ListGroup, _: Operate) -> Any:
+        """The group whose local list the charge point gets (null: the all-chargers
+        list); chargers with LocalAuthListEnabled are pushed the change."""
+        charger = await ctx.db.run(chargers.set_list_group, charger_id, body.group)
+        if charger is None:
+            raise ApiError(404, "not_found", f"unknown charge point {charger_id}")
+        tag_changed()
+        return charge_point(charger)
+
     @app.get(
         "/charge_points/{charger_id}/firmware",
         response_model=models.FirmwareState,
@@ -571,6 +586,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
                 status=AuthorizationStatus(body.status),
                 expiry=body.expiry_date,
                 parent=body.parent_id_tag,
+                groups=tuple(body.groups),
             )
         except AlreadyExists as exc:
             raise ApiError(409, "conflict", str(exc)) from None
@@ -593,6 +609,8 @@ def create_app(ctx: ApiContext) -> FastAPI:
             changes["expiry"] = body.expiry_date
         if "parent_id_tag" in body.model_fields_set:
             changes["parent"] = body.parent_id_tag
+        if body.groups is not None:
+            changes["groups"] = tuple(body.groups)
         try:
             tag = await ctx.db.run(tags.update_tag, id_tag, **changes)
         except NotFound as exc:

@@ -167,6 +167,7 @@ GROUPS: dict[str, dict[str, str]] = {
         "chargers frames": "the charger's latest OCPP frames from the frame log",
         "chargers add": "register a charger (password, security profile)",
         "chargers set-profile": "set a charger's OCPP security profile (0-3)",
+        "chargers set-group": "the group whose local list a charger gets (none: all chargers')",
         "chargers set-password": "provision a new password (ChangeConfiguration AuthorizationKey)",
         "chargers remove": "unregister a charger (closes its connection)",
         "chargers accept": "accept a Pending charger",
@@ -176,7 +177,7 @@ GROUPS: dict[str, dict[str, str]] = {
         "tags": "RFID / id tags (actions below)",
         "tags list": "every id tag with its status, expiry and parent",
         "tags add": "add an id tag that may charge",
-        "tags set": "edit an id tag: unblock it, change its expiry or parent",
+        "tags set": "edit an id tag: unblock it, change its expiry, parent or groups",
         "tags block": "block an id tag",
         "tags remove": "delete an id tag",
     },
@@ -414,6 +415,11 @@ def _parser() -> argparse.ArgumentParser:
     sp = ch.add_parser("set-profile")
     sp.add_argument("charger_id", metavar="ID")
     sp.add_argument("profile", metavar="PROFILE", type=int, choices=(0, 1, 2, 3))
+    sg = ch.add_parser("set-group")
+    sg.add_argument("charger_id", metavar="ID")
+    sg.add_argument(
+        "group", metavar="GROUP", nargs="?", help="group name; omitted: no group (all chargers')"
+    )
     pw = ch.add_parser("set-password")
     pw.add_argument("charger_id", metavar="ID")
     how = pw.add_mutually_exclusive_group(required=True)
@@ -444,6 +450,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     tadd.add_argument("--expiry", help="ISO 8601 expiry time")
     tadd.add_argument("--parent", help="parent id tag")
+    tadd.add_argument(
+        "--group",
+        dest="groups",
+        action="append",
+        metavar="GROUP",
+        help="only on the local lists of this charger group (repeatable; default: every list)",
+    )
     tset = tg.add_parser("set")
     tset.add_argument("id_tag", metavar="TAG")
     tset.add_argument(
@@ -453,6 +466,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     tset.add_argument("--expiry", help="ISO 8601 expiry time ('' removes it)")
     tset.add_argument("--parent", help="parent id tag ('' removes it)")
+    tset.add_argument(
+        "--group",
+        dest="groups",
+        action="append",
+        metavar="GROUP",
+        help="only on the local lists of these charger groups (repeatable; replaces them)",
+    )
+    tset.add_argument(
+        "--all-chargers",
+        action="store_true",
+        help="on every charger's local list again (no group limit)",
+    )
     for name in ("block", "remove"):
         tg.add_parser(name).add_argument("id_tag", metavar="TAG")
 
@@ -762,6 +787,9 @@ def _request_for(ns: argparse.Namespace) -> tuple[str, dict[str, Any]]:
         if ns.action == "set-profile":
             args["security_profile"] = ns.profile
             return "chargers.set_profile", args
+        if ns.action == "set-group":
+            args["group"] = ns.group
+            return "chargers.set_group", args
         if ns.action == "set-password":
             if ns.generate:
                 args["generate"] = True
@@ -775,6 +803,10 @@ def _request_for(ns: argparse.Namespace) -> tuple[str, dict[str, Any]]:
         args = {"id_tag": ns.id_tag}
         if ns.action in ("add", "set"):
             args.update(status=ns.status, expiry=ns.expiry, parent=ns.parent)
+            if ns.groups:
+                args["groups"] = ns.groups
+            if getattr(ns, "all_chargers", False):
+                args["groups"] = []
         return f"tags.{ns.action}", args
     if c == "transactions":
         if ns.action == "list" and ns.state in STOP_STATES:
@@ -1209,8 +1241,17 @@ def _human(op: str, result: Any) -> str:
         )
     if op == "tags.list":
         return _table(
-            [(t["id_tag"], t["status"], t["expiry_date"], t["parent_id_tag"]) for t in result],
-            ["TAG", "STATUS", "EXPIRY", "PARENT"],
+            [
+                (
+                    t["id_tag"],
+                    t["status"],
+                    t["expiry_date"],
+                    t["parent_id_tag"],
+                    ",".join(t.get("groups") or []) or None,
+                )
+                for t in result
+            ],
+            ["TAG", "STATUS", "EXPIRY", "PARENT", "GROUPS"],
         )
     if op == "transactions.list":
         return _table(

@@ -28,6 +28,7 @@ from voltaro.domain.commands import (
     TriggerMessage,
 )
 from voltaro.domain.credentials import password_bytes
+from voltaro.domain.local_list import LocalListError, check_group
 from voltaro.domain.model import AuthorizationStatus, RegistrationStatus, TransactionState
 from voltaro.domain.secrets import redact_frame
 from voltaro.domain.secrets import redact_value as redact
@@ -89,6 +90,19 @@ _COMMAND_CODES = {
     CommandErrorCode.UNAVAILABLE: ErrorCode.UNAVAILABLE,
     CommandErrorCode.INTERNAL: ErrorCode.INTERNAL,
 }
+
+
+def _groups(raw: Any) -> tuple[str, ...]:
+    """A tag's charger groups: a list of names, or one comma-separated string."""
+    if raw is None:
+        return ()
+    names = raw.split(",") if isinstance(raw, str) else raw
+    if not isinstance(names, list | tuple) or not all(isinstance(n, str) for n in names):
+        raise OpError(ErrorCode.BAD_ARGUMENTS, "groups must be a list of group names")
+    try:
+        return tuple(sorted({check_group(n.strip()) for n in names if n.strip()}))
+    except LocalListError as exc:
+        raise OpError(ErrorCode.BAD_ARGUMENTS, str(exc)) from None
 
 
 def _text(args: dict[str, Any], key: str) -> str:
@@ -166,6 +180,7 @@ class ControlOps:
             "chargers.frames": self.chargers_frames,
             "chargers.add": self.chargers_add,
             "chargers.set_profile": self.chargers_set_profile,
+            "chargers.set_group": self.chargers_set_group,
             "chargers.set_password": self.chargers_set_password,
             "security.events": self.security_events,
             "chargers.remove": self.chargers_remove,
@@ -349,6 +364,25 @@ class ControlOps:
         )
         return self._charger_view(charger)
 
+    async def chargers_set_group(self, args: dict[str, Any], user: str) -> dict[str, Any]:
+        """The group whose local list a charger gets (``group`` null: the all-chargers
+        list); its list follows at the next push or sync."""
+        charger_id = _text(args, "charger_id")
+        raw = args.get("group")
+        if raw is not None and not isinstance(raw, str):
+            raise OpError(ErrorCode.BAD_ARGUMENTS, "group must be a name or null")
+        try:
+            group = check_group(raw) if raw else None
+        except LocalListError as exc:
+            raise OpError(ErrorCode.BAD_ARGUMENTS, str(exc)) from None
+        charger = await self._db.run(chargers.set_list_group, charger_id, group)
+        if charger is None:
+            raise OpError(ErrorCode.NOT_FOUND, f"unknown charger {charger_id}")
+        log.info("local list group of %r: %s (by %s)", charger_id, group or "none", user)
+        self._hub.publish("charger.updated", {"charger_id": charger_id})
+        self._local_lists.tag_changed()  # its list changed: push to enabled chargers
+        return views.charger_view(charger)
+
     async def chargers_set_profile(self, args: dict[str, Any], user: str) -> dict[str, Any]:
         """Set the profile a charger must use from its next connection (no downgrade
         by the charger itself: this is the operator's decision, audited in the log)."""
@@ -488,9 +522,10 @@ class ControlOps:
             except ValueError:
                 raise OpError(ErrorCode.BAD_ARGUMENTS, "expiry must be an ISO 8601 time") from None
         parent = args.get("parent") or None
+        groups = _groups(args.get("groups"))
         try:
             tag = await self._db.run(
-                tags.add_tag, id_tag, status=status, expiry=expiry, parent=parent
+                tags.add_tag, id_tag, status=status, expiry=expiry, parent=parent, groups=groups
             )
         except AlreadyExists as exc:
             raise OpError(ErrorCode.CONFLICT, str(exc)) from None
@@ -518,9 +553,12 @@ class ControlOps:
                 raise OpError(ErrorCode.BAD_ARGUMENTS, "expiry must be an ISO 8601 time") from None
         if args.get("parent") is not None:
             changes["parent"] = str(args["parent"]) or None
+        if args.get("groups") is not None:
+            changes["groups"] = _groups(args["groups"])  # []: every charger's list again
         if not changes:
             raise OpError(
-                ErrorCode.BAD_ARGUMENTS, "nothing to change: give status, expiry or parent"
+                ErrorCode.BAD_ARGUMENTS,
+                "nothing to change: give status, expiry, parent or groups",
             )
         try:
             tag = await self._db.run(tags.update_tag, id_tag, **changes)
@@ -924,7 +962,7 @@ class ControlOps:
         if await self._db.run(chargers.get_charger, charger_id) is None:
             raise OpError(ErrorCode.NOT_FOUND, f"unknown charger {charger_id}")
         state = await self._db.run(local_lists.list_state, charger_id)
-        desired = await self._db.run(local_lists.desired, utc_now())
+        desired = await self._db.run(local_lists.desired, utc_now(), charger_id)
         return {
             "charger_id": charger_id,
             "state": state,

@@ -71,6 +71,8 @@ OPS: dict[str, Role] = {
     # args: {"charger_id", "password"?, "allow_no_subprotocol"?, "security_profile"? (0-3)}
     "chargers.add": Role.ADMIN,
     "chargers.set_profile": Role.ADMIN,  # args: {"charger_id", "security_profile"}
+    # args: {"charger_id", "group"}: the group whose local list it gets (null: none).
+    "chargers.set_group": Role.OPERATOR,
     # args: {"charger_id", "generate": true} or {"charger_id", "password"}: sends
     # ChangeConfiguration AuthorizationKey; the old password stays valid until the
     # charger logs in with the new one (docs/security.md).

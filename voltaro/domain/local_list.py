@@ -10,6 +10,7 @@ last gave it holds something we do not know, and gets a Full update.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -86,12 +87,42 @@ class LocalListError(ValueError):
     """A list that cannot be sent (too long for the charger); nothing is sent."""
 
 
-def desired_list(tags: Iterable[IdTag], now: datetime) -> dict[str, ListEntry]:
-    """Every tag with what an Authorize answers for it now (§3.4.3: the list holds
-    identifiers with their IdTagInfo, including blocked and expired ones, so that a
-    charger refuses them offline too). Invalid tags are left out: unknown is Invalid."""
+GROUP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def check_group(name: str) -> str:
+    """A charger group's name: 1-64 letters, digits, ``.``, ``_``, ``-`` (it is kept
+    comma-separated on tags).
+
+    Raises:
+        LocalListError: any other name.
+    """
+    if not GROUP_NAME.fullmatch(name):
+        raise LocalListError(
+            f"group {name!r}: 1-64 letters, digits, '.', '_' or '-', starting with a "
+            "letter or digit"
+        )
+    return name
+
+
+def on_list_of(tag: IdTag, group: str | None) -> bool:
+    """Whether ``tag`` belongs on the list of a charger in ``group``: a tag limited to
+    no group is on every charger's list; one limited to groups only on theirs (a
+    charger in no group gets the all-chargers list)."""
+    return not tag.groups or (group is not None and group in tag.groups)
+
+
+def desired_list(
+    tags: Iterable[IdTag], now: datetime, group: str | None = None
+) -> dict[str, ListEntry]:
+    """Every tag of the charger's group with what an Authorize answers for it now
+    (§3.4.3: the list holds identifiers with their IdTagInfo, including blocked and
+    expired ones, so that a charger refuses them offline too). Invalid tags are left
+    out: unknown is Invalid."""
     out: dict[str, ListEntry] = {}
     for tag in tags:
+        if not on_list_of(tag, group):
+            continue
         info = decide(tag, now)
         if info.status is AuthorizationStatus.INVALID:
             continue

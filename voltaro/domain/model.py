@@ -125,6 +125,8 @@ class IdTag:
     status: AuthorizationStatus = AuthorizationStatus.ACCEPTED
     expiry_date: datetime | None = None
     parent_id_tag: str | None = None
+    # The charger groups whose local lists carry this tag; empty: every charger's.
+    groups: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -185,6 +187,7 @@ class Charger:
     created_at: datetime | None = None
     connectors: tuple[Connector, ...] = ()
     heartbeat_interval: int | None = None  # set by an operator; None: the global default
+    list_group: str | None = None  # its local list's group (None: the all-chargers list)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -334,7 +334,7 @@ class LocalListService:
                 detail=detail,
             )
         known_version, known = await self._db.run(local_lists.known_state, charger_id)
-        desired = await self._db.run(local_lists.desired, utc_now())
+        desired = await self._db.run(local_lists.desired, utc_now(), charger_id)
         try:
             plan = plan_sync(
                 charger_id=charger_id,

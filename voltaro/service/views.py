@@ -64,6 +64,7 @@ def charger_view(ch: Charger) -> dict[str, Any]:
         "security_profile": ch.security_profile,
         "password_pending": ch.password_pending,
         "allow_no_subprotocol": ch.allow_no_subprotocol,
+        "list_group": ch.list_group,
         "connectors": [connector_view(c) for c in ch.connectors],
     }
 
@@ -132,6 +133,7 @@ def tag_view(tag: IdTag) -> dict[str, Any]:
         "status": tag.status.value,
         "expiry_date": _ts(tag.expiry_date),
         "parent_id_tag": tag.parent_id_tag,
+        "groups": list(tag.groups),
     }
 
 

@@ -129,6 +129,7 @@ def _charger(row: ChargePointRow, connectors: Iterable[ConnectorRow] = ()) -> Ch
         created_at=row.created_at,
         connectors=tuple(_connector(c) for c in sorted(connectors, key=lambda c: c.connector_id)),
         heartbeat_interval=row.heartbeat_interval,
+        list_group=row.list_group,
     )
 
 
@@ -222,6 +223,16 @@ def set_security_profile(s: Session, charger_id: str, profile: int) -> Charger |
     if row is None:
         return None
     row.security_profile = profile
+    s.flush()
+    return get_charger(s, charger_id)
+
+
+def set_list_group(s: Session, charger_id: str, group: str | None) -> Charger | None:
+    """The group whose local list the charger gets (None: the all-chargers list)."""
+    row = s.get(ChargePointRow, charger_id)
+    if row is None:
+        return None
+    row.list_group = group
     s.flush()
     return get_charger(s, charger_id)
 

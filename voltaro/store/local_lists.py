@@ -17,8 +17,11 @@ from voltaro.store.schema import ChargePointRow, ConfigurationRow, IdTagRow, Loc
 from voltaro.store.tags import list_tags
 
 
-def desired(s: Session, now: datetime) -> dict[str, ListEntry]:
-    return desired_list(list_tags(s), now)
+def desired(s: Session, now: datetime, charger_id: str | None = None) -> dict[str, ListEntry]:
+    """The list a charger should hold: the tags of its group (charger None or in no
+    group: the all-chargers list)."""
+    row = s.get(ChargePointRow, charger_id) if charger_id is not None else None
+    return desired_list(list_tags(s), now, row.list_group if row is not None else None)
 
 
 def _encode(entries: dict[str, ListEntry]) -> str:

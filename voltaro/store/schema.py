@@ -71,6 +71,8 @@ class ChargePointRow(Base):
     # The HeartbeatInterval an operator set (ChangeConfiguration accepted); answered in
     # the charger's BootNotification instead of the global default (issue 23.1).
     heartbeat_interval: Mapped[int | None] = mapped_column(Integer)
+    # The group whose local list it gets (issue 16); None: the all-chargers list.
+    list_group: Mapped[str | None] = mapped_column(String(64))
     last_seen: Mapped[datetime | None] = mapped_column(UtcDateTime)
     last_boot: Mapped[datetime | None] = mapped_column(UtcDateTime)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
@@ -121,6 +123,8 @@ class IdTagRow(Base):
     status: Mapped[str] = mapped_column(String(16))
     expiry_date: Mapped[datetime | None] = mapped_column(UtcDateTime)
     parent_id_tag: Mapped[str | None] = mapped_column(String(64))
+    # Comma-separated charger groups whose local lists carry the tag; None: every list.
+    list_groups: Mapped[str | None] = mapped_column(Text)
 
 
 class TransactionRow(Base):

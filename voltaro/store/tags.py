@@ -22,7 +22,12 @@ def _tag(row: IdTagRow) -> IdTag:
         status=AuthorizationStatus(row.status),
         expiry_date=row.expiry_date,
         parent_id_tag=row.parent_id_tag,
+        groups=tuple(row.list_groups.split(",")) if row.list_groups else (),
     )
+
+
+def _groups(groups: tuple[str, ...]) -> str | None:
+    return ",".join(sorted(set(groups))) or None
 
 
 def list_tags(s: Session) -> list[IdTag]:
@@ -46,13 +51,19 @@ def add_tag(
     status: AuthorizationStatus = AuthorizationStatus.ACCEPTED,
     expiry: datetime | None = None,
     parent: str | None = None,
+    groups: tuple[str, ...] = (),
 ) -> IdTag:
     key = tag_key(id_tag)
     if s.get(IdTagRow, key) is not None:
         raise AlreadyExists(f"tag {id_tag} exists already")
     _check_parent(s, parent)
     row = IdTagRow(
-        tag_key=key, id_tag=id_tag, status=status.value, expiry_date=expiry, parent_id_tag=parent
+        tag_key=key,
+        id_tag=id_tag,
+        status=status.value,
+        expiry_date=expiry,
+        parent_id_tag=parent,
+        list_groups=_groups(groups),
     )
     s.add(row)
     return _tag(row)
@@ -65,7 +76,9 @@ def update_tag(
     status: AuthorizationStatus | None = None,
     expiry: datetime | None = _UNSET,
     parent: str | None = _UNSET,
+    groups: tuple[str, ...] | None = None,
 ) -> IdTag | None:
+    """``groups`` None: unchanged; ``()``: on every charger's list again."""
     row = s.get(IdTagRow, tag_key(id_tag))
     if row is None:
         return None
@@ -76,6 +89,8 @@ def update_tag(
     if parent is not _UNSET:
         _check_parent(s, parent)
         row.parent_id_tag = parent
+    if groups is not None:
+        row.list_groups = _groups(groups)
     return _tag(row)
 
 
