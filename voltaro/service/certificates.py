@@ -153,8 +153,6 @@ class CertificateSigner:
     async def review(self, charger_id: str, csr: str, received_at: datetime) -> int | None:
         """Check the CSR and record the request; the signing id when it is accepted
         (to sign after the answer), None when it is answered Rejected."""
-        charger = await self._db.run(chargers.get_charger, charger_id)
-        serial = charger.identity.serial_number if charger and charger.identity else None
         if self._authority is None:
             reason = "no CA configured (ca_certfile and ca_keyfile, or ca_hook)"
             log.warning("charger=%s SignCertificate rejected: %s", charger_id, reason)
@@ -170,7 +168,11 @@ class CertificateSigner:
             checked = check_csr(
                 csr,
                 charger_id=charger_id,
-                serial_number=serial,
+                # Never the reported serial number: it is whatever the charger's
+                # BootNotification says, so a CSR for it would let any admitted charger
+                # have another charger's serial signed and open that charger's profile 3
+                # identity with it (the listener takes a CN equal to the stored serial).
+                serial_number=None,
                 organization=self._settings.certificate_organization,
             )
         except CertificateError as exc:
