@@ -241,3 +241,34 @@ async def test_expiry_is_pushed_when_it_passes(server: RunningServer) -> None:
         {"idTag": "SOON", "idTagInfo": {"status": "Expired", "expiryDate": expiry}}
     ]
     assert (charger.version, charger.list["SOON"]["status"]) == (3, "Expired")
+
+
+async def test_a_known_disabled_charger_reconnecting_is_not_asked_again(
+    server: RunningServer,
+) -> None:
+    """A reconnect storm must not cost every charger a GetConfiguration (issue 14): a
+    charger that last reported LocalAuthListEnabled false and reconnects without booting
+    gets nothing; once it boots (a reboot or new firmware may have changed its
+    configuration) it is asked again."""
+    server.run(chargers.add_charger, "CP-1")
+    server.run(tags.add_tag, "A1")
+    disabled = ListCharger(enabled="false")
+    cp = await arrive(server)
+    async with scripted(cp, disabled.handlers()) as script:
+        await until(script, "GetConfiguration")
+    assert system_commands(server, "CP-1") == ["GetConfiguration"]
+    await cp.close()
+    await gone(server, "CP-1")
+
+    cp = await arrive(server, boot=False)
+    async with scripted(cp, disabled.handlers()) as script:
+        await trio.sleep(4 * DELAY)  # past the due time of a sync on connect
+    assert script.actions() == []
+    assert system_commands(server, "CP-1") == ["GetConfiguration"]
+
+    await cp.close()
+    await gone(server, "CP-1")
+    cp = await arrive(server)  # connects and boots
+    async with scripted(cp, disabled.handlers()) as script:
+        await until(script, "GetConfiguration")
+    assert system_commands(server, "CP-1") == ["GetConfiguration", "GetConfiguration"]

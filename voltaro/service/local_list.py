@@ -47,7 +47,7 @@ from voltaro.domain.ports import StorageUnavailable
 from voltaro.domain.timestamps import utc_now
 from voltaro.service.commands import CommandService
 from voltaro.service.hub import RESYNC, EventHub
-from voltaro.store import chargers, local_lists
+from voltaro.store import local_lists
 from voltaro.store.db import Database
 
 log = logging.getLogger(__name__)
@@ -105,6 +105,9 @@ class LocalListService:
         self._sync_delay = sync_delay
         # Chargers that came online, with the trio time their sync is due.
         self._arrived: dict[str, float] = {}
+        # Those of them that booted: their configuration may have changed (a reboot, new
+        # firmware), so what they last reported is asked again.
+        self._booted: set[str] = set()
         self._arrival = trio.Event()
         # One sync at a time per charger: a push and a connect sync must not interleave
         # their SendLocalList versions.
@@ -116,10 +119,12 @@ class LocalListService:
         """A tag was added, blocked, edited or removed: push to enabled chargers soon."""
         self._dirty.set()
 
-    def charger_online(self, charger_id: str) -> None:
+    def charger_online(self, charger_id: str, *, booted: bool = False) -> None:
         """The charger connected or booted: sync it ``sync_delay`` seconds from now (a
         later arrival before then moves the time, so a connect and its boot give one)."""
         self._arrived[charger_id] = trio.current_time() + self._sync_delay
+        if booted:
+            self._booted.add(charger_id)
         self._arrival.set()
 
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -177,7 +182,7 @@ class LocalListService:
                     continue
                 charger_id = item.data.get("charger_id")
                 if isinstance(charger_id, str):
-                    self.charger_online(charger_id)
+                    self.charger_online(charger_id, booted=item.name == Event.CHARGER_BOOT)
 
     async def _sync_arrivals(self) -> None:
         async with trio.open_nursery() as nursery:
@@ -192,21 +197,30 @@ class LocalListService:
                 for charger_id, at in list(self._arrived.items()):
                     if at <= now:
                         del self._arrived[charger_id]
-                        nursery.start_soon(self._sync_arrival, charger_id, limiter)
+                        booted = charger_id in self._booted
+                        self._booted.discard(charger_id)
+                        nursery.start_soon(self._sync_arrival, charger_id, booted, limiter)
 
-    async def _sync_arrival(self, charger_id: str, limiter: trio.CapacityLimiter) -> None:
+    async def _sync_arrival(
+        self, charger_id: str, booted: bool, limiter: trio.CapacityLimiter
+    ) -> None:
         async with limiter:
             try:
-                charger = await self._db.run(chargers.get_charger, charger_id)
+                known = await self._db.run(local_lists.arrival, charger_id)
             except (SQLAlchemyError, StorageUnavailable) as exc:
                 log.warning("local list sync of %s on connect skipped: %s", charger_id, exc)
                 return
             if (
-                charger is None
-                or charger.registration is not RegistrationStatus.ACCEPTED
+                known is None
+                or known.registration is not RegistrationStatus.ACCEPTED
                 or not self._commands.is_connected(charger_id)
             ):
                 return  # a Pending charger gets its list once accepted and booted again
+            if known.list_enabled is False and not booted:
+                # It said its list is off and has not rebooted since: asking again costs
+                # a command, an answer and an audit row per charger in a reconnect storm
+                # (issue 14). A boot, a push or `ctl local-list sync` asks again.
+                return
             try:
                 result = await self.sync(charger_id, actor=self._actor, only_if_enabled=True)
             except Exception as exc:

@@ -4,6 +4,7 @@ the tag table, and what each charger last accepted."""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -11,7 +12,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from voltaro.domain.local_list import KEY_ENABLED, ListEntry, desired_list
-from voltaro.domain.model import AuthorizationStatus, IdTagInfo
+from voltaro.domain.model import AuthorizationStatus, IdTagInfo, RegistrationStatus
 from voltaro.domain.timestamps import format_utc, parse_timestamp, utc_now
 from voltaro.store.schema import ChargePointRow, ConfigurationRow, IdTagRow, LocalListStateRow
 from voltaro.store.tags import list_tags
@@ -102,6 +103,36 @@ def list_state(s: Session, charger_id: str) -> dict[str, Any] | None:
         "result": row.result,
         "error": row.error,
     }
+
+
+@dataclass(frozen=True, slots=True)
+class Arrival:
+    """What a sync on connect needs to know before asking the charger anything."""
+
+    registration: RegistrationStatus
+    # Its last reported LocalAuthListEnabled: True, False, or None (never reported).
+    list_enabled: bool | None
+
+
+def arrival(s: Session, charger_id: str) -> Arrival | None:
+    """The charger's registration and last reported LocalAuthListEnabled; None when the
+    charger is not registered."""
+    registration = s.scalar(
+        select(ChargePointRow.registration).where(ChargePointRow.charger_id == charger_id)
+    )
+    if registration is None:
+        return None
+    reported = s.execute(
+        select(ConfigurationRow.value, ConfigurationRow.unknown).where(
+            ConfigurationRow.charger_id == charger_id,
+            func.lower(ConfigurationRow.key) == KEY_ENABLED.lower(),
+        )
+    ).first()
+    enabled: bool | None = None
+    if reported is not None and not reported.unknown and reported.value is not None:
+        value = reported.value.strip().lower()
+        enabled = True if value == "true" else False if value == "false" else None
+    return Arrival(RegistrationStatus(registration), enabled)
 
 
 def chargers_to_push(s: Session) -> list[str]:
