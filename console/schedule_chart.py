@@ -271,13 +271,18 @@ def _stamp(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%m-%d %H:%M:%S")
 
 
+def _minute(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%m-%d %H:%M")
+
+
 def summary(schedule: Schedule, now: datetime) -> str:
     """The line above the chart: connector, span, what applies now."""
     current = schedule.current(now)
     connector = schedule.connector_id
     where = "the whole charger" if connector == 0 else f"connector {connector}"
+    # One line at 80 columns: minutes only (the periods below have the seconds).
     text = (
-        f"{where}: {_stamp(schedule.start)} → {_stamp(schedule.end)} UTC "
+        f"{where}: {_minute(schedule.start)} → {_minute(schedule.end)} UTC "
         f"({_span((schedule.end - schedule.start).total_seconds())}), unit {schedule.unit}"
     )
     if current is not None:

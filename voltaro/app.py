@@ -57,6 +57,7 @@ from voltaro.service.overview import Protection
 from voltaro.service.presence import ConnectionFlags
 from voltaro.service.reservations import ReservationService
 from voltaro.service.retention import Retention
+from voltaro.service.upload_retention import UploadRetention
 from voltaro.settings import Settings
 from voltaro.startup import StartupError, find_exception, os_reason
 from voltaro.store import chargers
@@ -246,6 +247,9 @@ async def run(
     reservation_service = ReservationService(database, components.commands, hub)
     components.extras["local_lists"] = local_list_service
     components.extras["reservations"] = reservation_service
+    files = FileTransfers(database, settings)
+    components.extras["files"] = files
+    upload_retention = UploadRetention(database, files, days=settings.upload_retention_days)
     # Issue 11: what was refused, shed or failed, for `ctl status` and the console.
     protection = Protection(
         listener,
@@ -256,6 +260,7 @@ async def run(
             health.guard,
             flags.guard,
             retention.guard,
+            upload_retention.guard,
             local_list_service.guard,
             reservation_service.guard,
         ],
@@ -276,8 +281,6 @@ async def run(
         )
     )
     health.protection = functools.partial(protection.snapshot, live=True)
-    files = FileTransfers(database, settings)
-    components.extras["files"] = files
     firmware = FirmwareService(components.commands, files)
     components.extras["firmware"] = firmware
     campaigns = CampaignRunner(
@@ -322,6 +325,7 @@ async def run(
             control_path = await _start_control(nursery, components)
             http = await _start_http(nursery, components)
             await nursery.start(retention.run)
+            await nursery.start(upload_retention.run)
             await nursery.start(campaigns.run)
             task_status.started(
                 BoundAddresses(

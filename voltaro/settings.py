@@ -197,6 +197,10 @@ class Settings:
     # All files under data_dir together; an upload that would pass it is refused like
     # one that meets a full disk (HTTP 507, nothing kept). 0: no quota but the disk's.
     data_dir_max_bytes: int = 0
+    # Files chargers uploaded (diagnostics, security logs) older than this many days are
+    # deleted, from disk and from the list; 0 keeps them. Firmware images are never
+    # deleted by age: `voltaro ctl firmware remove` does that.
+    upload_retention_days: int = 90
     # How long a file URL handed to a charger stays valid (a download's from its
     # retrieveDate); a URL is also spent by the first complete transfer.
     file_url_ttl: float = 86400.0
@@ -426,6 +430,8 @@ def _validate(s: Settings) -> None:
             raise bad(name, "must be at least 1")
     if s.data_dir_max_bytes < 0:
         raise bad("data_dir_max_bytes", "must not be negative (0: no quota)")
+    if s.upload_retention_days < 0:
+        raise bad("upload_retention_days", "must not be negative (0 keeps uploads)")
     for name in ("file_url_ttl", "campaign_poll", "campaign_target_timeout"):
         if getattr(s, name) <= 0:
             raise bad(name, "must be greater than 0")

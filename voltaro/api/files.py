@@ -28,7 +28,7 @@ import trio
 
 from voltaro.api.multipart import MultipartError, MultipartFile, boundary_of
 from voltaro.domain.timestamps import utc_now
-from voltaro.service.files import CHUNK, FileTransfers, hash_token, safe_name
+from voltaro.service.files import CHUNK, DISK_FULL, FileTransfers, hash_token, safe_name
 from voltaro.store import files as store
 from voltaro.store.files import NewFile, StoredFile, TokenGrant
 
@@ -43,7 +43,6 @@ OnUpload = Callable[[StoredFile], None]
 
 PREFIX = "/files/"
 MAX_TRANSFERS = 32
-_DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 class _Refused(Exception):
@@ -279,7 +278,7 @@ class FileTransferApp:
             raise _Refused(400, "bad_request", str(exc)) from None
         except OSError as exc:
             files.discard(incoming)
-            if exc.errno in _DISK_FULL:
+            if exc.errno in DISK_FULL:
                 log.error("upload from charger=%s refused: disk full (%s)", grant.charger_id, exc)
                 raise _Refused(507, "disk_full", "the server has no room for this file") from None
             log.error("upload from charger=%s failed: %s", grant.charger_id, exc)

@@ -9,6 +9,11 @@ ASGI middleware runs first and, in this order:
    of the body), except on the public paths (health probes and the API description),
 3. refuses a body over ``MAX_BODY_BYTES`` (413): at once from Content-Length, or while
    reading a chunked body; an accepted body is at most that big in memory.
+
+``streamed`` routes (a firmware image sent with ``POST /firmware``) are the exception:
+their body is not read here but handed on as it arrives, for the route to stream to
+disk under its own limit (given here too, so that a Content-Length over it is refused
+at once).
 """
 
 from __future__ import annotations
@@ -87,8 +92,10 @@ class RequestGuard:
         *,
         max_body: int | None = None,
         max_concurrent: int | None = None,
+        streamed: dict[tuple[str, str], int] | None = None,
     ) -> None:
         self._app = app
+        self._streamed = streamed or {}
         self._tokens = tokens
         self._max_body = MAX_BODY_BYTES if max_body is None else max_body
         self._max_concurrent = MAX_CONCURRENT if max_concurrent is None else max_concurrent
@@ -129,6 +136,13 @@ class RequestGuard:
                 return
             scope.setdefault("state", {})["caller"] = caller
         length = headers.get("content-length")
+        stream_limit = self._streamed.get((scope["method"], path))
+        if stream_limit is not None:
+            if length is not None and (not length.isdigit() or int(length) > stream_limit):
+                await self._too_large(send, stream_limit)
+                return
+            await self._app(scope, receive, send)
+            return
         if length is not None and (not length.isdigit() or int(length) > self._max_body):
             await self._too_large(send)
             return
@@ -162,7 +176,7 @@ class RequestGuard:
 
         await self._app(scope, replay, send)
 
-    async def _too_large(self, send: Send) -> None:
+    async def _too_large(self, send: Send, limit: int | None = None) -> None:
         await _refuse(
-            send, 413, "too_large", f"request bodies are limited to {self._max_body} bytes"
+            send, 413, "too_large", f"request bodies are limited to {limit or self._max_body} bytes"
         )

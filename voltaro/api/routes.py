@@ -15,6 +15,7 @@ import io
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
@@ -45,6 +46,7 @@ from voltaro.service.certificates import certificates_state
 from voltaro.service.charging_profiles import ChargingProfileService
 from voltaro.service.circuits import CircuitService
 from voltaro.service.commands import CommandService, command_from_args
+from voltaro.service.files import FileError
 from voltaro.service.firmware import FirmwareService
 from voltaro.service.hub import EventHub
 from voltaro.service.local_list import LocalListService
@@ -194,7 +196,12 @@ def create_app(ctx: ApiContext) -> FastAPI:
     add_docs(app)
     add_metrics(app, ctx.metrics)
     complete_openapi(app)
-    app.add_middleware(RequestGuard, tokens=ctx.settings.api_tokens)
+    app.add_middleware(
+        RequestGuard,
+        tokens=ctx.settings.api_tokens,
+        # A firmware image (up to firmware_max_bytes) streams to disk, never to memory.
+        streamed={("POST", "/firmware"): ctx.settings.firmware_max_bytes},
+    )
     # Outermost: /files/ (chargers' downloads and uploads, URL tokens) never reaches the
     # bearer-token guard or FastAPI, and its bodies stream to disk (voltaro/api/files.py).
     app.add_middleware(
@@ -969,6 +976,90 @@ def create_app(ctx: ApiContext) -> FastAPI:
         except CommandError as exc:
             raise ApiError(_COMMAND_STATUS[exc.code], str(exc.code), exc.message) from None
         return views.campaign_view(campaign)
+
+    file_status = {"not_found": 404, "conflict": 409, "too_large": 413, "disk_full": 507}
+
+    def file_error(exc: FileError) -> ApiError:
+        return ApiError(file_status.get(exc.code, 422), exc.code, exc.message)
+
+    @app.post(
+        "/firmware",
+        response_model=models.StoredFile,
+        status_code=201,
+        responses={
+            **ERRORS,
+            **{code: {"model": models.ErrorBody} for code in (404, 409, 413, 422, 507)},
+            413: {"model": models.ErrorBody, "description": "over firmware_max_bytes"},
+        },
+        tags=["firmware"],
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "description": "the image itself, as the request body (not multipart): "
+                "`curl --data-binary @image.bin`",
+                "content": {
+                    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+                },
+            }
+        },
+    )
+    async def upload_firmware(
+        request: Request,
+        scope: Read,
+        name: Annotated[str, Query(min_length=1, max_length=200, description="shown and served")],
+        sha256: Annotated[
+            str | None,
+            Query(
+                pattern="^[0-9a-fA-F]{64}$",
+                description="the image's SHA-256 as computed by the sender: refused (409) "
+                "if what arrived differs",
+            ),
+        ] = None,
+    ) -> Any:
+        """Add a firmware image this server serves to chargers, as `voltaro ctl firmware
+        add` does (admin scope): streamed to the data directory, at most
+        `firmware_max_bytes` (413), kept only when complete. Then usable as `file` in
+        UpdateFirmware and campaigns."""
+        if scope is not ApiScope.ADMIN:
+            raise ApiError(403, "forbidden", "adding firmware needs the admin scope")
+        files = firmware_service().files
+        if files is None:
+            raise ApiError(404, "not_found", "this server keeps no files")
+        try:
+            # Closed at once when the image is refused midway (not left to the GC).
+            async with aclosing(request.stream()) as chunks:
+                stored = await files.add_firmware_stream(
+                    chunks, name=name, sha256=sha256, actor=request.state.actor
+                )
+        except FileError as exc:
+            raise file_error(exc) from None
+        return views.file_view(stored)
+
+    @app.delete(
+        "/firmware/{ref}",
+        response_model=models.StoredFile,
+        responses={**ERRORS, **{code: {"model": models.ErrorBody} for code in (404, 409)}},
+        tags=["firmware"],
+    )
+    async def remove_firmware(
+        ref: Annotated[str, Path(description="the image's name or id")],
+        request: Request,
+        scope: Read,
+        force: bool = False,
+    ) -> Any:
+        """Remove a firmware image (admin scope), from disk and from the list; 409 while
+        an unfinished campaign uses it or, unless ``force``, while a charger still has
+        an unspent, unexpired URL to download it (a pending UpdateFirmware)."""
+        if scope is not ApiScope.ADMIN:
+            raise ApiError(403, "forbidden", "removing firmware needs the admin scope")
+        files = firmware_service().files
+        if files is None:
+            raise ApiError(404, "not_found", "this server keeps no files")
+        try:
+            stored = await files.remove_firmware(ref, actor=request.state.actor, force=force)
+        except FileError as exc:
+            raise file_error(exc) from None
+        return views.file_view(stored)
 
     @app.get(
         "/firmware", response_model=list[models.StoredFile], responses=ERRORS, tags=["firmware"]

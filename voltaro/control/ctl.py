@@ -243,6 +243,7 @@ GROUPS: dict[str, dict[str, str]] = {
         "firmware": "firmware images and updates (actions below)",
         "firmware add": "keep a firmware image to serve to chargers (admin)",
         "firmware list": "the firmware images this server serves",
+        "firmware remove": "delete a firmware image no campaign or pending update uses (admin)",
         "firmware update": "send UpdateFirmware: a --location URL or a --file served here; "
         "--chargers PATTERN runs a campaign",
         "firmware campaigns": "firmware campaigns and each charger's progress",
@@ -713,6 +714,9 @@ def _parser() -> argparse.ArgumentParser:
     fa.add_argument("path", metavar="FILE")
     fa.add_argument("--name", help="the name chargers see (default: the file's)")
     fw.add_parser("list")
+    fr = fw.add_parser("remove")
+    fr.add_argument("file", metavar="NAME", help="the image's name or id")
+    fr.add_argument("--force", action="store_true", help="even if a charger has yet to download it")
     fw.add_parser("campaigns").add_argument("campaign_id", metavar="ID", nargs="?", type=int)
     fw.add_parser("cancel").add_argument("campaign_id", metavar="ID", type=int)
     fu = fw.add_parser("update")
@@ -942,6 +946,8 @@ def _request_for(ns: argparse.Namespace) -> tuple[str, dict[str, Any]]:
             return "firmware.add", {"path": path, "name": ns.name, "sha256": _sha256(path)}
         if ns.action == "list":
             return "firmware.list", {}
+        if ns.action == "remove":
+            return "firmware.remove", {"file": ns.file, "force": ns.force}
         if ns.action == "campaigns":
             return "firmware.campaigns", _clean(campaign_id=ns.campaign_id)
         if ns.action == "cancel":
@@ -1313,6 +1319,8 @@ def _human(op: str, result: Any) -> str:
             for t in result["targets"]
         ]
         return head + "\n" + _table(rows, ["CHARGER", "STATE", "SINCE", "DETAIL"])
+    if op == "firmware.remove":
+        return f"firmware #{result['id']} {result['name']} removed"
     if op in ("firmware.list", "diagnostics.list"):
         return _table(
             [

@@ -202,6 +202,7 @@ class ControlOps:
             "command": self.command,
             "firmware.add": self.firmware_add,
             "firmware.list": self.firmware_list,
+            "firmware.remove": self.firmware_remove,
             "firmware.update": self.firmware_update,
             "diagnostics.get": self.diagnostics_get,
             "diagnostics.list": self.diagnostics_list,
@@ -808,6 +809,18 @@ class ControlOps:
             raise OpError(ErrorCode.BAD_ARGUMENTS, "sha256 must be a string")
         try:
             stored = await self._files().add_firmware(path, name=name, sha256=sha256, actor=user)
+        except FileError as exc:
+            raise OpError(exc.code, exc.message) from None
+        return views.file_view(stored)
+
+    async def firmware_remove(self, args: dict[str, Any], user: str) -> dict[str, Any]:
+        force = args.get("force", False)
+        if not isinstance(force, bool):
+            raise OpError(ErrorCode.BAD_ARGUMENTS, "force must be true or false")
+        try:
+            stored = await self._files().remove_firmware(
+                _text(args, "file"), actor=user, force=force
+            )
         except FileError as exc:
             raise OpError(exc.code, exc.message) from None
         return views.file_view(stored)

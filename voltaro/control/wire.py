@@ -110,6 +110,9 @@ OPS: dict[str, Role] = {
     # Firmware Management (docs/firmware.md):
     "firmware.add": Role.ADMIN,  # args: {"path" (absolute, on the server), "name"?, "sha256"?}
     "firmware.list": Role.VIEWER,
+    # args: {"file" (name or id), "force"?: bool}: refused while a campaign or (unless
+    # force) a pending UpdateFirmware still uses it
+    "firmware.remove": Role.ADMIN,
     # args: {"charger_id", "location"? | "file"?, "retrieve_date"?, "retries"?,
     #        "retry_interval"?}
     "firmware.update": Role.ADMIN,

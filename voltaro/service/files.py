@@ -16,6 +16,7 @@ SHA-256 is stored. ``base`` is ``http_public_base``, or the HTTP server's own ad
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import ipaddress
 import logging
@@ -23,6 +24,7 @@ import os
 import re
 import secrets
 import shutil
+from collections.abc import AsyncIterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -41,6 +43,7 @@ log = logging.getLogger(__name__)
 
 FIRMWARE = "firmware"
 CHUNK = 64 * 1024
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -87,6 +90,22 @@ def _copy_hashing(source: Path, target: Path, limit: int) -> CopyResult:
         dst.flush()
         os.fsync(dst.fileno())
     return CopyResult(size=size, sha256=digest.hexdigest())
+
+
+def _still_used(stored: StoredFile, uses: store.FileReferences) -> str:
+    parts = []
+    if uses.campaigns:
+        ids = ", ".join(str(c) for c in uses.campaigns)
+        parts.append(f"campaign {ids} (cancel it or let it finish)")
+    if uses.downloads:
+        chargers = ", ".join(c for c, _ in uses.downloads[:5])
+        more = f" and {len(uses.downloads) - 5} more" if len(uses.downloads) > 5 else ""
+        until = max(at for _, at in uses.downloads).strftime("%Y-%m-%dT%H:%M:%SZ")
+        parts.append(
+            f"a pending UpdateFirmware on {chargers}{more} (download URL valid until {until}; "
+            "--force removes it anyway)"
+        )
+    return f"firmware #{stored.id} {stored.name} is still used by " + " and ".join(parts)
 
 
 class FileTransfers:
@@ -214,14 +233,81 @@ class FileTransfers:
             raise FileError(
                 "conflict", f"{source} changed while it was copied (SHA-256 differs): retry"
             )
+        return await self._record_firmware(target, shown, result.size, result.sha256, actor)
+
+    async def add_firmware_stream(
+        self,
+        chunks: AsyncIterable[bytes],
+        *,
+        name: str,
+        sha256: str | None,
+        actor: str,
+    ) -> StoredFile:
+        """Keep an image sent over HTTP (``POST /firmware``): streamed to
+        ``firmware/.incoming/`` (never held in memory), at most ``firmware_max_bytes``,
+        moved into place and listed only when complete and, with ``sha256``, equal to
+        what the sender computed. Anything else leaves nothing behind.
+
+        Raises:
+            FileError: too_large, bad_arguments (empty), conflict (SHA-256 differs),
+            disk_full.
+        """
+        shown = safe_name(name, "firmware.bin")
+        directory = self.data_dir / FIRMWARE
+        incoming = directory / ".incoming" / secrets.token_hex(8)
+        limit = self.settings.firmware_max_bytes
+        digest = hashlib.sha256()
+        size = 0
+        try:
+            # data_dir_max_bytes is met like a full disk, as for charger uploads.
+            room = await trio.to_thread.run_sync(self.room)
+            await trio.to_thread.run_sync(
+                lambda: incoming.parent.mkdir(parents=True, exist_ok=True)
+            )
+            async with await trio.open_file(incoming, "xb") as out:
+                async for chunk in chunks:
+                    size += len(chunk)
+                    if size > limit:
+                        raise FileError(
+                            "too_large", f"firmware images are limited to {limit} bytes"
+                        )
+                    if room is not None and size > room:
+                        raise OSError(errno.ENOSPC, "data_dir_max_bytes reached")
+                    digest.update(chunk)
+                    await out.write(chunk)
+                await out.flush()
+                await trio.to_thread.run_sync(os.fsync, out.fileno())
+            if size == 0:
+                raise FileError("bad_arguments", "the request body (the image) is empty")
+            if sha256 is not None and sha256.lower() != digest.hexdigest():
+                raise FileError(
+                    "conflict",
+                    f"the image received has SHA-256 {digest.hexdigest()}, not {sha256}",
+                )
+            target = directory / f"{secrets.token_hex(6)}-{shown}"
+            await trio.to_thread.run_sync(self.move, incoming, target)
+        except OSError as exc:
+            self.discard(incoming)
+            if exc.errno in DISK_FULL:
+                log.error("firmware upload by %s refused: disk full (%s)", actor, exc)
+                raise FileError("disk_full", "the server has no room for this image") from None
+            raise
+        except BaseException:
+            self.discard(incoming)  # refused, or the client went away: nothing kept
+            raise
+        return await self._record_firmware(target, shown, size, digest.hexdigest(), actor)
+
+    async def _record_firmware(
+        self, target: Path, shown: str, size: int, sha256: str, actor: str
+    ) -> StoredFile:
         stored = await self.db.run(
             store.add_file,
             NewFile(
                 kind=FIRMWARE,
                 name=shown,
                 path=str(target.relative_to(self.data_dir)),
-                size=result.size,
-                sha256=result.sha256,
+                size=size,
+                sha256=sha256,
                 charger_id=None,
                 created_by=actor,
                 created_at=utc_now(),
@@ -236,6 +322,28 @@ class FileTransfers:
             stored.sha256,
         )
         return stored
+
+    async def remove_firmware(self, ref: str, *, actor: str, force: bool = False) -> StoredFile:
+        """Forget an image and delete its bytes. Refused while an unfinished campaign uses
+        it, or (unless ``force``) while a charger holds a download URL for it that is
+        neither spent nor expired: its UpdateFirmware is still pending.
+
+        Raises:
+            FileError: not_found, conflict (what still uses it).
+        """
+        stored = await self.db.run(store.find_file, FIRMWARE, ref)
+        if stored is None:
+            raise FileError("not_found", f"no firmware {ref!r} (`voltaro ctl firmware list`)")
+        result = await self.db.run(
+            lambda s: store.remove_unless_used(s, stored.id, utc_now(), force=force)
+        )
+        if result is None:
+            raise FileError("not_found", f"no firmware {ref!r}")
+        if isinstance(result, store.FileReferences):
+            raise FileError("conflict", _still_used(stored, result))
+        await trio.to_thread.run_sync(self.discard, self.path_of(result))
+        log.info("firmware #%d %s removed by %s", result.id, result.name, actor)
+        return result
 
     def path_of(self, stored: StoredFile) -> Path:
         return self.data_dir / stored.path

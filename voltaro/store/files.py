@@ -6,10 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from voltaro.store.schema import FileTokenRow, StoredFileRow
+from voltaro.store.schema import CampaignRow, FileTokenRow, StoredFileRow
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -174,3 +174,72 @@ def complete_upload(s: Session, token_hash: str, new: NewFile) -> StoredFile | N
         .values(result_file_id=stored.id)
     )
     return stored
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FileReferences:
+    """What still needs a firmware file: unfinished campaigns, and download URLs handed
+    to chargers that are neither spent nor expired (an UpdateFirmware still pending)."""
+
+    campaigns: tuple[int, ...]
+    downloads: tuple[tuple[str, datetime], ...]  # (charger id, URL valid until)
+
+
+def file_references(s: Session, file_id: int, now: datetime) -> FileReferences:
+    campaigns = s.scalars(
+        select(CampaignRow.id)
+        .where(CampaignRow.file_id == file_id, CampaignRow.finished_at.is_(None))
+        .order_by(CampaignRow.id)
+    ).all()
+    pending = s.execute(
+        select(FileTokenRow.charger_id, FileTokenRow.expires_at)
+        .where(
+            FileTokenRow.file_id == file_id,
+            FileTokenRow.direction == "download",
+            FileTokenRow.used_at.is_(None),
+            FileTokenRow.expires_at > now,
+        )
+        .order_by(FileTokenRow.charger_id)
+    ).all()
+    return FileReferences(campaigns=tuple(campaigns), downloads=tuple((c, at) for c, at in pending))
+
+
+def remove_file(s: Session, file_id: int) -> StoredFile | None:
+    """Delete a file's row and its URL tokens (its bytes are the caller's, after the
+    commit); None if gone. Its download URLs then answer 404."""
+    row = s.get(StoredFileRow, file_id)
+    if row is None:
+        return None
+    stored = _file(row)
+    # Its URLs go with it: SQLite may give a later file the same id, and an old URL must
+    # never serve a different image.
+    s.execute(delete(FileTokenRow).where(FileTokenRow.file_id == file_id))
+    s.delete(row)
+    return stored
+
+
+def uploads_older_than(s: Session, cutoff: datetime, limit: int) -> list[StoredFile]:
+    """Files chargers uploaded (every kind but firmware) before ``cutoff``, oldest first."""
+    rows = s.scalars(
+        select(StoredFileRow)
+        .where(StoredFileRow.kind != "firmware", StoredFileRow.created_at < cutoff)
+        .order_by(StoredFileRow.created_at, StoredFileRow.id)
+        .limit(limit)
+    )
+    return [_file(r) for r in rows]
+
+
+def remove_files(s: Session, file_ids: list[int]) -> int:
+    result = s.execute(delete(StoredFileRow).where(StoredFileRow.id.in_(file_ids)))
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def remove_unless_used(
+    s: Session, file_id: int, now: datetime, *, force: bool
+) -> StoredFile | FileReferences | None:
+    """One unit of work: the file's row deleted, or what still uses it (unfinished
+    campaigns always; pending downloads unless ``force``); None if it is gone."""
+    uses = file_references(s, file_id, now)
+    if uses.campaigns or (uses.downloads and not force):
+        return uses
+    return remove_file(s, file_id)
