@@ -271,6 +271,7 @@ class Charger:
         self.transaction_id = 0
         self.answered_meter = 0
         self.call_errors = 0
+        self.server_calls = 0
 
     async def call(self, action: str, payload: str) -> tuple[float, str]:
         """Send until answered with a CALLRESULT, as a charger does (a CALLERROR is
@@ -278,13 +279,43 @@ class Charger:
         started = time.perf_counter()
         for attempt in range(1, 31):
             self.n += 1
-            await self.ws.send(f'[2,"{self.n}","{action}",{payload}]')
-            answer = await self.ws.recv()
-            if answer.startswith("[3"):
+            unique_id = str(self.n)
+            await self.ws.send(f'[2,"{unique_id}","{action}",{payload}]')
+            kind, answer = await self.answer_to(unique_id)
+            if kind == 3:
                 return time.perf_counter() - started, answer
             self.call_errors += 1
             await asyncio.sleep(min(0.1 * attempt, 1.0))
         raise RuntimeError(f"{self.cid} {action}: {answer[:200]}")
+
+    async def answer_to(self, unique_id: str) -> tuple[int, str]:
+        """The CALLRESULT (3) or CALLERROR (4) whose id is ``unique_id`` (OCPP-J §4.1.1).
+
+        The next frame is not always that answer: the server sends CALLs of its own
+        (the local list sync's GetConfiguration when a charger connects, issue 16).
+        Taking such a CALL for the answer shifted every later answer by one message, so
+        a MeterValues the server refused with a CALLERROR was counted as stored and never
+        retried (the stored-rows check then found 3 samples missing per such message)."""
+        while True:
+            text_ = await self.ws.recv()
+            frame = json.loads(text_)
+            if frame[0] == 2:
+                await self.answer_server_call(frame)
+                continue
+            if frame[0] not in (3, 4) or frame[1] != unique_id:
+                raise RuntimeError(f"{self.cid}: waiting for {unique_id}, got {text_[:200]}")
+            return frame[0], text_
+
+    async def answer_server_call(self, frame: list[Any]) -> None:
+        """Answer as a charger without a local list or other optional features: every
+        GetConfiguration key unknown (OCPP 1.6 §5.8), any other action NotSupported."""
+        self.server_calls += 1
+        unique_id, action, payload = frame[1], frame[2], frame[3]
+        if action == "GetConfiguration":
+            answer: list[Any] = [3, unique_id, {"unknownKey": payload.get("key", [])}]
+        else:
+            answer = [4, unique_id, "NotSupported", f"{action} not supported by the bench", {}]
+        await self.ws.send(json.dumps(answer))
 
     async def start_transaction(self) -> None:
         self.clock += 1
@@ -420,6 +451,7 @@ async def throughput(server: Server, args: argparse.Namespace, prefix: str) -> F
             "us_per_msg": cpu / max(messages, 1) * 1e6,
             "cpu_util": cpu / elapsed,
             "call_errors": sum(c.call_errors for c in chargers),
+            "server_calls": sum(c.server_calls for c in chargers),
         },
         (load0, load()),
         check_meter_rows(server, prefix, chargers),
@@ -464,6 +496,7 @@ async def latency(server: Server, args: argparse.Namespace, prefix: str) -> Figu
             "max_ms": samples[-1] * 1000,
             "us_per_msg": cpu / max(len(samples), 1) * 1e6,
             "call_errors": sum(c.call_errors for c in chargers),
+            "server_calls": sum(c.server_calls for c in chargers),
         },
         (load0, load()),
         check_meter_rows(server, prefix, chargers),
@@ -587,6 +620,9 @@ def describe(phase: str, figures: list[Figure]) -> str:
     errors = sum(f.values.get("call_errors", 0) for f in figures)
     if errors:
         text_ += f", {errors:.0f} CALLERRORs retried"
+    server_calls = sum(f.values.get("server_calls", 0) for f in figures)
+    if server_calls:
+        text_ += f", {server_calls:.0f} server CALLs answered"
     refused = sum(f.values.get("handshakes_refused", 0) for f in figures)
     if refused:
         text_ += f", {refused:.0f} handshakes refused (503/408/429) or shed and retried"
