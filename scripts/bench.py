@@ -184,6 +184,7 @@ def start_server(target: Target, args: argparse.Namespace, tmp: Path, tag: str) 
         "VOLTARO_MAX_PENDING_PER_IP": "100000",  # every bench charger comes from 127.0.0.1
         "VOLTARO_LOG_LEVEL": "WARNING",
         **target.env,
+        **args.server_env,
     }
     log = (tmp / f"server-{tag}.log").open("wb")
     process = subprocess.Popen(
@@ -666,7 +667,12 @@ async def run(args: argparse.Namespace) -> int:
         if target.root != ROOT:
             print(f"{target.name}: code from {target.root}")
     results: dict[tuple[str, str], list[Figure]] = {}
-    with tempfile.TemporaryDirectory() as tmp:
+    with contextlib.ExitStack() as stack:
+        if args.keep is not None:
+            args.keep.mkdir(parents=True, exist_ok=True)
+            tmp = str(args.keep)
+        else:
+            tmp = stack.enter_context(tempfile.TemporaryDirectory())
         for r in range(args.runs):
             for t_index, target in enumerate(targets):
                 tag = f"{r}{t_index}"
@@ -765,6 +771,19 @@ def main() -> int:
     )
     p.add_argument("--no-sqlite", action="store_true")
     p.add_argument(
+        "--server-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="environment of every Voltaro server (e.g. VOLTARO_LOG_LEVEL=INFO; repeatable)",
+    )
+    p.add_argument(
+        "--keep",
+        type=Path,
+        metavar="DIR",
+        help="keep the SQLite databases and server logs in DIR (to investigate a FAILED check)",
+    )
+    p.add_argument(
         "--code",
         action="append",
         default=[],
@@ -789,6 +808,7 @@ def main() -> int:
     args.code = [
         (label, Path(root).resolve()) for label, _, root in (c.partition("=") for c in args.code)
     ] or [("", ROOT)]
+    args.server_env = dict(e.partition("=")[::2] for e in args.server_env)
     args.variants = [VARIANTS[v] for v in args.variants.split(",") if v]
     args.databases = ([] if args.no_sqlite else ["sqlite"]) + (
         ["postgresql"] if args.postgres else []
