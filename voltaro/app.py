@@ -42,6 +42,7 @@ from voltaro.protocol.traffic import Traffic
 from voltaro.service.authority import CaError, check_local_ca
 from voltaro.service.campaigns import CampaignRunner
 from voltaro.service.certificates import CertificateSigner
+from voltaro.service.charging_profiles import ChargingProfileService
 from voltaro.service.circuits import CircuitService
 from voltaro.service.commands import CommandService
 from voltaro.service.directory import StoreDirectory
@@ -51,6 +52,7 @@ from voltaro.service.frame_log import FrameSink
 from voltaro.service.health import HealthMonitor
 from voltaro.service.hub import EventHub
 from voltaro.service.ingest import ChargerIngest, Liveness
+from voltaro.service.load_manager import LoadManager
 from voltaro.service.local_list import LocalListService
 from voltaro.service.metrics import EventTally, MetricSources, ServerMetrics
 from voltaro.service.overview import Protection
@@ -293,6 +295,16 @@ async def run(
     components.extras["campaigns"] = campaigns
     circuits = CircuitService(database)
     components.extras["circuits"] = circuits
+    load_manager = LoadManager(
+        database,
+        registry,
+        hub,
+        circuits,
+        ChargingProfileService(database, components.commands),
+        settings,
+    )
+    circuits.on_change = load_manager.changed
+    components.extras["load_manager"] = load_manager
     try:
         await circuits.apply_configuration(settings.circuits)
     except CircuitError as exc:
@@ -327,6 +339,7 @@ async def run(
             await nursery.start(retention.run)
             await nursery.start(upload_retention.run)
             await nursery.start(campaigns.run)
+            await nursery.start(load_manager.run)
             task_status.started(
                 BoundAddresses(
                     ocpp=ocpp, control_socket=control_path, http=http, ocpp_tls=listener.tls_bound
@@ -356,7 +369,7 @@ async def _start_control(nursery: trio.Nursery, c: Components) -> str:
         reservations=c.extras.get("reservations"),
         security_events=c.listener.security,
     )
-    ops.table.update(CircuitOps(c.extras["circuits"]).table)
+    ops.table.update(CircuitOps(c.extras["circuits"], c.extras["load_manager"].live).table)
     path: str = await _start(
         nursery,
         ControlServer(c.settings, ops, c.hub).run,
@@ -382,6 +395,7 @@ async def _start_http(nursery: trio.Nursery, c: Components) -> tuple[str, int] |
         security=c.listener.security,
         circuits=c.extras["circuits"],
         metrics=c.extras.get("metrics"),
+        load_live=c.extras["load_manager"].live,
     )
     api = ApiServer(context)
     # Issue 11.8: accepts the HTTP API could not make for lack of descriptors.

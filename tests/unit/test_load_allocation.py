@@ -305,3 +305,15 @@ def test_a_tree_with_a_cycle_or_an_unknown_parent_is_refused() -> None:
         check_tree([Circuit(circuit_id="a")])
     with pytest.raises(CircuitError, match="circuit b is not a circuit"):
         check_tree([Circuit(circuit_id="a", limit_amps=1)], [charger("X", "b")])
+
+
+def test_an_offline_charger_holding_a_higher_limit_is_counted_at_it() -> None:
+    site = Site(
+        circuits=(Circuit(circuit_id="site", limit_amps=40),),
+        chargers=(charger("OFF", fallback_amps=6, max_amps=32), charger("A")),
+    )
+    # Its session accepted 20 A before the connection dropped: it keeps drawing that.
+    states = online("A") | {"OFF": ChargerState(charger_id="OFF", online=False, holding_amps=20)}
+    result = allocate(site, states, [session("A")], Policy(), NOW)
+    assert [(r.charger_id, r.amps) for r in result.reserved] == [("OFF", 20.0)]
+    assert amps(result, "A") == 20.0

@@ -7,7 +7,8 @@ priority, draw and history. Whatever the site:
 
 - no limit (circuit per phase, circuit kW, charger rating) is exceeded by the offered
   limits plus what non-obeying chargers may draw (offline: fallback; rejecting: rating),
-  except on a circuit the reservations alone overload, where nothing is offered;
+  (offline: the higher of its fallback and what it last accepted) except on a circuit
+  the reservations alone overload, where nothing is offered;
 - every managed session gets at least the minimum or is parked at 0 A, and is parked
   only when its minimum does not fit next to the admitted sessions of its priority or
   higher;
@@ -86,6 +87,7 @@ def scenarios(
             profiles=ProfileState.ACCEPTED
             if all_online
             else draw(st.sampled_from(list(ProfileState))),
+            holding_amps=float(draw(st.integers(0, 40))),
         )
         states[wiring.charger_id] = state
     sessions = []
@@ -157,7 +159,8 @@ class Checker:
         for w in self.site.chargers:
             state = states.get(w.charger_id)
             if not state or not state.online:
-                amps = w.fallback_amps
+                held = state.holding_amps if state else 0.0
+                amps = min(w.max_amps, max(w.fallback_amps, held))
             elif state.profiles is ProfileState.REJECTED:
                 amps = w.max_amps
             else:

@@ -217,7 +217,8 @@ class Event(StrEnum):
     TRANSACTION_ORPHAN_STOP = "transaction.orphan_stop"  # {charger_id, transaction_id, kind
     #                      (unknown|foreign|conflict), meter_stop, stop_time, reason, id_tag}
     METER_VALUES = "meter.values"  # {charger_id, connector_id, transaction_id, energy_wh,
-    #                                 power_w, current_a, voltage_v, soc, at}
+    #                                 power_w, current_a, current_phase_a (the highest
+    #                                 line current), voltage_v, soc, at}
     COMMAND_RESULT = "command.result"  # {charger_id, action, ok, status?, error?, user}
     FRAME = "frame"  # {charger_id, direction, action, unique_id, payload, at}
     TAG_UPDATED = "tag.updated"  # {id_tag, status}
@@ -243,6 +244,10 @@ class Event(StrEnum):
     # Security events at the connection edge (issue 15): {kind, charger_id, remote,
     # detail, at}; kinds in docs/security.md (downgrade, certificate_cn_mismatch, ...).
     SECURITY_EVENT = "security.event"
+    # Site load management (issue 17, docs/load-management.md):
+    LOAD_ALLOCATION = "load.allocation"  # the live view of circuits.list after each round
+    LOAD_PROFILE_REFUSED = "load.profile_refused"  # {charger_id, connector_id, purpose,
+    #                          answer}: the charger will be counted at its full rating
 
 
 class WireError(ValueError):

@@ -7,8 +7,9 @@ The rules, in the order they apply:
 
 1. Chargers that will not follow a limit are reserved first, on every phase they are
    wired to and on every circuit up to the root: an offline charger at its fallback
-   limit (the ChargePointMaxProfile it holds, §3.13.1), a charger that rejects
-   profiles at its full rating. What is left is shared among the others' sessions.
+   limit (the TxDefaultProfile it holds, §3.13.2) or at what its running sessions last
+   accepted if that is more (their TxProfiles stay in force offline), a charger that
+   rejects profiles at its full rating. What is left is shared among the others' sessions.
 2. Admission: every admitted session gets at least ``min_amps`` (IEC 61851-1: a
    charger cannot offer a car less than 6 A), or it is parked at 0 A with the reason.
    Sessions are admitted in order: higher priority first (priority policy), then
@@ -86,9 +87,15 @@ class Policy:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ChargerState:
+    """``holding_amps``: the limit per phase its sessions last accepted (all connectors
+    together), which it keeps applying when it loses the connection (a TxProfile lasts
+    as long as its transaction, §3.13.3): an offline charger is counted at the higher of
+    that and its fallback."""
+
     charger_id: str
     online: bool
     profiles: ProfileState = ProfileState.UNKNOWN
+    holding_amps: float = 0.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -213,9 +220,10 @@ def describe(key: Key, capacity: Mapping[Key, float], policy: Policy) -> str:
 
 def _reservation(wiring: ChargerWiring, state: ChargerState | None) -> Reserve | None:
     if state is None or not state.online:
+        held = 0.0 if state is None else state.holding_amps
         return Reserve(
             charger_id=wiring.charger_id,
-            amps=wiring.fallback_amps,
+            amps=min(wiring.max_amps, max(wiring.fallback_amps, held)),
             phases=wiring.phases,
             reason=ReserveReason.OFFLINE,
         )

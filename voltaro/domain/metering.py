@@ -35,6 +35,9 @@ class MeterSummary:
     energy_at: datetime | None = None  # the timestamp of the energy reading
     power_w: float | None = None
     current_a: float | None = None
+    # The highest line current (per phase), for load management (issue 17); the total
+    # when the charger sends no phases (an upper bound of every phase).
+    current_phase_a: float | None = None
     voltage_v: float | None = None
     soc: float | None = None
     flags: tuple[str, ...] = ()
@@ -95,10 +98,18 @@ def summarize(values: tuple[MeterValue, ...]) -> MeterSummary:
         energy_at=latest[ENERGY_REGISTER][0] if energy is not None else None,
         power_w=pick(POWER),
         current_a=pick(CURRENT),
+        current_phase_a=_highest_phase(latest[CURRENT][1]) if CURRENT in latest else None,
         voltage_v=pick(VOLTAGE, average=True),
         soc=pick(SOC),
         flags=tuple(dict.fromkeys(flags)),
     )
+
+
+def _highest_phase(samples: dict[str | None, float]) -> float | None:
+    lines = [v for k, v in samples.items() if k in _LINE_PHASES or k in _LINE_TO_NEUTRAL]
+    if lines:
+        return max(lines)
+    return samples.get(None)
 
 
 def session_energy(meter_start: int, meter_stop: int) -> tuple[int | None, str | None]:

@@ -10,6 +10,7 @@ from voltaro.domain.charging_profiles import (
     CONFIGURATION_KEYS,
     ChargingProfile,
     ProfileError,
+    ProfileLimits,
     ProfilePurpose,
     RateUnit,
     check_profile,
@@ -35,18 +36,28 @@ class ChargingProfileService:
         self._commands = commands
 
     async def set(
-        self, charger_id: str, connector_id: int, profile: ChargingProfile, *, actor: str
+        self,
+        charger_id: str,
+        connector_id: int,
+        profile: ChargingProfile,
+        *,
+        actor: str,
+        limits: ProfileLimits | None = None,
     ) -> dict[str, Any]:
         """Check, send and store one profile; returns the charger's answer.
+
+        ``limits``: the charger's Smart Charging keys when the caller knows them (the
+        load manager sends often and keeps to one period); None asks the charger.
 
         Raises:
             CommandError: BAD_ARGUMENTS for a profile the checks refuse (nothing sent), or
                 why the command failed.
         """
-        config = await self._commands.execute(
-            charger_id, GetConfiguration(keys=CONFIGURATION_KEYS), actor=actor
-        )
-        limits = limits_from_configuration({e.key: e.value for e in config.configuration})
+        if limits is None:
+            config = await self._commands.execute(
+                charger_id, GetConfiguration(keys=CONFIGURATION_KEYS), actor=actor
+            )
+            limits = limits_from_configuration({e.key: e.value for e in config.configuration})
         active = await self._db.run(
             transactions.list_transactions, active=True, charger_id=charger_id, limit=100
         )

@@ -61,7 +61,8 @@ def wiring_view(wiring: ChargerWiring) -> dict[str, Any]:
 class CircuitService:
     def __init__(self, db: Database, on_change: Callable[[], None] | None = None) -> None:
         self._db = db
-        self._on_change = on_change or (lambda: None)
+        # The load manager recomputes at once (set by the composition root).
+        self.on_change: Callable[[], None] = on_change or (lambda: None)
 
     async def site(self) -> Site:
         return await self._db.run(circuits.load_site)
@@ -73,7 +74,7 @@ class CircuitService:
         """The settings file's circuits, at start (CircuitError: nothing written)."""
         if config.circuits or config.chargers:
             await self._db.run(circuits.apply_configuration, config.circuits, config.chargers)
-            self._on_change()
+            self.on_change()
 
     async def add(
         self,
@@ -85,18 +86,18 @@ class CircuitService:
     ) -> dict[str, Any]:
         circuit = Circuit(circuit_id=name, parent=parent, limit_amps=limit_amps, limit_kw=limit_kw)
         await self._db.run(circuits.add_circuit, circuit)
-        self._on_change()
+        self.on_change()
         return await self._view(name)
 
     async def set_limit(self, name: str, changes: dict[str, Any]) -> dict[str, Any]:
         """``changes``: limit_amps, limit_kw (None clears), parent (None: the root)."""
         await self._db.run(circuits.set_limit, name, changes)
-        self._on_change()
+        self.on_change()
         return await self._view(name)
 
     async def remove(self, name: str) -> None:
         await self._db.run(circuits.remove_circuit, name)
-        self._on_change()
+        self.on_change()
 
     async def assign(
         self,
@@ -117,12 +118,12 @@ class CircuitService:
             priority=priority,
         )
         await self._db.run(circuits.assign, wiring)
-        self._on_change()
+        self.on_change()
         return wiring_view(wiring)
 
     async def unassign(self, charger_id: str) -> None:
         await self._db.run(circuits.unassign, charger_id)
-        self._on_change()
+        self.on_change()
 
     async def _view(self, name: str) -> dict[str, Any]:
         return next(v for v in await self.views() if v["name"] == name)

@@ -496,6 +496,7 @@ class ChargerIngest:
                 "energy_wh": summary.energy_wh,
                 "power_w": summary.power_w,
                 "current_a": summary.current_a,
+                "current_phase_a": summary.current_phase_a,
                 "voltage_v": summary.voltage_v,
                 "soc": summary.soc,
                 "at": format_utc(latest),

@@ -1,0 +1,330 @@
+"""Site load management end to end (issue 17): a real server on loopback with a circuit
+tree, independent chargers speaking raw OCPP-J frames that record the charging profiles
+they are sent, sessions started and stopped. The limits they receive follow the
+sessions within seconds and their sum never exceeds the circuit's limit per phase."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import trio
+from websockets.exceptions import ConnectionClosed
+
+from tests.e2e.conftest import RunningServer, server_settings, start_server
+from tests.e2e.test_ctl import ctl
+from tests.support.charger import RawCharger
+from voltaro.domain.circuits import ChargerWiring, Circuit, CircuitConfig, Phase
+from voltaro.store import chargers, tags
+
+SITE_AMPS = 32.0
+WITHIN = 5.0  # seconds for a start or stop to reach every charger's limit
+
+
+class Signal:
+    """Fired by every charger of a site when it records a profile."""
+
+    def __init__(self) -> None:
+        self.event = trio.Event()
+
+    def fire(self) -> None:
+        self.event.set()
+        self.event = trio.Event()
+
+
+class ProfileCharger:
+    """A charger that answers SetChargingProfile (recording it) while it runs its own
+    sessions. One reader task owns the socket: answers to our CALLs are handed back to
+    the caller, the server's CALLs are answered here."""
+
+    def __init__(
+        self, charger_id: str, cp: RawCharger, signal: Signal, answer: str = "Accepted"
+    ) -> None:
+        self.charger_id = charger_id
+        self.signal = signal
+        self.cp = cp
+        self.answer = answer
+        self.profiles: list[tuple[float, dict[str, Any]]] = []  # (monotonic time, profile)
+        self.limits: dict[int, float] = {}  # transaction id -> latest TxProfile limit
+        self.default_limit: float | None = None
+        self._ids = itertools.count(1)
+        self._waiting: dict[str, tuple[trio.Event, list[Any]]] = {}
+        self.stopped: dict[int, float] = {}  # transaction id -> when its stop was sent
+
+    async def serve(self) -> None:
+        pending = list(self.cp.unanswered)
+        self.cp.unanswered.clear()
+        while True:
+            if pending:
+                frame = pending.pop(0)
+            else:
+                try:
+                    frame = await self.cp.recv(timeout=0.1)
+                except TimeoutError:
+                    continue
+                except ConnectionClosed:
+                    return
+            if frame[0] == 2:
+                await self._on_call(frame)
+            elif frame[1] in self._waiting:
+                done, box = self._waiting.pop(frame[1])
+                box.append(frame)
+                done.set()
+
+    async def _on_call(self, frame: list[Any]) -> None:
+        action, payload = frame[2], frame[3]
+        if action != "SetChargingProfile":
+            await self.cp.answer_error(frame, "NotImplemented", action)
+            return
+        profile = payload["csChargingProfiles"]
+        self.profiles.append((time.monotonic(), payload))
+        self.signal.fire()
+        if self.answer == "silent":
+            return  # a charger that never answers (the server times out)
+        if self.answer == "Accepted":
+            limit = float(profile["chargingSchedule"]["chargingSchedulePeriod"][0]["limit"])
+            if profile["chargingProfilePurpose"] == "TxProfile":
+                self.limits[profile["transactionId"]] = limit
+            elif profile["chargingProfilePurpose"] == "TxDefaultProfile":
+                self.default_limit = limit
+        self.signal.fire()
+        await self.cp.answer(frame, {"status": self.answer})
+
+    async def call(self, action: str, payload: dict[str, Any]) -> Any:
+        uid = f"{self.charger_id}-{next(self._ids)}"
+        done, box = trio.Event(), []
+        self._waiting[uid] = (done, box)
+        await self.cp.send_raw(json.dumps([2, uid, action, payload]))
+        with trio.fail_after(5):
+            await done.wait()
+        assert box[0][0] == 3, box[0]
+        return box[0][2]
+
+    async def start(self, connector: int = 1) -> int:
+        result = await self.call(
+            "StartTransaction",
+            {
+                "connectorId": connector,
+                "idTag": self.charger_id,  # one tag per charger (no ConcurrentTx)
+                "meterStart": 0,
+                "timestamp": "2026-01-05T18:00:00Z",
+            },
+        )
+        tx_id: int = result["transactionId"]
+        return tx_id
+
+    async def stop(self, tx_id: int) -> None:
+        self.stopped[tx_id] = time.monotonic()
+        await self.call(
+            "StopTransaction",
+            {"transactionId": tx_id, "meterStop": 1000, "timestamp": "2026-01-05T18:30:00Z"},
+        )
+        self.limits.pop(tx_id, None)
+
+
+def site(*wired: ChargerWiring) -> CircuitConfig:
+    return CircuitConfig(
+        circuits=(Circuit(circuit_id="site", limit_amps=SITE_AMPS),), chargers=wired
+    )
+
+
+def wiring(charger_id: str, max_amps: float = 32.0) -> ChargerWiring:
+    return ChargerWiring(
+        charger_id=charger_id,
+        circuit_id="site",
+        phases=(Phase.L1, Phase.L2, Phase.L3),
+        max_amps=max_amps,
+        fallback_amps=6.0,
+    )
+
+
+@asynccontextmanager
+async def site_with(
+    database_url: str, tmp_path: Path, config: CircuitConfig, answers: dict[str, str]
+) -> AsyncIterator[tuple[RunningServer, dict[str, ProfileCharger]]]:
+    settings = server_settings(
+        database_url, tmp_path, circuits=config, load_interval=1.0, load_hysteresis_amps=0.5
+    )
+    async with trio.open_nursery() as nursery:
+        server, stop = await start_server(nursery, settings)
+        fleet: dict[str, ProfileCharger] = {}
+        signal = Signal()
+        for charger_id, answer in answers.items():
+            server.run(chargers.add_charger, charger_id)
+            server.run(tags.add_tag, charger_id)
+            cp = await RawCharger.connect(f"{server.url}/{charger_id}")
+            assert (await cp.boot())["status"] == "Accepted"
+            fleet[charger_id] = ProfileCharger(charger_id, cp, signal, answer)
+            nursery.start_soon(fleet[charger_id].serve)
+        try:
+            yield server, fleet
+        finally:
+            for charger in fleet.values():
+                await charger.cp.close()
+            stop.set()
+            server.db.dispose()
+
+
+async def wait_until(
+    fleet: dict[str, ProfileCharger], check: Callable[[], bool], what: str
+) -> float:
+    """Seconds until ``check()`` holds, looked at whenever a charger gets a profile."""
+    signal = next(iter(fleet.values())).signal
+    began = time.monotonic()
+    with trio.move_on_after(WITHIN):
+        while not check():
+            await signal.event.wait()
+        return time.monotonic() - began
+    seen = {cid: [p["csChargingProfiles"] for _, p in c.profiles] for cid, c in fleet.items()}
+    raise AssertionError(f"not within {WITHIN} s: {what}; profiles received: {seen}")
+
+
+def offered(fleet: dict[str, ProfileCharger], active: dict[str, int]) -> dict[str, float]:
+    return {cid: fleet[cid].limits.get(tx, 0.0) for cid, tx in active.items()}
+
+
+async def test_limits_follow_starts_and_stops_within_the_site_limit(
+    database_url: str, tmp_path: Path
+) -> None:
+    config = site(wiring("CP-A"), wiring("CP-B"), wiring("CP-C"))
+    answers = {"CP-A": "Accepted", "CP-B": "Accepted", "CP-C": "Accepted"}
+    async with site_with(database_url, tmp_path, config, answers) as (server, fleet):
+        # At boot each charger gets its fallback on connector 0 (TxDefaultProfile).
+        await wait_until(
+            fleet, lambda: all(c.default_limit == 6.0 for c in fleet.values()), "fallback profiles"
+        )
+        (_, fallback) = fleet["CP-A"].profiles[0]
+        assert fallback["connectorId"] == 0
+        assert fallback["csChargingProfiles"]["chargingProfilePurpose"] == "TxDefaultProfile"
+
+        active: dict[str, int] = {}
+        active["CP-A"] = await fleet["CP-A"].start()
+        await wait_until(fleet, lambda: offered(fleet, active) == {"CP-A": 32.0}, "A alone: 32 A")
+        active["CP-B"] = await fleet["CP-B"].start()
+        await wait_until(
+            fleet, lambda: offered(fleet, active) == {"CP-A": 16.0, "CP-B": 16.0}, "A and B: 16 A"
+        )
+        active["CP-C"] = await fleet["CP-C"].start()
+        await wait_until(
+            fleet,
+            lambda: offered(fleet, active) == {"CP-A": 10.6, "CP-B": 10.6, "CP-C": 10.6},
+            "three sessions: 10.6 A each",
+        )
+        await fleet["CP-B"].stop(active.pop("CP-B"))
+        await wait_until(
+            fleet, lambda: offered(fleet, active) == {"CP-A": 16.0, "CP-C": 16.0}, "B stopped"
+        )
+
+        # Replay what the chargers received in time order: whenever a limit arrived,
+        # the limits in force on the running sessions summed within the site's 32 A.
+        events = sorted(
+            [(t, cid, p["csChargingProfiles"]) for cid, c in fleet.items() for t, p in c.profiles]
+            + [
+                (t, cid, {"stopped": tx}) for cid, c in fleet.items() for tx, t in c.stopped.items()
+            ],
+            key=lambda e: e[0],
+        )
+        in_force: dict[tuple[str, int], float] = {}
+        checked = 0
+        for _, cid, profile in events:
+            if "stopped" in profile:
+                in_force.pop((cid, profile["stopped"]), None)
+                continue
+            if profile["chargingProfilePurpose"] != "TxProfile":
+                continue
+            limit = profile["chargingSchedule"]["chargingSchedulePeriod"][0]["limit"]
+            in_force[(cid, profile["transactionId"])] = limit
+            assert sum(in_force.values()) <= SITE_AMPS + 1e-6, in_force
+            checked += 1
+        assert checked >= 7  # 32; 16+16; three cuts/raises to 10.6; two raises to 16
+
+        # What an operator sees: each session's offer and the site's load per phase.
+        listed = json.loads((await ctl(server, "--json", "circuits", "list")).stdout)
+        live = listed["live"]
+        assert {(s["charger_id"], s["amps"]) for s in live["sessions"]} == {
+            ("CP-A", 16.0),
+            ("CP-C", 16.0),
+        }
+        (load,) = live["loads"]
+        assert load["amps"] == [32.0, 32.0, 32.0]
+        assert live["chargers"] == {"CP-A": "accepted", "CP-B": "accepted", "CP-C": "accepted"}
+
+
+async def test_a_charger_that_refuses_profiles_is_counted_at_its_rating(
+    database_url: str, tmp_path: Path
+) -> None:
+    config = site(wiring("CP-A"), wiring("CP-NO", max_amps=20.0))
+    answers = {"CP-A": "Accepted", "CP-NO": "Rejected"}
+    async with site_with(database_url, tmp_path, config, answers) as (server, fleet):
+        active = {"CP-A": await fleet["CP-A"].start()}
+        await fleet["CP-NO"].start()
+        # CP-NO refused its fallback at boot: it may draw its full 20 A, A gets the rest.
+        await wait_until(
+            fleet, lambda: offered(fleet, active) == {"CP-A": 12.0}, "A gets 32 - 20 A"
+        )
+        listed = json.loads((await ctl(server, "--json", "circuits", "list")).stdout)
+        live = listed["live"]
+        assert live["chargers"]["CP-NO"] == "rejected"
+        assert live["reserved"] == [
+            {
+                "charger_id": "CP-NO",
+                "amps": 20.0,
+                "reason": "rejects-profiles",
+                "phases": ["L1", "L2", "L3"],
+            }
+        ]
+        human = (await ctl(server, "circuits", "list")).stdout.decode()
+        assert "20.0/20.0/20.0" not in human  # the load column sums both chargers
+        assert "32.0/32.0/32.0" in human
+
+
+async def test_an_offline_charger_keeps_its_share_and_the_others_are_not_raised(
+    database_url: str, tmp_path: Path
+) -> None:
+    config = site(wiring("CP-A"), wiring("CP-B"))
+    answers = {"CP-A": "Accepted", "CP-B": "Accepted"}
+    async with site_with(database_url, tmp_path, config, answers) as (server, fleet):
+        active = {"CP-A": await fleet["CP-A"].start(), "CP-B": await fleet["CP-B"].start()}
+        await wait_until(
+            fleet, lambda: offered(fleet, active) == {"CP-A": 16.0, "CP-B": 16.0}, "16 A each"
+        )
+        # B vanishes mid-session: its TxProfile stays in force on its own, so A must
+        # not be raised past 32 - 16 A while B cannot be reached.
+        await fleet["CP-B"].cp.close()
+        listed: dict[str, Any] = {}
+
+        def b_offline() -> bool:
+            return any(
+                r["charger_id"] == "CP-B" and r["reason"] == "offline"
+                for r in (listed.get("live") or {}).get("reserved", [])
+            )
+
+        with trio.fail_after(WITHIN):
+            while not b_offline():
+                listed = json.loads((await ctl(server, "--json", "circuits", "list")).stdout)
+        (reserve,) = listed["live"]["reserved"]
+        assert reserve["amps"] == 16.0
+        assert fleet["CP-A"].limits[active["CP-A"]] == 16.0
+
+
+async def test_a_charger_that_never_answers_does_not_hold_up_the_others(
+    database_url: str, tmp_path: Path
+) -> None:
+    config = site(wiring("CP-A"), wiring("CP-B"), wiring("CP-SLOW"))
+    answers = {"CP-SLOW": "silent", "CP-A": "Accepted", "CP-B": "Accepted"}
+    async with site_with(database_url, tmp_path, config, answers) as (_, fleet):
+        active = {"CP-A": await fleet["CP-A"].start()}
+        # The silent charger's fallback waits for the call timeout (2 s); A's limit does not.
+        took = await wait_until(fleet, lambda: offered(fleet, active) == {"CP-A": 32.0}, "A: 32 A")
+        assert took < 1.5
+        active["CP-B"] = await fleet["CP-B"].start()
+        took = await wait_until(
+            fleet, lambda: offered(fleet, active) == {"CP-A": 16.0, "CP-B": 16.0}, "A and B: 16 A"
+        )
+        assert took < 1.5
+        assert fleet["CP-SLOW"].profiles  # it was sent its fallback, and never answered

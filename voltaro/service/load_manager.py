@@ -1,0 +1,469 @@
+"""Site load management (issue 17): keeps every charger's sessions within the circuits'
+limits with OCPP 1.6 Smart Charging (§3.13), using the pure allocator of
+voltaro/domain/load_allocation.py. docs/load-management.md is the operator's side.
+
+- A round runs when a session starts or stops, a connector's status changes, a charger
+  connects, boots or drops, a meter value shows a new draw, the circuits change, and
+  at least every ``load_interval`` seconds.
+- Each session's limit goes out as a TxProfile for its transaction (§3.13.3, Relative:
+  it needs no clock), only when it moved by more than ``load_hysteresis_amps``. Lower
+  limits are sent first and answered (or timed out) before higher ones go out, so the
+  sum of limits stays within the circuits during a change.
+- At boot each charger gets a TxDefaultProfile on connector 0 with its fallback limit
+  (§3.13.2): a session it starts before its TxProfile arrives, or while it cannot reach
+  us, is held there. (A ChargePointMaxProfile would cap it while connected too,
+  §3.13.1, so it is not used for the fallback.)
+- Each charger's profile state is tracked: a Rejected or NotSupported answer, or a
+  CALLERROR, marks it as one that does not obey: it is counted at its full rating
+  until it boots again, and reported (event load.profile_refused and a log line).
+
+Sends run in this service's nursery, each in its own task, one at a time per charger,
+within a cancel scope: a charger that is slow to answer delays only itself (and, for
+at most ``call_timeout``, the raises that wait for its cut).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import trio
+
+from voltaro.control.wire import Event
+from voltaro.domain.charging_profiles import (
+    ChargingProfile,
+    ProfileKind,
+    ProfileLimits,
+    ProfilePurpose,
+    RateUnit,
+    Schedule,
+    SchedulePeriod,
+)
+from voltaro.domain.commands import CommandError, CommandErrorCode
+from voltaro.domain.load_allocation import (
+    Allocation,
+    ChargerState,
+    Grant,
+    Policy,
+    ProfileState,
+    Session,
+    Site,
+    allocate,
+)
+from voltaro.domain.ports import StorageUnavailable
+from voltaro.domain.timestamps import format_utc, utc_now
+from voltaro.net.registry import Registry
+from voltaro.service.charging_profiles import ChargingProfileService
+from voltaro.service.circuits import CircuitService
+from voltaro.service.hub import RESYNC, EventHub
+from voltaro.settings import Settings
+from voltaro.store import transactions
+from voltaro.store.db import Database
+from voltaro.store.errors import StorageError
+
+log = logging.getLogger(__name__)
+
+ACTOR = "load-manager"
+# Profile ids of the load manager's own profiles (a profile with the same id replaces
+# its predecessor, §5.16): the fallback on connector 0, and one TxProfile per connector.
+DEFAULT_PROFILE_ID = 1700
+TX_PROFILE_ID = 1700  # + connector id (>= 1)
+STACK_LEVEL = 1  # above an operator's level-0 TxProfiles; an operator may go higher
+_WAKING = (
+    "transaction.",
+    "connector.status",
+    "charger.connected",
+    "charger.disconnected",
+    "charger.boot",
+)
+_DEBOUNCE = 0.05  # events that arrive together (a boot and its status) make one round
+_DRAW_STEP = 1.0  # A: a smaller change of a car's draw waits for the periodic round
+
+
+@dataclass(slots=True)
+class _Memory:
+    """What the last round decided for a session (fed back to the next)."""
+
+    transaction_id: int
+    parked: bool
+    since: datetime
+    offered: float | None = None
+
+
+def _one_period(amps: float) -> Schedule:
+    return Schedule(rate_unit=RateUnit.AMPS, periods=(SchedulePeriod(start_period=0, limit=amps),))
+
+
+def tx_profile(connector_id: int, transaction_id: int, amps: float) -> ChargingProfile:
+    """A session's limit: Relative, so it needs no clock on the charger (§3.13.3)."""
+    return ChargingProfile(
+        profile_id=TX_PROFILE_ID + connector_id,
+        stack_level=STACK_LEVEL,
+        purpose=ProfilePurpose.TX,
+        kind=ProfileKind.RELATIVE,
+        schedule=_one_period(amps),
+        transaction_id=transaction_id,
+    )
+
+
+def fallback_profile(amps: float) -> ChargingProfile:
+    """The limit of sessions that have no TxProfile (yet), on connector 0 (§3.13.2)."""
+    return ChargingProfile(
+        profile_id=DEFAULT_PROFILE_ID,
+        stack_level=0,
+        purpose=ProfilePurpose.TX_DEFAULT,
+        kind=ProfileKind.RELATIVE,
+        schedule=_one_period(amps),
+    )
+
+
+class LoadManager:
+    def __init__(
+        self,
+        db: Database,
+        registry: Registry,
+        hub: EventHub,
+        circuits: CircuitService,
+        profiles: ChargingProfileService,
+        settings: Settings,
+    ) -> None:
+        self._db = db
+        self._registry = registry
+        self._hub = hub
+        self._circuits = circuits
+        self._profiles = profiles
+        self._settings = settings
+        self._wake = trio.Event()
+        self._memory: dict[tuple[str, int], _Memory] = {}
+        self._draw: dict[tuple[str, int], float] = {}
+        # (charger, connector) -> (transaction id, limit) the charger accepted.
+        self._accepted: dict[tuple[str, int], tuple[int, float]] = {}
+        self._states: dict[str, ProfileState] = {}
+        self._booted: set[str] = set()  # chargers whose fallback is still to be sent
+        self._fallback: set[str] = set()  # chargers that accepted it since we started
+        self._busy: set[str] = set()  # chargers with a profile in flight
+        self._busy_tx: set[str] = set()  # ... a session's TxProfile
+        self._again: set[str] = set()  # chargers with a change that waits for _busy
+        self._latest: dict[str, Any] | None = None
+        self.rounds = 0
+        self.sent = 0
+
+    @property
+    def policy(self) -> Policy:
+        s = self._settings
+        return Policy(
+            mode=s.load_policy,
+            min_amps=s.load_min_amps,
+            rotation_seconds=s.load_rotation_seconds,
+            headroom_amps=s.load_headroom_amps,
+            voltage=s.load_voltage,
+        )
+
+    def changed(self) -> None:
+        """Recompute soon (the circuits changed)."""
+        self._wake.set()
+
+    def live(self) -> dict[str, Any] | None:
+        """The latest allocation as JSON (circuits.list, GET /circuits); None before the
+        first round or without circuits."""
+        return self._latest
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self._listen)
+            task_status.started()
+            while True:
+                with trio.move_on_after(self._settings.load_interval):
+                    await self._wake.wait()
+                await trio.sleep(_DEBOUNCE)
+                self._wake = trio.Event()
+                try:
+                    await self._round(nursery)
+                except (StorageError, StorageUnavailable) as exc:
+                    # The next event or interval tries again; the chargers keep the
+                    # limits they have (a database outage is logged by its health).
+                    log.debug("load allocation skipped: database unavailable: %s", exc)
+
+    async def _listen(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        async with self._hub.subscribe() as subscription:
+            task_status.started()
+            while True:
+                event = await subscription.receive()
+                if event == RESYNC or isinstance(event, str):
+                    self._wake.set()
+                    continue
+                data = event.data
+                if event.name == Event.METER_VALUES:
+                    self._note_draw(data)
+                elif event.name.startswith(_WAKING):
+                    charger_id = str(data.get("charger_id"))
+                    if event.name == Event.CHARGER_CONNECTED and charger_id not in self._fallback:
+                        self._booted.add(charger_id)  # first seen since we started
+                    if event.name == Event.CHARGER_BOOT and data.get("status") == "Accepted":
+                        # A new boot: it may have lost its profiles (§3.13) and its
+                        # firmware may obey now; the fallback goes out again.
+                        self._booted.add(charger_id)
+                        self._states.pop(charger_id, None)
+                        for key in [k for k in self._accepted if k[0] == charger_id]:
+                            del self._accepted[key]
+                    self._wake.set()
+
+    def _note_draw(self, data: dict[str, Any]) -> None:
+        current = data.get("current_phase_a")
+        if current is None:
+            current = data.get("current_a")
+        connector = data.get("connector_id")
+        if not isinstance(current, int | float) or not isinstance(connector, int):
+            return
+        key = (str(data.get("charger_id")), connector)
+        before = self._draw.get(key)
+        self._draw[key] = float(current)
+        if before is None or abs(before - current) >= _DRAW_STEP:
+            self._wake.set()
+
+    async def _round(self, nursery: trio.Nursery) -> None:
+        site = await self._circuits.site()
+        if not site.circuits:
+            self._latest = None
+            return
+        active = await self._db.run(transactions.list_transactions, active=True, limit=100_000)
+        now = utc_now()
+        wiring = {w.charger_id: w for w in site.chargers}
+        holding: dict[str, float] = {}
+        for (charger_id, _), (_, amps) in self._accepted.items():
+            holding[charger_id] = holding.get(charger_id, 0.0) + amps
+        states = {
+            w.charger_id: ChargerState(
+                charger_id=w.charger_id,
+                online=self._registry.is_connected(w.charger_id),
+                profiles=self._states.get(w.charger_id, ProfileState.UNKNOWN),
+                holding_amps=holding.get(w.charger_id, 0.0),
+            )
+            for w in site.chargers
+        }
+        sessions = []
+        seen: set[tuple[str, int]] = set()
+        for tx in active:
+            key = (tx.charger_id, tx.connector_id)
+            seen.add(key)
+            memory = self._memory.get(key)
+            if memory is None or memory.transaction_id != tx.transaction_id:
+                memory = _Memory(transaction_id=tx.transaction_id, parked=True, since=tx.start_time)
+                self._memory[key] = memory
+                self._draw.pop(key, None)
+            sessions.append(
+                Session(
+                    charger_id=tx.charger_id,
+                    connector_id=tx.connector_id,
+                    transaction_id=tx.transaction_id,
+                    priority=wiring[tx.charger_id].priority if tx.charger_id in wiring else 0,
+                    draw_amps=self._draw.get(key),
+                    offered_amps=memory.offered,
+                    parked=memory.parked,
+                    since=min(memory.since, now),
+                )
+            )
+        for key in set(self._memory) - seen:
+            del self._memory[key]
+            self._accepted.pop(key, None)
+        allocation = allocate(site, states, sessions, self.policy, now)
+        self.rounds += 1
+        for grant in allocation.grants:
+            memory = self._memory[(grant.charger_id, grant.connector_id)]
+            memory.parked = grant.parked is not None
+            memory.since = grant.since
+            memory.offered = grant.amps
+        self._latest = self._view(allocation, site, now)
+        self._hub.publish(Event.LOAD_ALLOCATION, self._latest)
+        await self._enforce(nursery, allocation, site, states)
+
+    async def _enforce(
+        self,
+        nursery: trio.Nursery,
+        allocation: Allocation,
+        site: Site,
+        states: dict[str, ChargerState],
+    ) -> None:
+        hysteresis = self._settings.load_hysteresis_amps
+        wiring = {w.charger_id: w for w in site.chargers}
+        cuts: list[tuple[str, int, ChargingProfile]] = []
+        raises: list[tuple[str, int, ChargingProfile]] = []
+        for charger_id in sorted(self._booted):
+            if charger_id in wiring and states[charger_id].online and charger_id not in self._busy:
+                self._booted.discard(charger_id)
+                cuts.append((charger_id, 0, fallback_profile(wiring[charger_id].fallback_amps)))
+        for grant in allocation.grants:
+            if grant.transaction_id is None:
+                continue
+            if grant.charger_id in self._busy:
+                self._again.add(grant.charger_id)
+                continue
+            if not states[grant.charger_id].online:
+                continue
+            before = self._accepted.get((grant.charger_id, grant.connector_id))
+            if before is not None and before[0] == grant.transaction_id:
+                if abs(before[1] - grant.amps) <= hysteresis and (before[1] == 0) == (
+                    grant.amps == 0
+                ):
+                    continue
+                baseline = before[1]
+            else:
+                baseline = wiring[grant.charger_id].fallback_amps
+            profile = tx_profile(grant.connector_id, grant.transaction_id, grant.amps)
+            item = (grant.charger_id, grant.connector_id, profile)
+            (cuts if grant.amps <= baseline else raises).append(item)
+        # One profile per charger per round (the command layer sends one at a time
+        # anyway); a charger with more to send gets another round once it has answered.
+        wanted = {item[0] for item in cuts + raises}
+        cuts = _one_per_charger(cuts, set())
+        raises = _one_per_charger(raises, {c[0] for c in cuts})
+        for charger_id, connector_id, profile in cuts:
+            self._start(nursery, charger_id, connector_id, profile)
+        if self._busy_tx:
+            # Cuts (these, or earlier ones) are not answered yet: a charger may still
+            # apply a higher limit than it is counted at, so raises wait for the round
+            # after its answer (safety first; bounded by the call timeout).
+            raises = []
+        for charger_id, connector_id, profile in raises:
+            self._start(nursery, charger_id, connector_id, profile)
+        self._again |= wanted - self._busy
+
+    def _start(
+        self, nursery: trio.Nursery, charger_id: str, connector_id: int, profile: ChargingProfile
+    ) -> None:
+        """Send in this service's nursery: nobody waits for a slow charger."""
+        self._busy.add(charger_id)
+        if profile.purpose is ProfilePurpose.TX:
+            self._busy_tx.add(charger_id)
+        nursery.start_soon(self._send, charger_id, connector_id, profile)
+
+    async def _send(self, charger_id: str, connector_id: int, profile: ChargingProfile) -> None:
+        """One SetChargingProfile, within a cancel scope; the answer updates the charger's
+        profile state. ``_busy`` holds the charger until it is answered."""
+        amps = profile.schedule.periods[0].limit
+        answer: str | None = None
+        try:
+            with trio.move_on_after(self._settings.call_timeout + 5.0):
+                result = await self._profiles.set(
+                    charger_id, connector_id, profile, actor=ACTOR, limits=ProfileLimits()
+                )
+                answer = str(result.get("status"))
+        except CommandError as exc:
+            if exc.code is CommandErrorCode.CALL_ERROR:
+                answer = f"CALLERROR ({exc.message})"
+            else:
+                # Offline, timed out, busy, or the transaction ended meanwhile: the next
+                # round decides again.
+                log.debug("load limit for %s/%d not sent: %s", charger_id, connector_id, exc)
+        except (StorageError, StorageUnavailable) as exc:
+            log.debug("load limit for %s/%d not stored: %s", charger_id, connector_id, exc)
+        finally:
+            self._busy.discard(charger_id)
+            self._busy_tx.discard(charger_id)
+            if self._again:
+                # Changes were held for this answer (its charger's, or raises).
+                self._again.clear()
+                self._wake.set()
+        self.sent += 1
+        if answer == "Accepted":
+            self._states[charger_id] = ProfileState.ACCEPTED
+            if profile.purpose is ProfilePurpose.TX_DEFAULT:
+                self._fallback.add(charger_id)
+            if profile.transaction_id is not None:
+                self._accepted[(charger_id, connector_id)] = (profile.transaction_id, amps)
+            return
+        if answer is None:
+            if profile.purpose is ProfilePurpose.TX_DEFAULT:
+                self._booted.add(charger_id)  # not answered: sent again next round
+            self._wake.set()
+            return
+        if self._states.get(charger_id) is not ProfileState.REJECTED:
+            log.warning(
+                "charger %s refused a %s of %g A (%s): it is counted at its full rating "
+                "until it boots again",
+                charger_id,
+                profile.purpose.value,
+                amps,
+                answer,
+            )
+            self._hub.publish(
+                Event.LOAD_PROFILE_REFUSED,
+                {
+                    "charger_id": charger_id,
+                    "connector_id": connector_id,
+                    "purpose": profile.purpose.value,
+                    "answer": answer,
+                },
+            )
+        self._states[charger_id] = ProfileState.REJECTED
+        self._wake.set()
+
+    def _view(self, allocation: Allocation, site: Site, now: datetime) -> dict[str, Any]:
+        def session(grant: Grant) -> dict[str, Any]:
+            key = (grant.charger_id, grant.connector_id)
+            accepted = self._accepted.get(key)
+            return {
+                "charger_id": grant.charger_id,
+                "connector_id": grant.connector_id,
+                "transaction_id": grant.transaction_id,
+                "amps": grant.amps,
+                "cap_amps": grant.cap_amps,
+                "draw_amps": self._draw.get(key),
+                "accepted_amps": None if accepted is None else accepted[1],
+                "phases": [p.value for p in grant.phases],
+                "parked": None if grant.parked is None else grant.parked.value,
+                "detail": grant.detail,
+                "since": format_utc(grant.since),
+            }
+
+        return {
+            "computed_at": format_utc(now),
+            "policy": self.policy.mode.value,
+            "loads": [
+                {
+                    "circuit": load.circuit_id,
+                    "amps": [round(a, 3) for a in load.amps],
+                    "limit_amps": load.limit_amps,
+                    "limit_kw": load.limit_kw,
+                    "kw": round(load.kw, 3),
+                    "headroom_amps": None
+                    if load.limit_amps is None
+                    else round(load.limit_amps - max(load.amps), 3),
+                }
+                for load in allocation.loads
+            ],
+            "sessions": [session(g) for g in allocation.grants],
+            "reserved": [
+                {
+                    "charger_id": r.charger_id,
+                    "amps": r.amps,
+                    "reason": r.reason.value,
+                    "phases": [p.value for p in r.phases],
+                }
+                for r in allocation.reserved
+            ],
+            "chargers": {
+                w.charger_id: self._states.get(w.charger_id, ProfileState.UNKNOWN).value
+                for w in site.chargers
+            },
+            "overloaded": list(allocation.overloaded),
+            "unmanaged": [{"charger_id": c, "connector_id": k} for c, k in allocation.unmanaged],
+        }
+
+
+def _one_per_charger(
+    items: list[tuple[str, int, ChargingProfile]], taken: set[str]
+) -> list[tuple[str, int, ChargingProfile]]:
+    out = []
+    for item in items:
+        if item[0] not in taken:
+            taken.add(item[0])
+            out.append(item)
+    return out
+
+
+__all__ = ["LoadManager", "fallback_profile", "tx_profile"]
