@@ -17,6 +17,7 @@ import trio
 from websockets.exceptions import ConnectionClosed
 
 from tests.e2e.conftest import RunningServer, server_settings, start_server
+from tests.e2e.control_client import ControlClient
 from tests.e2e.test_ctl import ctl
 from tests.support.charger import RawCharger
 from voltaro.domain.circuits import ChargerWiring, Circuit, CircuitConfig, Phase
@@ -304,9 +305,15 @@ async def test_an_offline_charger_keeps_its_share_and_the_others_are_not_raised(
                 for r in (listed.get("live") or {}).get("reserved", [])
             )
 
-        with trio.fail_after(WITHIN):
-            while not b_offline():
-                listed = json.loads((await ctl(server, "--json", "circuits", "list")).stdout)
+        assert server.addresses.control_socket is not None
+        client = await ControlClient.connect(server.addresses.control_socket)
+        try:
+            with trio.fail_after(WITHIN):
+                while not b_offline():
+                    listed = (await client.request("circuits.list", {}))["result"]
+                    await trio.sleep(0.05)
+        finally:
+            await client.aclose()
         (reserve,) = listed["live"]["reserved"]
         assert reserve["amps"] == 16.0
         assert fleet["CP-A"].limits[active["CP-A"]] == 16.0

@@ -138,8 +138,10 @@ class LoadManager:
         self._wake = trio.Event()
         self._memory: dict[tuple[str, int], _Memory] = {}
         self._draw: dict[tuple[str, int], float] = {}
-        # (charger, connector) -> (transaction id, limit) the charger accepted.
+        # (charger, connector) -> (transaction id, limit) the charger accepted, and the
+        # one sent without an answer yet (or lost: the charger may apply it anyway).
         self._accepted: dict[tuple[str, int], tuple[int, float]] = {}
+        self._unanswered: dict[tuple[str, int], tuple[int, float]] = {}
         self._states: dict[str, ProfileState] = {}
         self._booted: set[str] = set()  # chargers whose fallback is still to be sent
         self._fallback: set[str] = set()  # chargers that accepted it since we started
@@ -208,8 +210,9 @@ class LoadManager:
                         # firmware may obey now; the fallback goes out again.
                         self._booted.add(charger_id)
                         self._states.pop(charger_id, None)
-                        for key in [k for k in self._accepted if k[0] == charger_id]:
-                            del self._accepted[key]
+                        for known in (self._accepted, self._unanswered):
+                            for key in [k for k in known if k[0] == charger_id]:
+                                del known[key]
                     self._wake.set()
 
     def _note_draw(self, data: dict[str, Any]) -> None:
@@ -234,8 +237,11 @@ class LoadManager:
         now = utc_now()
         wiring = {w.charger_id: w for w in site.chargers}
         holding: dict[str, float] = {}
-        for (charger_id, _), (_, amps) in self._accepted.items():
-            holding[charger_id] = holding.get(charger_id, 0.0) + amps
+        for key in set(self._accepted) | set(self._unanswered):
+            # What a charger that drops may keep applying: the higher of the limit it
+            # accepted and one it may have applied without our hearing its answer.
+            amps = max(self._accepted.get(key, (0, 0.0))[1], self._unanswered.get(key, (0, 0.0))[1])
+            holding[key[0]] = holding.get(key[0], 0.0) + amps
         states = {
             w.charger_id: ChargerState(
                 charger_id=w.charger_id,
@@ -270,6 +276,7 @@ class LoadManager:
         for key in set(self._memory) - seen:
             del self._memory[key]
             self._accepted.pop(key, None)
+            self._unanswered.pop(key, None)
         allocation = allocate(site, states, sessions, self.policy, now)
         self.rounds += 1
         for grant in allocation.grants:
@@ -337,8 +344,10 @@ class LoadManager:
     ) -> None:
         """Send in this service's nursery: nobody waits for a slow charger."""
         self._busy.add(charger_id)
-        if profile.purpose is ProfilePurpose.TX:
+        if profile.purpose is ProfilePurpose.TX and profile.transaction_id is not None:
             self._busy_tx.add(charger_id)
+            limit = profile.schedule.periods[0].limit
+            self._unanswered[(charger_id, connector_id)] = (profile.transaction_id, limit)
         nursery.start_soon(self._send, charger_id, connector_id, profile)
 
     async def _send(self, charger_id: str, connector_id: int, profile: ChargingProfile) -> None:
@@ -375,6 +384,7 @@ class LoadManager:
                 self._fallback.add(charger_id)
             if profile.transaction_id is not None:
                 self._accepted[(charger_id, connector_id)] = (profile.transaction_id, amps)
+                self._unanswered.pop((charger_id, connector_id), None)
             return
         if answer is None:
             if profile.purpose is ProfilePurpose.TX_DEFAULT:
@@ -400,6 +410,7 @@ class LoadManager:
                 },
             )
         self._states[charger_id] = ProfileState.REJECTED
+        self._unanswered.pop((charger_id, connector_id), None)
         self._wake.set()
 
     def _view(self, allocation: Allocation, site: Site, now: datetime) -> dict[str, Any]:
