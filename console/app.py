@@ -63,6 +63,7 @@ from voltaro.control import wire
 FLUSH_EVERY = 0.25  # seconds between batched table redraws
 POWER_SAMPLE_EVERY = 60.0  # one sparkline sample a minute: the bar shows the last hour
 AGES_EVERY = 5.0  # "last seen 12s ago" is redrawn this often
+HEALTH_EVERY = 60.0  # the per-charger health flags (flapping, drifting) are re-read this often
 FRAMES_PER_TURN = 200  # events handled before keys and redraws get their turn
 HEADER_EVERY = 1.0  # the site bar's power total follows meter values this often
 # Events that cannot move a charger in the order unless the table is sorted by one of
@@ -234,6 +235,7 @@ class ConsoleApp(App[None]):
         self.watch(self.table, "scroll_y", lambda: self._draw_rows_in_view(), init=False)
         self.set_interval(POWER_SAMPLE_EVERY, self._sample_power)
         self.set_interval(AGES_EVERY, self._age_tick)
+        self.set_interval(HEALTH_EVERY, self._health_tick)
         self._show_banner()
         self.table.focus()
         self.follow_server()
@@ -338,6 +340,7 @@ class ConsoleApp(App[None]):
                     )
                     return
                 self.site.load(status, listed, interrupted, self.clock())
+                await self._read_health_flags()
                 # Events that arrived while the snapshot was read may be newer than it.
                 for name, data, at in self._replay:
                     self.site.apply(name, data, at)
@@ -350,6 +353,27 @@ class ConsoleApp(App[None]):
         finally:
             self._resyncing = False
             self._replay = []
+
+    async def _read_health_flags(self) -> None:
+        """Chargers flapping or drifting (issue 19): no event announces them, they are
+        read at every resync and every HEALTH_EVERY seconds. A server without the op
+        (older) or a failed read leaves the alerts as they were."""
+        try:
+            flagged = await self.link.request("chargers.health", {"flagged": True})
+        except (RequestFailed, TimeoutError):
+            return
+        self.site.set_charger_flags(flagged, self.now_text())
+        self.refresh_site()
+        if isinstance(self.screen, AlertsScreen):
+            self.screen.show_alerts()
+
+    def _health_tick(self) -> None:
+        if self.link.connected and not self.stale:
+            self._health_worker()
+
+    @work(exclusive=True, group="health-flags")
+    async def _health_worker(self) -> None:
+        await self._read_health_flags()
 
     @on(Frames)
     def _on_frames(self, message: Frames) -> None:

@@ -151,6 +151,10 @@ class Charger:
         return [c for _, c in sorted(self.connectors.items()) if c.faulted]
 
 
+# The alerts raised from the server's per-charger health flags.
+HEALTH_FLAG_KEYS = (":flapping", ":drifting")
+
+
 @dataclass(slots=True)
 class Alert:
     """Something an operator must see: kept until acknowledged (issue 12, Events), also
@@ -228,6 +232,20 @@ class Site:
             for alert in self.alerts.values():
                 if ":tx" in alert.key and alert.key not in keys:
                     alert.active = False  # closed meanwhile
+
+    def set_charger_flags(self, flagged: list[dict[str, Any]], at: str = "") -> None:
+        """The server's health flags (`chargers.health` flagged, issue 19): a charger
+        flapping or drifting is an alert with the reason, kept until acknowledged."""
+        raised = set()
+        for row in flagged:
+            charger_id = str(row["charger_id"])
+            for flag in row.get("flags") or []:
+                key = f"{charger_id}:{flag['flag']}"
+                raised.add(key)
+                self._alert(key, charger_id, f"{flag['flag']}: {flag['reason']}", at, active=True)
+        for key, alert in list(self.alerts.items()):
+            if key.endswith(HEALTH_FLAG_KEYS) and key not in raised and alert.active:
+                self._alert(key, alert.charger_id, alert.text, at, active=False)
 
     def set_health(self, status: dict[str, Any], at: str = "") -> None:
         self.health = {**self.health, **status}

@@ -301,3 +301,33 @@ def connector_rows(c: Charger, now: datetime, *, stale: bool) -> list[tuple[Text
             )
         )
     return rows
+
+
+def health_text(h: dict[str, Any] | None) -> str:
+    """A charger's health in the detail view (`chargers.show` health, issue 19)."""
+    if not h:
+        return "-"
+    heartbeat = h.get("heartbeat") or {}
+    if heartbeat.get("intervals_24h"):
+        beat = (
+            f"every {heartbeat['mean_s']:g} s ± {heartbeat['spread_s']:g}"
+            + (f" (expected {heartbeat['expected_s']} s)" if heartbeat.get("expected_s") else "")
+            + f", {heartbeat['regularity']}"
+        )
+    else:
+        beat = "no intervals measured"
+    drift = h.get("clock_drift_s")
+    parts = [
+        f"[b]online[/b] {h['online_share_24h'] * 100:.0f}% ({h['online_s_24h'] / 3600:.1f} h)",
+        f"[b]connections[/b] {h['connects_24h']} (last hour {h['connects_last_hour']}, "
+        f"most in an hour {h['max_connects_per_hour']})",
+        f"[b]command timeouts[/b] {h['command_timeouts_24h']}",
+        f"[b]CALLERRORs[/b] sent {h['call_errors_sent_24h']}, "
+        f"received {h['call_errors_received_24h']}",
+        "[b]clock[/b] " + ("not measured" if drift is None else f"{drift:+.0f} s vs the server"),
+        f"[b]heartbeat[/b] {beat}",
+        "[b]last boot[/b] "
+        + " ".join(str(v) for v in (h.get("last_boot"), h.get("last_boot_reason")) if v),
+    ]
+    # The flags themselves are among the attention notes at the top of the view.
+    return "  ".join(parts)

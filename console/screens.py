@@ -30,7 +30,7 @@ from textual.widgets.option_list import Option
 from console.commands import COMMANDS, CommandSpec, FormError, build_args
 from console.feed import CATEGORIES, FeedLine
 from console.link import RequestFailed
-from console.render import STATUS_STYLE, kwh, sparkline
+from console.render import STATUS_STYLE, health_text, kwh, sparkline
 from voltaro.control import wire
 
 if TYPE_CHECKING:
@@ -296,6 +296,8 @@ class DetailScreen(LiveScreen):
             yield Label("[b]Connectors[/b]")
             yield DataTable(id="detail-connectors", cursor_type="row")
             yield Static(id="sessions")
+            yield Label("[b]Health[/b] (this clock hour and the 23 before)")
+            yield Static(id="health")
             yield Label("[b]Status history[/b]")
             yield Static(id="history")
             yield Label("[b]Recent commands[/b]")
@@ -412,6 +414,7 @@ class DetailScreen(LiveScreen):
         # Operator settings not in effect and pending changes come first.
         notes = "".join(f"\n[b yellow]! {note}[/]" for note in c.get("attention", []))
         self.query_one("#meta", Static).update(meta + notes)
+        self.query_one("#health", Static).update(health_text(c.get("health")))
         site = self.console.site.chargers.get(self.charger_id)
         table = self.query_one("#detail-connectors", DataTable)
         cursor = table.cursor_row

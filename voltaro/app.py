@@ -44,6 +44,7 @@ from voltaro.service.campaigns import CampaignRunner
 from voltaro.service.certificates import CertificateSigner
 from voltaro.service.charging_profiles import ChargingProfileService
 from voltaro.service.circuits import CircuitService
+from voltaro.service.charger_health import HealthRecorder
 from voltaro.service.commands import CommandService
 from voltaro.service.directory import StoreDirectory
 from voltaro.service.files import FileTransfers
@@ -172,13 +173,14 @@ async def run(
     events = EventTally()
     hub.tap = events
     traffic = Traffic()  # frames and answer latency of every connection, for /metrics
-    liveness = Liveness(database, publish=hub.publish)
+    charger_health = HealthRecorder()  # per-charger health counters (issue 19)
+    liveness = Liveness(database, publish=hub.publish, health=charger_health)
     health = HealthMonitor(database, registry, hub)
 
     publish = hub.publish
     frame_sink = FrameSink(db=database, settings=settings, publish=publish)
     flags = ConnectionFlags(database, registry, interval=settings.connection_reconcile_interval)
-    directory = StoreDirectory(database, hub, flags)
+    directory = StoreDirectory(database, hub, flags, charger_health)
 
     def backend_factory(charger_id: str) -> ChargerBackend:
         return ChargerIngest(
@@ -199,10 +201,13 @@ async def run(
         absorb=lambda charger_id, code: (
             code == "InternalError"
             and database.health.absorb("CALLERRORs sent (InternalError)", charger_id)
-        )
+        ),
+        counted=charger_health.call_error_sent,
     )
     security = SecurityEvents(publish=lambda data: publish(Event.SECURITY_EVENT, data))
-    command_service = CommandService(database, registry, hub, settings=settings)
+    command_service = CommandService(
+        database, registry, hub, settings=settings, health=charger_health
+    )
     # SignCertificate: checks, signs and sends CertificateSigned (docs/security.md).
     certificate_signer = CertificateSigner(database, command_service, settings, security=security)
     listener = OcppListener(
@@ -232,6 +237,7 @@ async def run(
         hub=hub,
         commands=command_service,
     )
+    components.extras["charger_health"] = charger_health
     components.extras["frame_sink"] = frame_sink
     components.extras["liveness"] = liveness
     components.extras["health"] = health
@@ -368,6 +374,7 @@ async def _start_control(nursery: trio.Nursery, c: Components) -> str:
         local_lists=c.extras.get("local_lists"),
         reservations=c.extras.get("reservations"),
         security_events=c.listener.security,
+        charger_health=c.extras.get("charger_health"),
     )
     ops.table.update(CircuitOps(c.extras["circuits"], c.extras["load_manager"].live).table)
     path: str = await _start(
@@ -396,6 +403,7 @@ async def _start_http(nursery: trio.Nursery, c: Components) -> tuple[str, int] |
         circuits=c.extras["circuits"],
         metrics=c.extras.get("metrics"),
         load_live=c.extras["load_manager"].live,
+        charger_health=c.extras.get("charger_health"),
     )
     api = ApiServer(context)
     # Issue 11.8: accepts the HTTP API could not make for lack of descriptors.

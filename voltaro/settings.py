@@ -145,6 +145,14 @@ class Settings:
     auth_failures_per_source: int = 20
     heartbeat_interval: int = 300  # BootNotification.conf interval when Accepted
     boot_retry_interval: int = 60  # BootNotification.conf interval when Pending/Rejected
+    # --- Per-charger health (issue 19; docs/operations.md "Charger health") -----------
+    # Flagged in the console's attention list: more connections than this in a clock
+    # hour (this one or the one before) is flapping; a clock further off than this
+    # many seconds is drifting; heartbeats whose mean or spread is off the interval by
+    # more than this share are irregular.
+    health_flapping_connects_per_hour: int = 6
+    health_drift_seconds: float = 120.0
+    health_heartbeat_tolerance: float = 0.5
     allow_concurrent_tx: bool = False  # False: ConcurrentTx for a tag already charging
     # --- Database ------------------------------------------------------------------
     database_url: str = "sqlite:///voltaro.db"
@@ -399,6 +407,8 @@ def _validate(s: Settings) -> None:
         "protocol_error_window",
         "db_outage_log_interval",
         "connection_reconcile_interval",
+        "health_drift_seconds",
+        "health_heartbeat_tolerance",
     ):
         if getattr(s, name) <= 0:
             raise bad(name, "must be greater than 0")
@@ -407,6 +417,7 @@ def _validate(s: Settings) -> None:
             raise bad(name, "must not be negative")
     for name in (
         "heartbeat_interval",
+        "health_flapping_connects_per_hour",
         "max_connections",
         "db_pool_size",
         "max_pending_per_ip",

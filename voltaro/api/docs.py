@@ -57,6 +57,8 @@ _TAGS = (
     ("/charge_points/{charger_id}/commands/", "commands"),
     ("/charge_points/{charger_id}/charging_profiles", "smart charging"),
     ("/charge_points/{charger_id}/composite_schedule", "smart charging"),
+    ("/charge_points/{charger_id}/health", "charger health"),
+    ("/fleet/health", "charger health"),
     ("/charge_points", "charge points"),
     ("/sessions", "sessions"),
     ("/transactions.csv", "sessions"),

@@ -143,6 +143,53 @@ class CommandPage(BaseModel):
     items: list[CommandEntry]
 
 
+class HeartbeatRegularity(BaseModel):
+    expected_s: int | None = Field(description="the HeartbeatInterval the charger should keep")
+    intervals_24h: int = Field(description="intervals measured (two heartbeats, one connection)")
+    mean_s: float | None
+    spread_s: float | None = Field(description="standard deviation of the intervals")
+    regularity: Literal["unknown", "regular", "irregular"]
+
+
+class HealthFlag(BaseModel):
+    flag: Literal["flapping", "drifting"]
+    reason: str
+
+
+class ChargerHealth(BaseModel):
+    """A charge point's health over the current clock hour and the 23 before it."""
+
+    charger_id: str
+    connected: bool
+    window_start: str
+    connects_last_hour: int = Field(description="this clock hour or the one before, the higher")
+    connects_24h: int
+    max_connects_per_hour: int
+    online_s_24h: float
+    online_share_24h: float = Field(description="online time / time since window_start, 0-1")
+    command_timeouts_24h: int
+    call_errors_sent_24h: int
+    call_errors_received_24h: int = Field(
+        description="commands answered with a CALLERROR (or an answer that is not valid OCPP)"
+    )
+    clock_drift_s: float | None = Field(
+        description="charger clock minus server clock, from the smallest lag of the latest "
+        "hour with samples; positive: ahead"
+    )
+    clock_measured_hour: str | None
+    clock_samples_24h: int
+    heartbeat: HeartbeatRegularity
+    last_boot: str | None
+    last_boot_reason: str | None = Field(
+        description="inferred: a Reset accepted or a firmware installation around the boot, "
+        "else not requested (power loss, crash, watchdog)"
+    )
+    firmware_version: str | None
+    vendor: str | None
+    model: str | None
+    flags: list[HealthFlag]
+
+
 class OrphanStop(BaseModel):
     """A StopTransaction that closed nothing, kept for reconciliation."""
 

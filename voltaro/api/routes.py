@@ -43,6 +43,7 @@ from voltaro.net.security_events import SecurityEvents
 from voltaro.service import views
 from voltaro.service.campaigns import CampaignRunner
 from voltaro.service.certificates import certificates_state
+from voltaro.service.charger_health import HealthRecorder, health_report
 from voltaro.service.charging_profiles import ChargingProfileService
 from voltaro.service.circuits import CircuitService
 from voltaro.service.commands import CommandService, command_from_args
@@ -94,6 +95,7 @@ class ApiContext:
     circuits: CircuitService | None = None  # site load management (issue 17)
     load_live: Callable[[], dict[str, Any] | None] | None = None
     metrics: ServerMetrics | None = None  # GET /metrics (voltaro/api/metrics.py)
+    charger_health: HealthRecorder | None = None  # counts not written yet (issue 19)
 
     profiles: ChargingProfileService = field(init=False)
 
@@ -362,6 +364,40 @@ def create_app(ctx: ApiContext) -> FastAPI:
             raise ApiError(404, "not_found", f"unknown charge point {charger_id}")
         tag_changed()
         return charge_point(charger)
+
+    @app.get(
+        "/fleet/health",
+        response_model=list[models.ChargerHealth],
+        responses=ERRORS,
+    )
+    async def fleet_health(_: Read, flagged: bool = False) -> Any:
+        """Every registered charge point's health over the last 24 clock hours (the fleet
+        view): connections, time online, command timeouts, CALLERRORs, clock drift,
+        heartbeat regularity, last boot and its likely reason, and the flags (`flapping`,
+        `drifting`) with their reason; `flagged=true`: only flagged ones."""
+        rows = await health_report(
+            ctx.db, ctx.charger_health, ctx.settings, is_connected=ctx.registry.is_connected
+        )
+        return [r for r in rows if r["flags"]] if flagged else rows
+
+    @app.get(
+        "/charge_points/{charger_id}/health",
+        response_model=models.ChargerHealth,
+        responses={**ERRORS, 404: {"model": models.ErrorBody}},
+    )
+    async def charger_health(charger_id: str, _: Read) -> Any:
+        """One charge point's health over the last 24 clock hours (docs/operations.md,
+        "Charger health")."""
+        rows = await health_report(
+            ctx.db,
+            ctx.charger_health,
+            ctx.settings,
+            charger_id=charger_id,
+            is_connected=ctx.registry.is_connected,
+        )
+        if not rows:
+            raise ApiError(404, "not_found", f"unknown charge point {charger_id}")
+        return rows[0]
 
     @app.get(
         "/charge_points/{charger_id}/firmware",

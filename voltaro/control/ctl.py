@@ -165,6 +165,8 @@ GROUPS: dict[str, dict[str, str]] = {
         "chargers list": "every charger: state, registration, connectors, last seen",
         "chargers show": "one charger: connectors, status history, configuration, sessions",
         "chargers frames": "the charger's latest OCPP frames from the frame log",
+        "chargers health": "reconnects, time online, timeouts, CALLERRORs, clock drift, "
+        "heartbeats over 24 h; flapping and drifting flagged",
         "chargers add": "register a charger (password, security profile)",
         "chargers set-profile": "set a charger's OCPP security profile (0-3)",
         "chargers set-group": "the group whose local list a charger gets (none: all chargers')",
@@ -399,6 +401,9 @@ def _parser() -> argparse.ArgumentParser:
     ch.add_parser("list")
     for name in ("show", "remove", "accept", "reject"):
         ch.add_parser(name).add_argument("charger_id", metavar="ID")
+    hl = ch.add_parser("health")
+    hl.add_argument("charger_id", metavar="ID", nargs="?", help="one charger (default: all)")
+    hl.add_argument("--flagged", action="store_true", help="only flapping or drifting ones")
     fr = ch.add_parser("frames")
     fr.add_argument("charger_id", metavar="ID")
     fr.add_argument("--limit", type=int, default=50, help="how many (default 50)")
@@ -777,6 +782,8 @@ def _request_for(ns: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     if c == "chargers":
         if ns.action == "list":
             return "chargers.list", {}
+        if ns.action == "health":
+            return "chargers.health", _clean(charger_id=ns.charger_id, flagged=ns.flagged or None)
         args: dict[str, Any] = {"charger_id": ns.charger_id}
         if ns.action == "frames":
             args["limit"] = ns.limit
@@ -1355,6 +1362,8 @@ def _human(op: str, result: Any) -> str:
         )
     if op == "commands.list":
         return human.command_rows(result)
+    if op == "chargers.health":
+        return human.health_rows(result)
     if op == "profiles.list":
         return _table(
             [

@@ -453,3 +453,51 @@ def detail_text(charger: dict[str, Any]) -> str:
 
     walk(charger, "")
     return "\n\n".join(part for part in ("\n".join(notes), fields(scalars), *tables) if part)
+
+
+def _drift(seconds: float | None) -> str | None:
+    return None if seconds is None else f"{seconds:+.0f} s"
+
+
+def _heartbeat(h: dict[str, Any]) -> str | None:
+    if not h.get("intervals_24h"):
+        return None
+    expected = f"/{h['expected_s']}" if h.get("expected_s") else ""
+    return f"{h['mean_s']:g}±{h['spread_s']:g}{expected} s {h['regularity']}"
+
+
+def health_rows(rows: list[dict[str, Any]]) -> str:
+    """Per-charger health (``ctl chargers health``): one row per charger, 24 h figures."""
+    header = [
+        "ID",
+        "ONLINE",
+        "CONN/H",
+        "CONN",
+        "TIMEOUTS",
+        "ERR SENT",
+        "ERR RECV",
+        "DRIFT",
+        "HEARTBEAT",
+        "LAST BOOT",
+        "FIRMWARE",
+        "FLAGS",
+    ]
+    out = [
+        (
+            h["charger_id"],
+            f"{h['online_share_24h'] * 100:.0f}%" + (" now" if h["connected"] else ""),
+            h["connects_last_hour"],
+            h["connects_24h"],
+            h["command_timeouts_24h"],
+            h["call_errors_sent_24h"],
+            h["call_errors_received_24h"],
+            _drift(h["clock_drift_s"]),
+            _heartbeat(h["heartbeat"]),
+            " ".join(part for part in (local_time(h["last_boot"]), h["last_boot_reason"]) if part)
+            or None,
+            h["firmware_version"],
+            "; ".join(f"{f['flag']}: {f['reason']}" for f in h["flags"]) or None,
+        )
+        for h in rows
+    ]
+    return table(out, header)

@@ -41,6 +41,7 @@ from voltaro.protocol.callerrors import CallErrorLog
 from voltaro.service import views
 from voltaro.service.campaigns import CampaignRunner
 from voltaro.service.certificates import certificates_state, delete_by_index
+from voltaro.service.charger_health import HealthRecorder, health_report
 from voltaro.service.charging_profiles import ChargingProfileService
 from voltaro.service.commands import CommandService, command_from_args, command_time
 from voltaro.service.files import FileError, FileTransfers
@@ -156,7 +157,9 @@ class ControlOps:
         local_lists: LocalListService | None = None,
         reservations: ReservationService | None = None,
         security_events: SecurityEvents | None = None,
+        charger_health: HealthRecorder | None = None,
     ) -> None:
+        self._charger_health = charger_health
         self._protection = protection
         self._firmware = firmware or FirmwareService(command_service)
         self._campaigns = campaigns
@@ -178,6 +181,7 @@ class ControlOps:
             "chargers.list": self.chargers_list,
             "chargers.show": self.chargers_show,
             "chargers.frames": self.chargers_frames,
+            "chargers.health": self.chargers_health,
             "chargers.add": self.chargers_add,
             "chargers.set_profile": self.chargers_set_profile,
             "chargers.set_group": self.chargers_set_group,
@@ -308,7 +312,33 @@ class ControlOps:
             for r in await self._reservations.list(charger_id=charger_id, open_only=True)
         ]
         view["local_list"] = await self._db.run(local_lists.list_state, charger_id)
+        # Issue 19: the charger's health over 24 h; its flags join the attention notes.
+        health = await self._health(charger_id)
+        view["health"] = health[0] if health else None
+        view["attention"] += [
+            f"{f['flag']}: {f['reason']}" for f in (view["health"] or {}).get("flags", [])
+        ]
         return view
+
+    async def _health(self, charger_id: str | None) -> list[dict[str, Any]]:
+        return await health_report(
+            self._db,
+            self._charger_health,
+            self._settings,
+            charger_id=charger_id,
+            is_connected=self._registry.is_connected,
+        )
+
+    async def chargers_health(self, args: dict[str, Any], user: str) -> list[dict[str, Any]]:
+        """Per-charger health over the last 24 clock hours (one charger with
+        ``charger_id``, else every registered one; ``flagged``: only those flagged)."""
+        charger_id = _optional_text(args, "charger_id")
+        rows = await self._health(charger_id)
+        if charger_id is not None and not rows:
+            raise OpError(ErrorCode.NOT_FOUND, f"unknown charger {charger_id}")
+        if args.get("flagged"):
+            rows = [r for r in rows if r["flags"]]
+        return rows
 
     async def chargers_frames(self, args: dict[str, Any], user: str) -> list[dict[str, Any]]:
         charger_id = _text(args, "charger_id")

@@ -68,6 +68,8 @@ OPS: dict[str, Role] = {
     "chargers.list": Role.VIEWER,
     "chargers.show": Role.VIEWER,  # args: {"charger_id"}
     "chargers.frames": Role.VIEWER,  # args: {"charger_id", "limit"?, "action"?}
+    # Health over 24 h (issue 19): args {"charger_id"?, "flagged"?: bool} -> [health]
+    "chargers.health": Role.VIEWER,
     # args: {"charger_id", "password"?, "allow_no_subprotocol"?, "security_profile"? (0-3)}
     "chargers.add": Role.ADMIN,
     "chargers.set_profile": Role.ADMIN,  # args: {"charger_id", "security_profile"}

@@ -42,9 +42,12 @@ class CallErrorLog:
         burst: int = 5,
         clock: Callable[[], float] = time.monotonic,
         absorb: Callable[[str, str], bool] | None = None,
+        counted: Callable[[str], None] | None = None,
     ) -> None:
-        """``absorb(charger_id, code)``: True when the line is reported elsewhere."""
+        """``absorb(charger_id, code)``: True when the line is reported elsewhere;
+        ``counted(charger_id)``: told of every one (the charger's health counters)."""
         self._absorb = absorb
+        self._counted = counted
         self._window = window
         self._burst = burst
         self._clock = clock
@@ -59,6 +62,8 @@ class CallErrorLog:
         entry = self._by_charger.setdefault(charger_id, _ChargerErrors())
         entry.total += 1
         self.by_code[code] = self.by_code.get(code, 0) + 1
+        if self._counted is not None:
+            self._counted(charger_id)
         if self._absorb is not None and self._absorb(charger_id, code):
             return
         now = self._clock()

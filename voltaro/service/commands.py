@@ -72,6 +72,7 @@ from voltaro.domain.ports import StorageUnavailable
 from voltaro.domain.secrets import redact_value
 from voltaro.domain.timestamps import format_utc, parse_timestamp, utc_now
 from voltaro.net.registry import Registry
+from voltaro.service.charger_health import HealthRecorder
 from voltaro.service.hub import EventHub
 from voltaro.settings import Settings
 from voltaro.store import certificates, chargers, tags, transactions
@@ -399,7 +400,9 @@ class CommandService:
         *,
         settings: Settings,
         router: CommandRouter | None = None,
+        health: HealthRecorder | None = None,
     ) -> None:
+        self._health = health  # timeouts and CALLERRORs received, per charger (issue 19)
         self._db = database
         self._hub = hub
         self._settings = settings
@@ -700,6 +703,11 @@ class CommandService:
         """Finish the audit row (shielded, retried for db_retry_seconds; never raises)."""
         status = outcome.status if outcome else None
         text = f"{error.code}: {error.message}" if error else None
+        if self._health is not None and error is not None:
+            if error.code == CommandErrorCode.TIMEOUT:
+                self._health.command_timed_out(charger_id)
+            elif error.code == CommandErrorCode.CALL_ERROR:
+                self._health.call_error_received(charger_id)
         if outcome is not None and not outcome.applied:
             text = outcome.warning if text is None else f"{outcome.warning}; {text}"
         with trio.CancelScope(shield=True):

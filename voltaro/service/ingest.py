@@ -32,6 +32,7 @@ import trio
 
 from voltaro.background import LoopGuard
 from voltaro.control.wire import Event
+from voltaro.domain.charger_health import HourBucket
 from voltaro.domain.firmware import TransferKind, TransferStatusReport
 from voltaro.domain.model import (
     AuthorizationStatus,
@@ -57,10 +58,19 @@ from voltaro.domain.secrets import redact_frame
 from voltaro.domain.timestamps import format_utc, utc_now
 from voltaro.net.security_events import SecurityEvents
 from voltaro.protocol.edge import repair_text
+from voltaro.service.charger_health import HealthRecorder
 from voltaro.service.frame_log import FrameSink
 from voltaro.service.reservations import reservation_view
 from voltaro.settings import Settings
-from voltaro.store import chargers, commands, firmware, quarantine, security, transactions
+from voltaro.store import (
+    charger_health,
+    chargers,
+    commands,
+    firmware,
+    quarantine,
+    security,
+    transactions,
+)
 from voltaro.store.db import Database
 from voltaro.store.errors import PermanentStorageError, TransientStorageError
 
@@ -96,12 +106,20 @@ class Liveness:
     """
 
     def __init__(
-        self, db: Database, *, interval: float = 5.0, publish: Publish | None = None
+        self,
+        db: Database,
+        *,
+        interval: float = 5.0,
+        publish: Publish | None = None,
+        health: HealthRecorder | None = None,
     ) -> None:
         self._db = db
         self._interval = interval
         self._publish = publish
         self._seen: dict[str, datetime] = {}
+        # The per-charger health counters ride on this batch (issue 19): no write of
+        # their own, never one per message.
+        self.health = health
         self.guard = LoopGuard("last-seen writer", log)
 
     def seen(self, charger_id: str, at: datetime) -> None:
@@ -113,23 +131,32 @@ class Liveness:
     def pending(self) -> int:
         return len(self._seen)
 
-    async def flush(self) -> None:
+    async def flush(self, *, final: bool = False) -> None:
         batch, self._seen = self._seen, {}
-        if not batch:
+        counts = self.health.take(final=final) if self.health is not None else []
+        prune_before = self.health.prune_before() if self.health is not None else None
+        if not batch and not counts and prune_before is None:
             return
-        if self._publish is not None:
+        if batch and self._publish is not None:
             self._publish(
                 Event.CHARGERS_SEEN, {"chargers": {k: format_utc(v) for k, v in batch.items()}}
             )
         try:
-            await self._db.run(chargers.touch, batch)
+            await self._db.run(_write_presence, batch, counts, prune_before)
         except TransientStorageError:
             # Keep them for the next flush; newer times seen meanwhile win. The outage
             # itself is logged by the database's health report.
             for charger_id, at in batch.items():
                 self.seen(charger_id, at)
+            if self.health is not None:
+                self.health.restore(counts)
         except PermanentStorageError as exc:
-            log.error("last-seen update of %d chargers refused: %s", len(batch), exc.reason)
+            log.error(
+                "last-seen update of %d chargers (%d health counts) refused: %s",
+                len(batch),
+                len(counts),
+                exc.reason,
+            )
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
@@ -146,9 +173,22 @@ class Liveness:
         finally:
             with trio.move_on_after(5, shield=True):
                 try:
-                    await self.flush()
+                    await self.flush(final=True)
                 except Exception as exc:
                     self.guard.failed(exc, "writing last-seen times at shutdown")
+
+
+def _write_presence(
+    s: Any,
+    seen: dict[str, datetime],
+    counts: list[tuple[str, HourBucket]],
+    prune_before: datetime | None,
+) -> None:
+    """One unit of work for the batch: last-seen times, health counts, old hours."""
+    chargers.touch(s, seen)
+    charger_health.add_counts(s, counts)
+    if prune_before is not None:
+        charger_health.prune(s, prune_before)
 
 
 def ended_event(tx: Transaction) -> dict[str, Any]:
@@ -320,6 +360,12 @@ class ChargerIngest:
         if self._liveness is not None:
             self._liveness.seen(self.charger_id, at)
 
+    def _clock(self, charger_time: datetime | None, received_at: datetime) -> None:
+        """A timestamp the charger set: counted for its clock drift (issue 19)."""
+        health = self._liveness.health if self._liveness is not None else None
+        if health is not None and charger_time is not None:
+            health.clock(self.charger_id, charger_time, received_at)
+
     # --- ChargerBackend --------------------------------------------------------------
 
     async def boot_notification(self, request: BootRequest) -> BootDecision:
@@ -356,6 +402,8 @@ class ChargerIngest:
 
     async def heartbeat(self, charger_id: str, received_at: datetime) -> None:
         self._alive(received_at)
+        if self._liveness is not None and self._liveness.health is not None:
+            self._liveness.health.heartbeat(self.charger_id, received_at)
 
     async def authorize(self, charger_id: str, id_tag: str, received_at: datetime) -> IdTagInfo:
         self._alive(received_at)
@@ -369,6 +417,7 @@ class ChargerIngest:
 
     async def start_transaction(self, request: StartTransactionRequest) -> StartTransactionResult:
         self._alive(request.received_at)
+        self._clock(request.timestamp, request.received_at)
         try:
             result = await self._durable(self._start, request)
         except PermanentStorageError as exc:
@@ -432,6 +481,7 @@ class ChargerIngest:
 
     async def stop_transaction(self, request: StopTransactionRequest) -> StopTransactionResult:
         self._alive(request.received_at)
+        self._clock(request.timestamp, request.received_at)
         try:
             result = await self._durable(transactions.stop_transaction, request)
         except PermanentStorageError as exc:
@@ -481,6 +531,11 @@ class ChargerIngest:
 
     async def meter_values(self, request: MeterValuesRequest) -> None:
         self._alive(request.received_at)
+        if request.meter_values:
+            # The newest reading: the one that made the charger send (older ones may
+            # have waited in its queue).
+            newest = max(mv.timestamp for mv in request.meter_values)
+            self._clock(newest, request.received_at)
         try:
             summary = await self._durable(transactions.record_meter_values, request)
         except PermanentStorageError as exc:
@@ -505,6 +560,7 @@ class ChargerIngest:
 
     async def status_notification(self, request: StatusNotificationRequest) -> None:
         self._alive(request.received_at)
+        self._clock(request.timestamp, request.received_at)
         at = request.timestamp or request.received_at
         try:
             # Answered only once stored: a CALLRESULT for a dropped status would leave

@@ -543,3 +543,25 @@ class CertificateSigningRow(Base):
     serial_number: Mapped[str | None] = mapped_column(String(40))
     not_after: Mapped[datetime | None] = mapped_column(UtcDateTime)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class ChargerHealthRow(Base):
+    """Per-charger health counters, one row per clock hour (UTC), kept 48 hours
+    (voltaro/domain/charger_health.py; issue 19). Charger ids are not foreign keys: the
+    counters of a removed charger age out with the others."""
+
+    __tablename__ = "charger_health"
+    __table_args__ = (Index("ix_charger_health_hour", "hour"),)
+
+    charger_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    hour: Mapped[datetime] = mapped_column(UtcDateTime, primary_key=True)
+    connects: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    online_s: Mapped[float] = mapped_column(Float, default=0.0, server_default=text("0"))
+    command_timeouts: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    call_errors_sent: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    call_errors_received: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    clock_samples: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    min_lag_s: Mapped[float | None] = mapped_column(Float)
+    heartbeat_intervals: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    heartbeat_sum_s: Mapped[float] = mapped_column(Float, default=0.0, server_default=text("0"))
+    heartbeat_sumsq_s: Mapped[float] = mapped_column(Float, default=0.0, server_default=text("0"))

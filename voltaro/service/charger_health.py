@@ -1,0 +1,261 @@
+"""Per-charger health counters, collected in memory and written with the last-seen batch.
+
+Counting must cost the hot path nothing it did not already pay (issue 14 made it fast):
+each event below is a dictionary update in the connection's task, and the counts are
+added to their hourly rows (store/charger_health.py) by ``Liveness.flush``, in the same
+unit of work as the last-seen times, every few seconds. A batch the database cannot take
+is kept and added to the next one, like the last-seen times.
+
+Where the events come from:
+- connected / disconnected: the listener's directory (service/directory.py), so a
+  takeover (a new connection replacing a live one) counts one connection and no gap;
+- heartbeat, clock: the charger's own messages (service/ingest.py);
+- CALLERRORs sent: the protocol layer's CallErrorLog;
+- command timeouts and CALLERRORs received: the command layer, as each command ends.
+
+Reads (``ctl chargers health``, the API, the console) add what is not written yet
+(``pending``), seconds online up to now included, to the stored hours.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from voltaro.domain.charger_health import (
+    HOUR,
+    KEEP_HOURS,
+    WINDOW_HOURS,
+    ChargerHealth,
+    HealthThresholds,
+    HourBucket,
+    assess,
+    boot_reason,
+    combine,
+    hour_of,
+    merge,
+    split_by_hour,
+)
+from voltaro.domain.timestamps import format_utc, utc_now
+from voltaro.settings import Settings
+from voltaro.store import charger_health as store
+from voltaro.store.charger_health import ChargerFacts
+from voltaro.store.db import Database
+
+# Seconds online are added to the hourly rows at most this often per charger (and at a
+# disconnection): a connected charger costs one row update a minute, not one per batch.
+ONLINE_EVERY = timedelta(seconds=60)
+PRUNE_EVERY = timedelta(hours=1)
+
+
+class HealthRecorder:
+    def __init__(self) -> None:
+        self._pending: dict[tuple[str, datetime], HourBucket] = {}
+        self._online_since: dict[str, datetime] = {}  # counted up to this time
+        self._last_heartbeat: dict[str, datetime] = {}  # on the current connection
+        self._pruned_at: datetime | None = None
+
+    def _add(self, charger_id: str, bucket: HourBucket) -> None:
+        key = (charger_id, bucket.hour)
+        seen = self._pending.get(key)
+        self._pending[key] = bucket if seen is None else merge(seen, bucket)
+
+    # --- events --------------------------------------------------------------------------
+
+    def connected(self, charger_id: str, at: datetime | None = None) -> None:
+        at = at or utc_now()
+        self._add(charger_id, HourBucket(hour=hour_of(at), connects=1))
+        self._online_since.setdefault(charger_id, at)
+        self._last_heartbeat.pop(charger_id, None)  # a new connection: no interval yet
+
+    def disconnected(self, charger_id: str, at: datetime | None = None) -> None:
+        since = self._online_since.pop(charger_id, None)
+        self._last_heartbeat.pop(charger_id, None)
+        if since is not None:
+            self._count_online(charger_id, since, at or utc_now())
+
+    def _count_online(self, charger_id: str, start: datetime, end: datetime) -> None:
+        for hour, seconds in split_by_hour(start, end):
+            self._add(charger_id, HourBucket(hour=hour, online_s=seconds))
+
+    def heartbeat(self, charger_id: str, at: datetime) -> None:
+        previous = self._last_heartbeat.get(charger_id)
+        self._last_heartbeat[charger_id] = at
+        if previous is None or at <= previous:
+            return
+        interval = (at - previous).total_seconds()
+        self._add(
+            charger_id,
+            HourBucket(
+                hour=hour_of(at),
+                heartbeat_intervals=1,
+                heartbeat_sum_s=interval,
+                heartbeat_sumsq_s=interval * interval,
+            ),
+        )
+
+    def clock(self, charger_id: str, charger_time: datetime, received_at: datetime) -> None:
+        """A timestamp the charger set, and when we received it (drift, see the domain)."""
+        lag = (received_at - charger_time).total_seconds()
+        self._add(charger_id, HourBucket(hour=hour_of(received_at), clock_samples=1, min_lag_s=lag))
+
+    def call_error_sent(self, charger_id: str) -> None:
+        self._add(charger_id, HourBucket(hour=hour_of(utc_now()), call_errors_sent=1))
+
+    def command_timed_out(self, charger_id: str) -> None:
+        self._add(charger_id, HourBucket(hour=hour_of(utc_now()), command_timeouts=1))
+
+    def call_error_received(self, charger_id: str) -> None:
+        self._add(charger_id, HourBucket(hour=hour_of(utc_now()), call_errors_received=1))
+
+    # --- the batch -----------------------------------------------------------------------
+
+    def take(
+        self, now: datetime | None = None, *, final: bool = False
+    ) -> list[tuple[str, HourBucket]]:
+        """The counts to write now (then forgotten here; ``restore`` them if the write
+        fails): everything pending, with the seconds online of chargers last counted
+        ``ONLINE_EVERY`` ago or in an earlier hour (of every connected one when
+        ``final``: the last batch before shutdown)."""
+        now = now or utc_now()
+        for charger_id, since in list(self._online_since.items()):
+            if final or now - since >= ONLINE_EVERY or hour_of(since) != hour_of(now):
+                self._count_online(charger_id, since, now)
+                self._online_since[charger_id] = now
+        taken = list(self._pending.items())
+        self._pending = {}
+        return [(charger_id, bucket) for (charger_id, _), bucket in taken]
+
+    def restore(self, counts: list[tuple[str, HourBucket]]) -> None:
+        for charger_id, bucket in counts:
+            self._add(charger_id, bucket)
+
+    def prune_before(self, now: datetime | None = None) -> datetime | None:
+        """The age before which stored hours go, once an hour (None when not due)."""
+        now = now or utc_now()
+        if self._pruned_at is not None and now - self._pruned_at < PRUNE_EVERY:
+            return None
+        self._pruned_at = now
+        return hour_of(now) - timedelta(hours=KEEP_HOURS)
+
+    def pending(self, charger_id: str, now: datetime | None = None) -> list[HourBucket]:
+        """What is counted but not written yet for one charger, seconds online up to
+        ``now`` included (nothing changes here)."""
+        return self.pending_all(now, only=charger_id).get(charger_id, [])
+
+    def pending_all(
+        self, now: datetime | None = None, *, only: str | None = None
+    ) -> dict[str, list[HourBucket]]:
+        now = now or utc_now()
+        grouped: dict[str, list[HourBucket]] = {}
+        for (charger_id, _), bucket in self._pending.items():
+            if only is None or charger_id == only:
+                grouped.setdefault(charger_id, []).append(bucket)
+        for charger_id, since in self._online_since.items():
+            if only is None or charger_id == only:
+                grouped.setdefault(charger_id, []).extend(
+                    HourBucket(hour=h, online_s=s) for h, s in split_by_hour(since, now)
+                )
+        return {charger_id: combine(b) for charger_id, b in grouped.items()}
+
+    @property
+    def unwritten(self) -> int:
+        return len(self._pending)
+
+
+# --- the report: stored hours + what is not written yet ----------------------------------
+
+# Resets and firmware reports are searched this far back for the cause of a boot.
+BOOT_CAUSE_LOOKBACK = timedelta(days=7)
+
+
+def thresholds_of(settings: Settings) -> HealthThresholds:
+    return HealthThresholds(
+        flapping_connects_per_hour=settings.health_flapping_connects_per_hour,
+        drift_seconds=settings.health_drift_seconds,
+        heartbeat_tolerance=settings.health_heartbeat_tolerance,
+    )
+
+
+def _ts(value: datetime | None) -> str | None:
+    return format_utc(value) if value is not None else None
+
+
+def health_view(facts: ChargerFacts, health: ChargerHealth, *, connected: bool) -> dict[str, Any]:
+    """The JSON view of one charger's health (ctl, API, console: the same fields)."""
+    heartbeat = health.heartbeat
+    cause = None
+    if facts.last_boot is not None and utc_now() - facts.last_boot <= BOOT_CAUSE_LOOKBACK:
+        cause = boot_reason(facts.last_boot, reset=facts.reset, firmware_at=facts.firmware_at)
+    return {
+        "charger_id": facts.charger_id,
+        "connected": connected,
+        "window_start": format_utc(health.window_start),
+        "connects_last_hour": health.connects_last_hour,
+        "connects_24h": health.connects,
+        "max_connects_per_hour": health.max_connects_per_hour,
+        "online_s_24h": health.online_s,
+        "online_share_24h": health.online_share,
+        "command_timeouts_24h": health.command_timeouts,
+        "call_errors_sent_24h": health.call_errors_sent,
+        "call_errors_received_24h": health.call_errors_received,
+        "clock_drift_s": health.clock_drift_s,
+        "clock_measured_hour": _ts(health.clock_measured_hour),
+        "clock_samples_24h": health.clock_samples,
+        "heartbeat": {
+            "expected_s": heartbeat.expected_s,
+            "intervals_24h": heartbeat.intervals,
+            "mean_s": heartbeat.mean_s,
+            "spread_s": heartbeat.spread_s,
+            "regularity": heartbeat.regularity.value,
+        },
+        "last_boot": _ts(facts.last_boot),
+        "last_boot_reason": cause,
+        "firmware_version": facts.firmware_version,
+        "vendor": facts.vendor,
+        "model": facts.model,
+        "flags": [{"flag": flag.value, "reason": reason} for flag, reason in health.flags],
+    }
+
+
+def _report(
+    s: Session,
+    charger_ids: list[str] | None,
+    now: datetime,
+    pending: dict[str, list[HourBucket]],
+) -> tuple[dict[str, ChargerFacts], dict[str, list[HourBucket]]]:
+    window = hour_of(now) - (WINDOW_HOURS - 1) * HOUR
+    facts = store.charger_facts(s, charger_ids, now - BOOT_CAUSE_LOOKBACK)
+    stored = store.buckets(s, list(facts), window)
+    return facts, {cid: stored.get(cid, []) + pending.get(cid, []) for cid in facts}
+
+
+async def health_report(
+    db: Database,
+    recorder: HealthRecorder | None,
+    settings: Settings,
+    *,
+    charger_id: str | None = None,
+    is_connected: Callable[[str], bool] = lambda _: False,
+) -> list[dict[str, Any]]:
+    """Every registered charger's health (or one's; [] if unknown), by charger id."""
+    now = utc_now()
+    if recorder is None:
+        pending: dict[str, list[HourBucket]] = {}
+    elif charger_id is None:
+        pending = recorder.pending_all(now)
+    else:
+        pending = {charger_id: recorder.pending(charger_id, now)}
+    facts, counts = await db.run(
+        _report, None if charger_id is None else [charger_id], now, pending
+    )
+    thresholds = thresholds_of(settings)
+    out = []
+    for cid, fact in facts.items():
+        expected = fact.heartbeat_reported or fact.heartbeat_set or settings.heartbeat_interval
+        health = assess(counts[cid], now=now, expected_heartbeat_s=expected, thresholds=thresholds)
+        out.append(health_view(fact, health, connected=is_connected(cid)))
+    return out
