@@ -36,7 +36,6 @@ from voltaro.domain.charger_health import (
     boot_reason,
     combine,
     hour_of,
-    merge,
     split_by_hour,
 )
 from voltaro.domain.timestamps import format_utc, utc_now
@@ -51,23 +50,64 @@ ONLINE_EVERY = timedelta(seconds=60)
 PRUNE_EVERY = timedelta(hours=1)
 
 
+class _Counts:
+    """One charger's counts of one hour not written yet: mutable, so that counting an
+    event (a MeterValues' clock sample, on the hot path) is a few attribute updates."""
+
+    __slots__ = (
+        "call_errors_received",
+        "call_errors_sent",
+        "clock_samples",
+        "command_timeouts",
+        "connects",
+        "heartbeat_intervals",
+        "heartbeat_sum_s",
+        "heartbeat_sumsq_s",
+        "min_lag_s",
+        "online_s",
+    )
+
+    def __init__(self) -> None:
+        self.connects = self.command_timeouts = self.clock_samples = 0
+        self.call_errors_sent = self.call_errors_received = self.heartbeat_intervals = 0
+        self.online_s = self.heartbeat_sum_s = self.heartbeat_sumsq_s = 0.0
+        self.min_lag_s: float | None = None
+
+    def lag(self, lag: float) -> None:
+        self.clock_samples += 1
+        if self.min_lag_s is None or lag < self.min_lag_s:
+            self.min_lag_s = lag
+
+    def bucket(self, hour: datetime) -> HourBucket:
+        return HourBucket(hour=hour, **{name: getattr(self, name) for name in self.__slots__})
+
+    def absorb(self, b: HourBucket) -> None:
+        for name in self.__slots__:
+            if name != "min_lag_s":
+                setattr(self, name, getattr(self, name) + getattr(b, name))
+        if b.min_lag_s is not None and (self.min_lag_s is None or b.min_lag_s < self.min_lag_s):
+            self.min_lag_s = b.min_lag_s
+
+
 class HealthRecorder:
     def __init__(self) -> None:
-        self._pending: dict[tuple[str, datetime], HourBucket] = {}
+        self._pending: dict[tuple[str, datetime], _Counts] = {}
         self._online_since: dict[str, datetime] = {}  # counted up to this time
         self._last_heartbeat: dict[str, datetime] = {}  # on the current connection
         self._pruned_at: datetime | None = None
 
-    def _add(self, charger_id: str, bucket: HourBucket) -> None:
-        key = (charger_id, bucket.hour)
-        seen = self._pending.get(key)
-        self._pending[key] = bucket if seen is None else merge(seen, bucket)
+    def _counts(self, charger_id: str, at: datetime) -> _Counts:
+        key = (charger_id, hour_of(at))
+        counts = self._pending.get(key)
+        if counts is None:
+            counts = self._pending[key] = _Counts()
+        return counts
 
     # --- events --------------------------------------------------------------------------
 
     def connected(self, charger_id: str, at: datetime | None = None) -> None:
         at = at or utc_now()
-        self._add(charger_id, HourBucket(hour=hour_of(at), connects=1))
+        self._counts(charger_id, at).connects += 1
         self._online_since.setdefault(charger_id, at)
         self._last_heartbeat.pop(charger_id, None)  # a new connection: no interval yet
 
@@ -79,7 +119,7 @@ class HealthRecorder:
 
     def _count_online(self, charger_id: str, start: datetime, end: datetime) -> None:
         for hour, seconds in split_by_hour(start, end):
-            self._add(charger_id, HourBucket(hour=hour, online_s=seconds))
+            self._counts(charger_id, hour).online_s += seconds
 
     def heartbeat(self, charger_id: str, at: datetime) -> None:
         previous = self._last_heartbeat.get(charger_id)
@@ -87,29 +127,23 @@ class HealthRecorder:
         if previous is None or at <= previous:
             return
         interval = (at - previous).total_seconds()
-        self._add(
-            charger_id,
-            HourBucket(
-                hour=hour_of(at),
-                heartbeat_intervals=1,
-                heartbeat_sum_s=interval,
-                heartbeat_sumsq_s=interval * interval,
-            ),
-        )
+        counts = self._counts(charger_id, at)
+        counts.heartbeat_intervals += 1
+        counts.heartbeat_sum_s += interval
+        counts.heartbeat_sumsq_s += interval * interval
 
     def clock(self, charger_id: str, charger_time: datetime, received_at: datetime) -> None:
         """A timestamp the charger set, and when we received it (drift, see the domain)."""
-        lag = (received_at - charger_time).total_seconds()
-        self._add(charger_id, HourBucket(hour=hour_of(received_at), clock_samples=1, min_lag_s=lag))
+        self._counts(charger_id, received_at).lag((received_at - charger_time).total_seconds())
 
     def call_error_sent(self, charger_id: str) -> None:
-        self._add(charger_id, HourBucket(hour=hour_of(utc_now()), call_errors_sent=1))
+        self._counts(charger_id, utc_now()).call_errors_sent += 1
 
     def command_timed_out(self, charger_id: str) -> None:
-        self._add(charger_id, HourBucket(hour=hour_of(utc_now()), command_timeouts=1))
+        self._counts(charger_id, utc_now()).command_timeouts += 1
 
     def call_error_received(self, charger_id: str) -> None:
-        self._add(charger_id, HourBucket(hour=hour_of(utc_now()), call_errors_received=1))
+        self._counts(charger_id, utc_now()).call_errors_received += 1
 
     # --- the batch -----------------------------------------------------------------------
 
@@ -125,13 +159,12 @@ class HealthRecorder:
             if final or now - since >= ONLINE_EVERY or hour_of(since) != hour_of(now):
                 self._count_online(charger_id, since, now)
                 self._online_since[charger_id] = now
-        taken = list(self._pending.items())
-        self._pending = {}
-        return [(charger_id, bucket) for (charger_id, _), bucket in taken]
+        taken, self._pending = self._pending, {}
+        return [(charger_id, c.bucket(hour)) for (charger_id, hour), c in taken.items()]
 
     def restore(self, counts: list[tuple[str, HourBucket]]) -> None:
         for charger_id, bucket in counts:
-            self._add(charger_id, bucket)
+            self._counts(charger_id, bucket.hour).absorb(bucket)
 
     def prune_before(self, now: datetime | None = None) -> datetime | None:
         """The age before which stored hours go, once an hour (None when not due)."""
@@ -151,9 +184,9 @@ class HealthRecorder:
     ) -> dict[str, list[HourBucket]]:
         now = now or utc_now()
         grouped: dict[str, list[HourBucket]] = {}
-        for (charger_id, _), bucket in self._pending.items():
+        for (charger_id, hour), counts in self._pending.items():
             if only is None or charger_id == only:
-                grouped.setdefault(charger_id, []).append(bucket)
+                grouped.setdefault(charger_id, []).append(counts.bucket(hour))
         for charger_id, since in self._online_since.items():
             if only is None or charger_id == only:
                 grouped.setdefault(charger_id, []).extend(
