@@ -206,6 +206,39 @@ DETAIL = {
         }
     ],
 }
+# Issue 19: SIM-2's health over 24 h, flagged as drifting.
+HEALTH = {
+    "charger_id": "SIM-2",
+    "connected": True,
+    "window_start": "2026-12-03T19:00:00Z",
+    "connects_last_hour": 1,
+    "connects_24h": 3,
+    "max_connects_per_hour": 1,
+    "online_s_24h": 82_800.0,
+    "online_share_24h": 0.97,
+    "command_timeouts_24h": 1,
+    "call_errors_sent_24h": 0,
+    "call_errors_received_24h": 2,
+    "clock_drift_s": -184.2,
+    "clock_measured_hour": "2026-12-04T18:00:00Z",
+    "clock_samples_24h": 412,
+    "heartbeat": {
+        "expected_s": 300,
+        "intervals_24h": 270,
+        "mean_s": 301.2,
+        "spread_s": 4.1,
+        "regularity": "regular",
+    },
+    "last_boot": "2026-12-04T08:00:00.000Z",
+    "last_boot_reason": "Reset Soft requested by ops",
+    "firmware_version": "2.4.1",
+    "vendor": "Acme",
+    "model": "Duo 22",
+    "flags": [{"flag": "drifting", "reason": "clock 184 s behind the server's (over 120 s)"}],
+}
+DETAIL["health"] = HEALTH
+DETAIL["attention"] = ["drifting: clock 184 s behind the server's (over 120 s)"]
+
 FRAMES = [
     {
         "direction": "in",
@@ -289,6 +322,7 @@ class ScriptedLink:
             "transactions.list": TRANSACTIONS,
             "transactions.stops": STOPS,
             "tags.list": [],
+            "chargers.health": [HEALTH],
         }[op]
 
 
@@ -304,6 +338,7 @@ class ScriptedConsole(ConsoleApp):
         self.link_reason = ""
         interrupted = [t for t in TRANSACTIONS if t["state"] == "interrupted"]
         self.site.load(STATUS, CHARGERS, interrupted, NOW)
+        self.site.set_charger_flags([HEALTH], "2026-12-04T18:29:45.000Z")
         for name, data, at in EVENTS:
             self.site.apply(name, data, at)
             line = describe(name, data, at)
