@@ -47,6 +47,7 @@ from console.render import (
 from console.schedule_screen import ScheduleScreen
 from console.screens import (
     AlertsScreen,
+    AuditScreen,
     CommandForm,
     CommandMenu,
     Confirm,
@@ -119,6 +120,7 @@ class MainScreen(Screen[None]):
         Binding("f6", "app.accept", "Accept", show=False),
         Binding("f8", "app.events", "Events", show=False),
         Binding("f9", "app.campaigns", "Firmware", show=False),
+        Binding("f10", "app.audit", "Audit", show=False),
         Binding("escape", "app.clear_filter", "Clear filter", show=False),
     ]
 
@@ -155,8 +157,10 @@ class ConsoleApp(App[None]):
     #banner { background: $error; color: $text; height: auto; padding: 0 1; display: none; }
     #banner.shown { display: block; }
     #sitebar { height: auto; padding: 0 1; background: $boost; }
-    #filter, #tx-filter, #events-filter { display: none; height: 3; }
-    #filter.shown, #tx-filter.shown, #events-filter.shown { display: block; }
+    #filter, #tx-filter, #events-filter, #audit-filter { display: none; height: 3; }
+    #filter.shown, #tx-filter.shown, #events-filter.shown, #audit-filter.shown {
+        display: block;
+    }
     #chargers { height: 1fr; min-height: 4; }
     #connectors { height: auto; max-height: 6; border-top: solid $primary-darken-2; }
     #feed { height: 5; border-top: solid $primary; }
@@ -765,6 +769,9 @@ class ConsoleApp(App[None]):
 
     def action_campaigns(self) -> None:
         self.push_screen(CampaignScreen())
+
+    def action_audit(self) -> None:
+        self.push_screen(AuditScreen())
 
     @work(group="views")
     async def action_tags(self) -> None:

@@ -30,6 +30,7 @@ from textual.widgets.option_list import Option
 from console.commands import COMMANDS, CommandSpec, FormError, build_args
 from console.feed import CATEGORIES, FeedLine
 from console.link import RequestFailed
+from console.model import parse_time
 from console.render import STATUS_STYLE, health_text, kwh, sparkline
 from voltaro.control import wire
 
@@ -49,6 +50,7 @@ HELP = """\
  F5  re-read everything              F6  accept the selected pending charger
  F7  alerts and what needs attention (click the site bar)   F8  all events
  F9  firmware campaigns (live): who downloads, installs, failed; n new, x cancel
+ F10 audit: commands sent (/ CHARGER by:USER action:NAME), k quarantine
  Escape  back / close                ctrl+q  quit
 Destructive commands (reset, remote stop, unlock, inoperative, remove) name
 their target and effect and wait for y; Enter alone answers No.
@@ -1203,3 +1205,134 @@ class TagScreen(Screen[None]):
 
 
 OnEvent = Callable[[str, dict[str, Any]], None]
+
+
+AUDIT_KINDS = ("commands", "quarantine")
+
+
+def _short_time(text: str | None) -> str:
+    """A wire time as local "MM-DD HH:MM:SS" ("-" when absent or unreadable)."""
+    moment = parse_time(text)
+    return moment.astimezone().strftime("%m-%d %H:%M:%S") if moment else "-"
+
+
+class AuditScreen(LiveScreen):
+    """F9: the records an operator reconciles besides sessions (issue 19): the command
+    audit (who sent what to which charger, when, the answer) and the charger messages
+    kept as raw frames (quarantine). `/` filters on the server: a charger id, `by:USER`
+    and `action:NAME` (the audit), in any combination; `k` switches the list."""
+
+    BINDINGS = [
+        Binding("escape,f9", "app.pop_screen", "Back"),
+        Binding("slash", "filter", "Filter", priority=True),
+        Binding("k", "kind", "Commands / quarantine"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.kind = "commands"
+        self.filter_text = ""
+        self.rows: list[dict[str, Any]] = []
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Input(placeholder="/ CHARGER by:USER action:NAME", id="audit-filter")
+        yield Static(id="audit-kind")
+        yield DataTable(id="audit", cursor_type="row", zebra_stripes=True)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.title = "Audit"
+        self._columns()
+        self.query_one("#audit", DataTable).focus()
+        self.start_live()
+
+    def relevant(self, name: str, data: dict[str, Any]) -> bool:
+        return name == ("command.result" if self.kind == "commands" else wire.Event.QUARANTINED)
+
+    def _columns(self) -> None:
+        table = self.query_one("#audit", DataTable)
+        table.clear(columns=True)
+        if self.kind == "commands":
+            table.add_columns("When", "Charger", "Action", "Arguments", "By", "Answer")
+        else:
+            table.add_columns("When", "Kind", "Charger", "Message", "Action", "Tx", "Error")
+
+    def filters(self) -> dict[str, Any]:
+        """The filter box as request arguments: `by:` and `action:` words, else a
+        charger id (the quarantine filters by charger only)."""
+        args: dict[str, Any] = {}
+        for word in self.filter_text.split():
+            key, _, value = word.partition(":")
+            if value and key.lower() == "by":
+                args["actor"] = value
+            elif value and key.lower() == "action":
+                args["action"] = value
+            else:
+                args["charger_id"] = word
+        if self.kind == "quarantine":
+            args = {k: v for k, v in args.items() if k == "charger_id"}
+        return args
+
+    @work(exclusive=True, group="audit")
+    async def refresh_data(self) -> None:
+        op = "commands.list" if self.kind == "commands" else "quarantine.list"
+        args = {**self.filters(), "limit": 500}
+        try:
+            self.rows = await self.console.link.request(op, args)
+        except RequestFailed as exc:
+            self.rows = []
+            self._show(f"{exc.code}: {exc.message}")
+            return
+        except TimeoutError as exc:
+            self.notify(f"audit: {exc}", severity="error")
+            return
+        self._show()
+
+    def _show(self, problem: str = "") -> None:
+        table = self.query_one("#audit", DataTable)
+        table.clear()
+        for r in self.rows:
+            if self.kind == "commands":
+                request = r.get("request") or {}
+                table.add_row(
+                    _short_time(r.get("requested_at")),
+                    r.get("charger_id"),
+                    r.get("action"),
+                    " ".join(f"{k}={v}" for k, v in request.items())[:40],
+                    r.get("actor"),
+                    (r.get("status") or (f"error: {r['error']}" if r.get("error") else "…"))[:60],
+                )
+            else:
+                table.add_row(
+                    _short_time(r.get("at")),
+                    r.get("kind"),
+                    r.get("charger_id"),
+                    r.get("unique_id"),
+                    r.get("action"),
+                    _blank(r.get("transaction_id")),
+                    (r.get("error") or "")[:60],
+                )
+        shown = f"[b]{self.kind}[/b] (k switches), {len(self.rows)} shown, newest first"
+        if self.filter_text:
+            shown += f"; filter: {self.filter_text}"
+        self.query_one("#audit-kind", Static).update(
+            shown + (f"  [red]{problem}[/]" if problem else "")
+        )
+
+    def action_kind(self) -> None:
+        self.kind = AUDIT_KINDS[(AUDIT_KINDS.index(self.kind) + 1) % len(AUDIT_KINDS)]
+        self._columns()
+        self.refresh_data()
+
+    def action_filter(self) -> None:
+        box = self.query_one("#audit-filter", Input)
+        box.add_class("shown")
+        box.screen.set_focus(box)
+
+    @on(Input.Submitted, "#audit-filter")
+    def _filter_done(self, event: Input.Submitted) -> None:
+        event.input.set_class(bool(event.value.strip()), "shown")
+        self.filter_text = event.value.strip()
+        self.query_one("#audit", DataTable).focus()
+        self.refresh_data()
