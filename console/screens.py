@@ -1217,13 +1217,13 @@ def _short_time(text: str | None) -> str:
 
 
 class AuditScreen(LiveScreen):
-    """F9: the records an operator reconciles besides sessions (issue 19): the command
+    """F10: the records an operator reconciles besides sessions (issue 19): the command
     audit (who sent what to which charger, when, the answer) and the charger messages
     kept as raw frames (quarantine). `/` filters on the server: a charger id, `by:USER`
     and `action:NAME` (the audit), in any combination; `k` switches the list."""
 
     BINDINGS = [
-        Binding("escape,f9", "app.pop_screen", "Back"),
+        Binding("escape,f10", "app.pop_screen", "Back"),
         Binding("slash", "filter", "Filter", priority=True),
         Binding("k", "kind", "Commands / quarantine"),
     ]

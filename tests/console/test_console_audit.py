@@ -1,4 +1,4 @@
-"""The audit screen (F9, issue 19) of the real console against a real `voltaro serve`:
+"""The audit screen (F10, issue 19) of the real console against a real `voltaro serve`:
 the command audit filtered on the server by charger, user and action, and the
 quarantine."""
 
@@ -52,7 +52,7 @@ async def test_audit_screen_filters_on_the_server(server: Server) -> None:
     async with app.run_test(size=(140, 40)) as pilot:
         async with asyncio.timeout(10):
             await until(pilot, lambda: not app.stale)
-        await pilot.press("f9")
+        await pilot.press("f10")
         async with asyncio.timeout(5):
             await until(pilot, lambda: app.screen.__class__.__name__ == "AuditScreen")
         table = app.screen.query_one("#audit", DataTable)
