@@ -42,9 +42,9 @@ from voltaro.protocol.traffic import Traffic
 from voltaro.service.authority import CaError, check_local_ca
 from voltaro.service.campaigns import CampaignRunner
 from voltaro.service.certificates import CertificateSigner
+from voltaro.service.charger_health import HealthRecorder
 from voltaro.service.charging_profiles import ChargingProfileService
 from voltaro.service.circuits import CircuitService
-from voltaro.service.charger_health import HealthRecorder
 from voltaro.service.commands import CommandService
 from voltaro.service.directory import StoreDirectory
 from voltaro.service.files import FileTransfers
