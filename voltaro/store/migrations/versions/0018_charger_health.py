@@ -4,8 +4,8 @@ Issue 19: connections, seconds online, command timeouts, CALLERRORs sent and rec
 the smallest lag of the charger's timestamps and its heartbeat intervals, counted per
 UTC hour (voltaro/domain/charger_health.py) and kept 48 hours.
 
-Revision ID: 0016
-Revises: 0015
+Revision ID: 0018
+Revises: 0017
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from alembic import op
 
 import voltaro.store.schema
 
-revision = "0016"
-down_revision = "0015"
+revision = "0018"
+down_revision = "0017"
 branch_labels = None
 depends_on = None
 
