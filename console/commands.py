@@ -44,6 +44,7 @@ class CommandSpec:
             "install-certificate": "InstallCertificate",
             "installed-certificates": "GetInstalledCertificateIds",
             "delete-certificate": "DeleteCertificate",
+            "trigger-ext": "ExtendedTriggerMessage",
         }.get(self.action, self.action)
 
     def role(self) -> wire.Role:
@@ -189,6 +190,46 @@ COMMANDS += (
         (Field("index", "Number (as in `voltaro ctl certificates show`)", "int"),),
         destructive=True,
         op="certificates.delete",
+    ),
+)
+# The 1.6 security extension (issue 15): SignChargePointCertificate starts a certificate
+# renewal; GetLog makes the charger upload its security (or diagnostics) log here.
+COMMANDS += (
+    CommandSpec(
+        "trigger-ext",
+        "Extended trigger message",
+        (
+            Field(
+                "requested_message",
+                "Message",
+                "choice",
+                choices=(
+                    "SignChargePointCertificate",
+                    "LogStatusNotification",
+                    "FirmwareStatusNotification",
+                    "StatusNotification",
+                    "Heartbeat",
+                    "MeterValues",
+                    "BootNotification",
+                ),
+                default="SignChargePointCertificate",
+            ),
+            Field("connector_id", "Connector", "int", required=False),
+        ),
+    ),
+    CommandSpec(
+        "get-log",
+        "Get log (upload here)",
+        (
+            Field(
+                "log_type",
+                "Log",
+                "choice",
+                choices=("SecurityLog", "DiagnosticsLog"),
+                default="SecurityLog",
+            ),
+        ),
+        op="logs.get",
     ),
 )
 COMMANDS += (CommandSpec("remove", "Remove charger", destructive=True, op="chargers.remove"),)

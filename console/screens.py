@@ -389,10 +389,13 @@ class DetailScreen(LiveScreen):
         for key, label in (
             ("firmware_status", "firmware update"),
             ("diagnostics_status", "diagnostics"),
+            ("signed_firmware_status", "signed firmware update"),
+            ("log_status", "log upload"),
         ):
             report = c.get(key)
             if report:
-                facts.append((label, f"{report['status']} ({report['at']})"))
+                request = f" request {report['request_id']}" if report.get("request_id") else ""
+                facts.append((label, f"{report['status']}{request} ({report['at']})"))
         # Issue 16: open reservations and the local list the charger last accepted.
         for r in c.get("reservations") or []:
             where = "any connector" if r["connector_id"] == 0 else f"connector {r['connector_id']}"

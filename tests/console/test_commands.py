@@ -47,3 +47,20 @@ def test_certificate_forms(tmp_path: pytest.TempPathFactory) -> None:
     assert delete.role() is wire.Role.ADMIN
     assert is_destructive(delete, {"index": 1})
     assert build_args(delete, {"index": "2"}) == {"index": 2}
+
+
+def test_security_extension_forms() -> None:
+    """ExtendedTriggerMessage (a certificate renewal first in the list) and GetLog."""
+    trigger = BY_ACTION["trigger-ext"]
+    assert trigger.ocpp_action == "ExtendedTriggerMessage"
+    assert trigger.role() is wire.Role.OPERATOR
+    assert build_args(trigger, {"requested_message": "signchargepointcertificate"}) == {
+        "requested_message": "SignChargePointCertificate"
+    }
+    with pytest.raises(FormError):
+        build_args(trigger, {"requested_message": "DiagnosticsStatusNotification"})
+    get_log = BY_ACTION["get-log"]
+    assert get_log.op == "logs.get"
+    assert get_log.role() is wire.Role.OPERATOR
+    assert build_args(get_log, {"log_type": "securitylog"}) == {"log_type": "SecurityLog"}
+    assert not is_destructive(get_log, {})

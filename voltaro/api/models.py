@@ -312,21 +312,26 @@ class Status(BaseModel):
 class TransferStatus(BaseModel):
     status: str
     at: str
+    request_id: int | None = None  # GetLog / SignedUpdateFirmware reports (issue 15)
 
 
 class TransferReport(BaseModel):
-    kind: Literal["firmware", "diagnostics"]
+    kind: Literal["firmware", "diagnostics", "log", "signed_firmware"]
     status: str
     at: str
+    request_id: int | None = None
 
 
 class FirmwareState(BaseModel):
-    """What the charger last reported in FirmwareStatusNotification and
-    DiagnosticsStatusNotification (null: never), and its recent reports, newest first."""
+    """What the charger last reported in FirmwareStatusNotification,
+    DiagnosticsStatusNotification and the security extension's LogStatusNotification and
+    SignedFirmwareStatusNotification (null: never), and its recent reports, newest first."""
 
     charger_id: str
     firmware_status: TransferStatus | None
     diagnostics_status: TransferStatus | None
+    log_status: TransferStatus | None = None
+    signed_firmware_status: TransferStatus | None = None
     transfer_history: list[TransferReport]
 
 
@@ -532,6 +537,54 @@ class ChargerCertificates(BaseModel):
     signings: list[CertificateSigning]
 
 
+class ExtendedTriggerBody(_Strict):
+    """ExtendedTriggerMessage (1.6 security extension)."""
+
+    requested_message: Literal[
+        "BootNotification",
+        "LogStatusNotification",
+        "FirmwareStatusNotification",
+        "Heartbeat",
+        "MeterValues",
+        "SignChargePointCertificate",
+        "StatusNotification",
+    ]
+    connector_id: int | None = Field(default=None, ge=0)
+
+
+class GetLogBody(_Strict):
+    """GetLog (1.6 security extension)."""
+
+    log_type: Literal["DiagnosticsLog", "SecurityLog"] = "SecurityLog"
+    location: str | None = Field(
+        default=None, description="absent: an upload URL of this server (one upload)"
+    )
+    oldest_timestamp: datetime | None = None
+    latest_timestamp: datetime | None = None
+    retries: int | None = Field(default=None, ge=0)
+    retry_interval: int | None = Field(default=None, ge=0)
+
+
+class SignedFirmwareUpdateBody(_Strict):
+    """SignedUpdateFirmware (1.6 security extension): exactly one of ``location`` and
+    ``file``, exactly one of ``signature`` and ``private_key`` (the key needs ``file``:
+    the server signs an image it serves, uses the key once and keeps it nowhere)."""
+
+    location: str | None = Field(default=None, description="a URL the charger fetches")
+    file: str | None = Field(
+        default=None, description="a firmware image this server serves (name or id)"
+    )
+    signing_certificate: str = Field(description="PEM certificate of the signing key")
+    signature: str | None = Field(default=None, description="base64 signature of the image")
+    private_key: str | None = Field(
+        default=None, description="PEM private key (RSA or EC): the server signs SHA-256"
+    )
+    retrieve_date: datetime | None = Field(default=None, description="absent: now")
+    install_date: datetime | None = None
+    retries: int | None = Field(default=None, ge=0)
+    retry_interval: int | None = Field(default=None, ge=0)
+
+
 class LocalListVersionBody(_Strict):
     pass
 
@@ -645,6 +698,11 @@ COMMANDS: dict[str, tuple[type[BaseModel], str, str]] = {
     "clear-cache": (ClearCacheBody, "ClearCache", "clear the charger's authorization cache"),
     "data-transfer": (DataTransferBody, "DataTransfer", "vendor-specific data"),
     "trigger": (TriggerBody, "TriggerMessage", "ask the charger to send a message"),
+    "trigger-ext": (
+        ExtendedTriggerBody,
+        "ExtendedTriggerMessage",
+        "ask the charger to send a message, e.g. SignChargePointCertificate",
+    ),
     "local-list-version": (
         LocalListVersionBody,
         "GetLocalListVersion",

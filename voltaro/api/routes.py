@@ -34,7 +34,7 @@ from voltaro.api.guard import Caller, RequestGuard
 from voltaro.api.metrics import add_metrics
 from voltaro.domain import session_export
 from voltaro.domain.charging_profiles import ProfileError, ProfilePurpose, RateUnit, parse_profile
-from voltaro.domain.commands import CommandError, CommandErrorCode
+from voltaro.domain.commands import CommandError, CommandErrorCode, LogType
 from voltaro.domain.model import AuthorizationStatus, TransactionState
 from voltaro.domain.ports import StorageUnavailable
 from voltaro.domain.timestamps import utc_now
@@ -48,7 +48,7 @@ from voltaro.service.charging_profiles import ChargingProfileService
 from voltaro.service.circuits import CircuitService
 from voltaro.service.commands import CommandService, command_from_args
 from voltaro.service.files import FileError
-from voltaro.service.firmware import FirmwareService
+from voltaro.service.firmware import LOG_KINDS, FirmwareService
 from voltaro.service.hub import EventHub
 from voltaro.service.local_list import LocalListService
 from voltaro.service.metrics import ServerMetrics
@@ -176,6 +176,7 @@ def needs_admin(action: str, arguments: dict[str, Any]) -> bool:
         "UpdateFirmware",
         "InstallCertificate",
         "DeleteCertificate",
+        "SignedUpdateFirmware",
     ):
         return True
     return action == "Reset" and str(arguments.get("type", "Soft")).lower() == "hard"
@@ -1096,6 +1097,75 @@ def create_app(ctx: ApiContext) -> FastAPI:
         except FileError as exc:
             raise file_error(exc) from None
         return views.file_view(stored)
+
+    @app.post(
+        "/charge_points/{charger_id}/firmware/signed_update",
+        response_model=models.CommandResult,
+        response_model_exclude_none=True,
+        responses=file_errors,
+        tags=["firmware"],
+    )
+    async def signed_update_firmware(
+        charger_id: str, body: models.SignedFirmwareUpdateBody, request: Request, scope: Operate
+    ) -> Any:
+        """SignedUpdateFirmware (1.6 security extension; needs the admin scope). The
+        answer's ``details.request_id`` is what SignedFirmwareStatusNotifications name."""
+        if scope is not ApiScope.ADMIN:
+            raise ApiError(403, "forbidden", "SignedUpdateFirmware needs the admin scope")
+        return await firmware_command(
+            firmware_service().signed_update(
+                charger_id,
+                actor=request.state.actor,
+                signing_certificate=body.signing_certificate,
+                signature=body.signature,
+                private_key=body.private_key,
+                location=body.location,
+                file=body.file,
+                retrieve_at=body.retrieve_date,
+                install_at=body.install_date,
+                retries=body.retries,
+                retry_interval=body.retry_interval,
+            )
+        )
+
+    @app.post(
+        "/charge_points/{charger_id}/logs",
+        response_model=models.CommandResult,
+        response_model_exclude_none=True,
+        responses=file_errors,
+        tags=["firmware"],
+    )
+    async def get_log(
+        charger_id: str, body: models.GetLogBody, request: Request, _: Operate
+    ) -> Any:
+        """GetLog (1.6 security extension): to ``location``, or to an upload URL of this
+        server; the file then appears in ``GET /logs``. ``details.request_id`` is what
+        the charger's LogStatusNotifications name."""
+        return await firmware_command(
+            firmware_service().get_log(
+                charger_id,
+                actor=request.state.actor,
+                log_type=LogType(body.log_type),
+                location=body.location,
+                oldest=body.oldest_timestamp,
+                latest=body.latest_timestamp,
+                retries=body.retries,
+                retry_interval=body.retry_interval,
+            )
+        )
+
+    @app.get("/logs", response_model=list[models.StoredFile], responses=ERRORS, tags=["firmware"])
+    async def list_logs(
+        _: Read,
+        charge_point_id: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> Any:
+        """Logs chargers uploaded after GetLog (kind securitylog or diagnosticslog),
+        newest first; the bytes are at ``/stored_files/{id}/content``."""
+        rows = await ctx.db.run(
+            files.list_files_of_kinds, LOG_KINDS, charger_id=charge_point_id, limit=limit
+        )
+        return [views.file_view(f) for f in rows]
 
     @app.get(
         "/firmware", response_model=list[models.StoredFile], responses=ERRORS, tags=["firmware"]

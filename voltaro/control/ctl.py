@@ -228,6 +228,8 @@ GROUPS: dict[str, dict[str, str]] = {
         "clear-cache": "clear the authorization cache (ClearCache)",
         "data-transfer": "send vendor-specific data (DataTransfer)",
         "trigger": "ask the charger to send a message (TriggerMessage)",
+        "trigger-ext": "ExtendedTriggerMessage (security extension): also LogStatusNotification "
+        "and SignChargePointCertificate (a certificate renewal)",
     },
     "Certificates": {
         "certificates": "charger certificates, 1.6 security extension (actions below)",
@@ -254,6 +256,13 @@ GROUPS: dict[str, dict[str, str]] = {
         "diagnostics get": "send GetDiagnostics (upload here, or to a --location)",
         "diagnostics list": "diagnostics files chargers uploaded here",
         "diagnostics fetch": "copy an uploaded diagnostics file to this machine (admin)",
+        "firmware update-signed": "send SignedUpdateFirmware (security extension; admin): "
+        "--signing-cert and a --signature or --sign-with KEY",
+        "logs": "security and diagnostics logs, GetLog (actions below)",
+        "logs get": "send GetLog: the charger uploads its SecurityLog (or --type diagnostics) "
+        "here, or to a --location",
+        "logs list": "logs chargers uploaded here after GetLog",
+        "logs fetch": "copy an uploaded log to this machine (admin)",
     },
 }
 HELP = {name: text for group in GROUPS.values() for name, text in group.items()}
@@ -266,6 +275,7 @@ GROUPED = (
     "quarantine",
     "firmware",
     "diagnostics",
+    "logs",
     "local-list",
     "reservations",
     "profiles",
@@ -711,6 +721,15 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("charger_id", metavar="ID")
     tr.add_argument("requested_message", metavar="MESSAGE")
     tr.add_argument("--connector", dest="connector_id", type=int)
+    trx = sub.add_parser("trigger-ext")
+    trx.add_argument("charger_id", metavar="ID")
+    trx.add_argument(
+        "requested_message",
+        metavar="MESSAGE",
+        help="BootNotification, LogStatusNotification, FirmwareStatusNotification, Heartbeat, "
+        "MeterValues, SignChargePointCertificate or StatusNotification",
+    )
+    trx.add_argument("--connector", dest="connector_id", type=int)
     fw = _Group(
         sub.add_parser("firmware").add_subparsers(dest="action", required=True, metavar="ACTION"),
         "firmware",
@@ -741,6 +760,50 @@ def _parser() -> argparse.ArgumentParser:
     fu.add_argument("--at", dest="retrieve_date", help="retrieve date, ISO 8601 (default now)")
     fu.add_argument("--retries", type=int)
     fu.add_argument("--retry-interval", type=int, metavar="SECONDS")
+    fsig = fw.add_parser("update-signed")
+    fsig.add_argument("charger_id", metavar="ID")
+    signed_where = fsig.add_mutually_exclusive_group(required=True)
+    signed_where.add_argument("--location", help="a URL the charger fetches")
+    signed_where.add_argument("--file", help="a firmware image added with `firmware add`")
+    fsig.add_argument(
+        "--signing-cert", required=True, metavar="PEM", help="the signing certificate (file)"
+    )
+    how = fsig.add_mutually_exclusive_group(required=True)
+    how.add_argument("--signature", metavar="B64", help="the image's signature, base64")
+    how.add_argument(
+        "--sign-with",
+        metavar="KEY",
+        help="a PEM private key (file) the server signs the --file image with (SHA-256 with "
+        "RSA or ECDSA); used once, kept nowhere",
+    )
+    fsig.add_argument("--at", dest="retrieve_date", help="retrieve date, ISO 8601 (default now)")
+    fsig.add_argument("--install-at", dest="install_date", help="install date, ISO 8601")
+    fsig.add_argument("--retries", type=int)
+    fsig.add_argument("--retry-interval", type=int, metavar="SECONDS")
+    lg = _Group(
+        sub.add_parser("logs").add_subparsers(dest="action", required=True, metavar="ACTION"),
+        "logs",
+    )
+    lget = lg.add_parser("get")
+    lget.add_argument("charger_id", metavar="ID")
+    lget.add_argument(
+        "--type",
+        dest="log_type",
+        type=_choice("security", "diagnostics"),
+        default="security",
+        help="security (default) or diagnostics",
+    )
+    lget.add_argument("--location", help="upload there instead (default: to this server)")
+    lget.add_argument("--since", dest="oldest", help="oldest entries, ISO 8601")
+    lget.add_argument("--until", dest="latest", help="newest entries, ISO 8601")
+    lget.add_argument("--retries", type=int)
+    lget.add_argument("--retry-interval", type=int, metavar="SECONDS")
+    llist = lg.add_parser("list")
+    llist.add_argument("charger_id", metavar="ID", nargs="?")
+    llist.add_argument("--limit", type=int, default=100)
+    lf = lg.add_parser("fetch")
+    lf.add_argument("file_id", metavar="FILE_ID", type=int)
+    lf.add_argument("-o", "--output", help="where to write it (default: its name, here)")
     dg = _Group(
         sub.add_parser("diagnostics").add_subparsers(
             dest="action", required=True, metavar="ACTION"
@@ -959,6 +1022,19 @@ def _request_for(ns: argparse.Namespace) -> tuple[str, dict[str, Any]]:
             return "firmware.campaigns", _clean(campaign_id=ns.campaign_id)
         if ns.action == "cancel":
             return "firmware.cancel", {"campaign_id": ns.campaign_id}
+        if ns.action == "update-signed":
+            return "firmware.update_signed", _clean(
+                charger_id=ns.charger_id,
+                location=ns.location,
+                file=ns.file,
+                signing_certificate=_read_text(ns.signing_cert, "signing certificate"),
+                signature=ns.signature,
+                private_key=None if ns.sign_with is None else _read_text(ns.sign_with, "key"),
+                retrieve_date=ns.retrieve_date,
+                install_date=ns.install_date,
+                retries=ns.retries,
+                retry_interval=ns.retry_interval,
+            )
         if (ns.charger_id is None) == (ns.pattern is None):
             raise CtlError(2, "give a charger ID or --chargers PATTERN (a campaign)")
         if ns.pattern is not None:
@@ -976,6 +1052,18 @@ def _request_for(ns: argparse.Namespace) -> tuple[str, dict[str, Any]]:
             location=ns.location,
             file=ns.file,
             retrieve_date=ns.retrieve_date,
+            retries=ns.retries,
+            retry_interval=ns.retry_interval,
+        )
+    if c == "logs":
+        if ns.action == "list":
+            return "logs.list", _clean(charger_id=ns.charger_id, limit=ns.limit)
+        return "logs.get", _clean(
+            charger_id=ns.charger_id,
+            log_type="SecurityLog" if ns.log_type == "security" else "DiagnosticsLog",
+            location=ns.location,
+            oldest=ns.oldest,
+            latest=ns.latest,
             retries=ns.retries,
             retry_interval=ns.retry_interval,
         )
@@ -1014,6 +1102,11 @@ def _request_for(ns: argparse.Namespace) -> tuple[str, dict[str, Any]]:
             command_args = {}
         case "data-transfer":
             command_args = {"vendor_id": ns.vendor_id, "message_id": ns.message_id, "data": ns.data}
+        case "trigger-ext":
+            command_args = {
+                "requested_message": ns.requested_message,
+                "connector_id": ns.connector_id,
+            }
         case _:  # trigger
             command_args = {
                 "requested_message": ns.requested_message,
@@ -1120,6 +1213,17 @@ def _certificate_hash(ns: argparse.Namespace) -> dict[str, Any]:
 
 def _clean(**args: Any) -> dict[str, Any]:
     return {k: v for k, v in args.items() if v is not None}
+
+
+def _read_text(path: str, what: str) -> str:
+    """A PEM file read here and sent to the server (which may be on another user)."""
+    try:
+        with open(path, encoding="ascii") as handle:
+            return handle.read(64 * 1024)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CtlError(
+            2, f"cannot read the {what} {path}: {getattr(exc, 'strerror', exc)}"
+        ) from None
 
 
 def _sha256(path: str) -> str:
@@ -1328,7 +1432,7 @@ def _human(op: str, result: Any) -> str:
         return head + "\n" + _table(rows, ["CHARGER", "STATE", "SINCE", "DETAIL"])
     if op == "firmware.remove":
         return f"firmware #{result['id']} {result['name']} removed"
-    if op in ("firmware.list", "diagnostics.list"):
+    if op in ("firmware.list", "diagnostics.list", "logs.list"):
         return _table(
             [
                 (
@@ -1432,7 +1536,13 @@ def _human(op: str, result: Any) -> str:
             ],
             ["ID", "CHARGER", "CONN", "TAG", "STATE", "ANSWER", "EXPIRY", "TX", "ERROR"],
         )
-    if op in ("command", "firmware.update", "diagnostics.get"):
+    if op in (
+        "command",
+        "firmware.update",
+        "diagnostics.get",
+        "logs.get",
+        "firmware.update_signed",
+    ):
         lines = [f"{result['action']}: {result['status']}"]
         for entry in result.get("configuration", []):
             flag = " (readonly)" if entry["readonly"] else ""
@@ -1620,7 +1730,7 @@ def _main(argv: list[str], as_json: bool) -> int:
                 )
             )
             return 0
-        if ns.command == "diagnostics" and ns.action == "fetch":
+        if ns.command in ("diagnostics", "logs") and ns.action == "fetch":
             fetched = _fetch(client, ns.file_id, ns.output)
             print(json.dumps(fetched, indent=2) if ns.json else f"written to {fetched['written']}")
             return 0

@@ -24,6 +24,7 @@ from voltaro.domain.commands import (
     ChangeConfiguration,
     CommandError,
     CommandErrorCode,
+    LogType,
     TriggerableMessage,
     TriggerMessage,
 )
@@ -45,7 +46,7 @@ from voltaro.service.charger_health import HealthRecorder, health_report
 from voltaro.service.charging_profiles import ChargingProfileService
 from voltaro.service.commands import CommandService, command_from_args, command_time
 from voltaro.service.files import FileError, FileTransfers
-from voltaro.service.firmware import FirmwareService
+from voltaro.service.firmware import LOG_KINDS, FirmwareService
 from voltaro.service.hub import EventHub
 from voltaro.service.local_list import LocalListService
 from voltaro.service.overview import server_status
@@ -211,6 +212,9 @@ class ControlOps:
             "diagnostics.get": self.diagnostics_get,
             "diagnostics.list": self.diagnostics_list,
             "files.read": self.files_read,
+            "logs.get": self.logs_get,
+            "logs.list": self.logs_list,
+            "firmware.update_signed": self.firmware_update_signed,
             "firmware.campaign": self.firmware_campaign,
             "firmware.campaigns": self.firmware_campaigns,
             "firmware.cancel": self.firmware_cancel,
@@ -922,6 +926,58 @@ class ControlOps:
                 location=_optional_text(args, "location"),
                 start_time=command_time(args, "start_time"),
                 stop_time=command_time(args, "stop_time"),
+                retries=_optional_int(args, "retries"),
+                retry_interval=_optional_int(args, "retry_interval"),
+            )
+        except CommandError as exc:
+            raise OpError(_COMMAND_CODES[exc.code], exc.message) from None
+        return views.outcome_view(outcome)
+
+    # --- The 1.6 security extension: GetLog, SignedUpdateFirmware (docs/security.md) ---
+
+    async def logs_get(self, args: dict[str, Any], user: str) -> dict[str, Any]:
+        charger_id = _text(args, "charger_id")
+        kind = _optional_text(args, "log_type") or LogType.SECURITY_LOG.value
+        log_type = next((t for t in LogType if t.value.lower() == kind.lower()), None)
+        if log_type is None:
+            raise OpError(ErrorCode.BAD_ARGUMENTS, "log_type must be SecurityLog or DiagnosticsLog")
+        try:
+            outcome = await self._firmware.get_log(
+                charger_id,
+                actor=user,
+                log_type=log_type,
+                location=_optional_text(args, "location"),
+                oldest=command_time(args, "oldest"),
+                latest=command_time(args, "latest"),
+                retries=_optional_int(args, "retries"),
+                retry_interval=_optional_int(args, "retry_interval"),
+            )
+        except CommandError as exc:
+            raise OpError(_COMMAND_CODES[exc.code], exc.message) from None
+        return views.outcome_view(outcome)
+
+    async def logs_list(self, args: dict[str, Any], user: str) -> list[dict[str, Any]]:
+        charger_id = args.get("charger_id")
+        if charger_id is not None and not isinstance(charger_id, str):
+            raise OpError(ErrorCode.BAD_ARGUMENTS, "charger_id must be a string")
+        rows = await self._db.run(
+            files.list_files_of_kinds, LOG_KINDS, charger_id=charger_id, limit=_limit(args, 100)
+        )
+        return [views.file_view(f) for f in rows]
+
+    async def firmware_update_signed(self, args: dict[str, Any], user: str) -> dict[str, Any]:
+        charger_id = _text(args, "charger_id")
+        try:
+            outcome = await self._firmware.signed_update(
+                charger_id,
+                actor=user,
+                signing_certificate=_text(args, "signing_certificate"),
+                signature=_optional_text(args, "signature"),
+                private_key=_optional_text(args, "private_key"),
+                location=_optional_text(args, "location"),
+                file=_optional_text(args, "file"),
+                retrieve_at=command_time(args, "retrieve_date"),
+                install_at=command_time(args, "install_date"),
                 retries=_optional_int(args, "retries"),
                 retry_interval=_optional_int(args, "retry_interval"),
             )

@@ -123,6 +123,15 @@ OPS: dict[str, Role] = {
     "diagnostics.get": Role.OPERATOR,
     "diagnostics.list": Role.VIEWER,  # args: {"charger_id"?, "limit"?}
     "files.read": Role.ADMIN,  # args: {"id", "offset"?, "length"?}: base64 "data", "eof"
+    # The 1.6 security extension (issue 15, docs/security.md):
+    # args: {"charger_id", "log_type"? (SecurityLog|DiagnosticsLog), "location"? (absent:
+    #        Voltaro's upload URL), "oldest"?, "latest"?, "retries"?, "retry_interval"?}
+    "logs.get": Role.OPERATOR,
+    "logs.list": Role.VIEWER,  # args: {"charger_id"?, "limit"?}: uploaded logs
+    # args: {"charger_id", "location"? | "file"?, "signing_certificate" (PEM),
+    #        "signature"? (base64) | "private_key"? (PEM; needs "file"), "retrieve_date"?,
+    #        "install_date"?, "retries"?, "retry_interval"?}
+    "firmware.update_signed": Role.ADMIN,
     # args: {"pattern" (shell-style, commas between several) | "charger_ids" (a list),
     #        "location"? | "file"?, "retrieve_date"?, "max_parallel"?, "retries"?,
     #        "retry_interval"?}
@@ -190,6 +199,7 @@ COMMAND_ROLES: dict[str, Role] = {
     "InstallCertificate": Role.ADMIN,
     "GetInstalledCertificateIds": Role.OPERATOR,
     "DeleteCertificate": Role.ADMIN,
+    "ExtendedTriggerMessage": Role.OPERATOR,
 }
 
 
@@ -236,6 +246,9 @@ class Event(StrEnum):
     # Firmware Management (issue 16):
     FIRMWARE_STATUS = "firmware.status"  # {charger_id, status, at}
     DIAGNOSTICS_STATUS = "diagnostics.status"  # {charger_id, status, at}
+    # The 1.6 security extension (issue 15): after GetLog / SignedUpdateFirmware.
+    LOG_STATUS = "log.status"  # {charger_id, status, request_id, at}
+    SIGNED_FIRMWARE_STATUS = "firmware.signed_status"  # {charger_id, status, request_id, at}
     CAMPAIGN_PROGRESS = "campaign.progress"  # {campaign_id, charger_id, state, detail?}
     CAMPAIGN_FINISHED = "campaign.finished"  # {campaign_id}
     FILE_UPLOADED = "file.uploaded"  # {id, kind, name, size, charger_id}

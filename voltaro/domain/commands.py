@@ -74,6 +74,27 @@ class TriggerableMessage(StrEnum):
     STATUS_NOTIFICATION = "StatusNotification"
 
 
+class ExtendedTriggerableMessage(StrEnum):
+    """MessageTriggerEnumType of ExtendedTriggerMessage.req (1.6 security extension,
+    whitepaper edition 3 §4.x): TriggerMessage's list without DiagnosticsStatusNotification,
+    plus LogStatusNotification and SignChargePointCertificate (a certificate renewal)."""
+
+    BOOT_NOTIFICATION = "BootNotification"
+    LOG_STATUS_NOTIFICATION = "LogStatusNotification"
+    FIRMWARE_STATUS_NOTIFICATION = "FirmwareStatusNotification"
+    HEARTBEAT = "Heartbeat"
+    METER_VALUES = "MeterValues"
+    SIGN_CHARGE_POINT_CERTIFICATE = "SignChargePointCertificate"
+    STATUS_NOTIFICATION = "StatusNotification"
+
+
+class LogType(StrEnum):
+    """LogEnumType of GetLog.req (1.6 security extension)."""
+
+    DIAGNOSTICS_LOG = "DiagnosticsLog"
+    SECURITY_LOG = "SecurityLog"
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RemoteStart:
     id_tag: str
@@ -159,6 +180,49 @@ class GetDiagnostics:
     retry_interval: int | None = None
     start_time: datetime | None = None
     stop_time: datetime | None = None
+    served: str | None = None  # as UpdateFirmware.served
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExtendedTriggerMessage:
+    """ExtendedTriggerMessage.req (1.6 security extension): answered Accepted, Rejected
+    or NotImplemented; the charger then sends the requested message."""
+
+    requested_message: ExtendedTriggerableMessage
+    connector_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GetLog:
+    """GetLog.req (1.6 security extension): the charger uploads its diagnostics or
+    security log to ``remote_location`` and reports LogStatusNotification with
+    ``request_id``."""
+
+    log_type: LogType
+    request_id: int
+    remote_location: str
+    oldest_timestamp: datetime | None = None
+    latest_timestamp: datetime | None = None
+    retries: int | None = None
+    retry_interval: int | None = None
+    served: str | None = None  # as UpdateFirmware.served
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SignedUpdateFirmware:
+    """SignedUpdateFirmware.req (1.6 security extension): the charger fetches
+    ``location``, checks ``signature`` (base64) over the image with the public key of
+    ``signing_certificate`` (PEM) and reports SignedFirmwareStatusNotification with
+    ``request_id``."""
+
+    request_id: int
+    location: str
+    retrieve_date: datetime
+    signing_certificate: str
+    signature: str
+    install_date: datetime | None = None
+    retries: int | None = None
+    retry_interval: int | None = None
     served: str | None = None  # as UpdateFirmware.served
 
 
@@ -273,6 +337,9 @@ Command = (
     | GetInstalledCertificateIds
     | DeleteCertificate
     | CertificateSigned
+    | ExtendedTriggerMessage
+    | GetLog
+    | SignedUpdateFirmware
 )
 
 # The OCPP action each command becomes, also its name on the control socket and the API.
@@ -300,6 +367,9 @@ ACTION_OF: dict[type[Any], str] = {
     GetInstalledCertificateIds: "GetInstalledCertificateIds",
     DeleteCertificate: "DeleteCertificate",
     CertificateSigned: "CertificateSigned",
+    ExtendedTriggerMessage: "ExtendedTriggerMessage",
+    GetLog: "GetLog",
+    SignedUpdateFirmware: "SignedUpdateFirmware",
 }
 
 # Location schemes a charger may be given (SupportedFileTransferProtocols, errata 3.90).
@@ -355,11 +425,11 @@ def _check_connector(value: int | None, *, minimum: int) -> None:
         raise _bad(f"connector id must be at least {minimum}")
 
 
-def _check_location(location: str) -> None:
+def _check_location(location: str, limit: int = 2000) -> None:
     if not isinstance(location, str) or not location:
         raise _bad("location is required")
-    if len(location) > 2000 or not location.isascii() or not location.isprintable():
-        raise _bad("location must be a URL of printable ASCII (at most 2000 characters)")
+    if len(location) > limit or not location.isascii() or not location.isprintable():
+        raise _bad(f"location must be a URL of printable ASCII (at most {limit} characters)")
     parts = urlsplit(location)
     if parts.scheme.lower() not in TRANSFER_SCHEMES or not parts.netloc:
         raise _bad(
@@ -372,6 +442,24 @@ def _check_count(name: str, value: int | None) -> None:
         return
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise _bad(f"{name} must be a whole number, 0 or more")
+
+
+def _check_request_id(value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**31:
+        raise _bad("request id must be a whole number below 2^31")
+
+
+_BASE64 = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=")
+
+
+def check_signature(value: str) -> None:
+    """FirmwareType.signature: base64, at most 800 characters."""
+    if not isinstance(value, str) or not value:
+        raise _bad("signature is required (base64)")
+    if len(value) > 800:
+        raise _bad(f"signature is {len(value)} characters; OCPP allows at most 800")
+    if not set(value) <= _BASE64 or len(value) % 4:
+        raise _bad("signature must be base64")
 
 
 def _check_time(name: str, value: datetime | None, *, required: bool = False) -> None:
@@ -465,6 +553,55 @@ def validate(command: Command) -> None:
             _check_time("stop time", stop)
             if start is not None and stop is not None and stop < start:
                 raise _bad("stop time is before start time")
+        case ExtendedTriggerMessage(requested_message=message, connector_id=cid):
+            if message not in tuple(ExtendedTriggerableMessage):
+                raise _bad(
+                    "message must be one of "
+                    + ", ".join(m.value for m in ExtendedTriggerableMessage)
+                )
+            _check_connector(cid, minimum=0)
+        case GetLog(
+            log_type=kind,
+            request_id=rid,
+            remote_location=location,
+            oldest_timestamp=oldest,
+            latest_timestamp=latest,
+            retries=n,
+            retry_interval=gap,
+        ):
+            if kind not in tuple(LogType):
+                raise _bad("log type must be DiagnosticsLog or SecurityLog")
+            _check_request_id(rid)
+            _check_location(location, 512)  # LogParametersType.remoteLocation: 512
+            _check_count("retries", n)
+            _check_count("retry interval", gap)
+            _check_time("oldest timestamp", oldest)
+            _check_time("latest timestamp", latest)
+            if oldest is not None and latest is not None and latest < oldest:
+                raise _bad("latest timestamp is before oldest timestamp")
+        case SignedUpdateFirmware(
+            request_id=rid,
+            location=location,
+            retrieve_date=at,
+            install_date=install,
+            signing_certificate=cert,
+            signature=signature,
+            retries=n,
+            retry_interval=gap,
+        ):
+            _check_request_id(rid)
+            _check_location(location, 512)  # FirmwareType.location: 512
+            _check_time("retrieve date", at, required=True)
+            _check_time("install date", install)
+            if install is not None and install < at:
+                raise _bad("install date is before retrieve date")
+            _check_count("retries", n)
+            _check_count("retry interval", gap)
+            if not isinstance(cert, str) or "-----BEGIN CERTIFICATE-----" not in cert:
+                raise _bad("signing certificate must be a PEM certificate")
+            if len(cert) > 5500:  # FirmwareType.signingCertificate: 5500
+                raise _bad(f"signing certificate is {len(cert)} characters; at most 5500")
+            check_signature(signature)
         case GetLocalListVersion():
             pass
         case SendLocalList(list_version=version, update_type=kind, entries=entries):
@@ -536,12 +673,13 @@ def check_allowed(command: Command, registration: RegistrationStatus) -> None:
         )
     if (
         registration is RegistrationStatus.ACCEPTED
-        and isinstance(command, TriggerMessage)
-        and command.requested_message is TriggerableMessage.BOOT_NOTIFICATION
+        and isinstance(command, TriggerMessage | ExtendedTriggerMessage)
+        and command.requested_message == TriggerableMessage.BOOT_NOTIFICATION.value
     ):
+        # The same rule holds for the security extension's ExtendedTriggerMessage.
         raise CommandError(
             CommandErrorCode.NOT_ALLOWED,
-            "TriggerMessage BootNotification not sent: the charger's boot was already "
+            f"{action} BootNotification not sent: the charger's boot was already "
             "Accepted (OCPP 1.6 errata 3.40)",
         )
 

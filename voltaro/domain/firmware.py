@@ -18,6 +18,9 @@ class TransferKind(StrEnum):
 
     FIRMWARE = "firmware"  # FirmwareStatusNotification (§4.5)
     DIAGNOSTICS = "diagnostics"  # DiagnosticsStatusNotification (§4.4)
+    # The 1.6 security extension's, each with the requestId of its request:
+    LOG = "log"  # LogStatusNotification (after GetLog)
+    SIGNED_FIRMWARE = "signed_firmware"  # SignedFirmwareStatusNotification
 
 
 class FirmwareStatus(StrEnum):
@@ -41,14 +44,49 @@ class DiagnosticsStatus(StrEnum):
     UPLOADING = "Uploading"
 
 
+class UploadLogStatus(StrEnum):
+    """UploadLogStatusEnumType of LogStatusNotification.req (1.6 security extension)."""
+
+    BAD_MESSAGE = "BadMessage"
+    IDLE = "Idle"
+    NOT_SUPPORTED_OPERATION = "NotSupportedOperation"
+    PERMISSION_DENIED = "PermissionDenied"
+    UPLOADED = "Uploaded"
+    UPLOAD_FAILURE = "UploadFailure"
+    UPLOADING = "Uploading"
+
+
+class SignedFirmwareStatus(StrEnum):
+    """FirmwareStatusEnumType of SignedFirmwareStatusNotification.req (1.6 security
+    extension): FirmwareStatus plus the scheduling and signature steps."""
+
+    DOWNLOADED = "Downloaded"
+    DOWNLOAD_FAILED = "DownloadFailed"
+    DOWNLOADING = "Downloading"
+    DOWNLOAD_SCHEDULED = "DownloadScheduled"
+    DOWNLOAD_PAUSED = "DownloadPaused"
+    IDLE = "Idle"
+    INSTALLATION_FAILED = "InstallationFailed"
+    INSTALLING = "Installing"
+    INSTALLED = "Installed"
+    INSTALL_REBOOTING = "InstallRebooting"
+    INSTALL_SCHEDULED = "InstallScheduled"
+    INSTALL_VERIFICATION_FAILED = "InstallVerificationFailed"
+    INVALID_SIGNATURE = "InvalidSignature"
+    SIGNATURE_VERIFIED = "SignatureVerified"
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TransferStatusReport:
-    """One FirmwareStatusNotification or DiagnosticsStatusNotification as received."""
+    """One Firmware/Diagnostics/Log/SignedFirmware status notification as received."""
 
     charger_id: str
     kind: TransferKind
-    status: str  # a FirmwareStatus or DiagnosticsStatus value
+    status: str  # a value of the kind's status enum
     received_at: datetime
+    # The requestId of GetLog / SignedUpdateFirmware the report is about (the security
+    # extension's notifications carry it; it is optional in their schemas).
+    request_id: int | None = None
 
 
 # A firmware update has ended, one way or the other, when the charger reports these.

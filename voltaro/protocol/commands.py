@@ -21,11 +21,13 @@ from voltaro.domain.commands import (
     ConfigurationEntry,
     DataTransfer,
     DeleteCertificate,
+    ExtendedTriggerMessage,
     GetCompositeSchedule,
     GetConfiguration,
     GetDiagnostics,
     GetInstalledCertificateIds,
     GetLocalListVersion,
+    GetLog,
     InstallCertificate,
     RemoteStart,
     RemoteStop,
@@ -33,6 +35,7 @@ from voltaro.domain.commands import (
     Reset,
     SendLocalList,
     SetChargingProfile,
+    SignedUpdateFirmware,
     TriggerMessage,
     UnlockConnector,
     UpdateFirmware,
@@ -135,7 +138,48 @@ def to_call(command: Command) -> Any:
             return call.DeleteCertificate(certificate_hash_data=data.to_wire())
         case CertificateSigned(certificate_chain=chain):
             return call.CertificateSigned(certificate_chain=chain)
+        case ExtendedTriggerMessage(requested_message=message, connector_id=cid):
+            return call.ExtendedTriggerMessage(requested_message=message.value, connector_id=cid)
+        case GetLog():
+            return _get_log(command)
+        case SignedUpdateFirmware():
+            return _signed_update_firmware(command)
     raise TypeError(f"not a command: {command!r}")
+
+
+def _get_log(command: GetLog) -> Any:
+    """GetLog.req: LogParametersType holds the location and the time window."""
+    log: dict[str, Any] = {"remoteLocation": command.remote_location}
+    if command.oldest_timestamp is not None:
+        log["oldestTimestamp"] = format_utc(command.oldest_timestamp)
+    if command.latest_timestamp is not None:
+        log["latestTimestamp"] = format_utc(command.latest_timestamp)
+    return call.GetLog(
+        log=log,
+        log_type=command.log_type.value,
+        request_id=command.request_id,
+        retries=command.retries,
+        retry_interval=command.retry_interval,
+    )
+
+
+def _signed_update_firmware(command: SignedUpdateFirmware) -> Any:
+    """SignedUpdateFirmware.req: FirmwareType holds location, times, certificate and
+    signature (camelCase: the library converts only the top level's snake_case)."""
+    firmware: dict[str, Any] = {
+        "location": command.location,
+        "retrieveDateTime": format_utc(command.retrieve_date),
+        "signingCertificate": command.signing_certificate,
+        "signature": command.signature,
+    }
+    if command.install_date is not None:
+        firmware["installDateTime"] = format_utc(command.install_date)
+    return call.SignedUpdateFirmware(
+        request_id=command.request_id,
+        firmware=firmware,
+        retries=command.retries,
+        retry_interval=command.retry_interval,
+    )
 
 
 def _id_tag_info(info: IdTagInfo) -> dict[str, Any]:
@@ -203,6 +247,23 @@ def to_outcome(command: Command, result: Any) -> CommandOutcome:
             action=action,
             status="Accepted" if name else "NoDiagnostics",
             details={"file_name": None if name is None else str(name)},
+        )
+    if isinstance(command, GetLog):
+        # GetLog.conf: status and, when there is a log, the name of the file it uploads.
+        name = getattr(result, "filename", None)
+        return CommandOutcome(
+            action=action,
+            status=str(getattr(result, "status", "Rejected")),
+            details={
+                "request_id": command.request_id,
+                "filename": None if name is None else str(name),
+            },
+        )
+    if isinstance(command, SignedUpdateFirmware):
+        return CommandOutcome(
+            action=action,
+            status=str(getattr(result, "status", "Rejected")),
+            details={"request_id": command.request_id},
         )
     if isinstance(command, GetCompositeSchedule):
         # The schedule as the charger sent it (snake_case keys, §6.x GetCompositeSchedule).

@@ -271,3 +271,38 @@ class CentralSystemHandlers:
             )
         )
         return call_result.DiagnosticsStatusNotification()
+
+    # The 1.6 security extension's status reports (whitepaper edition 3): the same
+    # history as above, with the requestId of the GetLog / SignedUpdateFirmware.
+    @on(Action.log_status_notification)
+    async def on_log_status_notification(self, status: str, **kw: Any) -> Any:
+        await self.backend.transfer_status(
+            TransferStatusReport(
+                charger_id=self.charger_id,
+                kind=TransferKind.LOG,
+                status=status,
+                received_at=utc_now(),
+                request_id=_request_id(kw.get("request_id")),
+            )
+        )
+        return call_result.LogStatusNotification()
+
+    @on(Action.signed_firmware_status_notification)
+    async def on_signed_firmware_status_notification(self, status: str, **kw: Any) -> Any:
+        await self.backend.transfer_status(
+            TransferStatusReport(
+                charger_id=self.charger_id,
+                kind=TransferKind.SIGNED_FIRMWARE,
+                status=status,
+                received_at=utc_now(),
+                request_id=_request_id(kw.get("request_id")),
+            )
+        )
+        return call_result.SignedFirmwareStatusNotification()
+
+
+def _request_id(value: Any) -> int | None:
+    """requestId is an integer in the schema; one too large for a BIGINT is not ours."""
+    if isinstance(value, int) and not isinstance(value, bool) and -(2**63) <= value < 2**63:
+        return value
+    return None

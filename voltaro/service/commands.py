@@ -47,6 +47,8 @@ from voltaro.domain.commands import (
     CommandOutcome,
     DataTransfer,
     DeleteCertificate,
+    ExtendedTriggerableMessage,
+    ExtendedTriggerMessage,
     GetCompositeSchedule,
     GetConfiguration,
     GetDiagnostics,
@@ -100,6 +102,7 @@ ALIASES = {
     "install-certificate": "InstallCertificate",
     "installed-certificates": "GetInstalledCertificateIds",
     "delete-certificate": "DeleteCertificate",
+    "trigger-ext": "ExtendedTriggerMessage",
 }
 # Sent only by the services that keep what they change (the local list sync, the
 # reservations), never as a bare command: a reservation or list the server does not know
@@ -111,6 +114,9 @@ MANAGED = {
     "SetChargingProfile": "use profiles set (it checks and stores the profile)",
     "ClearChargingProfile": "use profiles clear (it updates the stored profiles)",
     "CertificateSigned": "Voltaro sends it after signing the charger's SignCertificate CSR",
+    # Their requestId comes from the server's request table (store.firmware.new_request).
+    "GetLog": "use logs get (it numbers the request and makes the upload URL)",
+    "SignedUpdateFirmware": "use firmware update-signed (it numbers the request)",
 }
 ACTIONS = frozenset(ACTION_OF.values())
 
@@ -290,6 +296,15 @@ def command_from_args(action: str, args: dict[str, Any]) -> Command:
             except CertificateError as exc:
                 raise _bad(str(exc)) from None
             command = DeleteCertificate(certificate_hash_data=data)
+        case "ExtendedTriggerMessage":
+            message = _choice(
+                _str(args, "requested_message") or "",
+                {m.value: m for m in ExtendedTriggerableMessage},
+                "message",
+            )
+            command = ExtendedTriggerMessage(
+                requested_message=message, connector_id=_int(args, "connector_id", required=False)
+            )
         case _:  # TriggerMessage
             message = _choice(
                 _str(args, "requested_message") or "",
@@ -348,7 +363,8 @@ def command_args(command: Command) -> dict[str, Any]:
             else (value.value if hasattr(value, "value") else value)
         )
     if out.get("served"):
-        out["location"] = f"({out['served']}; URL token not recorded)"
+        where = "remote_location" if "remote_location" in out else "location"  # GetLog's
+        out[where] = f"({out['served']}; URL token not recorded)"
     if "served" in out and out["served"] is None:
         del out["served"]
     return redact_value(out)  # type: ignore[no-any-return]
@@ -411,6 +427,10 @@ class CommandService:
         # status in snake case ("accepted", "not_supported") or the error code
         # ("timeout", "offline", ...). Both sets are small (OCPP 1.6 enums, CommandErrorCode).
         self.outcomes: dict[tuple[str, str], int] = {}
+
+    @property
+    def database(self) -> Database:
+        return self._db
 
     def is_connected(self, charger_id: str) -> bool:
         return self._router.is_connected(charger_id)

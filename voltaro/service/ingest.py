@@ -79,6 +79,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# The event each kind of status report is published as (control/wire.py).
+_TRANSFER_EVENTS = {
+    TransferKind.FIRMWARE: Event.FIRMWARE_STATUS,
+    TransferKind.DIAGNOSTICS: Event.DIAGNOSTICS_STATUS,
+    TransferKind.LOG: Event.LOG_STATUS,
+    TransferKind.SIGNED_FIRMWARE: Event.SIGNED_FIRMWARE_STATUS,
+}
+
 T = TypeVar("T")
 Publish = Callable[[str, dict[str, Any]], None]
 
@@ -641,19 +649,14 @@ class ChargerIngest:
             await self._quarantine(exc)
             return
         log.info("charger=%s %s status %s", self.charger_id, report.kind.value, report.status)
-        event = (
-            Event.FIRMWARE_STATUS
-            if report.kind is TransferKind.FIRMWARE
-            else Event.DIAGNOSTICS_STATUS
-        )
-        self._publish(
-            event,
-            {
-                "charger_id": self.charger_id,
-                "status": report.status,
-                "at": format_utc(report.received_at),
-            },
-        )
+        data: dict[str, Any] = {
+            "charger_id": self.charger_id,
+            "status": report.status,
+            "at": format_utc(report.received_at),
+        }
+        if report.kind in (TransferKind.LOG, TransferKind.SIGNED_FIRMWARE):
+            data["request_id"] = report.request_id
+        self._publish(_TRANSFER_EVENTS[report.kind], data)
         for change in changes:
             self._publish(
                 Event.CAMPAIGN_PROGRESS,

@@ -214,12 +214,16 @@ def transfer_status_view(latest: Mapping[Any, Any], history: Sequence[Any]) -> d
     out: dict[str, Any] = {}
     for kind in TransferKind:
         entry = latest.get(kind)
-        out[f"{kind.value}_status"] = (
-            None if entry is None else {"status": entry.status, "at": format_utc(entry.at)}
-        )
-    out["transfer_history"] = [
-        {"kind": e.kind.value, "status": e.status, "at": format_utc(e.at)} for e in history
-    ]
+        out[f"{kind.value}_status"] = None if entry is None else _transfer_entry(entry)
+    out["transfer_history"] = [{"kind": e.kind.value, **_transfer_entry(e)} for e in history]
+    return out
+
+
+def _transfer_entry(entry: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {"status": entry.status, "at": format_utc(entry.at)}
+    if entry.request_id is not None:
+        # GetLog / SignedUpdateFirmware reports name their request (1.6 security ext.).
+        out["request_id"] = entry.request_id
     return out
 
 

@@ -108,6 +108,17 @@ def list_files(
     return [_file(r) for r in rows]
 
 
+def list_files_of_kinds(
+    s: Session, kinds: tuple[str, ...], *, charger_id: str | None = None, limit: int = 100
+) -> list[StoredFile]:
+    """Files of any of ``kinds`` (the two GetLog log types), newest first."""
+    query = select(StoredFileRow).where(StoredFileRow.kind.in_(kinds))
+    if charger_id is not None:
+        query = query.where(StoredFileRow.charger_id == charger_id)
+    rows = s.scalars(query.order_by(StoredFileRow.id.desc()).limit(limit))
+    return [_file(r) for r in rows]
+
+
 def issue_token(
     s: Session,
     *,

@@ -16,7 +16,12 @@ from voltaro.domain.firmware import (
     TransferStatusReport,
     target_state_after,
 )
-from voltaro.store.schema import CampaignRow, CampaignTargetRow, TransferStatusRow
+from voltaro.store.schema import (
+    CampaignRow,
+    CampaignTargetRow,
+    TransferRequestRow,
+    TransferStatusRow,
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -24,6 +29,29 @@ class TransferStatusEntry:
     kind: TransferKind
     status: str
     at: datetime
+    request_id: int | None = None
+
+
+def new_request(
+    s: Session,
+    *,
+    charger_id: str,
+    kind: TransferKind,
+    detail: str | None,
+    created_by: str,
+    created_at: datetime,
+) -> int:
+    """A requestId for a GetLog or SignedUpdateFirmware (unique on this database)."""
+    row = TransferRequestRow(
+        charger_id=charger_id,
+        kind=kind.value,
+        detail=detail,
+        created_by=created_by,
+        created_at=created_at,
+    )
+    s.add(row)
+    s.flush()
+    return row.id
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -43,6 +71,7 @@ def record_transfer_status(s: Session, report: TransferStatusReport) -> list[Tar
             kind=report.kind.value,
             status=report.status,
             at=report.received_at,
+            request_id=report.request_id,
         )
     )
     if report.kind is not TransferKind.FIRMWARE:
@@ -79,7 +108,12 @@ def transfer_history(
     rows = s.scalars(
         query.order_by(TransferStatusRow.at.desc(), TransferStatusRow.id.desc()).limit(limit)
     )
-    return [TransferStatusEntry(kind=TransferKind(r.kind), status=r.status, at=r.at) for r in rows]
+    return [
+        TransferStatusEntry(
+            kind=TransferKind(r.kind), status=r.status, at=r.at, request_id=r.request_id
+        )
+        for r in rows
+    ]
 
 
 def latest_transfer_status(s: Session, charger_id: str) -> dict[TransferKind, TransferStatusEntry]:

@@ -329,9 +329,25 @@ class TransferStatusRow(Base):
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     charger_id: Mapped[str] = mapped_column(String(255))
-    kind: Mapped[str] = mapped_column(String(16))  # firmware | diagnostics
+    kind: Mapped[str] = mapped_column(String(16))  # firmware | diagnostics | log | ...
     status: Mapped[str] = mapped_column(Text)
     at: Mapped[datetime] = mapped_column(UtcDateTime)
+    # The requestId the 1.6 security extension's notifications carry (issue 15).
+    request_id: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class TransferRequestRow(Base):
+    """A GetLog or SignedUpdateFirmware this server sent: its id is the requestId the
+    charger's LogStatusNotification / SignedFirmwareStatusNotification refer to."""
+
+    __tablename__ = "transfer_requests"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    charger_id: Mapped[str] = mapped_column(String(255))
+    kind: Mapped[str] = mapped_column(String(16))  # log | signed_firmware
+    detail: Mapped[str | None] = mapped_column(Text)  # the log type, the firmware
+    created_by: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
 class StoredFileRow(Base):
