@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import trio
 from sqlalchemy import text
@@ -24,6 +25,7 @@ from sqlalchemy import text
 from tests.e2e.conftest import RunningServer, server_settings, start_server
 from tests.e2e.control_client import ControlClient
 from tests.support.charger import RawCharger
+from tests.support.signing import make_signer
 from voltaro.control import wire
 from voltaro.control.ops import ControlOps
 from voltaro.control.peers import Peer
@@ -220,3 +222,110 @@ async def test_viewers_see_no_raw_frames_unless_allowed(database_url: str, tmp_p
             await client.aclose()
             nursery.cancel_scope.cancel()
         db.dispose()
+
+
+async def test_file_url_tokens_are_nowhere(
+    database_url: str, tmp_path: Path, server_log: io.StringIO
+) -> None:
+    """The one-time URL tokens Voltaro hands chargers (firmware downloads, diagnostics and
+    log uploads: UpdateFirmware, SignedUpdateFirmware, GetDiagnostics, GetLog) travel only
+    to the charger: the frame log, the audit, the log, the event stream and `ctl --json`
+    show what they point at, never the token. The upload itself still works."""
+    settings = server_settings(database_url, tmp_path, http_enabled=True, http_port=0)
+    image = tmp_path / "acme-3.0.bin"
+    image.write_bytes(b"\x7fFW" * 3000)
+    signer = make_signer(tmp_path / "signing", "ec")
+    tokens: list[str] = []
+    async with trio.open_nursery() as nursery:
+        server, stop = await start_server(nursery, settings)
+        outputs: list[bytes] = []
+        try:
+            server.run(chargers.add_charger, "CP-S")
+            cp = await RawCharger.connect(f"{server.url}/CP-S")
+            await cp.boot()
+            watcher = await ControlClient.connect(server.addresses.control_socket or "")
+            assert (await watcher.request("subscribe", {"frames": True}))["ok"]
+            added = await ctl(server, "--json", "firmware", "add", str(image))
+            assert added.returncode == 0, added.stderr
+            outputs += [added.stdout, added.stderr]
+
+            async def answered(answer: dict[str, Any], *args: str) -> list[Any]:
+                calls: list[Any] = []
+
+                async def charger() -> None:
+                    call = await cp.next_call()
+                    calls.append(call)
+                    await cp.answer(call, answer)
+
+                async with trio.open_nursery() as inner:
+                    inner.start_soon(charger)
+                    done = await ctl(server, "--json", *args)
+                assert done.returncode == 0, done.stderr
+                outputs.extend([done.stdout, done.stderr])
+                return calls[0]
+
+            sent = [
+                await answered({}, "firmware", "update", "CP-S", "--file", "acme-3.0.bin"),
+                await answered({}, "diagnostics", "get", "CP-S"),
+                await answered({"status": "Accepted", "filename": "s.log"}, "logs", "get", "CP-S"),
+                await answered(
+                    {"status": "Accepted"},
+                    *("firmware", "update-signed", "CP-S", "--file", "acme-3.0.bin"),
+                    *("--signing-cert", str(signer.cert), "--sign-with", str(signer.key)),
+                ),
+            ]
+            locations = [
+                sent[0][3]["location"],
+                sent[1][3]["location"],
+                sent[2][3]["log"]["remoteLocation"],
+                sent[3][3]["firmware"]["location"],
+            ]
+            for location in locations:
+                part = location.split("/files/", 1)[1].split("/")
+                assert part[0] in ("firmware", "upload"), location
+                tokens.append(part[1])
+            assert len(set(tokens)) == 4
+            assert all(len(t) >= 24 for t in tokens)
+            # The charger uses its URLs: the server logs the transfers (not the tokens).
+            async with httpx.AsyncClient(timeout=10) as http:
+                assert (await http.get(locations[0])).status_code == 200
+                put = await http.put(locations[2] + "s.log", content=b"security log")
+                assert put.status_code == 201
+
+            def stored() -> int:
+                return len(server.run(frames.recent_frames, "CP-S", limit=100, action=None))
+
+            with trio.fail_after(15):
+                while stored() < 10:  # noqa: ASYNC110 - polling another task's batch
+                    await trio.sleep(0.05)
+            for args in (
+                ("chargers", "show", "CP-S"),
+                ("chargers", "frames", "CP-S", "--limit", "100"),
+                ("commands", "list"),
+                ("logs", "list"),
+            ):
+                result = await ctl(server, "--json", *args)
+                assert result.returncode == 0, result.stderr
+                outputs += [result.stdout, result.stderr]
+            await watcher.request("status")
+            events = json.dumps(watcher.events, ensure_ascii=False)
+            assert "GetLog" in events
+            assert "SignedUpdateFirmware" in events
+            await watcher.aclose()
+            await cp.close()
+        finally:
+            stop.set()
+    stored_text = database_text(server, tmp_path)
+    server.db.dispose()
+    assert "/files/upload/" in stored_text  # the frames are there, without their tokens
+    logged = server_log.getvalue()
+    assert "uploaded securitylog" in logged
+    printed = b"".join(outputs).decode("utf-8", "replace")
+    for where, haystack in (
+        ("database", stored_text),
+        ("log", logged),
+        ("event stream", events),
+        ("ctl output", printed),
+    ):
+        for token in tokens:
+            assert token not in haystack, f"a URL token is in the {where}"

@@ -55,3 +55,35 @@ def test_free_text_and_log_lines() -> None:
     # English words after "Basic" are not credentials.
     words = "security: Basic authentication failed for charge point 'CP-1'"
     assert redact_text(words) == words
+
+
+TOKEN = "Zk3_9vQm-1aB2cD3eF4gH5iJ6kL7mN8o"  # secrets.token_urlsafe(24): 32 characters
+
+
+def test_file_url_tokens_are_hidden_wherever_they_travel() -> None:
+    upload = f"http://192.0.2.10:8080/files/upload/{TOKEN}/"
+    download = f"https://fw.example.com/files/firmware/{TOKEN}/acme%202.1.bin"
+    get_log = json.dumps(
+        [2, "7", "GetLog", {"log": {"remoteLocation": upload}, "logType": "SecurityLog"}]
+    )
+    shown = redact_frame(get_log)
+    assert TOKEN not in shown
+    assert json.loads(shown)[3]["log"]["remoteLocation"] == (
+        f"http://192.0.2.10:8080/files/upload/{REDACTED}/"
+    )
+    signed = json.dumps([2, "8", "SignedUpdateFirmware", {"firmware": {"location": download}}])
+    assert TOKEN not in redact_frame(signed)
+    assert "acme%202.1.bin" in redact_frame(signed)  # what it points at stays readable
+    # A log line (an access log, the library's frame log), a cut frame, an audit row.
+    assert TOKEN not in redact_text(f'"GET /files/firmware/{TOKEN}/a.bin HTTP/1.1" 200')
+    assert TOKEN not in redact_frame(get_log[:-5])
+    assert TOKEN not in json.dumps(redact_value({"location": download}))
+
+
+def test_url_passwords_are_hidden_and_plain_urls_kept() -> None:
+    url = "ftp://loguser:Hunter2-xyz@logs.example.com/incoming/"
+    assert redact_value({"location": url}) == {
+        "location": f"ftp://loguser:{REDACTED}@logs.example.com/incoming/"
+    }
+    plain = '[2,"9","UpdateFirmware",{"location":"https://fw.example.com:8443/a.bin"}]'
+    assert redact_frame(plain) is plain

@@ -10,7 +10,12 @@ One policy, applied before anything is stored, logged, published or printed:
 - fields named like a secret (``password``, ``token``, ``authorization_key``,
   ``private_key``, ...) in any JSON object (control and API arguments);
 - in free text (log lines, unparsable frames): ``Authorization: Basic ...`` and
-  ``Bearer ...`` credentials, PEM private key blocks, and the two shapes above.
+  ``Bearer ...`` credentials, PEM private key blocks, and the two shapes above;
+- anywhere in text: the one-time URL tokens of the file URLs Voltaro hands to chargers
+  (``/files/firmware/<token>/...``, ``/files/upload/<token>/``: whoever holds one may
+  fetch that firmware or upload in that charger's name; service/files.py), and the
+  password of a URL's user info (``ftp://user:password@host/``), both as they travel in
+  UpdateFirmware, GetDiagnostics, GetLog and SignedUpdateFirmware.
 
 The frame log, the command audit, the configuration table, the event stream and the
 log formatter all call these functions; nothing else decides what a secret is.
@@ -44,8 +49,13 @@ _SECRET_FIELDS = frozenset(
 # A cheap first look: text without any of these needs no parsing (the frame log's hot
 # path is MeterValues and StatusNotification, which never match).
 _MAYBE_SECRET = re.compile(
-    r"authorization|password|token|secret|private|basic\s|bearer\s", re.IGNORECASE
+    r"authorization|password|token|secret|private|basic\s|bearer\s|/files/|://[^/\s]*@",
+    re.IGNORECASE,
 )
+# A file URL's one-time token (service/files.py: secrets.token_urlsafe, 32 characters).
+_FILE_URL_TOKEN = re.compile(r"(/files/(?:firmware|upload)/)([A-Za-z0-9_-]{8,})")
+# scheme://user:password@host: the password (the user name is kept, it says who).
+_URL_PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@'\"]*:)([^/\s@'\"]+)(@)")
 
 _PEM_PRIVATE_KEY = re.compile(
     r"-----BEGIN ([A-Z0-9 ]*)PRIVATE KEY-----.*?(?:-----END \1PRIVATE KEY-----|\Z)",
@@ -111,6 +121,8 @@ def redact_text(text: str) -> str:
     """Free text (a log line, an unparsable frame) with secrets hidden."""
     if not _MAYBE_SECRET.search(text) and "PRIVATE KEY" not in text:
         return text
+    text = _FILE_URL_TOKEN.sub(lambda m: f"{m.group(1)}{REDACTED}", text)
+    text = _URL_PASSWORD.sub(lambda m: f"{m.group(1)}{REDACTED}{m.group(3)}", text)
     text = _PEM_PRIVATE_KEY.sub(f"-----{REDACTED} PRIVATE KEY-----", text)
     text = _AUTH_SCHEME.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
     text = _KEY_THEN_VALUE.sub(lambda m: f"{m.group(1)}{REDACTED}", text)
