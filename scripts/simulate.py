@@ -23,6 +23,10 @@ GetInstalledCertificateIds and DeleteCertificate are answered from an in-memory 
 P-256 key, CN = its id, O = ``--cert-org``), install the chain CertificateSigned brings
 and reconnect with it (``wss://``, profile 3).
 
+The 1.6 security extension's ExtendedTriggerMessage, GetLog and SignedUpdateFirmware are
+answered by scripts/simulate_security.py (its docstring says how; ``--log-fail``,
+``--log-bytes``).
+
 Built on the `ocpp` library's own asyncio ChargePoint over `websockets`: independent of
 the server's code, so it also serves as a second implementation in tests.
 """
@@ -55,6 +59,8 @@ from ocpp.v16 import ChargePoint as LibraryChargePoint
 from ocpp.v16 import call, call_result
 from ocpp.v16.enums import Action
 from sim_certificates import CertificateHandlers, ChargerCertificates, request_certificate
+from simulate_security import SecurityTransferHandlers
+from simulate_security import add_arguments as add_security_arguments
 
 log = logging.getLogger("simulate")
 
@@ -151,13 +157,16 @@ class Session:
     reason: str = "Local"
 
 
-class SimCharger(CertificateHandlers, LibraryChargePoint):  # type: ignore[misc]
-    """Answers Core commands like a real charger would (and the security extension's
-    certificate messages: scripts/sim_certificates.py)."""
+class SimCharger(CertificateHandlers, SecurityTransferHandlers, LibraryChargePoint):  # type: ignore[misc]
+    """Answers Core commands like a real charger would (and the security extension:
+    certificates in scripts/sim_certificates.py, ExtendedTriggerMessage, GetLog and
+    SignedUpdateFirmware in scripts/simulate_security.py)."""
 
     def __init__(self, sim: VirtualCharger, connection: Any) -> None:
         super().__init__(sim.charger_id, connection, response_timeout=30)
         self.sim = sim
+        # The security extension's transfers use the same HTTP/FTP helpers.
+        self.download, self.upload = _download, _upload
 
     @on(Action.remote_start_transaction)
     async def on_remote_start(self, id_tag: str, connector_id: int | None = None, **_: Any) -> Any:
@@ -1067,6 +1076,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--diagnostics-fail", action="store_true", help="report UploadFailed on GetDiagnostics"
     )
+    add_security_arguments(p)
     p.add_argument("--log-level", default="WARNING")
     args = p.parse_args(argv)
     args.tags = [t.strip() for t in args.tag.split(",") if t.strip()]
