@@ -15,6 +15,12 @@ default settings on SQLite and PostgreSQL, and variants as extra rows):
   now known, chargers reconnect and boot (a reconnect storm, the issue's target), then
   memory per idle connection.
 
+A `wss://` row (``--tls``, on by default) runs the same phases for Voltaro on the first
+database over TLS (security profile 2 without passwords: the cost of TLS itself): the
+script makes a CA and a server certificate for 127.0.0.1 in its temporary directory,
+the server listens with `tls_port`, and the load generator verifies the server against
+that CA (TLS 1.2/1.3 as the server negotiates).
+
 Honesty rules (issue 14): after every phase the stored rows are counted in the
 database and compared with the answers the chargers received; a phase whose rows do not
 match is reported as FAILED. Server CPU per message comes from the kernel's accounting
@@ -33,12 +39,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import datetime as dt
+import ipaddress
 import json
 import os
 import platform
 import resource
 import shutil
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -128,6 +137,7 @@ class Target:
     env: dict[str, str] = field(default_factory=dict)
     scale: bool = True
     root: Path = ROOT  # the checkout whose Voltaro code is served
+    tls: bool = False  # chargers connect over wss:// (certificates made in the temp dir)
 
 
 @dataclass
@@ -138,6 +148,7 @@ class Server:
     db_url: str | None
     cleanup: Callable[[], None]
     engine: Any = None
+    ssl: ssl.SSLContext | None = None  # the chargers' client context for wss://
 
     @property
     def pid(self) -> int:
@@ -186,6 +197,19 @@ def start_server(target: Target, args: argparse.Namespace, tmp: Path, tag: str) 
         **target.env,
         **args.server_env,
     }
+    client_context = None
+    tls_port = None
+    if target.tls:
+        tls_port = free_port()
+        cert, key, ca = make_certificates(tmp)
+        env.update(
+            {
+                "VOLTARO_TLS_PORT": str(tls_port),
+                "VOLTARO_TLS_CERTFILE": str(cert),
+                "VOLTARO_TLS_KEYFILE": str(key),
+            }
+        )
+        client_context = ssl.create_default_context(cafile=str(ca))
     log = (tmp / f"server-{tag}.log").open("wb")
     process = subprocess.Popen(
         [
@@ -213,12 +237,67 @@ def start_server(target: Target, args: argparse.Namespace, tmp: Path, tag: str) 
     log.close()
     try:
         wait_port(port, process)
+        if tls_port is not None:
+            wait_port(tls_port, process)
     except RuntimeError:
         cleanup()
         raise
-    server = Server(target, process, f"ws://127.0.0.1:{port}/ocpp", db_url, cleanup)
+    url = f"wss://127.0.0.1:{tls_port}/ocpp" if tls_port else f"ws://127.0.0.1:{port}/ocpp"
+    server = Server(target, process, url, db_url, cleanup, ssl=client_context)
     server.engine = create_engine(db_url.replace("postgresql://", "postgresql+psycopg://"))
     return server
+
+
+def make_certificates(tmp: Path) -> tuple[Path, Path, Path]:
+    """A CA and a server certificate for 127.0.0.1 (P-256, as the whitepaper's suites
+    allow), made once per run in the temporary directory."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    cert_path, key_path, ca_path = tmp / "tls-server.pem", tmp / "tls-server.key", tmp / "ca.pem"
+    if cert_path.exists():
+        return cert_path, key_path, ca_path
+    now = dt.datetime.now(dt.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Voltaro bench CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    ca_path.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path, ca_path
 
 
 def fresh_postgres(base_url: str, name: str) -> tuple[str, Callable[[], None]]:
@@ -338,7 +417,12 @@ class Charger:
 
 
 async def connect_all(
-    url: str, ids: list[str], *, parallel: int = 100, start: bool = False
+    url: str,
+    ids: list[str],
+    *,
+    parallel: int = 100,
+    start: bool = False,
+    context: ssl.SSLContext | None = None,
 ) -> list[Charger]:
     gate = asyncio.Semaphore(parallel)
     out: list[Charger] = []
@@ -354,6 +438,7 @@ async def connect_all(
                         open_timeout=120,
                         ping_interval=None,
                         max_queue=4,
+                        ssl=context,
                     )
                     break
                 except websockets.InvalidStatus as exc:
@@ -431,7 +516,7 @@ def check_meter_rows(server: Server, prefix: str, chargers: list[Charger]) -> st
 async def throughput(server: Server, args: argparse.Namespace, prefix: str) -> Figure:
     ids = [f"{prefix}{n}" for n in range(args.tp_chargers)]
     seed_tags(server, ids)
-    chargers = await connect_all(server.url, ids, start=True)
+    chargers = await connect_all(server.url, ids, start=True, context=server.ssl)
     load0 = load()
     stop = time.monotonic() + args.seconds
 
@@ -466,7 +551,7 @@ def percentile(samples: list[float], q: float) -> float:
 async def latency(server: Server, args: argparse.Namespace, prefix: str) -> Figure:
     ids = [f"{prefix}{n}" for n in range(args.lat_chargers)]
     seed_tags(server, ids)
-    chargers = await connect_all(server.url, ids, start=True)
+    chargers = await connect_all(server.url, ids, start=True, context=server.ssl)
     per_charger = args.lat_chargers / args.rate  # seconds between messages of one charger
     samples: list[float] = []
     load0 = load()
@@ -527,7 +612,7 @@ async def scale(server: Server, args: argparse.Namespace, prefix: str) -> Figure
     load0 = load()
     cpu0 = cpu_seconds(server.pid)
     began = time.monotonic()
-    chargers = await connect_all(server.url, ids, parallel=200)
+    chargers = await connect_all(server.url, ids, parallel=200, context=server.ssl)
     first_s = time.monotonic() - began
     first_cpu = cpu_seconds(server.pid) - cpu0
     # Memory per idle connection: measured on the first storm (after it, the freed
@@ -547,7 +632,7 @@ async def scale(server: Server, args: argparse.Namespace, prefix: str) -> Figure
             )
     cpu0 = cpu_seconds(server.pid)
     began = time.monotonic()
-    chargers = await connect_all(server.url, ids, parallel=200)
+    chargers = await connect_all(server.url, ids, parallel=200, context=server.ssl)
     boot_s = time.monotonic() - began
     cpu = cpu_seconds(server.pid) - cpu0
     check = booted_check(server, prefix, len(chargers))
@@ -659,6 +744,9 @@ async def run(args: argparse.Namespace) -> int:
         for db in args.databases:
             targets.append(Target(f"voltaro {db}{suffix}", db, root=root))
         for db in args.databases[:1]:
+            if args.tls:
+                # The same server code and database over wss://, next to the ws:// row.
+                targets.append(Target(f"voltaro {db}, wss://{suffix}", db, root=root, tls=True))
             for name, env in args.variants:
                 targets.append(
                     Target(f"voltaro {db}, {name}{suffix}", db, env, scale=False, root=root)
@@ -711,7 +799,7 @@ def verdict(
     ref_tp = med(reference, "throughput", "msg_s")
     print("\n| target (issue 14) | server | now | status |\n|---|---|---|---|")
     for target in targets[1:]:
-        if target.env:
+        if target.env or target.tls:
             continue
         name = target.name
         tp = med(name, "throughput", "msg_s")
@@ -782,6 +870,12 @@ def main() -> int:
         type=Path,
         metavar="DIR",
         help="keep the SQLite databases and server logs in DIR (to investigate a FAILED check)",
+    )
+    p.add_argument(
+        "--tls",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="a wss:// row for Voltaro on the first database (default on)",
     )
     p.add_argument(
         "--code",
