@@ -1027,9 +1027,11 @@ def _request_for(ns: argparse.Namespace) -> tuple[str, dict[str, Any]]:
                 charger_id=ns.charger_id,
                 location=ns.location,
                 file=ns.file,
-                signing_certificate=_read_text(ns.signing_cert, "signing certificate"),
+                signing_certificate=_read_text(ns.signing_cert, "the signing certificate"),
                 signature=ns.signature,
-                private_key=None if ns.sign_with is None else _read_text(ns.sign_with, "key"),
+                private_key=None
+                if ns.sign_with is None
+                else _read_text(ns.sign_with, "the signing key"),
                 retrieve_date=ns.retrieve_date,
                 install_date=ns.install_date,
                 retries=ns.retries,
@@ -1213,17 +1215,6 @@ def _certificate_hash(ns: argparse.Namespace) -> dict[str, Any]:
 
 def _clean(**args: Any) -> dict[str, Any]:
     return {k: v for k, v in args.items() if v is not None}
-
-
-def _read_text(path: str, what: str) -> str:
-    """A PEM file read here and sent to the server (which may be on another user)."""
-    try:
-        with open(path, encoding="ascii") as handle:
-            return handle.read(64 * 1024)
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CtlError(
-            2, f"cannot read the {what} {path}: {getattr(exc, 'strerror', exc)}"
-        ) from None
 
 
 def _sha256(path: str) -> str:
