@@ -5,8 +5,8 @@ SignedFirmwareStatusNotification carry the requestId of the GetLog / SignedUpdat
 they are about. Each request this server sends gets its id from transfer_requests; each
 report keeps its requestId in transfer_status_history.
 
-Revision ID: 0018
-Revises: 0017
+Revision ID: 0019
+Revises: 0018
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from alembic import op
 
 import voltaro.store.schema
 
-revision = "0018"
-down_revision = "0017"
+revision = "0019"
+down_revision = "0018"
 branch_labels = None
 depends_on = None
 
