@@ -188,7 +188,11 @@ async def test_stops_listed_by_kind(api: tuple[RunningServer, str]) -> None:
         ).status_code == 404
         active = (await reader.get("/sessions", params={"state": "active"})).json()
         assert [s["transaction_id"] for s in active["items"]] == [started["transactionId"]]
-        assert (await reader.get("/quarantine")).json() == []
+        # Quarantined entries are raw frames: a read token sees none unless an admin
+        # allowed viewers raw frames (viewer_frames, issue 15).
+        assert (await reader.get("/quarantine")).status_code == 403
+    async with client(base, OPERATE) as operator:
+        assert (await operator.get("/quarantine")).json() == []
     await one.close()
     await two.close()
 

@@ -211,14 +211,18 @@ async def test_viewers_see_no_raw_frames_unless_allowed(database_url: str, tmp_p
             assert client.hello["role"] == "viewer"
             listed = await client.request("chargers.frames", {"charger_id": "CP-1"})
             subscribed = await client.request("subscribe", {"frames": True})
+            # Quarantined entries are raw frames too.
+            quarantined = await client.request("quarantine.list", {})
             plain = await client.request("subscribe", {"frames": False})
             assert plain["ok"]
             if allowed:
                 assert listed["ok"]
                 assert subscribed["ok"]
+                assert quarantined["ok"]
             else:
                 assert listed["error"]["code"] == "forbidden"
                 assert subscribed["error"]["code"] == "forbidden"
+                assert quarantined["error"]["code"] == "forbidden"
             await client.aclose()
             nursery.cancel_scope.cancel()
         db.dispose()

@@ -528,12 +528,17 @@ def create_app(ctx: ApiContext) -> FastAPI:
         responses={**ERRORS, 404: {"model": models.ErrorBody}},
     )
     async def list_quarantine(
-        _: Read,
+        scope: Read,
         charge_point_id: str | None = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> Any:
         """Charger messages kept as raw frames, newest first: `refused` (the database
-        refused them for good, not stored) or `repaired` (stored with U+FFFD)."""
+        refused them for good, not stored) or `repaired` (stored with U+FFFD). Raw frames
+        need the operate scope, or `viewer_frames = true` for read tokens (issue 15)."""
+        if scope is ApiScope.READ and not ctx.settings.viewer_frames:
+            raise ApiError(
+                403, "forbidden", "raw frames need the operate scope (or viewer_frames = true)"
+            )
         entries = await ctx.db.run(quarantine.list_entries, charger_id=charge_point_id, limit=limit)
         if not entries and charge_point_id is not None:
             await known_charger(charge_point_id)

@@ -222,7 +222,9 @@ class ControlServer:
                 )
                 or needed
             )
-        reads_frames = request.op == "chargers.frames" or (
+        # Raw frames (the frame log, the frame stream and the quarantine, which keeps
+        # whole frames) are for operators unless an admin allows viewers (issue 15).
+        reads_frames = request.op in ("chargers.frames", "quarantine.list") or (
             request.op == "subscribe" and bool(request.args.get("frames"))
         )
         if reads_frames and not self._settings.viewer_frames:
