@@ -78,6 +78,10 @@ _WAKING = (
     "charger.disconnected",
     "charger.boot",
 )
+# What the listener subscribes to (the hub's kinds filter): every other event (frames,
+# heartbeats, commands, ...) is never built or queued for it (issue 14: a few µs per
+# message on every server, circuits or not).
+_KINDS = ("meter.values", "transaction", *_WAKING[1:])
 _DEBOUNCE = 0.05  # events that arrive together (a boot and its status) make one round
 _DRAW_STEP = 1.0  # A: a smaller change of a car's draw waits for the periodic round
 
@@ -149,6 +153,9 @@ class LoadManager:
         self._busy_tx: set[str] = set()  # ... a session's TxProfile
         self._again: set[str] = set()  # chargers with a change that waits for _busy
         self._latest: dict[str, Any] | None = None
+        self._site: Site | None = None
+        self._site_read_at = 0.0
+        self.site_reads = 0
         self.rounds = 0
         self.sent = 0
 
@@ -164,8 +171,19 @@ class LoadManager:
         )
 
     def changed(self) -> None:
-        """Recompute soon (the circuits changed)."""
+        """Recompute soon (the circuits changed): the tree is read again."""
+        self._site = None
         self._wake.set()
+
+    async def _current_site(self) -> Site:
+        """The circuit tree, read when it changed (``changed``) or once per
+        ``load_interval``: not on every session, status and meter event of a storm."""
+        now = trio.current_time()
+        if self._site is None or now - self._site_read_at >= self._settings.load_interval:
+            self._site = await self._circuits.site()
+            self._site_read_at = now
+            self.site_reads += 1
+        return self._site
 
     def live(self) -> dict[str, Any] | None:
         """The latest allocation as JSON (circuits.list, GET /circuits); None before the
@@ -191,7 +209,7 @@ class LoadManager:
     async def _listen(
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
-        async with self._hub.subscribe() as subscription:
+        async with self._hub.subscribe(kinds=_KINDS) as subscription:
             task_status.started()
             while True:
                 event = await subscription.receive()
@@ -229,7 +247,7 @@ class LoadManager:
             self._wake.set()
 
     async def _round(self, nursery: trio.Nursery) -> None:
-        site = await self._circuits.site()
+        site = await self._current_site()
         if not site.circuits:
             self._latest = None
             return
