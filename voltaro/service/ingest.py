@@ -264,7 +264,9 @@ class ChargerIngest:
                     try:
                         # Group-committed with other chargers' messages; returns only
                         # once committed (voltaro.store.group_commit).
-                        return await self._db.write(fn, *args)
+                        result = await self._db.write(fn, *args)
+                        self._db.health.wrote()
+                        return result
                     except TransientStorageError as exc:
                         last = exc
                     await trio.sleep(delay)

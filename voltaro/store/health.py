@@ -45,6 +45,9 @@ class DatabaseHealth:
         self.failures = 0
         self.last_failure_at = 0.0
         self.last_success_at = 0.0
+        # A charger message committed: the only proof that writes work again while
+        # messages wait (a locked SQLite file still answers reads).
+        self.last_write_at = 0.0
         self.last_cause = ""
         self._waiting: Counter[str] = Counter()
         # What components did not log one by one during this outage: what -> count,
@@ -85,6 +88,10 @@ class DatabaseHealth:
 
     def succeeded(self) -> None:
         self.last_success_at = time.monotonic()
+
+    def wrote(self) -> None:
+        """A charger message's write committed (the ingest's durable path)."""
+        self.last_write_at = self.last_success_at = time.monotonic()
 
     @property
     def available(self) -> bool:
@@ -146,7 +153,15 @@ class DatabaseHealth:
             return
         now = time.monotonic()
         settled = now - self.last_failure_at >= SETTLE_SECONDS
-        if self.last_success_at > self.last_failure_at and settled:
+        # While charger messages wait to be stored, only one of them committing proves
+        # the outage over: reads (the health probe, the background loops) go on while a
+        # locked SQLite file refuses every write, and a write waiting on the lock fails
+        # only after the lock timeout, so "no failure for a second" proves nothing then.
+        if self.messages_waiting:
+            recovered = self.last_write_at > self.last_failure_at
+        else:
+            recovered = self.last_success_at > self.last_failure_at
+        if recovered and settled:
             log.warning(
                 "database available again after %.1f s (%d failed attempts during the outage%s)",
                 self.last_success_at - self.down_since,
