@@ -581,3 +581,75 @@ class ChargerHealthRow(Base):
     heartbeat_intervals: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     heartbeat_sum_s: Mapped[float] = mapped_column(Float, default=0.0, server_default=text("0"))
     heartbeat_sumsq_s: Mapped[float] = mapped_column(Float, default=0.0, server_default=text("0"))
+
+
+# Several nodes on one PostgreSQL (issue 18; ../docs/scaling.md). SQLite is single-node:
+# the tables exist there too (one migration chain) but stay empty.
+
+
+class ClusterNodeRow(Base):
+    """A running Voltaro node and its lease. The lease is renewed against the database
+    clock (PostgreSQL ``now()``), never the node's own, so clock skew between nodes does
+    not matter; a node that cannot renew in time fences itself."""
+
+    __tablename__ = "cluster_nodes"
+
+    node_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    incarnation: Mapped[str] = mapped_column(String(36))  # a new uuid4 per process start
+    address: Mapped[str | None] = mapped_column(Text)  # where chargers/peers reach it
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    lease_until: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class ChargerOwnerRow(Base):
+    """Which node holds a charger's connection. ``epoch`` is the fencing token: every
+    takeover bumps it, and commands or writes carrying an older epoch are refused."""
+
+    __tablename__ = "charger_owners"
+    __table_args__ = (Index("ix_charger_owners_node", "node_id"),)
+
+    charger_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    node_id: Mapped[str] = mapped_column(String(64))
+    incarnation: Mapped[str] = mapped_column(String(36))
+    epoch: Mapped[int] = mapped_column(BigInteger)
+    connected_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    remote_addr: Mapped[str | None] = mapped_column(Text)
+
+
+class RoutedCommandRow(Base):
+    """A command sent from one node to the node that owns the charger. ``id`` is the
+    request id: a retry with the same id never executes twice (RemoteStartTransaction is
+    not idempotent). status: queued | routed | sent | answered | timeout | offline | error."""
+
+    __tablename__ = "routed_commands"
+    __table_args__ = (Index("ix_routed_commands_created_at", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    charger_id: Mapped[str] = mapped_column(String(255))
+    action: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[str] = mapped_column(Text)  # JSON
+    origin_node: Mapped[str] = mapped_column(String(64))
+    owner_node: Mapped[str | None] = mapped_column(String(64))
+    owner_epoch: Mapped[int | None] = mapped_column(BigInteger)
+    requested_by: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16))
+    result: Mapped[str | None] = mapped_column(Text)  # JSON
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    answered_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class ClusterEventRow(Base):
+    """The event outbox: every node writes the events its chargers cause, and every
+    node's consoles read them by id, gap-free and in order (NOTIFY only wakes readers)."""
+
+    __tablename__ = "cluster_events"
+    __table_args__ = (Index("ix_cluster_events_at", "at"),)
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    at: Mapped[datetime] = mapped_column(UtcDateTime)
+    origin_node: Mapped[str] = mapped_column(String(64))
+    charger_id: Mapped[str | None] = mapped_column(String(255))
+    kind: Mapped[str] = mapped_column(String(64))
+    body: Mapped[str] = mapped_column(Text)  # JSON, the event as the console wire sends it
