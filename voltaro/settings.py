@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -234,6 +235,15 @@ class Settings:
     # update (Differential when it holds what we last gave it, else Full).
     local_list_sync_on_connect: bool = True
     local_list_sync_delay: float = 2.0
+    # --- Several nodes on one PostgreSQL (issue 18, docs/scaling.md) -----------------
+    # cluster = true: this process is one node of several sharing database_url (which
+    # must be PostgreSQL). Each node has a unique node_id and a lease renewed every
+    # node_lease_seconds / 3 against the database clock; a node that cannot renew in time
+    # fences itself (sends no more commands, closes its chargers with 1012).
+    cluster: bool = False
+    node_id: str = ""  # unique per node; empty: the host name (cluster = true only)
+    node_lease_seconds: float = 15.0
+    node_address: str = ""  # how operators reach this node (shown by ctl status)
     # --- Process -------------------------------------------------------------------
     log_level: str = "INFO"
     log_format: LogFormat = LogFormat.TEXT
@@ -458,6 +468,16 @@ def _validate(s: Settings) -> None:
         raise bad("http_public_base", "must start with http:// or https://")
     if not s.database_url.startswith(("sqlite://", "postgresql")):
         raise bad("database_url", "must start with sqlite:// or postgresql://")
+    if s.node_lease_seconds < 3:
+        raise bad("node_lease_seconds", "must be at least 3 (renewed every third of it)")
+    if s.node_id and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}", s.node_id):
+        raise bad("node_id", f"{s.node_id!r}: letters, digits, _ . - only, at most 63")
+    if s.cluster and not s.database_url.startswith("postgresql"):
+        raise bad(
+            "cluster",
+            "several nodes need a shared PostgreSQL database (database_url = "
+            "postgresql+psycopg://...); SQLite is single-node",
+        )
     if len(s.control_socket.encode()) > 100:
         raise bad("control_socket", "path too long for a Unix socket (max 100 bytes)")
 
