@@ -10,6 +10,14 @@ StopTransaction with transactionData, Finishing, Available). It answers every Co
 command like a real charger, reconnects with back-off, and queues transaction messages
 while offline to send them in order afterwards.
 
+Losing the connection on purpose (issue 17): ``--offline SIM-3@60+120`` drops SIM-3's
+link 60 s after the start and keeps it offline for 120 s (repeatable); with
+``--commands-stdin`` a line ``offline SIM-3 120`` on standard input does it at once
+(``VirtualCharger.go_offline(seconds)`` in Python). Meanwhile its cars keep charging by
+the charging profiles it holds, by its own clock (a leased ChargePointMaxProfile brings
+them down to the fallback when the lease runs out, scripts/charging_schedule.py), and
+their MeterValues are sampled as usual, queued, and sent in order after the reconnect.
+
 Firmware Management: UpdateFirmware downloads the image from the URL it is given (HTTP,
 HTTPS or FTP) at its retrieve date, reporting Downloading, Downloaded, Installing,
 Installed (then it reboots with the new version) in FirmwareStatusNotification;
@@ -448,7 +456,14 @@ class VirtualCharger:
         self.sessions: dict[int, Session] = {}
         self.cp: SimCharger | None = None
         self.online = asyncio.Event()
-        self.queue: list[Any] = []  # transaction messages waiting for a connection
+        # Transaction messages in the order they were made (StartTransaction, MeterValues,
+        # StopTransaction), each with the future its sender may wait on: one task sends
+        # them, in order, whenever the charger is connected and booted (§4.7, §4.10).
+        self.queue: list[tuple[Any, asyncio.Future[Any]]] = []
+        self.flusher: asyncio.Task[Any] | None = None
+        self.ready = asyncio.Event()  # booted on the current connection
+        self.reader: asyncio.Future[Any] | None = None  # the current connection's reader
+        self.offline_until = 0.0  # time.monotonic(): the link is down on purpose until then
         self.tasks: set[asyncio.Task[Any]] = set()
         self.statuses: dict[int, str] = {}
         self.rebooting = asyncio.Event()
@@ -465,6 +480,14 @@ class VirtualCharger:
         # Root certificates and its own signed certificate (1.6 security extension).
         self.certificates = ChargerCertificates(charger_id, organization=args.cert_org)
         self.reconnect = asyncio.Event()
+
+    def go_offline(self, seconds: float) -> None:
+        """Drop the link now and stay offline for ``seconds`` (then reconnect as usual).
+        Sessions go on charging by the profiles held; their messages are queued."""
+        self.offline_until = time.monotonic() + seconds
+        print(f"[simulate] {self.charger_id}: offline for {seconds:g} s", flush=True)
+        if self.online.is_set():
+            self.reconnect.set()
 
     def reconnect_soon(self) -> None:
         """Close the connection after the current answer: the next one uses the newly
@@ -611,23 +634,63 @@ class VirtualCharger:
         return False
 
     async def send(self, payload: Any, *, transactional: bool = False) -> Any:
-        """Send a CALL; transaction messages wait for a connection (queued in order)."""
-        while True:
-            if self.cp is None or not self.online.is_set():
-                if not transactional:
-                    return None
-                await self.online.wait()
-                continue
+        """Send a CALL and return its answer. Transaction messages are queued behind the
+        ones made before them and wait for a connection; others give None offline."""
+        if transactional:
+            return await self.post(payload)
+        if self.cp is None or not self.online.is_set():
+            return None
+        try:
+            result = await self._call(payload)
+        except Exception as exc:
+            self.stats.errors += 1
+            log.debug("%s: %s failed: %s", self.charger_id, type(payload).__name__, exc)
+            return None
+        self.stats.messages += 1
+        return result
+
+    def post(self, payload: Any) -> asyncio.Future[Any]:
+        """Queue a transaction message; the future gets its answer once it went out."""
+        answer: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.queue.append((payload, answer))
+        if self.flusher is None or self.flusher.done():
+            self.flusher = asyncio.ensure_future(self._flush())
+            self.tasks.add(self.flusher)
+            self.flusher.add_done_callback(self.tasks.discard)
+        return answer
+
+    async def _flush(self) -> None:
+        while self.queue:
+            payload, answer = self.queue[0]
+            await self.ready.wait()
             try:
-                result = await self.cp.call(payload, suppress=False)
-                self.stats.messages += 1
-                return result
+                result = await self._call(payload)
+            except ConnectionError:
+                continue  # the link went: wait for the next connection
             except Exception as exc:
                 self.stats.errors += 1
-                if not transactional:
-                    log.debug("%s: %s failed: %s", self.charger_id, type(payload).__name__, exc)
-                    return None
+                log.debug("%s: %s failed: %s", self.charger_id, type(payload).__name__, exc)
                 await asyncio.sleep(1 + self.rng.random())
+                continue
+            self.stats.messages += 1
+            self.queue.pop(0)
+            if not answer.done():
+                answer.set_result(result)
+
+    async def _call(self, payload: Any) -> Any:
+        """One CALL on the current connection; ConnectionError as soon as it is lost (a
+        CALL whose answer will never come does not wait for the response timeout)."""
+        cp, reader = self.cp, self.reader
+        if cp is None or reader is None or reader.done():
+            raise ConnectionError("offline")
+        call_task = asyncio.ensure_future(cp.call(payload, suppress=False))
+        await asyncio.wait({call_task, reader}, return_when=asyncio.FIRST_COMPLETED)
+        if not call_task.done():
+            call_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await call_task
+            raise ConnectionError("connection lost")
+        return call_task.result()
 
     async def boot(self) -> Any:
         while True:
@@ -755,15 +818,15 @@ class VirtualCharger:
         return values
 
     async def meter_now(self, connector: int | None) -> None:
+        """Sample now; the MeterValues are queued (sent at once when connected)."""
         for session in self.sessions.values():
             if connector in (None, session.connector):
-                await self.send(
+                self.post(
                     call.MeterValues(
                         connector_id=session.connector,
                         transaction_id=session.transaction_id,
                         meter_value=[{"timestamp": now(), "sampled_value": self.sampled(session)}],
-                    ),
-                    transactional=True,
+                    )
                 )
 
     async def run_session(self, connector: int, id_tag: str) -> None:
@@ -865,6 +928,11 @@ class VirtualCharger:
     async def serve(self, stop_at: float) -> None:
         delay = 1.0
         while time.monotonic() < stop_at:
+            away = min(self.offline_until, stop_at) - time.monotonic()
+            if away > 0:
+                await asyncio.sleep(away)  # offline on purpose (go_offline)
+                delay = 1.0
+                continue
             # Built for every connection: a certificate installed by CertificateSigned
             # is used from the next one on.
             context = tls_context(self.args, self.charger_id, self.certificates.client_pair)
@@ -894,20 +962,27 @@ class VirtualCharger:
             except (OSError, websockets.WebSocketException, TimeoutError) as exc:
                 log.info("%s: connection failed or lost: %s", self.charger_id, exc)
             self.online.clear()
+            self.ready.clear()
             self.cp = None
             if time.monotonic() >= stop_at:
                 break
+            if self.offline_until > time.monotonic():
+                continue  # no back-off: it comes back when its offline time is over
             await asyncio.sleep(delay * self.rng.uniform(0.5, 1.5))
             delay = min(delay * 2, 30)
 
     async def connected(self, ws: Any, stop_at: float) -> None:
         self.cp = SimCharger(self, ws)
         self.stats.connected += 1
-        reader = asyncio.ensure_future(self.cp.start())
+        reader = self.reader = asyncio.ensure_future(self.cp.start())
         try:
             self.online.set()
             if await self.boot() is None:
                 return
+            if self.offline_until:
+                self.offline_until = 0.0
+                print(f"[simulate] {self.charger_id}: back online", flush=True)
+            self.ready.set()  # queued transaction messages go out now
             await self.report_status(None)
             self.rebooting.clear()
             if self.args.sign_certificate and self.certificates.client_pair is None:
@@ -955,6 +1030,7 @@ class VirtualCharger:
         finally:
             self.stats.connected -= 1
             self.online.clear()
+            self.ready.clear()
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await reader
@@ -981,9 +1057,19 @@ async def main_async(args: argparse.Namespace) -> int:
     ]
     tasks = [asyncio.ensure_future(c.serve(stop_at)) for c in chargers]
     tasks.append(asyncio.ensure_future(summary(stats, stop_at, args.summary_every)))
+    by_id = {c.charger_id: c for c in chargers}
+    # Not awaited by gather: they end with the run (cancelled below).
+    extras = [
+        asyncio.ensure_future(offline_later(by_id[cid], at, seconds))
+        for cid, at, seconds in args.offline
+    ]
+    if args.commands_stdin:
+        extras.append(asyncio.ensure_future(read_commands(by_id)))
     try:
         await asyncio.gather(*tasks)
     finally:
+        for task in extras:
+            task.cancel()
         for charger in chargers:
             for task in list(charger.tasks):
                 task.cancel()
@@ -993,6 +1079,45 @@ async def main_async(args: argparse.Namespace) -> int:
         flush=True,
     )
     return 0
+
+
+async def offline_later(charger: VirtualCharger, at: float, seconds: float) -> None:
+    """--offline ID@AT+FOR: drop the link AT seconds after the start, for FOR seconds."""
+    await asyncio.sleep(at)
+    charger.go_offline(seconds)
+
+
+async def read_commands(chargers: dict[str, VirtualCharger]) -> None:
+    """--commands-stdin: one command per line on standard input,
+    ``offline ID SECONDS`` (drop ID's link now, for SECONDS)."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    while line := await reader.readline():
+        words = line.decode(errors="replace").split()
+        if not words:
+            continue
+        try:
+            if words[0] != "offline" or len(words) != 3 or words[1] not in chargers:
+                raise ValueError
+            seconds = float(words[2])
+        except ValueError:
+            print(f"[simulate] unknown command: {' '.join(words)}", file=sys.stderr, flush=True)
+            continue
+        chargers[words[1]].go_offline(seconds)
+
+
+def parse_offline(text: str) -> tuple[str, float, float]:
+    """ID@AT+FOR, e.g. SIM-3@60+120."""
+    charger_id, _, when = text.rpartition("@")
+    at, plus, seconds = when.partition("+")
+    try:
+        values = (float(at), float(seconds))
+    except ValueError:
+        values = (-1.0, 0.0)
+    if not charger_id or not plus or values[0] < 0 or values[1] <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not ID@AT+FOR (e.g. SIM-3@60+120)")
+    return charger_id, values[0], values[1]
 
 
 _HEX = set(string.hexdigits)
@@ -1077,6 +1202,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--diagnostics-fail", action="store_true", help="report UploadFailed on GetDiagnostics"
     )
     add_security_arguments(p)
+    p.add_argument(
+        "--offline",
+        action="append",
+        default=[],
+        type=parse_offline,
+        metavar="ID@AT+FOR",
+        help="charger ID drops its link AT seconds after the start and stays offline FOR "
+        "seconds while its cars keep charging by the profiles it holds (repeatable)",
+    )
+    p.add_argument(
+        "--commands-stdin",
+        action="store_true",
+        help="read commands from standard input: 'offline ID SECONDS' drops ID's link now",
+    )
     p.add_argument("--log-level", default="WARNING")
     args = p.parse_args(argv)
     args.tags = [t.strip() for t in args.tag.split(",") if t.strip()]
@@ -1084,6 +1223,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--tag needs at least one id tag")
     if args.chargers < 1 or args.connectors < 1:
         p.error("--chargers and --connectors must be at least 1")
+    ids = {f"{args.id_prefix}{n}" for n in range(1, args.chargers + 1)}
+    for charger_id, _, _ in args.offline:
+        if charger_id not in ids:
+            p.error(f"--offline: no simulated charger {charger_id}")
     return args
 
 

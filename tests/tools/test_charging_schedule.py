@@ -191,6 +191,54 @@ def test_offline_a_short_tx_profile_falls_back_to_the_charge_point_maximum() -> 
     assert watts([cap, lower], 1, T0 + timedelta(seconds=300)) == 4000
 
 
+def lease(start: datetime, rating: float, seconds: int, fallback: float) -> Installed:
+    """The load manager's leased ChargePointMaxProfile (issue 17): Absolute from the
+    server's now, the rating until the lease runs out, then the fallback with no end."""
+    return profile(
+        "ChargePointMaxProfile",
+        [(0, rating), (seconds, fallback)],
+        pid=1699,
+        level=1,
+        unit="A",
+        start=start,
+    )
+
+
+def test_a_leased_charge_point_maximum_falls_to_the_fallback_when_the_lease_runs_out() -> None:
+    """Offline, nobody renews the lease: at its end every session is held to the
+    fallback, whatever its TxProfile says (the composite is the minimum, §3.13.4)."""
+    cap = lease(T0, 32, 120, 6)
+    default = profile("TxDefaultProfile", [(0, 6)], pid=1700, unit="A", kind="Relative", start=None)
+    tx = profile("TxProfile", [(0, 16)], pid=1701, level=1, unit="A", kind="Relative", start=None,
+                 connector=1)  # fmt: skip
+    installed = [cap, default, tx]
+    amps = 230.0 * 3
+    assert watts(installed, 1, T0 + timedelta(seconds=119), tx_start=T0) == 16 * amps
+    assert watts(installed, 1, T0 + timedelta(seconds=120), tx_start=T0) == 6 * amps
+    assert watts(installed, 1, T0 + timedelta(days=3), tx_start=T0) == 6 * amps  # no end
+    assert watts(installed, 0, T0 + timedelta(seconds=120)) == 6 * amps
+    assert composite(installed, 1, T0, 600, "A", tx_start=T0, max_watts=HW) == [
+        Period(0, 16, 3),
+        Period(120, 6, 3),
+    ]
+    # The charger-wide cap: connector 2 (no TxProfile) keeps its TxDefaultProfile's 6 A.
+    assert composite(installed, 2, T0, 600, "A", max_watts=HW) == [Period(0, 6, 3)]
+
+
+def test_a_renewed_lease_replaces_the_old_one_and_moves_the_fallback_on() -> None:
+    """While connected the lease is renewed (same profile id, a later start): the
+    fallback period moves on with it, so a connected charger never reaches it."""
+    tx = profile("TxProfile", [(0, 20)], pid=1701, level=1, unit="A", kind="Relative", start=None,
+                 connector=1)  # fmt: skip
+    first = lease(T0, 32, 120, 6)
+    renewed = lease(T0 + timedelta(seconds=40), 32, 120, 6)
+    amps = 230.0 * 3
+    # The simulator installs by id: the renewal replaces the first lease.
+    assert watts([renewed, tx], 1, T0 + timedelta(seconds=150), tx_start=T0) == 20 * amps
+    assert watts([renewed, tx], 1, T0 + timedelta(seconds=160), tx_start=T0) == 6 * amps
+    assert watts([first, tx], 1, T0 + timedelta(seconds=150), tx_start=T0) == 6 * amps
+
+
 def test_parse_time_accepts_z_and_offsets() -> None:
     assert parse_time("2026-01-05T08:00:00Z") == T0
     assert parse_time("2026-01-05T09:00:00+01:00") == T0
