@@ -44,7 +44,12 @@ _SERVE_FLAGS = (
     "http_port",
     "log_level",
     "log_format",
+    "node_id",
+    "node_lease_seconds",
+    "node_address",
 )
+# Switches of `serve` (no value: present = true) -> setting names.
+_SERVE_SWITCHES = ("cluster",)
 
 # Subcommands implemented elsewhere: name -> (module, function, what it does).
 _DELEGATED = {
@@ -87,6 +92,15 @@ def _parser() -> argparse.ArgumentParser:
             metavar=name.split("_")[-1].upper(),
             help=f"setting {name}, also VOLTARO_{name.upper()} "
             f"(default: {getattr(defaults, name)})",
+        )
+    for name in _SERVE_SWITCHES:
+        serve.add_argument(
+            "--" + name.replace("_", "-"),
+            dest=name,
+            action="store_const",
+            const=True,
+            help=f"setting {name} = true, also VOLTARO_{name.upper()} "
+            f"(default: {str(getattr(defaults, name)).lower()})",
         )
 
     db = commands.add_parser("db", help="database maintenance")
@@ -145,7 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return init_ca(args)
     try:
         if args.command == "serve":
-            settings = _load(args, _SERVE_FLAGS)
+            settings = _load(args, (*_SERVE_FLAGS, *_SERVE_SWITCHES))
         else:
             settings = _load(args, ("database_url",))
     except SettingsError as exc:

@@ -40,6 +40,10 @@ def test_serve_help_lists_every_flag() -> None:
         "--http-host",
         "--http-port",
         "--log-level",
+        "--cluster",
+        "--node-id",
+        "--node-lease-seconds",
+        "--node-address",
     ):
         assert flag in result.stdout
 
