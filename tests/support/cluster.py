@@ -170,13 +170,16 @@ class Node:
         self.pids.append(self.process.pid)
 
     def wait_ready(self, timeout: float = START_TIMEOUT) -> None:
-        """Until the OCPP port accepts and the HTTP API answers /health/live."""
+        """Until the HTTP API answers /health/live (it starts after the OCPP listener),
+        then one TCP connect to the OCPP port. Not a loop of OCPP connects: each counts
+        as a pending handshake from 127.0.0.1 (max_pending_per_ip) until the server sees
+        it closed, and 20 of them make the listener refuse the first real charger."""
         deadline = time.monotonic() + timeout
         while True:
             if self.process is None or self.process.poll() is not None:
                 code = None if self.process is None else self.process.returncode
                 raise NodeFailed(f"{self.node_id} exited with {code}:\n{self.log_tail()}")
-            if self._accepts() and self._live():
+            if self._live() and self._accepts():
                 return
             if time.monotonic() > deadline:
                 raise NodeFailed(f"{self.node_id} not ready in {timeout} s:\n{self.log_tail()}")

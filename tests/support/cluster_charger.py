@@ -212,11 +212,13 @@ class Connection:
 @dataclass
 class Charger:
     """A charger that stays connected: on close it backs off 0.5-1 s (jittered) and
-    connects to the next node in ``urls``; each connection boots first."""
+    connects to the next node in ``urls`` (or in ``order``, node indexes into ``urls``,
+    when given); each connection boots first. Node numbers are indexes into ``urls``."""
 
     charger_id: str
     urls: Sequence[str]
-    start: int = 0
+    start: int = 0  # position in the order of the first node tried
+    order: Sequence[int] | None = None
     backoff: tuple[float, float] = (0.5, 1.0)
     ping_interval: float | None = 1.0
     ping_timeout: float | None = 2.0
@@ -246,10 +248,11 @@ class Charger:
 
     async def run(self) -> None:
         """Forever (cancel to end): connect, boot, serve until closed, back off, next."""
+        order = list(self.order) if self.order is not None else list(range(len(self.urls)))
         index = self.start
         try:
             while True:
-                await self._one(index % len(self.urls))
+                await self._one(order[index % len(order)])
                 index += 1
                 await asyncio.sleep(random.uniform(*self.backoff))
         finally:
