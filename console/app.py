@@ -32,6 +32,8 @@ from console.campaign_screen import CampaignScreen
 from console.commands import COMMANDS, CommandSpec, confirmation, is_destructive
 from console.feed import FeedLine, describe
 from console.link import ControlLink, LinkState, RequestFailed
+from console.load_screen import LoadScreen
+from console.load_view import LoadHistory
 from console.model import Charger, Site
 from console.render import (
     CHARGER_COLUMNS,
@@ -111,8 +113,10 @@ class MainScreen(Screen[None]):
         Binding("ctrl+o", "app.commands", "Commands"),
         Binding("f2", "app.details", "Details"),
         Binding("f3", "app.transactions", "Sessions"),
-        Binding("f7", "app.alerts", "Alerts"),
+        # Before F7 so that 80 columns show it: the site bar names F7 when there are alerts.
+        Binding("l", "app.load", "Load"),
         Binding("slash", "app.filter", "Filter", priority=True),
+        Binding("f7", "app.alerts", "Alerts"),
         Binding("s", "app.sort", "Sort"),
         Binding("r", "app.reverse", "Reverse", show=False),
         Binding("f4", "app.tags", "Tags", show=False),
@@ -176,6 +180,8 @@ class ConsoleApp(App[None]):
     #transactions, #alerts, #tags { height: 1fr; }
     #events { height: 1fr; }
     #campaigns { height: auto; max-height: 8; }
+    #load { height: 1fr; scrollbar-size-vertical: 1; }
+    #load-sessions, #load-counted { margin-top: 1; }
     #targets { height: 1fr; }
     """
     BINDINGS = [Binding("ctrl+q", "quit", "Quit", priority=True)]
@@ -215,6 +221,8 @@ class ConsoleApp(App[None]):
         self._inbox_posted = False
         self._cells: dict[str, tuple[Any, ...]] = {}
         self.power_history: deque[float] = deque(maxlen=60)
+        # Recent load per circuit from every round seen, for the load screen's sparklines.
+        self.load_history = LoadHistory()
         self.feed_lines: deque[FeedLine] = deque(maxlen=5000)
         self.main = MainScreen()
 
@@ -405,6 +413,8 @@ class ConsoleApp(App[None]):
         if frame["type"] != "event":
             return
         name, data, at = str(frame["event"]), dict(frame.get("data") or {}), frame.get("at")
+        if name == "load.allocation":
+            self.load_history.add(data, self.clock())
         if self._resyncing:
             self._replay.append((name, data, at))
         known = self.site.apply(name, data, at)
@@ -772,6 +782,9 @@ class ConsoleApp(App[None]):
 
     def action_audit(self) -> None:
         self.push_screen(AuditScreen())
+
+    def action_load(self) -> None:
+        self.push_screen(LoadScreen())
 
     @work(group="views")
     async def action_tags(self) -> None:

@@ -49,8 +49,9 @@ HELP = """\
  F4  id tags: n new, b block, u unblock (each asks first)
  F5  re-read everything              F6  accept the selected pending charger
  F7  alerts and what needs attention (click the site bar)   F8  all events
- F9  firmware campaigns (live): who downloads, installs, failed; n new, x cancel
+ F9  firmware campaigns (live): progress per charger; n new, x cancel
  F10 audit: commands sent (/ CHARGER by:USER action:NAME), k quarantine
+ l   site load (live): circuits per phase, parked and why
  Escape  back / close                ctrl+q  quit
 Destructive commands (reset, remote stop, unlock, inoperative, remove) name
 their target and effect and wait for y; Enter alone answers No.
