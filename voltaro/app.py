@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import socket
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +46,7 @@ from voltaro.service.certificates import CertificateSigner
 from voltaro.service.charger_health import HealthRecorder
 from voltaro.service.charging_profiles import ChargingProfileService
 from voltaro.service.circuits import CircuitService
+from voltaro.service.cluster_router import ClusterRouter
 from voltaro.service.commands import CommandService
 from voltaro.service.directory import StoreDirectory
 from voltaro.service.files import FileTransfers
@@ -65,6 +67,7 @@ from voltaro.settings import Settings
 from voltaro.startup import StartupError, find_exception, os_reason
 from voltaro.store import chargers
 from voltaro.store.db import Database
+from voltaro.store.notify import PgListener
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +101,11 @@ class Components:
     hub: EventHub
     commands: CommandService
     extras: dict[str, Any] = field(default_factory=dict)
+
+
+def node_name(settings: Settings) -> str:
+    """This node's id: the setting node_id, else the host name."""
+    return settings.node_id or socket.gethostname()
 
 
 def upgrade_database(settings: Settings) -> tuple[str | None, str | None]:
@@ -205,8 +213,24 @@ async def run(
         counted=charger_health.call_error_sent,
     )
     security = SecurityEvents(publish=lambda data: publish(Event.SECURITY_EVENT, data))
+    # Several nodes on one PostgreSQL (issue 18): one LISTEN connection per node
+    # (every subscription is made before it starts), and commands routed to the node
+    # that holds the charger.
+    pg_listener: PgListener | None = None
+    router: ClusterRouter | None = None
+    if settings.cluster:
+        pg_listener = PgListener(settings.database_url)
+        router = ClusterRouter(
+            database,
+            registry,
+            pg_listener,
+            node_id=node_name(settings),
+            # Until the node lease lands (ClusterNode.fenced), a node never fences itself.
+            fenced=lambda: False,
+            settings=settings,
+        )
     command_service = CommandService(
-        database, registry, hub, settings=settings, health=charger_health
+        database, registry, hub, settings=settings, health=charger_health, router=router
     )
     # SignCertificate: checks, signs and sends CertificateSigned (docs/security.md).
     certificate_signer = CertificateSigner(database, command_service, settings, security=security)
@@ -238,6 +262,10 @@ async def run(
         commands=command_service,
     )
     components.extras["charger_health"] = charger_health
+    if pg_listener is not None:
+        components.extras["pg_listener"] = pg_listener
+    if router is not None:
+        components.extras["cluster_router"] = router
     components.extras["frame_sink"] = frame_sink
     components.extras["liveness"] = liveness
     components.extras["health"] = health
@@ -323,6 +351,10 @@ async def run(
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(database.health.run, settings.db_outage_log_interval)
+            if pg_listener is not None:
+                await nursery.start(pg_listener.run)  # after every subscribe()
+            if router is not None:
+                await nursery.start(router.run)
             await nursery.start(frame_sink.run)
             await nursery.start(liveness.run)
             await nursery.start(health.run)

@@ -126,6 +126,7 @@ _COMMAND_STATUS = {
     CommandErrorCode.DISCONNECTED: 502,
     CommandErrorCode.BUSY: 503,
     CommandErrorCode.UNAVAILABLE: 503,
+    CommandErrorCode.OWNER_UNREACHABLE: 503,
     CommandErrorCode.INTERNAL: 500,
 }
 
@@ -1229,7 +1230,13 @@ def create_app(ctx: ApiContext) -> FastAPI:
             raise ApiError(403, "forbidden", f"{name} with these arguments needs the admin scope")
         try:
             parsed = command_from_args(action, arguments)
-            outcome = await ctx.commands.execute(charger_id, parsed, actor=request.state.actor)
+            outcome = await ctx.commands.execute(
+                charger_id,
+                parsed,
+                actor=request.state.actor,
+                # Several nodes: a retry with the same key is not sent twice (issue 18).
+                request_id=request.headers.get("idempotency-key"),
+            )
         except CommandError as exc:
             raise ApiError(_COMMAND_STATUS[exc.code], str(exc.code), exc.message) from None
         return views.outcome_view(outcome)

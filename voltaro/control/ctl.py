@@ -44,6 +44,7 @@ EXIT = {
     "conflict": 9,
     "busy": 10,
     "unavailable": 11,
+    "owner_unreachable": 12,
 }
 EXIT_NO_SERVER = 3
 _CODE_OF_EXIT = {1: "error", 2: "bad_arguments", 3: "no_server", 4: "forbidden"}

@@ -90,6 +90,7 @@ _COMMAND_CODES = {
     CommandErrorCode.DISCONNECTED: ErrorCode.DISCONNECTED,
     CommandErrorCode.BUSY: ErrorCode.BUSY,
     CommandErrorCode.UNAVAILABLE: ErrorCode.UNAVAILABLE,
+    CommandErrorCode.OWNER_UNREACHABLE: ErrorCode.OWNER_UNREACHABLE,
     CommandErrorCode.INTERNAL: ErrorCode.INTERNAL,
 }
 
@@ -795,9 +796,12 @@ class ControlOps:
         charger_id = _text(args, "charger_id")
         action = _text(args, "action")
         arguments = args.get("args") or {}
+        request_id = args.get("request_id")  # several nodes: a retry is not sent twice
         try:
             command = command_from_args(action, arguments)
-            outcome = await self._commands.execute(charger_id, command, actor=user)
+            outcome = await self._commands.execute(
+                charger_id, command, actor=user, request_id=request_id
+            )
         except CommandError as exc:
             raise OpError(_COMMAND_CODES[exc.code], exc.message) from None
         return views.outcome_view(outcome)

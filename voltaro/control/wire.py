@@ -57,6 +57,8 @@ class ErrorCode(StrEnum):
     DISCONNECTED = "disconnected"
     BUSY = "busy"  # the charger was busy with earlier commands: nothing was sent
     UNAVAILABLE = "unavailable"  # the database is unavailable: retry later
+    # Several nodes: the node holding the charger did not take the command: not sent.
+    OWNER_UNREACHABLE = "owner_unreachable"
     INTERNAL = "internal"
 
 

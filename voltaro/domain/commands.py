@@ -46,6 +46,9 @@ class CommandErrorCode(StrEnum):
     DISCONNECTED = "disconnected"  # the connection dropped while we waited
     BUSY = "busy"  # earlier commands held the charger too long: nothing was sent
     UNAVAILABLE = "unavailable"  # the database could not record it: nothing was sent
+    # Several nodes (issue 18): the node that holds the charger did not take the command
+    # within the routing acknowledgement time (1 s); nothing was sent.
+    OWNER_UNREACHABLE = "owner_unreachable"
     INTERNAL = "internal"
 
 

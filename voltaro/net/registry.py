@@ -26,6 +26,10 @@ class Session:
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     close_code: int = 1000
     close_reason: str = ""
+    # Several nodes (issue 18): the ownership epoch this connection was claimed with
+    # (charger_owners.epoch, the fencing token); a routed command is only sent when it
+    # was addressed to this epoch. 0 on a single node.
+    epoch: int = 0
 
     def going_away(self, code: int, reason: str) -> None:
         """The close code and reason for when the session ends by itself (draining)."""

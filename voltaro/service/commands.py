@@ -123,7 +123,12 @@ ACTIONS = frozenset(ACTION_OF.values())
 
 # Failures after which the command was certainly not sent to the charger.
 _NOT_SENT = frozenset(
-    {CommandErrorCode.OFFLINE, CommandErrorCode.BUSY, CommandErrorCode.UNAVAILABLE}
+    {
+        CommandErrorCode.OFFLINE,
+        CommandErrorCode.BUSY,
+        CommandErrorCode.UNAVAILABLE,
+        CommandErrorCode.OWNER_UNREACHABLE,
+    }
 )
 
 
@@ -157,6 +162,20 @@ def _str(args: dict[str, Any], key: str, *, required: bool = True) -> str | None
         return None
     if not isinstance(value, str):
         raise _bad(f"{key} must be a string")
+    return value
+
+
+_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,35}")
+
+
+def check_request_id(value: object) -> str:
+    """An idempotency key: 1-36 letters, digits, ``. _ : -`` (a UUID fits).
+
+    Raises:
+        CommandError: BAD_ARGUMENTS.
+    """
+    if not isinstance(value, str) or not _REQUEST_ID.fullmatch(value):
+        raise _bad("request_id must be 1-36 letters, digits or . _ : - (a UUID fits)")
     return value
 
 
@@ -376,7 +395,22 @@ class CommandRouter(Protocol):
 
     def is_connected(self, charger_id: str) -> bool: ...
 
-    async def send(self, charger_id: str, command: Command) -> CommandOutcome: ...
+    async def reachable(self, charger_id: str) -> bool:
+        """Connected now, as far as this node can tell (several nodes: reads the owner
+        table; ``is_connected`` may be a second old)."""
+        ...
+
+    async def send(
+        self,
+        charger_id: str,
+        command: Command,
+        *,
+        actor: str = "",
+        request_id: str | None = None,
+    ) -> CommandOutcome:
+        """``request_id``: the caller's idempotency key (several nodes: a retry with it
+        is never sent twice; a single node holds no requests and ignores it)."""
+        ...
 
 
 class LocalRouter:
@@ -388,7 +422,17 @@ class LocalRouter:
     def is_connected(self, charger_id: str) -> bool:
         return self._registry.get(charger_id) is not None
 
-    async def send(self, charger_id: str, command: Command) -> CommandOutcome:
+    async def reachable(self, charger_id: str) -> bool:
+        return self.is_connected(charger_id)
+
+    async def send(
+        self,
+        charger_id: str,
+        command: Command,
+        *,
+        actor: str = "",
+        request_id: str | None = None,
+    ) -> CommandOutcome:
         link = self._registry.get(charger_id)
         if link is None:
             raise CommandError(CommandErrorCode.OFFLINE, f"charger {charger_id} is not connected")
@@ -442,12 +486,23 @@ class CommandService:
         *,
         actor: str,
         charger_registration: RegistrationStatus | None = None,
+        request_id: str | None = None,
     ) -> CommandOutcome:
-        """Carry out one command (see :meth:`_execute`), counting how it ended."""
+        """Carry out one command (see :meth:`_execute`), counting how it ended.
+
+        ``request_id``: an idempotency key from the caller (ctl ``request_id``, the
+        API's ``Idempotency-Key``). With several nodes a retry with the same key is never
+        sent to the charger again: it gets the first attempt's answer."""
         label = "internal"
         try:
+            if request_id is not None:
+                check_request_id(request_id)
             outcome = await self._execute(
-                charger_id, command, actor=actor, charger_registration=charger_registration
+                charger_id,
+                command,
+                actor=actor,
+                charger_registration=charger_registration,
+                request_id=request_id,
             )
             label = outcome_label(outcome.status)
             return outcome
@@ -468,6 +523,7 @@ class CommandService:
         *,
         actor: str,
         charger_registration: RegistrationStatus | None = None,
+        request_id: str | None = None,
     ) -> CommandOutcome:
         """Carry out one command. Raises CommandError with a clear reason otherwise.
 
@@ -490,7 +546,7 @@ class CommandService:
             if isinstance(command, RemoteStart) and not command.force:
                 await self._check_tag(command.id_tag)
             secret = self._check_security_change(command, charger)
-            if not self._router.is_connected(charger_id):
+            if not await self._router.reachable(charger_id):
                 raise CommandError(
                     CommandErrorCode.OFFLINE, f"charger {charger_id} is not connected"
                 )
@@ -520,7 +576,7 @@ class CommandService:
         outcome: CommandOutcome | None = None
         error: CommandError | None = None
         try:
-            outcome = await self._send(charger_id, command, action)
+            outcome = await self._send(charger_id, command, action, actor, request_id)
             if provisioned is not None and outcome.status not in ("Accepted", "RebootRequired"):
                 # Rejected or NotSupported: the charger keeps its old password (R31).
                 await self._forget_password(charger_id, provisioned)
@@ -606,13 +662,17 @@ class CommandService:
             # Harmless: an unused pending password is replaced by later ones.
             log.warning("charger=%s pending password not dropped: %s", charger_id, exc)
 
-    async def _send(self, charger_id: str, command: Command, action: str) -> CommandOutcome:
+    async def _send(
+        self, charger_id: str, command: Command, action: str, actor: str, request_id: str | None
+    ) -> CommandOutcome:
         # The link bounds the queue wait and the answer on their own; this scope is the
         # backstop that can never fire first (never a hang).
         s = self._settings
         try:
             with trio.fail_after(s.command_queue_timeout + s.send_timeout + s.call_timeout + 5):
-                return await self._router.send(charger_id, command)
+                return await self._router.send(
+                    charger_id, command, actor=actor, request_id=request_id
+                )
         except trio.TooSlowError:
             raise CommandError(
                 CommandErrorCode.TIMEOUT, f"{charger_id} did not answer {action} in time"

@@ -1,0 +1,489 @@
+"""Issue 18: a command issued on any node reaches the node that holds the charger, is
+sent once, and its answer comes back (scale-and-security A2 step 5).
+
+Two or three real servers (voltaro.app.run with cluster = true, their own node ids,
+ports and control sockets) share one throwaway PostgreSQL database; the chargers are
+independent raw OCPP-J clients that answer every CALL and count them by unique id.
+Commands go in as a user sends them: the control socket op and the HTTP API.
+
+Node leases and charger ownership are another part of issue 18 (cluster-nodes); until
+it writes them, :func:`lease` and :func:`own` write the rows the way it will (only
+where no row exists yet, so its own rows win once it runs).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import trio
+from sqlalchemy import text
+from websockets.exceptions import ConnectionClosed
+
+from tests.e2e.conftest import RunningServer, server_settings, start_server
+from tests.e2e.control_client import ControlClient
+from tests.support.charger import RawCharger
+from voltaro.settings import ApiScope, ApiToken
+from voltaro.store import chargers, routed_commands, tags
+from voltaro.store import commands as audit
+from voltaro.store.db import Database
+
+pytestmark = pytest.mark.postgres
+
+TOKEN = "cluster-admin-token-0123456789"
+
+
+@dataclass
+class Node:
+    name: str
+    server: RunningServer
+
+    @property
+    def http(self) -> str:
+        assert self.server.addresses.http is not None
+        return "http://{}:{}".format(*self.server.addresses.http)
+
+    async def control(self) -> ControlClient:
+        assert self.server.addresses.control_socket is not None
+        return await ControlClient.connect(self.server.addresses.control_socket)
+
+    def sql(self, statement: str, **params: Any) -> Any:
+        def run(s: Any) -> Any:
+            result = s.execute(text(statement), params)
+            return result.all() if result.returns_rows else result.rowcount
+
+        return self.server.run(run)
+
+
+@asynccontextmanager
+async def cluster(
+    postgres_url: str, tmp_path: Path, names: tuple[str, ...] = ("n1", "n2"), **overrides: Any
+) -> AsyncIterator[list[Node]]:
+    # Migrations run once, before the nodes start (A2 "Operational notes").
+    migrate = Database(postgres_url)
+    migrate.upgrade()
+    migrate.dispose()
+    async with trio.open_nursery() as nursery:
+        nodes: list[Node] = []
+        stops: list[trio.Event] = []
+        try:
+            for name in names:
+                (tmp_path / name).mkdir()
+                settings = server_settings(
+                    postgres_url,
+                    tmp_path / name,
+                    cluster=True,
+                    node_id=name,
+                    http_enabled=True,
+                    http_port=0,
+                    api_tokens=(ApiToken(token=TOKEN, scope=ApiScope.ADMIN, name="ops"),),
+                    **overrides,
+                )
+                server, stop = await start_server(nursery, settings)
+                nodes.append(Node(name, server))
+                stops.append(stop)
+                lease(nodes[-1], name)
+            yield nodes
+        finally:
+            for stop in stops:
+                stop.set()
+            for node in nodes:
+                node.server.db.dispose()
+
+
+def lease(node: Node, name: str, seconds: float = 3600) -> None:
+    """A live lease for ``name`` (the database clock), unless its node wrote one."""
+    node.sql(
+        "INSERT INTO cluster_nodes (node_id, incarnation, address, started_at, lease_until) "
+        "VALUES (:n, :inc, NULL, now() AT TIME ZONE 'UTC', "
+        "(now() AT TIME ZONE 'UTC') + make_interval(secs => :s)) "
+        "ON CONFLICT (node_id) DO NOTHING",
+        n=name,
+        inc=f"test-{name}",
+        s=seconds,
+    )
+
+
+def expire(node: Node, name: str) -> None:
+    node.sql(
+        "UPDATE cluster_nodes SET lease_until = (now() AT TIME ZONE 'UTC') - interval '1 s' "
+        "WHERE node_id = :n",
+        n=name,
+    )
+
+
+def own(node: Node, charger_id: str, owner: str, *, move: bool = False) -> None:
+    """``owner`` holds ``charger_id`` (epoch 0, as Session.epoch until claims land)."""
+    conflict = (
+        "DO UPDATE SET node_id = EXCLUDED.node_id, incarnation = EXCLUDED.incarnation"
+        if move
+        else "DO NOTHING"
+    )
+    node.sql(
+        "INSERT INTO charger_owners (charger_id, node_id, incarnation, epoch, connected_at) "
+        "SELECT :c, node_id, incarnation, 0, now() AT TIME ZONE 'UTC' FROM cluster_nodes "
+        f"WHERE node_id = :n ON CONFLICT (charger_id) {conflict}",
+        c=charger_id,
+        n=owner,
+    )
+
+
+@dataclass
+class AnsweringCharger:
+    """An independent charger that answers every CALL and counts them by unique id."""
+
+    cp: RawCharger
+    calls: list[list[Any]] = field(default_factory=list)
+    answers: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def count(self, action: str) -> int:
+        return sum(1 for c in self.calls if c[2] == action)
+
+    def unique_ids(self) -> Counter[str]:
+        return Counter(c[1] for c in self.calls)
+
+    async def run(self) -> None:
+        while True:
+            try:
+                frame = await self.cp.recv(timeout=0.2)
+            except TimeoutError:
+                continue
+            except ConnectionClosed:
+                return  # the test hung up
+            if frame[0] != 2:
+                continue
+            self.calls.append(frame)
+            await self.cp.answer(frame, self._answer(frame[2]))
+
+    def _answer(self, action: str) -> dict[str, Any]:
+        if action in self.answers:
+            return self.answers[action]
+        if action == "GetConfiguration":
+            return {
+                "configurationKey": [
+                    {"key": "LocalAuthListEnabled", "readonly": False, "value": "true"},
+                    {"key": "LocalAuthListMaxLength", "readonly": True, "value": "1000"},
+                    {"key": "SendLocalListMaxLength", "readonly": True, "value": "1000"},
+                ]
+            }
+        if action == "GetLocalListVersion":
+            return {"listVersion": 0}
+        return {"status": "Accepted"}
+
+
+@asynccontextmanager
+async def charger_on(
+    nursery: trio.Nursery, node: Node, charger_id: str
+) -> AsyncIterator[AnsweringCharger]:
+    node.server.run(chargers.add_charger, charger_id)
+    cp = await RawCharger.connect(f"{node.server.url}/{charger_id}")
+    await cp.boot()
+    own(node, charger_id, node.name)
+    charger = AnsweringCharger(cp)
+    scope = trio.CancelScope()
+
+    async def answer() -> None:
+        with scope:
+            await charger.run()
+
+    nursery.start_soon(answer)
+    try:
+        yield charger
+    finally:
+        scope.cancel()
+        await cp.close()
+
+
+async def poll(predicate: Callable[[], bool], deadline: float = 10.0) -> None:
+    with trio.fail_after(deadline):
+        while not predicate():  # noqa: ASYNC110 - state owned by the server, with a deadline
+            await trio.sleep(0.02)
+
+
+def api(node: Node) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        base_url=node.http, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=15
+    )
+
+
+def rows(node: Node) -> list[dict[str, Any]]:
+    found = node.sql(
+        "SELECT id, charger_id, action, payload, origin_node, owner_node, status, result "
+        "FROM routed_commands ORDER BY created_at"
+    )
+    return [dict(r._mapping) for r in found]
+
+
+# -- the happy path -------------------------------------------------------------------
+
+
+async def test_command_on_one_node_runs_once_on_the_node_holding_the_charger(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    async with cluster(postgres_url, tmp_path) as (n1, n2), trio.open_nursery() as nursery:
+        n1.server.run(tags.add_tag, "TAG-1")
+        async with charger_on(nursery, n2, "CP-B") as charger:
+            client = await n1.control()
+            reply = await client.command(
+                "CP-B", "set-config", key="AuthorizationKey", value="ab" * 16
+            )
+            assert reply["ok"], reply
+            assert reply["result"]["status"] == "Accepted"
+            async with api(n1) as http:
+                response = await http.post(
+                    "/charge_points/CP-B/commands/remote-start",
+                    json={"id_tag": "TAG-1", "connector_id": 1},
+                )
+            assert response.status_code == 200, response.text
+            assert response.json()["status"] == "Accepted"
+            await client.aclose()
+            # Exactly once each, at the charger (one CALL per unique id).
+            assert charger.count("ChangeConfiguration") == 1
+            assert charger.count("RemoteStartTransaction") == 1
+            assert set(charger.unique_ids().values()) == {1}
+            (change,) = [c for c in charger.calls if c[2] == "ChangeConfiguration"]
+            assert change[3] == {"key": "AuthorizationKey", "value": "ab" * 16}
+            (start,) = [c for c in charger.calls if c[2] == "RemoteStartTransaction"]
+            assert start[3] == {"idTag": "TAG-1", "connectorId": 1}
+        routed = rows(n1)
+        assert [(r["action"], r["origin_node"], r["owner_node"], r["status"]) for r in routed] == [
+            ("ChangeConfiguration", "n1", "n2", "answered"),
+            ("RemoteStartTransaction", "n1", "n2", "answered"),
+        ]
+        # The key travelled in the row while in flight, never stays there afterwards.
+        assert "ab" * 16 not in routed[0]["payload"]
+        # The origin's audit says who asked and what the charger answered.
+        entries = n1.server.run(audit.list_commands, "CP-B")
+        assert sorted((e["action"], e["status"]) for e in entries) == [
+            ("ChangeConfiguration", "Accepted"),
+            ("RemoteStartTransaction", "Accepted"),
+        ]
+
+
+async def test_every_node_reaches_every_other(postgres_url: str, tmp_path: Path) -> None:
+    async with cluster(postgres_url, tmp_path, ("n1", "n2", "n3")) as nodes:
+        async with trio.open_nursery() as nursery:
+            on: dict[str, AnsweringCharger] = {}
+            for node in nodes:
+                on[node.name] = await nursery.start(_hold, nursery, node, f"CP-{node.name}")
+            for origin in nodes:
+                client = await origin.control()
+                for target in nodes:
+                    reply = await client.command(f"CP-{target.name}", "clear-cache")
+                    assert reply["ok"], (origin.name, target.name, reply)
+                    assert reply["result"]["status"] == "Accepted"
+                await client.aclose()
+            for charger in on.values():
+                assert charger.count("ClearCache") == 3
+                assert set(charger.unique_ids().values()) == {1}
+            nursery.cancel_scope.cancel()
+        # Local commands go straight to the connection; the others through the table.
+        pairs = sorted((r["origin_node"], r["owner_node"]) for r in rows(nodes[0]))
+        assert pairs == sorted((a.name, b.name) for a in nodes for b in nodes if a.name != b.name)
+
+
+async def _hold(
+    nursery: trio.Nursery,
+    node: Node,
+    charger_id: str,
+    *,
+    task_status: trio.TaskStatus[AnsweringCharger] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    async with charger_on(nursery, node, charger_id) as charger:
+        task_status.started(charger)
+        await trio.sleep_forever()
+
+
+async def test_a_list_over_8_kb_is_routed_through_the_table(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """SendLocalList with 300 tags: far above NOTIFY's 8000 bytes (only the id goes)."""
+    async with cluster(postgres_url, tmp_path) as (n1, n2), trio.open_nursery() as nursery:
+        for i in range(300):
+            n1.server.run(tags.add_tag, f"TAG-{i:04d}-0123456789")
+        async with charger_on(nursery, n2, "CP-B") as charger:
+            client = await n1.control()
+            reply = await client.request("local_list.sync", {"charger_ids": ["CP-B"]})
+            await client.aclose()
+            assert reply["ok"], reply
+            assert reply["result"][0]["ok"], reply
+            (sent,) = [c for c in charger.calls if c[2] == "SendLocalList"]
+            assert len(sent[3]["localAuthorizationList"]) == 300
+            assert len(json.dumps(sent[3])) > 8000
+        (row,) = [r for r in rows(n1) if r["action"] == "SendLocalList"]
+        assert row["status"] == "answered"
+
+
+# -- retries --------------------------------------------------------------------------
+
+
+async def test_a_retry_with_the_same_request_id_is_not_sent_again(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    async with (
+        cluster(postgres_url, tmp_path) as (n1, n2),
+        trio.open_nursery() as nursery,
+        charger_on(nursery, n2, "CP-B") as charger,
+    ):
+        request_id = str(uuid.uuid4())
+        client = await n1.control()
+        first = await client.request(
+            "command",
+            {
+                "charger_id": "CP-B",
+                "action": "set-config",
+                "args": {"key": "HeartbeatInterval", "value": "60"},
+                "request_id": request_id,
+            },
+        )
+        assert first["ok"], first
+        # The same request again, on the same node and through another node's API.
+        again = await client.request(
+            "command",
+            {
+                "charger_id": "CP-B",
+                "action": "set-config",
+                "args": {"key": "HeartbeatInterval", "value": "60"},
+                "request_id": request_id,
+            },
+        )
+        await client.aclose()
+        async with api(n2) as http:
+            response = await http.post(
+                "/charge_points/CP-B/commands/set-config",
+                json={"key": "HeartbeatInterval", "value": "60"},
+                headers={"Idempotency-Key": request_id},
+            )
+        assert again["ok"], again
+        assert again["result"] == first["result"]
+        assert response.status_code == 200, response.text
+        assert response.json()["status"] == "Accepted"
+        await trio.sleep(0.3)
+        assert charger.count("ChangeConfiguration") == 1
+        assert len(rows(n1)) == 1
+
+
+async def test_a_duplicate_notification_is_not_run_twice(postgres_url: str, tmp_path: Path) -> None:
+    """The owner claims a request with a conditional update: a second NOTIFY for the
+    same id (a resync, a retried hop) finds nothing to claim."""
+    async with (
+        cluster(postgres_url, tmp_path) as (n1, n2),
+        trio.open_nursery() as nursery,
+        charger_on(nursery, n2, "CP-B") as charger,
+    ):
+        client = await n1.control()
+        reply = await client.command("CP-B", "clear-cache")
+        await client.aclose()
+        assert reply["ok"], reply
+        (row,) = rows(n1)
+        for _ in range(3):
+            n1.sql(
+                "SELECT pg_notify('voltaro_cmd_n2', :p)",
+                p=routed_commands.message("req", row["id"]),
+            )
+        await trio.sleep(0.5)
+        assert charger.count("ClearCache") == 1
+
+
+# -- failures -------------------------------------------------------------------------
+
+
+async def test_a_charger_whose_owner_lost_its_lease_is_offline_at_once(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    async with (
+        cluster(postgres_url, tmp_path) as (n1, n2),
+        trio.open_nursery() as nursery,
+        charger_on(nursery, n2, "CP-B") as charger,
+    ):
+        expire(n1, "n2")
+        client = await n1.control()
+        began = trio.current_time()
+        reply = await client.command("CP-B", "clear-cache")
+        await client.aclose()
+        assert trio.current_time() - began < 0.5
+        assert reply["error"]["code"] == "offline", reply
+        assert "CP-B is not connected" in reply["error"]["message"]
+        async with api(n1) as http:
+            response = await http.post("/charge_points/CP-B/commands/clear-cache")
+        assert response.status_code == 409
+        assert response.json()["error"]["code"] == "offline"
+        await trio.sleep(0.3)
+        assert charger.calls == []
+
+
+async def test_a_leased_owner_that_does_not_answer_is_unreachable_within_a_second(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """The owner's lease is live but nothing takes the request (its router is gone: here
+    a node "ghost" that holds a lease and the charger but listens to nothing)."""
+    async with (
+        cluster(postgres_url, tmp_path) as (n1, n2),
+        trio.open_nursery() as nursery,
+        charger_on(nursery, n2, "CP-B") as charger,
+    ):
+        lease(n1, "ghost")
+        own(n1, "CP-B", "ghost", move=True)
+        client = await n1.control()
+        began = trio.current_time()
+        reply = await client.command("CP-B", "remote-start", id_tag="T", force=True)
+        took = trio.current_time() - began
+        assert reply["error"]["code"] == "owner_unreachable", reply
+        assert "ghost" in reply["error"]["message"]
+        assert 0.9 < took < 2.0, took
+        async with api(n1) as http:
+            response = await http.post(
+                "/charge_points/CP-B/commands/clear-cache",
+            )
+        assert response.status_code == 503
+        assert response.json()["error"]["code"] == "owner_unreachable"
+        await client.aclose()
+        # Given up for good: a late claim by the slow owner finds nothing to run.
+        for row in rows(n1):
+            assert row["status"] == "error"
+            assert n1.server.run(routed_commands.claim, row["id"], "ghost") is None
+        await trio.sleep(0.3)
+        assert charger.calls == []
+        entries = n1.server.run(audit.list_commands, "CP-B")
+        assert all(e["error"].startswith("owner_unreachable:") for e in entries)
+
+
+async def test_a_command_follows_the_charger_to_its_new_owner(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """The owner died (lease still running) before taking the command; the charger
+    reconnects to another node within the command's time: the command goes there,
+    once."""
+    async with (
+        cluster(postgres_url, tmp_path) as (n1, n2),
+        trio.open_nursery() as nursery,
+        charger_on(nursery, n2, "CP-B") as charger,
+    ):
+        lease(n1, "ghost")
+        own(n1, "CP-B", "ghost", move=True)
+        client = await n1.control()
+        result: dict[str, Any] = {}
+
+        async def ask() -> None:
+            result.update(await client.command("CP-B", "clear-cache"))
+
+        async with trio.open_nursery() as inner:
+            inner.start_soon(ask)
+            await trio.sleep(0.5)
+            expire(n1, "ghost")  # the reaper's work: the ghost's chargers released
+            n1.sql("DELETE FROM charger_owners WHERE node_id = 'ghost'")
+            await trio.sleep(0.8)  # past the acknowledgement time: nobody owns it
+            own(n1, "CP-B", "n2")  # the charger is back, on n2
+        await client.aclose()
+        assert result["ok"], result
+        assert charger.count("ClearCache") == 1
+        (row,) = rows(n1)
+        assert (row["owner_node"], row["status"]) == ("n2", "answered")

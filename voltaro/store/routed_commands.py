@@ -1,0 +1,276 @@
+"""Commands routed between nodes (issue 18; scale-and-security A2 "Design for PostgreSQL"
+step 5): one ``routed_commands`` row per request id, the owner lookup, and the
+conditional updates that make a request execute at most once.
+
+The row is the truth; NOTIFY only wakes the other node (voltaro.store.notify). Status:
+
+- ``queued``: written by the origin, addressed to ``owner_node``; only the origin may
+  re-address it (to a new owner), only while still queued;
+- ``routed``: claimed by the owner (``queued -> routed``, conditional: a second claim,
+  a duplicate notification or a retry with the same id finds nothing to claim);
+- ``answered`` / ``error`` / ``timeout`` / ``offline``: final, ``result`` holds the answer
+  or the error (voltaro.domain.command_codec).
+
+Every function runs inside one unit of work (``Database.run``); the NOTIFY it issues is
+sent when that transaction commits.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from voltaro.domain.timestamps import utc_now
+from voltaro.store.notify import channel_name, notify
+from voltaro.store.schema import RoutedCommandRow
+
+FINAL = frozenset({"answered", "error", "timeout", "offline"})
+
+
+@dataclass(frozen=True, slots=True)
+class Owner:
+    node_id: str
+    epoch: int
+
+
+@dataclass(frozen=True, slots=True)
+class Routed:
+    """One routed_commands row, as the router needs it."""
+
+    id: str
+    charger_id: str
+    action: str
+    payload: dict[str, Any]
+    origin_node: str
+    owner_node: str | None
+    owner_epoch: int | None
+    status: str
+    result: dict[str, Any] | None
+
+
+def _naive(when: datetime) -> datetime:
+    """As UtcDateTime stores it (naive UTC), for the parameters of plain SQL."""
+    return when.astimezone(UTC).replace(tzinfo=None)
+
+
+def message(kind: str, request_id: str) -> str:
+    """A NOTIFY payload on a "cmd" channel: ``req`` (origin -> owner), ``ack`` and ``rep``
+    (owner -> origin). Only the id: the command and its answer stay in the row."""
+    return json.dumps({"kind": kind, "id": request_id})
+
+
+def _owner(s: Session, charger_id: str) -> Owner | None:
+    # The owner's lease is compared with the database clock (now()), never a node's;
+    # lease_until is stored as naive UTC (UtcDateTime), hence AT TIME ZONE.
+    row = s.execute(
+        text(
+            "SELECT o.node_id, o.epoch FROM charger_owners o JOIN cluster_nodes n "
+            "ON n.node_id = o.node_id AND n.incarnation = o.incarnation "
+            "WHERE o.charger_id = :c AND n.lease_until > (now() AT TIME ZONE 'UTC')"
+        ),
+        {"c": charger_id},
+    ).first()
+    return None if row is None else Owner(str(row[0]), int(row[1]))
+
+
+def owner(s: Session, charger_id: str) -> Owner | None:
+    """The node that holds ``charger_id`` under a live lease, and its epoch; None: nobody."""
+    return _owner(s, charger_id)
+
+
+def owned(s: Session) -> dict[str, str]:
+    """charger_id -> owner node, for every charger held under a live lease."""
+    rows = s.execute(
+        text(
+            "SELECT o.charger_id, o.node_id FROM charger_owners o JOIN cluster_nodes n "
+            "ON n.node_id = o.node_id AND n.incarnation = o.incarnation "
+            "WHERE n.lease_until > (now() AT TIME ZONE 'UTC')"
+        )
+    )
+    return {str(c): str(n) for c, n in rows}
+
+
+def _load(row: RoutedCommandRow) -> Routed:
+    return Routed(
+        id=row.id,
+        charger_id=row.charger_id,
+        action=row.action,
+        payload=json.loads(row.payload),
+        origin_node=row.origin_node,
+        owner_node=row.owner_node,
+        owner_epoch=row.owner_epoch,
+        status=row.status,
+        result=None if row.result is None else json.loads(row.result),
+    )
+
+
+def get(s: Session, request_id: str) -> Routed | None:
+    row = s.get(RoutedCommandRow, request_id)
+    return None if row is None else _load(row)
+
+
+def start(
+    s: Session,
+    *,
+    request_id: str,
+    charger_id: str,
+    action: str,
+    payload: dict[str, Any],
+    origin_node: str,
+    requested_by: str,
+) -> tuple[Routed | None, Owner | None]:
+    """Write the request and address it to the charger's owner, in one transaction.
+
+    Returns (the row that already had this id, None) for a retry; otherwise (None, the
+    owner). No owner: the row is final at once (``offline``). An owner other than the
+    origin is notified with the id (``req``) when this transaction commits."""
+    existing = s.get(RoutedCommandRow, request_id)
+    if existing is not None:
+        return _load(existing), None
+    found = _owner(s, charger_id)
+    now = utc_now()
+    row = RoutedCommandRow(
+        id=request_id,
+        charger_id=charger_id,
+        action=action,
+        payload=json.dumps(payload),
+        origin_node=origin_node,
+        owner_node=found.node_id if found else None,
+        owner_epoch=found.epoch if found else None,
+        requested_by=requested_by,
+        status="queued" if found else "offline",
+        created_at=now,
+        answered_at=None if found else now,
+    )
+    s.add(row)
+    s.flush()  # a concurrent retry with the same id fails here (primary key)
+    if found is not None and found.node_id != origin_node:
+        notify(s, channel_name("cmd", found.node_id), message("req", request_id))
+    return None, found
+
+
+def readdress(s: Session, request_id: str, old_node: str, new: Owner) -> bool:
+    """Send a request that was never claimed to a new owner (the old one died before it
+    acknowledged). False: the old owner claimed it after all, or it is final."""
+    done = s.execute(
+        text(
+            "UPDATE routed_commands SET owner_node = :new, owner_epoch = :epoch "
+            "WHERE id = :id AND status = 'queued' AND owner_node = :old"
+        ),
+        {"id": request_id, "old": old_node, "new": new.node_id, "epoch": new.epoch},
+    )
+    if done.rowcount != 1:  # type: ignore[attr-defined]
+        return False
+    notify(s, channel_name("cmd", new.node_id), message("req", request_id))
+    return True
+
+
+def give_up(s: Session, request_id: str, status: str, result: dict[str, Any]) -> bool:
+    """The origin ends a request nobody claimed (``queued -> status``): from now on no
+    owner can claim it, so it is certainly not sent. False: it was claimed meanwhile."""
+    done = s.execute(
+        text(
+            "UPDATE routed_commands SET status = :status, result = :result, "
+            "answered_at = :now WHERE id = :id AND status = 'queued'"
+        ),
+        {
+            "id": request_id,
+            "status": status,
+            "result": json.dumps(result),
+            "now": _naive(utc_now()),
+        },
+    )
+    return done.rowcount == 1  # type: ignore[attr-defined, no-any-return]
+
+
+def claim(s: Session, request_id: str, node_id: str) -> Routed | None:
+    """The owner takes a request (``queued -> routed``) and acknowledges it to the
+    origin. None: not queued for this node (already claimed, final, or readdressed)."""
+    done = s.execute(
+        text(
+            "UPDATE routed_commands SET status = 'routed' "
+            "WHERE id = :id AND status = 'queued' AND owner_node = :me"
+        ),
+        {"id": request_id, "me": node_id},
+    )
+    if done.rowcount != 1:  # type: ignore[attr-defined]
+        return None
+    row = s.get(RoutedCommandRow, request_id)
+    assert row is not None
+    s.refresh(row)
+    routed = _load(row)
+    if routed.origin_node != node_id:
+        notify(s, channel_name("cmd", routed.origin_node), message("ack", request_id))
+    return routed
+
+
+def finish(
+    s: Session,
+    request_id: str,
+    status: str,
+    result: dict[str, Any],
+    *,
+    redacted: dict[str, Any] | None = None,
+) -> None:
+    """The owner stores the answer (or error) and tells the origin (``rep``).
+    ``redacted``: the arguments as the audit keeps them, replacing the full payload (no
+    secret stays in the table once the command is done)."""
+    row = s.get(RoutedCommandRow, request_id)
+    if row is None or row.status in FINAL:
+        return
+    row.status = status
+    row.result = json.dumps(result)
+    row.answered_at = utc_now()
+    if redacted is not None:
+        row.payload = json.dumps(redacted, default=str)
+    if row.origin_node != row.owner_node:
+        notify(s, channel_name("cmd", row.origin_node), message("rep", request_id))
+
+
+def pending_for(s: Session, node_id: str, since: datetime) -> list[str]:
+    """Requests queued for ``node_id`` (written since ``since``): what a resync rereads
+    when notifications may have been lost."""
+    rows = s.execute(
+        text(
+            "SELECT id FROM routed_commands WHERE owner_node = :me AND status = 'queued' "
+            "AND created_at >= :since ORDER BY created_at"
+        ),
+        {"me": node_id, "since": _naive(since)},
+    )
+    return [str(r[0]) for r in rows]
+
+
+def trim(s: Session, older_than: timedelta, batch: int = 1000) -> int:
+    """Delete rows created before now - ``older_than`` (a batch at a time)."""
+    cutoff = utc_now() - older_than
+    done = s.execute(
+        text(
+            "DELETE FROM routed_commands WHERE id IN (SELECT id FROM routed_commands "
+            "WHERE created_at < :cutoff ORDER BY created_at LIMIT :batch)"
+        ),
+        {"cutoff": _naive(cutoff), "batch": batch},
+    )
+    return int(done.rowcount)  # type: ignore[attr-defined]
+
+
+__all__ = [
+    "FINAL",
+    "Owner",
+    "Routed",
+    "claim",
+    "finish",
+    "get",
+    "give_up",
+    "message",
+    "owned",
+    "owner",
+    "pending_for",
+    "readdress",
+    "start",
+    "trim",
+]
