@@ -338,3 +338,31 @@ async def test_a_charger_that_never_answers_does_not_hold_up_the_others(
         )
         assert took < 1.5
         assert fleet["CP-SLOW"].profiles  # it was sent its fallback, and never answered
+
+
+async def test_a_cut_within_the_hysteresis_is_sent_a_raise_is_not(
+    database_url: str, tmp_path: Path
+) -> None:
+    """load_hysteresis_amps spares chargers small raises only: a small cut left unsent
+    would leave the limits in force above the circuit's (found by scripts/load_demo.py:
+    three sessions held 8.0 + 6.6 + 7.0 A on a 20 A site after cuts of 1 A were skipped)."""
+    config = site(wiring("CP-A"), wiring("CP-B"))
+    answers = {"CP-A": "Accepted", "CP-B": "Accepted"}
+    async with site_with(database_url, tmp_path, config, answers) as (server, fleet):
+        active = {"CP-A": await fleet["CP-A"].start(), "CP-B": await fleet["CP-B"].start()}
+        await wait_until(
+            fleet, lambda: offered(fleet, active) == {"CP-A": 16.0, "CP-B": 16.0}, "16 A each"
+        )
+        # 31.6 A: 15.8 A each, a cut of 0.2 A (the test's hysteresis is 0.5 A).
+        lowered = await ctl(server, "circuits", "set-limit", "site", "--limit", "31.6")
+        assert lowered.returncode == 0, lowered.stderr
+        await wait_until(
+            fleet, lambda: offered(fleet, active) == {"CP-A": 15.8, "CP-B": 15.8}, "15.8 A each"
+        )
+        received = sum(len(c.profiles) for c in fleet.values())
+        # Back to 32 A: a raise of 0.2 A is not worth a message; 15.8 A stays in force.
+        raised = await ctl(server, "circuits", "set-limit", "site", "--limit", "32")
+        assert raised.returncode == 0, raised.stderr
+        await trio.sleep(2.5)  # two load_interval rounds
+        assert sum(len(c.profiles) for c in fleet.values()) == received
+        assert offered(fleet, active) == {"CP-A": 15.8, "CP-B": 15.8}

@@ -331,9 +331,11 @@ class LoadManager:
                 continue
             before = self._accepted.get((grant.charger_id, grant.connector_id))
             if before is not None and before[0] == grant.transaction_id:
-                if abs(before[1] - grant.amps) <= hysteresis and (before[1] == 0) == (
-                    grant.amps == 0
-                ):
+                # Only a small raise waits: a cut left unsent would keep the limits in
+                # force above what the circuits allow (the allocator counts the grant).
+                if 0 < before[1] <= grant.amps <= before[1] + hysteresis:
+                    continue
+                if before[1] == grant.amps:
                     continue
                 baseline = before[1]
             else:
