@@ -46,6 +46,7 @@ from voltaro.service.certificates import CertificateSigner
 from voltaro.service.charger_health import HealthRecorder
 from voltaro.service.charging_profiles import ChargingProfileService
 from voltaro.service.circuits import CircuitService
+from voltaro.service.cluster_node import ClusterNode
 from voltaro.service.cluster_router import ClusterRouter
 from voltaro.service.commands import CommandService
 from voltaro.service.directory import StoreDirectory
@@ -155,10 +156,29 @@ async def run(
         batch_window=settings.db_batch_window,
         batch_max=settings.db_batch_max,
     )
+    # Issue 18: several nodes on one PostgreSQL. One LISTEN connection per node (other
+    # parts subscribe to it before it starts), and this node's lease and ownership.
+    cluster: ClusterNode | None = None
+    pg_listener: PgListener | None = None
+    if settings.cluster:
+        pg_listener = PgListener(database.url)
+        cluster = ClusterNode(
+            database,
+            registry,
+            None,
+            node_id=node_name(settings),
+            lease_seconds=settings.node_lease_seconds,
+            address=settings.node_address,
+            pg_listener=pg_listener,
+        )
     try:
         await trio.to_thread.run_sync(database.upgrade)
-        # Nobody is connected yet, whatever a crash left in the table.
-        await database.run(chargers.reset_connected)
+        if cluster is None:
+            # Nobody is connected yet, whatever a crash left in the table.
+            await database.run(chargers.reset_connected)
+        else:
+            # Only this node's chargers: the others' are still connected elsewhere.
+            await cluster.register()
     except SQLAlchemyError as exc:  # StorageError too (the SQLite write-locked case)
         database.dispose()
         raise StartupError(
@@ -177,6 +197,8 @@ async def run(
         database.dispose()
         raise StartupError(str(exc)) from exc
     hub = EventHub(settings.control_queue_size)
+    if cluster is not None:
+        cluster.hub = hub
     # Issue 19: every event counted (and the energy of completed sessions) for /metrics.
     events = EventTally()
     hub.tap = events
@@ -187,7 +209,12 @@ async def run(
 
     publish = hub.publish
     frame_sink = FrameSink(db=database, settings=settings, publish=publish)
-    flags = ConnectionFlags(database, registry, interval=settings.connection_reconcile_interval)
+    flags = ConnectionFlags(
+        database,
+        registry,
+        interval=settings.connection_reconcile_interval,
+        node_id=cluster.node_id if cluster is not None else None,
+    )
     directory = StoreDirectory(database, hub, flags, charger_health)
 
     def backend_factory(charger_id: str) -> ChargerBackend:
@@ -216,17 +243,14 @@ async def run(
     # Several nodes on one PostgreSQL (issue 18): one LISTEN connection per node
     # (every subscription is made before it starts), and commands routed to the node
     # that holds the charger.
-    pg_listener: PgListener | None = None
     router: ClusterRouter | None = None
-    if settings.cluster:
-        pg_listener = PgListener(settings.database_url)
+    if cluster is not None and pg_listener is not None:
         router = ClusterRouter(
             database,
             registry,
             pg_listener,
             node_id=node_name(settings),
-            # Until the node lease lands (ClusterNode.fenced), a node never fences itself.
-            fenced=lambda: False,
+            fenced=cluster.fenced,
             settings=settings,
         )
     command_service = CommandService(
@@ -249,9 +273,11 @@ async def run(
                 queue_timeout=settings.command_queue_timeout,
                 protocol_error_limit=settings.protocol_error_limit,
                 protocol_error_window=settings.protocol_error_window,
+                fenced=cluster.fenced if cluster is not None else None,
             ),
         ),
         security_events=security,
+        ownership=cluster,
     )
     components = Components(
         settings=settings,
@@ -266,6 +292,8 @@ async def run(
         components.extras["pg_listener"] = pg_listener
     if router is not None:
         components.extras["cluster_router"] = router
+    if cluster is not None:
+        components.extras["cluster_node"] = cluster
     components.extras["frame_sink"] = frame_sink
     components.extras["liveness"] = liveness
     components.extras["health"] = health
@@ -362,6 +390,8 @@ async def run(
             await nursery.start(local_list_service.run)
             await nursery.start(reservation_service.run)
             await nursery.start(certificate_signer.run)
+            if cluster is not None:
+                await nursery.start(cluster.run)
             ocpp = await _start(
                 nursery,
                 listener.run,

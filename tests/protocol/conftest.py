@@ -29,7 +29,7 @@ from voltaro.domain.model import (
     StopTransactionResult,
 )
 from voltaro.domain.ports import StorageUnavailable
-from voltaro.protocol import OcppConnection
+from voltaro.protocol import ConnectionLimits, OcppConnection
 
 
 @dataclass
@@ -105,6 +105,7 @@ class AdapterServer:
     call_timeout: float
 
     arrived: trio.Event = field(default_factory=trio.Event)
+    limits: ConnectionLimits | None = None  # for connections accepted from now on
 
     async def connection(self, charger_id: str) -> OcppConnection:
         with trio.fail_after(5):
@@ -123,7 +124,9 @@ async def adapter_server(nursery: trio.Nursery) -> AdapterServer:
     async def handler(request: WebSocketRequest) -> None:
         ws = await request.accept(subprotocol="ocpp1.6")
         charger_id = request.path.rsplit("/", 1)[-1]
-        conn = OcppConnection(charger_id, ws, backend, call_timeout=state.call_timeout)
+        conn = OcppConnection(
+            charger_id, ws, backend, call_timeout=state.call_timeout, limits=state.limits
+        )
         connections[charger_id] = conn
         state.arrived.set()
         await conn.run()

@@ -18,6 +18,7 @@ from voltaro.domain.commands import (
     Reset,
     ResetType,
 )
+from voltaro.protocol import ConnectionLimits
 
 
 async def test_boot_heartbeat_round_trip(adapter_server: AdapterServer) -> None:
@@ -331,4 +332,32 @@ async def test_bad_command_arguments_are_not_sent(adapter_server: AdapterServer)
         await conn.send_command(RemoteStart(id_tag="T" * 21))
     assert info.value.code is CommandErrorCode.BAD_ARGUMENTS
     await cp.expect_silence(0.2)
+    await cp.close()
+
+
+async def test_a_fenced_node_sends_no_call(adapter_server: AdapterServer) -> None:
+    """Issue 18: while the node's cluster lease is not known valid, no CALL leaves it,
+    not even one that was waiting for its turn when the lease ran out."""
+    fenced = False
+    adapter_server.limits = ConnectionLimits(fenced=lambda: fenced)
+    cp = await RawCharger.connect(f"{adapter_server.url}/CP-F")
+    conn = await adapter_server.connection("CP-F")
+    errors: list[CommandError] = []
+
+    async def send() -> None:
+        try:
+            await conn.send_command(Reset(type=ResetType.SOFT))
+        except CommandError as exc:
+            errors.append(exc)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(send)
+        first = await cp.next_call()  # sent while the lease is valid
+        nursery.start_soon(send)  # waits for its turn behind the first
+        await trio.sleep(0.1)
+        fenced = True
+        await cp.answer(first, {"status": "Accepted"})
+    await cp.expect_silence(0.5)
+    assert [e.code for e in errors] == [CommandErrorCode.DISCONNECTED]
+    assert "cluster lease" in errors[0].message
     await cp.close()

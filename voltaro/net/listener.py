@@ -44,6 +44,7 @@ from voltaro.net.auth import PasswordChecker, parse_basic_auth
 from voltaro.net.directory import BackendFactory, ChargerDirectory, ConnectionFactory
 from voltaro.net.identity import InvalidIdentity, charger_id_from_path
 from voltaro.net.liveness import PingTimeout, TrackedWebSocket, keep_alive
+from voltaro.net.ownership import Claimed, Fenced, Ownership
 from voltaro.net.registry import Registry, Session
 from voltaro.net.security_events import SecurityEvents
 from voltaro.net.tls import PeerCertificate, TlsConfigError, TlsListener, server_context
@@ -87,6 +88,17 @@ def database_unavailable() -> Refusal:
     )
 
 
+def node_fenced() -> Refusal:
+    """This node holds no valid cluster lease (issue 18): the load balancer's next
+    choice, or this node once it joined again, takes the charger."""
+    return Refusal(
+        503,
+        "this node is not serving (cluster lease lost), retry later",
+        ((b"Retry-After", b"1"),),
+        kind="node_fenced",
+    )
+
+
 def unauthorized(reason: str, *, kind: str) -> Refusal:
     return Refusal(
         401, reason, ((b"WWW-Authenticate", b'Basic realm="OCPP", charset="UTF-8"'),), kind=kind
@@ -119,9 +131,13 @@ class OcppListener:
         password_checker: PasswordChecker | None = None,
         absorb: Callable[[str, str | None], bool] | None = None,
         security_events: SecurityEvents | None = None,
+        ownership: Ownership | None = None,
     ) -> None:
         """``absorb(what, charger_id)``: True when a consequence of a database outage is
-        reported by the outage summary instead of a line here (issue 21 item 5)."""
+        reported by the outage summary instead of a line here (issue 21 item 5).
+        ``ownership``: several nodes (issue 18): chargers are claimed across the cluster
+        after authentication and released when their socket closes."""
+        self._ownership = ownership
         self._absorb = absorb or (lambda what, charger_id: False)
         self._settings = settings
         self._registry = registry
@@ -352,21 +368,35 @@ class OcppListener:
             decision = Refusal(408, "handshake took too long", kind="handshake_timeout")
         if not isinstance(decision, Refusal) and self._closing:
             decision = Refusal(503, "server shutting down", kind="shutting_down")
+        claimed: Claimed | None = None
+        if not isinstance(decision, Refusal) and self._ownership is not None:
+            # Several nodes: the charger authenticated, so it may take itself over from
+            # whichever node holds it (A2 "Duplicate-connection policy" §1-2).
+            try:
+                claimed = await self._ownership.claim(decision.charger_id, remote)
+            except (StorageUnavailable, Fenced) as exc:
+                await self._notify_disconnected(decision.charger_id, "not admitted")
+                decision = node_fenced() if isinstance(exc, Fenced) else database_unavailable()
         try:
-            if isinstance(decision, Refusal):
-                await self._refuse(request, decision, remote)
+            try:
+                if isinstance(decision, Refusal):
+                    await self._refuse(request, decision, remote)
+                    return
+                ws = await request.accept(subprotocol=decision.subprotocol)
+                self._forget_pending(remote)
+            except (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                # The client gave up during the handshake: a normal disconnect, nothing
+                # to answer (issue 10 §2.5).
+                log.info("%s hung up during the handshake for %s", remote, request.path[:120])
+                if not isinstance(decision, Refusal):
+                    # Admitted (and recorded as connected), then gone: record that too.
+                    await self._notify_disconnected(decision.charger_id, "hung up in the handshake")
                 return
-            ws = await request.accept(subprotocol=decision.subprotocol)
-            self._forget_pending(remote)
-        except (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-            # The client gave up during the handshake: a normal disconnect, nothing to
-            # answer (issue 10 §2.5).
-            log.info("%s hung up during the handshake for %s", remote, request.path[:120])
-            if not isinstance(decision, Refusal):
-                # Admitted (and recorded as connected), then gone: record that too.
-                await self._notify_disconnected(decision.charger_id, "hung up in the handshake")
-            return
-        await self._serve_session(decision.charger_id, ws, remote)
+            handed_over, claimed = claimed, None  # the session releases it from here on
+            await self._serve_session(decision.charger_id, ws, remote, handed_over)
+        finally:
+            if claimed is not None and not isinstance(decision, Refusal):
+                await self._release(decision.charger_id, claimed)
 
     async def _refuse(self, request: WebSocketRequest, refusal: Refusal, remote: str) -> None:
         self.refused[refusal.status] = self.refused.get(refusal.status, 0) + 1
@@ -402,6 +432,8 @@ class OcppListener:
             return Refusal(503, "server shutting down", kind="shutting_down")
         if self._open > self._max_connections:
             return Refusal(503, "too many connections", kind="connection_cap")
+        if self._ownership is not None and self._ownership.fenced():
+            return node_fenced()
         try:
             charger_id = charger_id_from_path(request.path)
         except InvalidIdentity as exc:
@@ -569,7 +601,18 @@ class OcppListener:
             del self._abusers[charger_id]
         return left
 
-    async def _serve_session(self, charger_id: str, ws: WebSocketConnection, remote: str) -> None:
+    async def _release(self, charger_id: str, claimed: Claimed) -> None:
+        if self._ownership is not None:
+            with trio.move_on_after(CLOSE_BUDGET * 5, shield=True):
+                await self._ownership.release(charger_id, claimed)
+
+    async def _serve_session(
+        self,
+        charger_id: str,
+        ws: WebSocketConnection,
+        remote: str,
+        claimed: Claimed | None = None,
+    ) -> None:
         tracked = TrackedWebSocket(ws)
         backend = self._backend_factory(charger_id)
         link = self._connection_factory(
@@ -578,8 +621,21 @@ class OcppListener:
             backend,
             call_timeout=self._settings.call_timeout,
         )
-        session = Session(charger_id=charger_id, link=link, remote=remote)
+        session = Session(
+            charger_id=charger_id,
+            link=link,
+            remote=remote,
+            epoch=claimed.epoch if claimed is not None else 0,
+        )
         previous = self._registry.claim(session)
+        if (
+            claimed is not None
+            and self._ownership is not None
+            and not self._ownership.holds(claimed)
+        ):
+            # Fenced (or joined again as a new incarnation) since the claim: the fence
+            # closed the sessions it saw; this one was not there yet.
+            session.close(1012, "node lost its cluster lease")
         if previous is not None:
             self.security.record(
                 "takeover",
@@ -626,6 +682,8 @@ class OcppListener:
                 await ws.aclose(session.close_code, session.close_reason or None)
         finally:
             still_current = self._registry.release(session)
+            if claimed is not None:
+                await self._release(charger_id, claimed)
             if still_current:
                 with trio.move_on_after(CLOSE_BUDGET * 5, shield=True):
                     await self._notify_disconnected(charger_id, reason)

@@ -142,6 +142,9 @@ class ConnectionLimits:
     queue_timeout: float = 30.0
     protocol_error_limit: int = 100
     protocol_error_window: float = 60.0
+    # Several nodes (issue 18): True while this node's lease is not known valid. A fenced
+    # node sends no CALL at all: another node may own the charger by now (A2 §4).
+    fenced: Callable[[], bool] | None = None
 
 
 class TrioChargePoint(LibraryChargePoint):  # type: ignore[misc]
@@ -530,6 +533,13 @@ class TrioChargePoint(LibraryChargePoint):  # type: ignore[misc]
         async with self._turn(action):
             if self._closed.is_set():
                 raise ConnectionLostError(f"{self.charger_id} is not connected")
+            fenced = self._limits.fenced
+            if fenced is not None and fenced():
+                # Checked after the wait for our turn: a CALL queued before the lease
+                # was lost must not go out after it (scale-and-security A3, SIGSTOP).
+                raise ConnectionLostError(
+                    f"{self.charger_id}: this node lost its cluster lease; {action} not sent"
+                )
             send, receive = trio.open_memory_channel[list[Any]](1)
             self._pending[uid] = (action, send)
             try:

@@ -14,8 +14,11 @@ for good. So the flags are not written once and forgotten:
   new charger's flag: a database that cannot take it means HTTP 503 before the upgrade,
   and a connect storm costs one transaction per round, not one per charger.
 
-Single node: the registry is the truth. (Several nodes sharing PostgreSQL would also
-consult the other nodes' leases; Voltaro has no multi-node mode yet.)
+Single node: the registry is the truth. Several nodes on one PostgreSQL (issue 18,
+``node_id`` given): each node sets the flags of the chargers it holds, and clears a flag
+only when no other node owns the charger in charger_owners (a late "offline" from a node
+that lost the charger never hides its new connection elsewhere); the flags of dead
+nodes' chargers are cleared by the reaper (voltaro.service.cluster_node).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from voltaro.background import LoopGuard
 from voltaro.domain.ports import StorageUnavailable
 from voltaro.domain.timestamps import utc_now
 from voltaro.net.registry import Registry
-from voltaro.store import chargers
+from voltaro.store import charger_owners, chargers
 from voltaro.store.db import Database
 from voltaro.store.errors import PermanentStorageError, TransientStorageError
 
@@ -44,8 +47,16 @@ def _reason(exc: Exception) -> str:
 
 
 class ConnectionFlags:
-    def __init__(self, db: Database, registry: Registry, *, interval: float = 60.0) -> None:
+    def __init__(
+        self,
+        db: Database,
+        registry: Registry,
+        *,
+        interval: float = 60.0,
+        node_id: str | None = None,
+    ) -> None:
         self._db = db
+        self._node_id = node_id  # several nodes: see the module
         self._registry = registry
         self._interval = interval
         self._dirty: set[str] = set()
@@ -120,7 +131,14 @@ class ConnectionFlags:
             held = set(self._registry.connected()) | self._admitting
             dirty, self._dirty = self._dirty, set()  # the reconcile writes every flag
             try:
-                cleared, set_ = await self._db.run(chargers.reconcile_connected, held, utc_now())
+                if self._node_id is None:
+                    cleared, set_ = await self._db.run(
+                        chargers.reconcile_connected, held, utc_now()
+                    )
+                else:
+                    cleared, set_ = await self._db.run(
+                        charger_owners.reconcile_connected_fenced, held, self._node_id
+                    )
             except Exception as exc:
                 self._dirty |= dirty
                 self._release(dirty, _reason(exc))
@@ -139,7 +157,10 @@ class ConnectionFlags:
         batch, self._dirty = self._dirty, set()
         truth = {charger_id: self._truth(charger_id) for charger_id in batch}
         try:
-            await self._db.run(chargers.set_connected, truth, utc_now())
+            if self._node_id is None:
+                await self._db.run(chargers.set_connected, truth, utc_now())
+            else:
+                await self._db.run(charger_owners.set_connected_fenced, truth, self._node_id)
         except Exception as exc:
             self._dirty |= batch
             self._release(batch, _reason(exc))

@@ -1,0 +1,265 @@
+"""Node leases, self-fencing, the reaper and per-node connected flags (issue 18), against
+the real PostgreSQL: several ClusterNode instances on one throwaway database."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import trio
+from sqlalchemy import text
+
+from tests.support.outage import database_outage
+from voltaro.net.registry import Registry, Session
+from voltaro.service.cluster_node import ClusterNode
+from voltaro.service.hub import EventHub
+from voltaro.store import charger_owners, chargers
+from voltaro.store.db import Database
+
+pytestmark = pytest.mark.postgres
+
+LEASE = 1.5
+
+
+@pytest.fixture
+def pg(postgres_url: str) -> Iterator[Database]:
+    database = Database(postgres_url, pool_size=4)
+    database.upgrade()
+    try:
+        yield database
+    finally:
+        database.dispose()
+
+
+def _sql(db: Database, statement: str, **params: Any) -> list[Any]:
+    def work(s: Any) -> list[Any]:
+        result = s.execute(text(statement), params)
+        return list(result.all()) if result.returns_rows else []
+
+    return db.run_sync(work)
+
+
+class _Link:
+    """What the fence touches of a session's link: nothing but its identity."""
+
+    charger_id = "x"
+
+
+def _session(registry: Registry, charger_id: str, epoch: int = 1) -> Session:
+    session = Session(charger_id=charger_id, link=_Link(), epoch=epoch)  # type: ignore[arg-type]
+    registry.claim(session)
+    return session
+
+
+async def _until(check: Any, within: float) -> None:
+    with trio.fail_after(within):
+        while not check():  # noqa: ASYNC110 - polling a node's state and the clock
+            await trio.sleep(0.02)
+
+
+def _hub() -> tuple[EventHub, list[tuple[str, dict[str, Any]]]]:
+    hub = EventHub(100)
+    seen: list[tuple[str, dict[str, Any]]] = []
+    hub.tap = lambda name, data: seen.append((name, data))
+    return hub, seen
+
+
+def _node(db: Database, node_id: str, registry: Registry | None = None, **kw: Any) -> ClusterNode:
+    return ClusterNode(
+        db,
+        registry if registry is not None else Registry(),
+        kw.pop("hub", None),
+        node_id=node_id,
+        lease_seconds=kw.pop("lease", LEASE),
+        **kw,
+    )
+
+
+async def test_the_lease_is_renewed_on_the_database_clock_and_ended_on_stop(
+    pg: Database,
+) -> None:
+    node = _node(pg, "n1", address="10.0.0.1:9000")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(node.run)
+        assert not node.fenced()
+        (first,) = _sql(
+            pg,
+            "SELECT incarnation, address, lease_until, "
+            "EXTRACT(EPOCH FROM lease_until - (now() AT TIME ZONE 'UTC')) AS left_s "
+            "FROM cluster_nodes WHERE node_id = 'n1'",
+        )
+        assert first.incarnation == node.incarnation
+        assert first.address == "10.0.0.1:9000"
+        assert 0 < first.left_s <= LEASE
+        await trio.sleep(LEASE)  # three renewals
+        (later,) = _sql(pg, "SELECT lease_until FROM cluster_nodes WHERE node_id = 'n1'")
+        assert later.lease_until > first.lease_until
+        assert not node.fenced()
+        assert 0 < node.lease_left() <= LEASE
+        views = await node.nodes()
+        assert [(v.node_id, v.live) for v in views] == [("n1", True)]
+        nursery.cancel_scope.cancel()
+    # A clean stop ends the lease now: the others need not wait for it to run out.
+    (row,) = _sql(
+        pg,
+        "SELECT lease_until <= (now() AT TIME ZONE 'UTC') AS over "
+        "FROM cluster_nodes WHERE node_id = 'n1'",
+    )
+    assert row.over
+
+
+async def test_late_renewals_fence_the_node_its_sockets_close_1012_then_it_rejoins(
+    pg: Database,
+) -> None:
+    registry = Registry()
+    hub, seen = _hub()
+    node = _node(pg, "n1", registry, hub=hub)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(node.run)
+        first = node.incarnation
+        session = _session(registry, "CP-1")
+        node.renew_delay = LEASE  # every renewal now arrives after the lease ran out
+        started = trio.current_time()
+        await _until(lambda: node.fences, LEASE + 1)
+        # Fenced by the local clock no later than the lease (renewal start + lease).
+        assert trio.current_time() - started <= LEASE + 0.1
+        assert session.scope.cancel_called
+        assert session.close_code == 1012
+        assert node.fences == 1
+        node.renew_delay = 0
+        await _until(lambda: not node.fenced(), 5)
+        assert node.incarnation != first
+        assert node.incarnations == 2
+        nursery.cancel_scope.cancel()
+    assert "cluster.node_fenced" in [name for name, _ in seen]
+
+
+async def test_a_database_outage_fences_the_node_within_its_lease(
+    pg: Database, postgres_url: str
+) -> None:
+    registry = Registry()
+    node = _node(pg, "n1", registry)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(node.run)
+        session = _session(registry, "CP-1")
+        with database_outage(postgres_url):
+            started = trio.current_time()
+            await _until(lambda: node.fenced(), LEASE + 1)
+            assert trio.current_time() - started <= LEASE + 0.1
+            assert session.close_code == 1012
+            await trio.sleep(LEASE / 2)
+            assert node.fenced()  # no database, no lease
+        await _until(lambda: not node.fenced(), 10)
+        nursery.cancel_scope.cancel()
+
+
+async def test_an_expired_lease_is_never_revived(pg: Database) -> None:
+    node = _node(pg, "n1", lease=30)
+    await node.register()
+    assert await node.renew()
+    _sql(
+        pg,
+        "UPDATE cluster_nodes SET lease_until = (now() AT TIME ZONE 'UTC') - interval '1 second'",
+    )
+    assert not await node.renew()
+    assert node.fenced()
+
+
+def _owned(db: Database) -> dict[str, tuple[str, int]]:
+    return {
+        r.charger_id: (r.node_id, r.epoch)
+        for r in _sql(db, "SELECT charger_id, node_id, epoch FROM charger_owners")
+    }
+
+
+def _flags(db: Database) -> dict[str, bool]:
+    return {
+        r.charger_id: r.connected
+        for r in _sql(db, "SELECT charger_id, connected FROM charge_points")
+    }
+
+
+async def test_a_node_starting_clears_only_its_own_chargers(pg: Database) -> None:
+    for cid in ("CP-A", "CP-B"):
+        pg.run_sync(chargers.add_charger, cid)
+    old_a, b = _node(pg, "a", lease=30), _node(pg, "b", lease=30)
+    await old_a.register()
+    await b.register()
+    await old_a.claim("CP-A", "1.2.3.4:5")
+    await b.claim("CP-B", "1.2.3.4:6")
+    pg.run_sync(charger_owners.set_connected_fenced, {"CP-A": True, "CP-B": True}, "a")
+    # Node a crashes and starts again: a new incarnation with the same node id.
+    new_a = _node(pg, "a", lease=30)
+    await new_a.register()
+    assert _owned(pg) == {"CP-B": ("b", 1)}
+    assert _flags(pg) == {"CP-A": False, "CP-B": True}
+
+
+async def test_claims_bump_the_epoch_and_a_late_release_changes_nothing(pg: Database) -> None:
+    pg.run_sync(chargers.add_charger, "CP-1")
+    a, b = _node(pg, "a", lease=30), _node(pg, "b", lease=30)
+    await a.register()
+    await b.register()
+    on_a = await a.claim("CP-1", "1.1.1.1:1")
+    on_b = await b.claim("CP-1", "1.1.1.1:2")
+    assert (on_a.epoch, on_b.epoch) == (1, 2)
+    assert _owned(pg) == {"CP-1": ("b", 2)}
+    pg.run_sync(charger_owners.set_connected_fenced, {"CP-1": True}, "b")
+    # a's socket closes late: neither its release nor its "offline" touch b's claim.
+    await a.release("CP-1", on_a)
+    pg.run_sync(charger_owners.set_connected_fenced, {"CP-1": False}, "a")
+    assert _owned(pg) == {"CP-1": ("b", 2)}
+    assert _flags(pg) == {"CP-1": True}
+    assert not pg.run_sync(charger_owners.owns, "CP-1", "a", 1)
+    await b.release("CP-1", on_b)
+    pg.run_sync(charger_owners.set_connected_fenced, {"CP-1": False}, "b")
+    assert _owned(pg) == {}
+    assert _flags(pg) == {"CP-1": False}
+
+
+async def test_reconcile_leaves_the_chargers_of_other_nodes_alone(pg: Database) -> None:
+    for cid in ("CP-A", "CP-B", "CP-STALE"):
+        pg.run_sync(chargers.add_charger, cid)
+    a, b = _node(pg, "a", lease=30), _node(pg, "b", lease=30)
+    await a.register()
+    await b.register()
+    await a.claim("CP-A", "")
+    await b.claim("CP-B", "")
+    pg.run_sync(
+        charger_owners.set_connected_fenced, {"CP-A": True, "CP-B": True, "CP-STALE": True}, "a"
+    )
+    cleared, set_ = pg.run_sync(charger_owners.reconcile_connected_fenced, {"CP-A"}, "a")
+    assert (cleared, set_) == (1, 0)
+    assert _flags(pg) == {"CP-A": True, "CP-B": True, "CP-STALE": False}
+
+
+async def test_the_reaper_releases_the_chargers_of_an_expired_node(pg: Database) -> None:
+    for cid in ("CP-A", "CP-DEAD"):
+        pg.run_sync(chargers.add_charger, cid)
+    hub, seen = _hub()
+    a, dead = _node(pg, "a", lease=30, hub=hub), _node(pg, "dead", lease=30)
+    await a.register()
+    await dead.register()
+    await a.claim("CP-A", "")
+    await dead.claim("CP-DEAD", "")
+    pg.run_sync(charger_owners.set_connected_fenced, {"CP-A": True}, "a")
+    pg.run_sync(charger_owners.set_connected_fenced, {"CP-DEAD": True}, "dead")
+    assert await a.reap_once() == 0
+    _sql(
+        pg,
+        "UPDATE cluster_nodes SET lease_until = (now() AT TIME ZONE 'UTC') "
+        "- interval '1 second' WHERE node_id = 'dead'",
+    )
+    assert await a.reap_once() == 1
+    assert await _node(pg, "b", lease=30).reap_once() == 0  # once, whoever is first
+    assert _owned(pg) == {"CP-A": ("a", 1)}
+    assert _flags(pg) == {"CP-A": True, "CP-DEAD": False}
+    views = {v.node_id: v for v in await a.nodes()}
+    assert views["dead"].live is False
+    assert views["dead"].chargers == 0
+    assert views["a"].live is True
+    assert views["a"].chargers == 1
+    assert seen == [
+        ("charger.disconnected", {"charger_id": "CP-DEAD", "reason": "node dead lost its lease"})
+    ]
