@@ -121,7 +121,8 @@ def expire(node: Node, name: str) -> None:
 
 
 def own(node: Node, charger_id: str, owner: str, *, move: bool = False) -> None:
-    """``owner`` holds ``charger_id`` (epoch 0, as Session.epoch until claims land)."""
+    """``owner`` holds ``charger_id``: where no row exists, as a fresh claim writes it
+    (epoch 1, the epoch a node's first claim gives its Session)."""
     conflict = (
         "DO UPDATE SET node_id = EXCLUDED.node_id, incarnation = EXCLUDED.incarnation"
         if move
@@ -129,7 +130,7 @@ def own(node: Node, charger_id: str, owner: str, *, move: bool = False) -> None:
     )
     node.sql(
         "INSERT INTO charger_owners (charger_id, node_id, incarnation, epoch, connected_at) "
-        "SELECT :c, node_id, incarnation, 0, now() AT TIME ZONE 'UTC' FROM cluster_nodes "
+        "SELECT :c, node_id, incarnation, 1, now() AT TIME ZONE 'UTC' FROM cluster_nodes "
         f"WHERE node_id = :n ON CONFLICT (charger_id) {conflict}",
         c=charger_id,
         n=owner,
