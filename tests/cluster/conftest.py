@@ -27,6 +27,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if cluster is not None and report.failed:
         for node_id, text in cluster.logs().items():
             report.sections.append((f"node {node_id} log (last 200 lines)", text))
+    balancer = getattr(item, "_balancer", None)
+    if balancer is not None and report.failed:
+        report.sections.append(("haproxy log", balancer.log_text()[-20000:]))
     return report
 
 

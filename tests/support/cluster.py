@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -379,3 +380,83 @@ def _host_port(database_url: str) -> tuple[str, int]:
     hostport = after.split("/", 1)[0]
     host, _, port = hostport.partition(":")
     return host or "127.0.0.1", int(port or 5432)
+
+
+HAPROXY_EXAMPLE = Path(__file__).resolve().parents[2] / "scripts" / "haproxy" / "haproxy.cfg"
+
+
+class LoadBalancer:
+    """A real HAProxy running the shipped example (scripts/haproxy/haproxy.cfg) in
+    front of a cluster's nodes: only the addresses are rewritten (compose's service
+    names voltaro-1, voltaro-2, ... become node 1, 2, ... on loopback), and maxconn
+    lowered to fit a test machine's open-file limit."""
+
+    def __init__(self, cluster: Cluster, directory: Path) -> None:
+        self.cluster = cluster
+        self.directory = directory
+        self.ocpp_port = free_port()
+        self.api_port = free_port()
+        self.stats_port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+        self.config_path = directory / "haproxy.cfg"
+        self.log_path = directory / "haproxy.log"
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.ocpp_port}/ocpp"
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+    def render(self) -> str:
+        text = HAPROXY_EXAMPLE.read_text()
+        text = re.sub(r"^(\s+)maxconn \d+$", r"\1maxconn 1000", text, flags=re.M)
+        text = text.replace("bind :9000", f"bind 127.0.0.1:{self.ocpp_port}")
+        text = text.replace("bind :8080", f"bind 127.0.0.1:{self.api_port}")
+        text = text.replace("bind :8404", f"bind 127.0.0.1:{self.stats_port}")
+        for node in self.cluster.nodes:
+            name = f"voltaro-{node.index + 1}"
+            text = text.replace(
+                f"{name}:9000 check port 8080",
+                f"127.0.0.1:{node.ocpp_port} check port {node.http_port}",
+            )
+            text = text.replace(f"{name}:8080 check", f"127.0.0.1:{node.http_port} check")
+        return text
+
+    def start(self, binary: str = "haproxy") -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.config_path.write_text(self.render())
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [binary, "-db", "-f", str(self.config_path)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        deadline = time.monotonic() + 10
+        while True:
+            if self.process.poll() is not None:
+                raise NodeFailed(f"haproxy exited:\n{self.log_path.read_text()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.stats_port), timeout=0.5):
+                    return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise NodeFailed("haproxy did not listen in 10 s") from None
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=5)
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""

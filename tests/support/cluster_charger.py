@@ -314,3 +314,19 @@ async def running(chargers: Sequence[Charger]) -> Any:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def eventually(
+    check: Callable[[], Any], *, within: float, interval: float = 0.05, what: str = ""
+) -> Any:
+    """Poll ``check`` (blocking: run in a thread, e.g. a query) until it returns a truthy
+    value, which is returned; AssertionError naming ``what`` after ``within`` seconds.
+    Polling, not an event: the state lives in other processes (nodes, the database)."""
+    deadline = time.monotonic() + within
+    while True:
+        value = await asyncio.to_thread(check)
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {within} s: {what or check}")
+        await asyncio.sleep(interval)
