@@ -114,6 +114,15 @@ def describe(name: str, data: dict[str, Any], at: str | None = None) -> FeedLine
                 + (f" ({data['reason']})" if data.get("reason") else "")
                 + (f", closed by {data['closed_by']}" if data.get("closed_by") else ""),
             )
+        case "load.profile_refused":
+            # Issue 17: a charger that will not follow a limit is counted at its full
+            # rating, which may park others; worth a line (the load screen, `l`, shows it).
+            return line(
+                "warning",
+                "faults",
+                f"{who} refused a {data.get('purpose') or 'charging profile'} "
+                f"({data.get('answer')}): counted at its full rating until it boots again",
+            )
         case "transaction.orphan_stop":
             return line(
                 "fault",

@@ -192,8 +192,8 @@ class Layout:
     def for_width(cls, width: int) -> Layout:
         fixed = NAME_WIDTH + 1 + 2 + 1 + 1 + LABEL_WIDTH + 1 + FLAG_WIDTH + 1
         room = max(12, width - fixed)
-        spark = min(30, max(6, room // 4))
-        return cls(bar=max(6, room - spark), spark=spark)
+        spark = min(60, max(6, room // 4, room - 60))  # bars of at most 60 cells
+        return cls(bar=max(6, min(60, room - spark)), spark=spark)
 
 
 def _depths(circuits: list[dict[str, Any]]) -> dict[str, int]:
@@ -423,6 +423,8 @@ def counted_lines(live: dict[str, Any] | None, width: int) -> list[Text]:
 def summary_line(
     circuits: list[dict[str, Any]], live: dict[str, Any] | None, now: datetime
 ) -> Text:
+    """One line at 80 columns: OVERLOADED first when a circuit is, the policy, when the
+    latest round ran, sessions, parked, chargers not obeying limits."""
     if not circuits:
         return Text("")
     if not live:
@@ -431,15 +433,17 @@ def summary_line(
     parked = sum(1 for s in sessions if s.get("parked"))
     at = parse_time(live.get("computed_at"))
     age = f"{max(0, int((now - at).total_seconds()))}s ago" if at else "?"
-    text = Text(
-        f"policy {live.get('policy', '?')} · round {at.strftime('%H:%M:%S') if at else '?'}"
-        f" ({age}) · {len(sessions)} session{'s' if len(sessions) != 1 else ''}"
+    text = Text()
+    if live.get("overloaded"):
+        text.append("OVERLOADED", style="bold white on red")
+        text.append(" · ")
+    text.append(
+        f"{live.get('policy', '?')} · round {at.strftime('%H:%M:%S') if at else '?'} ({age})"
+        f" · {len(sessions)} session{'s' if len(sessions) != 1 else ''}"
     )
     if parked:
         text.append(f" · {parked} parked", style="bold yellow")
     counted = len(live.get("reserved") or [])
     if counted:
         text.append(f" · {counted} not obeying", style="yellow")
-    if live.get("overloaded"):
-        text.append(" · OVERLOADED", style="bold white on red")
     return text

@@ -170,7 +170,7 @@ async def test_circuit_per_phase_parked_session_and_a_stop_at_80x24(server: Serv
             assert parked.split()[:4] == ["CP-C", "1", "0.0", "-"], parked
             assert "circuit site L3 (16 A) is full" in parked, parked
             assert line_with(text, "CP-A").split()[:4] == ["CP-A", "1", "6.0", "-"]
-            assert "1 parked" in line_with(text, "policy equal")
+            assert "1 parked" in line_with(text, "equal · round")
             # The sparkline: the circuit at its limit now.
             assert l1.rstrip().endswith("█"), l1
             # What CP-A draws (its Current.Import meter values) shows next to its offer.
@@ -191,8 +191,21 @@ async def test_circuit_per_phase_parked_session_and_a_stop_at_80x24(server: Serv
             assert "10.0/16 A" in line_with(text, " L2 ")
             assert line_with(text, "CP-C").split()[:5] == ["CP-C", "1", "6.0", "-", "-"]
             assert not [line for line in text.splitlines() if line.startswith("CP-A ")], text
-            assert "parked" not in line_with(text, "policy equal")
+            assert "parked" not in line_with(text, "equal · round")
             assert tx_b  # still charging
+            # CP-B's link drops mid-session: it is listed as offline with what it is
+            # counted at (its fallback or the limit it last accepted, 6 A either way).
+            await chargers["CP-B"].close()
+            text = await shows(pilot, app, "CP-B", "offline")
+            assert "6.0 A on L1 L2 L3: offline" in line_with(text, "CP-B", "offline"), text
+            # An operator lowers the site's limit under what CP-B and CP-D alone are
+            # counted at: the site is overloaded, said in words and marked on every bar.
+            await ok(server, "circuits.set_limit", {"name": "site", "limit_amps": 8})
+            text = await shows(pilot, app, "OVERLOADED site")
+            l1 = line_with(text, " L1 ")
+            assert "/8 A OVER" in l1, text
+            assert "█!" in l1, l1
+            assert "OVERLOADED" in line_with(text, "equal · round")
             await pilot.press("escape")
             async with asyncio.timeout(5):
                 await until(pilot, lambda: not isinstance(app.screen, LoadScreen))

@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from console.feed import describe
 from console.load_view import (
     EMPTY,
     LoadHistory,
@@ -231,3 +232,30 @@ def test_counted_chargers_overloads_and_unmanaged_sessions() -> None:
     assert lines[3] == "not managed (on no circuit): CP-X #1"
     assert all(len(line) <= 78 for line in lines)
     assert "OVERLOADED" in summary_line(CIRCUITS, view, NOW).plain
+
+
+def test_wide_terminals_keep_bars_readable_and_a_longer_sparkline() -> None:
+    view = live(NOW, [16.0, 16.0, 16.0])
+    lines = [line.plain for line in circuit_lines(CIRCUITS[:1], view, LoadHistory(), NOW, 159)]
+    assert all(len(line) <= 159 for line in lines)
+    assert lines[1].count("█") + lines[1].count("░") == 60  # at most 60 cells
+    assert "LAST 10 MIN" in lines[0]  # the rest goes to the sparkline
+
+
+def test_a_refused_profile_is_a_feed_warning() -> None:
+    line = describe(
+        "load.profile_refused",
+        {
+            "charger_id": "CP-D",
+            "connector_id": 0,
+            "purpose": "TxDefaultProfile",
+            "answer": "Rejected",
+        },
+        "2026-12-05T21:00:00.000Z",
+    )
+    assert line is not None
+    assert line.severity == "warning"
+    assert line.text == (
+        "CP-D refused a TxDefaultProfile (Rejected): counted at its full rating until it "
+        "boots again"
+    )

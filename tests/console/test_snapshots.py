@@ -307,6 +307,123 @@ STOPS = [
 ]
 
 
+# Issue 17: a 63 A site with two feeders, as circuits.list returns it.
+def _wiring(charger_id: str, circuit: str, phases: str = "L1=L1,L2=L2,L3=L3", **extra: Any) -> Any:
+    return {
+        "charger_id": charger_id,
+        "circuit": circuit,
+        "phases": phases,
+        "max_amps": extra.get("max_amps", 32.0),
+        "fallback_amps": 6.0,
+        "priority": 0,
+    }
+
+
+def _load(name: str, amps: list[float], limit: float, kw_limit: float | None = None) -> Any:
+    return {
+        "circuit": name,
+        "amps": amps,
+        "limit_amps": limit,
+        "limit_kw": kw_limit,
+        "kw": round(sum(amps) * 0.23, 3),
+        "headroom_amps": round(limit - max(amps), 3),
+    }
+
+
+def _grant(charger_id: str, amps: float, **extra: Any) -> Any:
+    return {
+        "charger_id": charger_id,
+        "connector_id": extra.get("connector_id", 1),
+        "transaction_id": extra.get("transaction_id", 100),
+        "amps": amps,
+        "cap_amps": extra.get("cap_amps", 32.0),
+        "draw_amps": extra.get("draw_amps"),
+        "accepted_amps": extra.get("accepted_amps", amps),
+        "phases": ["L1", "L2", "L3"],
+        "parked": extra.get("parked"),
+        "detail": extra.get("detail", ""),
+        "since": "2026-12-04T18:20:00.000Z",
+    }
+
+
+CIRCUITS = [
+    {
+        "name": "site",
+        "parent": None,
+        "limit_amps": 63.0,
+        "limit_kw": None,
+        "chargers": [_wiring("SIM-4", "site", max_amps=16.0)],
+    },
+    {
+        "name": "feeder-a",
+        "parent": "site",
+        "limit_amps": 32.0,
+        "limit_kw": 22.0,
+        "chargers": [_wiring("SIM-1", "feeder-a"), _wiring("SIM-2", "feeder-a")],
+    },
+    {
+        "name": "feeder-b",
+        "parent": "site",
+        "limit_amps": 25.0,
+        "limit_kw": None,
+        "chargers": [
+            _wiring("SIM-3", "feeder-b", "L1=L2,L2=L3,L3=L1"),
+            _wiring("SIM-5", "feeder-b"),
+        ],
+    },
+]
+
+
+def _live(at: str, site: list[float], a: list[float], b: list[float]) -> Any:
+    return {
+        "computed_at": at,
+        "policy": "equal",
+        "loads": [
+            _load("site", site, 63.0),
+            _load("feeder-a", a, 32.0, 22.0),
+            _load("feeder-b", b, 25.0),
+        ],
+        "sessions": [
+            _grant("SIM-1", 16.0, draw_amps=15.6, transaction_id=101),
+            _grant("SIM-1", 16.0, connector_id=2, draw_amps=15.9, transaction_id=102),
+            _grant(
+                "SIM-2",
+                0.0,
+                parked="no-capacity",
+                transaction_id=104,
+                detail="circuit feeder-a L1 (32 A) is full",
+            ),
+            _grant("SIM-3", 12.0, cap_amps=12.0, draw_amps=10.0, transaction_id=103),
+        ],
+        "reserved": [
+            {
+                "charger_id": "SIM-4",
+                "amps": 16.0,
+                "reason": "rejects-profiles",
+                "phases": ["L1", "L2", "L3"],
+            },
+            {"charger_id": "SIM-5", "amps": 6.0, "reason": "offline", "phases": ["L1", "L2", "L3"]},
+        ],
+        "chargers": {
+            "SIM-1": "accepted",
+            "SIM-2": "accepted",
+            "SIM-3": "accepted",
+            "SIM-4": "refused",
+            "SIM-5": "accepted",
+        },
+        "overloaded": [],
+        "unmanaged": [{"charger_id": "SIM-7", "connector_id": 1}],
+    }
+
+
+LIVE = _live("2026-12-04T18:29:58.000Z", [50.0, 62.0, 50.0], [32.0, 31.6, 32.0], [18.0, 24.0, 18.0])
+# The rounds the console saw over the two minutes before: the site filling up.
+ROUNDS = [
+    _live(f"2026-12-04T18:{28 + (s // 60)}:{s % 60:02d}.000Z", [n, n, n], [n / 2] * 3, [n / 3] * 3)
+    for s, n in zip(range(0, 120, 10), (6, 12, 12, 22, 28, 28, 34, 40, 46, 52, 58, 60), strict=True)
+]
+
+
 class ScriptedLink:
     """Answers the console's requests from the fixed site above."""
 
@@ -323,6 +440,7 @@ class ScriptedLink:
             "transactions.stops": STOPS,
             "tags.list": [],
             "chargers.health": [HEALTH],
+            "circuits.list": {"circuits": CIRCUITS, "live": LIVE},
         }[op]
 
 
@@ -345,6 +463,8 @@ class ScriptedConsole(ConsoleApp):
             if line is not None:
                 self.log_feed(line)
         self.power_history.extend([4000, 9000, 12000, 15000, 18400, 18400])
+        for live in ROUNDS:
+            self.load_history.add(live, NOW)
         self.stale = False
         self._dirty.update(self.site.chargers)
         self._order = []
@@ -402,6 +522,14 @@ def test_alerts_80x24(snap_compare: Any) -> None:
 
 def test_help_80x24(snap_compare: Any) -> None:
     assert snap_compare(ScriptedConsole(), run_before=_keys("f1"), terminal_size=(80, 24))
+
+
+def test_load_80x24(snap_compare: Any) -> None:
+    assert snap_compare(ScriptedConsole(), run_before=_keys("l"), terminal_size=(80, 24))
+
+
+def test_load_160x45(snap_compare: Any) -> None:
+    assert snap_compare(ScriptedConsole(), run_before=_keys("l"), terminal_size=(160, 45))
 
 
 def _missing() -> ConsoleApp:
