@@ -46,6 +46,7 @@ from voltaro.service.certificates import CertificateSigner
 from voltaro.service.charger_health import HealthRecorder
 from voltaro.service.charging_profiles import ChargingProfileService
 from voltaro.service.circuits import CircuitService
+from voltaro.service.cluster_events import ClusterEvents
 from voltaro.service.cluster_node import ClusterNode
 from voltaro.service.cluster_router import ClusterRouter
 from voltaro.service.commands import CommandService
@@ -161,7 +162,9 @@ async def run(
     cluster: ClusterNode | None = None
     pg_listener: PgListener | None = None
     if settings.cluster:
-        pg_listener = PgListener(database.url)
+        pg_listener = PgListener(
+            database.url, application_name=f"voltaro listen {node_name(settings)}"
+        )
         cluster = ClusterNode(
             database,
             registry,
@@ -367,6 +370,19 @@ async def run(
     )
     circuits.on_change = load_manager.changed
     components.extras["load_manager"] = load_manager
+    # Issue 18: consoles on every node see every charger's events (the event outbox).
+    cluster_events: ClusterEvents | None = None
+    if pg_listener is not None:
+        cluster_events = ClusterEvents(
+            database,
+            hub,
+            pg_listener,
+            node_name(settings),
+            retention=settings.cluster_events_retention,
+            buffer=settings.cluster_events_buffer,
+            poll=settings.cluster_events_poll,
+        )
+        components.extras["cluster_events"] = cluster_events
     try:
         await circuits.apply_configuration(settings.circuits)
     except CircuitError as exc:
@@ -383,6 +399,8 @@ async def run(
                 await nursery.start(pg_listener.run)  # after every subscribe()
             if router is not None:
                 await nursery.start(router.run)
+            if cluster_events is not None:
+                await nursery.start(cluster_events.run)
             await nursery.start(frame_sink.run)
             await nursery.start(liveness.run)
             await nursery.start(health.run)

@@ -244,6 +244,14 @@ class Settings:
     node_id: str = ""  # unique per node; empty: the host name (cluster = true only)
     node_lease_seconds: float = 15.0
     node_address: str = ""  # how operators reach this node (shown by ctl status)
+    # Consoles on every node see every charger's events through the cluster_events
+    # outbox (docs/scaling.md): rows older than cluster_events_retention seconds are
+    # trimmed; up to cluster_events_buffer events wait while the database is away (then
+    # the newest are dropped and consoles on other nodes resync); each node reads the
+    # outbox on every NOTIFY and at least every cluster_events_poll seconds.
+    cluster_events_retention: float = 3600.0
+    cluster_events_buffer: int = 10000
+    cluster_events_poll: float = 5.0
     # --- Process -------------------------------------------------------------------
     log_level: str = "INFO"
     log_format: LogFormat = LogFormat.TEXT
@@ -470,6 +478,12 @@ def _validate(s: Settings) -> None:
         raise bad("database_url", "must start with sqlite:// or postgresql://")
     if s.node_lease_seconds < 3:
         raise bad("node_lease_seconds", "must be at least 3 (renewed every third of it)")
+    if s.cluster_events_retention < 60:
+        raise bad("cluster_events_retention", "must be at least 60 seconds")
+    if s.cluster_events_buffer < 100:
+        raise bad("cluster_events_buffer", "must be at least 100")
+    if s.cluster_events_poll <= 0:
+        raise bad("cluster_events_poll", "must be greater than 0")
     if s.node_id and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}", s.node_id):
         raise bad("node_id", f"{s.node_id!r}: letters, digits, _ . - only, at most 63")
     if s.cluster and not s.database_url.startswith("postgresql"):

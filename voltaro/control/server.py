@@ -326,13 +326,18 @@ class _SessionState:
 
         async def pump() -> None:
             with scope:
-                async with hub.subscribe(frames=frames, charger_id=charger_id, kinds=kinds) as sub:
+                # A console sees every node's chargers (issue 18: the cluster outbox).
+                async with hub.subscribe(
+                    frames=frames, charger_id=charger_id, kinds=kinds, remote=True
+                ) as sub:
                     while True:
                         item = await sub.receive()
                         if item == RESYNC:
                             await send(wire.resync("events were dropped: re-read the state"))
                         elif isinstance(item, HubEvent):
-                            await send(wire.event(item.seq, item.name, item.at, item.data))
+                            await send(
+                                wire.event(item.seq, item.name, item.at, item.data, item.node)
+                            )
 
         self.nursery.start_soon(pump)
 

@@ -14,6 +14,7 @@ server -> client
     {"type": "response", "id": 7, "ok": true, "result": {...}}
     {"type": "response", "id": 7, "ok": false, "error": {"code": "offline", "message": "..."}}
     {"type": "event", "seq": 42, "event": "connector.status", "at": "2025-...Z", "data": {...}}
+    (with "node": "n2" when another node of a cluster published it; seq is this node's)
     {"type": "resync", "reason": "..."}   (events were dropped: re-read state, then go on)
 
 Ops, their arguments and results are listed in OPS and documented in docs/control.md.
@@ -378,8 +379,13 @@ def error(rid: int | str | None, code: ErrorCode | str, message: str) -> dict[st
     }
 
 
-def event(seq: int, name: Event | str, at: str, data: dict[str, Any]) -> dict[str, Any]:
-    return {"type": "event", "seq": seq, "event": str(name), "at": at, "data": data}
+def event(
+    seq: int, name: Event | str, at: str, data: dict[str, Any], node: str | None = None
+) -> dict[str, Any]:
+    frame = {"type": "event", "seq": seq, "event": str(name), "at": at, "data": data}
+    if node is not None:
+        frame["node"] = node  # another node of the cluster published it (issue 18)
+    return frame
 
 
 def resync(reason: str) -> dict[str, Any]:

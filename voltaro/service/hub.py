@@ -4,6 +4,13 @@ Each subscriber has a bounded queue. ``publish`` never blocks: when a subscriber
 is full its events are dropped and it is marked as overflowed; the next thing it
 receives is a resync marker (re-read the state, then carry on). A console that cannot
 keep up loses its live feed, never a charger its answer.
+
+Several nodes (issue 18, voltaro/service/cluster_events.py): what this node publishes is
+also handed to ``export`` (the event outbox); what other nodes published comes back
+through :meth:`EventHub.publish_remote` and reaches only subscribers that asked for
+remote events (consoles), never the services that act on events (they would act on
+chargers another node serves), never ``tap`` (each node counts its own) and never
+``export`` again.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ class HubEvent:
     name: str
     at: str
     data: dict[str, Any]
+    node: str | None = None  # the node that published it, when another node did
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,9 +53,11 @@ class Subscription:
         frames: bool,
         charger_id: str | None = None,
         kinds: tuple[str, ...] = (),
+        remote: bool = False,
     ) -> None:
         self._hub = hub
         self.frames = frames
+        self.remote = remote  # also the events other nodes published (consoles)
         # A filter (ctl events --charger/--kind): what it excludes never takes queue
         # room, so a narrow subscriber does not resync because of others' traffic.
         self.charger_id = charger_id
@@ -64,6 +74,16 @@ class Subscription:
         except trio.WouldBlock:
             self.overflowed = True
             return False
+
+    def resync(self) -> None:
+        """Tell this subscriber to re-read the state after what is queued (events were
+        lost before they reached this hub)."""
+        if self.overflowed:
+            return  # it gets its RESYNC already
+        try:
+            self._send.send_nowait(RESYNC)
+        except trio.WouldBlock:
+            self.overflowed = True
 
     async def receive(self) -> HubEvent | str:
         """The next event, or RESYNC after events were dropped for this subscriber."""
@@ -89,6 +109,9 @@ class EventHub:
         # Sees every event but raw frames, subscribers or not (the metrics count them:
         # issue 19). Sync and cheap, like publish itself.
         self.tap: Callable[[str, dict[str, Any]], None] | None = None
+        # Sees every event this node publishes but raw frames (the cluster event outbox;
+        # None on a single node). Sync and cheap: it only queues.
+        self.export: Callable[[str, dict[str, Any]], None] | None = None
 
     def publish(self, event: Event | str, data: dict[str, Any]) -> None:
         """Offer an event to every subscriber. Sync and non-blocking by design."""
@@ -96,6 +119,8 @@ class EventHub:
         is_frame = name == Event.FRAME
         if self.tap is not None and not is_frame:  # frames: counted by the protocol layer
             self.tap(name, data)
+        if self.export is not None and not is_frame:
+            self.export(name, data)
         # Built only once a subscriber takes it: a server always has a filtered
         # subscriber (the local-list service follows connects and boots), and the
         # timestamp alone costs more than the rest of a publish, per frame and per
@@ -114,11 +139,45 @@ class EventHub:
             if not sub.offer(item):
                 self._dropped += 1
 
+    def publish_remote(self, name: str, at: str, data: dict[str, Any], node: str) -> None:
+        """An event another node published (read from the outbox): offered only to the
+        subscribers that asked for remote events; not tapped, not exported again."""
+        item: HubEvent | None = None
+        for sub in self._subscribers:
+            if not sub.remote:
+                continue
+            if (sub.charger_id is not None or sub.kinds) and not event_matches(
+                name, data, sub.charger_id, sub.kinds
+            ):
+                continue
+            if item is None:
+                item = HubEvent(seq=next(self._seq), name=name, at=at, data=data, node=node)
+                self._published += 1
+            if not sub.offer(item):
+                self._dropped += 1
+
+    def wants_remote(self) -> bool:
+        """Whether any subscriber takes other nodes' events (a console is attached)."""
+        return any(sub.remote for sub in self._subscribers)
+
+    def resync_remote(self) -> None:
+        """Events of other nodes were lost on their way here: every subscriber to remote
+        events gets a RESYNC after what it has queued."""
+        for sub in self._subscribers:
+            if sub.remote:
+                sub.resync()
+
     @asynccontextmanager
     async def subscribe(
-        self, *, frames: bool = False, charger_id: str | None = None, kinds: tuple[str, ...] = ()
+        self,
+        *,
+        frames: bool = False,
+        charger_id: str | None = None,
+        kinds: tuple[str, ...] = (),
+        remote: bool = False,
     ) -> AsyncIterator[Subscription]:
-        sub = Subscription(self, self._queue_size, frames, charger_id, kinds)
+        """``remote``: also the events of chargers on other nodes (consoles; issue 18)."""
+        sub = Subscription(self, self._queue_size, frames, charger_id, kinds, remote)
         self._subscribers.add(sub)
         try:
             yield sub

@@ -98,6 +98,8 @@ class PgListener:
     database_url: str
     connect_timeout: float = 5.0
     reconnect_delay: float = 1.0
+    # Shown in pg_stat_activity: which node's LISTEN connection a backend is.
+    application_name: str = "voltaro listen"
     _subscribers: dict[str, list[_Subscriber]] = field(default_factory=dict)
     _connected: bool = False
     _started: bool = False
@@ -163,6 +165,7 @@ class PgListener:
             libpq_url(self.database_url),
             autocommit=True,  # a LISTEN connection must never sit idle in a transaction
             connect_timeout=max(1, math.ceil(self.connect_timeout)),
+            application_name=self.application_name,
             **_KEEPALIVES,
         )
         try:
