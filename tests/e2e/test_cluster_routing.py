@@ -32,19 +32,21 @@ from tests.e2e.conftest import RunningServer, server_settings, start_server
 from tests.e2e.control_client import ControlClient
 from tests.support.charger import RawCharger
 from voltaro.settings import ApiScope, ApiToken
-from voltaro.store import chargers, routed_commands, tags
+from voltaro.store import chargers, routed_commands, tags, transactions
 from voltaro.store import commands as audit
 from voltaro.store.db import Database
 
 pytestmark = pytest.mark.postgres
 
 TOKEN = "cluster-admin-token-0123456789"
+NOW = "2026-01-01T00:00:00Z"
 
 
 @dataclass
 class Node:
     name: str
     server: RunningServer
+    stop: trio.Event
 
     @property
     def http(self) -> str:
@@ -88,7 +90,7 @@ async def cluster(
                     **overrides,
                 )
                 server, stop = await start_server(nursery, settings)
-                nodes.append(Node(name, server))
+                nodes.append(Node(name, server, stop))
                 stops.append(stop)
                 lease(nodes[-1], name)
             yield nodes
@@ -144,6 +146,9 @@ class AnsweringCharger:
     cp: RawCharger
     calls: list[list[Any]] = field(default_factory=list)
     answers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # action -> a function of the action run (in a worker thread) to make the answer
+    answers_by: dict[str, Callable[[str], dict[str, Any]]] = field(default_factory=dict)
+    silent: bool = False  # record CALLs, answer none
 
     def count(self, action: str) -> int:
         return sum(1 for c in self.calls if c[2] == action)
@@ -162,7 +167,13 @@ class AnsweringCharger:
             if frame[0] != 2:
                 continue
             self.calls.append(frame)
-            await self.cp.answer(frame, self._answer(frame[2]))
+            if self.silent:
+                continue
+            if frame[2] in self.answers_by:
+                answer = await trio.to_thread.run_sync(self.answers_by[frame[2]], frame[2])
+            else:
+                answer = self._answer(frame[2])
+            await self.cp.answer(frame, answer)
 
     def _answer(self, action: str) -> dict[str, Any]:
         if action in self.answers:
@@ -488,3 +499,157 @@ async def test_a_command_follows_the_charger_to_its_new_owner(
         assert charger.count("ClearCache") == 1
         (row,) = rows(n1)
         assert (row["owner_node"], row["status"]) == ("n2", "answered")
+
+
+def command_request(request_id: str, action: str, **args: Any) -> dict[str, Any]:
+    return {"charger_id": "CP-B", "action": action, "args": args, "request_id": request_id}
+
+
+async def test_a_retry_after_the_charger_started_gets_the_first_answer(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """RemoteStart is not idempotent: the retry of one that was carried out returns its
+    answer, although the tag is charging now (a new request would be refused)."""
+    async with (
+        cluster(postgres_url, tmp_path) as (n1, n2),
+        trio.open_nursery() as nursery,
+        charger_on(nursery, n2, "CP-B") as charger,
+    ):
+        n1.server.run(tags.add_tag, "TAG-1")
+        request_id = str(uuid.uuid4())
+        client = await n1.control()
+        first = await client.request(
+            "command", command_request(request_id, "remote-start", id_tag="TAG-1")
+        )
+        assert first["ok"], first
+        start = {"connectorId": 1, "idTag": "TAG-1", "meterStart": 0, "timestamp": NOW}
+        await charger.cp.send_raw(json.dumps([2, "st-1", "StartTransaction", start]))
+        await poll(lambda: bool(n1.server.run(transactions.live_sessions_of_tag, "TAG-1")))
+        fresh = await client.command("CP-B", "remote-start", id_tag="TAG-1")
+        assert fresh["error"]["code"] == "bad_arguments", fresh  # a new request is refused
+        assert "already in transaction" in fresh["error"]["message"]
+        again = await client.request(
+            "command", command_request(request_id, "remote-start", id_tag="TAG-1")
+        )
+        other = await client.request("command", command_request(request_id, "clear-cache"))
+        await client.aclose()
+        assert again["ok"], again
+        assert again["result"] == first["result"]
+        assert other["error"]["code"] == "bad_arguments", other
+        assert "a retry must repeat the same command" in other["error"]["message"]
+        await trio.sleep(0.3)
+        assert charger.count("RemoteStartTransaction") == 1
+        assert charger.count("ClearCache") == 0
+
+
+async def test_a_retry_after_an_unsent_failure_runs_once(postgres_url: str, tmp_path: Path) -> None:
+    """owner_unreachable means not sent: the same request id later runs it, once."""
+    async with (
+        cluster(postgres_url, tmp_path) as (n1, n2),
+        trio.open_nursery() as nursery,
+        charger_on(nursery, n2, "CP-B") as charger,
+    ):
+        lease(n1, "ghost")
+        own(n1, "CP-B", "ghost", move=True)
+        request_id = str(uuid.uuid4())
+        client = await n1.control()
+        first = await client.request(
+            "command", command_request(request_id, "remote-start", id_tag="T", force=True)
+        )
+        assert first["error"]["code"] == "owner_unreachable", first
+        own(n1, "CP-B", "n2", move=True)
+        replies = []
+        for _ in range(2):
+            replies.append(
+                await client.request(
+                    "command",
+                    command_request(request_id, "remote-start", id_tag="T", force=True),
+                )
+            )
+        await client.aclose()
+        assert all(r["ok"] for r in replies), replies
+        await trio.sleep(0.3)
+        assert charger.count("RemoteStartTransaction") == 1
+        (row,) = rows(n1)
+        assert (row["owner_node"], row["status"]) == ("n2", "answered")
+
+
+async def test_a_command_for_an_older_connection_is_not_sent(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """Fencing (A2 step 4): the owner row's epoch moved on (the charger reconnected);
+    the command addressed to that epoch is not sent over the connection this node has."""
+    async with (
+        cluster(postgres_url, tmp_path) as (n1, n2),
+        trio.open_nursery() as nursery,
+        charger_on(nursery, n2, "CP-B") as charger,
+    ):
+        n1.sql("UPDATE charger_owners SET epoch = epoch + 1 WHERE charger_id = 'CP-B'")
+        client = await n1.control()
+        reply = await client.command("CP-B", "clear-cache")
+        await client.aclose()
+        assert reply["error"]["code"] == "offline", reply
+        assert "reconnected" in reply["error"]["message"]
+        await trio.sleep(0.3)
+        assert charger.calls == []
+        (row,) = rows(n1)
+        assert row["status"] == "offline"
+
+
+async def test_an_answer_notified_while_the_origin_was_not_listening_is_read_on_resync(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """NOTIFY is at-most-once: the reply sent while the origin's LISTEN connection is
+    down is lost; when it is back, the origin rereads its row (not a timeout)."""
+    async with (
+        cluster(postgres_url, tmp_path, call_timeout=10.0) as (n1, n2),
+        trio.open_nursery() as nursery,
+        charger_on(nursery, n2, "CP-B") as charger,
+    ):
+        cut = trio.Event()
+
+        def cut_listeners(action: str) -> dict[str, Any]:
+            # Every LISTEN connection of the database (both nodes'): the reply to n1 is
+            # sent while they are down.
+            n1.sql(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND query LIKE 'LISTEN %'"
+            )
+            cut.set()
+            return {"status": "Accepted"}
+
+        charger.answers_by = {"ClearCache": cut_listeners}
+        client = await n1.control()
+        began = trio.current_time()
+        reply = await client.command("CP-B", "clear-cache")
+        took = trio.current_time() - began
+        await client.aclose()
+        assert cut.is_set()
+        assert reply["ok"], reply
+        assert took < 4.0, took  # the listener's reconnect (1 s), not the call timeout
+        assert charger.count("ClearCache") == 1
+
+
+async def test_an_owner_shutting_down_mid_command_answers_at_once(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    async with cluster(postgres_url, tmp_path, call_timeout=10.0) as (n1, n2):
+        async with trio.open_nursery() as nursery, charger_on(nursery, n2, "CP-B") as charger:
+            charger.silent = True  # receives the CALL, never answers
+            client = await n1.control()
+            result: dict[str, Any] = {}
+
+            async def ask() -> None:
+                result.update(await client.command("CP-B", "clear-cache"))
+
+            async with trio.open_nursery() as inner:
+                inner.start_soon(ask)
+                await poll(lambda: charger.count("ClearCache") == 1)
+                began = trio.current_time()
+                n2.stop.set()
+            took = trio.current_time() - began
+            await client.aclose()
+        assert result["error"]["code"] in ("disconnected", "internal"), result
+        assert took < 3.0, took
+        (row,) = rows(n1)
+        assert row["status"] == "error"

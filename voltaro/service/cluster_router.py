@@ -161,6 +161,18 @@ class ClusterRouter:
         self._owners[charger_id] = found.node_id
         return True
 
+    async def previous(
+        self, request_id: str, charger_id: str, action: str
+    ) -> CommandOutcome | None:
+        """The stored answer of an ended request with this id (raises its error)."""
+        row = await self._db.run(routed.get, request_id)
+        if row is None:
+            return None
+        _same_request(row, charger_id, action)
+        if row.status in routed.FINAL and row.result is not None and not routed.retryable(row):
+            return _result(row.result)
+        return None
+
     async def send(
         self,
         charger_id: str,
@@ -209,6 +221,7 @@ class ClusterRouter:
                     ) from None
                 owner = None
             if existing is not None:
+                _same_request(existing, charger_id, action)
                 log.info("routed command %s (%s) is a retry: not sent again", request_id, action)
                 return await self._follow(request_id, waiter, existing)
             if owner is None:
@@ -506,6 +519,15 @@ class ClusterRouter:
             except _DB_ERRORS as exc:
                 log.warning("routed_commands not trimmed: %s", exc)
             await trio.sleep(RETENTION_INTERVAL)
+
+
+def _same_request(row: routed.Routed, charger_id: str, action: str) -> None:
+    if (row.charger_id, row.action) != (charger_id, action):
+        raise CommandError(
+            CommandErrorCode.BAD_ARGUMENTS,
+            f"request id {row.id} was used for {row.action} to {row.charger_id}: "
+            "a retry must repeat the same command",
+        )
 
 
 def _fenced_error(node_id: str) -> CommandError:

@@ -400,6 +400,13 @@ class CommandRouter(Protocol):
         table; ``is_connected`` may be a second old)."""
         ...
 
+    async def previous(
+        self, request_id: str, charger_id: str, action: str
+    ) -> CommandOutcome | None:
+        """The answer of a request with this idempotency key that already ended (raises
+        its error); None: no such request, or still in flight (``send`` follows it)."""
+        ...
+
     async def send(
         self,
         charger_id: str,
@@ -424,6 +431,11 @@ class LocalRouter:
 
     async def reachable(self, charger_id: str) -> bool:
         return self.is_connected(charger_id)
+
+    async def previous(
+        self, request_id: str, charger_id: str, action: str
+    ) -> CommandOutcome | None:
+        return None  # a single node keeps no requests
 
     async def send(
         self,
@@ -539,6 +551,20 @@ class CommandService:
         action = ACTION_OF[type(command)]
         validate(command)
         try:
+            if request_id is not None:
+                # A retry of a request that already ended: its answer, before the state
+                # checks (the charger may be charging or gone since), never a second CALL.
+                earlier = await self._router.previous(request_id, charger_id, action)
+                if earlier is not None:
+                    log.info(
+                        "command charger=%s action=%s by=%s request_id=%s: a retry, "
+                        "answered from the first attempt",
+                        charger_id,
+                        action,
+                        actor,
+                        request_id,
+                    )
+                    return earlier
             charger = await self._db.run(chargers.get_charger, charger_id)
             if charger is None:
                 raise CommandError(CommandErrorCode.NOT_FOUND, f"unknown charger {charger_id}")

@@ -30,6 +30,9 @@ from voltaro.store.notify import channel_name, notify
 from voltaro.store.schema import RoutedCommandRow
 
 FINAL = frozenset({"answered", "error", "timeout", "offline"})
+# Error codes after which the command was certainly not sent (voltaro.domain.commands):
+# a retry with the same request id may run it (once) instead of repeating the error.
+NOT_SENT = frozenset({"offline", "owner_unreachable", "busy", "unavailable"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +98,14 @@ def owned(s: Session) -> dict[str, str]:
     return {str(c): str(n) for c, n in rows}
 
 
+def retryable(row: Routed) -> bool:
+    """Ended without being sent: a retry with its id runs it after all."""
+    if row.status not in FINAL or row.result is None:
+        return False
+    error = row.result.get("error")
+    return isinstance(error, dict) and error.get("code") in NOT_SENT
+
+
 def _load(row: RoutedCommandRow) -> Routed:
     return Routed(
         id=row.id,
@@ -127,28 +138,29 @@ def start(
     """Write the request and address it to the charger's owner, in one transaction.
 
     Returns (the row that already had this id, None) for a retry; otherwise (None, the
-    owner). No owner: the row is final at once (``offline``). An owner other than the
-    origin is notified with the id (``req``) when this transaction commits."""
-    existing = s.get(RoutedCommandRow, request_id)
-    if existing is not None:
+    owner). A retry of a request that ended unsent (:func:`retryable`) starts it again.
+    No owner: the row is final at once (``offline``). An owner other than the origin is
+    notified with the id (``req``) when this transaction commits."""
+    existing = s.get(RoutedCommandRow, request_id, with_for_update=True)
+    if existing is not None and not retryable(_load(existing)):
         return _load(existing), None
     found = _owner(s, charger_id)
     now = utc_now()
-    row = RoutedCommandRow(
-        id=request_id,
-        charger_id=charger_id,
-        action=action,
-        payload=json.dumps(payload),
-        origin_node=origin_node,
-        owner_node=found.node_id if found else None,
-        owner_epoch=found.epoch if found else None,
-        requested_by=requested_by,
-        status="queued" if found else "offline",
-        created_at=now,
-        answered_at=None if found else now,
-    )
-    s.add(row)
-    s.flush()  # a concurrent retry with the same id fails here (primary key)
+    row = existing or RoutedCommandRow(id=request_id)
+    row.charger_id = charger_id
+    row.action = action
+    row.payload = json.dumps(payload)
+    row.origin_node = origin_node
+    row.owner_node = found.node_id if found else None
+    row.owner_epoch = found.epoch if found else None
+    row.requested_by = requested_by
+    row.status = "queued" if found else "offline"
+    row.result = None
+    row.created_at = now
+    row.answered_at = None if found else now
+    if existing is None:
+        s.add(row)
+    s.flush()  # a concurrent first attempt with the same id fails here (primary key)
     if found is not None and found.node_id != origin_node:
         notify(s, channel_name("cmd", found.node_id), message("req", request_id))
     return None, found
@@ -260,6 +272,7 @@ def trim(s: Session, older_than: timedelta, batch: int = 1000) -> int:
 
 __all__ = [
     "FINAL",
+    "NOT_SENT",
     "Owner",
     "Routed",
     "claim",
@@ -271,6 +284,7 @@ __all__ = [
     "owner",
     "pending_for",
     "readdress",
+    "retryable",
     "start",
     "trim",
 ]
