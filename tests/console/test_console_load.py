@@ -34,12 +34,16 @@ async def ok(server: Server, op: str, args: dict[str, Any]) -> Any:
     return answer["result"]
 
 
+async def add_chargers(server: Server) -> None:
+    for charger_id in ("CP-A", "CP-B", "CP-C", "CP-D"):
+        await ok(server, "chargers.add", {"charger_id": charger_id})
+        await ok(server, "tags.add", {"id_tag": f"T-{charger_id}"})
+
+
 @pytest_asyncio.fixture
 async def server(tmp_path: Path) -> AsyncIterator[Server]:
     async with running_server(tmp_path) as server:
-        for charger_id in ("CP-A", "CP-B", "CP-C", "CP-D"):
-            await ok(server, "chargers.add", {"charger_id": charger_id})
-            await ok(server, "tags.add", {"id_tag": f"T-{charger_id}"})
+        await add_chargers(server)
         yield server
 
 
@@ -241,24 +245,33 @@ def profiled(charger: RawCharger, tx: int) -> bool:
 
 
 async def test_a_console_that_stops_reading_does_not_hold_up_the_server(
-    server: Server, tmp_path: Path
+    tmp_path: Path,
 ) -> None:
-    """A console attached and subscribed that reads nothing while rounds are published
-    (its socket buffer fills): chargers still get their limits and answers at once."""
-    await wire_site(server)
-    reader, writer = await asyncio.open_unix_connection(server.socket)
-    await reader.readline()  # hello
-    writer.write(
-        (json.dumps({"type": "request", "id": 1, "op": "subscribe", "args": {}}) + "\n").encode()
-    )
-    await writer.drain()
-    # From here on this client never reads again.
-    charger = await RawCharger.connect(server.port, "CP-A", ACCEPT)
+    """A console attached and subscribed that reads nothing while hundreds of rounds
+    are published: the chargers' calls are answered at once and a session still gets
+    its limit; the stalled console is told to re-read (events dropped), not waited for.
+    A small event queue (64) makes the drop happen within a few hundred events."""
+    server = Server(tmp_path)
+    server.env["VOLTARO_CONTROL_QUEUE_SIZE"] = "64"
+    await server.start()
+    # asyncio reads ahead into its buffer until 2 x limit: keep that small (16 KiB), so
+    # what this client leaves unread stays in the server's socket.
+    reader, writer = await asyncio.open_unix_connection(server.socket, limit=1 << 14)
+    charger: RawCharger | None = None
     try:
+        await add_chargers(server)
+        await wire_site(server)
+        await reader.readline()  # hello
+        # With the raw OCPP frames too, as the console's frame views subscribe.
+        request = {"type": "request", "id": 1, "op": "subscribe", "args": {"frames": True}}
+        writer.write((json.dumps(request) + "\n").encode())
+        await writer.drain()
+        # From here on this client reads nothing until the end.
+        charger = await RawCharger.connect(server.port, "CP-A", ACCEPT)
         await charger.boot()
         loop = asyncio.get_running_loop()
         slowest = 0.0
-        for n in range(300):  # each status change is a round and a load.allocation event
+        for n in range(600):  # each status change: 2 frames, a status, a round's view
             began = loop.time()
             await charger.status(1, "Available" if n % 2 else "Preparing")
             slowest = max(slowest, loop.time() - began)
@@ -269,6 +282,22 @@ async def test_a_console_that_stops_reading_does_not_hold_up_the_server(
         assert slowest < 2.0, slowest
         status = await server.ctl("status")  # the control socket answers other clients
         assert status["ok"], status
+        # What the stalled console finds when it reads again: a resync marker among
+        # the frames (the server dropped its backlog rather than wait for it).
+        kinds: list[str] = []
+        size = 0
+        try:
+            async with asyncio.timeout(20):
+                while "resync" not in kinds:
+                    line = await reader.readline()
+                    assert line, f"connection closed after {len(kinds)} frames"
+                    size += len(line)
+                    kinds.append(json.loads(line)["type"])
+        except TimeoutError:
+            raise AssertionError(f"no resync in {len(kinds)} frames, {size} bytes") from None
+        assert kinds.count("event") >= 1
     finally:
-        await charger.close()
+        if charger is not None:
+            await charger.close()
         writer.close()
+        await server.stop()
