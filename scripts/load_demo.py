@@ -162,6 +162,7 @@ class Plug:
     done: int = 0  # changes followed
     has_profile: bool = False  # its session's TxProfile has arrived
     last_offered: float = 0.0  # the charger's limit when the car was last told
+    on_fallback: bool = False  # it follows a limit set before its TxProfile came
     until: float = 0.0  # time.monotonic(): when the driver unplugs this car
 
     @property
@@ -237,7 +238,9 @@ class DemoCharger(simulate.VirtualCharger):  # type: ignore[misc]
         seq, amps = plug.seq, self.offered()
         plug.last_offered = amps
         followers, self.pending = self.pending, []
-        asyncio.get_running_loop().call_later(plug.response, self._follow, seq, amps, followers)
+        asyncio.get_running_loop().call_later(
+            plug.response, self._follow, seq, amps, followers, not plug.has_profile
+        )
 
     def refresh(self) -> None:
         """A limit that moved by the charger's own clock (a schedule's next period, a
@@ -245,11 +248,11 @@ class DemoCharger(simulate.VirtualCharger):  # type: ignore[misc]
         if self.plug.charging and abs(self.offered() - self.plug.last_offered) > 1e-6:
             self.change()
 
-    def _follow(self, seq: int, amps: float, followers: list[Received]) -> None:
+    def _follow(self, seq: int, amps: float, followers: list[Received], fallback: bool) -> None:
         plug = self.plug
         now = time.time()
         if seq > plug.done:
-            plug.done, plug.target = seq, amps
+            plug.done, plug.target, plug.on_fallback = seq, amps, fallback
             self.demo.draw_changed(now)
         for record in followers:
             record.applied = now
@@ -342,6 +345,7 @@ class Point:
     t: float
     loads: dict[str, list[float]]
     settling: bool  # some car is still to follow a new limit, or has no TxProfile yet
+    starting: bool = False  # some car draws what its charger allowed before its TxProfile
 
 
 @dataclass
@@ -376,7 +380,11 @@ class Demo:
 
     def draw_changed(self, now: float) -> None:
         settling = any(c.plug.settling for c in self.chargers)
-        self.timeline.append(Point(now, self.loads(), settling))
+        starting = any(
+            c.plug.charging and (c.plug.on_fallback or not c.plug.has_profile) and any(c.drawn())
+            for c in self.chargers
+        )
+        self.timeline.append(Point(now, self.loads(), settling, starting))
 
     def latest_allocation(self) -> dict[str, Any] | None:
         return self.allocations[-1][1] if self.allocations else None
@@ -617,6 +625,9 @@ class Excursion:
     # Of those seconds, how long every car was at its charger's limit and every session
     # had its TxProfile: the limits in force themselves added up above a circuit's.
     settled_seconds: float = 0.0
+    # Some session drew before its TxProfile arrived (at its charger's fallback):
+    # otherwise the excursion is cars following a change at different speeds.
+    at_start: bool = False
 
 
 def excursions(demo: Demo, end: float, only: str | None = None) -> list[Excursion]:
@@ -646,6 +657,7 @@ def excursions(demo: Demo, end: float, only: str | None = None) -> list[Excursio
         if current is None:
             current = Excursion(t - demo.t0, 0.0, worst[1], worst[2], worst[3], worst[4])
         current.seconds = t_next - demo.t0 - current.start
+        current.at_start = current.at_start or point.starting
         if not point.settling:
             current.settled_seconds += t_next - t
         if worst[3] - worst[4] > current.amps - current.limit:
@@ -737,11 +749,11 @@ def offline_figures(demo: Demo) -> dict[str, Any] | None:
         for c in s["connectors"]
         if c["charger_id"] == charger_id
     ]
-    counted = [c["counted_a"] for _, c in rows if c["counted_as"] == "offline"]
+    counted = [c["counted_a"] for _, c in rows if c["counted_as"] is not None]
     longest = run = 0.0
     previous: float | None = None
     for t, c in rows:
-        above = c["counted_as"] == "offline" and max(c["drawn_a"]) > c["counted_a"] + EPSILON
+        above = c["counted_as"] is not None and max(c["drawn_a"]) > c["counted_a"] + EPSILON
         run = run + (t - previous if previous is not None else 1.0) if above else 0.0
         longest = max(longest, run)
         previous = t
@@ -811,6 +823,16 @@ def figures(demo: Demo, end: float) -> dict[str, Any]:
         "seconds_over_limit": round(sum(e.seconds for e in over), 3),
         "seconds_over_limit_settled": round(sum(e.settled_seconds for e in over), 3),
         "excursions": len(over),
+        "excursions_at_a_start": sum(1 for e in over if e.at_start),
+        "mean_amps": {
+            name: [
+                round(statistics.fmean(s["loads"][name][i] for s in demo.samples), 2)
+                if demo.samples
+                else 0.0
+                for i in range(3)
+            ]
+            for name in demo.limits
+        },
         "longest_excursion": asdict(max(over, key=lambda e: e.seconds)) if over else None,
         "largest_excursion": asdict(max(over, key=lambda e: e.amps - e.limit)) if over else None,
         "tx_profiles_sent": sum(
@@ -887,15 +909,17 @@ def print_figures(result: dict[str, Any], misses: list[str]) -> None:
         f"\nload_demo: {result['chargers']} chargers, {result['minutes']:g} min, seed "
         f"{result['seed']}, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
     )
-    print(f"{'CIRCUIT':<10} {'LIMIT A':>7}  PEAK DRAWN L1/L2/L3 A")
+    print(f"{'CIRCUIT':<10} {'LIMIT A':>7}  {'PEAK DRAWN L1/L2/L3 A':<22} MEAN DRAWN L1/L2/L3 A")
     for name, limit in result["limits"].items():
-        peak = result["peak_amps"][name]
-        print(f"{name:<10} {limit:>7g}  {peak[0]:.1f}/{peak[1]:.1f}/{peak[2]:.1f}")
+        peak = "/".join(f"{a:.1f}" for a in result["peak_amps"][name])
+        mean = "/".join(f"{a:.1f}" for a in result["mean_amps"][name])
+        print(f"{name:<10} {limit:>7g}  {peak:<22} {mean}")
     longest = result["longest_excursion"]
     print(
         f"time over a limit: {result['seconds_over_limit']:.2f} s in "
         f"{result['excursions']} excursions ({result['seconds_over_limit_settled']:.2f} s "
-        "of it with every car settled at its limit); longest "
+        "of it with every car settled at its limit; "
+        f"{result['excursions_at_a_start']} with a new session at its fallback); longest "
         + (
             f"{longest['seconds']:.2f} s ({longest['circuit']} {longest['phase']} "
             f"{longest['amps']:.1f} A of {longest['limit']:g} A)"
