@@ -478,6 +478,7 @@ class ConsoleApp(App[None]):
             self.sub_title = (
                 f"{summary.online} of {total} online · {db} · "
                 f"up {uptime // 3600}h{uptime % 3600 // 60:02d}m · {self.role}"
+                + cluster_title(self.site.health.get("cluster"))
             )
         self.sitebar.update(
             site_bar(
@@ -861,3 +862,14 @@ def _sessions(charger: Charger | None) -> dict[int, int]:
 def _signature(cell: Text) -> tuple[str, str, tuple[Any, ...]]:
     """What a cell looks like, to skip redrawing cells that did not change."""
     return (cell.plain, str(cell.style), tuple(cell.spans))
+
+
+def cluster_title(cluster: Any) -> str:
+    """Several nodes (issue 18): which node this console is attached to and how many
+    nodes hold a lease, as of the last status read."""
+    if not isinstance(cluster, dict):
+        return ""
+    nodes = cluster.get("nodes") or []
+    live = sum(1 for n in nodes if isinstance(n, dict) and n.get("live"))
+    fenced = " FENCED" if cluster.get("fenced") else ""
+    return f" · node {cluster.get('node_id')}{fenced} ({live}/{len(nodes)} nodes live)"

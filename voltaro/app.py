@@ -455,6 +455,7 @@ async def _start_control(nursery: trio.Nursery, c: Components) -> str:
         reservations=c.extras.get("reservations"),
         security_events=c.listener.security,
         charger_health=c.extras.get("charger_health"),
+        cluster=c.extras.get("cluster_node"),
     )
     ops.table.update(CircuitOps(c.extras["circuits"], c.extras["load_manager"].live).table)
     path: str = await _start(
@@ -484,6 +485,7 @@ async def _start_http(nursery: trio.Nursery, c: Components) -> tuple[str, int] |
         metrics=c.extras.get("metrics"),
         load_live=c.extras["load_manager"].live,
         charger_health=c.extras.get("charger_health"),
+        cluster=c.extras.get("cluster_node"),
     )
     api = ApiServer(context)
     # Issue 11.8: accepts the HTTP API could not make for lack of descriptors.

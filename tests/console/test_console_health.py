@@ -11,7 +11,7 @@ import pytest
 from textual.widgets import Static
 
 from console.app import ConsoleApp
-from tests.console.support import RawCharger, running_server, until
+from tests.console.support import RawCharger, Server, running_server, until
 
 pytestmark = pytest.mark.asyncio
 
@@ -76,3 +76,23 @@ async def test_database_outage_gets_a_banner_and_clears(tmp_path: Path, postgres
     finally:
         admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
         admin.close()
+
+
+@pytest.mark.postgres
+async def test_header_names_the_cluster_node_and_the_live_nodes(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """Issue 18: a console attached to one node of several says which one, and how many
+    nodes hold a lease (as of the last status read)."""
+    server = Server(tmp_path, postgres_url)
+    server.env.update({"VOLTARO_CLUSTER": "true", "VOLTARO_NODE_ID": "east-1"})
+    await server.start()
+    try:
+        app = ConsoleApp(server.socket)
+        async with app.run_test(size=(160, 30)) as pilot:
+            async with asyncio.timeout(10):
+                await until(pilot, lambda: not app.stale and "node east-1" in app.sub_title)
+            assert "node east-1 (1/1 nodes live)" in app.sub_title
+            assert "FENCED" not in app.sub_title
+    finally:
+        await server.stop()

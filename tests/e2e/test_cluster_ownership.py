@@ -4,21 +4,26 @@ nodes, self-fencing on a lost lease."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import trio
 from sqlalchemy import text
 
 from tests.e2e.conftest import RunningServer, server_settings, start_server
+from tests.e2e.test_ctl import ctl
 from tests.support.charger import HandshakeRefused, RawCharger
-from voltaro.settings import UnknownChargers
+from voltaro.settings import ApiScope, ApiToken, UnknownChargers
+from voltaro.store import chargers
 
 pytestmark = pytest.mark.postgres
 
+TOKEN = "cluster-status-token-0123456789"
 LEASE = 3.0  # the smallest lease the settings accept: renewed every second
 
 
@@ -113,8 +118,6 @@ async def test_an_unauthenticated_connection_takes_nothing_over(
         on_a = await RawCharger.connect(f"{a.url}/CP-2")
         await on_a.boot()
         # B knows CP-2 (same database) but it has a password now: no credentials, 401.
-        from voltaro.store import chargers
-
         b.run(chargers.set_password, "CP-2", b"secret-secret")
         with pytest.raises(HandshakeRefused) as refused:
             await RawCharger.connect(f"{b.url}/CP-2")
@@ -157,3 +160,84 @@ async def test_a_node_that_lost_its_lease_closes_its_chargers_1012_then_rejoins(
         assert (owner.node_id, owner.incarnation) == ("a", after.incarnation)
         assert "currentTime" in await charger.call("Heartbeat", {})
         await charger.close()
+
+
+async def test_status_shows_every_node_its_lease_and_the_chargers_it_owns(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """`voltaro ctl status` and GET /status on any node: the nodes, their leases on the
+    database clock, how many chargers each owns; an expired node is shown as such and
+    its chargers are released by the reaper of a live node."""
+    async with (
+        node(
+            postgres_url,
+            tmp_path,
+            "a",
+            http_enabled=True,
+            http_port=0,
+            api_tokens=(ApiToken(token=TOKEN, scope=ApiScope.READ, name="ops"),),
+        ) as a,
+        node(postgres_url, tmp_path, "b") as b,
+    ):
+        c1 = await RawCharger.connect(f"{a.url}/CP-S1")
+        c2 = await RawCharger.connect(f"{a.url}/CP-S2")
+        c3 = await RawCharger.connect(f"{b.url}/CP-S3")
+        # A node that died without leaving (its lease runs out, nobody renews it).
+        rows(
+            a,
+            "INSERT INTO cluster_nodes VALUES ('ghost', 'g-1', '10.9.9.9:9000', "
+            "(now() AT TIME ZONE 'UTC') - interval '1 hour', "
+            "(now() AT TIME ZONE 'UTC') + interval '1 second') RETURNING node_id",
+        )
+        a.run(chargers.add_charger, "CP-G")
+        rows(a, "UPDATE charge_points SET connected = true WHERE charger_id = 'CP-G' RETURNING 1")
+        rows(
+            a,
+            "INSERT INTO charger_owners VALUES ('CP-G', 'ghost', 'g-1', 4, "
+            "(now() AT TIME ZONE 'UTC'), NULL) RETURNING charger_id",
+        )
+        done = await ctl(a, "--json", "status")
+        assert done.returncode == 0, done.stderr
+        cluster = json.loads(done.stdout)["cluster"]
+        assert cluster["node_id"] == "a"
+        assert cluster["fenced"] is False
+        assert 0 < cluster["lease_left_s"] <= LEASE
+        by_node = {n["node_id"]: n for n in cluster["nodes"]}
+        assert {k: (v["live"], v["chargers"]) for k, v in by_node.items()} == {
+            "a": (True, 2),
+            "b": (True, 1),
+            "ghost": (True, 1),
+        }
+        # The ghost's lease runs out; a live node's reaper releases its charger.
+        await eventually(lambda: owners(a).get("CP-G") is None, within=LEASE)
+        assert not connected(a, "CP-G")
+        text_view = await ctl(b, "status")
+        assert text_view.returncode == 0, text_view.stderr
+        shown = text_view.stdout.decode()
+        assert "2 live of 3" in shown
+        assert "FENCED" not in shown
+        lines = {line.split()[0]: line.split() for line in shown.splitlines() if line.strip()}
+        assert lines["node"][1] == "b"  # the node that answered
+        assert lines["b"][:3] == ["b", "*", "live"]
+        assert lines["b"][5] == "1"
+        assert lines["a"][1] == "live"
+        assert lines["a"][4] == "2"
+        assert lines["ghost"][1:3] == ["EXPIRED", lines["ghost"][2]]
+        assert lines["ghost"][4:6] == ["0", "10.9.9.9:9000"]
+        http = a.addresses.http
+        assert http is not None
+        async with httpx.AsyncClient() as client:
+            response = await client.get(
+                f"http://{http[0]}:{http[1]}/status",
+                headers={"Authorization": f"Bearer {TOKEN}"},
+            )
+        assert response.status_code == 200, response.text
+        body = response.json()["cluster"]
+        assert body["node_id"] == "a"
+        assert {n["node_id"]: n["chargers"] for n in body["nodes"]} == {
+            "a": 2,
+            "b": 1,
+            "ghost": 0,
+        }
+        for charger in (c1, c2, c3):
+            await charger.close()

@@ -296,6 +296,33 @@ class ChargerCounts(BaseModel):
     by_registration: dict[str, int]
 
 
+class ClusterNodeState(BaseModel):
+    """One node of the cluster as the database sees it (issue 18, docs/scaling.md)."""
+
+    node_id: str
+    address: str | None
+    incarnation: str
+    started_at: str
+    lease_until: str  # UTC, the database clock
+    lease_left_s: float  # negative: expired that long ago
+    live: bool
+    chargers: int  # charger_owners rows this node holds
+
+
+class ClusterState(BaseModel):
+    """This node (the one answering) and every node: cluster = true only."""
+
+    node_id: str
+    incarnation: str
+    fenced: bool  # the lease is not known valid: no CALL sent, chargers refused (503)
+    lease_s: float
+    lease_left_s: float
+    fences: int  # times this process fenced itself
+    evicted: int  # sockets closed because another node took their charger
+    reaped: int  # chargers of expired nodes this node released
+    nodes: list[ClusterNodeState]
+
+
 class Status(BaseModel):
     version: str
     uptime_s: float
@@ -304,6 +331,7 @@ class Status(BaseModel):
     chargers: ChargerCounts | None = None
     connectors_by_status: dict[str, int] | None = None
     active_transactions: int | None = None
+    cluster: ClusterState | None = None  # several nodes on one PostgreSQL (issue 18)
 
 
 # --- Command bodies: one typed body per command, unknown fields refused (422) -------------

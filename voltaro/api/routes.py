@@ -46,6 +46,7 @@ from voltaro.service.certificates import certificates_state
 from voltaro.service.charger_health import HealthRecorder, health_report
 from voltaro.service.charging_profiles import ChargingProfileService
 from voltaro.service.circuits import CircuitService
+from voltaro.service.cluster_node import ClusterNode
 from voltaro.service.commands import CommandService, command_from_args
 from voltaro.service.files import FileError
 from voltaro.service.firmware import LOG_KINDS, FirmwareService
@@ -96,6 +97,7 @@ class ApiContext:
     load_live: Callable[[], dict[str, Any] | None] | None = None
     metrics: ServerMetrics | None = None  # GET /metrics (voltaro/api/metrics.py)
     charger_health: HealthRecorder | None = None  # counts not written yet (issue 19)
+    cluster: ClusterNode | None = None  # several nodes (issue 18): GET /status shows them
 
     profiles: ChargingProfileService = field(init=False)
 
@@ -296,7 +298,9 @@ def create_app(ctx: ApiContext) -> FastAPI:
     async def status(_: Read) -> Any:
         """Version, uptime, database state, chargers connected and by registration, connectors
         by status, active sessions."""
-        return await server_status(ctx.db, ctx.registry, uptime_s=time.monotonic() - ctx.started)
+        return await server_status(
+            ctx.db, ctx.registry, uptime_s=time.monotonic() - ctx.started, cluster=ctx.cluster
+        )
 
     @app.get("/security/events", response_model=models.SecurityEvents, responses=ERRORS)
     async def security_events(_: Read) -> Any:

@@ -131,6 +131,7 @@ _STATUS_KEYS = frozenset(
         "connectors_by_status",
         "active_transactions",
         "heartbeat_interval",
+        "cluster",
     }
 )
 
@@ -166,9 +167,57 @@ def status_text(status: dict[str, Any]) -> str:
         rows.append(("active sessions", status.get("active_transactions")))
     if status.get("heartbeat_interval") is not None:
         rows.append(("heartbeat interval", f"{status['heartbeat_interval']} s"))
+    cluster = status.get("cluster")
+    if isinstance(cluster, dict):
+        rows.extend(_cluster_rows(cluster))
     extra = {k: v for k, v in status.items() if k not in _STATUS_KEYS}
     rows.extend((label.replace("_", " "), value) for label, value in flatten(extra))
-    return fields(rows)
+    text = fields(rows)
+    if isinstance(cluster, dict) and cluster.get("nodes"):
+        text += "\n\n" + nodes_table(cluster["nodes"], cluster.get("node_id"))
+    return text
+
+
+def _cluster_rows(cluster: dict[str, Any]) -> list[tuple[str, Any]]:
+    """This node's part of ``status`` with several nodes (issue 18)."""
+    lease = (
+        "FENCED: no valid lease; it sends no command and refuses chargers until it has joined again"
+        if cluster.get("fenced")
+        else f"{cluster.get('lease_left_s', 0):.1f} s left of {cluster.get('lease_s', 0):g} s"
+    )
+    nodes = cluster.get("nodes") or []
+    live = sum(1 for n in nodes if n.get("live"))
+    return [
+        ("node", f"{cluster.get('node_id')} (incarnation {str(cluster.get('incarnation'))[:8]})"),
+        ("  lease", lease),
+        ("  fenced", f"{cluster.get('fences', 0)} times since start"),
+        (
+            "  takeovers",
+            f"{cluster.get('evicted', 0)} sockets closed for another node, "
+            f"{cluster.get('reaped', 0)} chargers of dead nodes released",
+        ),
+        ("nodes", f"{live} live of {len(nodes)}" if nodes else "(database unavailable)"),
+    ]
+
+
+def nodes_table(nodes: list[dict[str, Any]], me: str | None = None) -> str:
+    """Every node with its lease on the database clock and the chargers it owns."""
+    return table(
+        [
+            [
+                f"{n.get('node_id')}{' *' if n.get('node_id') == me else ''}",
+                "live" if n.get("live") else "EXPIRED",
+                f"{n.get('lease_left_s', 0):.1f} s"
+                if n.get("live")
+                else f"{span(-float(n.get('lease_left_s') or 0))} ago",
+                n.get("chargers"),
+                n.get("address"),
+                local_and_utc(n.get("started_at")),
+            ]
+            for n in nodes
+        ],
+        ["NODE", "STATE", "LEASE LEFT", "CHARGERS", "ADDRESS", "STARTED"],
+    )
 
 
 def _sampled(sv: dict[str, Any]) -> str:

@@ -44,6 +44,7 @@ from voltaro.service.campaigns import CampaignRunner
 from voltaro.service.certificates import certificates_state, delete_by_index
 from voltaro.service.charger_health import HealthRecorder, health_report
 from voltaro.service.charging_profiles import ChargingProfileService
+from voltaro.service.cluster_node import ClusterNode
 from voltaro.service.commands import CommandService, command_from_args, command_time
 from voltaro.service.files import FileError, FileTransfers
 from voltaro.service.firmware import LOG_KINDS, FirmwareService
@@ -160,8 +161,10 @@ class ControlOps:
         reservations: ReservationService | None = None,
         security_events: SecurityEvents | None = None,
         charger_health: HealthRecorder | None = None,
+        cluster: ClusterNode | None = None,
     ) -> None:
         self._charger_health = charger_health
+        self._cluster = cluster  # several nodes (issue 18): status shows them
         self._protection = protection
         self._firmware = firmware or FirmwareService(command_service)
         self._campaigns = campaigns
@@ -239,7 +242,9 @@ class ControlOps:
 
     async def status(self, args: dict[str, Any], user: str) -> dict[str, Any]:
         uptime = time.monotonic() - self._started
-        status = await server_status(self._db, self._registry, uptime_s=uptime)
+        status = await server_status(
+            self._db, self._registry, uptime_s=uptime, cluster=self._cluster
+        )
         # Consoles flag a charger offline for longer than its heartbeat interval.
         status["heartbeat_interval"] = self._settings.heartbeat_interval
         if self._protection is not None:

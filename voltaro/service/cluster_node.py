@@ -38,6 +38,7 @@ import trio
 from voltaro.background import LoopGuard
 from voltaro.control.wire import Event
 from voltaro.domain.ports import StorageUnavailable
+from voltaro.domain.timestamps import format_utc
 from voltaro.net.ownership import Claimed, Fenced
 from voltaro.net.registry import Registry
 from voltaro.service.hub import EventHub
@@ -377,6 +378,39 @@ class ClusterNode:
 
     async def nodes(self) -> list[cluster_nodes.NodeView]:
         return await self._db.run(cluster_nodes.nodes)
+
+    async def snapshot(self) -> dict[str, Any]:
+        """``status``'s ``cluster`` block: this node, then every node with its lease on
+        the database clock and how many chargers it owns (``nodes`` is empty when the
+        database cannot be read)."""
+        me = self.status()
+        try:
+            views = await self.nodes()
+        except StorageUnavailable:
+            views = []
+        return {
+            "node_id": me.node_id,
+            "incarnation": me.incarnation,
+            "fenced": me.fenced,
+            "lease_s": me.lease_seconds,
+            "lease_left_s": me.lease_left,
+            "fences": me.fences,
+            "evicted": me.evicted,
+            "reaped": me.reaped,
+            "nodes": [
+                {
+                    "node_id": v.node_id,
+                    "address": v.address,
+                    "incarnation": v.incarnation,
+                    "started_at": format_utc(v.started_at),
+                    "lease_until": format_utc(v.lease_until),
+                    "lease_left_s": round(v.lease_left, 1),
+                    "live": v.live,
+                    "chargers": v.chargers,
+                }
+                for v in views
+            ],
+        }
 
 
 __all__ = ["CLOSE_FENCED", "CLOSE_SUPERSEDED", "ClusterNode", "NodeStatus"]

@@ -10,21 +10,28 @@ from voltaro import __version__
 from voltaro.background import LoopGuard
 from voltaro.net.listener import OcppListener
 from voltaro.net.registry import Registry
+from voltaro.service.cluster_node import ClusterNode
 from voltaro.service.frame_log import FrameSink
 from voltaro.store import chargers
 from voltaro.store.db import Database
 
 
-async def server_status(db: Database, registry: Registry, *, uptime_s: float) -> dict[str, Any]:
+async def server_status(
+    db: Database, registry: Registry, *, uptime_s: float, cluster: ClusterNode | None = None
+) -> dict[str, Any]:
     database_ok = await db.ping()
     counts = await db.run(chargers.status_counts) if database_ok else {}
-    return {
+    status = {
         "version": __version__,
         "uptime_s": round(uptime_s, 1),
         "database": {"ok": database_ok, "backend": db.backend},
         "connected_chargers": len(registry.connected()),
         **counts,
     }
+    if cluster is not None:
+        # Several nodes (issue 18): this node, every node's lease and chargers owned.
+        status["cluster"] = await cluster.snapshot()
+    return status
 
 
 class Protection:
