@@ -51,6 +51,7 @@ from voltaro.service.cluster_node import ClusterNode
 from voltaro.service.cluster_router import ClusterRouter
 from voltaro.service.commands import CommandService
 from voltaro.service.directory import StoreDirectory
+from voltaro.service.external_load import ExternalLoads
 from voltaro.service.files import FileTransfers
 from voltaro.service.firmware import FirmwareService
 from voltaro.service.frame_log import FrameSink
@@ -360,6 +361,8 @@ async def run(
     components.extras["campaigns"] = campaigns
     circuits = CircuitService(database)
     components.extras["circuits"] = circuits
+    external_loads = ExternalLoads(circuits, settings)
+    components.extras["external_loads"] = external_loads
     load_manager = LoadManager(
         database,
         registry,
@@ -367,8 +370,10 @@ async def run(
         circuits,
         ChargingProfileService(database, components.commands),
         settings,
+        external_loads,
     )
     circuits.on_change = load_manager.changed
+    external_loads.on_change = load_manager.limits_changed
     components.extras["load_manager"] = load_manager
     # Issue 18: consoles on every node see every charger's events (the event outbox).
     cluster_events: ClusterEvents | None = None
@@ -391,6 +396,15 @@ async def run(
             f"setting circuits: {exc} (the settings file's circuits, merged with the "
             "database's, must be one tree)"
         ) from exc
+    known = {c.circuit_id for c in (await circuits.site()).circuits}
+    for setting, names in (
+        ("load_schedule", [e.circuit_id for e in settings.load_schedule]),
+        ("external_load_circuits", list(settings.external_load_circuits)),
+    ):
+        unknown = sorted(set(names) - known)
+        if unknown:
+            database.dispose()
+            raise StartupError(f"setting {setting}: circuit {unknown[0]} is not a circuit")
 
     try:
         async with trio.open_nursery() as nursery:
@@ -457,7 +471,11 @@ async def _start_control(nursery: trio.Nursery, c: Components) -> str:
         charger_health=c.extras.get("charger_health"),
         cluster=c.extras.get("cluster_node"),
     )
-    ops.table.update(CircuitOps(c.extras["circuits"], c.extras["load_manager"].live).table)
+    ops.table.update(
+        CircuitOps(
+            c.extras["circuits"], c.extras["load_manager"].live, c.extras["external_loads"]
+        ).table
+    )
     path: str = await _start(
         nursery,
         ControlServer(c.settings, ops, c.hub).run,
@@ -484,6 +502,7 @@ async def _start_http(nursery: trio.Nursery, c: Components) -> tuple[str, int] |
         circuits=c.extras["circuits"],
         metrics=c.extras.get("metrics"),
         load_live=c.extras["load_manager"].live,
+        external_loads=c.extras["external_loads"],
         charger_health=c.extras.get("charger_health"),
         cluster=c.extras.get("cluster_node"),
     )

@@ -20,6 +20,7 @@ from typing import Any
 
 from voltaro.domain.circuits import CircuitConfig, CircuitError, config_from_toml
 from voltaro.domain.load_allocation import PolicyMode
+from voltaro.domain.site_limits import ScheduleEntry, schedule_from_toml
 
 ENV_PREFIX = "VOLTARO_"
 
@@ -229,6 +230,14 @@ class Settings:
     load_interval: float = 15.0  # recompute at least this often (seconds)
     load_hysteresis_amps: float = 1.0  # a limit is sent again only when it moves more
     load_voltage: float = 230.0  # nominal phase-to-neutral voltage for kW limits
+    # [[load_schedule]] tables (circuit, days, from, to local time, limit_amps): a
+    # circuit's limit while an entry is in force is the lower of its own and the entry's.
+    load_schedule: tuple[ScheduleEntry, ...] = ()
+    # The building's other load (PUT /site/external-load): once a pushed value is older
+    # than its validity it is assumed to be the higher of that value and this, per
+    # phase; circuits in external_load_circuits assume this before their first value.
+    external_load_fallback_amps: float = 0.0
+    external_load_circuits: tuple[str, ...] = ()
     # --- Local Authorization Lists (docs/local-lists-and-reservations.md) -------------
     # A charger that connects or boots (Accepted) is asked GetLocalListVersion this many
     # seconds later and, when LocalAuthListEnabled is true and it is behind, sent the
@@ -308,6 +317,11 @@ def _coerce(name: str, kind: Any, raw: object) -> object:
                 return raw
             try:
                 return config_from_toml(raw)
+            except CircuitError as exc:
+                raise ValueError(str(exc)) from None
+        if kind in ("tuple[ScheduleEntry, ...]",):
+            try:
+                return schedule_from_toml(raw)
             except CircuitError as exc:
                 raise ValueError(str(exc)) from None
         if kind in ("tuple[str, ...]",):
@@ -467,7 +481,12 @@ def _validate(s: Settings) -> None:
     for name in ("load_interval", "load_voltage", "load_rotation_seconds"):
         if getattr(s, name) <= 0:
             raise bad(name, "must be greater than 0")
-    for name in ("load_min_amps", "load_headroom_amps", "load_hysteresis_amps"):
+    for name in (
+        "load_min_amps",
+        "load_headroom_amps",
+        "load_hysteresis_amps",
+        "external_load_fallback_amps",
+    ):
         if getattr(s, name) < 0:
             raise bad(name, "must not be negative")
     if s.local_list_sync_delay < 0:
@@ -544,9 +563,10 @@ def _load(
         section = data.get("voltaro", data)
         if not isinstance(section, dict):
             raise SettingsError("setting config: [voltaro] must be a table")
-        if section is not data and "circuits" in data:
-            # [[circuits]] next to a [voltaro] table (TOML cannot nest it easily there).
-            section = {**section, "circuits": data["circuits"]}
+        for table in ("circuits", "load_schedule"):
+            if section is not data and table in data:
+                # [[circuits]] next to a [voltaro] table (TOML cannot nest it easily there).
+                section = {**section, table: data[table]}
         for key, raw in section.items():
             if key not in kinds:
                 raise SettingsError(

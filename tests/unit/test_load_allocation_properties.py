@@ -18,13 +18,17 @@ priority, draw and history. Whatever the site:
 - parked sessions rotate: over as many rounds as there are sessions, every session
   that can fit at all gets a turn.
 
+Sites come with and without effective limits (a schedule entry in force and the
+building's other load per phase, voltaro/domain/site_limits.py): the limits checked are
+then the effective ones (min(configured, schedule) minus the other load, per phase).
+
 The checks walk the tree themselves; they do not reuse the allocator's bookkeeping.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -41,6 +45,7 @@ from voltaro.domain.load_allocation import (
     Site,
     allocate,
 )
+from voltaro.domain.site_limits import ExternalLoad, ScheduleEntry, effective_limits
 
 NOW = datetime(2026, 1, 5, 18, 0, tzinfo=UTC)
 TOL = 1e-6
@@ -71,7 +76,46 @@ def sites(draw: st.DrawFn) -> Site:
                 fallback_amps=float(draw(st.integers(0, int(rating)))),
             )
         )
-    return Site(circuits=tuple(circuits), chargers=tuple(chargers))
+    if not draw(st.booleans()):
+        return Site(circuits=tuple(circuits), chargers=tuple(chargers))
+    # Effective limits: some circuits with a schedule entry in force, some with the
+    # building's other load per phase (fresh or stale, with a fallback).
+    schedule = []
+    pushed = {}
+    for c in circuits:
+        if draw(st.booleans()):
+            schedule.append(
+                ScheduleEntry(
+                    circuit_id=c.circuit_id,
+                    days=frozenset(range(7)),
+                    start=time(0),
+                    end=time(0),
+                    limit_amps=float(draw(st.integers(0, 100))),
+                )
+            )
+        if draw(st.booleans()):
+            other = draw(st.tuples(*[st.integers(0, 80).map(float)] * 3))
+            age = draw(st.sampled_from([-60, 60]))
+            pushed[c.circuit_id] = ExternalLoad(
+                circuit_id=c.circuit_id,
+                amps=other,
+                at=NOW - timedelta(seconds=120),
+                valid_until=NOW + timedelta(seconds=age),
+            )
+    limits = effective_limits(
+        circuits,
+        schedule=schedule,
+        pushed=pushed,
+        fallback_amps=float(draw(st.integers(0, 40))),
+        voltage=230.0,
+        now=NOW,
+        local=NOW,
+    )
+    return Site(
+        circuits=tuple(circuits),
+        chargers=tuple(chargers),
+        limits={k: v.limit for k, v in limits.items()},
+    )
 
 
 @st.composite
@@ -125,11 +169,17 @@ class Checker:
         self.wiring = {w.charger_id: w for w in site.chargers}
         self.capacity: dict[tuple[str, object], float] = {}
         for c in site.circuits:
-            if c.limit_amps is not None:
-                for p in PHASES:
-                    self.capacity[(c.circuit_id, p)] = c.limit_amps
-            if c.limit_kw is not None:
-                self.capacity[(c.circuit_id, "kW")] = c.limit_kw * 1000 / policy.voltage
+            effective = site.limits.get(c.circuit_id)
+            if effective is None:
+                amps = None if c.limit_amps is None else (c.limit_amps,) * 3
+                kw = c.limit_kw
+            else:
+                amps, kw = effective.amps, effective.kw
+            if amps is not None:
+                for i, p in enumerate(PHASES):
+                    self.capacity[(c.circuit_id, p)] = amps[i]
+            if kw is not None:
+                self.capacity[(c.circuit_id, "kW")] = kw * 1000 / policy.voltage
         for w in site.chargers:
             for p in w.phases:
                 self.capacity[("charger " + w.charger_id, p)] = w.max_amps

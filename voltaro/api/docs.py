@@ -70,6 +70,7 @@ _TAGS = (
     ("/local_list", "local list"),
     ("/security/", "security"),
     ("/circuits", "load management"),
+    ("/site/", "load management"),
 )
 _TOTAL_IN_HEADER = ("/charge_points", "/id_tags")
 _ERROR_BODY = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}

@@ -710,6 +710,33 @@ class Circuits(BaseModel):
     )
 
 
+class ExternalLoadBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    circuit: str | None = Field(None, description="default: the root circuit (the site)")
+    amps: float | list[float] = Field(
+        description="the building's other load in A: one number (every phase) or [L1, L2, L3]"
+    )
+    valid_for_s: float = Field(
+        300.0, description="seconds the value holds; then the fallback assumption applies"
+    )
+
+
+class ExternalLoad(BaseModel):
+    circuit: str
+    amps: list[float] | None = Field(description="the last value pushed, L1-L3")
+    at: str | None
+    valid_until: str | None
+    state: str = Field(description="live, stale (out of date), missing (none yet) or none")
+    assumed_amps: list[float] | None = Field(
+        description="what the load manager subtracts from the circuit's limit, L1-L3"
+    )
+
+
+class ExternalLoads(BaseModel):
+    external_loads: list[ExternalLoad]
+
+
 # path name -> (body, OCPP action, one-line description)
 COMMANDS: dict[str, tuple[type[BaseModel], str, str]] = {
     "remote-start": (RemoteStartBody, "RemoteStartTransaction", "start a session for a tag"),

@@ -34,6 +34,7 @@ from voltaro.api.guard import Caller, RequestGuard
 from voltaro.api.metrics import add_metrics
 from voltaro.domain import session_export
 from voltaro.domain.charging_profiles import ProfileError, ProfilePurpose, RateUnit, parse_profile
+from voltaro.domain.circuits import CircuitError
 from voltaro.domain.commands import CommandError, CommandErrorCode, LogType
 from voltaro.domain.model import AuthorizationStatus, TransactionState
 from voltaro.domain.ports import StorageUnavailable
@@ -48,6 +49,7 @@ from voltaro.service.charging_profiles import ChargingProfileService
 from voltaro.service.circuits import CircuitService
 from voltaro.service.cluster_node import ClusterNode
 from voltaro.service.commands import CommandService, command_from_args
+from voltaro.service.external_load import ExternalLoads
 from voltaro.service.files import FileError
 from voltaro.service.firmware import LOG_KINDS, FirmwareService
 from voltaro.service.hub import EventHub
@@ -95,6 +97,7 @@ class ApiContext:
     security: SecurityEvents | None = None  # the listener's security events
     circuits: CircuitService | None = None  # site load management (issue 17)
     load_live: Callable[[], dict[str, Any] | None] | None = None
+    external_loads: ExternalLoads | None = None  # PUT /site/external-load
     metrics: ServerMetrics | None = None  # GET /metrics (voltaro/api/metrics.py)
     charger_health: HealthRecorder | None = None  # counts not written yet (issue 19)
     cluster: ClusterNode | None = None  # several nodes (issue 18): GET /status shows them
@@ -803,6 +806,32 @@ def create_app(ctx: ApiContext) -> FastAPI:
             "circuits": await ctx.circuits.views(),
             "live": ctx.load_live() if ctx.load_live is not None else None,
         }
+
+    def external_loads() -> ExternalLoads:
+        if ctx.external_loads is None:
+            raise ApiError(404, "not_found", "external loads are not served here")
+        return ctx.external_loads
+
+    @app.get("/site/external-load", response_model=models.ExternalLoads, responses=ERRORS)
+    async def get_external_load(_: Read) -> Any:
+        """The building's other load per circuit: the value last pushed, its state (live,
+        stale, missing) and what the load manager subtracts (docs/load-management.md)."""
+        return {"external_loads": external_loads().views()}
+
+    @app.put(
+        "/site/external-load",
+        response_model=models.ExternalLoad,
+        responses={**ERRORS, 422: {"model": models.ErrorBody}},
+    )
+    async def put_external_load(body: models.ExternalLoadBody, request: Request, _: Operate) -> Any:
+        """Push the building's other load on a circuit (operate scope): its available
+        capacity is its limit minus this, per phase, until ``valid_for_s`` runs out."""
+        try:
+            return await external_loads().set(
+                body.circuit, body.amps, body.valid_for_s, actor=request.state.actor
+            )
+        except CircuitError as exc:
+            raise ApiError(422, "bad_arguments", str(exc)) from None
 
     @app.get("/reservations", response_model=list[models.Reservation], responses=ERRORS)
     async def list_reservations(

@@ -11,6 +11,7 @@ from voltaro.control.ops import OpError
 from voltaro.control.wire import ErrorCode
 from voltaro.domain.circuits import CircuitError
 from voltaro.service.circuits import CircuitService
+from voltaro.service.external_load import ExternalLoads
 from voltaro.store.errors import NotFound
 
 log = logging.getLogger(__name__)
@@ -39,8 +40,10 @@ class CircuitOps:
         self,
         circuits: CircuitService,
         live: Callable[[], dict[str, Any] | None] | None = None,
+        external: ExternalLoads | None = None,
     ) -> None:
         self._circuits = circuits
+        self._external = external
         # The load manager's latest allocation (per circuit load, per session limits).
         self._live = live or (lambda: None)
         self.table: dict[str, Op] = {
@@ -50,6 +53,8 @@ class CircuitOps:
             "circuits.remove": self.remove,
             "circuits.assign": self.assign,
             "circuits.unassign": self.unassign,
+            "circuits.external_load": self.external_load,
+            "circuits.set_external_load": self.set_external_load,
         }
 
     async def _guard(self, work: Awaitable[Any]) -> Any:
@@ -129,3 +134,23 @@ class CircuitOps:
         await self._guard(self._circuits.unassign(charger_id))
         log.info("charger %s taken off its circuit (by %s)", charger_id, user)
         return {"unassigned": charger_id}
+
+    def _loads(self) -> ExternalLoads:
+        if self._external is None:
+            raise OpError(ErrorCode.UNAVAILABLE, "external loads are not served here")
+        return self._external
+
+    async def external_load(self, args: dict[str, Any], user: str) -> dict[str, Any]:
+        """The building's other load per circuit (pushed, or assumed when out of date)."""
+        return {"external_loads": self._loads().views()}
+
+    async def set_external_load(self, args: dict[str, Any], user: str) -> dict[str, Any]:
+        circuit = args.get("circuit") or None
+        if circuit is not None and not isinstance(circuit, str):
+            raise OpError(ErrorCode.BAD_ARGUMENTS, "circuit must be a circuit name")
+        view: dict[str, Any] = await self._guard(
+            self._loads().set(
+                circuit, args.get("amps"), args.get("valid_for_s", 300.0), actor=f"ctl:{user}"
+            )
+        )
+        return view

@@ -17,6 +17,8 @@ HELP = {
     "circuits remove": "remove a circuit nothing hangs off",
     "circuits assign": "put a charger on a circuit with its phase wiring, rating and fallback",
     "circuits unassign": "take a charger off load management",
+    "circuits external-load": "show the building's other load per circuit, or push it "
+    "(--amps; operator)",
 }
 
 
@@ -67,6 +69,19 @@ def add_parsers(group: Any) -> None:
     )
     assign.add_argument("--priority", type=int, default=0, help="higher first (0)")
     group.add_parser("unassign").add_argument("charger_id", metavar="CHARGER")
+    ext = group.add_parser("external-load")
+    ext.add_argument("circuit", metavar="CIRCUIT", nargs="?", help="default: the root")
+    ext.add_argument("--amps", type=_phase_amps, help="A of other load: one number or L1,L2,L3")
+    ext.add_argument(
+        "--valid", dest="valid_for_s", type=float, default=300.0, help="seconds it holds (300)"
+    )
+
+
+def _phase_amps(text: str) -> list[float]:
+    try:
+        return [float(p) for p in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give A as N or L1,L2,L3") from None
 
 
 def request_for(ns: argparse.Namespace) -> tuple[str, dict[str, Any]]:
@@ -97,6 +112,13 @@ def request_for(ns: argparse.Namespace) -> tuple[str, dict[str, Any]]:
             "fallback_amps": ns.fallback_amps,
             "priority": ns.priority,
         }
+    if action == "external-load":
+        if ns.amps is None:
+            return "circuits.external_load", {}
+        args = {"amps": ns.amps, "valid_for_s": ns.valid_for_s}
+        if ns.circuit:
+            args["circuit"] = ns.circuit
+        return "circuits.set_external_load", args
     return "circuits.unassign", {"charger_id": ns.charger_id}
 
 
@@ -110,7 +132,31 @@ def _load_text(load: dict[str, Any] | None) -> str:
     return "/".join(f"{a:.1f}" for a in load["amps"])
 
 
+def _effective_text(load: dict[str, Any] | None) -> str:
+    """The limit in force per phase and why, e.g. ``32.0/40.0/23.0 schedule+external``."""
+    if not load or load.get("effective_limit_amps") is None:
+        return "-"
+    amps = "/".join(f"{a:.1f}" for a in load["effective_limit_amps"])
+    return f"{amps} {load.get('limit_source', '')}".strip()
+
+
+def _external_rows(result: Any) -> str:
+    rows = [
+        (
+            e["circuit"],
+            e["state"],
+            "-" if e["amps"] is None else "/".join(f"{a:g}" for a in e["amps"]),
+            "-" if e["assumed_amps"] is None else "/".join(f"{a:g}" for a in e["assumed_amps"]),
+            e["valid_until"] or "-",
+        )
+        for e in result.get("external_loads", [result] if "circuit" in result else [])
+    ]
+    return table(rows, ["CIRCUIT", "STATE", "PUSHED A", "COUNTED A", "VALID UNTIL"])
+
+
 def human(op: str, result: Any, fallback: Callable[[Any], str]) -> str:
+    if op in ("circuits.external_load", "circuits.set_external_load"):
+        return _external_rows(result)
     if op != "circuits.list":
         return fallback(result)
     live = result.get("live") or {}
@@ -123,13 +169,22 @@ def human(op: str, result: Any, fallback: Callable[[Any], str]) -> str:
                 _amps(c["limit_amps"]),
                 _amps(c["limit_kw"]),
                 _load_text(loads.get(c["name"])),
+                _effective_text(loads.get(c["name"])),
                 " ".join(
                     f"{w['charger_id']}({w['phases']} {w['max_amps']:g}A)" for w in c["chargers"]
                 ),
             )
             for c in result["circuits"]
         ],
-        ["CIRCUIT", "PARENT", "LIMIT A", "LIMIT KW", "LOAD L1/L2/L3 A", "CHARGERS"],
+        [
+            "CIRCUIT",
+            "PARENT",
+            "LIMIT A",
+            "LIMIT KW",
+            "LOAD L1/L2/L3 A",
+            "IN FORCE L1/L2/L3 A",
+            "CHARGERS",
+        ],
     )
     sessions = live.get("sessions") or []
     if not sessions:

@@ -174,6 +174,8 @@ OPS: dict[str, Role] = {
     "circuits.remove": Role.ADMIN,
     "circuits.assign": Role.ADMIN,
     "circuits.unassign": Role.ADMIN,
+    "circuits.external_load": Role.VIEWER,
+    "circuits.set_external_load": Role.OPERATOR,
     # Charger certificates (1.6 security extension, docs/security.md). show:
     # {"charger_id"}: what it holds (numbered) and its SignCertificate requests;
     # delete: {"charger_id", "index"} or {"charger_id", "hash_data": {...}}.

@@ -33,7 +33,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
@@ -46,6 +46,7 @@ from voltaro.domain.circuits import (
     ancestors,
     check_tree,
 )
+from voltaro.domain.site_limits import CircuitLimit
 
 _EPS = 1e-9
 
@@ -121,8 +122,21 @@ class Session:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Site:
+    """``limits``: a circuit's effective limit this round (schedule, external load;
+    voltaro/domain/site_limits.py) in place of its configured one."""
+
     circuits: tuple[Circuit, ...]
     chargers: tuple[ChargerWiring, ...]
+    limits: Mapping[str, CircuitLimit] = field(default_factory=dict)
+
+
+def limit_of(site: Site, circuit: Circuit) -> CircuitLimit:
+    """The circuit's limit in force: the effective one if given, else its own."""
+    effective = site.limits.get(circuit.circuit_id)
+    if effective is not None:
+        return effective
+    amps = circuit.limit_amps
+    return CircuitLimit(amps=None if amps is None else (amps, amps, amps), kw=circuit.limit_kw)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -158,6 +172,7 @@ class CircuitLoad:
     limit_amps: float | None
     limit_kw: float | None
     kw: float  # the same currents at the nominal voltage
+    effective: CircuitLimit | None = None  # the limit in force this round
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -180,7 +195,10 @@ Key = tuple[str, str, Phase | None]
 
 
 def footprint(
-    wiring: ChargerWiring, phases_used: int | None, by_id: Mapping[str, Circuit]
+    wiring: ChargerWiring,
+    phases_used: int | None,
+    by_id: Mapping[str, Circuit],
+    limits: Mapping[str, CircuitLimit] | None = None,
 ) -> dict[Key, float]:
     """How much of each constraint one ampere offered to a session uses: 1 on each
     phase it draws from, on its charger and every circuit up to the root; the number
@@ -190,9 +208,10 @@ def footprint(
     out: dict[Key, float] = {("charger", wiring.charger_id, p): 1.0 for p in phases}
     for circuit_id in ancestors(by_id, wiring.circuit_id):
         circuit = by_id[circuit_id]
-        if circuit.limit_amps is not None:
+        limit = (limits or {}).get(circuit_id)
+        if (circuit.limit_amps if limit is None else limit.amps) is not None:
             out.update({("circuit", circuit_id, p): 1.0 for p in phases})
-        if circuit.limit_kw is not None:
+        if (circuit.limit_kw if limit is None else limit.kw) is not None:
             out[("circuit", circuit_id, None)] = float(len(phases))
     return out
 
@@ -200,10 +219,13 @@ def footprint(
 def capacities(site: Site, voltage: float) -> dict[Key, float]:
     out: dict[Key, float] = {}
     for circuit in site.circuits:
-        if circuit.limit_amps is not None:
-            out.update({("circuit", circuit.circuit_id, p): circuit.limit_amps for p in PHASES})
-        if circuit.limit_kw is not None:
-            out[("circuit", circuit.circuit_id, None)] = circuit.limit_kw * 1000.0 / voltage
+        limit = limit_of(site, circuit)
+        if limit.amps is not None:
+            out.update(
+                {("circuit", circuit.circuit_id, p): limit.amps[i] for i, p in enumerate(PHASES)}
+            )
+        if limit.kw is not None:
+            out[("circuit", circuit.circuit_id, None)] = limit.kw * 1000.0 / voltage
     for wiring in site.chargers:
         out.update({("charger", wiring.charger_id, p): wiring.max_amps for p in wiring.phases})
     return out
@@ -312,7 +334,7 @@ def allocate(
         if reserve is None:
             continue
         reserved.append(reserve)
-        for key, coef in footprint(wiring, None, by_id).items():
+        for key, coef in footprint(wiring, None, by_id, site.limits).items():
             if key[0] == "circuit":
                 room[key] -= coef * reserve.amps
     reserved_ids = {r.charger_id for r in reserved}
@@ -327,7 +349,9 @@ def allocate(
         elif session.charger_id not in reserved_ids:
             managed.append(session)
     managed.sort(key=lambda s: (*_admission_key(s, policy, now), s.charger_id, s.connector_id))
-    prints = [footprint(wiring_of[s.charger_id], s.phases_used, by_id) for s in managed]
+    prints = [
+        footprint(wiring_of[s.charger_id], s.phases_used, by_id, site.limits) for s in managed
+    ]
     caps = [_cap(s, wiring_of[s.charger_id], policy) for s in managed]
     amps = [0.0] * len(managed)
     parked: dict[int, tuple[ParkReason, str]] = {}
@@ -419,6 +443,7 @@ def circuit_loads(
             limit_amps=c.limit_amps,
             limit_kw=c.limit_kw,
             kw=sum(per_phase[c.circuit_id]) * policy.voltage / 1000.0,
+            effective=limit_of(site, c),
         )
         for c in site.circuits
     )

@@ -25,7 +25,7 @@ at most ``call_timeout``, the raises that wait for its cut).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -45,6 +45,7 @@ from voltaro.domain.commands import CommandError, CommandErrorCode
 from voltaro.domain.load_allocation import (
     Allocation,
     ChargerState,
+    CircuitLoad,
     Grant,
     Policy,
     ProfileState,
@@ -53,10 +54,12 @@ from voltaro.domain.load_allocation import (
     allocate,
 )
 from voltaro.domain.ports import StorageUnavailable
+from voltaro.domain.site_limits import EffectiveLimit, ExternalState, effective_limits
 from voltaro.domain.timestamps import format_utc, utc_now
 from voltaro.net.registry import Registry
 from voltaro.service.charging_profiles import ChargingProfileService
 from voltaro.service.circuits import CircuitService
+from voltaro.service.external_load import ExternalLoads
 from voltaro.service.hub import RESYNC, EventHub
 from voltaro.settings import Settings
 from voltaro.store import transactions
@@ -84,6 +87,9 @@ _WAKING = (
 _KINDS = ("meter.values", "transaction", *_WAKING[1:])
 _DEBOUNCE = 0.05  # events that arrive together (a boot and its status) make one round
 _DRAW_STEP = 1.0  # A: a smaller change of a car's draw waits for the periodic round
+# How often the effective limits (schedule boundaries, external values running out) are
+# looked at between rounds: a change starts a round within this (no database read).
+_LIMITS_TICK = 1.0
 
 
 @dataclass(slots=True)
@@ -132,8 +138,10 @@ class LoadManager:
         circuits: CircuitService,
         profiles: ChargingProfileService,
         settings: Settings,
+        external: ExternalLoads | None = None,
     ) -> None:
         self._db = db
+        self._external = external
         self._registry = registry
         self._hub = hub
         self._circuits = circuits
@@ -155,6 +163,8 @@ class LoadManager:
         self._latest: dict[str, Any] | None = None
         self._site: Site | None = None
         self._site_read_at = 0.0
+        self._limits: dict[str, EffectiveLimit] = {}  # the last round's effective limits
+        self._stale: set[str] = set()  # circuits whose external value ran out (logged)
         self.site_reads = 0
         self.rounds = 0
         self.sent = 0
@@ -175,6 +185,10 @@ class LoadManager:
         self._site = None
         self._wake.set()
 
+    def limits_changed(self) -> None:
+        """Recompute soon (an external load was pushed): the tree stays as read."""
+        self._wake.set()
+
     async def _current_site(self) -> Site:
         """The circuit tree, read when it changed (``changed``) or once per
         ``load_interval``: not on every session, status and meter event of a storm."""
@@ -193,6 +207,7 @@ class LoadManager:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             await nursery.start(self._listen)
+            nursery.start_soon(self._watch_limits)
             task_status.started()
             while True:
                 with trio.move_on_after(self._settings.load_interval):
@@ -205,6 +220,52 @@ class LoadManager:
                     # The next event or interval tries again; the chargers keep the
                     # limits they have (a database outage is logged by its health).
                     log.debug("load allocation skipped: database unavailable: %s", exc)
+
+    def _effective(self, site: Site, now: datetime) -> dict[str, EffectiveLimit]:
+        s = self._settings
+        return effective_limits(
+            site.circuits,
+            schedule=s.load_schedule,
+            pushed={} if self._external is None else self._external.values(),
+            expected=s.external_load_circuits,
+            fallback_amps=s.external_load_fallback_amps,
+            voltage=s.load_voltage,
+            now=now,
+            local=datetime.now().astimezone(),  # the schedule is in the server's local time
+        )
+
+    async def _watch_limits(self) -> None:
+        """A schedule boundary or an external value running out changes a circuit's
+        limit without any event: look once per ``_LIMITS_TICK`` (pure, no database)
+        and start a round when a limit moved."""
+        while True:
+            await trio.sleep(_LIMITS_TICK)
+            site = self._site
+            if site is None or not site.circuits or not self._limits:
+                continue
+            now = utc_now()
+            if {k: v.limit for k, v in self._effective(site, now).items()} != {
+                k: v.limit for k, v in self._limits.items()
+            }:
+                self._wake.set()
+
+    def _note_limits(self, limits: dict[str, EffectiveLimit]) -> None:
+        """Log once when a circuit's external value runs out, and when it is back."""
+        for name, limit in limits.items():
+            fallback = limit.external in (ExternalState.STALE, ExternalState.MISSING)
+            if fallback and name not in self._stale:
+                self._stale.add(name)
+                log.warning(
+                    "external load on circuit %s is %s: assuming %s A of other load "
+                    "(external_load_fallback_amps) until the next value",
+                    name,
+                    "out of date" if limit.external is ExternalState.STALE else "not reported yet",
+                    "/".join(f"{a:g}" for a in limit.external_amps or ()),
+                )
+            elif not fallback and name in self._stale:
+                self._stale.discard(name)
+                log.info("external load on circuit %s is reported again", name)
+        self._limits = limits
 
     async def _listen(
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -295,6 +356,9 @@ class LoadManager:
             del self._memory[key]
             self._accepted.pop(key, None)
             self._unanswered.pop(key, None)
+        limits = self._effective(site, now)
+        self._note_limits(limits)
+        site = replace(site, limits={k: v.limit for k, v in limits.items()})
         allocation = allocate(site, states, sessions, self.policy, now)
         self.rounds += 1
         for grant in allocation.grants:
@@ -345,7 +409,7 @@ class LoadManager:
             (cuts if grant.amps <= baseline else raises).append(item)
         # One profile per charger per round (the command layer sends one at a time
         # anyway); a charger with more to send gets another round once it has answered.
-        wanted = {item[0] for item in cuts + raises}
+        wanted = cuts + raises
         cuts = _one_per_charger(cuts, set())
         raises = _one_per_charger(raises, {c[0] for c in cuts})
         for charger_id, connector_id, profile in cuts:
@@ -357,7 +421,11 @@ class LoadManager:
             raises = []
         for charger_id, connector_id, profile in raises:
             self._start(nursery, charger_id, connector_id, profile)
-        self._again |= wanted - self._busy
+        # What was wanted but not sent goes out after the next answer: also a charger's
+        # TxProfile held back behind its own fallback sent this round (the charger is
+        # busy then, yet nothing else would wake a round for it).
+        sent = {(c, k, id(p)) for c, k, p in cuts + raises}
+        self._again |= {c for c, k, p in wanted if (c, k, id(p)) not in sent}
 
     def _start(
         self, nursery: trio.Nursery, charger_id: str, connector_id: int, profile: ChargingProfile
@@ -454,19 +522,7 @@ class LoadManager:
         return {
             "computed_at": format_utc(now),
             "policy": self.policy.mode.value,
-            "loads": [
-                {
-                    "circuit": load.circuit_id,
-                    "amps": [round(a, 3) for a in load.amps],
-                    "limit_amps": load.limit_amps,
-                    "limit_kw": load.limit_kw,
-                    "kw": round(load.kw, 3),
-                    "headroom_amps": None
-                    if load.limit_amps is None
-                    else round(load.limit_amps - max(load.amps), 3),
-                }
-                for load in allocation.loads
-            ],
+            "loads": [self._load_view(load) for load in allocation.loads],
             "sessions": [session(g) for g in allocation.grants],
             "reserved": [
                 {
@@ -483,6 +539,34 @@ class LoadManager:
             },
             "overloaded": list(allocation.overloaded),
             "unmanaged": [{"charger_id": c, "connector_id": k} for c, k in allocation.unmanaged],
+        }
+
+    def _load_view(self, load: CircuitLoad) -> dict[str, Any]:
+        effective = load.effective
+        amps = None if effective is None else effective.amps
+        limit = self._limits.get(load.circuit_id)
+        return {
+            "circuit": load.circuit_id,
+            "amps": [round(a, 3) for a in load.amps],
+            "limit_amps": load.limit_amps,
+            "limit_kw": load.limit_kw,
+            "kw": round(load.kw, 3),
+            # Against the limit in force (schedule, other load), on its fullest phase.
+            "headroom_amps": None
+            if amps is None
+            else round(min(e - a for e, a in zip(amps, load.amps, strict=True)), 3),
+            "effective_limit_amps": None if amps is None else [round(a, 3) for a in amps],
+            "effective_limit_kw": None
+            if effective is None or effective.kw is None
+            else round(effective.kw, 3),
+            "limit_source": "configured" if limit is None else limit.source,
+            "schedule_amps": None if limit is None else limit.schedule_amps,
+            "external_load": None
+            if limit is None or limit.external is ExternalState.NONE
+            else {
+                "state": limit.external.value,
+                "amps": None if limit.external_amps is None else list(limit.external_amps),
+            },
         }
 
 
