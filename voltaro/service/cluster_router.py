@@ -329,8 +329,12 @@ class ClusterRouter:
         # The owner's link bounds its own queue wait and the answer; the margin covers
         # the two database round trips and the notification.
         deadline = trio.current_time() + self._answer_bound() + 2.0
+        # A ``rep`` that arrived together with the ``ack`` set the one wake-up that the
+        # acknowledgement phase consumed: read the row at once when it is announced.
+        ready = waiter.answered
         while True:
-            woken = await waiter.wait(deadline)
+            woken = True if ready else await waiter.wait(deadline)
+            ready = False
             if woken and not (waiter.answered or waiter.resync):
                 continue
             waiter.resync = False
@@ -421,6 +425,14 @@ class ClusterRouter:
         finally:
             with trio.CancelScope(shield=True):
                 await self._store(row.id, status, result, redacted)
+            if row.origin_node == self._node_id:
+                # A request readdressed to its own origin (its charger reconnected
+                # here): no ``rep`` is notified from a node to itself (routed.finish),
+                # so wake the caller waiting in this process, whichever task ran it.
+                waiting = self._waiters.get(row.id)
+                if waiting is not None:
+                    waiting.answered = True
+                    waiting.wake()
         return result
 
     async def _store(

@@ -1,0 +1,256 @@
+"""Several real nodes (separate `voltaro serve --cluster` processes) on one PostgreSQL
+database, with independent chargers, when something goes wrong (issue 18):
+
+- the same charger id connects to another node: epoch + 1, the old socket is closed
+  within a second, commands follow the new connection;
+- a node is killed with SIGKILL: its chargers reconnect elsewhere and boot, the rows of
+  the dead node go once its lease has expired, a command routed through another node
+  reaches them;
+- a node is paused with SIGSTOP past its lease: its chargers with ping timeouts leave
+  it; once resumed it sends no CALL at all, closes what it still holds with 1012, and
+  its late writes (release, connected flag) do not undo its successors' claims;
+- one node loses its database connection (through a proxy that is cut): it fences
+  itself, its chargers move, and it joins again when the database comes back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from tests.support.cluster import Cluster, Node
+from tests.support.cluster_charger import Charger, Link, eventually, running
+
+pytestmark = [pytest.mark.cluster, pytest.mark.postgres, pytest.mark.asyncio]
+
+LEASE = 4.0  # node_lease_seconds in the failure scenarios (renewed every 1.33 s)
+
+
+def owner(cluster: Cluster, charger_id: str) -> tuple[str, int] | None:
+    rows = cluster.sql(
+        "SELECT node_id, epoch FROM charger_owners WHERE charger_id = %s", (charger_id,)
+    )
+    return (rows[0][0], int(rows[0][1])) if rows else None
+
+
+def connected_flag(cluster: Cluster, charger_id: str) -> bool:
+    rows = cluster.sql("SELECT connected FROM charge_points WHERE charger_id = %s", (charger_id,))
+    return bool(rows and rows[0][0])
+
+
+async def remote_start(node: Node, charger_id: str, tag: str) -> tuple[int, object, float]:
+    began = time.monotonic()
+    status, body = await asyncio.to_thread(
+        node.api,
+        "POST",
+        f"/charge_points/{charger_id}/commands/remote-start",
+        {"id_tag": tag, "connector_id": 1, "force": True},
+        60.0,
+    )
+    return status, body, time.monotonic() - began
+
+
+async def test_the_same_charger_on_another_node_takes_over_and_the_old_socket_closes(
+    cluster: Cluster,
+) -> None:
+    n1, n2, n3 = cluster.nodes
+    # The first connection never pings: a half-open socket the charger forgot about.
+    old = await Link.open(n1.url, "CP-TAKE", node=0, ping_interval=None)
+    assert await old.boot() == "Accepted"
+    first = await eventually(lambda: owner(cluster, "CP-TAKE"), within=5, what="claimed")
+    assert first[0] == "n1"
+
+    new = await Link.open(n2.url, "CP-TAKE", node=1)
+    opened = time.monotonic()
+    try:
+        assert await new.boot() == "Accepted"
+        assert owner(cluster, "CP-TAKE") == ("n2", first[1] + 1)
+        async with asyncio.timeout(3):
+            await old.closed.wait()
+        assert old.closed_at is not None
+        assert old.closed_at - opened < 1.5, f"old socket closed after {old.closed_at - opened}"
+
+        # A command from the third node goes to the new socket, never the old one.
+        status, body, _ = await remote_start(n3, "CP-TAKE", "TAKE-1")
+        assert status == 200, body
+        assert len(new.log.of("RemoteStartTransaction", idTag="TAKE-1")) == 1
+        assert old.log.of("RemoteStartTransaction") == []
+        # The old socket's close on n1 did not release the new owner's row.
+        await asyncio.sleep(1.0)
+        assert owner(cluster, "CP-TAKE") == ("n2", first[1] + 1)
+        assert connected_flag(cluster, "CP-TAKE")
+    finally:
+        await new.close()
+        await old.close()
+
+
+@pytest.mark.node_settings(node_lease_seconds=LEASE)
+async def test_a_killed_nodes_chargers_reconnect_and_its_rows_go_after_the_lease(
+    cluster: Cluster,
+) -> None:
+    n1, n2, n3 = cluster.nodes
+    # Two chargers on n2 that reconnect (to n3 and to n1), one on each other node.
+    movers = [
+        Charger("KILL-A", cluster.urls, order=[1, 2, 0]),
+        Charger("KILL-B", cluster.urls, order=[1, 0, 2]),
+    ]
+    others = [
+        Charger("KILL-C", cluster.urls, order=[0]),
+        Charger("KILL-D", cluster.urls, order=[2]),
+    ]
+    async with running([*movers, *others]):
+        for charger, node in zip([*movers, *others], [1, 1, 0, 2], strict=True):
+            assert await charger.wait_booted() == node
+        # And one that will not come back: its row must go with its node's lease.
+        gone = await Link.open(n2.url, "KILL-GONE", node=1)
+        assert await gone.boot() == "Accepted"
+        await eventually(lambda: owner(cluster, "KILL-GONE"), within=5, what="claimed")
+
+        killed_at = time.monotonic()
+        n2.kill()
+        # Commands sent at once, while the dead node still holds a lease and before its
+        # chargers are back: each follows its charger to the new owner (within the
+        # command's time), through another node, and through the very node the charger
+        # moves to.
+        commands = asyncio.gather(
+            remote_start(n1, "KILL-A", "KA-VIA-N1"),
+            remote_start(n3, "KILL-B", "KB-VIA-N3"),
+            remote_start(n3, "KILL-A", "KA-VIA-N3"),
+            remote_start(n1, "KILL-B", "KB-VIA-N1"),
+        )
+        await gone.closed.wait()
+        nodes = await asyncio.gather(*(c.wait_booted(since=killed_at, within=10) for c in movers))
+        assert nodes == [2, 0]
+        moved = time.monotonic() - killed_at
+        assert moved < 1.0 + 2.0, f"reconnected and booted {moved:.2f} s after the kill"
+        assert owner(cluster, "KILL-A")[0] == "n3"  # type: ignore[index]
+        assert owner(cluster, "KILL-B")[0] == "n1"  # type: ignore[index]
+
+        tags = ["KA-VIA-N1", "KB-VIA-N3", "KA-VIA-N3", "KB-VIA-N1"]
+        answered = []
+        for (status, body, took), tag in zip(await commands, tags, strict=True):
+            assert status == 200, (tag, body)
+            answered.append((tag, round(took, 2)))
+        # Back-off (<= 1 s) + reconnect + boot + the 1 s routing acknowledgement.
+        assert all(took < 5.0 for _, took in answered), answered
+        for charger, tag in zip([*movers, *movers], tags, strict=True):
+            assert len(charger.log.of("RemoteStartTransaction", idTag=tag)) == 1, tag
+
+        # The dead node's rows: gone within lease + lease/3 (the reaper's period), plus
+        # a second of slack for a loaded machine.
+        await eventually(
+            lambda: owner(cluster, "KILL-GONE") is None,
+            within=LEASE + LEASE / 3 + 1.0,
+            what="the dead node's owner row released",
+        )
+        assert cluster.sql("SELECT count(*) FROM charger_owners WHERE node_id = 'n2'") == [(0,)]
+        assert not connected_flag(cluster, "KILL-GONE")
+        status, body, took = await remote_start(n1, "KILL-GONE", "GONE-1")
+        assert status == 409, body  # offline, at once: nobody holds it
+        assert took < 1.0
+        for charger in [*movers, *others]:
+            assert charger.log.duplicates() == {}
+        assert all(c.node == n for c, n in zip(others, [0, 2], strict=True))
+
+
+@pytest.mark.node_settings(node_lease_seconds=LEASE)
+async def test_a_node_paused_past_its_lease_sends_nothing_and_its_late_writes_are_refused(
+    cluster: Cluster,
+) -> None:
+    n1, n2, _ = cluster.nodes
+    # Pings every second, 2 s timeout: it leaves the paused node for n3.
+    leaver = Charger("STOP-LEAVER", cluster.urls, order=[1, 2, 0])
+    async with running([leaver]):
+        assert await leaver.wait_booted() == 1
+        # No pings: it stays on the zombie (the kernel keeps the socket open).
+        stayer = await Link.open(n2.url, "STOP-STAYER", node=1, ping_interval=None)
+        assert await stayer.boot() == "Accepted"
+        await eventually(lambda: owner(cluster, "STOP-STAYER"), within=5, what="claimed")
+
+        paused_at = time.monotonic()
+        n2.pause()
+        try:
+            assert await leaver.wait_booted(since=paused_at, within=10) == 2
+            assert owner(cluster, "STOP-LEAVER")[0] == "n3"  # type: ignore[index]
+            # A command sent to the zombie's own API while it is stopped: it is read
+            # only after SIGCONT, when the node knows it lost its lease.
+            late = asyncio.create_task(remote_start(n2, "STOP-STAYER", "STOP-LATE"))
+            # Past the lease, the others' reaper releases what the zombie held.
+            await eventually(
+                lambda: owner(cluster, "STOP-STAYER") is None,
+                within=LEASE + LEASE / 3 + 2.0,
+                what="the zombie's row released by the reaper",
+            )
+            status, body, took = await remote_start(n1, "STOP-STAYER", "STOP-DURING")
+            assert status == 409, body  # offline: no live owner
+            assert took < 2.0
+        finally:
+            resumed_at = time.monotonic()
+            n2.resume()
+        paused_for = resumed_at - paused_at
+        assert paused_for > LEASE, f"paused only {paused_for:.1f} s"
+
+        status, body, _ = await late
+        assert status in (409, 503), body  # refused, not sent
+        async with asyncio.timeout(5):
+            await stayer.closed.wait()
+        assert stayer.close_code == 1012, (stayer.close_code, stayer.close_reason)
+        assert stayer.log.calls == [], "the zombie sent CALLs after it resumed"
+
+        # Its late writes (the leaver's socket closed while it was stopped: release and
+        # 'disconnected') change nothing: n3 still owns the leaver, flagged connected.
+        await asyncio.sleep(2.0)
+        assert owner(cluster, "STOP-LEAVER")[0] == "n3"  # type: ignore[index]
+        assert connected_flag(cluster, "STOP-LEAVER")
+        # It joins again as a new incarnation and routes to the leaver's node.
+        status, body, _ = await remote_start(n2, "STOP-LEAVER", "STOP-AFTER")
+        assert status == 200, body
+        assert len(leaver.log.of("RemoteStartTransaction", idTag="STOP-AFTER")) == 1
+        assert leaver.log.duplicates() == {}
+        await stayer.close()
+
+
+@pytest.mark.node_settings(node_lease_seconds=LEASE)
+@pytest.mark.proxied("n2")
+async def test_a_node_cut_from_the_database_fences_itself_and_comes_back(
+    cluster: Cluster,
+) -> None:
+    n1, n2, _ = cluster.nodes
+    proxy = n2.proxy
+    assert proxy is not None
+    assert proxy.accepted > 0  # n2 really talks through it
+    movers = [Charger(f"CUT-{i}", cluster.urls, order=[1, 2, 0]) for i in range(3)]
+    async with running(movers):
+        assert await asyncio.gather(*(c.wait_booted() for c in movers)) == [1, 1, 1]
+        cut_at = time.monotonic()
+        proxy.cut()
+        # It cannot renew: within the lease it fences itself and closes with 1012.
+        nodes = await asyncio.gather(
+            *(c.wait_booted(since=cut_at, within=LEASE + 6) for c in movers)
+        )
+        assert nodes == [2, 2, 2]
+        for charger in movers:
+            assert charger.history[0].close_code == 1012, charger.history[0]
+            assert charger.history[0].closed_at - cut_at < LEASE + 1.0  # type: ignore[operator]
+            assert owner(cluster, charger.charger_id)[0] == "n3"  # type: ignore[index]
+        status, _ = await asyncio.to_thread(n2.api, "GET", "/health/ready")
+        assert status == 503
+
+        proxy.restore()
+        # Back: it registers again and takes chargers.
+        await eventually(
+            lambda: n2.api("GET", "/health/ready")[0] == 200, within=10, what="n2 ready again"
+        )
+        back = Charger("CUT-BACK", cluster.urls, order=[1])
+        async with running([back]):
+            assert await back.wait_booted(within=15) == 1
+            await eventually(
+                lambda: (owner(cluster, "CUT-BACK") or ("",))[0] == "n2",
+                within=5,
+                what="n2 claims again",
+            )
+            status, body, _ = await remote_start(n1, "CUT-BACK", "CUT-BACK-1")
+            assert status == 200, body
+            assert len(back.log.of("RemoteStartTransaction", idTag="CUT-BACK-1")) == 1
