@@ -203,6 +203,18 @@ async def run(
     hub = EventHub(settings.control_queue_size)
     if cluster is not None:
         cluster.hub = hub
+    # Issue 18: consoles on every node see every charger's events (the event outbox).
+    cluster_events: ClusterEvents | None = None
+    if pg_listener is not None:
+        cluster_events = ClusterEvents(
+            database,
+            hub,
+            pg_listener,
+            node_name(settings),
+            retention=settings.cluster_events_retention,
+            buffer=settings.cluster_events_buffer,
+            poll=settings.cluster_events_poll,
+        )
     # Issue 19: every event counted (and the energy of completed sessions) for /metrics.
     events = EventTally()
     hub.tap = events
@@ -331,8 +343,12 @@ async def run(
             upload_retention.guard,
             local_list_service.guard,
             reservation_service.guard,
+            *(cluster_events.guards if cluster_events is not None else []),
         ],
     )
+    if cluster_events is not None:
+        components.extras["cluster_events"] = cluster_events
+        protection.cluster_events = cluster_events.lost
     components.extras["protection"] = protection
     components.extras["metrics"] = ServerMetrics(
         MetricSources(
@@ -346,6 +362,7 @@ async def run(
             call_errors=call_errors,
             protection=protection,
             events=events,
+            cluster_events=cluster_events,
         )
     )
     health.protection = functools.partial(protection.snapshot, live=True)
@@ -375,19 +392,6 @@ async def run(
     circuits.on_change = load_manager.changed
     external_loads.on_change = load_manager.limits_changed
     components.extras["load_manager"] = load_manager
-    # Issue 18: consoles on every node see every charger's events (the event outbox).
-    cluster_events: ClusterEvents | None = None
-    if pg_listener is not None:
-        cluster_events = ClusterEvents(
-            database,
-            hub,
-            pg_listener,
-            node_name(settings),
-            retention=settings.cluster_events_retention,
-            buffer=settings.cluster_events_buffer,
-            poll=settings.cluster_events_poll,
-        )
-        components.extras["cluster_events"] = cluster_events
     try:
         await circuits.apply_configuration(settings.circuits)
     except CircuitError as exc:

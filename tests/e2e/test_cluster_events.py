@@ -14,19 +14,23 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psycopg
 import pytest
 import trio
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.conftest import RunningServer, server_settings, start_server
 from tests.e2e.control_client import ControlClient
 from tests.support.charger import RawCharger
+from voltaro.settings import ApiScope, ApiToken
 from voltaro.store import chargers, tags
 from voltaro.store.notify import libpq_url
 
 pytestmark = pytest.mark.postgres
 
 Frame = dict[str, Any]
+METRICS = "metrics-token-0123456789"
 
 
 @asynccontextmanager
@@ -233,7 +237,10 @@ async def test_events_written_while_the_listen_connection_was_cut_still_arrive(
 async def test_meter_values_of_other_nodes_are_coalesced_latest_first_before_the_stop(
     postgres_url: str, tmp_path: Path
 ) -> None:
-    async with cluster(postgres_url, tmp_path, "na", "nb") as (a, b):
+    metrics = ApiToken(token=METRICS, scope=ApiScope.METRICS, name="prometheus")
+    async with cluster(
+        postgres_url, tmp_path, "na", "nb", http_enabled=True, http_port=0, api_tokens=(metrics,)
+    ) as (a, b):
         a.run(chargers.add_charger, "CP-B")
         a.run(tags.add_tag, "DRIVER")
         on_a, on_b = await console(a), await console(b)
@@ -256,5 +263,25 @@ async def test_meter_values_of_other_nodes_are_coalesced_latest_first_before_the
         assert [v for v in view(of(on_a, "CP-B")) if v[0] != "meter.values"] == [
             v for v in view(of(on_b, "CP-B")) if v[0] != "meter.values"
         ]
+        # /metrics counts it: 4 of 6 meter values coalesced on b, what a imported.
+        on_b_metrics, on_a_metrics = await scrape(b), await scrape(a)
+        assert on_b_metrics[("voltaro_cluster_events_total", "coalesced")] == 4
+        assert on_b_metrics[("voltaro_cluster_events_total", "dropped")] == 0
+        assert on_a_metrics[("voltaro_cluster_events_total", "imported")] >= len(of(on_a, "CP-B"))
+        assert on_a_metrics[("voltaro_cluster_events_resyncs_total", "")] == 0
         await on_a.aclose()
         await on_b.aclose()
+
+
+async def scrape(server: RunningServer) -> dict[tuple[str, str], float]:
+    assert server.addresses.http is not None
+    host, port = server.addresses.http
+    async with httpx.AsyncClient(base_url=f"http://{host}:{port}", timeout=10) as client:
+        answer = await client.get("/metrics", headers={"Authorization": f"Bearer {METRICS}"})
+    assert answer.status_code == 200, answer.text
+    return {
+        (sample.name, sample.labels.get("outcome", "")): sample.value
+        for family in text_string_to_metric_families(answer.text)
+        for sample in family.samples
+        if sample.name.startswith("voltaro_cluster_events")
+    }

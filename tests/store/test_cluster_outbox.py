@@ -19,6 +19,7 @@ import pytest
 import trio
 
 from tests.support.outage import database_outage
+from voltaro.control.wire import protection_notes
 from voltaro.service.cluster_events import ClusterEvents
 from voltaro.service.hub import RESYNC, EventHub, HubEvent, Subscription
 from voltaro.store import cluster_events
@@ -202,6 +203,10 @@ async def test_an_outage_longer_than_the_buffer_costs_a_resync_where_events_are_
         assert isinstance(after, HubEvent)
         assert after.data["status"] == "S999"
         assert n2.events.imports.resyncs == 1
+        # `status` and the console say so on n1 (protection notes).
+        assert n1.events.lost() == {"dropped": 50}
+        [note] = protection_notes({"cluster_events": n1.events.lost()})
+        assert note.startswith("cluster events: 50 not handed to the other nodes")
 
 
 async def test_meter_values_are_coalesced_per_connector_and_the_latest_wins(

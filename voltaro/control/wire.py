@@ -475,6 +475,12 @@ def protection_notes(p: dict[str, Any]) -> list[str]:
             f"{sum(failures.values())} unexpected errors in background tasks "
             f"({_counts(failures)}); see the log"
         )
+    lost = (p.get("cluster_events") or {}).get("dropped", 0)
+    if lost:
+        notes.append(
+            f"cluster events: {lost} not handed to the other nodes (buffer full while "
+            "the database was away); their consoles were told to resync"
+        )
     if p.get("connections_crashed"):
         notes.append(f"{p['connections_crashed']} connections ended by an internal error")
     return notes

@@ -410,6 +410,15 @@ class ClusterEvents:
             except Exception as exc:  # StorageUnavailable: quiet back-off (LoopGuard)
                 await self.guard.after_failure(exc, "trimming old events")
 
+    @property
+    def guards(self) -> list[LoopGuard]:
+        return [self.export.guard, self.imports.guard, self.guard]
+
+    def lost(self) -> dict[str, int]:
+        """What ``status`` shows (protection notes): events dropped, never the queue
+        length that moves with every event."""
+        return {"dropped": self.export.dropped}
+
     def statistics(self) -> dict[str, int]:
         return {
             **self.export.statistics(),

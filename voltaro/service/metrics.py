@@ -41,6 +41,7 @@ from voltaro.net.registry import Registry
 from voltaro.net.security_events import KINDS as SECURITY_KINDS
 from voltaro.protocol.callerrors import CallErrorLog
 from voltaro.protocol.traffic import MESSAGE_TYPES, Traffic
+from voltaro.service.cluster_events import ClusterEvents
 from voltaro.service.commands import CommandService
 from voltaro.service.frame_log import FrameSink
 from voltaro.service.hub import EventHub
@@ -113,6 +114,7 @@ class MetricSources:
     call_errors: CallErrorLog
     protection: Protection
     events: EventTally
+    cluster_events: ClusterEvents | None = None  # several nodes (issue 18)
 
 
 class ServerMetrics(Collector):
@@ -149,6 +151,34 @@ class ServerMetrics(Collector):
         yield from self._business()
 
     # --- families ----------------------------------------------------------------------
+
+    def _cluster_events(self) -> Iterator[Metric]:
+        """The event outbox of a cluster node (voltaro/service/cluster_events.py)."""
+        if self._s.cluster_events is None:
+            return
+        stats = self._s.cluster_events.statistics()
+        outcomes = CounterMetricFamily(
+            "voltaro_cluster_events_total",
+            "Events through the cluster outbox: written (this node's, for the others), "
+            "coalesced (meter values superseded within a second), dropped (buffer full "
+            "while the database was away: the others' consoles resync), imported (the "
+            "others', given to this node's consoles)",
+            labels=["outcome"],
+        )
+        for outcome in ("written", "coalesced", "dropped", "imported"):
+            outcomes.add_metric([outcome], stats[outcome])
+        yield outcomes
+        yield GaugeMetricFamily(
+            "voltaro_cluster_events_queued",
+            "This node's events waiting to be written to the outbox",
+            value=stats["queued"],
+        )
+        yield CounterMetricFamily(
+            "voltaro_cluster_events_resyncs_total",
+            "Times this node's consoles were told to resync because another node's events "
+            "were lost on the way",
+            value=stats["resyncs"],
+        )
 
     def _server(self) -> Iterator[Metric]:
         info = GaugeMetricFamily("voltaro_info", "Voltaro's version (value 1)", labels=["version"])
@@ -379,6 +409,7 @@ class ServerMetrics(Collector):
             "Events a slow subscriber did not get (it resyncs); never a charger's message",
             value=hub.dropped,
         )
+        yield from self._cluster_events()
         frames = CounterMetricFamily(
             "voltaro_frame_log_frames_total",
             "Raw frames for the frame log, by outcome (stored, or not stored as received)",

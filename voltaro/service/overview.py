@@ -53,6 +53,8 @@ class Protection:
         self._frame_sink = frame_sink
         self._guards = list(guards)
         self.http_accept_errors: Callable[[], int] = lambda: 0
+        # Several nodes (issue 18): events this node could not hand to the others.
+        self.cluster_events: Callable[[], dict[str, int]] | None = None
 
     def snapshot(self, *, live: bool = False) -> dict[str, Any]:
         out = self._listener.counters()
@@ -64,6 +66,8 @@ class Protection:
         failures["frame log"] = failures.get("frame log", 0) + frame_log["errors"]
         out["frame_log"] = frame_log
         out["background_failures"] = failures
+        if self.cluster_events is not None:
+            out["cluster_events"] = self.cluster_events()
         if live:
             del frame_log["stored"]
             out["connections"] = {

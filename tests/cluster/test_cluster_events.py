@@ -1,0 +1,151 @@
+"""Events for consoles across real processes (issue 18): a console attached to node n1's
+control socket (the wire protocol, as the Textual console and `voltaro ctl events` speak
+it) sees the events of chargers served by n2 and n3, each once and in their order, and
+after the console reconnects it re-reads the state (which shows what it missed while
+away) and goes on with the new events."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.cluster import Cluster
+from tests.support.cluster_charger import Link
+
+pytestmark = [pytest.mark.cluster, pytest.mark.postgres]
+
+Frame = dict[str, Any]
+KINDS = ("charger.connected", "charger.boot", "connector.status")
+
+
+class Console:
+    """A control-socket client: requests and the event stream (wire format only)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._reader = reader
+        self._writer = writer
+        self._ids = itertools.count(1)
+        self.events: list[Frame] = []
+        self._answers: dict[int, asyncio.Future[Frame]] = {}
+        self._changed = asyncio.Event()
+        self._task = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        while line := await self._reader.readline():
+            frame = json.loads(line)
+            if frame.get("type") == "response" and frame.get("id") in self._answers:
+                self._answers.pop(frame["id"]).set_result(frame)
+            elif frame.get("type") in ("event", "resync"):
+                self.events.append(frame)
+                self._changed.set()
+
+    async def request(self, op: str, args: dict[str, Any] | None = None) -> Frame:
+        rid = next(self._ids)
+        future: asyncio.Future[Frame] = asyncio.get_running_loop().create_future()
+        self._answers[rid] = future
+        line = {"type": "request", "id": rid, "op": op, "args": args or {}}
+        self._writer.write(json.dumps(line).encode() + b"\n")
+        await self._writer.drain()
+        async with asyncio.timeout(10):
+            return await future
+
+    async def wait_for(self, done: Callable[[list[Frame]], bool], within: float = 20) -> None:
+        try:
+            async with asyncio.timeout(within):
+                while not done(self.events):
+                    self._changed.clear()
+                    await self._changed.wait()
+        except TimeoutError:
+            raise AssertionError(f"not within {within} s; events: {self.events}") from None
+
+    def of(self, charger_id: str) -> list[Frame]:
+        return [
+            f
+            for f in self.events
+            if f.get("event") in KINDS and f["data"].get("charger_id") == charger_id
+        ]
+
+
+@asynccontextmanager
+async def console(path: Path) -> AsyncIterator[Console]:
+    reader, writer = await asyncio.open_unix_connection(str(path))
+    hello = json.loads(await reader.readline())
+    assert hello["type"] == "hello"
+    client = Console(reader, writer)
+    try:
+        assert (await client.request("subscribe", {"kinds": list(KINDS)}))["ok"]
+        yield client
+    finally:
+        writer.close()
+        client._task.cancel()
+        await asyncio.gather(client._task, return_exceptions=True)
+
+
+async def status(link: Link, value: str) -> None:
+    payload = {"connectorId": 1, "errorCode": "NoError", "status": value}
+    assert await link.call("StatusNotification", payload) == {}
+
+
+def statuses(client: Console, charger_id: str) -> list[str]:
+    return [f["data"]["status"] for f in client.of(charger_id) if f["event"] == "connector.status"]
+
+
+@pytest.mark.asyncio
+async def test_a_console_on_one_node_sees_chargers_on_the_others_across_a_reconnect(
+    cluster: Cluster,
+) -> None:
+    n1, n2, n3 = cluster.nodes
+    links: list[Link] = []
+    try:
+        async with console(n1.control_socket) as first:
+            for node in (n2, n3):
+                link = await Link.open(node.url, f"CP-{node.node_id}", node=node.index)
+                links.append(link)
+                assert await link.boot() == "Accepted"
+                await status(link, "Preparing")
+            await first.wait_for(
+                lambda _: all(statuses(first, f"CP-{n.node_id}") == ["Preparing"] for n in (n2, n3))
+            )
+            for node in (n2, n3):
+                seen = first.of(f"CP-{node.node_id}")
+                assert [f["event"] for f in seen] == list(KINDS), seen
+                assert {f.get("node") for f in seen} == {node.node_id}
+        # Away: what happens now reaches no console of n1.
+        for link in links:
+            await status(link, "Charging")
+        async with console(n1.control_socket) as again:
+            # A console (re)connecting reads the state first: the shared database has
+            # what the other nodes' chargers did meanwhile ...
+            listed = await again.request("chargers.list")
+            assert listed["ok"], listed
+            connectors = {
+                c["charger_id"]: [k.get("status") for k in c.get("connectors", [])]
+                for c in listed["result"]
+                if c["charger_id"] in ("CP-n2", "CP-n3")
+            }
+            assert connectors == {"CP-n2": ["Charging"], "CP-n3": ["Charging"]}, connectors
+            # ... then goes on with the events.
+            for link in links:
+                await status(link, "Finishing")
+            await again.wait_for(
+                lambda _: all("Finishing" in statuses(again, f"CP-{n.node_id}") for n in (n2, n3))
+            )
+            await asyncio.sleep(0.5)  # a duplicate would arrive meanwhile
+            for node in (n2, n3):
+                # "Charging" too when n1 read it from the outbox after this console
+                # subscribed (written before, imported after): late, never out of order.
+                assert statuses(again, f"CP-{node.node_id}") in (
+                    ["Finishing"],
+                    ["Charging", "Finishing"],
+                )
+            assert not [f for f in again.events if f.get("type") == "resync"]
+    finally:
+        for link in links:
+            await link.close()
