@@ -415,6 +415,7 @@ class ConsoleApp(App[None]):
         name, data, at = str(frame["event"]), dict(frame.get("data") or {}), frame.get("at")
         if name == "load.allocation":
             self.load_history.add(data, self.clock())
+            self.site.set_load_alerts(data, at or "")
         if self._resyncing:
             self._replay.append((name, data, at))
         known = self.site.apply(name, data, at)

@@ -175,6 +175,12 @@ class Alert:
         state: counted on its own in the attention count)."""
         return ":tx" in self.key or ":stop:" in self.key
 
+    @property
+    def is_load(self) -> bool:
+        """Site load management (issue 17): an overloaded circuit, a charger that
+        refuses profiles (not a connector's state: counted on its own too)."""
+        return ":load:" in self.key
+
 
 class Site:
     """The console's model of the whole site."""
@@ -260,6 +266,36 @@ class Site:
             )
 
     # --- alerts ----------------------------------------------------------------------
+
+    def set_load_alerts(self, live: dict[str, Any], at: str = "") -> None:
+        """From a ``load.allocation`` round (issue 17): a circuit that offline and
+        refusing chargers alone overload (nothing can be offered there: the breaker is
+        at risk), and a charger that refuses charging profiles (counted at its full
+        rating, parking others) are alerts until the condition clears and they are
+        acknowledged."""
+        raised = set()
+        for name in live.get("overloaded") or []:
+            key = f":load:{name}:overloaded"
+            raised.add(key)
+            text = (
+                f"circuit {name} overloaded: offline and refusing chargers alone exceed "
+                "its limit (l shows the site load)"
+            )
+            self._alert(key, "", text, at, active=True)
+        for reserve in live.get("reserved") or []:
+            if reserve.get("reason") != "rejects-profiles":
+                continue
+            charger_id = str(reserve.get("charger_id"))
+            key = f"{charger_id}:load:refuses-profiles"
+            raised.add(key)
+            text = (
+                f"refuses charging profiles: counted at its full rating "
+                f"({reserve.get('amps')} A) until it boots again"
+            )
+            self._alert(key, charger_id, text, at, active=True)
+        for key, alert in list(self.alerts.items()):
+            if alert.is_load and key not in raised and alert.active:
+                self._alert(key, alert.charger_id, alert.text, at, active=False)
 
     def _alert(
         self, key: str, charger_id: str, text: str, at: str, *, active: bool, sticky: bool = True
@@ -488,7 +524,7 @@ class Site:
             attention=sum(
                 1 for c in chargers if c.faulted or c.pending or self.offline_too_long(c, now)
             )
-            + sum(1 for a in self.alerts.values() if a.active and a.is_billing),
+            + sum(1 for a in self.alerts.values() if a.active and (a.is_billing or a.is_load)),
             database_ok=self.database_ok,
         )
 

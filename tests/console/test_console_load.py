@@ -210,6 +210,9 @@ async def test_circuit_per_phase_parked_session_and_a_stop_at_80x24(server: Serv
             assert "/8 A OVER" in l1, text
             assert "█!" in l1, l1
             assert "OVERLOADED" in line_with(text, "equal · round")
+            # Both are alerts on the main screen too (the site bar's count, F7).
+            active = {key for key, alert in app.site.alerts.items() if alert.active}
+            assert {":load:site:overloaded", "CP-D:load:refuses-profiles"} <= active
             await pilot.press("escape")
             async with asyncio.timeout(5):
                 await until(pilot, lambda: not isinstance(app.screen, LoadScreen))

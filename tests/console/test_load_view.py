@@ -20,6 +20,7 @@ from console.load_view import (
     spark,
     summary_line,
 )
+from console.model import Site
 
 NOW = datetime(2026, 12, 5, 21, 0, 0, tzinfo=UTC)
 
@@ -259,3 +260,29 @@ def test_a_refused_profile_is_a_feed_warning() -> None:
         "CP-D refused a TxDefaultProfile (Rejected): counted at its full rating until it "
         "boots again"
     )
+
+
+def test_an_overloaded_circuit_and_a_refusing_charger_are_alerts_until_they_clear() -> None:
+    site = Site()
+    refusing = {
+        "charger_id": "CP-D",
+        "amps": 16.0,
+        "reason": "rejects-profiles",
+        "phases": ["L1", "L2", "L3"],
+    }
+    offline = {"charger_id": "CP-E", "amps": 6.0, "reason": "offline", "phases": ["L1"]}
+    site.set_load_alerts(
+        live(NOW, [40.0, 40.0, 40.0], reserved=[refusing, offline], overloaded=["site"]), "21:00:00"
+    )
+    alerts = {a.key: a for a in site.alerts.values()}
+    assert set(alerts) == {":load:site:overloaded", "CP-D:load:refuses-profiles"}
+    assert alerts[":load:site:overloaded"].text.startswith("circuit site overloaded")
+    assert alerts["CP-D:load:refuses-profiles"].charger_id == "CP-D"
+    assert "16.0 A" in alerts["CP-D:load:refuses-profiles"].text
+    assert site.summary(NOW).attention == 2
+    # The next round: no overload, CP-D still refusing. The overload is cleared (kept
+    # until acknowledged, like every alert), no longer counted as needing attention.
+    site.set_load_alerts(live(NOW, [16.0, 16.0, 16.0], reserved=[refusing]), "21:00:05")
+    assert not site.alerts[":load:site:overloaded"].active
+    assert site.alerts["CP-D:load:refuses-profiles"].active
+    assert site.summary(NOW).attention == 1
