@@ -758,6 +758,14 @@ def offline_figures(demo: Demo) -> dict[str, Any] | None:
         longest = max(longest, run)
         previous = t
     tail = [max(c["drawn_a"]) for t, c in rows if t >= back - 10]
+    # From when on (seconds after the drop) the car stayed within the fallback, and what
+    # it was counted at last before the charger came back.
+    fallback_after: float | None = None
+    for t, c in reversed(rows):
+        if max(c["drawn_a"]) > episode["fallback_a"] + EPSILON:
+            break
+        fallback_after = round(t - start, 3)
+    last_counted = next((c["counted_a"] for _, c in reversed(rows) if c["counted_as"]), None)
     held = [
         r.purpose
         for r in demo.received
@@ -772,6 +780,8 @@ def offline_figures(demo: Demo) -> dict[str, Any] | None:
         "max_drawn_a": round(max((max(c["drawn_a"]) for _, c in rows), default=0.0), 2),
         "drawn_last_10s_a": round(max(tail, default=0.0), 2),
         "longest_above_counted_s": round(longest, 3),
+        "within_fallback_after_s": fallback_after,
+        "last_counted_a": last_counted,
         # A leased ChargePointMaxProfile held when it dropped: it must come down to its
         # fallback on its own (load-fallback); without one it keeps its TxProfile.
         "had_charge_point_max": "ChargePointMaxProfile" in held,
@@ -883,13 +893,18 @@ def check(result: dict[str, Any], args: argparse.Namespace) -> list[str]:
                 f"offline {offline['charger_id']} drew more than it was counted at for "
                 f"{offline['longest_above_counted_s']:.1f} s"
             )
-        if (
-            offline["had_charge_point_max"]
-            and offline["drawn_last_10s_a"] > offline["fallback_a"] + EPSILON
-        ):
+        if offline["had_charge_point_max"] and offline["within_fallback_after_s"] is None:
             misses.append(
                 f"offline {offline['charger_id']} still drew {offline['drawn_last_10s_a']} A "
                 f"at the end, above its {offline['fallback_a']:g} A fallback"
+            )
+        last = offline["last_counted_a"]
+        if offline["had_charge_point_max"] and (
+            last is None or last > offline["fallback_a"] + EPSILON
+        ):
+            misses.append(
+                f"offline {offline['charger_id']} was last counted at {last} A, not at its "
+                f"{offline['fallback_a']:g} A fallback"
             )
     if result["sessions"] == 0 or result["sent_to_applied_s"]["n"] == 0:
         misses.append("no session or no TxProfile: nothing was shown")
@@ -951,7 +966,13 @@ def print_figures(result: dict[str, Any], misses: list[str]) -> None:
             f"offline: {offline['charger_id']} lost its connection at t={offline['start']:.0f} s "
             f"for {offline['seconds']:g} s (back at t={offline['back']:.0f} s): its car drew "
             f"at most {offline['max_drawn_a']:.1f} A, {offline['drawn_last_10s_a']:.1f} A in "
-            f"the last 10 s (fallback {offline['fallback_a']:g} A); the allocator counted it "
+            f"the last 10 s (fallback {offline['fallback_a']:g} A"
+            + (
+                f", within it from {offline['within_fallback_after_s']:g} s after the drop"
+                if offline["within_fallback_after_s"] is not None
+                else ""
+            )
+            + "); the allocator counted it "
             + (f"at {counted[0]:g}-{counted[1]:g} A" if counted else "never")
             + (
                 ""
@@ -1091,8 +1112,12 @@ def plot(demo: Demo, result: dict[str, Any]) -> bytes:
         ]
         series.append(png_chart.Series("limit", 6, [(0.0, limit), (x_max, limit)], width=2, dash=6))
         plot_top, plot_bottom = box.top + 22, box.top + box.height - 24
-        if demo.offline is not None:
-            episode = demo.offline
+        episode = demo.offline
+        feeder = next(
+            (w.feeder for w in demo.wirings if episode and w.charger_id == episode["charger_id"]),
+            None,
+        )
+        if episode is not None and name in ("site", feeder):
             left = box.left + 40 + (box.width - 50) * episode["start"] / x_max
             back = episode.get("back", episode["start"] + episode["seconds"])
             right = box.left + 40 + (box.width - 50) * min(back, x_max) / x_max

@@ -209,3 +209,59 @@ def test_the_checks_catch_a_long_excursion_and_a_slow_change() -> None:
     demo.timeline[2] = demo_module.Point(t0 + 11.5, ok, False)
     demo.received[0].applied = t0 + 4
     assert demo_module.check(demo_module.figures(demo, t0 + 30), args) == []
+
+
+def test_the_checks_catch_an_offline_charger_above_its_fallback() -> None:
+    """A charger that held a (leased) ChargePointMaxProfile drops and its car goes on
+    drawing 10 A for the 10 s it is offline, counted at its 6 A fallback."""
+    demo_module = _demo_module()
+    args = _args()
+    demo = demo_module.Demo(args, demo_module.layout(1, args.feeders, 6.0))
+    t0 = demo.t0 = 1000.0
+    demo.offline = {
+        "charger_id": "DEMO-01",
+        "start": 5.0,
+        "seconds": 10.0,
+        "fallback_a": 6.0,
+        "back": 15.0,
+    }
+    demo.received = [
+        demo_module.Received(
+            "DEMO-01", 0, "ChargePointMaxProfile", 1699, None, 32.0, t0 + 1, t0 + 1
+        )
+    ]
+
+    def samples(drawn: float) -> list[dict[str, Any]]:
+        return [
+            {
+                "t": float(t),
+                "loads": {"site": [drawn] * 3, "feeder-a": [drawn] * 3},
+                "limits": demo.limits,
+                "connectors": [
+                    {
+                        "charger_id": "DEMO-01",
+                        "online": False,
+                        "drawn_a": [drawn] * 3,
+                        "counted_a": 6.0,
+                        "counted_as": "offline",
+                    }
+                ],
+            }
+            for t in range(5, 16)
+        ]
+
+    demo.samples = samples(10.0)
+    result = demo_module.figures(demo, t0 + 20)
+    assert result["offline"]["within_fallback_after_s"] is None
+    assert result["offline"]["longest_above_counted_s"] == pytest.approx(11.0)
+    misses = demo_module.check(result, args)
+    assert any("drew more than it was counted at for 11.0 s" in m for m in misses), misses
+    assert any("above its 6 A fallback" in m for m in misses), misses
+
+    demo.samples = samples(5.9)
+    offline = demo_module.figures(demo, t0 + 20)["offline"]
+    assert offline["within_fallback_after_s"] == 0.0
+    assert offline["last_counted_a"] == 6.0
+    assert not [
+        m for m in demo_module.check(demo_module.figures(demo, t0 + 20), args) if "offline" in m
+    ]
