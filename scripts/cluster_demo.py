@@ -226,11 +226,23 @@ class Demo:
         attempts: Counter[str] = Counter()
         reasons: Counter[str] = Counter()
 
+        moving = {c.charger_id for c in on_victim}
+
+        def next_home(charger: Charger) -> int:
+            """Where a charger of the dead node goes: the next node of its own order."""
+            order = list(charger.order or range(len(self.cluster.nodes)))
+            return order[(order.index(victim.index) + 1) % len(order)]
+
         async def routed(charger: Charger) -> float:
             tag = self.new_tag()
+            # Never through the node the charger is on or moves to: every success is
+            # a command that crossed from one node to another.
+            home = next_home(charger) if charger.charger_id in moving else charger.node
             while time.monotonic() - killed_at < self.args.give_up:
                 here = charger.node
-                choices = [k for k in live if k != here]
+                choices = [k for k in live if k not in (here, home)] or [
+                    k for k in live if k != here
+                ]
                 via = choices[attempts[charger.charger_id] % len(choices)]
                 attempts[charger.charger_id] += 1
                 ok, why, _ = await self.remote_start(charger, via, tag)
