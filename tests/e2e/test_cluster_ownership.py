@@ -143,9 +143,10 @@ async def test_a_node_that_lost_its_lease_closes_its_chargers_1012_then_rejoins(
         expired = trio.current_time()
         assert await charger.wait_closed(timeout=LEASE) == 1012
         assert trio.current_time() - expired < LEASE / 3 + 1
-        # It comes back as a new incarnation and takes chargers again.
+        # It comes back as a new incarnation (about a second after it closed its
+        # sockets, not a whole lease later) and takes chargers again.
         refusals: list[int] = []
-        with trio.fail_after(10):
+        with trio.fail_after(3):
             while True:
                 try:
                     charger = await RawCharger.connect(f"{a.url}/CP-3")
@@ -187,7 +188,7 @@ async def test_status_shows_every_node_its_lease_and_the_chargers_it_owns(
             a,
             "INSERT INTO cluster_nodes VALUES ('ghost', 'g-1', '10.9.9.9:9000', "
             "(now() AT TIME ZONE 'UTC') - interval '1 hour', "
-            "(now() AT TIME ZONE 'UTC') + interval '1 second') RETURNING node_id",
+            "(now() AT TIME ZONE 'UTC') + interval '6 seconds') RETURNING node_id",
         )
         a.run(chargers.add_charger, "CP-G")
         rows(a, "UPDATE charge_points SET connected = true WHERE charger_id = 'CP-G' RETURNING 1")
@@ -209,7 +210,7 @@ async def test_status_shows_every_node_its_lease_and_the_chargers_it_owns(
             "ghost": (True, 1),
         }
         # The ghost's lease runs out; a live node's reaper releases its charger.
-        await eventually(lambda: owners(a).get("CP-G") is None, within=LEASE)
+        await eventually(lambda: owners(a).get("CP-G") is None, within=6 + LEASE)
         assert not connected(a, "CP-G")
         text_view = await ctl(b, "status")
         assert text_view.returncode == 0, text_view.stderr
@@ -222,7 +223,7 @@ async def test_status_shows_every_node_its_lease_and_the_chargers_it_owns(
         assert lines["b"][5] == "1"
         assert lines["a"][1] == "live"
         assert lines["a"][4] == "2"
-        assert lines["ghost"][1:3] == ["EXPIRED", lines["ghost"][2]]
+        assert lines["ghost"][1] == "EXPIRED"
         assert lines["ghost"][4:6] == ["0", "10.9.9.9:9000"]
         http = a.addresses.http
         assert http is not None

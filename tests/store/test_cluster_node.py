@@ -263,3 +263,23 @@ async def test_the_reaper_releases_the_chargers_of_an_expired_node(pg: Database)
     assert seen == [
         ("charger.disconnected", {"charger_id": "CP-DEAD", "reason": "node dead lost its lease"})
     ]
+
+
+async def test_a_renewal_that_finds_the_lease_gone_rejoins_without_waiting_out_the_lease(
+    pg: Database,
+) -> None:
+    node = _node(pg, "n1", lease=30)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(node.run)
+        first = node.incarnation
+        _sql(
+            pg,
+            "UPDATE cluster_nodes SET lease_until = (now() AT TIME ZONE 'UTC') "
+            "- interval '1 second'",
+        )
+        assert not await node.renew()
+        assert node.fenced()
+        # Its local deadline is still ~30 s away: the lost lease itself wakes the rejoin.
+        await _until(lambda: not node.fenced(), 3)
+        assert node.incarnation != first
+        nursery.cancel_scope.cancel()
