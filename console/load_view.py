@@ -22,7 +22,7 @@ from console.model import parse_time
 EMPTY = "no circuits configured: see voltaro ctl circuits add"
 WAITING = "circuits configured; waiting for the first allocation round"
 PHASES = ("L1", "L2", "L3")
-FULL, EIGHTHS, HOLE = "█", " ▏▎▍▌▋▊▉", "░"
+FULL, EIGHTHS, HOLE, OTHER = "█", " ▏▎▍▌▋▊▉", "░", "▒"
 SPARKS = "▁▂▃▄▅▆▇█"
 SLACK = 0.05  # A (or kW) within which a load counts as at its limit, not over it
 NAME_WIDTH = 12
@@ -51,23 +51,33 @@ def level_style(fraction: float) -> str:
     return "green"
 
 
-def phase_bar(amount: float, limit: float | None, width: int) -> Text:
+def phase_bar(amount: float, limit: float | None, width: int, other: float = 0.0) -> Text:
     """``amount`` against ``limit`` in ``width`` cells (eighth blocks for the last
-    one). Over the limit the whole bar is red and its last cell is ``!``, so it stays
-    distinct without colour; no limit: an empty dim bar (the label says the amount)."""
+    one), after ``other`` (the building's other load, ``▒``) when there is one. Over
+    the limit the whole bar is red and its last cell is ``!``, so it stays distinct
+    without colour; no limit: an empty dim bar (the label says the amount)."""
     width = max(1, width)
     if limit is None or limit <= 0:
         return Text(HOLE * width, style="grey35")
-    fraction = max(0.0, amount) / limit
-    if amount > limit + SLACK:
+    other = max(0.0, other)
+    total = max(0.0, amount) + other
+    fraction = total / limit
+    if total > limit + SLACK:
         return Text(FULL * (width - 1) + "!", style="bold red")
-    eighths = round(min(1.0, fraction) * width * 8)
+    bar = Text()
+    shared = 0
+    if other > 0:
+        shared = min(width, max(1, round(other / limit * width)))
+        bar.append(OTHER * shared, style="blue")
+    eighths = max(0, round(min(1.0, fraction) * width * 8) - shared * 8)
     whole, part = divmod(eighths, 8)
-    bar = Text(FULL * whole, style=level_style(fraction))
-    if part and whole < width:
+    whole = min(whole, width - shared)
+    bar.append(FULL * whole, style=level_style(fraction))
+    used = shared + whole
+    if part and used < width:
         bar.append(EIGHTHS[part], style=level_style(fraction))
-        whole += 1
-    bar.append(HOLE * (width - whole), style="grey35")
+        used += 1
+    bar.append(HOLE * (width - used), style="grey35")
     return bar
 
 
@@ -104,17 +114,61 @@ def spark(levels: list[float | None], width: int) -> Text:
     return out
 
 
+@dataclass(frozen=True, slots=True)
+class InForce:
+    """A circuit's limits this round as the breaker sees them: the limit in force per
+    phase (configured, lowered by a schedule entry), the building's other load on each
+    phase (an external signal, subtracted from what the chargers may share) and its
+    state, the kW limit and the other load's share of it. Servers before the external
+    limit send none of it: configured limits, no other load."""
+
+    limit_amps: float | None
+    scheduled: bool
+    other: tuple[float, float, float]
+    other_state: str | None  # live, stale, missing; None: no external signal
+    limit_kw: float | None
+    other_kw: float
+
+    @classmethod
+    def of(cls, load: dict[str, Any], circuit: dict[str, Any] | None = None) -> InForce:
+        limit = _number(load.get("limit_amps"))
+        if limit is None and circuit is not None and "limit_amps" not in load:
+            limit = _number(circuit.get("limit_amps"))
+        schedule = _number(load.get("schedule_amps"))
+        scheduled = schedule is not None and (limit is None or schedule < limit)
+        if scheduled:
+            limit = schedule
+        external = load.get("external_load") or {}
+        values = [_number(a) or 0.0 for a in external.get("amps") or []][:3]
+        values += [0.0] * (3 - len(values))
+        limit_kw = _number(load.get("limit_kw"))
+        effective_kw = _number(load.get("effective_limit_kw"))
+        other_kw = 0.0
+        if limit_kw is not None and effective_kw is not None and external:
+            other_kw = max(0.0, limit_kw - effective_kw)
+        return cls(
+            limit_amps=limit,
+            scheduled=scheduled,
+            other=(values[0], values[1], values[2]),
+            other_state=str(external["state"]) if external.get("state") else None,
+            limit_kw=limit_kw,
+            other_kw=other_kw,
+        )
+
+
 def load_level(load: dict[str, Any]) -> float | None:
     """A circuit's load as a fraction of its tightest limit: the most loaded phase
-    against the limit per phase, the power against the kW limit."""
+    (chargers plus the building's other load) against the limit in force per phase,
+    the power against the kW limit."""
+    force = InForce.of(load)
     levels = []
-    amps = [a for a in (_number(v) for v in load.get("amps") or []) if a is not None]
-    limit_amps = _number(load.get("limit_amps"))
-    if amps and limit_amps:
-        levels.append(max(amps) / limit_amps)
-    kw, limit_kw = _number(load.get("kw")), _number(load.get("limit_kw"))
-    if kw is not None and limit_kw:
-        levels.append(kw / limit_kw)
+    amps = [_number(v) for v in load.get("amps") or []]
+    totals = [a + o for a, o in zip(amps, force.other, strict=False) if a is not None]
+    if totals and force.limit_amps:
+        levels.append(max(totals) / force.limit_amps)
+    kw = _number(load.get("kw"))
+    if kw is not None and force.limit_kw:
+        levels.append((kw + force.other_kw) / force.limit_kw)
     return max(levels) if levels else None
 
 
@@ -255,8 +309,12 @@ def circuit_lines(
     loads = {str(x.get("circuit")): x for x in (live or {}).get("loads") or []}
     overloaded = set((live or {}).get("overloaded") or [])
     depth = _depths(circuits)
+    by_name = {str(c.get("name")): c for c in circuits}
+    forces = {name: InForce.of(load, by_name.get(name)) for name, load in loads.items()}
+    external = any(f.other_state for f in forces.values())
+    what = "LOAD (▒ other load, █ chargers)" if external else "LOAD (offered + counted)"
     header = Text(
-        f"{'CIRCUIT':<{NAME_WIDTH}} PH {'LOAD (offered + counted)':<{layout.bar}} "
+        f"{'CIRCUIT':<{NAME_WIDTH}} PH {_fit(what, layout.bar):<{layout.bar}} "
         f"{'A / LIMIT':>{LABEL_WIDTH}} {'':<{FLAG_WIDTH}} "
         f"{_fit(_span(layout.spark * history.bucket_seconds), layout.spark)}",
         style="bold",
@@ -265,32 +323,39 @@ def circuit_lines(
     for circuit in _ordered(circuits):
         name = str(circuit.get("name"))
         indent = " " * min(4, depth.get(name, 0))
-        limit_amps = _number(circuit.get("limit_amps"))
-        limit_kw = _number(circuit.get("limit_kw"))
         load = loads.get(name)
-        if load is not None:  # the round's limits: the same as the tree's unless changed
-            limit_amps = _number(load.get("limit_amps"))
-            limit_kw = _number(load.get("limit_kw"))
+        # The round's limits (in force: a schedule may lower them) over the tree's.
+        force = forces.get(name) or InForce.of({}, circuit)
+        limit_amps, limit_kw = force.limit_amps, force.limit_kw
+        if load is None:
+            limit_kw = _number(circuit.get("limit_kw"))
         limits = " ".join(
             part
             for part in (
                 f"{_limit(limit_amps)} A" if limit_amps is not None else "",
+                "sched" if force.scheduled else "",
                 f"{_limit(limit_kw)} kW" if limit_kw is not None else "",
             )
             if part
         )
+        third = Text("")
+        if name in overloaded:
+            third = Text(_fit(indent + " OVERLOADED", NAME_WIDTH), style="bold red")
+        elif force.other_state:
+            said = "other" if force.other_state == "live" else force.other_state
+            third = Text(
+                _fit(f"{indent} ▒{_limit(round(max(force.other), 1))} A {said}", NAME_WIDTH),
+                style="blue" if force.other_state == "live" else "yellow",
+            )
         left = [
             Text(_fit(indent + name, NAME_WIDTH), style="bold red" if name in overloaded else "b"),
             Text(_fit(indent + " " + limits, NAME_WIDTH), style="grey62"),
-            Text(
-                _fit(indent + " OVERLOADED" if name in overloaded else "", NAME_WIDTH),
-                style="bold red",
-            ),
+            third,
         ]
         amps = [_number(a) for a in (load or {}).get("amps") or []]
         for n, phase in enumerate(PHASES):
             line = Text()
-            line.append_text(left[n] if n < len(left) else Text(""))
+            line.append_text(left[n])
             line.pad_right(NAME_WIDTH - line.cell_len)
             line.append(f" {phase} ")
             value = amps[n] if n < len(amps) else None
@@ -298,11 +363,12 @@ def circuit_lines(
                 line.append(" " * layout.bar)
                 line.append(" " + "-".rjust(LABEL_WIDTH) + " " + " " * FLAG_WIDTH)
             else:
-                line.append_text(phase_bar(value, limit_amps, layout.bar))
+                other = force.other[n]
+                line.append_text(phase_bar(value, limit_amps, layout.bar, other))
                 line.append(" ")
-                line.append_text(amount_label(value, limit_amps, "A"))
+                line.append_text(amount_label(value + other, limit_amps, "A"))
                 line.append(" ")
-                line.append_text(flag(value, limit_amps))
+                line.append_text(flag(value + other, limit_amps))
             if n == 0:
                 line.append(" ")
                 line.append_text(spark(history.series(name, now, layout.spark), layout.spark))
@@ -310,11 +376,11 @@ def circuit_lines(
         kw = _number((load or {}).get("kw"))
         if limit_kw is not None and kw is not None:
             line = Text(" " * NAME_WIDTH + " kW ")
-            line.append_text(phase_bar(kw, limit_kw, layout.bar))
+            line.append_text(phase_bar(kw, limit_kw, layout.bar, force.other_kw))
             line.append(" ")
-            line.append_text(amount_label(kw, limit_kw, "kW"))
+            line.append_text(amount_label(kw + force.other_kw, limit_kw, "kW"))
             line.append(" ")
-            line.append_text(flag(kw, limit_kw))
+            line.append_text(flag(kw + force.other_kw, limit_kw))
             lines.append(line)
     return lines
 

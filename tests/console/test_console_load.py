@@ -238,6 +238,18 @@ async def test_no_circuits_says_so_then_a_new_circuit_shows_live(server: Server)
         assert EMPTY not in text
         assert line_with(text, " L1 ").startswith("site")
         assert "no sessions on managed chargers" in text
+        # The building's other load pushed on the site (a meter, the energy manager):
+        # stacked in each phase's bar before the chargers', counted against the breaker.
+        await ok(
+            server,
+            "circuits.set_external_load",
+            {"circuit": "site", "amps": [12, 6, 0], "valid_for_s": 300},
+        )
+        text = await shows(pilot, app, " L1 ", "12.0/63 A")
+        assert "▒" * 6 in line_with(text, " L1 "), text
+        assert "6.0/63 A" in line_with(text, " L2 ")
+        assert "▒12 A other" in line_with(text, " L3 ")
+        assert "▒ other load" in line_with(text, "CIRCUIT")
 
 
 def profiled(charger: RawCharger, tx: int) -> bool:

@@ -286,3 +286,48 @@ def test_an_overloaded_circuit_and_a_refusing_charger_are_alerts_until_they_clea
     assert not site.alerts[":load:site:overloaded"].active
     assert site.alerts["CP-D:load:refuses-profiles"].active
     assert site.summary(NOW).attention == 1
+
+
+def test_the_buildings_other_load_is_stacked_before_the_chargers() -> None:
+    bar = phase_bar(8.0, 32.0, 16, other=8.0)
+    assert bar.plain == "▒" * 4 + "█" * 4 + "░" * 8
+    assert phase_bar(0.0, 32.0, 16, other=32.0).plain == "▒" * 16  # the building alone
+    assert phase_bar(8.0, 32.0, 10, other=30.0).plain == "█" * 9 + "!"  # together over
+
+
+def external_view(state: str, schedule: float | None = None) -> dict[str, Any]:
+    view = live(NOW, [10.0, 4.0, 0.0])
+    view["loads"][0].update(
+        {
+            "effective_limit_amps": [20.0, 20.0, 20.0],
+            "limit_source": "configured+external" if state == "live" else "+external-fallback",
+            "schedule_amps": schedule,
+            "external_load": {"state": state, "amps": [12.0, 6.0, 0.0]},
+        }
+    )
+    return view
+
+
+def test_a_circuit_with_an_external_signal_shows_the_breakers_view() -> None:
+    view = external_view("live")
+    lines = [line.plain for line in circuit_lines(CIRCUITS[:1], view, LoadHistory(), NOW, 78)]
+    assert "▒ other load, █ chargers" in lines[0]
+    # L1: 12 A of the building's and 10 A of the chargers' on a 32 A breaker.
+    assert "22.0/32 A" in lines[1]
+    assert "▒" in lines[1]
+    assert "10.0/32 A" in lines[2]
+    assert " 0.0/32 A" in lines[3]
+    assert lines[3][:12].strip() == "▒12 A other"
+    assert load_level(view["loads"][0]) == 22.0 / 32.0
+    stale = [
+        line.plain
+        for line in circuit_lines(CIRCUITS[:1], external_view("stale"), LoadHistory(), NOW, 78)
+    ]
+    assert stale[3][:12].strip() == "▒12 A stale"
+
+
+def test_a_schedule_entry_lowers_the_limit_shown() -> None:
+    view = external_view("live", schedule=25.0)
+    lines = [line.plain for line in circuit_lines(CIRCUITS[:1], view, LoadHistory(), NOW, 78)]
+    assert "22.0/25 A" in lines[1]
+    assert lines[2][:12].strip() == "25 A sched"

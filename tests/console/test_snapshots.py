@@ -422,6 +422,16 @@ ROUNDS = [
     _live(f"2026-12-04T18:{28 + (s // 60)}:{s % 60:02d}.000Z", [n, n, n], [n / 2] * 3, [n / 3] * 3)
     for s, n in zip(range(0, 120, 10), (6, 12, 12, 22, 28, 28, 34, 40, 46, 52, 58, 60), strict=True)
 ]
+# The building's other load on the site, pushed by its meter (the external limit):
+# the chargers share 63 A less it, per phase.
+LIVE["loads"][0].update(
+    {
+        "effective_limit_amps": [55.0, 63.0, 58.0],
+        "limit_source": "configured+external",
+        "schedule_amps": None,
+        "external_load": {"state": "live", "amps": [8.0, 0.0, 5.0]},
+    }
+)
 
 
 class ScriptedLink:
