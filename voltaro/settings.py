@@ -238,6 +238,10 @@ class Settings:
     # phase; circuits in external_load_circuits assume this before their first value.
     external_load_fallback_amps: float = 0.0
     external_load_circuits: tuple[str, ...] = ()
+    # The lease of each charger's ChargePointMaxProfile: its rating for this long from
+    # each renewal (every third of it while connected), then its fallback limit, on its
+    # own. An offline charger keeps its sessions' last limits at most this long.
+    load_fallback_lease_seconds: int = 120
     # --- Local Authorization Lists (docs/local-lists-and-reservations.md) -------------
     # A charger that connects or boots (Accepted) is asked GetLocalListVersion this many
     # seconds later and, when LocalAuthListEnabled is true and it is behind, sent the
@@ -481,6 +485,8 @@ def _validate(s: Settings) -> None:
     for name in ("load_interval", "load_voltage", "load_rotation_seconds"):
         if getattr(s, name) <= 0:
             raise bad(name, "must be greater than 0")
+    if s.load_fallback_lease_seconds < 3:
+        raise bad("load_fallback_lease_seconds", "must be at least 3 (renewed every third)")
     for name in (
         "load_min_amps",
         "load_headroom_amps",

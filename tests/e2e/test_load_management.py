@@ -10,6 +10,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +91,13 @@ class ProfileCharger:
         self.signal.fire()
         if self.answer == "silent":
             return  # a charger that never answers (the server times out)
+        if self.answer == "NoMaxProfile":
+            # Takes Tx and TxDefault profiles but not a ChargePointMaxProfile.
+            purpose = profile["chargingProfilePurpose"]
+            status = "NotSupported" if purpose == "ChargePointMaxProfile" else "Accepted"
+            self.signal.fire()
+            await self.cp.answer(frame, {"status": status})
+            return
         if self.answer == "Accepted":
             limit = float(profile["chargingSchedule"]["chargingSchedulePeriod"][0]["limit"])
             if profile["chargingProfilePurpose"] == "TxProfile":
@@ -98,6 +106,14 @@ class ProfileCharger:
                 self.default_limit = limit
         self.signal.fire()
         await self.cp.answer(frame, {"status": self.answer})
+
+    def max_profiles(self) -> list[tuple[float, dict[str, Any]]]:
+        """(received, csChargingProfiles) of every ChargePointMaxProfile, in order."""
+        return [
+            (t, p["csChargingProfiles"])
+            for t, p in self.profiles
+            if p["csChargingProfiles"]["chargingProfilePurpose"] == "ChargePointMaxProfile"
+        ]
 
     async def call(self, action: str, payload: dict[str, Any]) -> Any:
         uid = f"{self.charger_id}-{next(self._ids)}"
@@ -149,10 +165,19 @@ def wiring(charger_id: str, max_amps: float = 32.0) -> ChargerWiring:
 
 @asynccontextmanager
 async def site_with(
-    database_url: str, tmp_path: Path, config: CircuitConfig, answers: dict[str, str]
+    database_url: str,
+    tmp_path: Path,
+    config: CircuitConfig,
+    answers: dict[str, str],
+    **overrides: Any,
 ) -> AsyncIterator[tuple[RunningServer, dict[str, ProfileCharger]]]:
     settings = server_settings(
-        database_url, tmp_path, circuits=config, load_interval=1.0, load_hysteresis_amps=0.5
+        database_url,
+        tmp_path,
+        circuits=config,
+        load_interval=1.0,
+        load_hysteresis_amps=0.5,
+        **overrides,
     )
     async with trio.open_nursery() as nursery:
         server, stop = await start_server(nursery, settings)
@@ -280,6 +305,7 @@ async def test_a_charger_that_refuses_profiles_is_counted_at_its_rating(
                 "amps": 20.0,
                 "reason": "rejects-profiles",
                 "phases": ["L1", "L2", "L3"],
+                "lease_expires_at": None,  # it never took a lease
             }
         ]
         human = (await ctl(server, "circuits", "list")).stdout.decode()
@@ -366,3 +392,157 @@ async def test_a_cut_within_the_hysteresis_is_sent_a_raise_is_not(
         await trio.sleep(2.5)  # two load_interval rounds
         assert sum(len(c.profiles) for c in fleet.values()) == received
         assert offered(fleet, active) == {"CP-A": 15.8, "CP-B": 15.8}
+
+
+LEASE = 6  # load_fallback_lease_seconds in these tests (renewed every 2 s)
+
+
+def _time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+async def test_an_offline_charger_falls_to_its_fallback_when_its_lease_runs_out(
+    database_url: str, tmp_path: Path
+) -> None:
+    """The leased ChargePointMaxProfile (§3.13.1): each charger gets its rating until the
+    lease runs out, then its fallback, renewed while it is connected. One that drops is
+    counted at what it holds until the lease it accepted last has run out, then at its
+    fallback, and the others get the difference."""
+    config = site(wiring("CP-A"), wiring("CP-B"))
+    answers = {"CP-A": "Accepted", "CP-B": "Accepted"}
+    async with site_with(
+        database_url, tmp_path, config, answers, load_fallback_lease_seconds=LEASE
+    ) as (server, fleet):
+        await wait_until(
+            fleet, lambda: all(c.max_profiles() for c in fleet.values()), "leases at boot"
+        )
+        booted = datetime.now(UTC)
+        for charger in fleet.values():
+            (_, lease), *_ = charger.max_profiles()
+            schedule = lease["chargingSchedule"]
+            assert (lease["chargingProfileKind"], lease["stackLevel"]) == ("Absolute", 1)
+            assert schedule["chargingRateUnit"] == "A"
+            assert "duration" not in schedule  # the fallback period has no end
+            assert schedule["chargingSchedulePeriod"] == [
+                {"startPeriod": 0, "limit": 32.0},  # the rating: the TxProfiles share
+                {"startPeriod": LEASE, "limit": 6.0},  # then the fallback
+            ]
+            assert abs((_time(schedule["startSchedule"]) - booted).total_seconds()) < 3
+        for charger in fleet.values():
+            sent = [p for _, p in charger.profiles]
+            purposes = [p["csChargingProfiles"]["chargingProfilePurpose"] for p in sent]
+            # The TxDefaultProfile first (sessions it starts before their TxProfile),
+            # then the lease; both on connector 0, the whole charger.
+            assert purposes[0] == "TxDefaultProfile"
+            assert {p["connectorId"] for p in sent if p["csChargingProfiles"] in
+                    [m for _, m in charger.max_profiles()]} == {0}  # fmt: skip
+
+        # Renewed every LEASE / 3 seconds while connected, each from a later start (a
+        # boot right after the connection may bring one more at once: it resets all).
+        with trio.fail_after(2 * LEASE):
+            while len(fleet["CP-A"].max_profiles()) < 4:  # noqa: ASYNC110
+                await trio.sleep(0.1)
+        leases = fleet["CP-A"].max_profiles()[:4]
+        gaps = [b[0] - a[0] for a, b in itertools.pairwise(leases)]
+        assert all(gap <= LEASE / 3 + 2.0 for gap in gaps), gaps
+        assert min(gaps[-2:]) >= 1.0, gaps
+        starts = [_time(p["chargingSchedule"]["startSchedule"]) for _, p in leases]
+        assert starts == sorted(starts)
+        assert starts[-1] > starts[0]
+        # The same id: each renewal replaces the lease before it (§5.16).
+        assert {p["chargingProfileId"] for _, p in leases} == {leases[0][1]["chargingProfileId"]}
+
+        active = {"CP-A": await fleet["CP-A"].start(), "CP-B": await fleet["CP-B"].start()}
+        await wait_until(
+            fleet, lambda: offered(fleet, active) == {"CP-A": 16.0, "CP-B": 16.0}, "16 A each"
+        )
+        await fleet["CP-B"].cp.close()
+        dropped, dropped_clock = datetime.now(UTC), time.monotonic()
+        (_, last), *_ = reversed(fleet["CP-B"].max_profiles())
+        expiry = _time(last["chargingSchedule"]["startSchedule"]) + timedelta(seconds=LEASE)
+        assert expiry > dropped  # B still holds a running lease
+
+        assert server.addresses.control_socket is not None
+        client = await ControlClient.connect(server.addresses.control_socket)
+        seen: list[tuple[datetime, float, dict[str, Any]]] = []
+        try:
+            with trio.fail_after(LEASE + WITHIN):
+                while not seen or seen[-1][1] != 6.0:
+                    live = (await client.request("circuits.list", {}))["result"]["live"]
+                    for r in live["reserved"]:
+                        if r["charger_id"] == "CP-B":
+                            seen.append((_time(live["computed_at"]), r["amps"], r))
+                    await trio.sleep(0.05)
+        finally:
+            await client.aclose()
+        # Until its lease runs out: what its session accepted (more than its fallback).
+        assert seen[0][1] == 16.0, seen
+        assert seen[0][2]["reason"] == "offline"
+        assert _time(seen[0][2]["lease_expires_at"]) == expiry
+        assert all(amps == 16.0 for at, amps, _ in seen if at < expiry), seen
+        # From then on its fallback, never before the lease has run out.
+        assert min(at for at, amps, _ in seen if amps == 6.0) >= expiry, seen
+        assert live["leases"]["CP-B"]["expired"] is True
+        assert live["leases"]["CP-A"]["expired"] is False
+        assert _time(live["leases"]["CP-A"]["expires_at"]) > datetime.now(UTC)
+        # A gets what B no longer may draw: 32 - 6 A.
+        await wait_until(fleet, lambda: offered(fleet, {"CP-A": active["CP-A"]}) == {
+            "CP-A": 26.0}, "A raised to 26 A")  # fmt: skip
+        # ... and not before B's lease has run out (B may draw 16 A until then).
+        (raised_clock, _), *_ = [
+            (t, p)
+            for t, p in fleet["CP-A"].profiles
+            if p["csChargingProfiles"].get("transactionId") == active["CP-A"]
+            and p["csChargingProfiles"]["chargingSchedule"]["chargingSchedulePeriod"][0]["limit"]
+            > 16.0
+        ]
+        raised = dropped + timedelta(seconds=raised_clock - dropped_clock)
+        assert raised >= expiry, (raised, expiry)
+        human = (await ctl(server, "circuits", "list")).stdout.decode()
+        assert "LEASE UNTIL" in human
+        assert "expired" in human
+
+
+async def test_a_charger_that_refuses_the_charge_point_maximum_is_counted_at_its_rating(
+    database_url: str, tmp_path: Path
+) -> None:
+    """Without the lease it has no fallback of its own once offline: a refuser, like one
+    that rejects every profile, even though it takes TxProfiles."""
+    config = site(wiring("CP-A"), wiring("CP-NO", max_amps=20.0))
+    answers = {"CP-A": "Accepted", "CP-NO": "NoMaxProfile"}
+    async with site_with(
+        database_url, tmp_path, config, answers, load_fallback_lease_seconds=LEASE
+    ) as (server, fleet):
+        active = {"CP-A": await fleet["CP-A"].start()}
+        await fleet["CP-NO"].start()
+        await wait_until(
+            fleet, lambda: offered(fleet, active) == {"CP-A": 12.0}, "A gets 32 - 20 A"
+        )
+        assert fleet["CP-NO"].max_profiles()
+        listed = json.loads((await ctl(server, "--json", "circuits", "list")).stdout)
+        live = listed["live"]
+        assert live["chargers"]["CP-NO"] == "rejected"
+        (reserve,) = live["reserved"]
+        assert (reserve["charger_id"], reserve["amps"], reserve["reason"]) == (
+            "CP-NO",
+            20.0,
+            "rejects-profiles",
+        )
+        # Offline, it is still counted at its rating (it has no fallback to fall to).
+        await fleet["CP-NO"].cp.close()
+        assert server.addresses.control_socket is not None
+        client = await ControlClient.connect(server.addresses.control_socket)
+        try:
+            with trio.fail_after(LEASE + WITHIN):
+                while True:
+                    live = (await client.request("circuits.list", {}))["result"]["live"]
+                    if live["leases"]["CP-NO"]["online"] is False:
+                        break
+                    await trio.sleep(0.05)
+                await trio.sleep(LEASE)  # past any lease it might have had
+                live = (await client.request("circuits.list", {}))["result"]["live"]
+        finally:
+            await client.aclose()
+        (reserve,) = live["reserved"]
+        assert (reserve["amps"], reserve["reason"]) == (20.0, "rejects-profiles")
+        assert fleet["CP-A"].limits[active["CP-A"]] == 12.0

@@ -317,3 +317,59 @@ def test_an_offline_charger_holding_a_higher_limit_is_counted_at_it() -> None:
     result = allocate(site, states, [session("A")], Policy(), NOW)
     assert [(r.charger_id, r.amps) for r in result.reserved] == [("OFF", 20.0)]
     assert amps(result, "A") == 20.0
+
+
+def test_an_offline_charger_is_counted_at_its_holding_until_its_lease_runs_out() -> None:
+    """The leased ChargePointMaxProfile (§3.13.1): until the lease runs out the charger
+    may apply what its sessions last accepted; from then on it holds itself to the
+    fallback, so it is counted there and the rest goes to the others."""
+    site = Site(
+        circuits=(Circuit(circuit_id="site", limit_amps=40),),
+        chargers=(charger("OFF", fallback_amps=6, max_amps=32), charger("A")),
+    )
+    expires = NOW + timedelta(seconds=30)
+
+    def offline_at(moment: datetime) -> tuple[float, float]:
+        state = ChargerState(charger_id="OFF", online=False, holding_amps=20, lease_expires=expires)
+        result = allocate(site, online("A") | {"OFF": state}, [session("A")], Policy(), moment)
+        (reserve,) = result.reserved
+        assert reserve.reason is ReserveReason.OFFLINE
+        return reserve.amps, amps(result, "A")
+
+    assert offline_at(NOW) == (20.0, 20.0)
+    assert offline_at(expires - timedelta(milliseconds=1)) == (20.0, 20.0)
+    assert offline_at(expires) == (6.0, 32.0)  # 40 - 6 = 34, A is rated 32
+    assert offline_at(expires + timedelta(hours=5)) == (6.0, 32.0)
+    # Holding less than the fallback: the fallback either way.
+    low = ChargerState(charger_id="OFF", online=False, holding_amps=4, lease_expires=expires)
+    result = allocate(site, online("A") | {"OFF": low}, [session("A")], Policy(), NOW)
+    assert [r.amps for r in result.reserved] == [6.0]
+
+
+def test_without_a_lease_an_offline_charger_keeps_what_it_holds() -> None:
+    """No lease accepted (never sent, or the charger dropped before answering): its
+    TxProfiles stay in force as long as their transactions (§3.13.3)."""
+    site = Site(
+        circuits=(Circuit(circuit_id="site", limit_amps=40),),
+        chargers=(charger("OFF", fallback_amps=6, max_amps=32), charger("A")),
+    )
+    state = ChargerState(charger_id="OFF", online=False, holding_amps=20)
+    later = NOW + timedelta(days=1)
+    result = allocate(site, online("A") | {"OFF": state}, [session("A")], Policy(), later)
+    assert [r.amps for r in result.reserved] == [20.0]
+
+
+def test_an_offline_charger_that_refuses_profiles_is_counted_at_its_rating() -> None:
+    """It refused its lease (or any profile): it has no fallback to fall to."""
+    site = Site(
+        circuits=(Circuit(circuit_id="site", limit_amps=63),),
+        chargers=(charger("NO", fallback_amps=6, max_amps=16), charger("A")),
+    )
+    state = ChargerState(
+        charger_id="NO",
+        online=False,
+        profiles=ProfileState.REJECTED,
+        lease_expires=NOW - timedelta(hours=1),
+    )
+    result = allocate(site, online("A") | {"NO": state}, [session("A")], Policy(), NOW)
+    assert [(r.reason, r.amps) for r in result.reserved] == [(ReserveReason.REJECTS_PROFILES, 16.0)]

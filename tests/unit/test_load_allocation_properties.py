@@ -132,6 +132,12 @@ def scenarios(
             if all_online
             else draw(st.sampled_from(list(ProfileState))),
             holding_amps=float(draw(st.integers(0, 40))),
+            # No lease, one still running, or one that ran out (then: the fallback).
+            lease_expires=draw(
+                st.one_of(
+                    st.none(), st.integers(-600, 600).map(lambda s: NOW + timedelta(seconds=s))
+                )
+            ),
         )
         states[wiring.charger_id] = state
     sessions = []
@@ -208,11 +214,13 @@ class Checker:
         out: dict[tuple[str, object], float] = defaultdict(float)
         for w in self.site.chargers:
             state = states.get(w.charger_id)
-            if not state or not state.online:
+            if state and state.profiles is ProfileState.REJECTED:
+                amps = w.max_amps  # online or not: it follows no limit
+            elif not state or not state.online:
                 held = state.holding_amps if state else 0.0
+                if state and state.lease_expires is not None and state.lease_expires <= NOW:
+                    held = 0.0  # the lease ran out: the charger holds itself to the fallback
                 amps = min(w.max_amps, max(w.fallback_amps, held))
-            elif state.profiles is ProfileState.REJECTED:
-                amps = w.max_amps
             else:
                 continue
             for key, coef in self.usage(w.charger_id, None).items():

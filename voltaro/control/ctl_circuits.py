@@ -154,6 +154,13 @@ def _external_rows(result: Any) -> str:
     return table(rows, ["CIRCUIT", "STATE", "PUSHED A", "COUNTED A", "VALID UNTIL"])
 
 
+def _lease_text(lease: dict[str, Any]) -> str:
+    expires = lease.get("expires_at")
+    if expires is None:
+        return "-"
+    return f"{expires} (expired)" if lease.get("expired") else str(expires)
+
+
 def human(op: str, result: Any, fallback: Callable[[Any], str]) -> str:
     if op in ("circuits.external_load", "circuits.set_external_load"):
         return _external_rows(result)
@@ -186,9 +193,31 @@ def human(op: str, result: Any, fallback: Callable[[Any], str]) -> str:
             "CHARGERS",
         ],
     )
+    out = circuits
+    leases = live.get("leases") or {}
+    if leases:
+        # Each charger: online, its profile state, when its ChargePointMaxProfile lease
+        # falls to the fallback on its own, and what the allocation counts it at.
+        counted = {r["charger_id"]: r for r in live.get("reserved") or []}
+        states = live.get("chargers") or {}
+        out += "\n\n" + table(
+            [
+                (
+                    charger_id,
+                    "yes" if lease.get("online") else "no",
+                    states.get(charger_id, "-"),
+                    _lease_text(lease),
+                    "-"
+                    if charger_id not in counted
+                    else f"{counted[charger_id]['amps']:g} ({counted[charger_id]['reason']})",
+                )
+                for charger_id, lease in sorted(leases.items())
+            ],
+            ["CHARGER", "ONLINE", "PROFILES", "LEASE UNTIL", "COUNTED A"],
+        )
     sessions = live.get("sessions") or []
     if not sessions:
-        return circuits
+        return out
     rows = table(
         [
             (
@@ -204,4 +233,4 @@ def human(op: str, result: Any, fallback: Callable[[Any], str]) -> str:
         ],
         ["CHARGER", "CONN", "TX", "OFFERED A", "DRAWN A", "PARKED", "WHY"],
     )
-    return circuits + "\n\n" + rows
+    return out + "\n\n" + rows

@@ -6,10 +6,12 @@ sends the results as charging profiles (OCPP 1.6 §3.13).
 The rules, in the order they apply:
 
 1. Chargers that will not follow a limit are reserved first, on every phase they are
-   wired to and on every circuit up to the root: an offline charger at its fallback
-   limit (the TxDefaultProfile it holds, §3.13.2) or at what its running sessions last
-   accepted if that is more (their TxProfiles stay in force offline), a charger that
-   rejects profiles at its full rating. What is left is shared among the others' sessions.
+   wired to and on every circuit up to the root. An offline charger: at what its running
+   sessions last accepted if that is more than its fallback (their TxProfiles stay in
+   force offline, §3.13.3), but only until its leased ChargePointMaxProfile runs out;
+   from then on it holds itself to the fallback (the composite is the lower of the two,
+   §3.13.1), and it is counted there. A charger that rejects profiles, online or not:
+   at its full rating. What is left is shared among the others' sessions.
 2. Admission: every admitted session gets at least ``min_amps`` (IEC 61851-1: a
    charger cannot offer a car less than 6 A), or it is parked at 0 A with the reason.
    Sessions are admitted in order: higher priority first (priority policy), then
@@ -91,12 +93,15 @@ class ChargerState:
     """``holding_amps``: the limit per phase its sessions last accepted (all connectors
     together), which it keeps applying when it loses the connection (a TxProfile lasts
     as long as its transaction, §3.13.3): an offline charger is counted at the higher of
-    that and its fallback."""
+    that and its fallback until ``lease_expires``, when the ChargePointMaxProfile lease
+    it holds falls to the fallback on its own; at the fallback from then on. None: no
+    lease known, so it keeps what it holds as long as its sessions run."""
 
     charger_id: str
     online: bool
     profiles: ProfileState = ProfileState.UNKNOWN
     holding_amps: float = 0.0
+    lease_expires: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -240,16 +245,21 @@ def describe(key: Key, capacity: Mapping[Key, float], policy: Policy) -> str:
     return f"circuit {name} {phase} ({capacity[key]:g} A)"
 
 
-def _reservation(wiring: ChargerWiring, state: ChargerState | None) -> Reserve | None:
-    if state is None or not state.online:
+def _reservation(
+    wiring: ChargerWiring, state: ChargerState | None, now: datetime
+) -> Reserve | None:
+    refuses = state is not None and state.profiles is ProfileState.REJECTED
+    if (state is None or not state.online) and not refuses:
         held = 0.0 if state is None else state.holding_amps
+        if state is not None and state.lease_expires is not None and now >= state.lease_expires:
+            held = 0.0  # its lease ran out: the fallback caps every session (§3.13.1)
         return Reserve(
             charger_id=wiring.charger_id,
             amps=min(wiring.max_amps, max(wiring.fallback_amps, held)),
             phases=wiring.phases,
             reason=ReserveReason.OFFLINE,
         )
-    if state.profiles is ProfileState.REJECTED:
+    if refuses:
         return Reserve(
             charger_id=wiring.charger_id,
             amps=wiring.max_amps,
@@ -330,7 +340,7 @@ def allocate(
     room = dict(capacity)
     reserved: list[Reserve] = []
     for wiring in site.chargers:
-        reserve = _reservation(wiring, chargers.get(wiring.charger_id))
+        reserve = _reservation(wiring, chargers.get(wiring.charger_id), now)
         if reserve is None:
             continue
         reserved.append(reserve)

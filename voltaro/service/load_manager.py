@@ -10,9 +10,13 @@ voltaro/domain/load_allocation.py. docs/load-management.md is the operator's sid
   limits are sent first and answered (or timed out) before higher ones go out, so the
   sum of limits stays within the circuits during a change.
 - At boot each charger gets a TxDefaultProfile on connector 0 with its fallback limit
-  (§3.13.2): a session it starts before its TxProfile arrives, or while it cannot reach
-  us, is held there. (A ChargePointMaxProfile would cap it while connected too,
-  §3.13.1, so it is not used for the fallback.)
+  (§3.13.2): a session it starts before its TxProfile arrives is held there.
+- And a leased ChargePointMaxProfile (§3.13.1): Absolute from our clock (the charger's
+  is set by BootNotification and Heartbeat), its rating for ``load_fallback_lease_seconds``
+  then its fallback with no end, renewed every third of the lease while it is
+  connected. The composite is the lower of it and the Tx/TxDefault limit (§3.13.4), so a
+  charger that loses us holds every session to the fallback on its own once the lease
+  runs out; until then it may keep its sessions' TxProfiles, and it is counted so.
 - Each charger's profile state is tracked: a Rejected or NotSupported answer, or a
   CALLERROR, marks it as one that does not obey: it is counted at its full rating
   until it boots again, and reported (event load.profile_refused and a log line).
@@ -25,8 +29,9 @@ at most ``call_timeout``, the raises that wait for its cut).
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import trio
@@ -73,7 +78,10 @@ ACTOR = "load-manager"
 # its predecessor, §5.16): the fallback on connector 0, and one TxProfile per connector.
 DEFAULT_PROFILE_ID = 1700
 TX_PROFILE_ID = 1700  # + connector id (>= 1)
-STACK_LEVEL = 1  # above an operator's level-0 TxProfiles; an operator may go higher
+# The leased ChargePointMaxProfile: its own id, so that it and the TxDefaultProfile on
+# connector 0 never replace each other (§5.16: the same id replaces).
+LEASE_PROFILE_ID = 1699
+STACK_LEVEL = 1  # above an operator's level-0 profiles; an operator may go higher
 _WAKING = (
     "transaction.",
     "connector.status",
@@ -118,6 +126,38 @@ def tx_profile(connector_id: int, transaction_id: int, amps: float) -> ChargingP
     )
 
 
+def lease_profile(
+    rating: float, fallback: float, lease_seconds: int, start: datetime
+) -> ChargingProfile:
+    """The charger's own fallback (§3.13.1): its rating from ``start`` for
+    ``lease_seconds``, then ``fallback`` with no end (no duration: the last period
+    continues). Renewed while connected, so only a charger that cannot reach us gets to
+    the second period. The first period is the rating, not the sessions' sum: the
+    TxProfiles do the sharing, and a lease that never caps below them needs no update
+    (nor ordering with them) when the offers move."""
+    return ChargingProfile(
+        profile_id=LEASE_PROFILE_ID,
+        stack_level=STACK_LEVEL,
+        purpose=ProfilePurpose.CHARGE_POINT_MAX,
+        kind=ProfileKind.ABSOLUTE,
+        schedule=Schedule(
+            rate_unit=RateUnit.AMPS,
+            periods=(
+                SchedulePeriod(start_period=0, limit=rating),
+                SchedulePeriod(start_period=lease_seconds, limit=fallback),
+            ),
+            start_schedule=start,
+        ),
+    )
+
+
+def lease_expiry(profile: ChargingProfile) -> datetime:
+    """When a lease falls to its fallback (by the charger's clock)."""
+    assert profile.schedule.start_schedule is not None
+    seconds = profile.schedule.periods[-1].start_period
+    return profile.schedule.start_schedule + timedelta(seconds=seconds)
+
+
 def fallback_profile(amps: float) -> ChargingProfile:
     """The limit of sessions that have no TxProfile (yet), on connector 0 (§3.13.2)."""
     return ChargingProfile(
@@ -157,6 +197,14 @@ class LoadManager:
         self._states: dict[str, ProfileState] = {}
         self._booted: set[str] = set()  # chargers whose fallback is still to be sent
         self._fallback: set[str] = set()  # chargers that accepted it since we started
+        # The lease (ChargePointMaxProfile) per charger: when the one it accepted last
+        # falls to the fallback, when one sent without an answer would (it may have
+        # applied it), and when the next renewal is due (trio time; none: at once).
+        self._lease_expires: dict[str, datetime] = {}
+        self._lease_unanswered: dict[str, datetime] = {}
+        self._lease_renew_at: dict[str, float] = {}
+        self._deadline = -math.inf  # the next round at the latest (trio time)
+        self._waiting: trio.CancelScope | None = None  # the run loop's wait for a wake
         self._busy: set[str] = set()  # chargers with a profile in flight
         self._busy_tx: set[str] = set()  # ... a session's TxProfile
         self._again: set[str] = set()  # chargers with a change that waits for _busy
@@ -210,8 +258,12 @@ class LoadManager:
             nursery.start_soon(self._watch_limits)
             task_status.started()
             while True:
-                with trio.move_on_after(self._settings.load_interval):
+                # At least every load_interval, and when a lease is due for renewal or
+                # an offline charger's lease runs out (it is counted lower from then).
+                deadline = trio.current_time() + self._settings.load_interval
+                with trio.move_on_at(min(deadline, self._deadline)) as self._waiting:
                     await self._wake.wait()
+                self._waiting = None
                 await trio.sleep(_DEBOUNCE)
                 self._wake = trio.Event()
                 try:
@@ -282,13 +334,21 @@ class LoadManager:
                     self._note_draw(data)
                 elif event.name.startswith(_WAKING):
                     charger_id = str(data.get("charger_id"))
-                    if event.name == Event.CHARGER_CONNECTED and charger_id not in self._fallback:
-                        self._booted.add(charger_id)  # first seen since we started
+                    if event.name == Event.CHARGER_CONNECTED:
+                        self._lease_renew_at.pop(charger_id, None)  # renewed at once
+                        if charger_id not in self._fallback:
+                            self._booted.add(charger_id)  # first seen since we started
                     if event.name == Event.CHARGER_BOOT and data.get("status") == "Accepted":
                         # A new boot: it may have lost its profiles (§3.13) and its
                         # firmware may obey now; the fallback goes out again.
                         self._booted.add(charger_id)
                         self._states.pop(charger_id, None)
+                        for leases in (
+                            self._lease_expires,
+                            self._lease_unanswered,
+                            self._lease_renew_at,
+                        ):
+                            leases.pop(charger_id, None)
                         for known in (self._accepted, self._unanswered):
                             for key in [k for k in known if k[0] == charger_id]:
                                 del known[key]
@@ -307,7 +367,19 @@ class LoadManager:
         if before is None or abs(before - current) >= _DRAW_STEP:
             self._wake.set()
 
+    def lease_expires(self, charger_id: str) -> datetime | None:
+        """When the charger falls to its fallback on its own: the later of the lease it
+        accepted last and one it was sent without our hearing the answer (it may have
+        applied it). None: no lease known."""
+        known = [
+            m
+            for m in (self._lease_expires.get(charger_id), self._lease_unanswered.get(charger_id))
+            if m is not None
+        ]
+        return max(known) if known else None
+
     async def _round(self, nursery: trio.Nursery) -> None:
+        self._deadline = math.inf
         site = await self._current_site()
         if not site.circuits:
             self._latest = None
@@ -327,6 +399,7 @@ class LoadManager:
                 online=self._registry.is_connected(w.charger_id),
                 profiles=self._states.get(w.charger_id, ProfileState.UNKNOWN),
                 holding_amps=holding.get(w.charger_id, 0.0),
+                lease_expires=self.lease_expires(w.charger_id),
             )
             for w in site.chargers
         }
@@ -366,9 +439,32 @@ class LoadManager:
             memory.parked = grant.parked is not None
             memory.since = grant.since
             memory.offered = grant.amps
-        self._latest = self._view(allocation, site, now)
+        self._latest = self._view(allocation, site, states, now)
         self._hub.publish(Event.LOAD_ALLOCATION, self._latest)
         await self._enforce(nursery, allocation, site, states)
+        self._plan_next(states, now)
+
+    def _round_by(self, moment: float) -> None:
+        """A round at ``moment`` (trio time) at the latest, even if the run loop waits."""
+        self._deadline = min(self._deadline, moment)
+        if self._waiting is not None:
+            self._waiting.deadline = min(self._waiting.deadline, moment)
+
+    def _plan_next(self, states: dict[str, ChargerState], now: datetime) -> None:
+        """The next round at the latest: a renewal due, or an offline charger whose lease
+        runs out (counted at its fallback from then on)."""
+        clock = trio.current_time()
+        deadline = math.inf
+        for charger_id, state in states.items():
+            if state.online:
+                due = self._lease_renew_at.get(charger_id)
+                if due is not None:
+                    deadline = min(deadline, due)
+            elif state.lease_expires is not None and state.lease_expires > now:
+                # Just past it, so that the round sees it expired.
+                left = (state.lease_expires - now).total_seconds() + 0.01
+                deadline = min(deadline, clock + left)
+        self._deadline = deadline
 
     async def _enforce(
         self,
@@ -385,6 +481,7 @@ class LoadManager:
             if charger_id in wiring and states[charger_id].online and charger_id not in self._busy:
                 self._booted.discard(charger_id)
                 cuts.append((charger_id, 0, fallback_profile(wiring[charger_id].fallback_amps)))
+        leases = self._leases_due(site, states)
         for grant in allocation.grants:
             if grant.transaction_id is None:
                 continue
@@ -409,7 +506,7 @@ class LoadManager:
             (cuts if grant.amps <= baseline else raises).append(item)
         # One profile per charger per round (the command layer sends one at a time
         # anyway); a charger with more to send gets another round once it has answered.
-        wanted = cuts + raises
+        wanted = cuts + raises + leases
         cuts = _one_per_charger(cuts, set())
         raises = _one_per_charger(raises, {c[0] for c in cuts})
         for charger_id, connector_id, profile in cuts:
@@ -421,11 +518,35 @@ class LoadManager:
             raises = []
         for charger_id, connector_id, profile in raises:
             self._start(nursery, charger_id, connector_id, profile)
-        # What was wanted but not sent goes out after the next answer: also a charger's
-        # TxProfile held back behind its own fallback sent this round (the charger is
-        # busy then, yet nothing else would wake a round for it).
-        sent = {(c, k, id(p)) for c, k, p in cuts + raises}
-        self._again |= {c for c, k, p in wanted if (c, k, id(p)) not in sent}
+        # A lease renewal goes last: it changes no limit in force (its first period is
+        # the rating), and it has two thirds of the lease to get through.
+        leases = _one_per_charger(leases, set(self._busy))
+        for charger_id, connector_id, profile in leases:
+            self._start(nursery, charger_id, connector_id, profile)
+        # What was wanted but not sent goes out after the next answer (one at a time per
+        # charger, raises after cuts, a lease behind the charger's other profile): a
+        # send in flight is what it waits for, and nothing else would wake a round.
+        started = {id(item) for item in cuts + raises + leases}
+        self._again |= {item[0] for item in wanted if id(item) not in started}
+
+    def _leases_due(
+        self, site: Site, states: dict[str, ChargerState]
+    ) -> list[tuple[str, int, ChargingProfile]]:
+        """The leases to send now: to every connected charger on a circuit that obeys
+        profiles, at boot or connect and then every third of the lease."""
+        clock = trio.current_time()
+        seconds = self._settings.load_fallback_lease_seconds
+        start = utc_now().replace(microsecond=0)  # whole seconds, as OCPP times go
+        out = []
+        for wiring in site.chargers:
+            state = states[wiring.charger_id]
+            if not state.online or state.profiles is ProfileState.REJECTED:
+                continue
+            if self._lease_renew_at.get(wiring.charger_id, -math.inf) > clock:
+                continue
+            profile = lease_profile(wiring.max_amps, wiring.fallback_amps, seconds, start)
+            out.append((wiring.charger_id, 0, profile))
+        return out
 
     def _start(
         self, nursery: trio.Nursery, charger_id: str, connector_id: int, profile: ChargingProfile
@@ -436,12 +557,21 @@ class LoadManager:
             self._busy_tx.add(charger_id)
             limit = profile.schedule.periods[0].limit
             self._unanswered[(charger_id, connector_id)] = (profile.transaction_id, limit)
+        if profile.purpose is ProfilePurpose.CHARGE_POINT_MAX:
+            # It may be applied even if its answer is lost: counted from now on.
+            expires = lease_expiry(profile)
+            self._lease_unanswered[charger_id] = max(
+                expires, self._lease_unanswered.get(charger_id, expires)
+            )
+            # Not again before its answer; then a third of the lease on.
+            self._lease_renew_at[charger_id] = math.inf
         nursery.start_soon(self._send, charger_id, connector_id, profile)
 
     async def _send(self, charger_id: str, connector_id: int, profile: ChargingProfile) -> None:
         """One SetChargingProfile, within a cancel scope; the answer updates the charger's
         profile state. ``_busy`` holds the charger until it is answered."""
         amps = profile.schedule.periods[0].limit
+        sent_at = trio.current_time()
         answer: str | None = None
         try:
             with trio.move_on_after(self._settings.call_timeout + 5.0):
@@ -466,8 +596,21 @@ class LoadManager:
                 self._again.clear()
                 self._wake.set()
         self.sent += 1
+        lease = profile.purpose is ProfilePurpose.CHARGE_POINT_MAX
+        if lease and answer != "Accepted":
+            self._lease_renew_at.pop(charger_id, None)  # due again at the next round
         if answer == "Accepted":
             self._states[charger_id] = ProfileState.ACCEPTED
+            if lease:
+                expires = lease_expiry(profile)
+                self._lease_expires[charger_id] = max(
+                    expires, self._lease_expires.get(charger_id, expires)
+                )
+                if self._lease_unanswered.get(charger_id) == expires:
+                    del self._lease_unanswered[charger_id]
+                renew = self._settings.load_fallback_lease_seconds / 3
+                self._lease_renew_at[charger_id] = sent_at + renew
+                self._round_by(sent_at + renew)
             if profile.purpose is ProfilePurpose.TX_DEFAULT:
                 self._fallback.add(charger_id)
             if profile.transaction_id is not None:
@@ -499,9 +642,17 @@ class LoadManager:
             )
         self._states[charger_id] = ProfileState.REJECTED
         self._unanswered.pop((charger_id, connector_id), None)
+        if lease:
+            self._lease_unanswered.pop(charger_id, None)  # refused: not applied
         self._wake.set()
 
-    def _view(self, allocation: Allocation, site: Site, now: datetime) -> dict[str, Any]:
+    def _view(
+        self, allocation: Allocation, site: Site, states: dict[str, ChargerState], now: datetime
+    ) -> dict[str, Any]:
+        def lease(charger_id: str) -> str | None:
+            expires = states[charger_id].lease_expires
+            return None if expires is None else format_utc(expires)
+
         def session(grant: Grant) -> dict[str, Any]:
             key = (grant.charger_id, grant.connector_id)
             accepted = self._accepted.get(key)
@@ -530,11 +681,24 @@ class LoadManager:
                     "amps": r.amps,
                     "reason": r.reason.value,
                     "phases": [p.value for p in r.phases],
+                    "lease_expires_at": lease(r.charger_id),
                 }
                 for r in allocation.reserved
             ],
             "chargers": {
                 w.charger_id: self._states.get(w.charger_id, ProfileState.UNKNOWN).value
+                for w in site.chargers
+            },
+            # Each charger's ChargePointMaxProfile lease: when it falls to its fallback
+            # on its own (None: no lease known), and whether that time has passed.
+            "lease_seconds": self._settings.load_fallback_lease_seconds,
+            "leases": {
+                w.charger_id: {
+                    "online": states[w.charger_id].online,
+                    "expires_at": lease(w.charger_id),
+                    "expired": (expires := states[w.charger_id].lease_expires) is not None
+                    and now >= expires,
+                }
                 for w in site.chargers
             },
             "overloaded": list(allocation.overloaded),
@@ -581,4 +745,4 @@ def _one_per_charger(
     return out
 
 
-__all__ = ["LoadManager", "fallback_profile", "tx_profile"]
+__all__ = ["LoadManager", "fallback_profile", "lease_profile", "tx_profile"]
