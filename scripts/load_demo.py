@@ -60,6 +60,7 @@ from typing import Any
 
 import png_chart
 import simulate
+from charging_schedule import parse_time
 from ocpp.v16 import call
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,6 +71,7 @@ from voltaro.control.ctl import Client  # noqa: E402
 VOLTAGE = 230.0
 PHASES = ("L1", "L2", "L3")
 MIN_AMPS = 6.0  # below it a car pauses (IEC 61851-1: no PWM duty cycle under 6 A)
+SETTLE_S = 5.0  # the server's FALLBACK_SETTLE_SECONDS after an offline charger's lease
 EPSILON = 0.01  # A: summed currents are compared with the limit to this tolerance
 ROTATIONS = (("L1", "L2", "L3"), ("L2", "L3", "L1"), ("L3", "L1", "L2"))
 SINGLE_PHASE = {4: ("L2",), 11: ("L3",)}  # charger index -> its one site phase
@@ -124,6 +126,7 @@ def settings_toml(args: argparse.Namespace, wirings: list[Wiring]) -> str:
         "http_enabled = false",
         'log_level = "WARNING"',
         f"load_rotation_seconds = {args.rotation}",
+        f"load_fallback_lease_seconds = {args.lease}",
         "",
         "[[circuits]]",
         'name = "site"',
@@ -184,6 +187,18 @@ class Received:
     received: float  # time.time()
     applied: float | None = None  # when the car drew the new limit (or received, no car)
     sent: float | None = None  # the server's frame, matched later
+    # A leased ChargePointMaxProfile: when its last period (the fallback) begins.
+    falls_back: float | None = None
+
+
+def lease_end(profile: dict[str, Any]) -> float | None:
+    """When an Absolute ChargePointMaxProfile reaches its last period (time.time())."""
+    schedule = profile["charging_schedule"]
+    start = parse_time(schedule.get("start_schedule"))
+    if profile["charging_profile_purpose"] != "ChargePointMaxProfile" or start is None:
+        return None
+    last = max(p["start_period"] for p in schedule["charging_schedule_period"])
+    return float(start.timestamp() + last)
 
 
 @dataclass
@@ -267,6 +282,7 @@ class DemoCharger(simulate.VirtualCharger):  # type: ignore[misc]
             transaction_id=profile.get("transaction_id"),
             limit=float(profile["charging_schedule"]["charging_schedule_period"][0]["limit"]),
             received=time.time(),
+            falls_back=lease_end(profile),
         )
         self.demo.received.append(record)
         if record.purpose == "TxProfile" and connector_id in self.sessions:
@@ -766,11 +782,13 @@ def offline_figures(demo: Demo) -> dict[str, Any] | None:
             break
         fallback_after = round(t - start, 3)
     last_counted = next((c["counted_a"] for _, c in reversed(rows) if c["counted_as"]), None)
-    held = [
-        r.purpose
-        for r in demo.received
-        if r.charger_id == charger_id and r.received - demo.t0 < start
-    ]
+    held = [r for r in demo.received if r.charger_id == charger_id and r.received - demo.t0 < start]
+    leases = [r.falls_back for r in held if r.falls_back is not None]
+    # The lease it held when it dropped runs out by its own clock: from then (plus the
+    # car's response time and a sample) its car draws at most the fallback.
+    lease_ends = round(leases[-1] - demo.t0, 3) if leases else None
+    settled = None if lease_ends is None else lease_ends + demo.args.response[1] + 1.0
+    after_lease = [max(c["drawn_a"]) for t, c in rows if settled is not None and t >= settled]
     return {
         **episode,
         "back": back,
@@ -783,8 +801,15 @@ def offline_figures(demo: Demo) -> dict[str, Any] | None:
         "within_fallback_after_s": fallback_after,
         "last_counted_a": last_counted,
         # A leased ChargePointMaxProfile held when it dropped: it must come down to its
-        # fallback on its own (load-fallback); without one it keeps its TxProfile.
-        "had_charge_point_max": "ChargePointMaxProfile" in held,
+        # fallback on its own when the lease runs out; without one it keeps its TxProfile.
+        "had_charge_point_max": any(r.purpose == "ChargePointMaxProfile" for r in held),
+        "lease_ends": lease_ends,
+        # The server counts it at its fallback 5 s after the lease's end (its car's
+        # response time, IEC 61851-1): if that was before it came back, the last count.
+        "counted_at_fallback_by": None
+        if lease_ends is None or lease_ends + SETTLE_S + 1.0 >= back
+        else lease_ends + SETTLE_S,
+        "drawn_after_lease_a": round(max(after_lease), 2) if after_lease else None,
     }
 
 
@@ -893,13 +918,21 @@ def check(result: dict[str, Any], args: argparse.Namespace) -> list[str]:
                 f"offline {offline['charger_id']} drew more than it was counted at for "
                 f"{offline['longest_above_counted_s']:.1f} s"
             )
-        if offline["had_charge_point_max"] and offline["within_fallback_after_s"] is None:
+        # Once the lease it held has run out (by its own clock) and its car has had the
+        # time to follow, before it came back: it draws and is counted at its fallback.
+        after = offline["drawn_after_lease_a"]
+        if after is not None and offline["within_fallback_after_s"] is None:
             misses.append(
                 f"offline {offline['charger_id']} still drew {offline['drawn_last_10s_a']} A "
                 f"at the end, above its {offline['fallback_a']:g} A fallback"
             )
+        if after is not None and after > offline["fallback_a"] + EPSILON:
+            misses.append(
+                f"offline {offline['charger_id']} still drew {after} A after its lease ran "
+                f"out, above its {offline['fallback_a']:g} A fallback"
+            )
         last = offline["last_counted_a"]
-        if offline["had_charge_point_max"] and (
+        if offline["counted_at_fallback_by"] is not None and (
             last is None or last > offline["fallback_a"] + EPSILON
         ):
             misses.append(
@@ -978,6 +1011,16 @@ def print_figures(result: dict[str, Any], misses: list[str]) -> None:
                 ""
                 if offline["had_charge_point_max"]
                 else " (no ChargePointMaxProfile held: it keeps its TxProfile offline)"
+            )
+            + (
+                ""
+                if offline["lease_ends"] is None
+                else f"; its lease ran out at t={offline['lease_ends']:.0f} s"
+                + (
+                    ""
+                    if offline["drawn_after_lease_a"] is None
+                    else f", then it drew at most {offline['drawn_after_lease_a']:.1f} A"
+                )
             )
         )
     if misses:
@@ -1287,6 +1330,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--offline-at",
         type=float,
         help="... this many seconds into the run (default: at 40%% of it)",
+    )
+    p.add_argument(
+        "--lease",
+        type=int,
+        default=30,
+        help="load_fallback_lease_seconds: an offline charger falls to its fallback this "
+        "long after its last renewal (the server's default is 120 s)",
     )
     p.add_argument("--setup-timeout", type=float, default=60.0)
     args = p.parse_args(argv)

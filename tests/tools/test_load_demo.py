@@ -60,6 +60,8 @@ def test_short_demo_keeps_every_circuit_within_its_limit(tmp_path: Path) -> None
             "10",
             "--offline-at",
             "12",
+            "--lease",
+            "3",
             "--out",
             str(out),
         ],

@@ -93,9 +93,10 @@ class ChargerState:
     """``holding_amps``: the limit per phase its sessions last accepted (all connectors
     together), which it keeps applying when it loses the connection (a TxProfile lasts
     as long as its transaction, §3.13.3): an offline charger is counted at the higher of
-    that and its fallback until ``lease_expires``, when the ChargePointMaxProfile lease
-    it holds falls to the fallback on its own; at the fallback from then on. None: no
-    lease known, so it keeps what it holds as long as its sessions run."""
+    that and its fallback until ``lease_expires``: when the ChargePointMaxProfile lease
+    it holds has fallen to the fallback on its own (and its cars have followed); at the
+    fallback from then on. None: no lease known, so it keeps what it holds as long as
+    its sessions run."""
 
     charger_id: str
     online: bool

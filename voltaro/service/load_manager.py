@@ -82,6 +82,11 @@ TX_PROFILE_ID = 1700  # + connector id (>= 1)
 # connector 0 never replace each other (§5.16: the same id replaces).
 LEASE_PROFILE_ID = 1699
 STACK_LEVEL = 1  # above an operator's level-0 profiles; an operator may go higher
+# After an offline charger's lease has run out, how long it is still counted at what its
+# sessions held: the charger applies the fallback at once, but its cars take up to 5 s
+# to follow a new limit (IEC 61851-1, the EV's response to a PWM change); it also
+# covers a charger clock a few seconds behind ours.
+FALLBACK_SETTLE_SECONDS = 5.0
 _WAKING = (
     "transaction.",
     "connector.status",
@@ -378,6 +383,11 @@ class LoadManager:
         ]
         return max(known) if known else None
 
+    def _settled(self, charger_id: str) -> datetime | None:
+        """From when an offline charger is counted at its fallback."""
+        expires = self.lease_expires(charger_id)
+        return None if expires is None else expires + timedelta(seconds=FALLBACK_SETTLE_SECONDS)
+
     async def _round(self, nursery: trio.Nursery) -> None:
         self._deadline = math.inf
         site = await self._current_site()
@@ -399,7 +409,7 @@ class LoadManager:
                 online=self._registry.is_connected(w.charger_id),
                 profiles=self._states.get(w.charger_id, ProfileState.UNKNOWN),
                 holding_amps=holding.get(w.charger_id, 0.0),
-                lease_expires=self.lease_expires(w.charger_id),
+                lease_expires=self._settled(w.charger_id),
             )
             for w in site.chargers
         }
@@ -650,7 +660,7 @@ class LoadManager:
         self, allocation: Allocation, site: Site, states: dict[str, ChargerState], now: datetime
     ) -> dict[str, Any]:
         def lease(charger_id: str) -> str | None:
-            expires = states[charger_id].lease_expires
+            expires = self.lease_expires(charger_id)
             return None if expires is None else format_utc(expires)
 
         def session(grant: Grant) -> dict[str, Any]:
@@ -696,7 +706,7 @@ class LoadManager:
                 w.charger_id: {
                     "online": states[w.charger_id].online,
                     "expires_at": lease(w.charger_id),
-                    "expired": (expires := states[w.charger_id].lease_expires) is not None
+                    "expired": (expires := self.lease_expires(w.charger_id)) is not None
                     and now >= expires,
                 }
                 for w in site.chargers
