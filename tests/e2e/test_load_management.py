@@ -495,7 +495,8 @@ async def test_an_offline_charger_falls_to_its_fallback_when_its_lease_runs_out(
         (raised_clock, _), *_ = [
             (t, p)
             for t, p in fleet["CP-A"].profiles
-            if p["csChargingProfiles"].get("transactionId") == active["CP-A"]
+            if t > dropped_clock  # (alone at first, A had 32 A before B started)
+            and p["csChargingProfiles"].get("transactionId") == active["CP-A"]
             and p["csChargingProfiles"]["chargingSchedule"]["chargingSchedulePeriod"][0]["limit"]
             > 16.0
         ]
