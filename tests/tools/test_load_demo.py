@@ -229,9 +229,10 @@ def test_the_checks_catch_an_offline_charger_above_its_fallback() -> None:
     }
     demo.received = [
         demo_module.Received(
-            "DEMO-01", 0, "ChargePointMaxProfile", 1699, None, 32.0, t0 + 1, t0 + 1
+            "DEMO-01", 0, "ChargePointMaxProfile", 1699, None, 32.0, t0 + 1, t0 + 1,
+            falls_back=t0 + 7,  # its lease runs out 2 s after the drop
         )
-    ]
+    ]  # fmt: skip
 
     def samples(drawn: float) -> list[dict[str, Any]]:
         return [
