@@ -994,19 +994,24 @@ class VirtualCharger:
                     await ws.close()
                     return
                 interval = float(self.config["HeartbeatInterval"][0]) or 300
+                # --session-every 0: no local sessions, so nothing is due but heartbeats.
+                due = next_session if self.args.session_every > 0 else float("inf")
                 wait = min(
                     interval,
-                    max(0.05, next_session - time.monotonic()),
+                    max(0.05, due - time.monotonic()),
                     max(0.05, stop_at - time.monotonic()),
                 )
                 timers = {
                     asyncio.ensure_future(asyncio.sleep(wait)),
                     asyncio.ensure_future(self.reconnect.wait()),
+                    asyncio.ensure_future(self.rebooting.wait()),  # Reset, new firmware
                 }
                 await asyncio.wait({reader, *timers}, return_when=asyncio.FIRST_COMPLETED)
                 for timer in timers:
                     timer.cancel()
-                if self.reconnect.is_set():
+                if self.reconnect.is_set() or self.rebooting.is_set():
+                    continue
+                if time.monotonic() >= stop_at:
                     continue
                 if time.monotonic() >= next_session and self.args.session_every > 0:
                     tag = next((t for t in self.args.tags if t not in TAGS_IN_USE), None)

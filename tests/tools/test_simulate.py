@@ -165,3 +165,26 @@ async def test_n_chargers_with_n_tags_charge_in_parallel(server: RunningServer) 
         active += step
         most = max(most, active)
     assert most == 3
+
+
+async def test_without_local_sessions_the_simulator_heartbeats_at_its_interval(
+    server: RunningServer,
+) -> None:
+    """--session-every 0 (remote starts only): a heartbeat every HeartbeatInterval, not
+    one every 50 ms (the wait for the next local session was taken as due at once)."""
+    server.run(chargers.add_charger, "SIM-1")
+    result = await trio.run_process(
+        [
+            sys.executable, str(SIMULATE), server.url, "--chargers", "1", "--connectors", "1",
+            "--session-every", "0", "--duration", "3", "--summary-every", "1",
+        ],
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr.decode()
+    done = result.stdout.decode().splitlines()[-1]
+    assert "messages=" in done, done
+    messages = int(done.split("messages=")[1].split()[0])
+    # BootNotification and StatusNotification for connectors 0 and 1: nothing else in 3 s.
+    assert messages <= 5, done
