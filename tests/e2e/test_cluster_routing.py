@@ -87,7 +87,13 @@ async def cluster(
                     http_enabled=True,
                     http_port=0,
                     api_tokens=(ApiToken(token=TOKEN, scope=ApiScope.ADMIN, name="ops"),),
-                    **overrides,
+                    **{
+                        # The tests move ownership rows by hand (a ghost owner, an epoch
+                        # moved on): a long lease keeps the nodes' own reconciliation
+                        # round (every lease / 3) out of the few seconds a test takes.
+                        "node_lease_seconds": 60.0,
+                        **overrides,
+                    },
                 )
                 server, stop = await start_server(nursery, settings)
                 nodes.append(Node(name, server, stop))
@@ -193,9 +199,10 @@ class AnsweringCharger:
 
 @asynccontextmanager
 async def charger_on(
-    nursery: trio.Nursery, node: Node, charger_id: str
+    nursery: trio.Nursery, node: Node, charger_id: str, *, add: bool = True
 ) -> AsyncIterator[AnsweringCharger]:
-    node.server.run(chargers.add_charger, charger_id)
+    if add:
+        node.server.run(chargers.add_charger, charger_id)
     cp = await RawCharger.connect(f"{node.server.url}/{charger_id}")
     await cp.boot()
     own(node, charger_id, node.name)
@@ -653,3 +660,57 @@ async def test_an_owner_shutting_down_mid_command_answers_at_once(
         assert took < 3.0, took
         (row,) = rows(n1)
         assert row["status"] == "error"
+
+
+async def test_many_routed_commands_in_a_row_each_come_back_at_once(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """The acknowledgement and the reply can both arrive before the origin starts
+    waiting for the reply: each must still come back at once (a lost wake-up made one
+    in about 30 wait for the whole answer time)."""
+    async with (
+        cluster(postgres_url, tmp_path) as (n1, n2),
+        trio.open_nursery() as nursery,
+        charger_on(nursery, n2, "CP-B") as charger,
+    ):
+        client = await n1.control()
+        took = []
+        for _ in range(80):
+            began = trio.current_time()
+            reply = await client.command("CP-B", "clear-cache")
+            took.append(trio.current_time() - began)
+            assert reply["ok"], reply
+        await client.aclose()
+        assert charger.count("ClearCache") == 80
+        assert max(took) < 2.0, sorted(took)[-5:]
+
+
+async def test_a_command_follows_the_charger_to_the_node_it_was_issued_on(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """The owner never took the command; the charger reconnects to the origin node
+    itself (a real takeover: claimed there with the next epoch): it runs there, once."""
+    async with (
+        cluster(postgres_url, tmp_path) as (n1, n2),
+        trio.open_nursery() as nursery,
+        charger_on(nursery, n2, "CP-B") as old,
+    ):
+        lease(n1, "ghost")
+        own(n1, "CP-B", "ghost", move=True)
+        client = await n1.control()
+        result: dict[str, Any] = {}
+
+        async def ask() -> None:
+            result.update(await client.command("CP-B", "clear-cache"))
+
+        async with trio.open_nursery() as inner:
+            inner.start_soon(ask)
+            await trio.sleep(0.3)
+            async with charger_on(nursery, n1, "CP-B", add=False) as new:
+                await poll(lambda: bool(result))
+        await client.aclose()
+        assert result["ok"], result
+        assert new.count("ClearCache") == 1
+        assert old.count("ClearCache") == 0
+        (row,) = rows(n1)
+        assert (row["owner_node"], row["status"]) == ("n1", "answered")

@@ -89,6 +89,10 @@ class _Waiter:
     def wake(self) -> None:
         self.woken.set()
 
+    def claimed(self) -> bool:
+        """An owner acknowledged (or already answered)."""
+        return self.acked or self.answered
+
     async def wait(self, deadline: float) -> bool:
         """False at the deadline; True when woken (then ready for the next wake)."""
         with trio.move_on_at(deadline):
@@ -130,7 +134,6 @@ class ClusterRouter:
         self._inbox = listener.subscribe(channel_name("cmd", node_id))
         self._waiters: dict[str, _Waiter] = {}
         self._owners: dict[str, str] = {}  # charger -> node, refreshed every second
-        self._nursery: trio.Nursery | None = None
         self.statistics = RouterStatistics()
 
     @property
@@ -233,7 +236,8 @@ class ClusterRouter:
                 return await self._serve_here(request_id)
             self.statistics.routed += 1
             try:
-                await self._await_ack(request_id, charger_id, waiter, owner)
+                if await self._await_ack(request_id, charger_id, waiter, owner):
+                    return await self._serve_here(request_id)
                 return await self._await_answer(request_id, waiter, action)
             except _DB_ERRORS as exc:
                 # Written and notified: it may have been sent. The owner still stores
@@ -250,22 +254,26 @@ class ClusterRouter:
 
     async def _await_ack(
         self, request_id: str, charger_id: str, waiter: _Waiter, owner: routed.Owner
-    ) -> None:
-        """Return once an owner claimed the request; raise if none will."""
+    ) -> bool:
+        """Return once an owner claimed the request (True: readdressed to this node, for
+        the caller to run); raise if none will."""
         deadline = trio.current_time() + self._ack_timeout
         # A dead owner's chargers reconnect elsewhere within seconds: a request never
         # claimed may follow them for as long as the command itself may take.
         give_up_at = trio.current_time() + self._answer_bound()
         while True:
-            if await waiter.wait(deadline):
-                if waiter.acked or waiter.answered:
-                    return
+            # Flags first: the ack (and even the reply) may have come in before we wait.
+            if waiter.claimed():
+                return False
+            if waiter.resync or await waiter.wait(deadline):
+                if waiter.claimed():
+                    return False
                 if not waiter.resync:
                     continue
                 waiter.resync = False
             row = await self._db.run(routed.get, request_id)
             if row is None or row.status != "queued":
-                return  # claimed (or final): the answer phase reads the row
+                return False  # claimed (or final): the answer phase reads the row
             if trio.current_time() < deadline:
                 continue
             current = await self._db.run(routed.owner, charger_id)
@@ -279,7 +287,7 @@ class ClusterRouter:
                     ),
                 )
                 self.statistics.unreachable += 1
-                return  # claimed at the last moment after all
+                return False  # claimed at the last moment after all
             if current is None:
                 if trio.current_time() >= give_up_at:
                     await self._end_unclaimed(
@@ -290,7 +298,7 @@ class ClusterRouter:
                             f"{charger_id} did not reconnect to another node in time; not sent",
                         ),
                     )
-                    return
+                    return False
                 deadline = min(give_up_at, trio.current_time() + 0.2)  # poll for a new owner
                 continue
             if await self._db.run(routed.readdress, request_id, owner.node_id, current):
@@ -302,14 +310,11 @@ class ClusterRouter:
                 )
                 self.statistics.readdressed += 1
                 if current.node_id == self._node_id:
-                    waiter.acked = True  # run here: the answer phase waits for this task
-                    assert self._nursery is not None
-                    self._nursery.start_soon(self._serve, request_id)
-                    return
+                    return True  # the charger is here now: the caller runs it
                 owner = current
                 deadline = trio.current_time() + self._ack_timeout
                 continue
-            return  # claimed meanwhile
+            return False  # claimed meanwhile
 
     async def _get_quietly(self, request_id: str) -> routed.Routed | None:
         try:
@@ -329,15 +334,12 @@ class ClusterRouter:
         # The owner's link bounds its own queue wait and the answer; the margin covers
         # the two database round trips and the notification.
         deadline = trio.current_time() + self._answer_bound() + 2.0
-        # A ``rep`` that arrived together with the ``ack`` set the one wake-up that the
-        # acknowledgement phase consumed: read the row at once when it is announced.
-        ready = waiter.answered
         while True:
-            woken = True if ready else await waiter.wait(deadline)
-            ready = False
+            # Flags first: the reply may have come in with the ack, before we wait.
+            woken = waiter.answered or waiter.resync or await waiter.wait(deadline)
             if woken and not (waiter.answered or waiter.resync):
                 continue
-            waiter.resync = False
+            waiter.resync = waiter.answered = False
             row = await self._db.run(routed.get, request_id)
             if row is not None and row.status in routed.FINAL and row.result is not None:
                 return _result(row.result)
@@ -425,14 +427,6 @@ class ClusterRouter:
         finally:
             with trio.CancelScope(shield=True):
                 await self._store(row.id, status, result, redacted)
-            if row.origin_node == self._node_id:
-                # A request readdressed to its own origin (its charger reconnected
-                # here): no ``rep`` is notified from a node to itself (routed.finish),
-                # so wake the caller waiting in this process, whichever task ran it.
-                waiting = self._waiters.get(row.id)
-                if waiting is not None:
-                    waiting.answered = True
-                    waiting.wake()
         return result
 
     async def _store(
@@ -466,7 +460,6 @@ class ClusterRouter:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Read this node's "cmd" channel, keep the owner map fresh, trim old rows."""
         async with trio.open_nursery() as nursery:
-            self._nursery = nursery
             nursery.start_soon(self._refresh_owners)
             nursery.start_soon(self._trim)
             task_status.started()
@@ -474,7 +467,6 @@ class ClusterRouter:
                 async for note in self._inbox:
                     self._dispatch(nursery, note)
             finally:
-                self._nursery = None
                 nursery.cancel_scope.cancel()
 
     def _dispatch(self, nursery: trio.Nursery, note: Notification) -> None:
