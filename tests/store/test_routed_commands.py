@@ -103,10 +103,10 @@ def test_given_up_or_readdressed_requests_cannot_be_claimed_by_the_old_owner(
     assert pg.run_sync(routed.claim, "gone", "n2") is None
     assert not pg.run_sync(routed.give_up, "gone", "error", error)
     _start(pg, "moved")
-    assert pg.run_sync(routed.readdress, "moved", "n2", routed.Owner("n3", 4))
+    assert pg.run_sync(routed.readdress, "moved", "n2", routed.Owner("n3", 4), "n1")
     assert pg.run_sync(routed.claim, "moved", "n2") is None
     assert pg.run_sync(routed.claim, "moved", "n3") is not None
-    assert not pg.run_sync(routed.readdress, "moved", "n3", routed.Owner("n2", 5))
+    assert not pg.run_sync(routed.readdress, "moved", "n3", routed.Owner("n2", 5), "n1")
 
 
 def test_the_retention_trims_only_old_rows(pg: Database) -> None:

@@ -301,7 +301,9 @@ class ClusterRouter:
                     return False
                 deadline = min(give_up_at, trio.current_time() + 0.2)  # poll for a new owner
                 continue
-            if await self._db.run(routed.readdress, request_id, owner.node_id, current):
+            if await self._db.run(
+                routed.readdress, request_id, owner.node_id, current, self._node_id
+            ):
                 log.info(
                     "routed command %s: node %s did not take it, sent on to node %s",
                     request_id,

@@ -166,9 +166,10 @@ def start(
     return None, found
 
 
-def readdress(s: Session, request_id: str, old_node: str, new: Owner) -> bool:
+def readdress(s: Session, request_id: str, old_node: str, new: Owner, origin_node: str) -> bool:
     """Send a request that was never claimed to a new owner (the old one died before it
-    acknowledged). False: the old owner claimed it after all, or it is final."""
+    acknowledged). False: the old owner claimed it after all, or it is final. The new
+    owner is notified unless it is the origin itself (which runs it in the caller)."""
     done = s.execute(
         text(
             "UPDATE routed_commands SET owner_node = :new, owner_epoch = :epoch "
@@ -178,7 +179,8 @@ def readdress(s: Session, request_id: str, old_node: str, new: Owner) -> bool:
     )
     if done.rowcount != 1:  # type: ignore[attr-defined]
         return False
-    notify(s, channel_name("cmd", new.node_id), message("req", request_id))
+    if new.node_id != origin_node:
+        notify(s, channel_name("cmd", new.node_id), message("req", request_id))
     return True
 
 
