@@ -371,7 +371,7 @@ async def run(
     campaigns = CampaignRunner(
         database,
         firmware,
-        is_connected=registry.is_connected,
+        is_connected=components.commands.is_connected,  # any node's (several nodes)
         publish=hub.publish,
         settings=settings,
     )

@@ -714,3 +714,31 @@ async def test_a_command_follows_the_charger_to_the_node_it_was_issued_on(
         assert old.count("ClearCache") == 0
         (row,) = rows(n1)
         assert (row["owner_node"], row["status"]) == ("n1", "answered")
+
+
+async def test_every_node_lists_a_charger_held_by_another_as_connected(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """What the operator sees before sending: connected on any node counts (the owner
+    map behind is_connected is refreshed every second)."""
+    async with (
+        cluster(postgres_url, tmp_path) as (n1, n2),
+        trio.open_nursery() as nursery,
+        charger_on(nursery, n2, "CP-B"),
+    ):
+        n1.server.run(chargers.add_charger, "CP-GONE")
+        client = await n1.control()
+
+        async def listed() -> dict[str, bool]:
+            reply = await client.request("chargers.list")
+            return {c["charger_id"]: c["connected"] for c in reply["result"]}
+
+        with trio.fail_after(5):
+            while not (await listed()).get("CP-B"):  # noqa: ASYNC110 - server state, with a deadline
+                await trio.sleep(0.1)
+        assert (await listed())["CP-GONE"] is False
+        await client.aclose()
+        async with api(n1) as http:
+            response = await http.get("/charge_points/CP-B")
+        assert response.status_code == 200, response.text
+        assert response.json()["connected"] is True

@@ -268,7 +268,8 @@ def create_app(ctx: ApiContext) -> FastAPI:
 
     def charge_point(charger: Any) -> dict[str, Any]:
         view = views.charger_view(charger)
-        view["connected"] = ctx.registry.is_connected(charger.charger_id)
+        # Several nodes: held by any live node (the owner map, at most a second old).
+        view["connected"] = ctx.commands.is_connected(charger.charger_id)
         return view
 
     # Probes for load balancers, Docker and systemd: no token (they carry no data), so a
@@ -701,7 +702,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
             ids = [
                 c.charger_id
                 for c in await ctx.db.run(chargers.list_chargers)
-                if ctx.registry.is_connected(c.charger_id)
+                if ctx.commands.is_connected(c.charger_id)
             ]
         results = await ctx.local_lists.sync_many(ids, actor=request.state.actor, full=body.full)
         return [r.view() for r in results]

@@ -237,7 +237,8 @@ class ControlOps:
 
     def _charger_view(self, charger: Any) -> dict[str, Any]:
         view = views.charger_view(charger)
-        view["connected"] = self._registry.is_connected(charger.charger_id)
+        # Several nodes: held by any live node (the owner map, at most a second old).
+        view["connected"] = self._commands.is_connected(charger.charger_id)
         return view
 
     async def status(self, args: dict[str, Any], user: str) -> dict[str, Any]:
@@ -520,7 +521,7 @@ class ControlOps:
         is allowed while the charger is Pending (OCPP 1.6 §4.2.1, errata 3.40)."""
         if registration is not RegistrationStatus.PENDING:
             return "not sent: the charger was not Pending (it learns at its next boot)"
-        if not self._registry.is_connected(charger_id):
+        if not self._commands.is_connected(charger_id):
             return "not sent: the charger is offline (it learns at its next boot)"
         command = TriggerMessage(requested_message=TriggerableMessage.BOOT_NOTIFICATION)
         try:
@@ -1055,7 +1056,7 @@ class ControlOps:
             ids = [args["charger_id"]]  # the console's palette: the selected charger
         if ids is None:
             listed = await self._db.run(chargers.list_chargers)
-            ids = [c.charger_id for c in listed if self._registry.is_connected(c.charger_id)]
+            ids = [c.charger_id for c in listed if self._commands.is_connected(c.charger_id)]
         elif isinstance(ids, str) or not all(isinstance(i, str) and i for i in ids):
             raise OpError(ErrorCode.BAD_ARGUMENTS, "charger_ids must be a list of charger ids")
         full = args.get("full", False)
