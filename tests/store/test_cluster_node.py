@@ -218,6 +218,27 @@ async def test_claims_bump_the_epoch_and_a_late_release_changes_nothing(pg: Data
     assert _flags(pg) == {"CP-1": False}
 
 
+async def test_a_late_release_of_an_earlier_incarnation_keeps_the_new_claim(
+    pg: Database,
+) -> None:
+    # A fenced node joins again (new incarnation: its old rows are gone) and the charger
+    # reconnects to it: epochs restart at 1. The old socket's late close carries epoch 1
+    # too, but of the earlier incarnation: it must not release the new connection's row.
+    pg.run_sync(chargers.add_charger, "CP-1")
+    a = _node(pg, "a", lease=30)
+    await a.register()
+    old = await a.claim("CP-1", "1.1.1.1:1")
+    await a.register()  # joined again: the earlier incarnation's rows are released
+    new = await a.claim("CP-1", "1.1.1.1:2")
+    assert (old.epoch, new.epoch) == (1, 1)
+    assert old.incarnation != new.incarnation
+    await a.release("CP-1", old)
+    assert _owned(pg) == {"CP-1": ("a", 1)}
+    assert pg.run_sync(charger_owners.owns, "CP-1", "a", 1)
+    await a.release("CP-1", new)
+    assert _owned(pg) == {}
+
+
 async def test_reconcile_leaves_the_chargers_of_other_nodes_alone(pg: Database) -> None:
     for cid in ("CP-A", "CP-B", "CP-STALE"):
         pg.run_sync(chargers.add_charger, cid)

@@ -103,7 +103,8 @@ class ClusterNode:
             if pg_listener is not None
             else None
         )
-        self._unreleased: dict[str, int] = {}  # releases the database did not take yet
+        # Releases the database did not take yet: charger -> its claim.
+        self._unreleased: dict[str, Claimed] = {}
         self.fences = 0
         self.incarnations = 0
         self.evicted = 0
@@ -293,16 +294,28 @@ class ClusterNode:
 
     async def release(self, charger_id: str, claimed: Claimed) -> None:
         try:
-            await self._db.run(charger_owners.release, charger_id, self.node_id, claimed.epoch)
+            await self._db.run(
+                charger_owners.release,
+                charger_id,
+                self.node_id,
+                claimed.epoch,
+                claimed.incarnation,
+            )
         except StorageUnavailable:
             # Kept and retried with the renewals; if the lease runs out first, the
             # reaper of another node releases it.
-            self._unreleased[charger_id] = claimed.epoch
+            self._unreleased[charger_id] = claimed
 
     async def _retry_releases(self) -> None:
-        for charger_id, epoch in list(self._unreleased.items()):
-            await self._db.run(charger_owners.release, charger_id, self.node_id, epoch)
-            if self._unreleased.get(charger_id) == epoch:
+        for charger_id, claimed in list(self._unreleased.items()):
+            await self._db.run(
+                charger_owners.release,
+                charger_id,
+                self.node_id,
+                claimed.epoch,
+                claimed.incarnation,
+            )
+            if self._unreleased.get(charger_id) == claimed:
                 del self._unreleased[charger_id]
 
     def evict(self, charger_id: str, epoch: int, by: str) -> bool:

@@ -66,16 +66,18 @@ def claim(s: Session, charger_id: str, node_id: str, incarnation: str, remote: s
     return Claim(epoch, previous)
 
 
-def release(s: Session, charger_id: str, node_id: str, epoch: int) -> bool:
+def release(s: Session, charger_id: str, node_id: str, epoch: int, incarnation: str) -> bool:
     """The socket of ``epoch`` closed: drop the row only if it is still ours with that
     epoch (a successor's claim, here or on another node, is never undone by a late
-    close; the old-close-after-new-open race of ev-server PR #2388)."""
+    close; the old-close-after-new-open race of ev-server PR #2388). The incarnation
+    too: epochs restart at 1 once a row is gone, so a node that joined again may hold
+    the charger with the same epoch its earlier incarnation's socket had."""
     result = s.execute(
         text(
-            "DELETE FROM charger_owners "
-            "WHERE charger_id = :cid AND node_id = :node AND epoch = :epoch"
+            "DELETE FROM charger_owners WHERE charger_id = :cid AND node_id = :node "
+            "AND epoch = :epoch AND incarnation = :inc"
         ),
-        {"cid": charger_id, "node": node_id, "epoch": epoch},
+        {"cid": charger_id, "node": node_id, "epoch": epoch, "inc": incarnation},
     )
     return bool(getattr(result, "rowcount", 0) == 1)
 
