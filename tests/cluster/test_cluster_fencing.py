@@ -1,8 +1,10 @@
 """A node paused with SIGSTOP past its lease (issue 18; scale-and-security A3, "zombie
 node"): the live node's reaper releases its chargers, a charger that noticed moves to the
 live node; after SIGCONT the zombie sends ZERO CALLs (not even one queued before the
-pause), closes every socket it still holds with 1012, its late writes carrying the old
-epoch (release, "offline" flag) change nothing, and it joins again as a new incarnation.
+pause, nor one sent to its own API while it was stopped), closes every socket it still
+holds with 1012, its late writes carrying the old epoch (release, "offline" flag) change
+nothing, and it joins again as a new incarnation that routes commands again. Meanwhile a
+command for a charger it held is "offline" at once once the reaper released it.
 """
 
 from __future__ import annotations
@@ -98,6 +100,27 @@ async def test_a_node_paused_past_its_lease_fences_itself_on_resume(cluster: Clu
             (m_epoch,) = cluster.sql("SELECT epoch FROM charger_owners WHERE charger_id = 'CP-M'")[
                 0
             ]
+            # Through the live node: nobody holds CP-Z now, so "offline" at once (409).
+            began = time.monotonic()
+            status, body = await asyncio.to_thread(
+                cluster[0].api,
+                "POST",
+                "/charge_points/CP-Z/commands/remote-start",
+                {"id_tag": "T-DURING", "force": True},
+            )
+            assert status == 409, body
+            assert time.monotonic() - began < 2.0
+            # Sent to the zombie's own API while it is stopped: read only after SIGCONT,
+            # when the node knows it lost its lease.
+            late = asyncio.create_task(
+                asyncio.to_thread(
+                    n2.api,
+                    "POST",
+                    "/charge_points/CP-Z/commands/remote-start",
+                    {"id_tag": "T-LATE", "force": True},
+                    60.0,
+                )
+            )
             await asyncio.sleep(max(0.0, LEASE + 1.5 - (time.monotonic() - paused)))
         finally:
             n2.resume()
@@ -117,6 +140,8 @@ async def test_a_node_paused_past_its_lease_fences_itself_on_resume(cluster: Clu
         status, body = await asyncio.wait_for(second, 40)
         assert status != 200, body
         await asyncio.wait_for(first, 40)
+        status, body = await asyncio.wait_for(late, 40)
+        assert status in (409, 503), body  # refused, not sent
 
         # n2's late release and "offline" for CP-M carry epoch 1: n1's claim stands.
         await asyncio.sleep(2)
@@ -138,4 +163,16 @@ async def test_a_node_paused_past_its_lease_fences_itself_on_resume(cluster: Clu
             what="n2 back with a new incarnation",
         )
         assert after_row[0] != before[0]
+        # ... and routes commands again: to CP-M, which moved to n1.
+        status, body = await asyncio.to_thread(
+            n2.api,
+            "POST",
+            "/charge_points/CP-M/commands/remote-start",
+            {"id_tag": "T-AFTER", "force": True},
+            60.0,
+        )
+        assert status == 200, body
+        assert len(mover.log.of("RemoteStartTransaction", idTag="T-AFTER")) == 1
+        assert mover.log.duplicates() == {}
+        assert zombie_side.log.of("RemoteStartTransaction", idTag="T-LATE") == []
     await zombie_side.close()
