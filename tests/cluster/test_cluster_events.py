@@ -123,14 +123,22 @@ async def test_a_console_on_one_node_sees_chargers_on_the_others_across_a_reconn
         async with console(n1.control_socket) as again:
             # A console (re)connecting reads the state first: the shared database has
             # what the other nodes' chargers did meanwhile ...
-            listed = await again.request("chargers.list")
-            assert listed["ok"], listed
-            connectors = {
-                c["charger_id"]: [k.get("status") for k in c.get("connectors", [])]
-                for c in listed["result"]
-                if c["charger_id"] in ("CP-n2", "CP-n3")
-            }
-            assert connectors == {"CP-n2": ["Charging"], "CP-n3": ["Charging"]}, connectors
+            async def view() -> dict[str, Any]:
+                listed = await again.request("chargers.list")
+                assert listed["ok"], listed
+                return {
+                    c["charger_id"]: (c["connected"], [k.get("status") for k in c["connectors"]])
+                    for c in listed["result"]
+                    if c["charger_id"] in ("CP-n2", "CP-n3")
+                }
+
+            expected = {"CP-n2": (True, ["Charging"]), "CP-n3": (True, ["Charging"])}
+            # Connected as the owner table says (each node's copy is refreshed every
+            # second).
+            async with asyncio.timeout(10):
+                while (seen := await view()) != expected:  # noqa: ASYNC110 - other processes
+                    await asyncio.sleep(0.2)
+            assert seen == expected
             # ... then goes on with the events.
             for link in links:
                 await status(link, "Finishing")

@@ -31,6 +31,7 @@ pytestmark = pytest.mark.postgres
 
 Frame = dict[str, Any]
 METRICS = "metrics-token-0123456789"
+READ = "read-token-0123456789ab"
 
 
 @asynccontextmanager
@@ -93,6 +94,15 @@ def of(client: ControlClient, charger_id: str) -> list[Frame]:
 
 def is_event(name: str, charger_id: str) -> Callable[[Frame], bool]:
     return lambda f: f.get("event") == name and f["data"].get("charger_id") == charger_id
+
+
+async def connected_on(client: ControlClient, charger_id: str) -> bool:
+    listed = await client.request("chargers.list")
+    assert listed["ok"], listed
+    [view] = [c for c in listed["result"] if c["charger_id"] == charger_id]
+    shown = await client.request("chargers.show", {"charger_id": charger_id})
+    assert shown["result"]["connected"] == view["connected"]
+    return bool(view["connected"])
 
 
 async def booted(server: RunningServer, charger_id: str) -> RawCharger:
@@ -187,11 +197,35 @@ async def test_events_written_while_the_listen_connection_was_cut_still_arrive(
     postgres_url: str, tmp_path: Path
 ) -> None:
     # The safety-net poll is far away: only the listener's resync can bring them.
-    async with cluster(postgres_url, tmp_path, "na", "nb", cluster_events_poll=120.0) as (a, b):
+    tokens = (ApiToken(token=READ, scope=ApiScope.READ, name="viewer"),)
+    async with cluster(
+        postgres_url,
+        tmp_path,
+        "na",
+        "nb",
+        cluster_events_poll=120.0,
+        http_enabled=True,
+        http_port=0,
+        api_tokens=tokens,
+    ) as (a, b):
         a.run(chargers.add_charger, "CP-B")
         on_a = await console(a)
         cp = await booted(b, "CP-B")
         await read_until(on_a, is_event("charger.boot", "CP-B"))
+        # What a console re-reads on a resync agrees with the events: connected, on
+        # another node (the owner table; refreshed within a second).
+        with trio.fail_after(5):
+            while not await connected_on(on_a, "CP-B"):  # noqa: ASYNC110 - another node
+                await trio.sleep(0.2)
+        assert a.addresses.http is not None
+        async with httpx.AsyncClient(
+            base_url="http://{}:{}".format(*a.addresses.http), timeout=10
+        ) as http:
+            auth = {"Authorization": f"Bearer {READ}"}
+            one = (await http.get("/charge_points/CP-B", headers=auth)).json()
+            every = (await http.get("/charge_points", headers=auth)).json()
+        assert one["connected"] is True, one
+        assert [c["connected"] for c in every if c["charger_id"] == "CP-B"] == [True]
 
         def cut() -> int:  # node A's LISTEN backend only: the shared server stays up
             with psycopg.connect(libpq_url(a.settings.database_url), autocommit=True) as admin:
