@@ -129,7 +129,21 @@ async def test_an_unauthenticated_connection_takes_nothing_over(
 async def test_a_node_that_lost_its_lease_closes_its_chargers_1012_then_rejoins(
     postgres_url: str, tmp_path: Path
 ) -> None:
-    async with node(postgres_url, tmp_path, "a") as a:
+    async with (
+        node(postgres_url, tmp_path, "a", http_enabled=True, http_port=0) as a,
+        httpx.AsyncClient() as http,
+        trio.open_nursery() as nursery,
+    ):
+        assert a.addresses.http is not None
+        ready_url = "http://{}:{}/health/ready".format(*a.addresses.http)
+        readiness: list[tuple[int, dict[str, Any]]] = []
+
+        async def probe() -> None:  # what a load balancer's health check sees
+            while True:
+                answer = await http.get(ready_url)
+                readiness.append((answer.status_code, answer.json()))
+                await trio.sleep(0.05)
+
         charger = await RawCharger.connect(f"{a.url}/CP-3")
         await charger.boot()
         (before,) = rows(a, "SELECT incarnation FROM cluster_nodes WHERE node_id = 'a'")
@@ -141,6 +155,7 @@ async def test_a_node_that_lost_its_lease_closes_its_chargers_1012_then_rejoins(
             "- interval '1 second' RETURNING node_id",
         )
         expired = trio.current_time()
+        nursery.start_soon(probe)
         assert await charger.wait_closed(timeout=LEASE) == 1012
         assert trio.current_time() - expired < LEASE / 3 + 1
         # It comes back as a new incarnation (about a second after it closed its
@@ -161,6 +176,11 @@ async def test_a_node_that_lost_its_lease_closes_its_chargers_1012_then_rejoins(
         assert (owner.node_id, owner.incarnation) == ("a", after.incarnation)
         assert "currentTime" in await charger.call("Heartbeat", {})
         await charger.close()
+        # Readiness said so while it was fenced (a balancer skips it), then ok again.
+        nursery.cancel_scope.cancel()
+        assert (503, {"status": "unavailable", "database": "ok", "cluster": "fenced"}) in readiness
+        assert (200, {"status": "ok", "database": "ok", "cluster": "ok"}) in readiness
+        assert readiness[-1][0] == 200
 
 
 async def test_status_shows_every_node_its_lease_and_the_chargers_it_owns(

@@ -283,6 +283,9 @@ class CommandResult(BaseModel):
 class Health(BaseModel):
     status: Literal["ok", "unavailable"]
     database: Literal["ok", "unreachable"] | None = None
+    # Several nodes (issue 18): "fenced" while this node holds no valid lease (it
+    # refuses chargers until it has joined again: a load balancer should skip it).
+    cluster: Literal["ok", "fenced"] | None = None
 
 
 class DatabaseState(BaseModel):

@@ -289,14 +289,31 @@ def create_app(ctx: ApiContext) -> FastAPI:
         "/health/ready",
         response_model=models.Health,
         tags=["health"],
-        responses={503: {"model": models.Health, "description": "the database is unreachable"}},
+        responses={
+            503: {
+                "model": models.Health,
+                "description": "the database is unreachable, or this cluster node is fenced",
+            }
+        },
+        response_model_exclude_none=True,
     )
     async def health_ready() -> Any:
-        """Readiness: 200 while the database is reachable, else 503 (no token; the Docker
-        health check)."""
-        if await ctx.db.ping():
+        """Readiness: 200 while the database is reachable (and, with several nodes, this
+        node holds a valid lease), else 503 (no token; the Docker and HAProxy check)."""
+        if not await ctx.db.ping():
+            return JSONResponse(
+                {"status": "unavailable", "database": "unreachable"}, status_code=503
+            )
+        if ctx.cluster is None:
             return {"status": "ok", "database": "ok"}
-        return JSONResponse({"status": "unavailable", "database": "unreachable"}, status_code=503)
+        if ctx.cluster.fenced():
+            # It refuses chargers (503) until it has joined again: with leastconn a
+            # load balancer would otherwise send it every reconnect (it has none left).
+            return JSONResponse(
+                {"status": "unavailable", "database": "ok", "cluster": "fenced"},
+                status_code=503,
+            )
+        return {"status": "ok", "database": "ok", "cluster": "ok"}
 
     @app.get("/status", response_model=models.Status, responses=ERRORS)
     async def status(_: Read) -> Any:
