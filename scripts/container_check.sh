@@ -210,6 +210,29 @@ podman_compose() {  # prints the path of a pinned podman-compose, installing it 
   fi
   echo "$venv/bin/podman-compose"
 }
+# compose.cluster.yaml (two nodes behind HAProxy, docs/scaling.md) is not started here:
+# no HAProxy image without a registry. podman-compose must at least resolve it (anchors,
+# merge keys, variables) into two cluster nodes with their own ids; under a second.
+check_cluster_compose() {  # $1: podman-compose; $2: the source tree
+  local out="$WORK/compose.cluster.resolved.yaml"
+  if ! (cd "$2" && POSTGRES_PASSWORD=check VOLTARO_API_TOKENS="" \
+        "$1" -f compose.cluster.yaml config) >"$out" 2>&1; then
+    tail -n 20 "$out" >&2
+    return 1
+  fi
+  "$PYTHON" - "$out" <<'PY'
+import sys, yaml
+services = yaml.safe_load(open(sys.argv[1]))["services"]
+nodes = sorted(n for n in services if n.startswith("voltaro-"))
+assert nodes == ["voltaro-1", "voltaro-2"], nodes
+for n in nodes:
+    env, command = services[n]["environment"], services[n]["command"]
+    assert str(env["VOLTARO_CLUSTER"]).lower() == "true", (n, env)
+    assert command[-2:] == ["--node-id", n], (n, command)
+    assert "voltaro:check@postgres" in env["VOLTARO_DATABASE_URL"], (n, env)
+print("compose.cluster.yaml: podman-compose config resolves two cluster nodes and HAProxy")
+PY
+}
 skip_compose=""
 [ -x "$PYTHON" ] || { say "FAILED: no host Python at $PYTHON (run make lint first or set VOLTARO_CHECK_PYTHON)"; exit 1; }
 scenarios=(sqlite postgres compose)
@@ -229,7 +252,10 @@ for s in "${scenarios[@]}"; do
       "$PYTHON" "$HERE/probe.py" --image "$IMAGE" --podman-compose "$compose" \
         --compose-file "$WORK/src/compose.yaml" \
         --compose-file "$WORK/src/scripts/container/compose.check.yaml" \
-        compose || failed+=("$s") ;;
+        compose || failed+=("$s")
+      if [ -n "$compose" ]; then
+        check_cluster_compose "$compose" "$WORK/src" || failed+=("compose.cluster.yaml")
+      fi ;;
     *) say "unknown scenario $s"; exit 2 ;;
   esac
 done
