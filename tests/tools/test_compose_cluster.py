@@ -3,9 +3,10 @@ the settings the server really loads, with the image and with scripts/haproxy/ha
 
 Static checks: the containers themselves are not started by the CI container check
 (no HAProxy image on a machine without a registry); that check only has podman-compose
-resolve the file (scripts/container_check.sh, check_cluster_compose). What the HAProxy example does with
-real nodes is tested by tests/cluster/test_load_balancer.py (a real haproxy process in
-front of real nodes), and `haproxy -c` checks its syntax here where haproxy is installed.
+resolve the file (scripts/container_check.sh, check_cluster_compose). What the HAProxy
+example does with real nodes is tested by tests/cluster/test_load_balancer.py (a real
+haproxy process in front of real nodes), and `haproxy -c` checks its syntax here where
+haproxy is installed.
 """
 
 from __future__ import annotations
