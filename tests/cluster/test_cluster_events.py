@@ -2,7 +2,8 @@
 control socket (the wire protocol, as the Textual console and `voltaro ctl events` speak
 it) sees the events of chargers served by n2 and n3, each once and in their order, and
 after the console reconnects it re-reads the state (which shows what it missed while
-away) and goes on with the new events."""
+away) and goes on with the new events; the real Textual console on n1 shows a charger
+served by n2 live."""
 
 from __future__ import annotations
 
@@ -156,4 +157,39 @@ async def test_a_console_on_one_node_sees_chargers_on_the_others_across_a_reconn
             assert not [f for f in again.events if f.get("type") == "resync"]
     finally:
         for link in links:
+            await link.close()
+
+
+@pytest.mark.asyncio
+@pytest.mark.nodes(2)
+async def test_the_console_on_one_node_shows_a_charger_on_the_other_live(
+    cluster: Cluster,
+) -> None:
+    """The real Textual console attached to n1: a charger served by n2 comes online and
+    starts charging in its table, from n2's events."""
+    from textual.widgets import DataTable
+
+    from console.app import ConsoleApp
+    from tests.console.support import until
+
+    n1, n2 = cluster.nodes
+    app = ConsoleApp(str(n1.control_socket))
+    async with app.run_test(size=(120, 30)) as pilot:
+        table = app.query_one("#chargers", DataTable)
+        link = await Link.open(n2.url, "CP-far", node=n2.index)
+        try:
+            assert await link.boot() == "Accepted"
+            await status(link, "Charging")
+
+            def cell(column: str) -> str:
+                return str(table.get_cell("CP-far", column))
+
+            async with asyncio.timeout(20):
+                await until(pilot, lambda: table.row_count == 1)
+                await until(pilot, lambda: "online" in cell("link"))
+                await until(pilot, lambda: "Charging" in cell("conn"))
+            await status(link, "Finishing")
+            async with asyncio.timeout(20):
+                await until(pilot, lambda: "Finishing" in cell("conn"))
+        finally:
             await link.close()
