@@ -13,7 +13,7 @@ from sqlalchemy import text
 from tests.support.outage import database_outage
 from voltaro.net.registry import Registry, Session
 from voltaro.service.cluster_node import ClusterNode
-from voltaro.service.hub import EventHub
+from voltaro.service.hub import RESYNC, EventHub
 from voltaro.store import charger_owners, chargers
 from voltaro.store.db import Database
 
@@ -253,6 +253,42 @@ async def test_reconcile_leaves_the_chargers_of_other_nodes_alone(pg: Database) 
     cleared, set_ = pg.run_sync(charger_owners.reconcile_connected_fenced, {"CP-A"}, "a")
     assert (cleared, set_) == (1, 0)
     assert _flags(pg) == {"CP-A": True, "CP-B": True, "CP-STALE": False}
+
+
+async def test_consoles_resync_when_another_node_dies(pg: Database) -> None:
+    # A node killed -9 takes its last unwritten outbox batch with it: the consoles of
+    # the other nodes must be told (resync: re-read the state), never a silent gap.
+    hub = EventHub(100)
+    a, dead = _node(pg, "a", lease=30, hub=hub), _node(pg, "dead", lease=30)
+    await a.register()
+    await dead.register()
+    async with hub.subscribe(remote=True) as console, hub.subscribe() as service:
+        await a.reap_once()
+        hub.publish("probe", {})  # nothing queued before it: no resync yet
+        with trio.fail_after(1):
+            assert getattr(await console.receive(), "name", None) == "probe"
+            assert getattr(await service.receive(), "name", None) == "probe"
+        _sql(
+            pg,
+            "UPDATE cluster_nodes SET lease_until = lease_until - interval '1 hour' "
+            "WHERE node_id = 'dead'",
+        )
+        await a.reap_once()
+        await a.reap_once()  # once per death
+        hub.publish("probe", {})
+        with trio.fail_after(1):
+            assert await console.receive() == RESYNC
+            assert getattr(await console.receive(), "name", None) == "probe"
+            assert getattr(await service.receive(), "name", None) == "probe"
+        # ... and when it comes back as a new incarnation and dies again.
+        await dead.register()
+        await a.reap_once()
+        await dead.register()  # restarted before its old lease ran out: died too
+        await a.reap_once()
+        hub.publish("probe", {})
+        with trio.fail_after(1):
+            assert await console.receive() == RESYNC
+            assert getattr(await console.receive(), "name", None) == "probe"
 
 
 async def test_the_reaper_releases_the_chargers_of_an_expired_node(pg: Database) -> None:

@@ -105,6 +105,8 @@ class ClusterNode:
         )
         # Releases the database did not take yet: charger -> its claim.
         self._unreleased: dict[str, Claimed] = {}
+        # Other nodes' live incarnations at the last reaper round (None: not read yet).
+        self._live: dict[str, str] | None = None
         self.fences = 0
         self.incarnations = 0
         self.evicted = 0
@@ -392,7 +394,22 @@ class ClusterNode:
                 ", ".join(sorted({r.node_id for r in reaped})),
             )
         await self.check_sessions()
+        await self._watch_deaths()
         return len(reaped)
+
+    async def _watch_deaths(self) -> None:
+        """A node that died (lease expired, or replaced by a new incarnation) without
+        leaving took its last unwritten outbox batch with it (voltaro.service.
+        cluster_events): this node's consoles get a resync (re-read the state) instead
+        of a silent gap. A clean stop resyncs them too (it cannot be told apart here)."""
+        live = await self._db.run(cluster_nodes.live_incarnations)
+        live.pop(self.node_id, None)
+        if self._live is not None and self.hub is not None:
+            gone = sorted(n for n, inc in self._live.items() if live.get(n) != inc)
+            if gone:
+                log.info("node(s) %s gone: consoles resync", ", ".join(gone))
+                self.hub.resync_remote()
+        self._live = live
 
     def _publish_offline(self, charger_id: str, reason: str) -> None:
         if self.hub is not None and not self._registry.is_connected(charger_id):

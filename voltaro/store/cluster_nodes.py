@@ -138,6 +138,15 @@ def nodes(s: Session) -> list[NodeView]:
     ]
 
 
+def live_incarnations(s: Session) -> dict[str, str]:
+    """node id -> its incarnation, for every node whose lease is valid now (database
+    clock)."""
+    rows = s.execute(
+        text(f"SELECT node_id, incarnation FROM cluster_nodes WHERE lease_until > {DB_NOW}")
+    )
+    return {r.node_id: r.incarnation for r in rows}
+
+
 @dataclass(frozen=True, slots=True)
 class Reaped:
     charger_id: str
@@ -186,6 +195,7 @@ __all__ = [
     "Reaped",
     "clear_flags",
     "leave",
+    "live_incarnations",
     "nodes",
     "reap",
     "register",
