@@ -394,6 +394,7 @@ async def run(
     components.extras["load_manager"] = load_manager
     try:
         await circuits.apply_configuration(settings.circuits)
+        await circuits.apply_tag_priorities(settings.load_tag_priorities)
     except CircuitError as exc:
         database.dispose()
         raise StartupError(

@@ -242,6 +242,9 @@ class Settings:
     # each renewal (every third of it while connected), then its fallback limit, on its
     # own. An offline charger keeps its sessions' last limits at most this long.
     load_fallback_lease_seconds: int = 120
+    # id tag -> priority ([load_tag_priorities] "FLEET-01" = 2): a session gets the
+    # higher of its tag's and its charger's; written to the database at start.
+    load_tag_priorities: Mapping[str, int] = field(default_factory=dict)
     # --- Local Authorization Lists (docs/local-lists-and-reservations.md) -------------
     # A charger that connects or boots (Accepted) is asked GetLocalListVersion this many
     # seconds later and, when LocalAuthListEnabled is true and it is behind, sent the
@@ -334,6 +337,8 @@ def _coerce(name: str, kind: Any, raw: object) -> object:
             if isinstance(raw, list | tuple) and all(isinstance(x, str) for x in raw):
                 return tuple(raw)
             raise ValueError(f"expected a list of strings, got {raw!r}")
+        if kind in ("Mapping[str, int]",):
+            return _tag_priorities(raw)
         if kind in ("Mapping[str, tuple[str, ...]]",):
             return _vendors(raw)
         if kind in ("tuple[ApiToken, ...]",):
@@ -359,6 +364,31 @@ def _vendors(raw: object) -> Mapping[str, tuple[str, ...]]:
             result[str(vendor)] = tuple(ids) or ("*",)
         return result
     raise ValueError(f"expected a table of vendorId = [messageIds], got {raw!r}")
+
+
+def _tag_priorities(raw: object) -> Mapping[str, int]:
+    # TOML: [load_tag_priorities] "FLEET-01" = 2     env: "FLEET-01:2,BOSS:3"
+    pairs: list[tuple[str, object]]
+    if isinstance(raw, str):
+        pairs = []
+        for part in filter(None, (p.strip() for p in raw.split(","))):
+            name, sep, number = part.rpartition(":")
+            if not sep or not name.strip():
+                raise ValueError("expected TAG:PRIORITY, separated by commas")
+            pairs.append((name.strip(), number.strip()))
+    elif isinstance(raw, Mapping):
+        pairs = [(str(k), v) for k, v in raw.items()]
+    else:
+        raise ValueError(f"expected a table of id tag = priority, got {raw!r}")
+    out: dict[str, int] = {}
+    for tag, given in pairs:
+        text = str(given).strip()
+        if isinstance(given, bool) or not text.lstrip("+-").isdigit():
+            raise ValueError(f"id tag {tag}: priority must be a whole number")
+        if not tag.strip() or len(tag.strip()) > 64:
+            raise ValueError("an id tag is 1 to 64 characters")
+        out[tag.strip()] = int(text)
+    return out
 
 
 def _scope(raw: object) -> ApiScope:
@@ -569,7 +599,7 @@ def _load(
         section = data.get("voltaro", data)
         if not isinstance(section, dict):
             raise SettingsError("setting config: [voltaro] must be a table")
-        for table in ("circuits", "load_schedule"):
+        for table in ("circuits", "load_schedule", "load_tag_priorities"):
             if section is not data and table in data:
                 # [[circuits]] next to a [voltaro] table (TOML cannot nest it easily there).
                 section = {**section, table: data[table]}

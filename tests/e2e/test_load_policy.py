@@ -31,6 +31,7 @@ from tests.e2e.test_load_management import (
 from tests.support.charger import RawCharger
 from voltaro import app
 from voltaro.domain.circuits import CircuitConfig
+from voltaro.domain.load_allocation import PolicyMode
 from voltaro.domain.site_limits import ScheduleEntry
 from voltaro.settings import ApiScope, ApiToken
 from voltaro.startup import StartupError
@@ -226,3 +227,48 @@ async def test_a_schedule_or_external_circuit_that_is_not_a_circuit_stops_the_se
         await app.run(
             server_settings(database_url, tmp_path, circuits=config, external_load_circuits=("x",))
         )
+
+
+async def test_an_id_tags_priority_outranks_its_chargers(database_url: str, tmp_path: Path) -> None:
+    config = site(wiring("CP-A"), wiring("CP-B"), wiring("CP-C"))
+    async with fleet_on(
+        database_url,
+        tmp_path,
+        config,
+        ["CP-A", "CP-B", "CP-C"],
+        load_policy=PolicyMode.PRIORITY,
+        load_tag_priorities={"CP-C": 1},  # each test charger starts with its own id as tag
+    ) as (server, fleet, http):
+        # Case does not matter (IdToken is CiString20, §7.28); admin role.
+        done = await ctl(server, "circuits", "tag-priority", "cp-b", "2")
+        assert done.returncode == 0, done.stderr
+        active = {cid: await fleet[cid].start() for cid in ("CP-A", "CP-B", "CP-C")}
+        # 32 A: everyone's 6 A minimum, the rest to B (its tag: 2), then C (1), then A.
+        await wait_until(
+            fleet,
+            lambda: offered(fleet, active) == {"CP-A": 6.0, "CP-B": 20.0, "CP-C": 6.0},
+            "B's tag first",
+        )
+        listed = json.loads((await ctl(server, "--json", "circuits", "list")).stdout)
+        assert listed["tag_priorities"] == {"CP-C": 1, "cp-b": 2}
+        ranks = {
+            s["charger_id"]: (s["priority"], s["priority_from"]) for s in listed["live"]["sessions"]
+        }
+        assert ranks == {"CP-A": (0, "charger"), "CP-B": (2, "tag"), "CP-C": (1, "tag")}
+        response = await http.get("/circuits", headers={"Authorization": f"Bearer {READ}"})
+        assert response.json()["tag_priorities"] == {"CP-C": 1, "cp-b": 2}
+        human = (await ctl(server, "circuits", "list")).stdout.decode()
+        assert "TAG PRIORITIES: cp-b=2 CP-C=1" in human, human
+        assert "2 tag" in human
+
+        # B's tag loses its priority: C's tag (1) is now the highest.
+        done = await ctl(server, "circuits", "tag-priority", "CP-B", "off")
+        assert done.returncode == 0, done.stderr
+        await wait_until(
+            fleet,
+            lambda: offered(fleet, active) == {"CP-A": 6.0, "CP-B": 6.0, "CP-C": 20.0},
+            "C's tag first",
+        )
+        missing = await ctl(server, "circuits", "tag-priority", "CP-B", "off")
+        assert missing.returncode != 0
+        assert b"has no priority" in missing.stderr

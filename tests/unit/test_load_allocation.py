@@ -373,3 +373,25 @@ def test_an_offline_charger_that_refuses_profiles_is_counted_at_its_rating() -> 
     )
     result = allocate(site, online("A") | {"NO": state}, [session("A")], Policy(), NOW)
     assert [(r.reason, r.amps) for r in result.reserved] == [(ReserveReason.REJECTS_PROFILES, 16.0)]
+
+
+def test_a_tags_priority_counts_when_it_is_higher_than_the_chargers() -> None:
+    site = Site(
+        circuits=(Circuit(circuit_id="site", limit_amps=14),),
+        chargers=(charger("A", priority=1), charger("B"), charger("C")),
+        tag_priorities={"FLEET-1": 2, "VISITOR": 0},
+    )
+    sessions = [
+        # Session.priority is its charger's (the load manager fills it in).
+        session("A", transaction_id=1, priority=1, id_tag="visitor"),  # charger 1 > tag 0
+        session("B", transaction_id=2, id_tag="fleet-1"),  # tag 2 (any case) beats charger 0
+        session("C", transaction_id=3, id_tag="unknown"),  # no tag priority: charger 0
+    ]
+    result = allocate(site, online("A", "B", "C"), sessions, Policy(mode=PolicyMode.PRIORITY), NOW)
+    got = {g.charger_id: (g.priority, g.priority_from, g.amps) for g in result.grants}
+    # 14 A: B (2) and A (1) get their minimum, C (0) does not fit and is parked; the
+    # rest goes to B first.
+    assert got == {"B": (2, "tag", 8.0), "A": (1, "charger", 6.0), "C": (0, "charger", 0.0)}
+    # The equal policy ignores priority: the first two by arrival, 7 A each.
+    equal = allocate(site, online("A", "B", "C"), sessions, Policy(), NOW)
+    assert {g.charger_id: g.amps for g in equal.grants} == {"A": 7.0, "B": 7.0, "C": 0.0}

@@ -18,6 +18,9 @@ priority, draw and history. Whatever the site:
 - parked sessions rotate: over as many rounds as there are sessions, every session
   that can fit at all gets a turn.
 
+Sessions carry id tags, some of which have a priority: a session's priority is the
+higher of its charger's and its tag's (case-insensitive), checked on every grant.
+
 Sites come with and without effective limits (a schedule entry in force and the
 building's other load per phase, voltaro/domain/site_limits.py): the limits checked are
 then the effective ones (min(configured, schedule) minus the other load, per phase).
@@ -28,11 +31,13 @@ The checks walk the tree themselves; they do not reuse the allocator's bookkeepi
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import replace
 from datetime import UTC, datetime, time, timedelta
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from voltaro.domain.authorization import tag_key
 from voltaro.domain.circuits import PHASES, ChargerWiring, Circuit, Phase
 from voltaro.domain.load_allocation import (
     Allocation,
@@ -49,6 +54,14 @@ from voltaro.domain.site_limits import ExternalLoad, ScheduleEntry, effective_li
 
 NOW = datetime(2026, 1, 5, 18, 0, tzinfo=UTC)
 TOL = 1e-6
+TAGS = ["t0", "t1", "fleet-2"]
+
+
+def rank(site: Site, s: Session) -> int:
+    """A session's priority, worked out here: the higher of its charger's and its tag's."""
+    if s.id_tag is None:
+        return s.priority
+    return max(s.priority, site.tag_priorities.get(s.id_tag.upper(), s.priority))
 
 
 @st.composite
@@ -123,6 +136,14 @@ def scenarios(
     draw: st.DrawFn, *, all_online: bool = False
 ) -> tuple[Site, dict[str, ChargerState], list[Session], Policy]:
     site = draw(sites())
+    # Some id tags carry a priority (stored folded, looked up case-insensitively).
+    site = replace(
+        site,
+        tag_priorities={
+            tag_key(t): p
+            for t, p in draw(st.dictionaries(st.sampled_from(TAGS), st.integers(0, 3))).items()
+        },
+    )
     states = {}
     for wiring in site.chargers:
         state = ChargerState(
@@ -150,6 +171,7 @@ def scenarios(
                     connector_id=connector,
                     phases_used=draw(st.sampled_from([None, 1, 2, 3])),
                     priority=0 if all_online else draw(st.integers(0, 2)),
+                    id_tag=None if all_online else draw(st.sampled_from([None, *TAGS, "T1"])),
                     draw_amps=draw(st.one_of(st.none(), st.integers(0, 40).map(float))),
                     offered_amps=offered,
                     parked=draw(st.booleans()),
@@ -269,7 +291,13 @@ def test_no_limit_is_exceeded_and_everyone_gets_the_minimum_or_is_parked(
             assert key[0] in result.overloaded
         else:
             assert load[key] + reserved[key] <= capacity + TOL, key
+    by_key = {(s.charger_id, s.connector_id): s for s in mine}
     for g in result.grants:
+        expected = rank(site, by_key[(g.charger_id, g.connector_id)])
+        assert g.priority == expected
+        assert g.priority_from == (
+            "tag" if expected > by_key[(g.charger_id, g.connector_id)].priority else "charger"
+        )
         if g.parked is None:
             assert g.amps >= policy.min_amps - TOL
             assert g.amps <= g.cap_amps + TOL
@@ -304,7 +332,7 @@ def test_parking_only_when_needed_and_capacity_is_not_wasted(
             for other in mine:
                 og = grant[(other.charger_id, other.connector_id)]
                 assert og is not None
-                if og.parked is None and (not prio or other.priority >= s.priority):
+                if og.parked is None and (not prio or rank(site, other) >= rank(site, s)):
                     for key, coef in checker.usage(other.charger_id, other.phases_used).items():
                         ahead[key] += coef * policy.min_amps
             assert any(
@@ -339,7 +367,7 @@ def test_parking_only_when_needed_and_capacity_is_not_wasted(
                     all(
                         amps <= policy.min_amps + TOL
                         for o, amps in others_on(k)
-                        if o.priority < s.priority
+                        if rank(site, o) < rank(site, s)
                     )
                     for k in bottlenecks
                 ), f"a lower-priority session got more than the minimum ahead of {s}"

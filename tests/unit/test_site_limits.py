@@ -166,3 +166,13 @@ def test_load_schedule_tables_next_to_a_voltaro_table(tmp_path: Path) -> None:
     path.write_text("[[load_schedule]]\ncircuit = 'site'\nfrom = '7'\nto = '8'\nlimit_amps = 4\n")
     with pytest.raises(SettingsError, match="setting load_schedule: load_schedule entry 1"):
         load_settings(config_file=path, environ={})
+
+
+def test_load_tag_priorities_from_the_file_and_the_environment(tmp_path: Path) -> None:
+    path = tmp_path / "voltaro.toml"
+    path.write_text('[voltaro]\nport = 9000\n\n[load_tag_priorities]\n"FLEET-01" = 2\n')
+    assert load_settings(config_file=path, environ={}).load_tag_priorities == {"FLEET-01": 2}
+    env = {"VOLTARO_LOAD_TAG_PRIORITIES": "FLEET-01:2, BOSS:3"}
+    assert load_settings(environ=env).load_tag_priorities == {"FLEET-01": 2, "BOSS": 3}
+    with pytest.raises(SettingsError, match="priority must be a whole number"):
+        load_settings(environ={"VOLTARO_LOAD_TAG_PRIORITIES": "FLEET-01:high"})

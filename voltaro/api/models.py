@@ -708,6 +708,9 @@ class Circuit(BaseModel):
 
 class Circuits(BaseModel):
     circuits: list[Circuit]
+    tag_priorities: dict[str, int] = Field(
+        default_factory=dict, description="id tag -> priority for load management"
+    )
     live: dict[str, Any] | None = Field(
         None, description="the load manager's latest allocation (docs/load-management.md)"
     )

@@ -823,6 +823,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
         return {
             "circuits": await ctx.circuits.views(),
             "live": ctx.load_live() if ctx.load_live is not None else None,
+            "tag_priorities": await ctx.circuits.tag_priorities(),
         }
 
     def external_loads() -> ExternalLoads:

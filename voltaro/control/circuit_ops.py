@@ -53,6 +53,7 @@ class CircuitOps:
             "circuits.remove": self.remove,
             "circuits.assign": self.assign,
             "circuits.unassign": self.unassign,
+            "circuits.tag_priority": self.tag_priority,
             "circuits.external_load": self.external_load,
             "circuits.set_external_load": self.set_external_load,
         }
@@ -66,7 +67,21 @@ class CircuitOps:
             raise OpError(ErrorCode.NOT_FOUND, str(exc)) from None
 
     async def list_(self, args: dict[str, Any], user: str) -> dict[str, Any]:
-        return {"circuits": await self._circuits.views(), "live": self._live()}
+        return {
+            "circuits": await self._circuits.views(),
+            "live": self._live(),
+            "tag_priorities": await self._circuits.tag_priorities(),
+        }
+
+    async def tag_priority(self, args: dict[str, Any], user: str) -> dict[str, Any]:
+        """An id tag's priority (``priority`` None: removed)."""
+        id_tag = _name(args, "id_tag")
+        priority = args.get("priority")
+        if priority is not None and (isinstance(priority, bool) or not isinstance(priority, int)):
+            raise OpError(ErrorCode.BAD_ARGUMENTS, "priority must be a whole number (or null)")
+        await self._guard(self._circuits.set_tag_priority(id_tag, priority))
+        log.info("id tag %s load priority %s (by %s)", id_tag, priority, user)
+        return {"id_tag": id_tag, "priority": priority}
 
     async def add(self, args: dict[str, Any], user: str) -> dict[str, Any]:
         name = _name(args, "name")

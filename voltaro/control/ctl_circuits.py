@@ -17,6 +17,8 @@ HELP = {
     "circuits remove": "remove a circuit nothing hangs off",
     "circuits assign": "put a charger on a circuit with its phase wiring, rating and fallback",
     "circuits unassign": "take a charger off load management",
+    "circuits tag-priority": "give an id tag's sessions a priority (off removes it); "
+    "the higher of the tag's and the charger's counts",
     "circuits external-load": "show the building's other load per circuit, or push it "
     "(--amps; operator)",
 }
@@ -69,12 +71,24 @@ def add_parsers(group: Any) -> None:
     )
     assign.add_argument("--priority", type=int, default=0, help="higher first (0)")
     group.add_parser("unassign").add_argument("charger_id", metavar="CHARGER")
+    tagp = group.add_parser("tag-priority")
+    tagp.add_argument("id_tag", metavar="TAG")
+    tagp.add_argument("priority", metavar="N", type=_priority, help="a whole number, or off")
     ext = group.add_parser("external-load")
     ext.add_argument("circuit", metavar="CIRCUIT", nargs="?", help="default: the root")
     ext.add_argument("--amps", type=_phase_amps, help="A of other load: one number or L1,L2,L3")
     ext.add_argument(
         "--valid", dest="valid_for_s", type=float, default=300.0, help="seconds it holds (300)"
     )
+
+
+def _priority(text: str) -> int | None:
+    if text.strip().lower() in ("off", "none"):
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number (or off)") from None
 
 
 def _phase_amps(text: str) -> list[float]:
@@ -112,6 +126,8 @@ def request_for(ns: argparse.Namespace) -> tuple[str, dict[str, Any]]:
             "fallback_amps": ns.fallback_amps,
             "priority": ns.priority,
         }
+    if action == "tag-priority":
+        return "circuits.tag_priority", {"id_tag": ns.id_tag, "priority": ns.priority}
     if action == "external-load":
         if ns.amps is None:
             return "circuits.external_load", {}
@@ -215,6 +231,9 @@ def human(op: str, result: Any, fallback: Callable[[Any], str]) -> str:
             ],
             ["CHARGER", "ONLINE", "PROFILES", "LEASE UNTIL", "COUNTED A"],
         )
+    tagged = result.get("tag_priorities") or {}
+    if tagged:
+        out += "\n\nTAG PRIORITIES: " + " ".join(f"{t}={p}" for t, p in tagged.items())
     sessions = live.get("sessions") or []
     if not sessions:
         return out
@@ -224,6 +243,7 @@ def human(op: str, result: Any, fallback: Callable[[Any], str]) -> str:
                 s["charger_id"],
                 s["connector_id"],
                 s["transaction_id"],
+                f"{s.get('priority', 0)} {s.get('priority_from', 'charger')}",
                 f"{s['amps']:g}",
                 "-" if s.get("draw_amps") is None else f"{s['draw_amps']:g}",
                 s.get("parked") or "",
@@ -231,6 +251,6 @@ def human(op: str, result: Any, fallback: Callable[[Any], str]) -> str:
             )
             for s in sessions
         ],
-        ["CHARGER", "CONN", "TX", "OFFERED A", "DRAWN A", "PARKED", "WHY"],
+        ["CHARGER", "CONN", "TX", "PRIORITY", "OFFERED A", "DRAWN A", "PARKED", "WHY"],
     )
     return out + "\n\n" + rows

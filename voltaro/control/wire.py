@@ -174,6 +174,7 @@ OPS: dict[str, Role] = {
     "circuits.remove": Role.ADMIN,
     "circuits.assign": Role.ADMIN,
     "circuits.unassign": Role.ADMIN,
+    "circuits.tag_priority": Role.ADMIN,
     "circuits.external_load": Role.VIEWER,
     "circuits.set_external_load": Role.OPERATOR,
     # Charger certificates (1.6 security extension, docs/security.md). show:

@@ -35,10 +35,11 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 
+from voltaro.domain.authorization import tag_key
 from voltaro.domain.circuits import (
     DEFAULT_VOLTAGE,
     PHASES,
@@ -110,6 +111,8 @@ class Session:
     """An active session as the allocator sees it.
 
     ``phases_used`` None: unknown, assumed to be all the charger's phases.
+    ``priority``: its charger's; ``id_tag``: the tag that started it, whose priority in
+    ``Site.tag_priorities`` counts when it is higher (``session_priority``).
     ``offered_amps``: what it was offered last round (None: nothing yet). ``parked`` and
     ``since``: its state after the last round and since when (a new session: parked
     since it started, so waiting counts from plug-in).
@@ -120,6 +123,7 @@ class Session:
     transaction_id: int | None = None
     phases_used: int | None = None
     priority: int = 0
+    id_tag: str | None = None
     draw_amps: float | None = None
     offered_amps: float | None = None
     parked: bool = True
@@ -134,6 +138,18 @@ class Site:
     circuits: tuple[Circuit, ...]
     chargers: tuple[ChargerWiring, ...]
     limits: Mapping[str, CircuitLimit] = field(default_factory=dict)
+    # id tag (folded with authorization.tag_key: case-insensitive, §7.28) -> priority
+    tag_priorities: Mapping[str, int] = field(default_factory=dict)
+
+
+def session_priority(site: Site, session: Session) -> tuple[int, str]:
+    """A session's priority and where it comes from: the higher of its charger's and
+    its id tag's (a fleet card outranks a visitor on any charger; a priority charger
+    keeps its rank for any card). Ties go to the charger."""
+    tagged = None if session.id_tag is None else site.tag_priorities.get(tag_key(session.id_tag))
+    if tagged is not None and tagged > session.priority:
+        return tagged, "tag"
+    return session.priority, "charger"
 
 
 def limit_of(site: Site, circuit: Circuit) -> CircuitLimit:
@@ -159,6 +175,8 @@ class Grant:
     parked: ParkReason | None
     since: datetime
     detail: str = ""
+    priority: int = 0  # the one it was allocated with (session_priority)
+    priority_from: str = "charger"  # or "tag"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -353,12 +371,16 @@ def allocate(
     overloaded = sorted({key[1] for key, left in room.items() if left < -_EPS})
 
     managed: list[Session] = []
+    sources: dict[tuple[str, int], str] = {}
     unmanaged: list[tuple[str, int]] = []
     for session in sessions:
         if session.charger_id not in wiring_of:
             unmanaged.append((session.charger_id, session.connector_id))
         elif session.charger_id not in reserved_ids:
-            managed.append(session)
+            # Its priority from here on is the higher of its charger's and its tag's.
+            rank, source = session_priority(site, session)
+            sources[(session.charger_id, session.connector_id)] = source
+            managed.append(replace(session, priority=rank))
     managed.sort(key=lambda s: (*_admission_key(s, policy, now), s.charger_id, s.connector_id))
     prints = [
         footprint(wiring_of[s.charger_id], s.phases_used, by_id, site.limits) for s in managed
@@ -419,6 +441,8 @@ def allocate(
                 parked=reason,
                 since=session.since if is_parked == session.parked else now,
                 detail=detail,
+                priority=session.priority,
+                priority_from=sources[(session.charger_id, session.connector_id)],
             )
         )
     return Allocation(

@@ -4,7 +4,7 @@ checked as a whole tree and the load manager recomputes at once."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from voltaro.domain.circuits import (
@@ -69,6 +69,19 @@ class CircuitService:
 
     async def views(self) -> list[dict[str, Any]]:
         return circuit_views(await self.site())
+
+    async def tag_priorities(self) -> dict[str, int]:
+        return await self._db.run(circuits.tag_priorities)
+
+    async def set_tag_priority(self, id_tag: str, priority: int | None) -> None:
+        """None removes it (NotFound when it had none; CircuitError: a bad tag)."""
+        await self._db.run(circuits.set_tag_priority, id_tag, priority)
+        self.on_change()
+
+    async def apply_tag_priorities(self, priorities: Mapping[str, int]) -> None:
+        if priorities:
+            await self._db.run(circuits.apply_tag_priorities, priorities)
+            self.on_change()
 
     async def apply_configuration(self, config: CircuitConfig) -> None:
         """The settings file's circuits, at start (CircuitError: nothing written)."""

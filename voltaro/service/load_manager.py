@@ -429,6 +429,7 @@ class LoadManager:
                     connector_id=tx.connector_id,
                     transaction_id=tx.transaction_id,
                     priority=wiring[tx.charger_id].priority if tx.charger_id in wiring else 0,
+                    id_tag=tx.id_tag,
                     draw_amps=self._draw.get(key),
                     offered_amps=memory.offered,
                     parked=memory.parked,
@@ -678,6 +679,9 @@ class LoadManager:
                 "parked": None if grant.parked is None else grant.parked.value,
                 "detail": grant.detail,
                 "since": format_utc(grant.since),
+                # The higher of its charger's and its id tag's (docs/load-management.md).
+                "priority": grant.priority,
+                "priority_from": grant.priority_from,
             }
 
         return {

@@ -10,6 +10,7 @@ from dataclasses import replace
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from voltaro.domain.authorization import tag_key
 from voltaro.domain.circuits import (
     ChargerWiring,
     Circuit,
@@ -20,7 +21,7 @@ from voltaro.domain.circuits import (
 from voltaro.domain.load_allocation import Site
 from voltaro.domain.timestamps import utc_now
 from voltaro.store.errors import NotFound
-from voltaro.store.schema import CircuitChargerRow, CircuitRow
+from voltaro.store.schema import CircuitChargerRow, CircuitRow, LoadTagPriorityRow
 
 
 def _circuit(row: CircuitRow) -> Circuit:
@@ -43,10 +44,48 @@ def _wiring(row: CircuitChargerRow) -> ChargerWiring:
 def load_site(s: Session) -> Site:
     circuits = s.scalars(select(CircuitRow).order_by(CircuitRow.name))
     wirings = s.scalars(select(CircuitChargerRow).order_by(CircuitChargerRow.charger_id))
+    priorities = s.scalars(select(LoadTagPriorityRow))
     return Site(
         circuits=tuple(_circuit(r) for r in circuits),
         chargers=tuple(_wiring(r) for r in wirings),
+        tag_priorities={r.tag_key: r.priority for r in priorities},
     )
+
+
+def tag_priorities(s: Session) -> dict[str, int]:
+    """id tag (as given) -> priority, by tag."""
+    rows = s.scalars(select(LoadTagPriorityRow).order_by(LoadTagPriorityRow.tag_key))
+    return {r.id_tag: r.priority for r in rows}
+
+
+def set_tag_priority(s: Session, id_tag: str, priority: int | None) -> None:
+    """Give a tag a priority (None: remove it; NotFound if it had none).
+
+    Raises:
+        CircuitError: an empty tag.
+        NotFound: removing a priority the tag does not have.
+    """
+    if not id_tag.strip() or len(id_tag.strip()) > 64:
+        raise CircuitError("an id tag is 1 to 64 characters")
+    key = tag_key(id_tag)
+    row = s.get(LoadTagPriorityRow, key)
+    if priority is None:
+        if row is None:
+            raise NotFound(f"id tag {id_tag} has no priority")
+        s.delete(row)
+        return
+    if row is None:
+        row = LoadTagPriorityRow(tag_key=key)
+        s.add(row)
+    row.id_tag = id_tag.strip()
+    row.priority = priority
+    row.updated_at = utc_now()
+
+
+def apply_tag_priorities(s: Session, priorities: Mapping[str, int]) -> None:
+    """The settings file's load_tag_priorities at start: written as it says them."""
+    for id_tag, priority in priorities.items():
+        set_tag_priority(s, id_tag, priority)
 
 
 def _check(site: Site, circuits: Iterable[Circuit], wirings: Iterable[ChargerWiring]) -> None:

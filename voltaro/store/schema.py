@@ -524,6 +524,18 @@ class CircuitChargerRow(Base):
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
+class LoadTagPriorityRow(Base):
+    """An id tag's priority for load management (issue 17): a session it starts gets the
+    higher of this and its charger's. Any tag, known to the id tag list or not."""
+
+    __tablename__ = "load_tag_priorities"
+
+    tag_key: Mapped[str] = mapped_column(String(64), primary_key=True)  # tag_key(id_tag)
+    id_tag: Mapped[str] = mapped_column(String(64))  # as given
+    priority: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
 class ChargerCertificateRow(Base):
     """The certificates a charger holds, as it last reported them (GetInstalledCertificateIds,
     source ``reported``) or as Voltaro installed them since (InstallCertificate Accepted,
