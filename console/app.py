@@ -488,6 +488,7 @@ class ConsoleApp(App[None]):
                 stale=self.stale,
                 alerts=len(self.site.alerts),
                 protection=self.site.health.get("protection"),
+                cluster=self.site.health.get("cluster"),
             )
         )
 

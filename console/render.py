@@ -144,6 +144,26 @@ def protection_line(p: dict[str, Any]) -> str | None:
     return line if len(line) <= 78 else line[:77] + "…"
 
 
+def nodes_line(cluster: Any) -> str | None:
+    """Several nodes (issue 18): each node with its lease left (database clock) and the
+    chargers it owns, this console's node starred, in at most 78 columns; None on a
+    single node."""
+    if not isinstance(cluster, dict) or not isinstance(cluster.get("nodes"), list):
+        return None
+    parts = []
+    for n in cluster["nodes"]:
+        if not isinstance(n, dict):
+            continue
+        me = "*" if n.get("node_id") == cluster.get("node_id") else ""
+        lease = f"{n.get('lease_left_s', 0):.0f} s" if n.get("live") else "EXPIRED"
+        count = n.get("chargers", 0)
+        parts.append(f"{n.get('node_id')}{me} {lease} {count} charger{'s' if count != 1 else ''}")
+    if not parts:
+        return None
+    line = "nodes: " + " · ".join(parts)
+    return line if len(line) <= 78 else line[:77] + "…"
+
+
 def site_bar(
     summary: SiteSummary,
     sparkline: str,
@@ -151,6 +171,7 @@ def site_bar(
     stale: bool,
     alerts: int = 0,
     protection: dict[str, Any] | None = None,
+    cluster: dict[str, Any] | None = None,
 ) -> Text:
     """Two lines at a glance: power and sessions, connectors and chargers, database, and
     what needs attention. Fits 80 columns."""
@@ -181,6 +202,9 @@ def site_bar(
     line = None if stale or not protection else protection_line(protection)
     if line:
         out.append("\n" + line, style="yellow")
+    nodes = None if stale else nodes_line(cluster)
+    if nodes:
+        out.append("\n" + nodes)
     if summary.pending:
         # Its own line, so that it is never cut off at 80 columns (issue 12 #10).
         n = summary.pending

@@ -366,6 +366,8 @@ async def run(
         )
     )
     health.protection = functools.partial(protection.snapshot, live=True)
+    if cluster is not None:
+        health.cluster = cluster.view  # consoles see the nodes live (issue 18)
     firmware = FirmwareService(components.commands, files)
     components.extras["firmware"] = firmware
     campaigns = CampaignRunner(

@@ -96,3 +96,67 @@ async def test_header_names_the_cluster_node_and_the_live_nodes(
             assert "FENCED" not in app.sub_title
     finally:
         await server.stop()
+
+
+@pytest.mark.postgres
+async def test_the_site_bar_shows_every_node_its_lease_and_chargers_live(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """Issue 18 ("the console shows the nodes, their leases and how many chargers each
+    owns"): live, with no resync: a node that joins, a charger that connects, a node
+    whose lease runs out."""
+    server = Server(tmp_path, postgres_url)
+    server.env.update(
+        {"VOLTARO_CLUSTER": "true", "VOLTARO_NODE_ID": "east-1", "VOLTARO_NODE_LEASE_SECONDS": "3"}
+    )
+    await server.start()
+    admin = psycopg.connect(postgres_url.replace("+psycopg", ""), autocommit=True)
+    try:
+        await server.ctl("chargers.add", {"charger_id": "CP-1"})
+        app = ConsoleApp(server.socket)
+        async with app.run_test(size=(160, 30)) as pilot:
+            bar = app.query_one("#sitebar", Static)
+            async with asyncio.timeout(10):
+                await until(pilot, lambda: "nodes: east-1*" in str(bar.render()))
+            # Another node joins with a charger (as its claim writes it).
+            admin.execute(
+                "INSERT INTO cluster_nodes (node_id, incarnation, address, started_at, "
+                "lease_until) VALUES ('west-2', 'w', NULL, now() AT TIME ZONE 'UTC', "
+                "(now() AT TIME ZONE 'UTC') + interval '6 seconds')"
+            )
+            await server.ctl("chargers.add", {"charger_id": "CP-W"})
+            admin.execute(
+                "INSERT INTO charger_owners (charger_id, node_id, incarnation, epoch, "
+                "connected_at) VALUES ('CP-W', 'west-2', 'w', 1, now() AT TIME ZONE 'UTC')"
+            )
+            charger = await RawCharger.connect(server.port, "CP-1")
+            try:
+                async with asyncio.timeout(10):
+                    await until(
+                        pilot,
+                        lambda: (
+                            "east-1* " in str(bar.render())
+                            and "1 charger" in str(bar.render()).split("east-1*")[1][:25]
+                            and "west-2 " in str(bar.render())
+                            and "(2/2 nodes live)" in app.sub_title
+                        ),
+                    )
+                line = next(
+                    ln for ln in str(bar.render()).splitlines() if ln.startswith("nodes:")
+                )
+                assert len(line) <= 78, line
+                assert " s " in line  # the lease left
+                # west-2's lease runs out: shown expired, its charger released.
+                async with asyncio.timeout(15):
+                    await until(
+                        pilot,
+                        lambda: (
+                            "west-2 EXPIRED" in str(bar.render())
+                            and "(1/2 nodes live)" in app.sub_title
+                        ),
+                    )
+            finally:
+                await charger.close()
+    finally:
+        admin.close()
+        await server.stop()

@@ -105,6 +105,9 @@ class ClusterNode:
         )
         # Releases the database did not take yet: charger -> its claim.
         self._unreleased: dict[str, Claimed] = {}
+        # status's cluster block as of the last reaper round (server.health carries it
+        # to consoles live, cheaply: it is read every quarter second).
+        self._view: dict[str, Any] | None = None
         # Other nodes' live incarnations at the last reaper round (None: not read yet).
         self._live: dict[str, str] | None = None
         self.fences = 0
@@ -207,6 +210,7 @@ class ClusterNode:
         cluster (the lease ends now, this incarnation's chargers are released)."""
         if self._lost:
             await self.register()
+        self._view = await self.snapshot()
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._renew_loop)
@@ -267,6 +271,7 @@ class ClusterNode:
                 await self.renew()
                 await self._retry_releases()
                 await self.reap_once()
+                self._view = await self.snapshot()
                 self.guard.succeeded()
             except Exception as exc:
                 # StorageUnavailable included: the lease runs out and _watch fences.
@@ -419,6 +424,13 @@ class ClusterNode:
 
     async def nodes(self) -> list[cluster_nodes.NodeView]:
         return await self._db.run(cluster_nodes.nodes)
+
+    def view(self) -> dict[str, Any] | None:
+        """The last :meth:`snapshot` (every reaper round), with ``fenced`` as it is now:
+        for ``server.health``, so a console follows the nodes without asking."""
+        if self._view is None:
+            return None
+        return {**self._view, "fenced": self.fenced()}
 
     async def snapshot(self) -> dict[str, Any]:
         """``status``'s ``cluster`` block: this node, then every node with its lease on

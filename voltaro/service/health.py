@@ -65,6 +65,8 @@ class HealthMonitor:
         self.protection: Callable[[], dict[str, Any]] | None = None
         self._protection: dict[str, Any] | None = None
         self._protection_at = -PROTECTION_EVERY
+        # Several nodes (issue 18): status's cluster block, kept fresh by the node.
+        self.cluster: Callable[[], dict[str, Any] | None] | None = None
 
     def snapshot(self) -> dict[str, Any]:
         database: dict[str, Any] = {"ok": self.database_ok, "backend": self._db.backend}
@@ -76,6 +78,8 @@ class HealthMonitor:
             if self._protection is None or now - self._protection_at >= PROTECTION_EVERY:
                 self._protection, self._protection_at = self.protection(), now
             out["protection"] = self._protection
+        if self.cluster is not None and (block := self.cluster()) is not None:
+            out["cluster"] = block
         return out
 
     async def probe(self) -> None:
