@@ -85,6 +85,7 @@ class _Waiter:
     acked: bool = False
     answered: bool = False
     resync: bool = False
+    result: dict[str, Any] | None = None  # the answer, when the reply carried it
 
     def wake(self) -> None:
         self.woken.set()
@@ -154,8 +155,11 @@ class ClusterRouter:
         return self._registry.is_connected(charger_id) or charger_id in self._owners
 
     async def reachable(self, charger_id: str) -> bool:
-        """Connected to this node or to any node under a live lease, read now."""
-        if self._registry.is_connected(charger_id):
+        """Connected to this node or to a node under a live lease: the owner map, and
+        the table read now when the map does not have it (it may have just connected)."""
+        if self._registry.is_connected(charger_id) or charger_id in self._owners:
+            # Held here, or by a leased node a second ago: ``send`` reads the owner table
+            # anyway (offline at once if it is gone).
             return True
         found = await self._db.run(routed.owner, charger_id)
         if found is None:
@@ -341,6 +345,8 @@ class ClusterRouter:
             woken = waiter.answered or waiter.resync or await waiter.wait(deadline)
             if woken and not (waiter.answered or waiter.resync):
                 continue
+            if waiter.result is not None:
+                return _result(waiter.result)  # carried by the reply: no read
             waiter.resync = waiter.answered = False
             row = await self._db.run(routed.get, request_id)
             if row is not None and row.status in routed.FINAL and row.result is not None:
@@ -494,6 +500,8 @@ class ClusterRouter:
             waiting.acked = True
         elif kind == "rep":
             waiting.answered = True
+            if isinstance(data.get("result"), dict):
+                waiting.result = data["result"]
         waiting.wake()
 
     async def _reread_queued(self) -> None:

@@ -61,10 +61,21 @@ def _naive(when: datetime) -> datetime:
     return when.astimezone(UTC).replace(tzinfo=None)
 
 
-def message(kind: str, request_id: str) -> str:
+# A reply's NOTIFY carries the answer when it is this small (most are): the origin then
+# needs no read of the row. Larger answers (GetConfiguration of every key) stay in it.
+_RESULT_IN_REPLY_BYTES = 4000
+
+
+def message(kind: str, request_id: str, result: dict[str, Any] | None = None) -> str:
     """A NOTIFY payload on a "cmd" channel: ``req`` (origin -> owner), ``ack`` and ``rep``
-    (owner -> origin). Only the id: the command and its answer stay in the row."""
-    return json.dumps({"kind": kind, "id": request_id})
+    (owner -> origin). The id, and with ``rep`` a small answer (a copy of the committed,
+    final ``result``; the command itself always stays in the row)."""
+    data: dict[str, Any] = {"kind": kind, "id": request_id}
+    if result is not None:
+        encoded = json.dumps(result)
+        if len(encoded.encode()) <= _RESULT_IN_REPLY_BYTES:
+            data["result"] = result
+    return json.dumps(data)
 
 
 def _owner(s: Session, charger_id: str) -> Owner | None:
@@ -205,19 +216,28 @@ def give_up(s: Session, request_id: str, status: str, result: dict[str, Any]) ->
 def claim(s: Session, request_id: str, node_id: str) -> Routed | None:
     """The owner takes a request (``queued -> routed``) and acknowledges it to the
     origin. None: not queued for this node (already claimed, final, or readdressed)."""
-    done = s.execute(
+    found = s.execute(
         text(
             "UPDATE routed_commands SET status = 'routed' "
-            "WHERE id = :id AND status = 'queued' AND owner_node = :me"
+            "WHERE id = :id AND status = 'queued' AND owner_node = :me "
+            "RETURNING id, charger_id, action, payload, origin_node, owner_node, "
+            "owner_epoch, status, result"
         ),
         {"id": request_id, "me": node_id},
-    )
-    if done.rowcount != 1:  # type: ignore[attr-defined]
+    ).first()
+    if found is None:
         return None
-    row = s.get(RoutedCommandRow, request_id)
-    assert row is not None
-    s.refresh(row)
-    routed = _load(row)
+    routed = Routed(
+        id=str(found.id),
+        charger_id=str(found.charger_id),
+        action=str(found.action),
+        payload=json.loads(found.payload),
+        origin_node=str(found.origin_node),
+        owner_node=found.owner_node,
+        owner_epoch=found.owner_epoch,
+        status=str(found.status),
+        result=None if found.result is None else json.loads(found.result),
+    )
     if routed.origin_node != node_id:
         notify(s, channel_name("cmd", routed.origin_node), message("ack", request_id))
     return routed
@@ -243,7 +263,7 @@ def finish(
     if redacted is not None:
         row.payload = json.dumps(redacted, default=str)
     if row.origin_node != row.owner_node:
-        notify(s, channel_name("cmd", row.origin_node), message("rep", request_id))
+        notify(s, channel_name("cmd", row.origin_node), message("rep", request_id, result))
 
 
 def pending_for(s: Session, node_id: str, since: datetime) -> list[str]:
