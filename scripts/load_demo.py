@@ -588,8 +588,9 @@ async def run(demo: Demo, url: str, control_socket: str) -> None:
 
 
 async def offline_episode(demo: Demo, rng: random.Random) -> None:
-    """At --offline-at, a charging charger (the one whose car stays longest) loses its
-    connection for --offline seconds; its car keeps charging by the profiles it holds."""
+    """At --offline-at, a charging charger (one drawing well above its fallback, whose
+    car stays longest) loses its connection for --offline seconds; its car keeps
+    charging by the profiles it holds."""
     args = demo.args
     if args.offline <= 0:
         return
@@ -601,7 +602,11 @@ async def offline_episode(demo: Demo, rng: random.Random) -> None:
             break
         await asyncio.sleep(1.0)
     rng.shuffle(charging)
-    charger = max(charging, key=lambda c: c.plug.until)
+    # One whose car draws well above its fallback shows the fall; then the longest stay.
+    charger = max(
+        charging,
+        key=lambda c: (max(c.drawn()) >= c.wiring.fallback_amps + 3.0, c.plug.until),
+    )
     demo.offline = {
         "charger_id": charger.charger_id,
         "start": round(time.time() - demo.t0, 3),
