@@ -8,7 +8,9 @@ database, with independent chargers, when something goes wrong (issue 18):
   reaches them;
 - (a node paused with SIGSTOP past its lease: test_cluster_fencing.py;)
 - one node loses its database connection (through a proxy that is cut): it fences
-  itself, its chargers move, and it joins again when the database comes back.
+  itself, its chargers move, and it joins again when the database comes back;
+- a rolling restart: SIGTERM closes a node's chargers with 1001 and releases its rows at
+  once; started again on the same ports it takes chargers and routes commands.
 """
 
 from __future__ import annotations
@@ -195,3 +197,44 @@ async def test_a_node_cut_from_the_database_fences_itself_and_comes_back(
             status, body, _ = await remote_start(n1, "CUT-BACK", "CUT-BACK-1")
             assert status == 200, body
             assert len(back.log.of("RemoteStartTransaction", idTag="CUT-BACK-1")) == 1
+
+
+@pytest.mark.nodes(2)
+async def test_a_rolling_restart_drains_a_node_and_it_takes_chargers_again(
+    cluster: Cluster,
+) -> None:
+    n1, _ = cluster.nodes
+    mover = Charger("ROLL-MOVER", cluster.urls, order=[0, 1])
+    async with running([mover]):
+        assert await mover.wait_booted() == 0
+        # One that will not come back: SIGTERM must release its row at once, not leave
+        # it to the reaper after the lease.
+        gone = await Link.open(n1.url, "ROLL-GONE", node=0)
+        assert await gone.boot() == "Accepted"
+        await eventually(lambda: owner(cluster, "ROLL-GONE"), within=5, what="claimed")
+
+        stopped_at = time.monotonic()
+        assert await asyncio.to_thread(n1.stop) == 0  # SIGTERM: graceful, exit 0
+        assert gone.close_code == 1001, (gone.close_code, gone.close_reason)
+        assert await mover.wait_booted(since=stopped_at, within=10) == 1
+        assert mover.history[0].close_code == 1001
+        assert owner(cluster, "ROLL-MOVER")[0] == "n2"  # type: ignore[index]
+        assert owner(cluster, "ROLL-GONE") is None  # released by n1 itself
+        assert not connected_flag(cluster, "ROLL-GONE")
+
+        # Back on the same ports as a new incarnation: it takes chargers again, and a
+        # command from it reaches the charger now on n2.
+        await asyncio.to_thread(cluster.restart, n1)
+        back = await Link.open(n1.url, "ROLL-BACK", node=0)
+        try:
+            assert await back.boot() == "Accepted"
+            await eventually(
+                lambda: (owner(cluster, "ROLL-BACK") or ("",))[0] == "n1",
+                within=5,
+                what="the restarted node claims",
+            )
+            status, body, _ = await remote_start(n1, "ROLL-MOVER", "ROLL-1")
+            assert status == 200, body
+            assert len(mover.log.of("RemoteStartTransaction", idTag="ROLL-1")) == 1
+        finally:
+            await back.close()
