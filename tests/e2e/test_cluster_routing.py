@@ -496,7 +496,9 @@ async def test_a_command_follows_the_charger_to_its_new_owner(
 
         async with trio.open_nursery() as inner:
             inner.start_soon(ask)
-            await trio.sleep(0.5)
+            # Addressed to the ghost (a fixed sleep let a slow start find no owner at
+            # all under load: offline at once).
+            await poll(lambda: [r["status"] for r in rows(n1)] == ["queued"])
             expire(n1, "ghost")  # the reaper's work: the ghost's chargers released
             n1.sql("DELETE FROM charger_owners WHERE node_id = 'ghost'")
             await trio.sleep(0.8)  # past the acknowledgement time: nobody owns it
@@ -705,7 +707,9 @@ async def test_a_command_follows_the_charger_to_the_node_it_was_issued_on(
 
         async with trio.open_nursery() as inner:
             inner.start_soon(ask)
-            await trio.sleep(0.3)
+            # Queued for the ghost before the charger reconnects here (else it is simply
+            # a local command and no row is written).
+            await poll(lambda: [r["status"] for r in rows(n1)] == ["queued"])
             async with charger_on(nursery, n1, "CP-B", add=False) as new:
                 await poll(lambda: bool(result))
         await client.aclose()
