@@ -340,3 +340,20 @@ async def test_a_renewal_that_finds_the_lease_gone_rejoins_without_waiting_out_t
         await _until(lambda: not node.fenced(), 3)
         assert node.incarnation != first
         nursery.cancel_scope.cancel()
+
+
+async def test_a_slow_start_after_the_registration_does_not_cost_the_lease(
+    pg: Database,
+) -> None:
+    """The app registers early (start-up errors are said at start) and starts the node's
+    loops later; the first renewal is due a third of the lease after the registration,
+    not a third of the lease after the loops start."""
+    node = _node(pg, "n1")
+    await node.register()
+    await trio.sleep(LEASE * 0.8)  # the rest of a slow start-up
+    async with trio.open_nursery() as nursery:
+        await nursery.start(node.run)
+        await trio.sleep(LEASE)
+        assert node.fences == 0
+        assert not node.fenced()
+        nursery.cancel_scope.cancel()

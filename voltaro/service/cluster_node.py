@@ -95,6 +95,7 @@ class ClusterNode:
         self.address = address
         self.incarnation = ""
         self._valid_until = -math.inf  # trio clock
+        self._renew_due = -math.inf  # when the next renewal starts (trio clock)
         self._lost = True  # no live incarnation (before the first registration, fenced)
         self._joined = trio.Event()
         self._lost_event = trio.Event()  # set when the lease is found gone
@@ -154,6 +155,7 @@ class ClusterNode:
         )
         self.incarnation = incarnation
         self._valid_until = started + self.lease
+        self._renew_due = started + self.lease / 3
         self._lost = False
         self._lost_event = trio.Event()
         self.incarnations += 1
@@ -178,6 +180,7 @@ class ClusterNode:
             return False
         if not self._lost and incarnation == self.incarnation:
             self._valid_until = max(self._valid_until, started + self.lease)
+            self._renew_due = max(self._renew_due, started + self.lease / 3)
         return True
 
     def _fence(self, why: str) -> None:
@@ -262,7 +265,10 @@ class ClusterNode:
     async def _renew_loop(self) -> None:
         interval = self.lease / 3
         while True:
-            await trio.sleep(interval)
+            # A third of the lease after the last renewal (or registration) STARTED: the
+            # start-up between the registration and this loop does not count against it.
+            await trio.sleep_until(self._renew_due)
+            self._renew_due = trio.current_time() + interval
             if self.renew_delay:
                 await trio.sleep(self.renew_delay)
             if self._lost:
