@@ -30,6 +30,7 @@ from websockets.exceptions import ConnectionClosed
 
 from tests.e2e.conftest import RunningServer, server_settings, start_server
 from tests.e2e.control_client import ControlClient
+from tests.e2e.test_ctl import ctl
 from tests.support.charger import RawCharger
 from voltaro.settings import ApiScope, ApiToken
 from voltaro.store import chargers, routed_commands, tags, transactions
@@ -746,3 +747,25 @@ async def test_every_node_lists_a_charger_held_by_another_as_connected(
             response = await http.get("/charge_points/CP-B")
         assert response.status_code == 200, response.text
         assert response.json()["connected"] is True
+
+
+async def test_ctl_retries_with_a_request_id_and_exits_12_when_the_owner_is_unreachable(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    async with (
+        cluster(postgres_url, tmp_path) as (n1, n2),
+        trio.open_nursery() as nursery,
+        charger_on(nursery, n2, "CP-B") as charger,
+    ):
+        request_id = str(uuid.uuid4())
+        for _ in range(2):
+            done = await ctl(n1.server, "--request-id", request_id, "set-config", "CP-B", "K", "v")
+            assert done.returncode == 0, done.stderr
+        await trio.sleep(0.3)
+        assert charger.count("ChangeConfiguration") == 1
+        lease(n1, "ghost")
+        own(n1, "CP-B", "ghost", move=True)
+        refused = await ctl(n1.server, "clear-cache", "CP-B")
+        assert refused.returncode == 12, refused.stderr
+        assert refused.stderr.startswith(b"voltaro ctl: owner_unreachable: node ghost holds")
+        assert charger.count("ClearCache") == 0

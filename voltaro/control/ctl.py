@@ -396,6 +396,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.add_argument(
+        "--request-id",
+        metavar="ID",
+        help="an idempotency key for a command to a charger (a UUID): with several nodes, "
+        "running it again with the same ID never sends the command twice",
+    )
+    p.add_argument(
         "--wait",
         type=float,
         default=0.0,
@@ -1727,6 +1733,10 @@ def _main(argv: list[str], as_json: bool) -> int:
             print(json.dumps(fetched, indent=2) if ns.json else f"written to {fetched['written']}")
             return 0
         op, args = _request_for(ns)
+        if ns.request_id is not None:
+            if op != "command":
+                raise CtlError(2, "--request-id is for commands to a charger")
+            args["request_id"] = ns.request_id
         result = client.request(op, args)
         print(json.dumps(result, indent=2) if ns.json else _human(op, result))
         if op == "local_list.sync" and not all(r["ok"] for r in result):
