@@ -224,13 +224,16 @@ async def test_limits_follow_starts_and_stops_within_the_site_limit(
     config = site(wiring("CP-A"), wiring("CP-B"), wiring("CP-C"))
     answers = {"CP-A": "Accepted", "CP-B": "Accepted", "CP-C": "Accepted"}
     async with site_with(database_url, tmp_path, config, answers) as (server, fleet):
-        # At boot each charger gets its fallback on connector 0 (TxDefaultProfile).
+        # At boot each charger gets its TxDefaultProfile on connector 0: 0 A while
+        # connected, its fallback once the lease runs out.
         await wait_until(
-            fleet, lambda: all(c.default_limit == 6.0 for c in fleet.values()), "fallback profiles"
+            fleet, lambda: all(c.default_limit == 0.0 for c in fleet.values()), "TxDefault profiles"
         )
         (_, fallback) = fleet["CP-A"].profiles[0]
         assert fallback["connectorId"] == 0
         assert fallback["csChargingProfiles"]["chargingProfilePurpose"] == "TxDefaultProfile"
+        periods = fallback["csChargingProfiles"]["chargingSchedule"]["chargingSchedulePeriod"]
+        assert [p["limit"] for p in periods] == [0.0, 6.0]
 
         active: dict[str, int] = {}
         active["CP-A"] = await fleet["CP-A"].start()
@@ -550,3 +553,60 @@ async def test_a_charger_that_refuses_the_charge_point_maximum_is_counted_at_its
         (reserve,) = live["reserved"]
         assert (reserve["amps"], reserve["reason"]) == (20.0, "rejects-profiles")
         assert fleet["CP-A"].limits[active["CP-A"]] == 12.0
+
+
+async def test_a_session_started_before_its_tx_profile_draws_nothing_until_it_arrives(
+    database_url: str, tmp_path: Path
+) -> None:
+    """The TxDefaultProfile on connector 0 (§3.13.2) is leased like the
+    ChargePointMaxProfile: 0 A while the charger is connected, so a session that starts
+    draws nothing before its TxProfile says how much (the load demo saw new sessions
+    take their fallback above a feeder's limit for up to 0.74 s); the fallback only from
+    the lease's end, when the charger has lost Voltaro. Renewed with the lease."""
+    config = site(wiring("CP-A"), wiring("CP-B"))
+    answers = {"CP-A": "Accepted", "CP-B": "Accepted"}
+    async with site_with(
+        database_url, tmp_path, config, answers, load_fallback_lease_seconds=LEASE
+    ) as (_server, fleet):
+
+        def defaults(charger: ProfileCharger) -> list[dict[str, Any]]:
+            return [
+                p["csChargingProfiles"]
+                for _, p in charger.profiles
+                if p["csChargingProfiles"]["chargingProfilePurpose"] == "TxDefaultProfile"
+            ]
+
+        await wait_until(
+            fleet, lambda: all(defaults(c) for c in fleet.values()), "TxDefaultProfile at boot"
+        )
+        booted = datetime.now(UTC)
+        for charger in fleet.values():
+            first = defaults(charger)[0]
+            schedule = first["chargingSchedule"]
+            assert (first["chargingProfileKind"], first["stackLevel"]) == ("Absolute", 0)
+            assert "duration" not in schedule  # the fallback period has no end
+            assert schedule["chargingSchedulePeriod"] == [
+                {"startPeriod": 0, "limit": 0.0},  # connected: nothing before a TxProfile
+                {"startPeriod": LEASE, "limit": 6.0},  # lost Voltaro: the fallback
+            ]
+            assert abs((_time(schedule["startSchedule"]) - booted).total_seconds()) < 3
+
+        # Renewed with the lease: a later start each time, the same profile id.
+        with trio.fail_after(2 * LEASE):
+            while len(defaults(fleet["CP-A"])) < 3:  # noqa: ASYNC110
+                await trio.sleep(0.1)
+        renewed = defaults(fleet["CP-A"])
+        starts = [_time(p["chargingSchedule"]["startSchedule"]) for p in renewed]
+        assert starts[-1] > starts[0], starts
+        assert {p["chargingProfileId"] for p in renewed} == {renewed[0]["chargingProfileId"]}
+        # Each TxDefault lease ends with the ChargePointMaxProfile lease sent with it, so
+        # a charger that drops holds new sessions at 0 A as long as it may hold others
+        # at what they accepted, then everything at the fallback.
+        lease_ends = {
+            _time(p["chargingSchedule"]["startSchedule"]) for _, p in fleet["CP-A"].max_profiles()
+        }
+        assert set(starts) <= lease_ends
+
+        # A session: its first TxProfile is a raise from 0 A, and arrives within seconds.
+        active = {"CP-A": await fleet["CP-A"].start()}
+        await wait_until(fleet, lambda: offered(fleet, active) == {"CP-A": 32.0}, "A alone")

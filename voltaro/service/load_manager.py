@@ -9,8 +9,10 @@ voltaro/domain/load_allocation.py. docs/load-management.md is the operator's sid
   it needs no clock), only when it moved by more than ``load_hysteresis_amps``. Lower
   limits are sent first and answered (or timed out) before higher ones go out, so the
   sum of limits stays within the circuits during a change.
-- At boot each charger gets a TxDefaultProfile on connector 0 with its fallback limit
-  (§3.13.2): a session it starts before its TxProfile arrives is held there.
+- Each charger gets a TxDefaultProfile on connector 0 (§3.13.2), leased with the
+  ChargePointMaxProfile below (same start and end): 0 A until the lease's end, so a
+  session it starts before its TxProfile arrives draws nothing nobody allocated, then
+  its fallback limit, for sessions it starts once it has lost us.
 - And a leased ChargePointMaxProfile (§3.13.1): Absolute from our clock (the charger's
   is set by BootNotification and Heartbeat), its rating for ``load_fallback_lease_seconds``
   then its fallback with no end, renewed every third of the lease while it is
@@ -163,14 +165,27 @@ def lease_expiry(profile: ChargingProfile) -> datetime:
     return profile.schedule.start_schedule + timedelta(seconds=seconds)
 
 
-def fallback_profile(amps: float) -> ChargingProfile:
-    """The limit of sessions that have no TxProfile (yet), on connector 0 (§3.13.2)."""
+def fallback_profile(amps: float, lease_seconds: int, start: datetime) -> ChargingProfile:
+    """The limit of sessions that have no TxProfile (yet), on connector 0 (§3.13.2),
+    leased like the ChargePointMaxProfile (same start, same end): 0 A while the charger
+    is connected, so a session that starts draws nothing before its TxProfile says how
+    much (nobody allocated it more; the load demo saw new sessions take a fallback of
+    16 A above a feeder's limit), and ``amps`` from the lease's end with no end, when
+    the charger has lost us. Within the lease an offline charger's new sessions stay at
+    0 A, so what its other sessions hold remains the bound the allocator counts."""
     return ChargingProfile(
         profile_id=DEFAULT_PROFILE_ID,
         stack_level=0,
         purpose=ProfilePurpose.TX_DEFAULT,
-        kind=ProfileKind.RELATIVE,
-        schedule=_one_period(amps),
+        kind=ProfileKind.ABSOLUTE,
+        schedule=Schedule(
+            rate_unit=RateUnit.AMPS,
+            periods=(
+                SchedulePeriod(start_period=0, limit=0.0),
+                SchedulePeriod(start_period=lease_seconds, limit=amps),
+            ),
+            start_schedule=start,
+        ),
     )
 
 
@@ -201,6 +216,9 @@ class LoadManager:
         self._unanswered: dict[tuple[str, int], tuple[int, float]] = {}
         self._states: dict[str, ProfileState] = {}
         self._booted: set[str] = set()  # chargers whose fallback is still to be sent
+        # The start of the lease each charger accepted last: its TxDefaultProfile is
+        # sent with the same start, so both leases end together.
+        self._lease_start: dict[str, datetime] = {}
         self._fallback: set[str] = set()  # chargers that accepted it since we started
         # The lease (ChargePointMaxProfile) per charger: when the one it accepted last
         # falls to the fallback, when one sent without an answer would (it may have
@@ -352,6 +370,7 @@ class LoadManager:
                             self._lease_expires,
                             self._lease_unanswered,
                             self._lease_renew_at,
+                            self._lease_start,
                         ):
                             leases.pop(charger_id, None)
                         for known in (self._accepted, self._unanswered):
@@ -488,10 +507,16 @@ class LoadManager:
         wiring = {w.charger_id: w for w in site.chargers}
         cuts: list[tuple[str, int, ChargingProfile]] = []
         raises: list[tuple[str, int, ChargingProfile]] = []
+        seconds = self._settings.load_fallback_lease_seconds
+        now = utc_now().replace(microsecond=0)
         for charger_id in sorted(self._booted):
             if charger_id in wiring and states[charger_id].online and charger_id not in self._busy:
                 self._booted.discard(charger_id)
-                cuts.append((charger_id, 0, fallback_profile(wiring[charger_id].fallback_amps)))
+                start = self._lease_start.get(charger_id, now)
+                if start + timedelta(seconds=seconds) <= now:
+                    start = now
+                profile = fallback_profile(wiring[charger_id].fallback_amps, seconds, start)
+                cuts.append((charger_id, 0, profile))
         leases = self._leases_due(site, states)
         for grant in allocation.grants:
             if grant.transaction_id is None:
@@ -511,7 +536,13 @@ class LoadManager:
                     continue
                 baseline = before[1]
             else:
-                baseline = wiring[grant.charger_id].fallback_amps
+                # A new session: at 0 A under the leased TxDefaultProfile once the
+                # charger took it, else at its fallback (it may have none yet).
+                baseline = (
+                    0.0
+                    if grant.charger_id in self._fallback
+                    else wiring[grant.charger_id].fallback_amps
+                )
             profile = tx_profile(grant.connector_id, grant.transaction_id, grant.amps)
             item = (grant.charger_id, grant.connector_id, profile)
             (cuts if grant.amps <= baseline else raises).append(item)
@@ -622,6 +653,14 @@ class LoadManager:
                 renew = self._settings.load_fallback_lease_seconds / 3
                 self._lease_renew_at[charger_id] = sent_at + renew
                 self._round_by(sent_at + renew)
+                # The TxDefaultProfile's lease follows, with the same start and end.
+                assert profile.schedule.start_schedule is not None
+                self._lease_start[charger_id] = max(  # answers may come out of order
+                    profile.schedule.start_schedule,
+                    self._lease_start.get(charger_id, profile.schedule.start_schedule),
+                )
+                self._booted.add(charger_id)
+                self._wake.set()
             if profile.purpose is ProfilePurpose.TX_DEFAULT:
                 self._fallback.add(charger_id)
             if profile.transaction_id is not None:
