@@ -213,7 +213,10 @@ class ClusterNode:
         cluster (the lease ends now, this incarnation's chargers are released)."""
         if self._lost:
             await self.register()
-        self._view = await self.snapshot()
+        try:
+            self._view = await self.snapshot()
+        except Exception as exc:  # only what consoles show: never a start-up failure
+            self.guard.failed(exc, "reading the nodes")
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._renew_loop)
