@@ -87,6 +87,16 @@ def leave(s: Session, node_id: str, incarnation: str) -> list[str]:
         )
     )
     clear_flags(s, released)
+    # The chargers whose sockets closed while it stopped released their rows already;
+    # their "offline" flag writes may not have run before the stop. A flag without an
+    # owner row is stale, or its charger is between its admission and its claim on
+    # another node: that node writes the flag again when the charger's session starts.
+    s.execute(
+        text(
+            "UPDATE charge_points SET connected = false WHERE connected AND NOT EXISTS "
+            "(SELECT 1 FROM charger_owners o WHERE o.charger_id = charge_points.charger_id)"
+        )
+    )
     s.execute(
         text(
             f"UPDATE cluster_nodes SET lease_until = {DB_NOW} "
