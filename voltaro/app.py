@@ -378,7 +378,7 @@ async def run(
         settings=settings,
     )
     components.extras["campaigns"] = campaigns
-    circuits = CircuitService(database)
+    circuits = CircuitService(database, cluster=settings.cluster)
     components.extras["circuits"] = circuits
     external_loads = ExternalLoads(circuits, settings)
     components.extras["external_loads"] = external_loads
@@ -404,6 +404,16 @@ async def run(
             "database's, must be one tree)"
         ) from exc
     known = {c.circuit_id for c in (await circuits.site()).circuits}
+    if settings.cluster and known:
+        # Each node's load manager sees only its own chargers' sessions and would count
+        # the other nodes' at their fallback: two nodes would each hand out what the
+        # other uses and together overload the breaker (docs/load-management.md).
+        database.dispose()
+        raise StartupError(
+            f"site load management runs on one node: circuit {sorted(known)[0]} is "
+            "configured and cluster = true; run the site's chargers on one node, or "
+            "remove the circuits (voltaro ctl circuits remove, settings file)"
+        )
     for setting, names in (
         ("load_schedule", [e.circuit_id for e in settings.load_schedule]),
         ("external_load_circuits", list(settings.external_load_circuits)),

@@ -12,6 +12,7 @@ from voltaro.domain.circuits import (
     ChargerWiring,
     Circuit,
     CircuitConfig,
+    CircuitError,
     parse_wiring,
     wiring_text,
 )
@@ -59,8 +60,12 @@ def wiring_view(wiring: ChargerWiring) -> dict[str, Any]:
 
 
 class CircuitService:
-    def __init__(self, db: Database, on_change: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self, db: Database, on_change: Callable[[], None] | None = None, *, cluster: bool = False
+    ) -> None:
         self._db = db
+        # Several nodes: no circuits (see _single_node).
+        self._cluster = cluster
         # The load manager recomputes at once (set by the composition root).
         self.on_change: Callable[[], None] = on_change or (lambda: None)
 
@@ -97,6 +102,7 @@ class CircuitService:
         limit_amps: float | None,
         limit_kw: float | None,
     ) -> dict[str, Any]:
+        self._single_node()
         circuit = Circuit(circuit_id=name, parent=parent, limit_amps=limit_amps, limit_kw=limit_kw)
         await self._db.run(circuits.add_circuit, circuit)
         self.on_change()
@@ -137,6 +143,15 @@ class CircuitService:
     async def unassign(self, charger_id: str) -> None:
         await self._db.run(circuits.unassign, charger_id)
         self.on_change()
+
+    def _single_node(self) -> None:
+        """Each node's load manager sees only its own chargers' sessions: with several
+        nodes each would hand out what the others use (docs/load-management.md)."""
+        if self._cluster:
+            raise CircuitError(
+                "site load management runs on one node: circuits cannot be added while "
+                "cluster = true"
+            )
 
     async def _view(self, name: str) -> dict[str, Any]:
         return next(v for v in await self.views() if v["name"] == name)
