@@ -9,6 +9,7 @@ test is skipped, loudly, without it.
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import time
 import urllib.request
@@ -30,7 +31,10 @@ HAPROXY = shutil.which("haproxy") or (
 @pytest.fixture
 def balancer(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[LoadBalancer]:
     if HAPROXY is None:
-        pytest.skip("SKIPPING THE HAPROXY TEST: no haproxy binary (apt-get install haproxy)")
+        reason = "no haproxy binary (apt-get install haproxy)"
+        if os.environ.get("VOLTARO_TEST_REQUIRE_HAPROXY") == "1":
+            pytest.fail(f"{reason}; required: VOLTARO_TEST_REQUIRE_HAPROXY=1 (.ci/run)")
+        pytest.skip(f"SKIPPING THE HAPROXY TEST: {reason}")
     front = LoadBalancer(cluster, cluster.directory / "haproxy")
     request.node._balancer = front  # its log joins the nodes' in a failure report
     front.start(HAPROXY)
