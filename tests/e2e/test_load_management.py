@@ -58,6 +58,7 @@ class ProfileCharger:
         self._ids = itertools.count(1)
         self._waiting: dict[str, tuple[trio.Event, list[Any]]] = {}
         self.stopped: dict[int, float] = {}  # transaction id -> when its stop was sent
+        self.max_delay = 0.0  # seconds before it answers a ChargePointMaxProfile
 
     async def serve(self) -> None:
         pending = list(self.cp.unanswered)
@@ -90,6 +91,8 @@ class ProfileCharger:
         profile = payload["csChargingProfiles"]
         self.profiles.append((time.monotonic(), payload))
         self.signal.fire()
+        if self.max_delay and profile["chargingProfilePurpose"] == "ChargePointMaxProfile":
+            await trio.sleep(self.max_delay)  # a slow answer: the charger is busy meanwhile
         if self.answer == "silent":
             return  # a charger that never answers (the server times out)
         if self.answer == "NoMaxProfile":
@@ -396,6 +399,57 @@ async def test_a_cut_within_the_hysteresis_is_sent_a_raise_is_not(
         await trio.sleep(2.5)  # two load_interval rounds
         assert sum(len(c.profiles) for c in fleet.values()) == received
         assert offered(fleet, active) == {"CP-A": 15.8, "CP-B": 15.8}
+
+
+def assert_limits_in_force_within_the_site(fleet: dict[str, ProfileCharger]) -> int:
+    """Replay what the chargers received in time order: whenever a TxProfile arrived,
+    the limits in force on the running sessions summed within the site's limit."""
+    events = sorted(
+        [(t, cid, p["csChargingProfiles"]) for cid, c in fleet.items() for t, p in c.profiles]
+        + [(t, cid, {"stopped": tx}) for cid, c in fleet.items() for tx, t in c.stopped.items()],
+        key=lambda e: e[0],
+    )
+    in_force: dict[tuple[str, int], float] = {}
+    checked = 0
+    for _, cid, profile in events:
+        if "stopped" in profile:
+            in_force.pop((cid, profile["stopped"]), None)
+            continue
+        if profile["chargingProfilePurpose"] != "TxProfile":
+            continue
+        limit = profile["chargingSchedule"]["chargingSchedulePeriod"][0]["limit"]
+        in_force[(cid, profile["transactionId"])] = limit
+        assert sum(in_force.values()) <= SITE_AMPS + 1e-6, in_force
+        checked += 1
+    return checked
+
+
+async def test_a_raise_waits_for_a_cut_held_behind_a_lease_renewal(
+    database_url: str, tmp_path: Path
+) -> None:
+    """A charger busy with a lease renewal has its cut held until the renewal is
+    answered; the raise for another charger must wait for that cut too, not only for
+    TxProfiles in flight (review of issue 17: B got 16 A while A still held 32 A, 48 A
+    in force on a 32 A site for as long as A took to answer its renewal)."""
+    config = site(wiring("CP-A"), wiring("CP-B"))
+    answers = {"CP-A": "Accepted", "CP-B": "Accepted"}
+    async with site_with(
+        database_url, tmp_path, config, answers, load_fallback_lease_seconds=LEASE
+    ) as (_, fleet):
+        active = {"CP-A": await fleet["CP-A"].start()}
+        await wait_until(fleet, lambda: offered(fleet, active) == {"CP-A": 32.0}, "A alone: 32 A")
+        fleet["CP-A"].max_delay = 1.5
+        # B starts just as A receives its next renewal (every LEASE / 3 s), which A
+        # answers 1.5 s later: A's cut to 16 A waits for that answer.
+        renewals = len(fleet["CP-A"].max_profiles())
+        await wait_until(
+            fleet, lambda: len(fleet["CP-A"].max_profiles()) > renewals, "A's lease renewal"
+        )
+        active["CP-B"] = await fleet["CP-B"].start()
+        await wait_until(
+            fleet, lambda: offered(fleet, active) == {"CP-A": 16.0, "CP-B": 16.0}, "A and B: 16 A"
+        )
+        assert assert_limits_in_force_within_the_site(fleet) >= 3
 
 
 LEASE = 6  # load_fallback_lease_seconds in these tests (renewed every 2 s)

@@ -518,15 +518,14 @@ class LoadManager:
                 profile = fallback_profile(wiring[charger_id].fallback_amps, seconds, start)
                 cuts.append((charger_id, 0, profile))
         leases = self._leases_due(site, states)
+        held_cut = False  # a cut that waits for its charger's answer to something else
         for grant in allocation.grants:
             if grant.transaction_id is None:
                 continue
-            if grant.charger_id in self._busy:
-                self._again.add(grant.charger_id)
-                continue
             if not states[grant.charger_id].online:
                 continue
-            before = self._accepted.get((grant.charger_id, grant.connector_id))
+            key = (grant.charger_id, grant.connector_id)
+            before = self._accepted.get(key)
             if before is not None and before[0] == grant.transaction_id:
                 # Only a small raise waits: a cut left unsent would keep the limits in
                 # force above what the circuits allow (the allocator counts the grant).
@@ -535,6 +534,10 @@ class LoadManager:
                 if before[1] == grant.amps:
                     continue
                 baseline = before[1]
+                lost = self._unanswered.get(key)
+                if lost is not None and lost[0] == grant.transaction_id:
+                    # Sent without an answer: the charger may apply it (the higher counts).
+                    baseline = max(baseline, lost[1])
             else:
                 # A new session: at 0 A under the leased TxDefaultProfile once the
                 # charger took it, else at its fallback (it may have none yet).
@@ -543,20 +546,31 @@ class LoadManager:
                     if grant.charger_id in self._fallback
                     else wiring[grant.charger_id].fallback_amps
                 )
+            if grant.charger_id in self._busy:
+                # Its charger answers something else first (one at a time per charger,
+                # a lease renewal too): a cut held so holds every raise (below).
+                self._again.add(grant.charger_id)
+                held_cut = held_cut or grant.amps <= baseline
+                continue
             profile = tx_profile(grant.connector_id, grant.transaction_id, grant.amps)
             item = (grant.charger_id, grant.connector_id, profile)
             (cuts if grant.amps <= baseline else raises).append(item)
         # One profile per charger per round (the command layer sends one at a time
         # anyway); a charger with more to send gets another round once it has answered.
         wanted = cuts + raises + leases
-        cuts = _one_per_charger(cuts, set())
+        sending = _one_per_charger(cuts, set())
+        # A cut left for its charger's next turn (behind its TxDefaultProfile, say)
+        # holds the raises as one in flight does.
+        held_cut = held_cut or len(sending) < len(cuts)
+        cuts = sending
         raises = _one_per_charger(raises, {c[0] for c in cuts})
         for charger_id, connector_id, profile in cuts:
             self._start(nursery, charger_id, connector_id, profile)
-        if self._busy_tx:
-            # Cuts (these, or earlier ones) are not answered yet: a charger may still
-            # apply a higher limit than it is counted at, so raises wait for the round
-            # after its answer (safety first; bounded by the call timeout).
+        if self._busy_tx or held_cut:
+            # Cuts (these, earlier ones, or ones held behind a charger's other profile)
+            # are not answered yet: a charger may still apply a higher limit than it is
+            # counted at, so raises wait for the round after its answer (safety first;
+            # bounded by the call timeout).
             raises = []
         for charger_id, connector_id, profile in raises:
             self._start(nursery, charger_id, connector_id, profile)
