@@ -59,6 +59,7 @@ class ProfileCharger:
         self._waiting: dict[str, tuple[trio.Event, list[Any]]] = {}
         self.stopped: dict[int, float] = {}  # transaction id -> when its stop was sent
         self.max_delay = 0.0  # seconds before it answers a ChargePointMaxProfile
+        self.cleared: list[dict[str, Any]] = []  # ClearChargingProfile payloads
 
     async def serve(self) -> None:
         pending = list(self.cp.unanswered)
@@ -85,6 +86,11 @@ class ProfileCharger:
 
     async def _on_call(self, frame: list[Any]) -> None:
         action, payload = frame[2], frame[3]
+        if action == "ClearChargingProfile":
+            self.cleared.append(payload)
+            self.signal.fire()
+            await self.cp.answer(frame, {"status": "Accepted"})
+            return
         if action != "SetChargingProfile":
             await self.cp.answer_error(frame, "NotImplemented", action)
             return
@@ -450,6 +456,33 @@ async def test_a_raise_waits_for_a_cut_held_behind_a_lease_renewal(
             fleet, lambda: offered(fleet, active) == {"CP-A": 16.0, "CP-B": 16.0}, "A and B: 16 A"
         )
         assert assert_limits_in_force_within_the_site(fleet) >= 3
+
+
+async def test_an_unassigned_charger_is_released_from_its_lease_and_default(
+    database_url: str, tmp_path: Path
+) -> None:
+    """A charger taken off the circuits is no longer managed: its leased
+    ChargePointMaxProfile (fallback with no end once not renewed) and its TxDefaultProfile
+    (0 A, then the fallback) are cleared (§5.5), or it would stay at its 6 A fallback,
+    and new sessions at 0 A, until it boots again (review of issue 17)."""
+    config = site(wiring("CP-A"), wiring("CP-B"))
+    answers = {"CP-A": "Accepted", "CP-B": "Accepted"}
+    async with site_with(
+        database_url, tmp_path, config, answers, load_fallback_lease_seconds=LEASE
+    ) as (server, fleet):
+        await wait_until(
+            fleet,
+            lambda: fleet["CP-A"].max_profiles() != [] and fleet["CP-A"].default_limit == 0.0,
+            "A's lease and TxDefaultProfile",
+        )
+        removed = await ctl(server, "circuits", "unassign", "CP-A")
+        assert removed.returncode == 0, removed.stderr
+        await wait_until(
+            fleet,
+            lambda: {c.get("id") for c in fleet["CP-A"].cleared} >= {1699, 1700},
+            "A's lease and TxDefaultProfile cleared",
+        )
+        assert fleet["CP-B"].cleared == []
 
 
 LEASE = 6  # load_fallback_lease_seconds in these tests (renewed every 2 s)

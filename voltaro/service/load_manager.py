@@ -236,6 +236,10 @@ class LoadManager:
         self._site_read_at = 0.0
         self._limits: dict[str, EffectiveLimit] = {}  # the last round's effective limits
         self._stale: set[str] = set()  # circuits whose external value ran out (logged)
+        # Chargers on a circuit in the last round, and ones taken off it whose lease and
+        # TxDefaultProfile are still to be cleared (offline: at their next connect).
+        self._wired: set[str] = set()
+        self._unwired: set[str] = set()
         self.site_reads = 0
         self.rounds = 0
         self.sent = 0
@@ -410,6 +414,7 @@ class LoadManager:
     async def _round(self, nursery: trio.Nursery) -> None:
         self._deadline = math.inf
         site = await self._current_site()
+        self._release_unwired(nursery, site)
         if not site.circuits:
             self._latest = None
             return
@@ -473,6 +478,48 @@ class LoadManager:
         self._hub.publish(Event.LOAD_ALLOCATION, self._latest)
         await self._enforce(nursery, allocation, site, states)
         self._plan_next(states, now)
+
+    def _release_unwired(self, nursery: trio.Nursery, site: Site) -> None:
+        """A charger taken off the circuits is no longer managed: what it holds of ours
+        beyond a transaction (the leased ChargePointMaxProfile, which ends at its
+        fallback when not renewed, and the TxDefaultProfile at 0 A) is cleared (§5.5),
+        or it would stay at its fallback until it boots again. Its sessions keep their
+        TxProfiles until they end (§3.13.3)."""
+        wired = {w.charger_id for w in site.chargers}
+        self._unwired = (self._unwired | (self._wired - wired)) - wired
+        self._wired = wired
+        for charger_id in sorted(self._unwired):
+            if charger_id in self._busy or not self._registry.is_connected(charger_id):
+                continue
+            self._unwired.discard(charger_id)
+            for known in (
+                self._lease_expires,
+                self._lease_unanswered,
+                self._lease_renew_at,
+                self._lease_start,
+                self._states,
+            ):
+                known.pop(charger_id, None)
+            self._fallback.discard(charger_id)
+            self._booted.discard(charger_id)
+            self._busy.add(charger_id)
+            nursery.start_soon(self._release, charger_id)
+
+    async def _release(self, charger_id: str) -> None:
+        cleared = True
+        try:
+            for profile_id in (LEASE_PROFILE_ID, DEFAULT_PROFILE_ID):
+                with trio.move_on_after(self._settings.call_timeout + 5.0):
+                    await self._profiles.clear(charger_id, actor=ACTOR, profile_id=profile_id)
+        except CommandError as exc:
+            log.debug("load profiles of %s not cleared: %s", charger_id, exc)
+            cleared = False
+        except (StorageError, StorageUnavailable) as exc:
+            log.debug("load profiles of %s cleared, not stored: %s", charger_id, exc)
+        finally:
+            self._busy.discard(charger_id)
+        if not cleared and charger_id not in self._wired:
+            self._unwired.add(charger_id)  # tried again at its next connect's round
 
     def _round_by(self, moment: float) -> None:
         """A round at ``moment`` (trio time) at the latest, even if the run loop waits."""
