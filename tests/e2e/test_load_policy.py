@@ -10,7 +10,7 @@ import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ from tests.e2e.test_load_management import (
 )
 from tests.support.charger import RawCharger
 from voltaro import app
-from voltaro.domain.circuits import CircuitConfig
+from voltaro.domain.circuits import ChargerWiring, CircuitConfig, Phase
 from voltaro.domain.load_allocation import PolicyMode
 from voltaro.domain.site_limits import ScheduleEntry
 from voltaro.settings import ApiScope, ApiToken
@@ -272,3 +272,81 @@ async def test_an_id_tags_priority_outranks_its_chargers(database_url: str, tmp_
         missing = await ctl(server, "circuits", "tag-priority", "CP-B", "off")
         assert missing.returncode != 0
         assert b"has no priority" in missing.stderr
+
+
+async def meter(charger: ProfileCharger, tx_id: int, l1: float, l2: float, l3: float) -> None:
+    """A MeterValues with Current.Import per phase of the charger's own meter."""
+    at = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    await charger.call(
+        "MeterValues",
+        {
+            "connectorId": 1,
+            "transactionId": tx_id,
+            "meterValue": [
+                {
+                    "timestamp": at,
+                    "sampledValue": [
+                        {
+                            "value": f"{amps:.1f}",
+                            "measurand": "Current.Import",
+                            "phase": phase,
+                            "unit": "A",
+                        }
+                        for phase, amps in (("L1", l1), ("L2", l2), ("L3", l3))
+                    ],
+                }
+            ],
+        },
+    )
+
+
+async def test_single_phase_cars_are_counted_on_the_phases_they_draw_on(
+    database_url: str, tmp_path: Path
+) -> None:
+    # Two three-phase chargers, B rotated: its L1 is the site's L2.
+    rotated = ChargerWiring(
+        charger_id="CP-B",
+        circuit_id="site",
+        phases=(Phase.L2, Phase.L3, Phase.L1),
+        max_amps=32.0,
+        fallback_amps=6.0,
+    )
+    config = site(wiring("CP-A"), rotated)
+    async with fleet_on(database_url, tmp_path, config, ["CP-A", "CP-B"]) as (
+        server,
+        fleet,
+        _,
+    ):
+        active = {"CP-A": await fleet["CP-A"].start(), "CP-B": await fleet["CP-B"].start()}
+        await wait_until(
+            fleet, lambda: offered(fleet, active) == {"CP-A": 16.0, "CP-B": 16.0}, "16 A each"
+        )
+        # Both cars draw on their charger's L1 only. One sample is not enough...
+        await meter(fleet["CP-A"], active["CP-A"], 15.8, 0.2, 0.0)
+        await meter(fleet["CP-B"], active["CP-B"], 15.9, 0.0, 0.1)
+        await trio.sleep(0.5)
+        assert offered(fleet, active) == {"CP-A": 16.0, "CP-B": 16.0}
+        # ...two in a row are: A is on the site's L1, B on its L2, each may have 32 A.
+        await meter(fleet["CP-A"], active["CP-A"], 15.8, 0.2, 0.0)
+        await meter(fleet["CP-B"], active["CP-B"], 15.9, 0.0, 0.1)
+        await wait_until(
+            fleet, lambda: offered(fleet, active) == {"CP-A": 32.0, "CP-B": 32.0}, "narrowed"
+        )
+        listed = json.loads((await ctl(server, "--json", "circuits", "list")).stdout)
+        shown = {
+            s["charger_id"]: (s["phases"], s["phases_from"]) for s in listed["live"]["sessions"]
+        }
+        assert shown == {"CP-A": (["L1"], "meter"), "CP-B": (["L2"], "meter")}
+        (load,) = listed["live"]["loads"]
+        assert load["amps"][2] == 0.0  # nothing is counted on the site's L3
+
+        # A's car starts drawing on its L2 (the site's L2, B's phase): one sample puts it
+        # back on all its phases at once, and both are cut to 16 A within 5 s.
+        await meter(fleet["CP-A"], active["CP-A"], 15.8, 1.5, 0.0)
+        took = await wait_until(
+            fleet, lambda: offered(fleet, active) == {"CP-A": 16.0, "CP-B": 16.0}, "widened"
+        )
+        assert took < 5.0
+        listed = json.loads((await ctl(server, "--json", "circuits", "list")).stdout)
+        shown = {s["charger_id"]: s["phases_from"] for s in listed["live"]["sessions"]}
+        assert shown == {"CP-A": "wiring", "CP-B": "meter"}

@@ -316,12 +316,18 @@ def test_per_phase_sums_l1_to_l3_and_excludes_neutral() -> None:
     assert summarize(values).current_a == 33
     # Load management (issue 17) needs the most loaded phase, not the sum.
     assert summarize(values).current_phase_a == 12
+    # ...and each phase for the phases a session really draws on (neutral left out).
+    assert summarize(values).current_phases_a == {"L1": 10, "L2": 11, "L3": 12}
 
 
 def test_the_highest_phase_current_is_the_total_when_no_phase_is_given() -> None:
     assert summarize((_mv(T0, ("30", "Current.Import", None)),)).current_phase_a == 30
     energy_only = (_mv(T0, ("500", "Energy.Active.Import.Register", None)),)
     assert summarize(energy_only).current_phase_a is None
+    assert summarize(energy_only).current_phases_a is None
+    # No phase given: no per-phase figures; line-to-neutral counts as its line.
+    assert summarize((_mv(T0, ("30", "Current.Import", None)),)).current_phases_a is None
+    assert summarize((_mv(T0, ("7", "Current.Import", "L2-N")),)).current_phases_a == {"L2": 7}
 
 
 def test_per_phase_energy_registers_are_summed() -> None:

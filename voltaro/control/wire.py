@@ -236,7 +236,9 @@ class Event(StrEnum):
     #                      (unknown|foreign|conflict), meter_stop, stop_time, reason, id_tag}
     METER_VALUES = "meter.values"  # {charger_id, connector_id, transaction_id, energy_wh,
     #                                 power_w, current_a, current_phase_a (the highest
-    #                                 line current), voltage_v, soc, at}
+    #                                 line current), current_phases_a ({L1, L2,
+    #                                 L3} by the charger's phase, or null), voltage_v,
+    #                                 soc, at}
     COMMAND_RESULT = "command.result"  # {charger_id, action, ok, status?, error?, user}
     FRAME = "frame"  # {charger_id, direction, action, unique_id, payload, at}
     TAG_UPDATED = "tag.updated"  # {id_tag, status}

@@ -141,6 +141,9 @@ class Site:
     # id tag (folded with authorization.tag_key: case-insensitive, §7.28) -> priority
     tag_priorities: Mapping[str, int] = field(default_factory=dict)
 
+    def wiring(self, charger_id: str) -> ChargerWiring | None:
+        return next((w for w in self.chargers if w.charger_id == charger_id), None)
+
 
 def session_priority(site: Site, session: Session) -> tuple[int, str]:
     """A session's priority and where it comes from: the higher of its charger's and

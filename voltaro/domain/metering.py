@@ -3,6 +3,7 @@ energy of a finished one."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -38,6 +39,9 @@ class MeterSummary:
     # The highest line current (per phase), for load management (issue 17); the total
     # when the charger sends no phases (an upper bound of every phase).
     current_phase_a: float | None = None
+    # Each line current by the charger's phase ("L1".."L3"; L1-N counts as L1), for the
+    # phases a session really draws on (issue 17); None when the charger sends none.
+    current_phases_a: Mapping[str, float] | None = None
     voltage_v: float | None = None
     soc: float | None = None
     flags: tuple[str, ...] = ()
@@ -99,10 +103,20 @@ def summarize(values: tuple[MeterValue, ...]) -> MeterSummary:
         power_w=pick(POWER),
         current_a=pick(CURRENT),
         current_phase_a=_highest_phase(latest[CURRENT][1]) if CURRENT in latest else None,
+        current_phases_a=_line_currents(latest[CURRENT][1]) if CURRENT in latest else None,
         voltage_v=pick(VOLTAGE, average=True),
         soc=pick(SOC),
         flags=tuple(dict.fromkeys(flags)),
     )
+
+
+def _line_currents(samples: dict[str | None, float]) -> dict[str, float] | None:
+    out: dict[str, float] = {}
+    for line, neutral in zip(_LINE_PHASES, _LINE_TO_NEUTRAL, strict=True):
+        value = samples.get(line, samples.get(neutral))
+        if value is not None:
+            out[line] = value
+    return out or None
 
 
 def _highest_phase(samples: dict[str | None, float]) -> float | None:

@@ -562,6 +562,9 @@ class ChargerIngest:
                 "power_w": summary.power_w,
                 "current_a": summary.current_a,
                 "current_phase_a": summary.current_phase_a,
+                "current_phases_a": None
+                if summary.current_phases_a is None
+                else dict(summary.current_phases_a),
                 "voltage_v": summary.voltage_v,
                 "soc": summary.soc,
                 "at": format_utc(latest),

@@ -60,6 +60,7 @@ from voltaro.domain.load_allocation import (
     Site,
     allocate,
 )
+from voltaro.domain.phase_use import PhaseUse, observe, terminal_currents
 from voltaro.domain.ports import StorageUnavailable
 from voltaro.domain.site_limits import EffectiveLimit, ExternalState, effective_limits
 from voltaro.domain.timestamps import format_utc, utc_now
@@ -210,6 +211,8 @@ class LoadManager:
         self._wake = trio.Event()
         self._memory: dict[tuple[str, int], _Memory] = {}
         self._draw: dict[tuple[str, int], float] = {}
+        # The phases each session draws on, from its per-phase meter values.
+        self._phase_use: dict[tuple[str, int], PhaseUse] = {}
         # (charger, connector) -> (transaction id, limit) the charger accepted, and the
         # one sent without an answer yet (or lost: the charger may apply it anyway).
         self._accepted: dict[tuple[str, int], tuple[int, float]] = {}
@@ -394,6 +397,15 @@ class LoadManager:
         self._draw[key] = float(current)
         if before is None or abs(before - current) >= _DRAW_STEP:
             self._wake.set()
+        lines = terminal_currents(data.get("current_phases_a"))
+        if lines is not None:
+            wiring = None if self._site is None else self._site.wiring(key[0])
+            use = self._phase_use.get(key, PhaseUse())
+            after = observe(use, lines, 3 if wiring is None else len(wiring.phases))
+            self._phase_use[key] = after
+            if after.phases_used != use.phases_used:
+                # Widening at once is what keeps a wrong narrowing to one meter interval.
+                self._wake.set()
 
     def lease_expires(self, charger_id: str) -> datetime | None:
         """When the charger falls to its fallback on its own: the later of the lease it
@@ -447,6 +459,7 @@ class LoadManager:
                 memory = _Memory(transaction_id=tx.transaction_id, parked=True, since=tx.start_time)
                 self._memory[key] = memory
                 self._draw.pop(key, None)
+                self._phase_use.pop(key, None)
             sessions.append(
                 Session(
                     charger_id=tx.charger_id,
@@ -454,6 +467,7 @@ class LoadManager:
                     transaction_id=tx.transaction_id,
                     priority=wiring[tx.charger_id].priority if tx.charger_id in wiring else 0,
                     id_tag=tx.id_tag,
+                    phases_used=self._phase_use.get(key, PhaseUse()).phases_used,
                     draw_amps=self._draw.get(key),
                     offered_amps=memory.offered,
                     parked=memory.parked,
@@ -462,6 +476,7 @@ class LoadManager:
             )
         for key in set(self._memory) - seen:
             del self._memory[key]
+            self._phase_use.pop(key, None)
             self._accepted.pop(key, None)
             self._unanswered.pop(key, None)
         limits = self._effective(site, now)
@@ -776,6 +791,11 @@ class LoadManager:
                 "draw_amps": self._draw.get(key),
                 "accepted_amps": None if accepted is None else accepted[1],
                 "phases": [p.value for p in grant.phases],
+                # "meter": narrowed from its per-phase meter values; "wiring": all of
+                # its charger's phases (nothing measured says otherwise).
+                "phases_from": "wiring"
+                if self._phase_use.get(key, PhaseUse()).phases_used is None
+                else "meter",
                 "parked": None if grant.parked is None else grant.parked.value,
                 "detail": grant.detail,
                 "since": format_utc(grant.since),
