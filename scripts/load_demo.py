@@ -1304,7 +1304,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--idle-seconds",
         type=amps_range,
-        default=(10.0, 90.0),
+        default=(60.0, 400.0),
         help="a charger stays free LOW-HIGH seconds between sessions",
     )
     p.add_argument(
