@@ -155,8 +155,13 @@ async def test_connector_unit_refusal_and_a_wide_terminal(
     app = ConsoleApp(server.socket)
     async with app.run_test(size=(160, 40)) as pilot:
         screen = await open_from_palette(pilot, app)
-        lines = screen_text(app).splitlines()
-        axis_row = next(line for line in lines if "└─" in line and "┬" in line)
+
+        def axis_rows() -> list[str]:
+            return [ln for ln in screen_text(app).splitlines() if "└─" in ln and "┬" in ln]
+
+        async with asyncio.timeout(10):  # the chart draws once the first answer is in
+            await until(pilot, lambda: bool(axis_rows()))
+        axis_row = axis_rows()[0]
         assert len(axis_row.rstrip()) > 150  # the chart uses the width it has
         # c: the next connector the console knows (1), u: ask for W.
         charger.answers["GetCompositeSchedule"] = composite(start, [(0, 11000.0)], 1)
