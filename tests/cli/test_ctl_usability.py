@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -36,6 +37,20 @@ def test_help_lists_every_command_and_action() -> None:
             assert text.split(" (")[0][:40] in " ".join(sub.stdout.split())
     assert "examples:" in top.stdout
     assert "exit status:" in top.stdout
+
+
+def test_help_lists_each_action_on_its_own_line() -> None:
+    """Each action and its help text stand apart (a name as wide as the column once ran
+    into its text: `circuits external-loadshow ...`)."""
+    top = subprocess.run(
+        [sys.executable, "-m", "voltaro", "ctl", "--help"], capture_output=True, text=True
+    )
+    lines = top.stdout.splitlines()
+    for name, text in HELP.items():
+        if " " not in name:
+            continue
+        pattern = re.compile(rf"^  {re.escape(name)}\s+{re.escape(text.split()[0])}")
+        assert any(pattern.match(line) for line in lines), name
 
 
 async def test_json_anywhere_and_json_errors(server: RunningServer) -> None:

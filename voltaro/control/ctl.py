@@ -310,12 +310,18 @@ commands (nothing sent), 11 the database is unavailable (nothing done; retry).""
 
 
 def _overview() -> str:
+    shown = {
+        title: {n: t for n, t in commands.items() if " " in n or n not in GROUPED}
+        for title, commands in GROUPS.items()
+    }
+    # The widest name and a space: a fixed column once ran "circuits external-load"
+    # into its text.
+    width = max(len(name) for commands in shown.values() for name in commands) + 1
     lines = []
-    for title, commands in GROUPS.items():
+    for title, commands in shown.items():
         lines.append(f"{title.lower()}:")
         for name, text in commands.items():
-            if " " in name or name not in GROUPED:
-                lines.append(f"  {name:<22}{text}")
+            lines.append(f"  {name:<{width}}{text}")
         lines.append("")
     return "\n".join(lines) + EXAMPLES
 
