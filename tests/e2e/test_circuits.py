@@ -16,12 +16,14 @@ from voltaro import app
 from voltaro.domain.circuits import ChargerWiring, Circuit, CircuitConfig, Phase
 from voltaro.settings import ApiScope, ApiToken
 from voltaro.startup import StartupError
-from voltaro.store import circuits
+from voltaro.store import chargers, circuits
 
 READ = "read-token-0123456789"
 
 
 async def test_circuits_from_ctl_are_checked_stored_and_listed(server: RunningServer) -> None:
+    for charger_id in ("CP-1", "CP-2", "CP-3"):
+        server.run(chargers.add_charger, charger_id)  # circuits assign takes registered ids
     assert (await ctl(server, "circuits", "add", "site", "--limit", "63")).returncode == 0
     feeder = await ctl(
         server, "--json", "circuits", "add", "feeder-a", "--parent", "site", "--limit", "32",
@@ -105,6 +107,27 @@ async def test_circuits_from_ctl_are_checked_stored_and_listed(server: RunningSe
     ):
         assert (await ctl(server, *args)).returncode == 0
     assert server.run(circuits.load_site).circuits == ()
+
+
+async def test_assign_refuses_a_charger_that_is_not_registered(server: RunningServer) -> None:
+    """A typo in the charger id would otherwise reserve its fallback on every phase up to
+    the root for a charger that never comes: refused, naming the id (exit 5, not_found).
+    A charger not booted yet is assigned after `chargers add` registers it."""
+    assert (await ctl(server, "circuits", "add", "site", "--limit", "63")).returncode == 0
+    typo = await ctl(server, "circuits", "assign", "CP-9", "site")
+    assert typo.returncode == 5, typo.stderr
+    assert "unknown charger CP-9" in typo.stderr.decode()
+    as_json = await ctl(server, "--json", "circuits", "assign", "CP-9", "site")
+    assert json.loads(as_json.stderr)["error"] == {
+        "code": "not_found",
+        "message": "unknown charger CP-9",
+    }
+    assert server.run(circuits.load_site).chargers == ()
+
+    server.run(chargers.add_charger, "CP-9")  # registered, never connected
+    assigned = await ctl(server, "circuits", "assign", "CP-9", "site")
+    assert assigned.returncode == 0, assigned.stderr
+    assert [w.charger_id for w in server.run(circuits.load_site).chargers] == ["CP-9"]
 
 
 TOML_CONFIG = CircuitConfig(

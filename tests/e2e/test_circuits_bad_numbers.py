@@ -7,6 +7,7 @@ import json
 
 from tests.e2e.conftest import RunningServer
 from tests.e2e.test_ctl import ctl
+from voltaro.store import chargers
 
 
 async def test_nan_or_infinite_limits_are_refused_and_the_tree_stays_usable(
@@ -19,6 +20,7 @@ async def test_nan_or_infinite_limits_are_refused_and_the_tree_stays_usable(
     listed = json.loads((await ctl(server, "--json", "circuits", "list")).stdout)
     assert listed["circuits"] == []
     assert (await ctl(server, "circuits", "add", "site", "--limit", "63")).returncode == 0
+    server.run(chargers.add_charger, "CP-1")
     bad_rating = await ctl(server, "circuits", "assign", "CP-1", "site", "--max", "nan")
     assert bad_rating.returncode == 2
     assert b"finite" in bad_rating.stderr

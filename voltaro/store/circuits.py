@@ -21,7 +21,12 @@ from voltaro.domain.circuits import (
 from voltaro.domain.load_allocation import Site
 from voltaro.domain.timestamps import utc_now
 from voltaro.store.errors import NotFound
-from voltaro.store.schema import CircuitChargerRow, CircuitRow, LoadTagPriorityRow
+from voltaro.store.schema import (
+    ChargePointRow,
+    CircuitChargerRow,
+    CircuitRow,
+    LoadTagPriorityRow,
+)
 
 
 def _circuit(row: CircuitRow) -> Circuit:
@@ -174,8 +179,13 @@ def assign(s: Session, wiring: ChargerWiring) -> ChargerWiring:
     """Put a charger on a circuit (again: replaces its wiring).
 
     Raises:
+        NotFound: the charger is not registered (a typo would hold its fallback on
+            every phase up to the root for a charger that never comes; register one
+            not booted yet first, ``chargers add``).
         CircuitError: unknown circuit or unusable wiring.
     """
+    if s.get(ChargePointRow, wiring.charger_id) is None:
+        raise NotFound(f"unknown charger {wiring.charger_id}")
     site = load_site(s)
     wirings = [w for w in site.chargers if w.charger_id != wiring.charger_id] + [wiring]
     _check(site, site.circuits, wirings)
