@@ -247,9 +247,11 @@ async def test_a_known_disabled_charger_reconnecting_is_not_asked_again(
     server: RunningServer,
 ) -> None:
     """A reconnect storm must not cost every charger a GetConfiguration (issue 14): a
-    charger that last reported LocalAuthListEnabled false and reconnects without booting
-    gets nothing; once it boots (a reboot or new firmware may have changed its
-    configuration) it is asked again."""
+    charger that last reported LocalAuthListEnabled false gets nothing when it reconnects,
+    nor when it boots again with the same vendor, model and firmware (a power cut: its
+    configuration is what it last reported, OCPP 1.6 §9; a ChangeConfiguration answered
+    RebootRequired is stored as the new value already). A boot with other firmware may
+    have changed its configuration: it is asked again."""
     server.run(chargers.add_charger, "CP-1")
     server.run(tags.add_tag, "A1")
     disabled = ListCharger(enabled="false")
@@ -260,15 +262,56 @@ async def test_a_known_disabled_charger_reconnecting_is_not_asked_again(
     await cp.close()
     await gone(server, "CP-1")
 
-    cp = await arrive(server, boot=False)
-    async with scripted(cp, disabled.handlers()) as script:
-        await trio.sleep(4 * DELAY)  # past the due time of a sync on connect
-    assert script.actions() == []
-    assert system_commands(server, "CP-1") == ["GetConfiguration"]
+    for boot in (False, True):  # a network drop, then a power cut
+        cp = await arrive(server, boot=boot)
+        async with scripted(cp, disabled.handlers()) as script:
+            await trio.sleep(4 * DELAY)  # past the due time of a sync on connect
+        assert script.actions() == []
+        assert system_commands(server, "CP-1") == ["GetConfiguration"]
+        await cp.close()
+        await gone(server, "CP-1")
 
-    await cp.close()
-    await gone(server, "CP-1")
-    cp = await arrive(server)  # connects and boots
+    cp = await RawCharger.connect(f"{server.url}/CP-1")
+    answer = await cp.boot(firmwareVersion="2.0")  # new firmware
+    assert answer["status"] == "Accepted"
     async with scripted(cp, disabled.handlers()) as script:
         await until(script, "GetConfiguration")
     assert system_commands(server, "CP-1") == ["GetConfiguration", "GetConfiguration"]
+
+
+async def test_a_charger_without_local_list_support_is_asked_once(
+    server: RunningServer,
+) -> None:
+    """A charger that answered LocalAuthListEnabled as an unknown key has no Local Auth
+    List Management profile (the key is required with it, OCPP 1.6 §9.3): reconnecting
+    and booting again it is not asked again (issue 14: one command, answer and audit row
+    less per charger of a reconnect storm)."""
+    server.run(chargers.add_charger, "CP-1")
+    server.run(tags.add_tag, "A1")
+    without = ListCharger()
+    without.config = {}  # every key unknown
+    cp = await arrive(server)
+    async with scripted(cp, without.handlers()) as script:
+        await until(script, "GetConfiguration")
+        await trio.sleep(2 * DELAY)
+    assert script.actions() == ["GetConfiguration"]
+    await cp.close()
+    await gone(server, "CP-1")
+
+    cp = await arrive(server)  # connects and boots, same firmware
+    async with scripted(cp, without.handlers()) as script:
+        await trio.sleep(4 * DELAY)
+    assert script.actions() == []
+    assert system_commands(server, "CP-1") == ["GetConfiguration"]
+
+    # It gains the profile (an operator enables it at the charger) and is synced when
+    # asked explicitly; from then on its connects are synced again.
+    without.config = ListCharger().config
+    await cp.close()
+    await gone(server, "CP-1")
+    cp = await arrive(server)
+    async with scripted(cp, without.handlers()) as script, control(server) as client:
+        response = await client.request("local_list.sync", {"charger_ids": ["CP-1"]})
+        assert response["ok"], response
+        await settled(server, "CP-1", "Accepted")
+    assert (without.version, sorted(without.list)) == (1, ["A1"])

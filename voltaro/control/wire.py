@@ -219,7 +219,8 @@ def command_role(action: str, args: dict[str, Any]) -> Role | None:
 class Event(StrEnum):
     CHARGER_CONNECTED = "charger.connected"  # {charger_id, remote}
     CHARGER_DISCONNECTED = "charger.disconnected"  # {charger_id, reason}
-    CHARGER_BOOT = "charger.boot"  # {charger_id, status, vendor, model, firmware_version}
+    # {charger_id, status, vendor, model, firmware_version, same_identity}
+    CHARGER_BOOT = "charger.boot"
     CHARGER_UPDATED = "charger.updated"  # {charger_id, registration} (added/accepted/...)
     CHARGER_REMOVED = "charger.removed"  # {charger_id}
     CONNECTOR_STATUS = "connector.status"  # {charger_id, connector_id, status, error_code,

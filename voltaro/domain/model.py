@@ -255,6 +255,9 @@ class BootDecision:
     status: RegistrationStatus
     interval: int  # heartbeat interval when Accepted, retry wait otherwise (§4.2)
     current_time: datetime
+    # It booted before with this vendor, model and firmware version: what it last
+    # reported about its configuration still holds (a power cut, not new firmware).
+    same_identity: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

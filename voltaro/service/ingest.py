@@ -398,6 +398,9 @@ class ChargerIngest:
                 "vendor": request.identity.vendor,
                 "model": request.identity.model,
                 "firmware_version": request.identity.firmware_version,
+                # Booted before as this vendor, model and firmware (the local list
+                # follower then trusts what the charger last reported, issue 14).
+                "same_identity": decision.same_identity,
             },
         )
         return decision

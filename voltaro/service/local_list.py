@@ -182,7 +182,10 @@ class LocalListService:
                     continue
                 charger_id = item.data.get("charger_id")
                 if isinstance(charger_id, str):
-                    self.charger_online(charger_id, booted=item.name == Event.CHARGER_BOOT)
+                    # A boot as the same vendor, model and firmware (a power cut) keeps
+                    # the configuration it last reported; other firmware may not.
+                    booted = item.name == Event.CHARGER_BOOT and not item.data.get("same_identity")
+                    self.charger_online(charger_id, booted=booted)
 
     async def _sync_arrivals(self) -> None:
         async with trio.open_nursery() as nursery:
@@ -194,32 +197,45 @@ class LocalListService:
                     self._arrival = trio.Event()
                     continue
                 now = trio.current_time()
+                due: dict[str, bool] = {}
                 for charger_id, at in list(self._arrived.items()):
                     if at <= now:
                         del self._arrived[charger_id]
-                        booted = charger_id in self._booted
+                        due[charger_id] = charger_id in self._booted
                         self._booted.discard(charger_id)
-                        nursery.start_soon(self._sync_arrival, charger_id, booted, limiter)
+                if due:
+                    nursery.start_soon(self._sync_due, due, limiter, nursery)
 
-    async def _sync_arrival(
-        self, charger_id: str, booted: bool, limiter: trio.CapacityLimiter
+    async def _sync_due(
+        self, due: dict[str, bool], limiter: trio.CapacityLimiter, nursery: trio.Nursery
     ) -> None:
-        async with limiter:
-            try:
-                known = await self._db.run(local_lists.arrival, charger_id)
-            except (SQLAlchemyError, StorageUnavailable) as exc:
-                log.warning("local list sync of %s on connect skipped: %s", charger_id, exc)
-                return
+        """``due``: charger id -> booted with other firmware since it last reported."""
+        try:
+            # One read for every charger due now, not one each: a reconnect storm makes
+            # thousands due within a second (issue 14).
+            known = await self._db.run(local_lists.arrivals, sorted(due))
+        except (SQLAlchemyError, StorageUnavailable) as exc:
+            log.warning("local list sync of %d chargers on connect skipped: %s", len(due), exc)
+            return
+        for charger_id, booted in due.items():
+            arrival = known.get(charger_id)
             if (
-                known is None
-                or known.registration is not RegistrationStatus.ACCEPTED
+                arrival is None
+                or arrival.registration is not RegistrationStatus.ACCEPTED
                 or not self._commands.is_connected(charger_id)
             ):
-                return  # a Pending charger gets its list once accepted and booted again
-            if known.list_enabled is False and not booted:
-                # It said its list is off and has not rebooted since: asking again costs
-                # a command, an answer and an audit row per charger in a reconnect storm
-                # (issue 14). A boot, a push or `ctl local-list sync` asks again.
+                continue  # a Pending charger gets its list once accepted and booted again
+            if arrival.list_enabled is False and not booted:
+                # It said its list is off (or that it has none) and has not booted with
+                # other firmware since: asking again costs a command, an answer and an
+                # audit row per charger in a reconnect storm (issue 14). New firmware, a
+                # push or `ctl local-list sync` asks again.
+                continue
+            nursery.start_soon(self._sync_arrival, charger_id, limiter)
+
+    async def _sync_arrival(self, charger_id: str, limiter: trio.CapacityLimiter) -> None:
+        async with limiter:
+            if not self._commands.is_connected(charger_id):
                 return
             try:
                 result = await self.sync(charger_id, actor=self._actor, only_if_enabled=True)

@@ -388,8 +388,15 @@ def boot(
         },
     )
     status = RegistrationStatus(row.registration)
+    same = (row.vendor, row.model, row.firmware_version) == (
+        ident.vendor,
+        ident.model,
+        ident.firmware_version,
+    )
     if status is not RegistrationStatus.ACCEPTED:
-        return BootDecision(status=status, interval=retry_interval, current_time=now)
+        return BootDecision(
+            status=status, interval=retry_interval, current_time=now, same_identity=same
+        )
     # The interval an operator set on this charger survives its reboots (issue 23.1).
     interval = row.heartbeat_interval or heartbeat_interval
     # An Accepted charger adopts the answer's interval (OCPP 1.6 §4.2): what we know it
@@ -403,7 +410,7 @@ def boot(
             "now": now,
         },
     )
-    return BootDecision(status=status, interval=interval, current_time=now)
+    return BootDecision(status=status, interval=interval, current_time=now, same_identity=same)
 
 
 _CP: Table = ChargePointRow.__table__  # type: ignore[assignment]
@@ -417,9 +424,13 @@ _SELECT_AUTH = select(
     _CP.c.pending_password_hashes,
     _CP.c.serial_number,
 ).where(_CP.c.charger_id == bindparam("cid"))
-_SELECT_BOOT = select(_CP.c.registration, _CP.c.heartbeat_interval).where(
-    _CP.c.charger_id == bindparam("cid")
-)
+_SELECT_BOOT = select(
+    _CP.c.registration,
+    _CP.c.heartbeat_interval,
+    _CP.c.vendor,
+    _CP.c.model,
+    _CP.c.firmware_version,
+).where(_CP.c.charger_id == bindparam("cid"))
 _UPDATE_BOOT = (
     update(_CP)
     .where(_CP.c.charger_id == bindparam("cid"))

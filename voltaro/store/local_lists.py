@@ -110,29 +110,58 @@ class Arrival:
     """What a sync on connect needs to know before asking the charger anything."""
 
     registration: RegistrationStatus
-    # Its last reported LocalAuthListEnabled: True, False, or None (never reported).
+    # Its last reported LocalAuthListEnabled: True, False (also: reported as an unknown
+    # key), or None (never reported, or a value that is neither).
     list_enabled: bool | None
 
 
 def arrival(s: Session, charger_id: str) -> Arrival | None:
     """The charger's registration and last reported LocalAuthListEnabled; None when the
     charger is not registered."""
-    registration = s.scalar(
-        select(ChargePointRow.registration).where(ChargePointRow.charger_id == charger_id)
-    )
-    if registration is None:
-        return None
-    reported = s.execute(
-        select(ConfigurationRow.value, ConfigurationRow.unknown).where(
-            ConfigurationRow.charger_id == charger_id,
-            func.lower(ConfigurationRow.key) == KEY_ENABLED.lower(),
+    return arrivals(s, [charger_id]).get(charger_id)
+
+
+def arrivals(s: Session, charger_ids: list[str]) -> dict[str, Arrival]:
+    """:func:`arrival` for many chargers in two queries (the registered ones only)."""
+    out: dict[str, Arrival] = {}
+    for start in range(0, len(charger_ids), 500):
+        ids = charger_ids[start : start + 500]
+        registered = dict(
+            s.execute(
+                select(ChargePointRow.charger_id, ChargePointRow.registration).where(
+                    ChargePointRow.charger_id.in_(ids)
+                )
+            ).all()
         )
-    ).first()
-    enabled: bool | None = None
-    if reported is not None and not reported.unknown and reported.value is not None:
-        value = reported.value.strip().lower()
-        enabled = True if value == "true" else False if value == "false" else None
-    return Arrival(RegistrationStatus(registration), enabled)
+        reported = {
+            row.charger_id: row
+            for row in s.execute(
+                select(
+                    ConfigurationRow.charger_id, ConfigurationRow.value, ConfigurationRow.unknown
+                ).where(
+                    ConfigurationRow.charger_id.in_(ids),
+                    func.lower(ConfigurationRow.key) == KEY_ENABLED.lower(),
+                )
+            )
+        }
+        for charger_id, registration in registered.items():
+            out[charger_id] = Arrival(
+                RegistrationStatus(registration), _enabled(reported.get(charger_id))
+            )
+    return out
+
+
+def _enabled(reported: Any) -> bool | None:
+    if reported is None:
+        return None
+    if reported.unknown:
+        # LocalAuthListEnabled is required with the Local Auth List Management profile
+        # (OCPP 1.6 §9.3): a charger that does not know the key has no local list.
+        return False
+    if reported.value is None:
+        return None
+    value = reported.value.strip().lower()
+    return True if value == "true" else False if value == "false" else None
 
 
 def chargers_to_push(s: Session) -> list[str]:
