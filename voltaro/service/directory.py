@@ -3,11 +3,16 @@ store, publishing connection events for consoles."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
+from sqlalchemy.orm import Session
+
 from voltaro.control.wire import Event
 from voltaro.domain.model import RegistrationStatus
 from voltaro.service.charger_health import HealthRecorder
 from voltaro.service.hub import EventHub
 from voltaro.service.presence import ConnectionFlags
+from voltaro.service.rounds import Rounds
 from voltaro.store import chargers
 from voltaro.store.chargers import ChargerAuth
 from voltaro.store.db import Database
@@ -25,12 +30,23 @@ class StoreDirectory:
         self._hub = hub
         self._flags = flags
         self._health = health  # connections and time online (issue 19)
+        # A connect storm's handshakes share their reads and first-contact writes, one
+        # unit of work per round instead of one each (issue 14 step 4). Always the
+        # database's answer (no copy in memory that other nodes or writers could leave
+        # stale): a password, registration or removal takes effect at the next handshake.
+        self._lookups: Rounds[str, None, ChargerAuth | None] = Rounds(
+            database, _lookup_many, _lookup_one, missing=None
+        )
+        self._registrations: Rounds[str, RegistrationStatus, bool] = Rounds(
+            database, _register_many, _register_one, missing=True
+        )
 
     async def lookup(self, charger_id: str) -> ChargerAuth | None:
-        return await self._db.run(chargers.charger_auth, charger_id)
+        return await self._lookups.run(charger_id, None)
 
     async def register_unknown(self, charger_id: str, registration: RegistrationStatus) -> None:
-        await self._db.run(chargers.register_unknown, charger_id, registration)
+        # Committed before it returns: the charger is registered before its upgrade.
+        await self._registrations.run(charger_id, registration)
         self._hub.publish(
             Event.CHARGER_UPDATED, {"charger_id": charger_id, "registration": registration.value}
         )
@@ -57,3 +73,21 @@ class StoreDirectory:
         if self._health is not None:
             self._health.disconnected(charger_id)
         self._hub.publish(Event.CHARGER_DISCONNECTED, {"charger_id": charger_id, "reason": reason})
+
+
+def _lookup_many(s: Session, items: Mapping[str, None]) -> dict[str, ChargerAuth]:
+    return chargers.charger_auths(s, sorted(items))
+
+
+def _lookup_one(s: Session, charger_id: str, _: None) -> ChargerAuth | None:
+    return chargers.charger_auth(s, charger_id)
+
+
+def _register_many(s: Session, items: Mapping[str, RegistrationStatus]) -> dict[str, bool]:
+    chargers.register_unknowns(s, items)
+    return dict.fromkeys(items, True)
+
+
+def _register_one(s: Session, charger_id: str, registration: RegistrationStatus) -> bool:
+    chargers.register_unknown(s, charger_id, registration)
+    return True

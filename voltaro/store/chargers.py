@@ -276,8 +276,21 @@ def charger_auth(s: Session, charger_id: str) -> ChargerAuth | None:
     # Every handshake asks (a reconnect storm asks thousands of times): one cached Core
     # SELECT, no ORM identity map (issue 14 step 4).
     row = s.connection().execute(_SELECT_AUTH, {"cid": charger_id}).one_or_none()
-    if row is None:
-        return None
+    return None if row is None else _auth(row)
+
+
+def charger_auths(s: Session, charger_ids: list[str]) -> dict[str, ChargerAuth]:
+    """:func:`charger_auth` for the handshakes of one round of a connect storm (the
+    registered ones only), 500 ids per query."""
+    out: dict[str, ChargerAuth] = {}
+    c = s.connection()
+    for start in range(0, len(charger_ids), 500):
+        rows = c.execute(_SELECT_AUTHS, {"cids": charger_ids[start : start + 500]})
+        out.update((row.charger_id, _auth(row)) for row in rows)
+    return out
+
+
+def _auth(row: Any) -> ChargerAuth:
     return ChargerAuth(
         charger_id=row.charger_id,
         registration=RegistrationStatus(row.registration),
@@ -294,6 +307,38 @@ def register_unknown(s: Session, charger_id: str, registration: RegistrationStat
     if existing is not None:
         return _charger(existing)
     return add_charger(s, charger_id, registration=registration)
+
+
+def register_unknowns(s: Session, wanted: Mapping[str, RegistrationStatus]) -> None:
+    """:func:`register_unknown` for the first contacts of one round of a connect storm:
+    one INSERT of those not registered meanwhile (another round, an operator)."""
+    ids = sorted(wanted)
+    c = s.connection()
+    present: set[str] = set()
+    for start in range(0, len(ids), 500):
+        present.update(
+            c.execute(
+                select(_CP.c.charger_id).where(_CP.c.charger_id.in_(ids[start : start + 500]))
+            )
+            .scalars()
+            .all()
+        )
+    now = utc_now()
+    rows = [
+        {
+            "charger_id": charger_id,
+            "registration": wanted[charger_id].value,
+            "allow_no_subprotocol": False,
+            "security_profile": 0,
+            "connected": False,
+            "rebooting": False,
+            "created_at": now,
+        }
+        for charger_id in ids
+        if charger_id not in present
+    ]
+    if rows:
+        c.execute(_CP.insert(), rows)
 
 
 def mark_connected(s: Session, charger_id: str, connected: bool, at: datetime) -> None:
@@ -415,7 +460,7 @@ def boot(
 
 _CP: Table = ChargePointRow.__table__  # type: ignore[assignment]
 _CONFIG: Table = ConfigurationRow.__table__  # type: ignore[assignment]
-_SELECT_AUTH = select(
+_AUTH_COLUMNS = (
     _CP.c.charger_id,
     _CP.c.registration,
     _CP.c.password_hash,
@@ -423,7 +468,11 @@ _SELECT_AUTH = select(
     _CP.c.security_profile,
     _CP.c.pending_password_hashes,
     _CP.c.serial_number,
-).where(_CP.c.charger_id == bindparam("cid"))
+)
+_SELECT_AUTH = select(*_AUTH_COLUMNS).where(_CP.c.charger_id == bindparam("cid"))
+_SELECT_AUTHS = select(*_AUTH_COLUMNS).where(
+    _CP.c.charger_id.in_(bindparam("cids", expanding=True))
+)
 _SELECT_BOOT = select(
     _CP.c.registration,
     _CP.c.heartbeat_interval,
