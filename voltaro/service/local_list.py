@@ -56,6 +56,9 @@ log = logging.getLogger(__name__)
 MAX_PARALLEL = 8
 # How long the pusher waits when the database could not say when the next tag expires.
 EXPIRY_RETRY = 60.0
+# Arrivals due within this many seconds of each other are read in one query: a connect
+# storm brings hundreds per second (issue 14).
+ARRIVAL_GATHER = 0.1
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -191,7 +194,7 @@ class LocalListService:
         async with trio.open_nursery() as nursery:
             limiter = trio.CapacityLimiter(MAX_PARALLEL)
             while True:
-                due_at = min(self._arrived.values(), default=float("inf"))
+                due_at = min(self._arrived.values(), default=float("inf")) + ARRIVAL_GATHER
                 with trio.move_on_at(due_at):
                     await self._arrival.wait()
                     self._arrival = trio.Event()
