@@ -552,6 +552,69 @@ async def test_a_retry_after_the_charger_started_gets_the_first_answer(
         assert charger.count("ClearCache") == 0
 
 
+async def test_a_retry_while_the_first_is_in_flight_waits_for_its_answer(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """The charger took the RemoteStart and started charging, but its answer is not back
+    yet: a retry with the same request id (on the origin's control socket, and through
+    another node's API) must wait for the first attempt's answer, not run the state
+    checks (which would refuse the tag as already in a transaction) nor send it again."""
+    async with (
+        cluster(postgres_url, tmp_path) as (n1, n2),
+        trio.open_nursery() as nursery,
+        charger_on(nursery, n2, "CP-B") as charger,
+    ):
+        charger.silent = True  # the RemoteStart's answer is sent by hand below
+        n1.server.run(tags.add_tag, "TAG-1")
+        request_id = str(uuid.uuid4())
+        client = await n1.control()
+        results: dict[str, Any] = {}
+
+        async def first() -> None:
+            results["first"] = await client.request(
+                "command", command_request(request_id, "remote-start", id_tag="TAG-1")
+            )
+
+        nursery.start_soon(first)
+        await poll(lambda: charger.count("RemoteStartTransaction") == 1)
+        (call,) = [c for c in charger.calls if c[2] == "RemoteStartTransaction"]
+        start = {"connectorId": 1, "idTag": "TAG-1", "meterStart": 0, "timestamp": NOW}
+        await charger.cp.send_raw(json.dumps([2, "st-1", "StartTransaction", start]))
+        await poll(lambda: bool(n1.server.run(transactions.live_sessions_of_tag, "TAG-1")))
+
+        retry_client = await n1.control()
+
+        async def retry_ctl() -> None:
+            results["ctl"] = await retry_client.request(
+                "command", command_request(request_id, "remote-start", id_tag="TAG-1")
+            )
+
+        async def retry_api() -> None:
+            async with api(n2) as http:
+                results["api"] = await http.post(
+                    "/charge_points/CP-B/commands/remote-start",
+                    json={"id_tag": "TAG-1"},
+                    headers={"Idempotency-Key": request_id},
+                )
+
+        async with trio.open_nursery() as retries:
+            retries.start_soon(retry_ctl)
+            retries.start_soon(retry_api)
+            await trio.sleep(0.5)  # both retries are waiting (or already refused)
+            await charger.cp.answer(call, {"status": "Accepted"})
+        await poll(lambda: "first" in results)
+        await client.aclose()
+        await retry_client.aclose()
+        assert results["first"]["ok"], results["first"]
+        assert results["ctl"]["ok"], results["ctl"]
+        assert results["ctl"]["result"] == results["first"]["result"]
+        response = results["api"]
+        assert response.status_code == 200, response.text
+        assert response.json()["status"] == "Accepted"
+        await trio.sleep(0.3)
+        assert charger.count("RemoteStartTransaction") == 1
+
+
 async def test_a_retry_after_an_unsent_failure_runs_once(postgres_url: str, tmp_path: Path) -> None:
     """owner_unreachable means not sent: the same request id later runs it, once."""
     async with (
