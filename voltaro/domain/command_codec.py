@@ -14,6 +14,7 @@ and nested dataclasses (ChargingProfile, ListEntry, CertificateHashData) recursi
 from __future__ import annotations
 
 import dataclasses
+import functools
 import types
 import typing
 from datetime import datetime
@@ -82,6 +83,13 @@ def _encode(value: Any) -> Any:
     return value
 
 
+@functools.cache
+def _fields_of(cls: type) -> tuple[dict[str, Any], frozenset[str]]:
+    """A dataclass's resolved type hints and field names, worked out once per class
+    (get_type_hints evaluates every annotation string: it dominated decoding)."""
+    return typing.get_type_hints(cls), frozenset(f.name for f in dataclasses.fields(cls))
+
+
 def _decode(hint: Any, value: Any) -> Any:
     if hint is Any:
         return value
@@ -114,8 +122,7 @@ def _decode(hint: Any, value: Any) -> Any:
         if dataclasses.is_dataclass(hint):
             if not isinstance(value, dict):
                 raise TypeError(f"{hint.__name__} needs an object, got {value!r}")
-            hints = typing.get_type_hints(hint)
-            known = {f.name for f in dataclasses.fields(hint)}
+            hints, known = _fields_of(hint)
             unknown = set(value) - known
             if unknown:
                 raise ValueError(f"{hint.__name__} has no field {sorted(unknown)}")

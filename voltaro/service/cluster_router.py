@@ -29,16 +29,19 @@ command goes straight to the connection as on a single node (no row).
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
 import trio
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
 
 from voltaro.domain.command_codec import (
     CodecError,
@@ -70,6 +73,9 @@ ACK_TIMEOUT = 1.0  # seconds: the owner claims a request within this, or it is u
 # Requests queued for this node that a resync rereads (older ones: their origin gave up).
 RESYNC_WINDOW = timedelta(seconds=10)
 OWNERS_REFRESH = 1.0  # seconds between refreshes of the owner map behind is_connected
+# A retry waiting for a first attempt in flight rereads its row this often: the answer's
+# notification goes to the first attempt's node, which may be another one.
+FOLLOW_POLL = 0.25
 RETENTION = timedelta(hours=24)  # routed_commands rows are kept this long
 RETENTION_INTERVAL = 600.0  # seconds between trims
 _DB_ERRORS = (SQLAlchemyError, StorageUnavailable)
@@ -79,28 +85,68 @@ _STATUS_OF = {CommandErrorCode.TIMEOUT: "timeout", CommandErrorCode.OFFLINE: "of
 
 @dataclass(eq=False)
 class _Waiter:
-    """An origin's request in flight: woken by ``ack``/``rep`` or a resync."""
+    """A request in flight on this node, woken by ``ack``/``rep`` or a resync. Shared by
+    every attempt with its id waiting here (a retry joins the first): its flags only
+    ever go up, and each attempt remembers the resyncs it has seen."""
 
     woken: trio.Event = field(default_factory=trio.Event)
     acked: bool = False
     answered: bool = False
-    resync: bool = False
+    resyncs: int = 0
     result: dict[str, Any] | None = None  # the answer, when the reply carried it
+    users: int = 0
 
     def wake(self) -> None:
         self.woken.set()
+        self.woken = trio.Event()
 
     def claimed(self) -> bool:
         """An owner acknowledged (or already answered)."""
         return self.acked or self.answered
 
     async def wait(self, deadline: float) -> bool:
-        """False at the deadline; True when woken (then ready for the next wake)."""
+        """False at the deadline; True when woken. The flags are checked before the call
+        without a checkpoint in between, so no wake-up falls between the two."""
+        event = self.woken
         with trio.move_on_at(deadline):
-            await self.woken.wait()
-            self.woken = trio.Event()
+            await event.wait()
             return True
         return False
+
+
+@dataclass(eq=False)
+class Prepared:
+    """A routed request to be written in the caller's transaction (the command audit's,
+    so the audit row, the request row and its NOTIFY are one commit): :meth:`unit` runs
+    in that transaction; :meth:`ClusterRouter.send` then waits for the answer. The
+    waiter is registered before the commit, so an acknowledgement or an answer that
+    comes back at once is never missed."""
+
+    router: ClusterRouter
+    request_id: str
+    charger_id: str
+    action: str
+    payload: dict[str, Any]
+    actor: str
+    waiter: _Waiter
+    existing: routed.Routed | None = None
+    owner: routed.Owner | None = None
+    released: bool = False
+
+    def unit(self, s: Session) -> None:
+        self.existing, self.owner = routed.start(
+            s,
+            request_id=self.request_id,
+            charger_id=self.charger_id,
+            action=self.action,
+            payload=self.payload,
+            origin_node=self.router.node_id,
+            requested_by=self.actor,
+        )
+
+    def abandon(self) -> None:
+        """Not written (the transaction failed or was cancelled): forget the waiter."""
+        self.router._release(self.request_id, self)
 
 
 @dataclass(slots=True)
@@ -168,17 +214,48 @@ class ClusterRouter:
         self._owners[charger_id] = found.node_id
         return True
 
+    def lookup(self, request_id: str) -> Callable[[Session], routed.Routed | None]:
+        """A unit of work (for the transaction that reads the charger) that reads what
+        this request id already holds."""
+        return functools.partial(routed.get, request_id=request_id)
+
     async def previous(
-        self, request_id: str, charger_id: str, action: str
+        self, found: Any, request_id: str, charger_id: str, action: str
     ) -> CommandOutcome | None:
-        """The stored answer of an ended request with this id (raises its error)."""
-        row = await self._db.run(routed.get, request_id)
-        if row is None:
+        """The first attempt's answer for a retry (raises its error): at once if it
+        ended, after waiting for it while it is in flight (the charger may have started
+        meanwhile: the state checks would refuse the retry, RemoteStart is not
+        idempotent). None: no such request, or it ended unsent (run it again)."""
+        if found is None:
             return None
-        _same_request(row, charger_id, action)
-        if row.status in routed.FINAL and row.result is not None and not routed.retryable(row):
-            return _result(row.result)
-        return None
+        assert isinstance(found, routed.Routed)
+        _same_request(found, charger_id, action)
+        result = found.result if found.status in routed.FINAL else None
+        if result is None:
+            log.info(
+                "request %s (%s) is in flight: a retry waits for its answer", request_id, action
+            )
+            with self._waiting(request_id) as waiter:
+                result = await self._await_result(request_id, waiter, action, poll=FOLLOW_POLL)
+        if routed.not_sent(result):
+            return None
+        return _result(result)
+
+    def prepare(
+        self, charger_id: str, command: Command, *, actor: str, request_id: str | None
+    ) -> Prepared | None:
+        """None: the command goes straight to this node's connection (no request id and
+        the charger here). Otherwise the request, to write in the caller's transaction
+        (see :class:`Prepared`); then pass it to :meth:`send`."""
+        if request_id is None and self._registry.session(charger_id) is not None:
+            return None
+        request_id = request_id or str(uuid.uuid4())
+        payload = encode_command(command)
+        waiter = self._waiters.setdefault(request_id, _Waiter())
+        waiter.users += 1
+        return Prepared(
+            self, request_id, charger_id, ACTION_OF[type(command)], payload, actor, waiter
+        )
 
     async def send(
         self,
@@ -187,10 +264,18 @@ class ClusterRouter:
         *,
         actor: str = "",
         request_id: str | None = None,
+        prepared: Any = None,
     ) -> CommandOutcome:
         """Carry out ``command`` on the node that holds ``charger_id``. ``request_id``:
         the caller's idempotency key; a second call with it never sends the command
-        again, it returns (or waits for) the first one's answer."""
+        again, it returns (or waits for) the first one's answer. ``prepared``: what
+        :meth:`prepare` gave and the caller's transaction wrote."""
+        if prepared is not None:
+            assert isinstance(prepared, Prepared)
+            try:
+                return await self._routed(charger_id, command, prepared.request_id, prepared)
+            finally:
+                prepared.abandon()
         session = self._registry.session(charger_id)
         if request_id is None and session is not None:
             if self._fenced():
@@ -198,27 +283,40 @@ class ClusterRouter:
             return await session.link.send_command(command)
         return await self._route(charger_id, command, actor, request_id or str(uuid.uuid4()))
 
+    @contextmanager
+    def _waiting(self, request_id: str) -> Iterator[_Waiter]:
+        waiter = self._waiters.setdefault(request_id, _Waiter())
+        waiter.users += 1
+        try:
+            yield waiter
+        finally:
+            self._drop(request_id, waiter)
+
+    def _drop(self, request_id: str, waiter: _Waiter) -> None:
+        waiter.users -= 1
+        if waiter.users <= 0 and self._waiters.get(request_id) is waiter:
+            del self._waiters[request_id]
+
+    def _release(self, request_id: str, prepared: Prepared) -> None:
+        if not prepared.released:
+            prepared.released = True
+            self._drop(request_id, prepared.waiter)
+
     # -- origin -------------------------------------------------------------------------
 
     async def _route(
         self, charger_id: str, command: Command, actor: str, request_id: str
     ) -> CommandOutcome:
+        """Write the request in a transaction of its own, then as :meth:`_routed`."""
         action = ACTION_OF[type(command)]
-        waiter = self._waiters.setdefault(request_id, _Waiter())
+        prepared = self.prepare(charger_id, command, actor=actor, request_id=request_id)
+        assert prepared is not None
         try:
             try:
-                existing, owner = await self._db.run(
-                    routed.start,
-                    request_id=request_id,
-                    charger_id=charger_id,
-                    action=action,
-                    payload=encode_command(command),
-                    origin_node=self._node_id,
-                    requested_by=actor,
-                )
+                await self._db.run(prepared.unit)
             except _DB_ERRORS as exc:
-                # The same request id written at the same moment by another caller (it
-                # is theirs to run: follow it like a retry), or the database is down.
+                # The database is down (a concurrent first attempt with the same id is
+                # waited for by the INSERT itself and read as a retry).
                 existing = await self._get_quietly(request_id)
                 if existing is None:
                     raise CommandError(
@@ -226,35 +324,43 @@ class ClusterRouter:
                         f"{action} not sent: the database is unavailable "
                         f"({type(exc).__name__}); retry later",
                     ) from None
-                owner = None
-            if existing is not None:
-                _same_request(existing, charger_id, action)
-                log.info("routed command %s (%s) is a retry: not sent again", request_id, action)
-                return await self._follow(request_id, waiter, existing)
-            if owner is None:
-                raise CommandError(
-                    CommandErrorCode.OFFLINE,
-                    f"charger {charger_id} is not connected to any node",
-                )
-            if owner.node_id == self._node_id:
-                return await self._serve_here(request_id)
-            self.statistics.routed += 1
-            try:
-                if await self._await_ack(request_id, charger_id, waiter, owner):
-                    return await self._serve_here(request_id)
-                return await self._await_answer(request_id, waiter, action)
-            except _DB_ERRORS as exc:
-                # Written and notified: it may have been sent. The owner still stores
-                # its answer in routed_commands and the command audit.
-                raise CommandError(
-                    CommandErrorCode.DISCONNECTED,
-                    f"{action} to {charger_id} via node {owner.node_id}: the database "
-                    f"became unavailable while waiting for the answer "
-                    f"({type(exc).__name__}); it may have been carried out",
-                ) from None
+                prepared.existing, prepared.owner = existing, None
+            return await self._routed(charger_id, command, request_id, prepared)
         finally:
-            if self._waiters.get(request_id) is waiter:
-                del self._waiters[request_id]
+            prepared.abandon()
+
+    async def _routed(
+        self, charger_id: str, command: Command, request_id: str, prepared: Prepared
+    ) -> CommandOutcome:
+        """After the request row was written (or found: a retry): wait for the owner's
+        acknowledgement and answer."""
+        action = ACTION_OF[type(command)]
+        waiter, existing, owner = prepared.waiter, prepared.existing, prepared.owner
+        if existing is not None:
+            _same_request(existing, charger_id, action)
+            log.info("routed command %s (%s) is a retry: not sent again", request_id, action)
+            return await self._follow(request_id, waiter, existing)
+        if owner is None:
+            raise CommandError(
+                CommandErrorCode.OFFLINE,
+                f"charger {charger_id} is not connected to any node",
+            )
+        if owner.node_id == self._node_id:
+            return await self._serve_here(request_id)
+        self.statistics.routed += 1
+        try:
+            if await self._await_ack(request_id, charger_id, waiter, owner):
+                return await self._serve_here(request_id)
+            return await self._await_answer(request_id, waiter, action)
+        except _DB_ERRORS as exc:
+            # Written and notified: it may have been sent. The owner still stores
+            # its answer in routed_commands and the command audit.
+            raise CommandError(
+                CommandErrorCode.DISCONNECTED,
+                f"{action} to {charger_id} via node {owner.node_id}: the database "
+                f"became unavailable while waiting for the answer "
+                f"({type(exc).__name__}); it may have been carried out",
+            ) from None
 
     async def _await_ack(
         self, request_id: str, charger_id: str, waiter: _Waiter, owner: routed.Owner
@@ -265,16 +371,18 @@ class ClusterRouter:
         # A dead owner's chargers reconnect elsewhere within seconds: a request never
         # claimed may follow them for as long as the command itself may take.
         give_up_at = trio.current_time() + self._answer_bound()
+        seen = waiter.resyncs
         while True:
             # Flags first: the ack (and even the reply) may have come in before we wait.
             if waiter.claimed():
                 return False
-            if waiter.resync or await waiter.wait(deadline):
+            if waiter.resyncs == seen:
+                woken = await waiter.wait(deadline)
                 if waiter.claimed():
                     return False
-                if not waiter.resync:
+                if woken and waiter.resyncs == seen:
                     continue
-                waiter.resync = False
+            seen = waiter.resyncs
             row = await self._db.run(routed.get, request_id)
             if row is None or row.status != "queued":
                 return False  # claimed (or final): the answer phase reads the row
@@ -337,32 +445,42 @@ class ClusterRouter:
             raise error
 
     async def _await_answer(self, request_id: str, waiter: _Waiter, action: str) -> CommandOutcome:
+        return _result(await self._await_result(request_id, waiter, action))
+
+    async def _await_result(
+        self, request_id: str, waiter: _Waiter, action: str, *, poll: float | None = None
+    ) -> dict[str, Any]:
+        """The stored answer (or error) of a request: from the reply's notification, or
+        read from its row after a reply, a resync, every ``poll`` seconds when given
+        (the reply may go to another node), and once more at the deadline."""
         # The owner's link bounds its own queue wait and the answer; the margin covers
         # the two database round trips and the notification.
         deadline = trio.current_time() + self._answer_bound() + 2.0
+        seen = waiter.resyncs
+        read = handled_reply = False
         while True:
-            # Flags first: the reply may have come in with the ack, before we wait.
-            woken = waiter.answered or waiter.resync or await waiter.wait(deadline)
-            if woken and not (waiter.answered or waiter.resync):
-                continue
             if waiter.result is not None:
-                return _result(waiter.result)  # carried by the reply: no read
-            waiter.resync = waiter.answered = False
-            row = await self._db.run(routed.get, request_id)
-            if row is not None and row.status in routed.FINAL and row.result is not None:
-                return _result(row.result)
-            if not woken:
-                owner = row.owner_node if row is not None else "?"
-                raise CommandError(
-                    CommandErrorCode.TIMEOUT,
-                    f"node {owner} did not report the answer to {action} in time",
-                )
+                return waiter.result  # carried by the reply: no read
+            if read or (waiter.answered and not handled_reply) or waiter.resyncs != seen:
+                seen, handled_reply, read = waiter.resyncs, waiter.answered, False
+                row = await self._db.run(routed.get, request_id)
+                if row is not None and row.status in routed.FINAL and row.result is not None:
+                    return row.result
+                if trio.current_time() >= deadline:
+                    owner = row.owner_node if row is not None else "?"
+                    raise CommandError(
+                        CommandErrorCode.TIMEOUT,
+                        f"node {owner} did not report the answer to {action} in time",
+                    )
+            wake_at = deadline if poll is None else min(deadline, trio.current_time() + poll)
+            if not await waiter.wait(wake_at):
+                read = True
 
     async def _follow(self, request_id: str, waiter: _Waiter, row: routed.Routed) -> CommandOutcome:
         """A retry: the answer of the first attempt, never a second CALL."""
         if row.status in routed.FINAL and row.result is not None:
             return _result(row.result)
-        return await self._await_answer(request_id, waiter, row.action)
+        return _result(await self._await_result(request_id, waiter, row.action, poll=FOLLOW_POLL))
 
     # -- owner --------------------------------------------------------------------------
 
@@ -480,7 +598,7 @@ class ClusterRouter:
     def _dispatch(self, nursery: trio.Nursery, note: Notification) -> None:
         if note.payload is None:
             for waiter in self._waiters.values():
-                waiter.resync = True
+                waiter.resyncs += 1
                 waiter.wake()
             nursery.start_soon(self._reread_queued)
             return
@@ -569,4 +687,4 @@ def _result(data: dict[str, Any]) -> CommandOutcome:
     return decoded
 
 
-__all__ = ["ACK_TIMEOUT", "ClusterRouter", "RouterStatistics"]
+__all__ = ["ACK_TIMEOUT", "ClusterRouter", "Prepared", "RouterStatistics"]

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
 from typing import Any, Protocol
 
 import trio
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
 
 from voltaro.control.wire import Event
 from voltaro.domain.authorization import decide
@@ -389,6 +391,17 @@ def command_args(command: Command) -> dict[str, Any]:
     return redact_value(out)  # type: ignore[no-any-return]
 
 
+class Prepared(Protocol):
+    """A command's record a router writes in the transaction of the command's audit row
+    (several nodes: the routed request and its NOTIFY, in one commit)."""
+
+    def unit(self, session: Session) -> None: ...
+
+    def abandon(self) -> None:
+        """Not written after all (the transaction failed): forget it."""
+        ...
+
+
 class CommandRouter(Protocol):
     """Where a command goes: the charger's live connection. One seam, so that a
     multi-node deployment can put a network (the owner node) behind it."""
@@ -400,11 +413,23 @@ class CommandRouter(Protocol):
         table; ``is_connected`` may be a second old)."""
         ...
 
+    def lookup(self, request_id: str) -> Callable[[Session], Any] | None:
+        """A unit of work reading what this idempotency key already holds, run in the
+        transaction that reads the charger; None: nothing is kept (one node)."""
+        ...
+
     async def previous(
-        self, request_id: str, charger_id: str, action: str
+        self, found: Any, request_id: str, charger_id: str, action: str
     ) -> CommandOutcome | None:
-        """The answer of a request with this idempotency key that already ended (raises
-        its error); None: no such request, or still in flight (``send`` follows it)."""
+        """The answer of the request with this idempotency key (``found``: what
+        :meth:`lookup` read), waiting for it while it is in flight, before any state
+        check; raises its error. None: no such request (or it ended unsent)."""
+        ...
+
+    def prepare(
+        self, charger_id: str, command: Command, *, actor: str, request_id: str | None
+    ) -> Prepared | None:
+        """What to write with the audit row before :meth:`send`; None: nothing."""
         ...
 
     async def send(
@@ -414,9 +439,11 @@ class CommandRouter(Protocol):
         *,
         actor: str = "",
         request_id: str | None = None,
+        prepared: Any = None,
     ) -> CommandOutcome:
         """``request_id``: the caller's idempotency key (several nodes: a retry with it
-        is never sent twice; a single node holds no requests and ignores it)."""
+        is never sent twice; a single node holds no requests and ignores it).
+        ``prepared``: what :meth:`prepare` gave, written with the audit row."""
         ...
 
 
@@ -432,10 +459,18 @@ class LocalRouter:
     async def reachable(self, charger_id: str) -> bool:
         return self.is_connected(charger_id)
 
-    async def previous(
-        self, request_id: str, charger_id: str, action: str
-    ) -> CommandOutcome | None:
+    def lookup(self, request_id: str) -> Callable[[Session], Any] | None:
         return None  # a single node keeps no requests
+
+    async def previous(
+        self, found: Any, request_id: str, charger_id: str, action: str
+    ) -> CommandOutcome | None:
+        return None
+
+    def prepare(
+        self, charger_id: str, command: Command, *, actor: str, request_id: str | None
+    ) -> Prepared | None:
+        return None
 
     async def send(
         self,
@@ -444,11 +479,48 @@ class LocalRouter:
         *,
         actor: str = "",
         request_id: str | None = None,
+        prepared: Any = None,
     ) -> CommandOutcome:
         link = self._registry.get(charger_id)
         if link is None:
             raise CommandError(CommandErrorCode.OFFLINE, f"charger {charger_id} is not connected")
         return await link.send_command(command)
+
+
+def _read_state(
+    s: Session,
+    charger_id: str,
+    lookup: Callable[[Session], Any] | None,
+    id_tag: str | None,
+) -> tuple[Any, Any, Any, Any]:
+    """What a command's checks read, in one transaction: the request id's earlier
+    attempt (if the router keeps them), the charger, and for a RemoteStart its tag and
+    the tag's live sessions."""
+    found = lookup(s) if lookup is not None else None
+    charger = chargers.get_charger(s, charger_id)
+    tag = live = None
+    if id_tag is not None:
+        tag = tags.get_tag(s, id_tag)
+        live = transactions.live_sessions_of_tag(s, id_tag)
+    return found, charger, tag, live
+
+
+def _record(
+    s: Session,
+    *,
+    charger_id: str,
+    action: str,
+    request: dict[str, Any],
+    actor: str,
+    prepared: Prepared | None,
+) -> int:
+    """The audit row, and what the router writes with it (one commit)."""
+    audit_id = audit.record_command(
+        s, charger_id=charger_id, action=action, request=request, actor=actor
+    )
+    if prepared is not None:
+        prepared.unit(s)
+    return audit_id
 
 
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
@@ -550,11 +622,17 @@ class CommandService:
         """
         action = ACTION_OF[type(command)]
         validate(command)
+        # A RemoteStart's tag is checked (23.3) unless forced: read it with the charger.
+        id_tag = command.id_tag if isinstance(command, RemoteStart) and not command.force else None
+        lookup = self._router.lookup(request_id) if request_id is not None else None
+        prepared: Prepared | None = None
         try:
+            found, charger, tag, live = await self._db.run(_read_state, charger_id, lookup, id_tag)
             if request_id is not None:
-                # A retry of a request that already ended: its answer, before the state
-                # checks (the charger may be charging or gone since), never a second CALL.
-                earlier = await self._router.previous(request_id, charger_id, action)
+                # A retry: the first attempt's answer, before the state checks (the
+                # charger may be charging or gone since; RemoteStart is not idempotent),
+                # waited for if it is still in flight; never a second CALL.
+                earlier = await self._router.previous(found, request_id, charger_id, action)
                 if earlier is not None:
                     log.info(
                         "command charger=%s action=%s by=%s request_id=%s: a retry, "
@@ -565,23 +643,36 @@ class CommandService:
                         request_id,
                     )
                     return earlier
-            charger = await self._db.run(chargers.get_charger, charger_id)
             if charger is None:
                 raise CommandError(CommandErrorCode.NOT_FOUND, f"unknown charger {charger_id}")
             check_allowed(command, charger_registration or charger.registration)
-            if isinstance(command, RemoteStart) and not command.force:
-                await self._check_tag(command.id_tag)
+            if id_tag is not None:
+                # Nothing is sent for a tag its StartTransaction would be refused for.
+                check_remote_start_tag(
+                    id_tag,
+                    decide(tag, utc_now()),
+                    live,
+                    allow_concurrent=self._settings.allow_concurrent_tx,
+                )
             secret = self._check_security_change(command, charger)
             if not await self._router.reachable(charger_id):
                 raise CommandError(
                     CommandErrorCode.OFFLINE, f"charger {charger_id} is not connected"
                 )
+            if secret is None:
+                # The routed request (several nodes) is written with the audit row: one
+                # commit, whose NOTIFY wakes the owner. Not with a new password: that
+                # must be stored before the command can leave.
+                prepared = self._router.prepare(
+                    charger_id, command, actor=actor, request_id=request_id
+                )
             audit_id = await self._db.run(
-                audit.record_command,
+                _record,
                 charger_id=charger_id,
                 action=action,
                 request=command_args(command),
                 actor=actor,
+                prepared=prepared,
             )
             provisioned = None
             if secret is not None:
@@ -589,7 +680,11 @@ class CommandService:
                 # it even if its answer never reaches us (TC_073; issue 15). Hashed in
                 # the worker thread (scrypt).
                 provisioned = await self._db.run(chargers.add_pending_password, charger_id, secret)
-        except (SQLAlchemyError, StorageUnavailable) as exc:
+        except BaseException as exc:
+            if prepared is not None:
+                prepared.abandon()
+            if not isinstance(exc, SQLAlchemyError | StorageUnavailable):
+                raise
             log.warning(
                 "command %s to %s not sent: database unavailable: %s", action, charger_id, exc
             )
@@ -602,7 +697,7 @@ class CommandService:
         outcome: CommandOutcome | None = None
         error: CommandError | None = None
         try:
-            outcome = await self._send(charger_id, command, action, actor, request_id)
+            outcome = await self._send(charger_id, command, action, actor, request_id, prepared)
             if provisioned is not None and outcome.status not in ("Accepted", "RebootRequired"):
                 # Rejected or NotSupported: the charger keeps its old password (R31).
                 await self._forget_password(charger_id, provisioned)
@@ -689,7 +784,13 @@ class CommandService:
             log.warning("charger=%s pending password not dropped: %s", charger_id, exc)
 
     async def _send(
-        self, charger_id: str, command: Command, action: str, actor: str, request_id: str | None
+        self,
+        charger_id: str,
+        command: Command,
+        action: str,
+        actor: str,
+        request_id: str | None,
+        prepared: Prepared | None,
     ) -> CommandOutcome:
         # The link bounds the queue wait and the answer on their own; this scope is the
         # backstop that can never fire first (never a hang).
@@ -697,7 +798,7 @@ class CommandService:
         try:
             with trio.fail_after(s.command_queue_timeout + s.send_timeout + s.call_timeout + 5):
                 return await self._router.send(
-                    charger_id, command, actor=actor, request_id=request_id
+                    charger_id, command, actor=actor, request_id=request_id, prepared=prepared
                 )
         except trio.TooSlowError:
             raise CommandError(
@@ -724,14 +825,6 @@ class CommandService:
             )
             return replace(outcome, applied=False, warning=warning)
         return outcome
-
-    async def _check_tag(self, id_tag: str) -> None:
-        """Nothing is sent for a tag its StartTransaction would be refused for (23.3)."""
-        info = decide(await self._db.run(tags.get_tag, id_tag), utc_now())
-        live = await self._db.run(transactions.live_sessions_of_tag, id_tag)
-        check_remote_start_tag(
-            id_tag, info, live, allow_concurrent=self._settings.allow_concurrent_tx
-        )
 
     async def _apply(self, charger_id: str, command: Command, outcome: CommandOutcome) -> None:
         status = outcome.status

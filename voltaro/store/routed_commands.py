@@ -27,7 +27,6 @@ from sqlalchemy.orm import Session
 
 from voltaro.domain.timestamps import utc_now
 from voltaro.store.notify import channel_name, notify
-from voltaro.store.schema import RoutedCommandRow
 
 FINAL = frozenset({"answered", "error", "timeout", "offline"})
 # Error codes after which the command was certainly not sent (voltaro.domain.commands):
@@ -113,27 +112,51 @@ def retryable(row: Routed) -> bool:
     """Ended without being sent: a retry with its id runs it after all."""
     if row.status not in FINAL or row.result is None:
         return False
-    error = row.result.get("error")
+    return not_sent(row.result)
+
+
+def not_sent(result: dict[str, Any]) -> bool:
+    """A stored result that says the command was certainly not sent."""
+    error = result.get("error")
     return isinstance(error, dict) and error.get("code") in NOT_SENT
 
 
-def _load(row: RoutedCommandRow) -> Routed:
-    return Routed(
-        id=row.id,
-        charger_id=row.charger_id,
-        action=row.action,
-        payload=json.loads(row.payload),
-        origin_node=row.origin_node,
-        owner_node=row.owner_node,
-        owner_epoch=row.owner_epoch,
-        status=row.status,
-        result=None if row.result is None else json.loads(row.result),
-    )
-
-
 def get(s: Session, request_id: str) -> Routed | None:
-    row = s.get(RoutedCommandRow, request_id)
-    return None if row is None else _load(row)
+    found = s.execute(
+        text(f"SELECT {_COLUMNS} FROM routed_commands WHERE id = :id"), {"id": request_id}
+    ).first()
+    return None if found is None else _routed(found)
+
+
+_COLUMNS = "id, charger_id, action, payload, origin_node, owner_node, owner_epoch, status, result"
+
+# The owner under a live lease (database clock), in the statement that writes the row.
+_INSERT = text(
+    "INSERT INTO routed_commands (id, charger_id, action, payload, origin_node, "
+    "owner_node, owner_epoch, requested_by, status, result, created_at, answered_at) "
+    "SELECT :id, :c, :action, :payload, :origin, o.node_id, o.epoch, :by, "
+    "CASE WHEN o.node_id IS NULL THEN 'offline' ELSE 'queued' END, NULL, :now, "
+    "CASE WHEN o.node_id IS NULL THEN CAST(:now AS timestamp) END "
+    "FROM (SELECT 1) AS one LEFT JOIN ("
+    "SELECT o.node_id, o.epoch FROM charger_owners o JOIN cluster_nodes n "
+    "ON n.node_id = o.node_id AND n.incarnation = o.incarnation "
+    "WHERE o.charger_id = :c AND n.lease_until > (now() AT TIME ZONE 'UTC')) AS o ON true "
+    "ON CONFLICT (id) DO NOTHING RETURNING owner_node, owner_epoch"
+)
+
+
+def _routed(found: Any) -> Routed:
+    return Routed(
+        id=str(found.id),
+        charger_id=str(found.charger_id),
+        action=str(found.action),
+        payload=json.loads(found.payload),
+        origin_node=str(found.origin_node),
+        owner_node=found.owner_node,
+        owner_epoch=found.owner_epoch,
+        status=str(found.status),
+        result=None if found.result is None else json.loads(found.result),
+    )
 
 
 def start(
@@ -151,28 +174,38 @@ def start(
     Returns (the row that already had this id, None) for a retry; otherwise (None, the
     owner). A retry of a request that ended unsent (:func:`retryable`) starts it again.
     No owner: the row is final at once (``offline``). An owner other than the origin is
-    notified with the id (``req``) when this transaction commits."""
-    existing = s.get(RoutedCommandRow, request_id, with_for_update=True)
-    if existing is not None and not retryable(_load(existing)):
-        return _load(existing), None
-    found = _owner(s, charger_id)
-    now = utc_now()
-    row = existing or RoutedCommandRow(id=request_id)
-    row.charger_id = charger_id
-    row.action = action
-    row.payload = json.dumps(payload)
-    row.origin_node = origin_node
-    row.owner_node = found.node_id if found else None
-    row.owner_epoch = found.epoch if found else None
-    row.requested_by = requested_by
-    row.status = "queued" if found else "offline"
-    row.result = None
-    row.created_at = now
-    row.answered_at = None if found else now
-    if existing is None:
-        s.add(row)
-    s.flush()  # a concurrent first attempt with the same id fails here (primary key)
-    if found is not None and found.node_id != origin_node:
+    notified with the id (``req``) when this transaction commits.
+
+    A new id (the usual case) costs one statement, plus the NOTIFY: the row is written
+    with the owner looked up in the same INSERT. A concurrent first attempt with the same
+    id is waited for by ON CONFLICT and then read like any existing row."""
+    params = {
+        "id": request_id,
+        "c": charger_id,
+        "action": action,
+        "payload": json.dumps(payload),
+        "origin": origin_node,
+        "by": requested_by,
+        "now": _naive(utc_now()),
+    }
+    written = s.execute(_INSERT, params).first()
+    if written is None:
+        existing = s.execute(
+            text(f"SELECT {_COLUMNS} FROM routed_commands WHERE id = :id FOR UPDATE"),
+            {"id": request_id},
+        ).first()
+        if existing is None:  # trimmed in between: nothing to follow, start afresh
+            written = s.execute(_INSERT, params).first()
+        else:
+            earlier = _routed(existing)
+            if not retryable(earlier):
+                return earlier, None
+            s.execute(text("DELETE FROM routed_commands WHERE id = :id"), {"id": request_id})
+            written = s.execute(_INSERT, params).first()
+    if written is None or written.owner_node is None:
+        return None, None
+    found = Owner(str(written.owner_node), int(written.owner_epoch))
+    if found.node_id != origin_node:
         notify(s, channel_name("cmd", found.node_id), message("req", request_id))
     return None, found
 
@@ -220,24 +253,13 @@ def claim(s: Session, request_id: str, node_id: str) -> Routed | None:
         text(
             "UPDATE routed_commands SET status = 'routed' "
             "WHERE id = :id AND status = 'queued' AND owner_node = :me "
-            "RETURNING id, charger_id, action, payload, origin_node, owner_node, "
-            "owner_epoch, status, result"
+            f"RETURNING {_COLUMNS}"
         ),
         {"id": request_id, "me": node_id},
     ).first()
     if found is None:
         return None
-    routed = Routed(
-        id=str(found.id),
-        charger_id=str(found.charger_id),
-        action=str(found.action),
-        payload=json.loads(found.payload),
-        origin_node=str(found.origin_node),
-        owner_node=found.owner_node,
-        owner_epoch=found.owner_epoch,
-        status=str(found.status),
-        result=None if found.result is None else json.loads(found.result),
-    )
+    routed = _routed(found)
     if routed.origin_node != node_id:
         notify(s, channel_name("cmd", routed.origin_node), message("ack", request_id))
     return routed
@@ -253,17 +275,26 @@ def finish(
 ) -> None:
     """The owner stores the answer (or error) and tells the origin (``rep``).
     ``redacted``: the arguments as the audit keeps them, replacing the full payload (no
-    secret stays in the table once the command is done)."""
-    row = s.get(RoutedCommandRow, request_id)
-    if row is None or row.status in FINAL:
-        return
-    row.status = status
-    row.result = json.dumps(result)
-    row.answered_at = utc_now()
-    if redacted is not None:
-        row.payload = json.dumps(redacted, default=str)
-    if row.origin_node != row.owner_node:
-        notify(s, channel_name("cmd", row.origin_node), message("rep", request_id, result))
+    secret stays in the table once the command is done). One conditional UPDATE (a
+    final row is never changed again), then the NOTIFY."""
+    encoded = json.dumps(result)
+    done = s.execute(
+        text(
+            "UPDATE routed_commands SET status = :status, result = :result, "
+            "answered_at = :now, payload = COALESCE(:payload, payload) "
+            "WHERE id = :id AND status NOT IN ('answered', 'error', 'timeout', 'offline') "
+            "RETURNING origin_node, owner_node"
+        ),
+        {
+            "id": request_id,
+            "status": status,
+            "result": encoded,
+            "now": _naive(utc_now()),
+            "payload": None if redacted is None else json.dumps(redacted, default=str),
+        },
+    ).first()
+    if done is not None and done.origin_node != done.owner_node:
+        notify(s, channel_name("cmd", done.origin_node), message("rep", request_id, result))
 
 
 def pending_for(s: Session, node_id: str, since: datetime) -> list[str]:
@@ -302,6 +333,7 @@ __all__ = [
     "get",
     "give_up",
     "message",
+    "not_sent",
     "owned",
     "owner",
     "pending_for",
