@@ -157,7 +157,9 @@ def _error(status: int, code: str, message: str, headers: dict[str, str] | None 
     )
 
 
-def token_scope(
+# Both dependencies are coroutines: FastAPI runs a plain ``def`` dependency in a worker
+# thread, two thread hops per request for a few attribute reads (issue 18 profile).
+async def token_scope(
     request: Request,
     _: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> ApiScope:
@@ -169,7 +171,7 @@ def token_scope(
     return caller.scope
 
 
-def operator(scope: Annotated[ApiScope, Depends(token_scope)]) -> ApiScope:
+async def operator(scope: Annotated[ApiScope, Depends(token_scope)]) -> ApiScope:
     if scope.rank < ApiScope.OPERATE.rank:
         raise ApiError(403, "forbidden", "this needs a token with the operate scope")
     return scope

@@ -38,7 +38,9 @@ def record_command(
 
 
 def finish_command(s: Session, command_id: int, *, status: str | None, error: str | None) -> None:
-    s.execute(
+    # On the connection: the ORM's bulk UPDATE would first work out which loaded objects
+    # to synchronise (none are: every unit of work has its own session).
+    s.connection().execute(
         update(CommandRow)
         .where(CommandRow.id == command_id)
         .values(status=status, error=error, finished_at=utc_now())

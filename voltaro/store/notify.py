@@ -74,7 +74,7 @@ def notify(session: Session, channel: str, payload: str) -> None:
             f"NOTIFY payload of {len(payload.encode())} bytes (at most {MAX_PAYLOAD_BYTES}): "
             "store the data in a table and notify its id"
         )
-    session.execute(
+    session.connection().execute(
         text("SELECT pg_notify(:channel, :payload)"), {"channel": channel, "payload": payload}
     )
 

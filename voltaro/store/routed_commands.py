@@ -80,14 +80,18 @@ def message(kind: str, request_id: str, result: dict[str, Any] | None = None) ->
 def _owner(s: Session, charger_id: str) -> Owner | None:
     # The owner's lease is compared with the database clock (now()), never a node's;
     # lease_until is stored as naive UTC (UtcDateTime), hence AT TIME ZONE.
-    row = s.execute(
-        text(
-            "SELECT o.node_id, o.epoch FROM charger_owners o JOIN cluster_nodes n "
-            "ON n.node_id = o.node_id AND n.incarnation = o.incarnation "
-            "WHERE o.charger_id = :c AND n.lease_until > (now() AT TIME ZONE 'UTC')"
-        ),
-        {"c": charger_id},
-    ).first()
+    row = (
+        s.connection()
+        .execute(
+            text(
+                "SELECT o.node_id, o.epoch FROM charger_owners o JOIN cluster_nodes n "
+                "ON n.node_id = o.node_id AND n.incarnation = o.incarnation "
+                "WHERE o.charger_id = :c AND n.lease_until > (now() AT TIME ZONE 'UTC')"
+            ),
+            {"c": charger_id},
+        )
+        .first()
+    )
     return None if row is None else Owner(str(row[0]), int(row[1]))
 
 
@@ -98,7 +102,7 @@ def owner(s: Session, charger_id: str) -> Owner | None:
 
 def owned(s: Session) -> dict[str, str]:
     """charger_id -> owner node, for every charger held under a live lease."""
-    rows = s.execute(
+    rows = s.connection().execute(
         text(
             "SELECT o.charger_id, o.node_id FROM charger_owners o JOIN cluster_nodes n "
             "ON n.node_id = o.node_id AND n.incarnation = o.incarnation "
@@ -122,9 +126,11 @@ def not_sent(result: dict[str, Any]) -> bool:
 
 
 def get(s: Session, request_id: str) -> Routed | None:
-    found = s.execute(
-        text(f"SELECT {_COLUMNS} FROM routed_commands WHERE id = :id"), {"id": request_id}
-    ).first()
+    found = (
+        s.connection()
+        .execute(text(f"SELECT {_COLUMNS} FROM routed_commands WHERE id = :id"), {"id": request_id})
+        .first()
+    )
     return None if found is None else _routed(found)
 
 
@@ -188,20 +194,26 @@ def start(
         "by": requested_by,
         "now": _naive(utc_now()),
     }
-    written = s.execute(_INSERT, params).first()
+    written = s.connection().execute(_INSERT, params).first()
     if written is None:
-        existing = s.execute(
-            text(f"SELECT {_COLUMNS} FROM routed_commands WHERE id = :id FOR UPDATE"),
-            {"id": request_id},
-        ).first()
+        existing = (
+            s.connection()
+            .execute(
+                text(f"SELECT {_COLUMNS} FROM routed_commands WHERE id = :id FOR UPDATE"),
+                {"id": request_id},
+            )
+            .first()
+        )
         if existing is None:  # trimmed in between: nothing to follow, start afresh
-            written = s.execute(_INSERT, params).first()
+            written = s.connection().execute(_INSERT, params).first()
         else:
             earlier = _routed(existing)
             if not retryable(earlier):
                 return earlier, None
-            s.execute(text("DELETE FROM routed_commands WHERE id = :id"), {"id": request_id})
-            written = s.execute(_INSERT, params).first()
+            s.connection().execute(
+                text("DELETE FROM routed_commands WHERE id = :id"), {"id": request_id}
+            )
+            written = s.connection().execute(_INSERT, params).first()
     if written is None or written.owner_node is None:
         return None, None
     found = Owner(str(written.owner_node), int(written.owner_epoch))
@@ -214,14 +226,14 @@ def readdress(s: Session, request_id: str, old_node: str, new: Owner, origin_nod
     """Send a request that was never claimed to a new owner (the old one died before it
     acknowledged). False: the old owner claimed it after all, or it is final. The new
     owner is notified unless it is the origin itself (which runs it in the caller)."""
-    done = s.execute(
+    done = s.connection().execute(
         text(
             "UPDATE routed_commands SET owner_node = :new, owner_epoch = :epoch "
             "WHERE id = :id AND status = 'queued' AND owner_node = :old"
         ),
         {"id": request_id, "old": old_node, "new": new.node_id, "epoch": new.epoch},
     )
-    if done.rowcount != 1:  # type: ignore[attr-defined]
+    if done.rowcount != 1:
         return False
     if new.node_id != origin_node:
         notify(s, channel_name("cmd", new.node_id), message("req", request_id))
@@ -231,7 +243,7 @@ def readdress(s: Session, request_id: str, old_node: str, new: Owner, origin_nod
 def give_up(s: Session, request_id: str, status: str, result: dict[str, Any]) -> bool:
     """The origin ends a request nobody claimed (``queued -> status``): from now on no
     owner can claim it, so it is certainly not sent. False: it was claimed meanwhile."""
-    done = s.execute(
+    done = s.connection().execute(
         text(
             "UPDATE routed_commands SET status = :status, result = :result, "
             "answered_at = :now WHERE id = :id AND status = 'queued'"
@@ -243,20 +255,24 @@ def give_up(s: Session, request_id: str, status: str, result: dict[str, Any]) ->
             "now": _naive(utc_now()),
         },
     )
-    return done.rowcount == 1  # type: ignore[attr-defined, no-any-return]
+    return done.rowcount == 1
 
 
 def claim(s: Session, request_id: str, node_id: str) -> Routed | None:
     """The owner takes a request (``queued -> routed``) and acknowledges it to the
     origin. None: not queued for this node (already claimed, final, or readdressed)."""
-    found = s.execute(
-        text(
-            "UPDATE routed_commands SET status = 'routed' "
-            "WHERE id = :id AND status = 'queued' AND owner_node = :me "
-            f"RETURNING {_COLUMNS}"
-        ),
-        {"id": request_id, "me": node_id},
-    ).first()
+    found = (
+        s.connection()
+        .execute(
+            text(
+                "UPDATE routed_commands SET status = 'routed' "
+                "WHERE id = :id AND status = 'queued' AND owner_node = :me "
+                f"RETURNING {_COLUMNS}"
+            ),
+            {"id": request_id, "me": node_id},
+        )
+        .first()
+    )
     if found is None:
         return None
     routed = _routed(found)
@@ -278,21 +294,25 @@ def finish(
     secret stays in the table once the command is done). One conditional UPDATE (a
     final row is never changed again), then the NOTIFY."""
     encoded = json.dumps(result)
-    done = s.execute(
-        text(
-            "UPDATE routed_commands SET status = :status, result = :result, "
-            "answered_at = :now, payload = COALESCE(:payload, payload) "
-            "WHERE id = :id AND status NOT IN ('answered', 'error', 'timeout', 'offline') "
-            "RETURNING origin_node, owner_node"
-        ),
-        {
-            "id": request_id,
-            "status": status,
-            "result": encoded,
-            "now": _naive(utc_now()),
-            "payload": None if redacted is None else json.dumps(redacted, default=str),
-        },
-    ).first()
+    done = (
+        s.connection()
+        .execute(
+            text(
+                "UPDATE routed_commands SET status = :status, result = :result, "
+                "answered_at = :now, payload = COALESCE(:payload, payload) "
+                "WHERE id = :id AND status NOT IN ('answered', 'error', 'timeout', 'offline') "
+                "RETURNING origin_node, owner_node"
+            ),
+            {
+                "id": request_id,
+                "status": status,
+                "result": encoded,
+                "now": _naive(utc_now()),
+                "payload": None if redacted is None else json.dumps(redacted, default=str),
+            },
+        )
+        .first()
+    )
     if done is not None and done.origin_node != done.owner_node:
         notify(s, channel_name("cmd", done.origin_node), message("rep", request_id, result))
 
@@ -300,7 +320,7 @@ def finish(
 def pending_for(s: Session, node_id: str, since: datetime) -> list[str]:
     """Requests queued for ``node_id`` (written since ``since``): what a resync rereads
     when notifications may have been lost."""
-    rows = s.execute(
+    rows = s.connection().execute(
         text(
             "SELECT id FROM routed_commands WHERE owner_node = :me AND status = 'queued' "
             "AND created_at >= :since ORDER BY created_at"
@@ -313,14 +333,14 @@ def pending_for(s: Session, node_id: str, since: datetime) -> list[str]:
 def trim(s: Session, older_than: timedelta, batch: int = 1000) -> int:
     """Delete rows created before now - ``older_than`` (a batch at a time)."""
     cutoff = utc_now() - older_than
-    done = s.execute(
+    done = s.connection().execute(
         text(
             "DELETE FROM routed_commands WHERE id IN (SELECT id FROM routed_commands "
             "WHERE created_at < :cutoff ORDER BY created_at LIMIT :batch)"
         ),
         {"cutoff": _naive(cutoff), "batch": batch},
     )
-    return int(done.rowcount)  # type: ignore[attr-defined]
+    return int(done.rowcount)
 
 
 __all__ = [
