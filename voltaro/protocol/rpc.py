@@ -6,11 +6,14 @@ library binds to asyncio (reference "trio and the ocpp library" §3-§5): the re
 loop, `call()` with its lock, queue and timeout, `@after` scheduling and validation.
 
 Theory of operation, per connection (one nursery):
-- the reader task only reads: CALLs go to a bounded channel, CALLRESULT/CALLERROR go
+- the reader task only reads: CALLs go to a bounded queue, CALLRESULT/CALLERROR go
   straight to the waiting `call()`; it never waits on a handler, so a handler may await
   a CALL to the charger and crossing CALLs work (OCPP-J §4.1.1 NOTE);
 - one worker answers the charger's CALLs strictly in arrival order (R24), exactly one
-  answer each (R26);
+  answer each (R26). It runs only while there is a CALL to answer: an idle connection
+  holds no worker task and no channel (issue 14 step 5: each trio task with its cancel
+  status and coroutine frames costs about 2-3 KiB per connection). A charger sends one
+  CALL at a time (OCPP-J §4.1.1), so the worker usually lives for one answer;
 - `@after` hooks run as their own tasks and never delay the answer;
 - our own CALLs: one outstanding at a time (trio.Lock is FIFO-fair; OCPP-J §4.1.1),
   the response timeout is a cancel scope around the wait only.
@@ -180,18 +183,21 @@ class TrioChargePoint(LibraryChargePoint):  # type: ignore[misc]
         self._call_lock = trio.Lock()  # replaces the library's asyncio.Lock
         self._response_queue = None  # the library's asyncio.Queue is never used here
         self._pending: dict[str, tuple[str, trio.MemorySendChannel[Any]]] = {}
-        self._incoming_send, self._incoming_receive = trio.open_memory_channel[_IncomingCall](
-            incoming_queue
-        )
+        # CALLs read and not yet answered, oldest first; the worker runs while it is not
+        # empty. ``_queue_limit``: the reader waits (never drops) while it is full.
+        self._incoming: deque[_IncomingCall] = deque()
+        self._queue_limit = max(1, incoming_queue)
+        self._worker_running = False
+        # Set by the worker when it made room in a full queue, or finished (drain):
+        # made only while someone waits for it.
+        self._worker_progress: trio.Event | None = None
         self._record = record_frame or (lambda frame: None)
         self._closed = trio.Event()
         self._nursery: trio.Nursery | None = None
-        self._send_lock = trio.Lock()
         self._call_errors = call_errors or CallErrorLog()
         self._traffic = traffic or Traffic()
         self._reading = trio.CancelScope()
         self._draining = False
-        self._answered_all = trio.Event()
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -203,14 +209,13 @@ class TrioChargePoint(LibraryChargePoint):  # type: ignore[misc]
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
-                nursery.start_soon(self._worker)
                 try:
                     with self._reading:
                         await self._reader()
                     if self._draining:
                         # Graceful shutdown: what was read is answered, then we end.
-                        self._incoming_send.close()
-                        await self._answered_all.wait()
+                        while self._worker_running:
+                            await self._wait_for_worker()
                 finally:
                     self._mark_closed()
                     nursery.cancel_scope.cancel()
@@ -344,12 +349,26 @@ class TrioChargePoint(LibraryChargePoint):  # type: ignore[misc]
         except OcppError as exc:
             await self._send_error(unique_id, exc.code, exc.description, exc.details, action=action)
             return
-        # Backpressure: the channel is bounded and this waits (never drops) while the
+        # Backpressure: the queue is bounded and this waits (never drops) while the
         # worker is busy storing earlier messages, so a charger whose messages are not
         # yet stored is not read from; a flooding charger slows down only itself.
-        await self._incoming_send.send(
-            _IncomingCall(unique_id, action, payload, text, tuple(repaired))
-        )
+        while len(self._incoming) >= self._queue_limit:
+            await self._wait_for_worker()
+        self._incoming.append(_IncomingCall(unique_id, action, payload, text, tuple(repaired)))
+        if not self._worker_running and self._nursery is not None:
+            self._worker_running = True
+            self._nursery.start_soon(self._worker)
+
+    async def _wait_for_worker(self) -> None:
+        """Until the worker took a CALL off the queue or ended."""
+        if self._worker_progress is None:
+            self._worker_progress = trio.Event()
+        await self._worker_progress.wait()
+
+    def _worker_moved(self) -> None:
+        progress, self._worker_progress = self._worker_progress, None
+        if progress is not None:
+            progress.set()
 
     def _deliver(self, frame: list[Any]) -> bool:
         """Hand an answer to the waiting ``call()``; False for an answer to nothing."""
@@ -369,12 +388,19 @@ class TrioChargePoint(LibraryChargePoint):  # type: ignore[misc]
     # --- answering the charger's CALLs ---------------------------------------------
 
     async def _worker(self) -> None:
-        async with self._incoming_receive:
-            async for incoming in self._incoming_receive:
+        """Answer the queued CALLs in arrival order; end when the queue is empty (the
+        reader starts a new worker for the next CALL)."""
+        try:
+            while self._incoming:
+                incoming = self._incoming.popleft()
+                self._worker_moved()
                 await self._answer(incoming)
                 # Answered (or the charger hung up first): from reading it to now.
                 self._traffic.answered(incoming.action, perf_counter() - incoming.received)
-        self._answered_all.set()
+                del incoming  # an idle connection keeps nothing of its last CALL
+        finally:
+            self._worker_running = False
+            self._worker_moved()
 
     async def _answer(self, incoming: _IncomingCall) -> None:
         after: Callable[..., Any] | None = None
