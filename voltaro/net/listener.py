@@ -43,7 +43,7 @@ from voltaro.net.admission import (
 from voltaro.net.auth import PasswordChecker, parse_basic_auth
 from voltaro.net.directory import BackendFactory, ChargerDirectory, ConnectionFactory
 from voltaro.net.identity import InvalidIdentity, charger_id_from_path
-from voltaro.net.liveness import PingTimeout, TrackedWebSocket, keep_alive
+from voltaro.net.liveness import PingScheduler, PingTimeout, TrackedWebSocket
 from voltaro.net.ownership import Claimed, Fenced, Ownership
 from voltaro.net.registry import Registry, Session
 from voltaro.net.security_events import SecurityEvents
@@ -166,6 +166,8 @@ class OcppListener:
         self.security = security_events or SecurityEvents()
         self.tls_listeners: list[TlsListener] = []
         self.tls_bound: list[tuple[str, int]] = []
+        # One task pings every session (R9), not a task per session (issue 14 step 5).
+        self._pings = PingScheduler(settings.ping_interval, settings.ping_timeout)
 
     @property
     def open_connections(self) -> int:
@@ -214,6 +216,7 @@ class OcppListener:
         async with trio.open_nursery() as nursery:
             for tls in self.tls_listeners:
                 await nursery.start(tls.run)
+            await nursery.start(self._pings.run)
             await nursery.start(server.run)
             nursery.start_soon(self._sweep_pending)
             if self.tls_listeners:
@@ -653,10 +656,13 @@ class OcppListener:
                 try:
                     await self._notify_connected(charger_id, remote)
                     log.info("charge point %r connected from %s", charger_id, remote)
-                    async with trio.open_nursery() as nursery:
-                        nursery.start_soon(self._keep_alive, tracked, session)
+                    watched = self._pings.watch(
+                        tracked, lambda exc: self._keep_alive_failed(session, exc)
+                    )
+                    try:
                         await link.run()
-                        nursery.cancel_scope.cancel()
+                    finally:
+                        watched.stop()
                     if getattr(link, "policy_violation", False):
                         # Issue 11.6: the connection closed itself with 1008; make this
                         # identity wait before it may come back.
@@ -692,13 +698,18 @@ class OcppListener:
             if self._live_sessions == 0:
                 self._sessions_done.set()
 
-    async def _keep_alive(self, tracked: TrackedWebSocket, session: Session) -> None:
-        try:
-            await keep_alive(tracked, self._settings.ping_interval, self._settings.ping_timeout)
-        except PingTimeout as exc:
+    def _keep_alive_failed(self, session: Session, exc: Exception) -> None:
+        if isinstance(exc, PingTimeout):
             # A half-open TCP connection (R9): nothing else would ever notice it.
             log.info("charge point %r: %s; closing", session.charger_id, exc)
             session.close(CLOSE_GOING_AWAY, "ping timeout")
+            return
+        # A bug of ours while pinging: this socket only, as at the session's boundary.
+        self.crashed += 1
+        log.error(
+            "pinging charge point %r failed; closing it (1011)", session.charger_id, exc_info=exc
+        )
+        session.close(CLOSE_INTERNAL_ERROR, "internal error")
 
     async def _notify_connected(self, charger_id: str, remote: str) -> None:
         try:

@@ -1,0 +1,71 @@
+"""What an idle charger connection keeps running (issue 14 step 5: memory per connection).
+
+Each trio task, with its cancel status and coroutine frames, costs about 2-3 KiB of every
+idle connection. An idle connection keeps only the two tasks the stack needs: trio's
+handler task (the session) and trio-websocket's reader; pings come from one scheduler
+and a CALL gets a worker only while it is being answered.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import trio
+
+from tests.e2e.conftest import server_settings, start_server
+from tests.support.charger import RawCharger
+
+CHARGERS = 4
+
+
+def task_names() -> Counter[str]:
+    """Every task of this trio run, by name."""
+    names: Counter[str] = Counter()
+    todo = [trio.lowlevel.current_root_task()]
+    while todo:
+        task = todo.pop()
+        names[task.name] += 1
+        todo.extend(t for n in task.child_nurseries for t in n.child_tasks)
+    return names
+
+
+async def settled(before: Counter[str], expected: int) -> Counter[str]:
+    """The tasks added since ``before`` once their number is ``expected`` (or after 3 s:
+    the @after hooks of a boot run a moment longer than its answer)."""
+    with trio.move_on_after(3):
+        while sum((task_names() - before).values()) != expected:
+            await trio.sleep(0.05)
+    return task_names() - before
+
+
+async def test_an_idle_connection_runs_two_tasks(database_url: str, tmp_path: Path) -> None:
+    settings = server_settings(
+        database_url, tmp_path, ping_interval=0.3, ping_timeout=1.0, unknown_chargers="accept"
+    )
+    async with trio.open_nursery() as nursery:
+        server, stop = await start_server(nursery, settings)
+        try:
+            await trio.sleep(0.2)
+            before = task_names()
+            chargers = [await RawCharger.connect(f"{server.url}/IDLE-{n}") for n in range(CHARGERS)]
+            for cp in chargers:
+                assert (await cp.boot())["status"] == "Accepted"
+                assert "currentTime" in await cp.call("Heartbeat", {})
+            # Pings went out meanwhile (the client answers them): the connections stay.
+            await trio.sleep(1.0)
+            added = await settled(before, 2 * CHARGERS)
+            assert added == Counter(
+                {
+                    "trio._highlevel_serve_listeners._run_handler": CHARGERS,
+                    "trio_websocket._impl.WebSocketConnection._reader_task": CHARGERS,
+                }
+            ), added
+            # Idle, and still answered: each CALL gets its worker again.
+            for cp in chargers:
+                assert "currentTime" in await cp.call("Heartbeat", {})
+            for cp in chargers:
+                await cp.close()
+        finally:
+            stop.set()
+            server.db.dispose()
