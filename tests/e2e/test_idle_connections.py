@@ -15,6 +15,7 @@ import trio
 
 from tests.e2e.conftest import server_settings, start_server
 from tests.support.charger import RawCharger
+from voltaro.service.local_list import MAX_PARALLEL
 
 CHARGERS = 4
 
@@ -34,7 +35,7 @@ async def settled(before: Counter[str], expected: int) -> Counter[str]:
     """The tasks added since ``before`` once their number is ``expected`` (or after 3 s:
     the @after hooks of a boot run a moment longer than its answer)."""
     with trio.move_on_after(3):
-        while sum((task_names() - before).values()) != expected:
+        while sum((task_names() - before).values()) != expected:  # noqa: ASYNC110 - tasks come and go without an event
             await trio.sleep(0.05)
     return task_names() - before
 
@@ -64,6 +65,43 @@ async def test_an_idle_connection_runs_two_tasks(database_url: str, tmp_path: Pa
             # Idle, and still answered: each CALL gets its worker again.
             for cp in chargers:
                 assert "currentTime" in await cp.call("Heartbeat", {})
+            for cp in chargers:
+                await cp.close()
+        finally:
+            stop.set()
+            server.db.dispose()
+
+
+async def test_local_list_syncs_on_connect_wait_without_a_task_each(
+    database_url: str, tmp_path: Path
+) -> None:
+    """A first-contact storm makes every charger due for a local list sync; at most
+    MAX_PARALLEL run at a time and the others wait in a queue, not as tasks."""
+    settings = server_settings(
+        database_url,
+        tmp_path,
+        unknown_chargers="accept",
+        local_list_sync_on_connect=True,
+        local_list_sync_delay=0.1,
+        call_timeout=5.0,
+    )
+    many = MAX_PARALLEL + 6
+    async with trio.open_nursery() as nursery:
+        server, stop = await start_server(nursery, settings)
+        try:
+            chargers = [await RawCharger.connect(f"{server.url}/LL-{n}") for n in range(many)]
+            for cp in chargers:
+                assert (await cp.boot())["status"] == "Accepted"
+            # The first MAX_PARALLEL are asked (and get no answer: syncs in flight).
+            asked = [await cp.next_call() for cp in chargers[:MAX_PARALLEL]]
+            assert {frame[2] for frame in asked} == {"GetConfiguration"}
+            local_list = sum(
+                count
+                for name, count in task_names().items()
+                if name.startswith("voltaro.service.local_list")
+            )
+            # _follow_connections, _sync_arrivals, the syncers (and a _sync_due at most).
+            assert local_list <= MAX_PARALLEL + 3, sorted(task_names().items())
             for cp in chargers:
                 await cp.close()
         finally:

@@ -17,6 +17,7 @@ GetLocalListVersion, and an update only when the charger is behind.
 from __future__ import annotations
 
 import logging
+from collections import deque
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -115,6 +116,11 @@ class LocalListService:
         # One sync at a time per charger: a push and a connect sync must not interleave
         # their SendLocalList versions.
         self._locks: dict[str, trio.Lock] = {}
+        # Chargers to sync on connect, in order; at most MAX_PARALLEL syncers work them
+        # off. Not a task per charger: after a first-contact storm thousands wait here,
+        # and a waiting task costs about 3 KiB each (issue 14 step 5).
+        self._ready: deque[str] = deque()
+        self._syncers = 0
 
     # --- the pusher -----------------------------------------------------------------
 
@@ -192,7 +198,6 @@ class LocalListService:
 
     async def _sync_arrivals(self) -> None:
         async with trio.open_nursery() as nursery:
-            limiter = trio.CapacityLimiter(MAX_PARALLEL)
             while True:
                 due_at = min(self._arrived.values(), default=float("inf")) + ARRIVAL_GATHER
                 with trio.move_on_at(due_at):
@@ -207,11 +212,9 @@ class LocalListService:
                         due[charger_id] = charger_id in self._booted
                         self._booted.discard(charger_id)
                 if due:
-                    nursery.start_soon(self._sync_due, due, limiter, nursery)
+                    nursery.start_soon(self._sync_due, due, nursery)
 
-    async def _sync_due(
-        self, due: dict[str, bool], limiter: trio.CapacityLimiter, nursery: trio.Nursery
-    ) -> None:
+    async def _sync_due(self, due: dict[str, bool], nursery: trio.Nursery) -> None:
         """``due``: charger id -> booted with other firmware since it last reported."""
         try:
             # One read for every charger due now, not one each: a reconnect storm makes
@@ -234,24 +237,33 @@ class LocalListService:
                 # audit row per charger in a reconnect storm (issue 14). New firmware, a
                 # push or `ctl local-list sync` asks again.
                 continue
-            nursery.start_soon(self._sync_arrival, charger_id, limiter)
+            self._ready.append(charger_id)
+        while self._ready and self._syncers < MAX_PARALLEL:
+            self._syncers += 1
+            nursery.start_soon(self._syncer)
 
-    async def _sync_arrival(self, charger_id: str, limiter: trio.CapacityLimiter) -> None:
-        async with limiter:
-            if not self._commands.is_connected(charger_id):
-                return
-            try:
-                result = await self.sync(charger_id, actor=self._actor, only_if_enabled=True)
-            except Exception as exc:
-                await self.guard.after_failure(exc, f"syncing {charger_id}'s local list")
-                return
-            if not result.ok:
-                log.info(
-                    "local list sync of %s on connect: %s (%s)",
-                    charger_id,
-                    result.result,
-                    result.detail,
-                )
+    async def _syncer(self) -> None:
+        try:
+            while self._ready:
+                await self._sync_arrival(self._ready.popleft())
+        finally:
+            self._syncers -= 1
+
+    async def _sync_arrival(self, charger_id: str) -> None:
+        if not self._commands.is_connected(charger_id):
+            return
+        try:
+            result = await self.sync(charger_id, actor=self._actor, only_if_enabled=True)
+        except Exception as exc:
+            await self.guard.after_failure(exc, f"syncing {charger_id}'s local list")
+            return
+        if not result.ok:
+            log.info(
+                "local list sync of %s on connect: %s (%s)",
+                charger_id,
+                result.result,
+                result.detail,
+            )
 
     async def push(self) -> list[SyncResult]:
         """Sync the connected chargers whose LocalAuthListEnabled is true."""
