@@ -107,7 +107,9 @@ class LocalListService:
         self.guard = LoopGuard("local list pusher", log)
         self._sync_on_connect = sync_on_connect
         self._sync_delay = sync_delay
-        # Chargers that came online, with the trio time their sync is due.
+        # Chargers that came online, with the trio time their sync is due, in that order
+        # (the delay is the same for all): the next due is the first, never a scan of
+        # thousands per arrival in a connect storm (issue 14).
         self._arrived: dict[str, float] = {}
         # Those of them that booted: their configuration may have changed (a reboot, new
         # firmware), so what they last reported is asked again.
@@ -131,6 +133,7 @@ class LocalListService:
     def charger_online(self, charger_id: str, *, booted: bool = False) -> None:
         """The charger connected or booted: sync it ``sync_delay`` seconds from now (a
         later arrival before then moves the time, so a connect and its boot give one)."""
+        self._arrived.pop(charger_id, None)  # to the end: due last
         self._arrived[charger_id] = trio.current_time() + self._sync_delay
         if booted:
             self._booted.add(charger_id)
@@ -199,18 +202,20 @@ class LocalListService:
     async def _sync_arrivals(self) -> None:
         async with trio.open_nursery() as nursery:
             while True:
-                due_at = min(self._arrived.values(), default=float("inf")) + ARRIVAL_GATHER
+                due_at = next(iter(self._arrived.values()), float("inf")) + ARRIVAL_GATHER
                 with trio.move_on_at(due_at):
                     await self._arrival.wait()
                     self._arrival = trio.Event()
                     continue
                 now = trio.current_time()
                 due: dict[str, bool] = {}
-                for charger_id, at in list(self._arrived.items()):
-                    if at <= now:
-                        del self._arrived[charger_id]
-                        due[charger_id] = charger_id in self._booted
-                        self._booted.discard(charger_id)
+                while self._arrived:
+                    charger_id, at = next(iter(self._arrived.items()))
+                    if at > now:
+                        break
+                    del self._arrived[charger_id]
+                    due[charger_id] = charger_id in self._booted
+                    self._booted.discard(charger_id)
                 if due:
                     nursery.start_soon(self._sync_due, due, nursery)
 
