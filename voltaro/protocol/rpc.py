@@ -26,7 +26,6 @@ import inspect
 import json
 import logging
 import uuid
-from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -175,7 +174,9 @@ class TrioChargePoint(LibraryChargePoint):  # type: ignore[misc]
         self._unique_id_generator = uuid.uuid4
         self.logger = log
         self._limits = limits or ConnectionLimits()
-        self._protocol_errors: deque[float] = deque()
+        # Lists, not deques: an empty deque is 760 bytes, and every connection has these
+        # (issue 14 step 5); both stay short (the queue and error limits).
+        self._protocol_errors: list[float] = []
         # Set when this charger was cut off for abuse: the listener applies a back-off.
         self.policy_violation = False
         self.charger_id = charger_id
@@ -185,14 +186,14 @@ class TrioChargePoint(LibraryChargePoint):  # type: ignore[misc]
         self._pending: dict[str, tuple[str, trio.MemorySendChannel[Any]]] = {}
         # CALLs read and not yet answered, oldest first; the worker runs while it is not
         # empty. ``_queue_limit``: the reader waits (never drops) while it is full.
-        self._incoming: deque[_IncomingCall] = deque()
+        self._incoming: list[_IncomingCall] = []
         self._queue_limit = max(1, incoming_queue)
         self._worker_running = False
         # Set by the worker when it made room in a full queue, or finished (drain):
         # made only while someone waits for it.
         self._worker_progress: trio.Event | None = None
         self._record = record_frame or (lambda frame: None)
-        self._closed = trio.Event()
+        self._closed = False  # nothing waits for it: a flag, not a trio.Event
         self._nursery: trio.Nursery | None = None
         self._call_errors = call_errors or CallErrorLog()
         self._traffic = traffic or Traffic()
@@ -240,7 +241,7 @@ class TrioChargePoint(LibraryChargePoint):  # type: ignore[misc]
 
     @property
     def closed(self) -> bool:
-        return self._closed.is_set()
+        return self._closed
 
     def _hang_up(self) -> None:
         """The peer is gone: stop reading and answering (the reader may be parked on a
@@ -250,9 +251,9 @@ class TrioChargePoint(LibraryChargePoint):  # type: ignore[misc]
             self._nursery.cancel_scope.cancel()
 
     def _mark_closed(self) -> None:
-        if self._closed.is_set():
+        if self._closed:
             return
-        self._closed.set()
+        self._closed = True
         # A caller waiting for an answer fails at once instead of waiting out its
         # timeout (the channel close wakes it with EndOfChannel).
         for _action, channel in list(self._pending.values()):
@@ -392,7 +393,7 @@ class TrioChargePoint(LibraryChargePoint):  # type: ignore[misc]
         reader starts a new worker for the next CALL)."""
         try:
             while self._incoming:
-                incoming = self._incoming.popleft()
+                incoming = self._incoming.pop(0)
                 self._worker_moved()
                 await self._answer(incoming)
                 # Answered (or the charger hung up first): from reading it to now.
@@ -557,7 +558,7 @@ class TrioChargePoint(LibraryChargePoint):  # type: ignore[misc]
         self, action: str, body: Any, uid: str, suppress: bool, skip_schema_validation: bool
     ) -> Any:
         async with self._turn(action):
-            if self._closed.is_set():
+            if self._closed:
                 raise ConnectionLostError(f"{self.charger_id} is not connected")
             fenced = self._limits.fenced
             if fenced is not None and fenced():
@@ -686,8 +687,10 @@ class TrioChargePoint(LibraryChargePoint):  # type: ignore[misc]
         now = trio.current_time()
         errors = self._protocol_errors
         errors.append(now)
-        while errors and now - errors[0] > window:
-            errors.popleft()
+        stale = 0
+        while stale < len(errors) and now - errors[stale] > window:
+            stale += 1
+        del errors[:stale]
         if len(errors) <= limit:
             return
         self.policy_violation = True
