@@ -56,6 +56,47 @@ def load() -> str:
     return subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
 
 
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """utime + stime of a process (/proc/<pid>/stat); 0 once it is gone."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except (OSError, TypeError):
+        return 0.0
+    fields = raw[raw.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+class CpuMeter:
+    """CPU seconds each node process and this demo process (the simulated chargers and
+    the HTTP client) used during a phase: who the two cores went to."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        self.cluster = cluster
+        self._mark = self._now()
+
+    def _now(self) -> dict[str, float]:
+        times = os.times()
+        now = {n.node_id: cpu_seconds(n.pid) for n in self.cluster.nodes}
+        now["demo"] = times.user + times.system
+        now["wall"] = time.monotonic()
+        return now
+
+    def report(self, phase: str, commands: int = 0) -> None:
+        now = self._now()
+        used = {k: now[k] - self._mark.get(k, 0.0) for k in now if k != "wall"}
+        wall = now["wall"] - self._mark["wall"]
+        self._mark = now
+        parts = [f"{k} {max(v, 0.0):.2f} s" for k, v in used.items()]
+        line = f"  CPU during {phase} ({wall:.1f} s wall): " + ", ".join(parts)
+        if commands:
+            line += f"; {sum(v for k, v in used.items() if k != 'demo') / commands * 1000:.1f} "
+            line += "ms of node CPU per command"
+        print(line)
+
+
 class Demo:
     def __init__(self, args: argparse.Namespace, cluster: Cluster) -> None:
         self.args = args
@@ -70,7 +111,17 @@ class Demo:
             if (i // n) % 2:
                 others.reverse()
             self.chargers.append(
-                Charger(f"DEMO{i:04d}", cluster.urls, order=[first, *others], backoff=(0.5, 1.0))
+                Charger(
+                    f"DEMO{i:04d}",
+                    cluster.urls,
+                    order=[first, *others],
+                    backoff=(0.5, 1.0),
+                    # A killed node's sockets are closed by its kernel: the chargers see
+                    # it at once without pings (measured: 300 chargers pinging every
+                    # second cost the three nodes about 0.1 core together).
+                    ping_interval=args.ping_interval,
+                    ping_timeout=2 * args.ping_interval,
+                )
             )
         self.client = httpx.AsyncClient(
             headers={"Authorization": f"Bearer {API_TOKEN}"},
@@ -78,6 +129,7 @@ class Demo:
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=64),
         )
         self.gate = asyncio.Semaphore(48)
+        self.cpu = CpuMeter(cluster)
         self.tags = 0
 
     def check(self, ok: bool, what: str) -> bool:
@@ -145,6 +197,9 @@ class Demo:
         started = time.monotonic()
         await asyncio.gather(*(c.wait_booted(within=120) for c in self.chargers))
         self.figures["boot_all_s"] = time.monotonic() - started
+        self.cpu.report("the start (connect and boot)")
+        await asyncio.sleep(2.0)
+        self.cpu.report("2 s with nothing to do (chargers connected, pinging)")
         per_node = Counter(c.node for c in self.chargers)
         print(
             f"  all booted in {self.figures['boot_all_s']:.2f} s; per node: "
@@ -165,6 +220,7 @@ class Demo:
             if not ok_:
                 self.check(False, f"one routed RemoteStart to {charger.charger_id}: {why}")
             alone.append(took)
+        self.cpu.report("the routed commands one at a time", len(alone))
         if alone:
             self.figures["routed_alone_p50_ms"] = statistics.median(alone) * 1000
             self.figures["routed_alone_max_ms"] = max(alone) * 1000
@@ -180,6 +236,7 @@ class Demo:
         succeeded = [took for ok_, _, took in results if ok_]
         reasons = Counter(why for ok_, why, _ in results if not ok_)
         crossing = len(results)
+        self.cpu.report(f"the {crossing} routed commands at once", crossing)
         self.check(
             len(succeeded) == crossing,
             f"RemoteStart through {self.cluster[0].node_id} to chargers on other nodes: "
@@ -258,6 +315,7 @@ class Demo:
         reconnect_s, owners_s, *routes = await asyncio.gather(
             reconnected(), owned(), *(routed(c) for c in self.chargers)
         )
+        self.cpu.report("the kill and recovery (reconnects and routed commands)")
         routed_s = max(routes)
         routed_moved_s = max(
             (t for c, t in zip(self.chargers, routes, strict=True) if c.charger_id in moving),
@@ -345,6 +403,7 @@ async def demo(args: argparse.Namespace) -> int:
         )
         d = Demo(args, cluster)
         async with running(d.chargers):
+            d.cpu = CpuMeter(cluster)
             await d.phase_start()
             await d.phase_kill()
         await d.client.aclose()
@@ -385,6 +444,12 @@ def main() -> int:
     p.add_argument("--chargers", type=int, default=300)
     p.add_argument("--lease", type=float, default=6.0, help="node_lease_seconds (6)")
     p.add_argument("--target", type=float, default=5.0, help="seconds (5)")
+    p.add_argument(
+        "--ping-interval",
+        type=float,
+        default=1.0,
+        help="seconds between each charger's WebSocket pings (1)",
+    )
     p.add_argument("--latency-sample", type=int, default=30, help="sequential commands (30)")
     p.add_argument("--give-up", type=float, default=30.0, help="seconds after the kill (30)")
     p.add_argument("--victim", default="", help="the node to kill (default: the one owning most)")

@@ -122,6 +122,21 @@ class Bench:
             self.failures.append(f"{charger.charger_id}: received {len(received)} CALLs")
         return took
 
+    async def idle(self, seconds: float) -> None:
+        """The nodes' CPU with no command (lease renewals, owner map, reaper): what the
+        per-command figures of a slow batch include besides the commands."""
+        pids = [node.pid for node in self.cluster.nodes if node.pid is not None]
+        before = [cpu_seconds(p) for p in pids]
+        await asyncio.sleep(seconds)
+        after = [cpu_seconds(p) for p in pids]
+        print(
+            "idle: "
+            + ", ".join(
+                f"{node.node_id} {(a - b) / seconds * 1000:.1f} ms/s"
+                for node, a, b in zip(self.cluster.nodes, after, before, strict=True)
+            )
+        )
+
     async def batch(self, label: str, n: int, via: int, *, in_flight: int, key: bool) -> None:
         pids = [node.pid for node in self.cluster.nodes]
         assert all(p is not None for p in pids)
@@ -179,6 +194,7 @@ async def bench(args: argparse.Namespace) -> int:
             await asyncio.gather(*(c.wait_booted(within=60) for c in chargers))
             await asyncio.sleep(1.5)  # n1's owner map (refreshed every second) has them
             await b.batch("warm-up (routed)", 20, 0, in_flight=1, key=True)
+            await b.idle(3.0)
             if args.py_spy:
                 spies = start_py_spy(args, cluster)
                 await asyncio.sleep(1.0)
