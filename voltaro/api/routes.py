@@ -177,6 +177,17 @@ async def operator(scope: Annotated[ApiScope, Depends(token_scope)]) -> ApiScope
     return scope
 
 
+def require_admin(scope: ApiScope, what: str) -> None:
+    """403 ``forbidden``, "<what> needs the admin scope", unless the token is admin.
+
+    Called at the top of a route's body rather than declared as a dependency: a
+    dependency runs before the body is validated (a non-admin's bad body would get 403
+    instead of 422) and ahead of ``Operate`` (a read token would lose its "operate
+    scope" message)."""
+    if scope is not ApiScope.ADMIN:
+        raise ApiError(403, "forbidden", f"{what} needs the admin scope")
+
+
 def needs_admin(action: str, arguments: dict[str, Any]) -> bool:
     """The commands that need the admin role on the control socket (wire.command_role)."""
     if action in (
@@ -953,8 +964,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
         """UpdateFirmware (OCPP 1.6 §5.19; needs the admin scope): a location URL passed
         through unchanged, or a firmware image this server serves at a URL made for this
         charger alone."""
-        if scope is not ApiScope.ADMIN:
-            raise ApiError(403, "forbidden", "UpdateFirmware needs the admin scope")
+        require_admin(scope, "UpdateFirmware")
         return await firmware_command(
             firmware_service().update(
                 charger_id,
@@ -1014,8 +1024,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
         to each in turn and follows its FirmwareStatusNotifications; nothing is sent by
         this request itself. 422 when no registered charge point matches, an id is
         unknown or the file is not one this server serves."""
-        if scope is not ApiScope.ADMIN:
-            raise ApiError(403, "forbidden", "a firmware campaign needs the admin scope")
+        require_admin(scope, "a firmware campaign")
         try:
             campaign = await campaign_runner().create(
                 pattern=body.charge_point_pattern,
@@ -1117,8 +1126,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
         add` does (admin scope): streamed to the data directory, at most
         `firmware_max_bytes` (413), kept only when complete. Then usable as `file` in
         UpdateFirmware and campaigns."""
-        if scope is not ApiScope.ADMIN:
-            raise ApiError(403, "forbidden", "adding firmware needs the admin scope")
+        require_admin(scope, "adding firmware")
         files = firmware_service().files
         if files is None:
             raise ApiError(404, "not_found", "this server keeps no files")
@@ -1147,8 +1155,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
         """Remove a firmware image (admin scope), from disk and from the list; 409 while
         an unfinished campaign uses it or, unless ``force``, while a charger still has
         an unspent, unexpired URL to download it (a pending UpdateFirmware)."""
-        if scope is not ApiScope.ADMIN:
-            raise ApiError(403, "forbidden", "removing firmware needs the admin scope")
+        require_admin(scope, "removing firmware")
         files = firmware_service().files
         if files is None:
             raise ApiError(404, "not_found", "this server keeps no files")
@@ -1170,8 +1177,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     ) -> Any:
         """SignedUpdateFirmware (1.6 security extension; needs the admin scope). The
         answer's ``details.request_id`` is what SignedFirmwareStatusNotifications name."""
-        if scope is not ApiScope.ADMIN:
-            raise ApiError(403, "forbidden", "SignedUpdateFirmware needs the admin scope")
+        require_admin(scope, "SignedUpdateFirmware")
         return await firmware_command(
             firmware_service().signed_update(
                 charger_id,
@@ -1260,8 +1266,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     async def stored_file_content(file_id: int, scope: Read) -> Any:
         """The bytes of a stored file (an uploaded diagnostics file, a firmware image);
         needs the admin scope."""
-        if scope is not ApiScope.ADMIN:
-            raise ApiError(403, "forbidden", "reading stored files needs the admin scope")
+        require_admin(scope, "reading stored files")
         stored = await ctx.db.run(files.get_file, file_id)
         if stored is None:
             raise ApiError(404, "not_found", f"unknown file {file_id}")
@@ -1280,8 +1285,8 @@ def create_app(ctx: ApiContext) -> FastAPI:
         charger_id: str, name: str, arguments: dict[str, Any], request: Request, scope: ApiScope
     ) -> Any:
         action = models.COMMANDS[name][1]
-        if needs_admin(action, arguments) and scope is not ApiScope.ADMIN:
-            raise ApiError(403, "forbidden", f"{name} with these arguments needs the admin scope")
+        if needs_admin(action, arguments):
+            require_admin(scope, f"{name} with these arguments")
         try:
             parsed = command_from_args(action, arguments)
             outcome = await ctx.commands.execute(
