@@ -5,11 +5,9 @@ valid)."""
 
 from __future__ import annotations
 
-from tests.api.test_http_api import ADMIN, OPERATE, READ, api, client
+from tests.api.conftest import ADMIN, OPERATE, READ, client
 from tests.e2e.conftest import RunningServer
 from voltaro.store import chargers
-
-__all__ = ["api"]
 
 FW = "ftp://files.example/fw.bin"
 ROUTES = (

@@ -6,14 +6,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.api.test_http_api import OPERATE, api, client
+from tests.api.conftest import OPERATE, client
 from tests.e2e.conftest import RunningServer
 from tests.support.charger import RawCharger
 from tests.support.outage import database_outage
 from voltaro.domain.model import TransactionState
 from voltaro.store import chargers, commands, tags, transactions
-
-__all__ = ["api"]
 
 
 def assert_unavailable(response: Any) -> None:

@@ -11,37 +11,17 @@ from typing import Any
 import pytest
 import trio
 
-from tests.api.test_http_api import ADMIN, OPERATE, READ, client
-from tests.e2e.conftest import RunningServer, server_settings, start_server
+from tests.api.conftest import ADMIN, OPERATE, READ, client, running_api
+from tests.e2e.conftest import RunningServer
 from tests.e2e.test_control import online
 from tests.e2e.test_file_transfers import add_firmware, control, image
-from voltaro.settings import ApiScope, ApiToken
 from voltaro.store import commands, firmware
 
 
 @pytest.fixture
 async def api(database_url: str, tmp_path: Path) -> AsyncIterator[tuple[RunningServer, str]]:
-    settings = server_settings(
-        database_url,
-        tmp_path,
-        http_enabled=True,
-        http_port=0,
-        campaign_poll=0.05,
-        api_tokens=(
-            ApiToken(token=READ, scope=ApiScope.READ, name="billing"),
-            ApiToken(token=OPERATE, scope=ApiScope.OPERATE, name="ops"),
-            ApiToken(token=ADMIN, scope=ApiScope.ADMIN, name="root"),
-        ),
-    )
-    async with trio.open_nursery() as nursery:
-        server, stop = await start_server(nursery, settings)
-        assert server.addresses.http is not None
-        host, port = server.addresses.http
-        try:
-            yield server, f"http://{host}:{port}"
-        finally:
-            stop.set()
-            server.db.dispose()
+    async with running_api(database_url, tmp_path, campaign_poll=0.05) as running:
+        yield running
 
 
 async def shown(base: str, campaign_id: int, check: Any) -> dict[str, Any]:

@@ -16,7 +16,7 @@ import trio
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from tests.api.test_http_api import OPERATE, READ, client
+from tests.api.conftest import OPERATE, READ, client
 from tests.e2e.conftest import server_settings, start_server
 from tests.e2e.test_ctl import ctl
 from tests.support.charger import RawCharger

@@ -13,10 +13,10 @@ from urllib.parse import urljoin, urlsplit
 
 import httpx
 import pytest
-import trio
 
 import voltaro.api
-from tests.e2e.conftest import RunningServer, server_settings, start_server
+from tests.api.conftest import running_api
+from tests.e2e.conftest import RunningServer
 from voltaro.settings import ApiScope, ApiToken
 
 STATIC = Path(voltaro.api.__file__).parent / "static" / "swagger-ui"
@@ -24,22 +24,12 @@ STATIC = Path(voltaro.api.__file__).parent / "static" / "swagger-ui"
 
 @pytest.fixture
 async def api(database_url: str, tmp_path: Path) -> AsyncIterator[tuple[RunningServer, str]]:
-    settings = server_settings(
+    async with running_api(
         database_url,
         tmp_path,
-        http_enabled=True,
-        http_port=0,
         api_tokens=(ApiToken(token="read-token-0123456789", scope=ApiScope.READ),),
-    )
-    async with trio.open_nursery() as nursery:
-        server, stop = await start_server(nursery, settings)
-        assert server.addresses.http is not None
-        host, port = server.addresses.http
-        try:
-            yield server, f"http://{host}:{port}"
-        finally:
-            stop.set()
-            server.db.dispose()
+    ) as running:
+        yield running
 
 
 def _references(html: str) -> list[str]:

@@ -20,7 +20,7 @@ import pytest
 import trio
 from sqlalchemy import update
 
-from tests.api.test_http_api import ADMIN, OPERATE, READ, client
+from tests.api.conftest import ADMIN, OPERATE, client, running_api
 from tests.e2e.conftest import RunningServer, server_settings, start_server
 from tests.e2e.test_control import online
 from tests.e2e.test_ctl import ctl
@@ -37,28 +37,10 @@ LIMIT = 3 * 1024 * 1024  # firmware_max_bytes here: three times the API's body c
 
 @pytest.fixture
 async def api(database_url: str, tmp_path: Path) -> AsyncIterator[tuple[RunningServer, str]]:
-    settings = server_settings(
-        database_url,
-        tmp_path,
-        http_enabled=True,
-        http_port=0,
-        campaign_poll=0.05,
-        firmware_max_bytes=LIMIT,
-        api_tokens=(
-            ApiToken(token=READ, scope=ApiScope.READ, name="billing"),
-            ApiToken(token=OPERATE, scope=ApiScope.OPERATE, name="ops"),
-            ApiToken(token=ADMIN, scope=ApiScope.ADMIN, name="root"),
-        ),
-    )
-    async with trio.open_nursery() as nursery:
-        server, stop = await start_server(nursery, settings)
-        assert server.addresses.http is not None
-        host, port = server.addresses.http
-        try:
-            yield server, f"http://{host}:{port}"
-        finally:
-            stop.set()
-            server.db.dispose()
+    async with running_api(
+        database_url, tmp_path, campaign_poll=0.05, firmware_max_bytes=LIMIT
+    ) as running:
+        yield running
 
 
 def raw_post(host: str, port: int, headers: str, chunks: list[bytes]) -> bytes:

@@ -7,12 +7,10 @@ from typing import Any
 
 import trio
 
-from tests.api.test_http_api import ADMIN, OPERATE, READ, api, client
+from tests.api.conftest import ADMIN, OPERATE, READ, client
 from tests.e2e.conftest import RunningServer
 from tests.support.charger import RawCharger
 from voltaro.store import chargers
-
-__all__ = ["api"]
 
 
 async def test_unknown_charger_is_not_found_in_every_route(api: tuple[RunningServer, str]) -> None:

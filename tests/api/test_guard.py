@@ -5,14 +5,12 @@ from __future__ import annotations
 import pytest
 import trio
 
-from tests.api.test_http_api import ADMIN, OPERATE, api, client
+from tests.api.conftest import ADMIN, OPERATE, client
 from tests.e2e.conftest import RunningServer
 from tests.support.charger import RawCharger
 from voltaro.api import guard
 from voltaro.settings import ApiScope, ApiToken, load_settings
 from voltaro.store import chargers, commands
-
-__all__ = ["api"]
 
 
 async def raw_request(base: str, head: str, body: bytes) -> bytes:

@@ -5,10 +5,8 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from tests.api.test_http_api import api, client
+from tests.api.conftest import client
 from tests.e2e.conftest import RunningServer
-
-__all__ = ["api"]
 
 
 async def test_probes_need_no_token(api: tuple[RunningServer, str]) -> None:

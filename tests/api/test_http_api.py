@@ -2,52 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import httpx
-import pytest
 import trio
 
+from tests.api.conftest import ADMIN, OPERATE, READ, client
 from tests.e2e.conftest import RunningServer, server_settings, start_server
 from tests.support.charger import RawCharger
 from tests.support.scripted import scripted
-from voltaro.settings import ApiScope, ApiToken
 from voltaro.store import chargers, tags
-
-READ = "read-token-0123456789"
-OPERATE = "operate-token-0123456789"
-ADMIN = "admin-token-0123456789"
-
-
-@pytest.fixture
-async def api(database_url: str, tmp_path: Path) -> AsyncIterator[tuple[RunningServer, str]]:
-    settings = server_settings(
-        database_url,
-        tmp_path,
-        http_enabled=True,
-        http_port=0,
-        api_tokens=(
-            ApiToken(token=READ, scope=ApiScope.READ, name="billing"),
-            ApiToken(token=OPERATE, scope=ApiScope.OPERATE, name="ops"),
-            ApiToken(token=ADMIN, scope=ApiScope.ADMIN, name="root"),
-        ),
-    )
-    async with trio.open_nursery() as nursery:
-        server, stop = await start_server(nursery, settings)
-        assert server.addresses.http is not None
-        host, port = server.addresses.http
-        try:
-            yield server, f"http://{host}:{port}"
-        finally:
-            stop.set()
-            server.db.dispose()
-
-
-def client(base: str, token: str | None = READ) -> httpx.AsyncClient:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    return httpx.AsyncClient(base_url=base, headers=headers, timeout=10)
 
 
 async def test_auth_refusals(api: tuple[RunningServer, str]) -> None:

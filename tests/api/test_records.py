@@ -20,14 +20,12 @@ import trio
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
-from tests.api.test_http_api import ADMIN, OPERATE, READ, api, client
+from tests.api.conftest import ADMIN, OPERATE, READ, client
 from tests.e2e.conftest import RunningServer
 from tests.e2e.test_ctl import ctl
 from tests.support.charger import RawCharger
 from voltaro.store import chargers, tags
 from voltaro.store.schema import TransactionRow
-
-__all__ = ["api"]
 
 # The export's columns, as documented in docs/reconciliation.md (the test's own copy:
 # a change of order or name must be a deliberate change of the interface).

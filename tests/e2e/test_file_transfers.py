@@ -19,8 +19,8 @@ import httpx
 import pytest
 import trio
 
-from tests.api.test_http_api import ADMIN, OPERATE, READ, api
-from tests.api.test_http_api import client as api_client
+from tests.api.conftest import ADMIN, OPERATE, READ, api
+from tests.api.conftest import client as api_client
 from tests.e2e.conftest import RunningServer, server_settings, start_server
 from tests.e2e.control_client import ControlClient
 from tests.e2e.test_control import online

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import httpx
 
-from tests.api.test_http_api import READ, api, client
+from tests.api.conftest import READ, api, client
 from tests.e2e.conftest import RunningServer
 from tests.e2e.control_client import ControlClient
 from tests.support.charger import RawCharger

@@ -11,8 +11,8 @@ from typing import Any
 
 import trio
 
-from tests.api.test_http_api import OPERATE, api
-from tests.api.test_http_api import client as api_client
+from tests.api.conftest import OPERATE, api
+from tests.api.conftest import client as api_client
 from tests.e2e.conftest import RunningServer
 from tests.e2e.test_ctl import ctl
 from tests.e2e.test_local_list import ListCharger, control, online, sync

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import trio
 
-from tests.api.test_http_api import OPERATE, READ, api, client
+from tests.api.conftest import OPERATE, READ, api, client
 from tests.e2e.conftest import RunningServer
 from tests.e2e.control_client import ControlClient
 from tests.e2e.test_ctl import ctl
