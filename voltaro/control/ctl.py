@@ -309,6 +309,16 @@ answered with a CALLERROR, 9 already exists, 10 the charger was busy with earlie
 commands (nothing sent), 11 the database is unavailable (nothing done; retry)."""
 
 
+def _add_retries(parser: argparse.ArgumentParser) -> None:
+    """The upload and download commands' retries (OCPP 1.6 §5.9, §5.19)."""
+    parser.add_argument("--retries", type=int)
+    parser.add_argument("--retry-interval", type=int, metavar="SECONDS")
+
+
+def _retries(ns: argparse.Namespace) -> dict[str, int | None]:
+    return {"retries": ns.retries, "retry_interval": ns.retry_interval}
+
+
 def _overview() -> str:
     shown = {
         title: {n: t for n, t in commands.items() if " " in n or n not in GROUPED}
@@ -771,8 +781,7 @@ def _parser() -> argparse.ArgumentParser:
     where.add_argument("--location", help="a URL the charger fetches (http, https, ftp, ftps)")
     where.add_argument("--file", help="a firmware image added with `firmware add` (name or id)")
     fu.add_argument("--at", dest="retrieve_date", help="retrieve date, ISO 8601 (default now)")
-    fu.add_argument("--retries", type=int)
-    fu.add_argument("--retry-interval", type=int, metavar="SECONDS")
+    _add_retries(fu)
     fsig = fw.add_parser("update-signed")
     fsig.add_argument("charger_id", metavar="ID")
     signed_where = fsig.add_mutually_exclusive_group(required=True)
@@ -791,8 +800,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     fsig.add_argument("--at", dest="retrieve_date", help="retrieve date, ISO 8601 (default now)")
     fsig.add_argument("--install-at", dest="install_date", help="install date, ISO 8601")
-    fsig.add_argument("--retries", type=int)
-    fsig.add_argument("--retry-interval", type=int, metavar="SECONDS")
+    _add_retries(fsig)
     lg = _Group(
         sub.add_parser("logs").add_subparsers(dest="action", required=True, metavar="ACTION"),
         "logs",
@@ -809,8 +817,7 @@ def _parser() -> argparse.ArgumentParser:
     lget.add_argument("--location", help="upload there instead (default: to this server)")
     lget.add_argument("--since", dest="oldest", help="oldest entries, ISO 8601")
     lget.add_argument("--until", dest="latest", help="newest entries, ISO 8601")
-    lget.add_argument("--retries", type=int)
-    lget.add_argument("--retry-interval", type=int, metavar="SECONDS")
+    _add_retries(lget)
     llist = lg.add_parser("list")
     llist.add_argument("charger_id", metavar="ID", nargs="?")
     llist.add_argument("--limit", type=int, default=100)
@@ -828,8 +835,7 @@ def _parser() -> argparse.ArgumentParser:
     dget.add_argument("--location", help="upload there instead (default: to this server)")
     dget.add_argument("--since", dest="start_time", help="oldest entries, ISO 8601")
     dget.add_argument("--until", dest="stop_time", help="newest entries, ISO 8601")
-    dget.add_argument("--retries", type=int)
-    dget.add_argument("--retry-interval", type=int, metavar="SECONDS")
+    _add_retries(dget)
     dl = dg.add_parser("list")
     dl.add_argument("--charger", dest="charger_id")
     dl.add_argument("--limit", type=int, default=100)
@@ -1047,8 +1053,7 @@ def _request_for(ns: argparse.Namespace) -> tuple[str, dict[str, Any]]:
                 else _read_text(ns.sign_with, "the signing key"),
                 retrieve_date=ns.retrieve_date,
                 install_date=ns.install_date,
-                retries=ns.retries,
-                retry_interval=ns.retry_interval,
+                **_retries(ns),
             )
         if (ns.charger_id is None) == (ns.pattern is None):
             raise CtlError(2, "give a charger ID or --chargers PATTERN (a campaign)")
@@ -1058,8 +1063,7 @@ def _request_for(ns: argparse.Namespace) -> tuple[str, dict[str, Any]]:
                 location=ns.location,
                 file=ns.file,
                 retrieve_date=ns.retrieve_date,
-                retries=ns.retries,
-                retry_interval=ns.retry_interval,
+                **_retries(ns),
                 max_parallel=ns.max_parallel,
             )
         return "firmware.update", _clean(
@@ -1067,8 +1071,7 @@ def _request_for(ns: argparse.Namespace) -> tuple[str, dict[str, Any]]:
             location=ns.location,
             file=ns.file,
             retrieve_date=ns.retrieve_date,
-            retries=ns.retries,
-            retry_interval=ns.retry_interval,
+            **_retries(ns),
         )
     if c == "logs":
         if ns.action == "list":
@@ -1079,8 +1082,7 @@ def _request_for(ns: argparse.Namespace) -> tuple[str, dict[str, Any]]:
             location=ns.location,
             oldest=ns.oldest,
             latest=ns.latest,
-            retries=ns.retries,
-            retry_interval=ns.retry_interval,
+            **_retries(ns),
         )
     if c == "diagnostics":
         if ns.action == "list":
@@ -1090,8 +1092,7 @@ def _request_for(ns: argparse.Namespace) -> tuple[str, dict[str, Any]]:
             location=ns.location,
             start_time=ns.start_time,
             stop_time=ns.stop_time,
-            retries=ns.retries,
-            retry_interval=ns.retry_interval,
+            **_retries(ns),
         )
     command_args: dict[str, Any]
     match c:

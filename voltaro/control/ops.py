@@ -6,7 +6,8 @@ import base64
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -469,10 +470,8 @@ class ControlOps:
         # --generate: 20 random bytes as 40 hex digits (the whitepaper's maximum).
         value = secrets.token_hex(20) if args.get("generate") else _text(args, "password")
         command = ChangeConfiguration(key="AuthorizationKey", value=value)
-        try:
+        with _command_errors():
             outcome = await self._commands.execute(charger_id, command, actor=user)
-        except CommandError as exc:
-            raise OpError(_COMMAND_CODES[exc.code], exc.message) from None
         view = views.outcome_view(outcome)
         view["charger_id"] = charger_id
         view["note"] = (
@@ -803,28 +802,24 @@ class ControlOps:
         action = _text(args, "action")
         arguments = args.get("args") or {}
         request_id = args.get("request_id")  # several nodes: a retry is not sent twice
-        try:
+        with _command_errors():
             command = command_from_args(action, arguments)
             outcome = await self._commands.execute(
                 charger_id, command, actor=user, request_id=request_id
             )
-        except CommandError as exc:
-            raise OpError(_COMMAND_CODES[exc.code], exc.message) from None
         return views.outcome_view(outcome)
 
     # --- Charger certificates (docs/security.md) -----------------------------------------
 
     async def certificates_show(self, args: dict[str, Any], user: str) -> dict[str, Any]:
-        try:
+        with _command_errors():
             return await certificates_state(self._db, _text(args, "charger_id"))
-        except CommandError as exc:
-            raise OpError(_COMMAND_CODES[exc.code], exc.message) from None
 
     async def certificates_delete(self, args: dict[str, Any], user: str) -> dict[str, Any]:
         """DeleteCertificate by hash data, or by ``index`` in the stored list."""
         charger_id = _text(args, "charger_id")
         index = args.get("index")
-        try:
+        with _command_errors():
             if index is not None:
                 if isinstance(index, bool) or not isinstance(index, int):
                     raise OpError(ErrorCode.BAD_ARGUMENTS, "index must be an integer")
@@ -832,8 +827,6 @@ class ControlOps:
             else:
                 command = command_from_args("DeleteCertificate", args.get("hash_data") or {})
             outcome = await self._commands.execute(charger_id, command, actor=user)
-        except CommandError as exc:
-            raise OpError(_COMMAND_CODES[exc.code], exc.message) from None
         return views.outcome_view(outcome)
 
     # --- Firmware Management (docs/firmware.md) ------------------------------------------
@@ -913,34 +906,28 @@ class ControlOps:
 
     async def firmware_update(self, args: dict[str, Any], user: str) -> dict[str, Any]:
         charger_id = _text(args, "charger_id")
-        try:
+        with _command_errors():
             outcome = await self._firmware.update(
                 charger_id,
                 actor=user,
                 location=_optional_text(args, "location"),
                 file=_optional_text(args, "file"),
                 retrieve_at=command_time(args, "retrieve_date"),
-                retries=_optional_int(args, "retries"),
-                retry_interval=_optional_int(args, "retry_interval"),
+                **_retries(args),
             )
-        except CommandError as exc:
-            raise OpError(_COMMAND_CODES[exc.code], exc.message) from None
         return views.outcome_view(outcome)
 
     async def diagnostics_get(self, args: dict[str, Any], user: str) -> dict[str, Any]:
         charger_id = _text(args, "charger_id")
-        try:
+        with _command_errors():
             outcome = await self._firmware.diagnostics(
                 charger_id,
                 actor=user,
                 location=_optional_text(args, "location"),
                 start_time=command_time(args, "start_time"),
                 stop_time=command_time(args, "stop_time"),
-                retries=_optional_int(args, "retries"),
-                retry_interval=_optional_int(args, "retry_interval"),
+                **_retries(args),
             )
-        except CommandError as exc:
-            raise OpError(_COMMAND_CODES[exc.code], exc.message) from None
         return views.outcome_view(outcome)
 
     # --- The 1.6 security extension: GetLog, SignedUpdateFirmware (docs/security.md) ---
@@ -951,7 +938,7 @@ class ControlOps:
         log_type = next((t for t in LogType if t.value.lower() == kind.lower()), None)
         if log_type is None:
             raise OpError(ErrorCode.BAD_ARGUMENTS, "log_type must be SecurityLog or DiagnosticsLog")
-        try:
+        with _command_errors():
             outcome = await self._firmware.get_log(
                 charger_id,
                 actor=user,
@@ -959,11 +946,8 @@ class ControlOps:
                 location=_optional_text(args, "location"),
                 oldest=command_time(args, "oldest"),
                 latest=command_time(args, "latest"),
-                retries=_optional_int(args, "retries"),
-                retry_interval=_optional_int(args, "retry_interval"),
+                **_retries(args),
             )
-        except CommandError as exc:
-            raise OpError(_COMMAND_CODES[exc.code], exc.message) from None
         return views.outcome_view(outcome)
 
     async def logs_list(self, args: dict[str, Any], user: str) -> list[dict[str, Any]]:
@@ -977,7 +961,7 @@ class ControlOps:
 
     async def firmware_update_signed(self, args: dict[str, Any], user: str) -> dict[str, Any]:
         charger_id = _text(args, "charger_id")
-        try:
+        with _command_errors():
             outcome = await self._firmware.signed_update(
                 charger_id,
                 actor=user,
@@ -988,11 +972,8 @@ class ControlOps:
                 file=_optional_text(args, "file"),
                 retrieve_at=command_time(args, "retrieve_date"),
                 install_at=command_time(args, "install_date"),
-                retries=_optional_int(args, "retries"),
-                retry_interval=_optional_int(args, "retry_interval"),
+                **_retries(args),
             )
-        except CommandError as exc:
-            raise OpError(_COMMAND_CODES[exc.code], exc.message) from None
         return views.outcome_view(outcome)
 
     async def firmware_campaign(self, args: dict[str, Any], user: str) -> dict[str, Any]:
@@ -1006,7 +987,7 @@ class ControlOps:
             or not all(isinstance(i, str) and i for i in ids)
         ):
             raise OpError(ErrorCode.BAD_ARGUMENTS, "charger_ids must be a list of charger ids")
-        try:
+        with _command_errors():
             campaign = await self._campaigns.create(
                 pattern=_optional_text(args, "pattern"),
                 charger_ids=ids,
@@ -1014,12 +995,9 @@ class ControlOps:
                 location=_optional_text(args, "location"),
                 file=_optional_text(args, "file"),
                 retrieve_at=command_time(args, "retrieve_date"),
-                retries=_optional_int(args, "retries"),
-                retry_interval=_optional_int(args, "retry_interval"),
+                **_retries(args),
                 max_parallel=max_parallel,
             )
-        except CommandError as exc:
-            raise OpError(_COMMAND_CODES[exc.code], exc.message) from None
         return views.campaign_view(campaign)
 
     async def firmware_campaigns(self, args: dict[str, Any], user: str) -> Any:
@@ -1041,10 +1019,8 @@ class ControlOps:
         campaign_id = args.get("campaign_id")
         if isinstance(campaign_id, bool) or not isinstance(campaign_id, int):
             raise OpError(ErrorCode.BAD_ARGUMENTS, "campaign_id must be an integer")
-        try:
+        with _command_errors():
             campaign = await self._campaigns.cancel(campaign_id, actor=user)
-        except CommandError as exc:
-            raise OpError(_COMMAND_CODES[exc.code], exc.message) from None
         return views.campaign_view(campaign)
 
     # --- Local Authorization List (issue 16) -------------------------------------------
@@ -1098,15 +1074,13 @@ class ControlOps:
             connector = 0
         if isinstance(connector, bool) or not isinstance(connector, int) or connector < 0:
             raise OpError(ErrorCode.BAD_ARGUMENTS, "connector_id must be 0 (any) or a connector")
-        try:
+        with _command_errors():
             expiry = expiry_from(
                 expiry=args.get("expiry") or None, minutes=args.get("minutes"), now=utc_now()
             )
             reservation = await self._reservations.add(
                 charger_id, id_tag=id_tag, expiry=expiry, connector_id=connector, actor=user
             )
-        except CommandError as exc:
-            raise OpError(_COMMAND_CODES[exc.code], exc.message) from None
         return reservation_view(reservation)
 
     async def reservations_cancel(self, args: dict[str, Any], user: str) -> dict[str, Any]:
@@ -1158,10 +1132,8 @@ class ControlOps:
             profile = parse_profile(data or {})
         except ProfileError as exc:
             raise OpError(ErrorCode.BAD_ARGUMENTS, f"charging profile: {exc}") from None
-        try:
+        with _command_errors():
             return await self._profiles.set(charger_id, connector, profile, actor=user)
-        except CommandError as exc:
-            raise OpError(_COMMAND_CODES[exc.code], exc.message) from None
 
     async def profiles_clear(self, args: dict[str, Any], user: str) -> dict[str, Any]:
         charger_id = _text(args, "charger_id")
@@ -1174,7 +1146,7 @@ class ControlOps:
                 raise OpError(
                     ErrorCode.BAD_ARGUMENTS, f"purpose must be one of {choices}"
                 ) from None
-        try:
+        with _command_errors():
             return await self._profiles.clear(
                 charger_id,
                 actor=user,
@@ -1183,8 +1155,6 @@ class ControlOps:
                 purpose=purpose,
                 stack_level=self._optional_int(args, "stack_level"),
             )
-        except CommandError as exc:
-            raise OpError(_COMMAND_CODES[exc.code], exc.message) from None
 
     async def profiles_list(self, args: dict[str, Any], user: str) -> list[dict[str, Any]]:
         charger_id = _text(args, "charger_id")
@@ -1207,13 +1177,30 @@ class ControlOps:
                 unit = RateUnit(str(args["unit"]).upper())
             except ValueError:
                 raise OpError(ErrorCode.BAD_ARGUMENTS, "unit must be A or W") from None
-        try:
+        with _command_errors():
             outcome = await self._profiles.composite(
                 charger_id, connector, duration, actor=user, unit=unit
             )
-        except CommandError as exc:
-            raise OpError(_COMMAND_CODES[exc.code], exc.message) from None
         return views.outcome_view(outcome)
+
+
+@contextmanager
+def _command_errors() -> Iterator[None]:
+    """A CommandError (from the service, or from an argument it parses, such as a bad
+    time) as the op's error, with the same code on the wire."""
+    try:
+        yield
+    except CommandError as exc:
+        raise OpError(_COMMAND_CODES[exc.code], exc.message) from None
+
+
+def _retries(args: dict[str, Any]) -> dict[str, int | None]:
+    """The upload and download commands' ``retries`` and ``retry_interval`` (OCPP 1.6
+    §5.9, §5.19), each optional."""
+    return {
+        "retries": _optional_int(args, "retries"),
+        "retry_interval": _optional_int(args, "retry_interval"),
+    }
 
 
 def _optional_text(args: dict[str, Any], key: str) -> str | None:
