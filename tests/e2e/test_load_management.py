@@ -227,6 +227,29 @@ def offered(fleet: dict[str, ProfileCharger], active: dict[str, int]) -> dict[st
     return {cid: fleet[cid].limits.get(tx, 0.0) for cid, tx in active.items()}
 
 
+def assert_limits_in_force_within_the_site(fleet: dict[str, ProfileCharger]) -> int:
+    """Replay what the chargers received in time order: whenever a TxProfile arrived,
+    the limits in force on the running sessions summed within the site's limit."""
+    events = sorted(
+        [(t, cid, p["csChargingProfiles"]) for cid, c in fleet.items() for t, p in c.profiles]
+        + [(t, cid, {"stopped": tx}) for cid, c in fleet.items() for tx, t in c.stopped.items()],
+        key=lambda e: e[0],
+    )
+    in_force: dict[tuple[str, int], float] = {}
+    checked = 0
+    for _, cid, profile in events:
+        if "stopped" in profile:
+            in_force.pop((cid, profile["stopped"]), None)
+            continue
+        if profile["chargingProfilePurpose"] != "TxProfile":
+            continue
+        limit = profile["chargingSchedule"]["chargingSchedulePeriod"][0]["limit"]
+        in_force[(cid, profile["transactionId"])] = limit
+        assert sum(in_force.values()) <= SITE_AMPS + 1e-6, in_force
+        checked += 1
+    return checked
+
+
 async def test_limits_follow_starts_and_stops_within_the_site_limit(
     database_url: str, tmp_path: Path
 ) -> None:
@@ -262,28 +285,9 @@ async def test_limits_follow_starts_and_stops_within_the_site_limit(
             fleet, lambda: offered(fleet, active) == {"CP-A": 16.0, "CP-C": 16.0}, "B stopped"
         )
 
-        # Replay what the chargers received in time order: whenever a limit arrived,
-        # the limits in force on the running sessions summed within the site's 32 A.
-        events = sorted(
-            [(t, cid, p["csChargingProfiles"]) for cid, c in fleet.items() for t, p in c.profiles]
-            + [
-                (t, cid, {"stopped": tx}) for cid, c in fleet.items() for tx, t in c.stopped.items()
-            ],
-            key=lambda e: e[0],
-        )
-        in_force: dict[tuple[str, int], float] = {}
-        checked = 0
-        for _, cid, profile in events:
-            if "stopped" in profile:
-                in_force.pop((cid, profile["stopped"]), None)
-                continue
-            if profile["chargingProfilePurpose"] != "TxProfile":
-                continue
-            limit = profile["chargingSchedule"]["chargingSchedulePeriod"][0]["limit"]
-            in_force[(cid, profile["transactionId"])] = limit
-            assert sum(in_force.values()) <= SITE_AMPS + 1e-6, in_force
-            checked += 1
-        assert checked >= 7  # 32; 16+16; three cuts/raises to 10.6; two raises to 16
+        # Whenever a limit arrived, the limits in force summed within the site's 32 A:
+        # 32; 16+16; three cuts/raises to 10.6; two raises to 16.
+        assert assert_limits_in_force_within_the_site(fleet) >= 7
 
         # What an operator sees: each session's offer and the site's load per phase.
         listed = json.loads((await ctl(server, "--json", "circuits", "list")).stdout)
@@ -405,29 +409,6 @@ async def test_a_cut_within_the_hysteresis_is_sent_a_raise_is_not(
         await trio.sleep(2.5)  # two load_interval rounds
         assert sum(len(c.profiles) for c in fleet.values()) == received
         assert offered(fleet, active) == {"CP-A": 15.8, "CP-B": 15.8}
-
-
-def assert_limits_in_force_within_the_site(fleet: dict[str, ProfileCharger]) -> int:
-    """Replay what the chargers received in time order: whenever a TxProfile arrived,
-    the limits in force on the running sessions summed within the site's limit."""
-    events = sorted(
-        [(t, cid, p["csChargingProfiles"]) for cid, c in fleet.items() for t, p in c.profiles]
-        + [(t, cid, {"stopped": tx}) for cid, c in fleet.items() for tx, t in c.stopped.items()],
-        key=lambda e: e[0],
-    )
-    in_force: dict[tuple[str, int], float] = {}
-    checked = 0
-    for _, cid, profile in events:
-        if "stopped" in profile:
-            in_force.pop((cid, profile["stopped"]), None)
-            continue
-        if profile["chargingProfilePurpose"] != "TxProfile":
-            continue
-        limit = profile["chargingSchedule"]["chargingSchedulePeriod"][0]["limit"]
-        in_force[(cid, profile["transactionId"])] = limit
-        assert sum(in_force.values()) <= SITE_AMPS + 1e-6, in_force
-        checked += 1
-    return checked
 
 
 async def test_a_raise_waits_for_a_cut_held_behind_a_lease_renewal(
