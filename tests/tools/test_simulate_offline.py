@@ -8,15 +8,13 @@ from __future__ import annotations
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import trio
 
 from tests.e2e.conftest import RunningServer
 from tests.e2e.control_client import ControlClient
+from tests.support.simulator import SIMULATE, one_charger, remote_start_and_meter, wait_booted
 from voltaro.store import chargers, tags, transactions
-
-SIMULATE = Path(__file__).resolve().parents[2] / "scripts" / "simulate.py"
 
 LEASE = 3  # seconds the rating holds before the fallback takes over
 OFFLINE = 7  # seconds the charger stays away
@@ -45,40 +43,24 @@ async def test_an_offline_simulator_falls_to_the_fallback_when_its_lease_runs_ou
     assert server.addresses.control_socket is not None
     client = await ControlClient.connect(server.addresses.control_socket)
     process = await trio.lowlevel.open_process(
-        [
-            sys.executable,
-            str(SIMULATE),
+        # --duration 90: the test ends it sooner.
+        one_charger(
             server.url,
-            "--chargers",
-            "1",
-            "--session-every",
-            "0",
-            "--session-length",
-            "120",
-            "--meter-interval",
-            "0.25",
-            "--duration",
-            "90",  # the test ends it sooner
-            "--commands-stdin",
-        ],
+            session_length="120",
+            meter_interval="0.25",
+            duration="90",
+            extra=("--commands-stdin",),
+        ),
         stdin=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     assert process.stdin is not None
     try:
-        with trio.fail_after(15):
-            while not server.run(chargers.get_charger, "SIM-1").connectors:  # noqa: ASYNC110
-                await trio.sleep(0.1)
-        started = await client.command("SIM-1", "remote-start", id_tag="T1", connector_id=1)
-        assert started["result"]["status"] == "Accepted", started
-        with trio.fail_after(15):
-            while not (active := server.run(transactions.list_transactions, active=True)):  # noqa: ASYNC110
-                await trio.sleep(0.1)
-        tx = active[0].transaction_id
-        with trio.fail_after(15):
-            while len(_currents(server, tx)) < 2:  # noqa: ASYNC110
-                await trio.sleep(0.1)
+        await wait_booted(server, "SIM-1", 15)
+        tx = await remote_start_and_meter(
+            server, client, "SIM-1", "T1", lambda tx: _currents(server, tx), 15
+        )
         # The car takes ~7 kW: about 10 A per phase, under the 32 A of the lease.
         assert min(a for _, a in _currents(server, tx)) > 8.0
 

@@ -6,8 +6,6 @@ a reservation honoured and ended by the StartTransaction that uses it."""
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 from typing import Any
 
 import trio
@@ -15,10 +13,9 @@ import trio
 from tests.e2e.conftest import RunningServer
 from tests.e2e.control_client import ControlClient
 from tests.e2e.test_ctl import ctl
+from tests.support.simulator import one_charger, remote_start_and_meter, wait_booted
 from voltaro.domain.reservations import ReservationState
 from voltaro.store import chargers, local_lists, reservations, tags, transactions
-
-SIMULATE = Path(__file__).resolve().parents[2] / "scripts" / "simulate.py"
 
 
 async def test_local_list_and_reservation_with_the_simulator(server: RunningServer) -> None:
@@ -29,30 +26,15 @@ async def test_local_list_and_reservation_with_the_simulator(server: RunningServ
 
         async def simulate() -> None:
             await trio.run_process(
-                [
-                    sys.executable,
-                    str(SIMULATE),
-                    server.url,
-                    "--chargers",
-                    "1",
-                    "--session-every",
-                    "0",
-                    "--session-length",
-                    "1",
-                    "--meter-interval",
-                    "0.3",
-                    "--duration",
-                    "120",  # the test cancels it when done
-                ],
+                # --duration 120: the test cancels it when done.
+                one_charger(server.url, session_length="1", meter_interval="0.3", duration="120"),
                 capture_stdout=True,
                 capture_stderr=True,
                 check=False,
             )
 
         nursery.start_soon(simulate)
-        with trio.fail_after(10):
-            while not server.run(chargers.get_charger, "SIM-1").connectors:  # noqa: ASYNC110
-                await trio.sleep(0.1)
+        await wait_booted(server, "SIM-1", 10)
 
         synced = await ctl(server, "--json", "local-list", "sync", "SIM-1")
         assert synced.returncode == 0, synced.stderr
@@ -133,30 +115,14 @@ async def test_simulator_obeys_stacked_profiles(server: RunningServer) -> None:
 
         async def simulate() -> None:
             await trio.run_process(
-                [
-                    sys.executable,
-                    str(SIMULATE),
-                    server.url,
-                    "--chargers",
-                    "1",
-                    "--session-every",
-                    "0",
-                    "--session-length",
-                    "60",
-                    "--meter-interval",
-                    "0.2",
-                    "--duration",
-                    "120",
-                ],
+                one_charger(server.url, session_length="60", meter_interval="0.2", duration="120"),
                 capture_stdout=True,
                 capture_stderr=True,
                 check=False,
             )
 
         nursery.start_soon(simulate)
-        with trio.fail_after(10):
-            while not server.run(chargers.get_charger, "SIM-1").connectors:  # noqa: ASYNC110
-                await trio.sleep(0.1)
+        await wait_booted(server, "SIM-1", 10)
 
         async def set_profile(connector: int, data: dict[str, Any]) -> None:
             response = await client.request(
@@ -209,15 +175,9 @@ async def test_simulator_obeys_stacked_profiles(server: RunningServer) -> None:
             {"start_period": 0, "limit": 2300.0, "number_phases": 1},
             {"start_period": 300, "limit": 3000.0},
         ]
-        started = await client.command("SIM-1", "remote-start", id_tag="T1", connector_id=1)
-        assert started["result"]["status"] == "Accepted", started
-        with trio.fail_after(10):
-            while not (active := server.run(transactions.list_transactions, active=True)):  # noqa: ASYNC110
-                await trio.sleep(0.1)
-        tx = active[0].transaction_id
-        with trio.fail_after(10):
-            while len(_phase_currents(server, tx)) < 2:  # noqa: ASYNC110
-                await trio.sleep(0.1)
+        tx = await remote_start_and_meter(
+            server, client, "SIM-1", "T1", lambda tx: _phase_currents(server, tx), 10
+        )
         currents = _phase_currents(server, tx)
         assert {phase for phase, _ in currents} == {"L1"}  # one phase, as the limit says
         assert max(value for _, value in currents) <= 10.0
