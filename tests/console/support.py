@@ -11,12 +11,14 @@ import os
 import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import websockets
 from rich.console import Console
 
 from voltaro.control import wire
+
+S = TypeVar("S")
 
 
 class Server:
@@ -127,6 +129,26 @@ async def until(pilot: Any, predicate: Callable[[], bool]) -> None:
     (``async with asyncio.timeout(...)``)."""
     while not predicate():
         await pilot.pause(0.02)
+
+
+async def press_for_screen(
+    pilot: Any,
+    app: Any,
+    key: str,
+    kind: type[S],
+    ready: Callable[[S], bool] | None = None,
+) -> S:
+    """Press ``key`` and wait (5 s) for a ``kind`` screen on top; then, if given, for
+    ``ready`` of it (10 s: its first answer from the server). The screen."""
+    await pilot.press(key)
+    async with asyncio.timeout(5):
+        await until(pilot, lambda: isinstance(app.screen, kind))
+    screen = app.screen
+    assert isinstance(screen, kind)
+    if ready is not None:
+        async with asyncio.timeout(10):
+            await until(pilot, lambda: ready(screen))
+    return screen
 
 
 class RawCharger:

@@ -15,7 +15,7 @@ from textual.widgets import DataTable, Input
 
 from console.app import ConsoleApp
 from console.campaign_screen import CampaignScreen
-from tests.console.support import RawCharger, Server, screen_text, until
+from tests.console.support import RawCharger, Server, press_for_screen, screen_text, until
 
 pytestmark = pytest.mark.asyncio
 
@@ -65,11 +65,7 @@ async def test_start_follow_and_cancel_a_campaign_from_the_console(
     async with app.run_test(size=(80, 24)) as pilot:
         async with asyncio.timeout(10):
             await until(pilot, lambda: not app.stale and app.table.row_count == 4)
-        await pilot.press("f9")
-        async with asyncio.timeout(5):
-            await until(pilot, lambda: isinstance(app.screen, CampaignScreen))
-        screen = app.screen
-        assert isinstance(screen, CampaignScreen)
+        screen = await press_for_screen(pilot, app, "f9", CampaignScreen)
         await shows(pilot, app, lambda t: "no firmware campaign yet" in t)
         # n: the form, then a question that counts the chargers it will update.
         await pilot.press("n")
@@ -145,9 +141,7 @@ async def test_a_refused_campaign_is_said_and_nothing_starts(
     async with app.run_test(size=(80, 24)) as pilot:
         async with asyncio.timeout(10):
             await until(pilot, lambda: not app.stale and app.table.row_count == 4)
-        await pilot.press("f9")
-        async with asyncio.timeout(5):
-            await until(pilot, lambda: isinstance(app.screen, CampaignScreen))
+        await press_for_screen(pilot, app, "f9", CampaignScreen)
         await pilot.press("n")
         async with asyncio.timeout(5):
             await until(pilot, lambda: app.screen.__class__.__name__ == "CommandForm")

@@ -20,7 +20,14 @@ import pytest_asyncio
 from console.app import ConsoleApp
 from console.load_screen import LoadScreen
 from console.load_view import EMPTY
-from tests.console.support import RawCharger, Server, running_server, screen_text, until
+from tests.console.support import (
+    RawCharger,
+    Server,
+    press_for_screen,
+    running_server,
+    screen_text,
+    until,
+)
 
 pytestmark = pytest.mark.asyncio
 
@@ -108,14 +115,7 @@ async def draw(charger: RawCharger, tx: int, amps: float) -> None:
 async def open_load(pilot: Any, app: ConsoleApp) -> LoadScreen:
     async with asyncio.timeout(10):
         await until(pilot, lambda: not app.stale)
-    await pilot.press("l")
-    async with asyncio.timeout(5):
-        await until(pilot, lambda: isinstance(app.screen, LoadScreen))
-    screen = app.screen
-    assert isinstance(screen, LoadScreen)
-    async with asyncio.timeout(10):
-        await until(pilot, lambda: screen.reads >= 1)
-    return screen
+    return await press_for_screen(pilot, app, "l", LoadScreen, lambda s: s.reads >= 1)
 
 
 def line_with(text: str, *needles: str) -> str:

@@ -16,7 +16,14 @@ import pytest_asyncio
 
 from console.app import ConsoleApp
 from console.schedule_screen import ScheduleScreen
-from tests.console.support import RawCharger, Server, running_server, screen_text, until
+from tests.console.support import (
+    RawCharger,
+    Server,
+    press_for_screen,
+    running_server,
+    screen_text,
+    until,
+)
 
 pytestmark = pytest.mark.asyncio
 
@@ -80,13 +87,8 @@ async def open_from_palette(pilot: Any, app: ConsoleApp) -> ScheduleScreen:
     await pilot.press("enter")
     async with asyncio.timeout(5):
         await until(pilot, lambda: app.screen.__class__.__name__ == "CommandForm")
-    await pilot.press("enter")  # the defaults: connector 0, 3600 s, the charger's unit
-    async with asyncio.timeout(5):
-        await until(pilot, lambda: isinstance(app.screen, ScheduleScreen))
-    screen = app.screen
-    assert isinstance(screen, ScheduleScreen)
-    async with asyncio.timeout(10):
-        await until(pilot, lambda: screen.asked >= 1)
+    # Enter: the defaults (connector 0, 3600 s, the charger's unit).
+    screen = await press_for_screen(pilot, app, "enter", ScheduleScreen, lambda s: s.asked >= 1)
     await pilot.pause(0.1)
     return screen
 
@@ -201,13 +203,7 @@ async def test_g_in_the_detail_view_charts_the_selected_connector(
         async with asyncio.timeout(5):
             await until(pilot, lambda: app.screen.__class__.__name__ == "DetailScreen")
         await pilot.pause(0.5)
-        await pilot.press("g")
-        async with asyncio.timeout(5):
-            await until(pilot, lambda: isinstance(app.screen, ScheduleScreen))
-        screen = app.screen
-        assert isinstance(screen, ScheduleScreen)
-        async with asyncio.timeout(10):
-            await until(pilot, lambda: screen.asked >= 1)
+        screen = await press_for_screen(pilot, app, "g", ScheduleScreen, lambda s: s.asked >= 1)
         assert screen.connector_id == 1
         assert asked(charger)[-1] == {"connectorId": 1, "duration": 3600}
         await pilot.pause(0.1)
