@@ -75,13 +75,13 @@ class Console:
 
 
 @asynccontextmanager
-async def console(path: Path) -> AsyncIterator[Console]:
+async def console(path: Path, kinds: tuple[str, ...] = KINDS) -> AsyncIterator[Console]:
     reader, writer = await asyncio.open_unix_connection(str(path))
     hello = json.loads(await reader.readline())
     assert hello["type"] == "hello"
     client = Console(reader, writer)
     try:
-        assert (await client.request("subscribe", {"kinds": list(KINDS)}))["ok"]
+        assert (await client.request("subscribe", {"kinds": list(kinds)}))["ok"]
         yield client
     finally:
         writer.close()
@@ -160,20 +160,55 @@ async def test_a_console_on_one_node_sees_chargers_on_the_others_across_a_reconn
             await link.close()
 
 
+async def connected_on(client: Console, charger_id: str) -> tuple[bool, bool]:
+    """What ``chargers.show`` and ``chargers.list`` say of the charger now."""
+    shown = await client.request("chargers.show", {"charger_id": charger_id})
+    listed = await client.request("chargers.list")
+    assert shown["ok"], shown
+    assert listed["ok"], listed
+    (row,) = [c for c in listed["result"] if c["charger_id"] == charger_id]
+    return shown["result"]["connected"], row["connected"]
+
+
+def got(event: str, charger_id: str) -> Callable[[list[Frame]], bool]:
+    return lambda events: any(
+        f.get("event") == event and f["data"].get("charger_id") == charger_id for f in events
+    )
+
+
 @pytest.mark.asyncio
 @pytest.mark.nodes(2)
-@pytest.mark.xfail(
-    reason="known race, issue 18 open: the console on n1 gets CP-far's connected event "
-    "before it knows the charger, resyncs, and n1 answers from its owner map (up to a "
-    "second old) that CP-far is offline; nothing corrects the row afterwards "
-    "(failed 1 CI run in 2 on 2026-12-05)",
-    strict=False,
-)
+async def test_the_state_a_console_rereads_agrees_with_the_event_it_just_got(
+    cluster: Cluster,
+) -> None:
+    """A console that gets another node's ``charger.connected`` for a charger it does not
+    know re-reads the state at once (a resync): the answer must already say connected,
+    or the console shows the charger offline until its next resync. The same right after
+    ``charger.disconnected``. Several rounds: each is a chance for a stale answer."""
+    n1, n2 = cluster.nodes
+    kinds = ("charger.connected", "charger.disconnected")
+    async with console(n1.control_socket, kinds) as client:
+        for round_ in range(5):
+            charger_id = f"CP-now-{round_}"
+            link = await Link.open(n2.url, charger_id, node=n2.index)
+            try:
+                await client.wait_for(got("charger.connected", charger_id))
+                assert await connected_on(client, charger_id) == (True, True), round_
+            finally:
+                await link.close()
+            await client.wait_for(got("charger.disconnected", charger_id))
+            assert await connected_on(client, charger_id) == (False, False), round_
+
+
+@pytest.mark.asyncio
+@pytest.mark.nodes(2)
 async def test_the_console_on_one_node_shows_a_charger_on_the_other_live(
     cluster: Cluster,
 ) -> None:
-    """The real Textual console attached to n1: a charger served by n2 comes online and
-    starts charging in its table, from n2's events."""
+    """The real Textual console attached to n1: a charger served by n2 comes online,
+    starts charging and goes offline in its table, from n2's events. (The first event,
+    charger.connected, names a charger the console does not know: it re-reads the state,
+    which must already say online: chargers.list reads the owner table then.)"""
     from textual.widgets import DataTable
 
     from console.app import ConsoleApp
@@ -200,3 +235,6 @@ async def test_the_console_on_one_node_shows_a_charger_on_the_other_live(
                 await until(pilot, lambda: "Finishing" in cell("conn"))
         finally:
             await link.close()
+        # And offline once it left n2.
+        async with asyncio.timeout(20):
+            await until(pilot, lambda: "online" not in cell("link"))

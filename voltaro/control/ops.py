@@ -236,11 +236,29 @@ class ControlOps:
             "certificates.delete": self.certificates_delete,
         }
 
-    def _charger_view(self, charger: Any) -> dict[str, Any]:
+    def _charger_view(self, charger: Any, owners: dict[str, str] | None = None) -> dict[str, Any]:
         view = views.charger_view(charger)
-        # Several nodes: held by any live node (the owner map, at most a second old).
-        view["connected"] = self._commands.is_connected(charger.charger_id)
+        charger_id = charger.charger_id
+        if owners is None or self._cluster is None:
+            # Several nodes: held by any live node (the owner map, at most a second old).
+            view["connected"] = self._commands.is_connected(charger_id)
+            return view
+        # Several nodes, the owner table read now (see _owners), and which node has it.
+        node = self._cluster.node_id if self._registry.is_connected(charger_id) else None
+        node = node or owners.get(charger_id)
+        view["connected"] = node is not None
+        view["node"] = node
         return view
+
+    async def _owners(self, charger_ids: list[str] | None = None) -> dict[str, str] | None:
+        """Several nodes: who holds each charger under a live lease, read from the owner
+        table now. chargers.list and chargers.show are what a console re-reads after an
+        event it cannot place (another node's charger.connected for a charger it does
+        not know yet): an answer from the owner map (refreshed every second) could still
+        say offline, and no later event would correct it (issue 18). None on one node."""
+        if self._cluster is None:
+            return None
+        return await self._cluster.owners(charger_ids)
 
     async def status(self, args: dict[str, Any], user: str) -> dict[str, Any]:
         uptime = time.monotonic() - self._started
@@ -259,8 +277,9 @@ class ControlOps:
         for tx in active:
             by_charger.setdefault(tx.charger_id, []).append(views.transaction_view(tx))
         out = []
+        owners = await self._owners()
         for charger in await self._db.run(chargers.list_chargers):
-            view = self._charger_view(charger)
+            view = self._charger_view(charger, owners)
             view["active_transactions"] = by_charger.get(charger.charger_id, [])
             out.append(view)
         return out
@@ -270,7 +289,7 @@ class ControlOps:
         charger = await self._db.run(chargers.get_charger, charger_id)
         if charger is None:
             raise OpError(ErrorCode.NOT_FOUND, f"unknown charger {charger_id}")
-        view = self._charger_view(charger)
+        view = self._charger_view(charger, await self._owners([charger_id]))
         history = await self._db.run(chargers.status_history, charger_id)
         view["status_history"] = [
             {

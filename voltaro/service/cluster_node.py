@@ -431,6 +431,14 @@ class ClusterNode:
                 Event.CHARGER_DISCONNECTED, {"charger_id": charger_id, "reason": reason}
             )
 
+    async def owners(self, charger_ids: list[str] | None = None) -> dict[str, str]:
+        """charger id -> the node holding it under a live lease, read now (of
+        ``charger_ids`` only, when given). What a console re-reads after an event must
+        agree with that event: a claim or release commits before its node publishes the
+        connected/disconnected event, so this read, made after the event arrived, has it
+        (an owner map refreshed every second may not yet)."""
+        return await self._db.run(charger_owners.live_owners, charger_ids)
+
     async def nodes(self) -> list[cluster_nodes.NodeView]:
         return await self._db.run(cluster_nodes.nodes)
 

@@ -165,6 +165,23 @@ def owners_of(s: Session, charger_ids: list[str]) -> dict[str, tuple[str, int]]:
     return {r.charger_id: (r.node_id, int(r.epoch)) for r in rows}
 
 
+def live_owners(s: Session, charger_ids: list[str] | None = None) -> dict[str, str]:
+    """charger id -> owner node, for the chargers held by a node under a live lease on the
+    database clock (of ``charger_ids`` only, when given): what a console re-reading the
+    state is told, read now (an event it just got was published after its claim or
+    release committed, so this read agrees with it)."""
+    where = " AND o.charger_id = ANY(:ids)" if charger_ids is not None else ""
+    rows = s.execute(
+        text(
+            "SELECT o.charger_id, o.node_id FROM charger_owners o JOIN cluster_nodes n "
+            "ON n.node_id = o.node_id AND n.incarnation = o.incarnation "
+            f"WHERE n.lease_until > {DB_NOW}{where}"
+        ),
+        {"ids": charger_ids} if charger_ids is not None else {},
+    )
+    return {str(r.charger_id): str(r.node_id) for r in rows}
+
+
 def owned_counts(s: Session) -> dict[str, int]:
     """Chargers owned per node (every incarnation)."""
     rows = s.execute(text("SELECT node_id, count(*) AS n FROM charger_owners GROUP BY node_id"))
@@ -176,6 +193,7 @@ __all__ = [
     "Claim",
     "Owner",
     "claim",
+    "live_owners",
     "owned_counts",
     "owner",
     "owners_of",
