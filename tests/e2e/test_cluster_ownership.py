@@ -108,6 +108,65 @@ async def test_a_connection_on_another_node_takes_the_charger_over(
         await eventually(lambda: not connected(a, "CP-1"))
 
 
+async def test_an_eviction_that_arrives_before_the_old_socket_is_registered_still_closes_it(
+    postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A claims CP-LATE (epoch 1) but has not registered the socket yet (the WebSocket
+    handshake is not finished: held here); B claims it meanwhile (epoch 2) and A is told
+    on its evict channel while it has no socket for it. When A's socket registers, its
+    epoch is already superseded: it is closed at once, as a takeover (1000), not at A's
+    next reaper round (a third of the 30 s lease)."""
+    from voltaro.service.cluster_node import ClusterNode
+
+    claim, evict = ClusterNode.claim, ClusterNode.evict
+    claimed_on_a, go_on = trio.Event(), trio.Event()
+    told_a: list[bool] = []
+
+    async def held_claim(self: ClusterNode, charger_id: str, remote: str) -> Any:
+        result = await claim(self, charger_id, remote)
+        if self.node_id == "a":
+            claimed_on_a.set()
+            await go_on.wait()  # the handshake of A's socket is not over yet
+        return result
+
+    def seen_evict(self: ClusterNode, *args: Any, **kwargs: Any) -> bool:
+        closed = evict(self, *args, **kwargs)
+        if self.node_id == "a":
+            told_a.append(closed)
+        return closed
+
+    monkeypatch.setattr(ClusterNode, "claim", held_claim)
+    monkeypatch.setattr(ClusterNode, "evict", seen_evict)
+    async with (
+        node(postgres_url, tmp_path, "a", node_lease_seconds=30) as a,
+        node(postgres_url, tmp_path, "b", node_lease_seconds=30) as b,
+    ):
+        on_a: list[RawCharger] = []
+
+        async def connect_to_a() -> None:
+            on_a.append(await RawCharger.connect(f"{a.url}/CP-LATE"))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(connect_to_a)
+            with trio.fail_after(10):
+                await claimed_on_a.wait()
+            on_b = await RawCharger.connect(f"{b.url}/CP-LATE")
+            assert owners(b) == {"CP-LATE": ("b", 2)}
+            await eventually(lambda: bool(told_a))
+            assert told_a == [False]  # no socket to close yet
+            go_on.set()
+        registered = trio.current_time()
+        assert await on_a[0].wait_closed(timeout=2) == 1000
+        closed_after = trio.current_time() - registered
+        assert closed_after < 1.0, closed_after
+        assert owners(b) == {"CP-LATE": ("b", 2)}
+        assert "currentTime" in await on_b.call("Heartbeat", {})
+        await trio.sleep(0.5)  # A's late release and "offline" change nothing
+        assert owners(b) == {"CP-LATE": ("b", 2)}
+        assert connected(b, "CP-LATE")
+        await on_b.close()
+
+
 async def test_an_unauthenticated_connection_takes_nothing_over(
     postgres_url: str, tmp_path: Path
 ) -> None:

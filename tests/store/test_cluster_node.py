@@ -218,6 +218,31 @@ async def test_claims_bump_the_epoch_and_a_late_release_changes_nothing(pg: Data
     assert _flags(pg) == {"CP-1": False}
 
 
+async def test_an_eviction_notice_is_kept_for_a_socket_registered_after_it(
+    pg: Database,
+) -> None:
+    # The listener claims before the WebSocket handshake is over and registers the socket
+    # after it: an eviction notice in between finds no socket, and is remembered.
+    pg.run_sync(chargers.add_charger, "CP-1")
+    a, b = _node(pg, "a", lease=30), _node(pg, "b", lease=30)
+    await a.register()
+    await b.register()
+    # A notice older than the claim is about an earlier connection of the charger:
+    # epochs restart at 1 once its row is gone, so its higher epoch means nothing.
+    assert not a.evict("CP-1", 7, "b")
+    mine = await a.claim("CP-1", "1.1.1.1:1")
+    assert mine.epoch == 1
+    assert a.superseded("CP-1", mine) is None
+    # A notice for a claim made after ours: ours is superseded when it registers.
+    theirs = await b.claim("CP-1", "1.1.1.1:2")
+    assert not a.evict("CP-1", theirs.epoch, "b")  # nothing registered to close yet
+    assert a.superseded("CP-1", mine) == "b"
+    assert a.status().evicted == 1
+    # Never a socket of a newer claim of ours.
+    again = await a.claim("CP-1", "1.1.1.1:3")
+    assert a.superseded("CP-1", again) is None
+
+
 async def test_a_late_release_of_an_earlier_incarnation_keeps_the_new_claim(
     pg: Database,
 ) -> None:

@@ -631,14 +631,15 @@ class OcppListener:
             epoch=claimed.epoch if claimed is not None else 0,
         )
         previous = self._registry.claim(session)
-        if (
-            claimed is not None
-            and self._ownership is not None
-            and not self._ownership.holds(claimed)
-        ):
-            # Fenced (or joined again as a new incarnation) since the claim: the fence
-            # closed the sessions it saw; this one was not there yet.
-            session.close(1012, "node lost its cluster lease")
+        if claimed is not None and self._ownership is not None:
+            if not self._ownership.holds(claimed):
+                # Fenced (or joined again as a new incarnation) since the claim: the
+                # fence closed the sessions it saw; this one was not there yet.
+                session.close(1012, "node lost its cluster lease")
+            elif (by := self._ownership.superseded(charger_id, claimed)) is not None:
+                # Another node took the charger over during the handshake; its eviction
+                # notice found no socket here to close (A2 "Duplicate-connection policy").
+                session.close(CLOSE_NORMAL, f"replaced by a new connection on node {by}")
         if previous is not None:
             self.security.record(
                 "takeover",

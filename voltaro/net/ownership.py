@@ -23,6 +23,9 @@ class Claimed:
 
     epoch: int
     incarnation: str
+    # When the claim was asked for (trio clock): an eviction notice that arrived before
+    # it concerns an earlier connection of the charger, never this one.
+    at: float = 0.0
 
 
 class Ownership(Protocol):
@@ -33,6 +36,13 @@ class Ownership(Protocol):
     def holds(self, claimed: Claimed) -> bool:
         """Whether a claim made earlier is still this node's to serve (not fenced, and
         made by the incarnation that is live now)."""
+        ...
+
+    def superseded(self, charger_id: str, claimed: Claimed) -> str | None:
+        """Asked when the socket of ``claimed`` is registered (after the WebSocket
+        handshake, some time after the claim): the node whose newer claim already
+        superseded it (its eviction notice arrived while no socket was registered to
+        close), or None. A superseded socket is closed at once."""
         ...
 
     async def claim(self, charger_id: str, remote: str) -> Claimed:

@@ -104,6 +104,12 @@ class ClusterNode:
             if pg_listener is not None
             else None
         )
+        # Eviction notices, kept for a lease: charger -> (the epoch another node claimed
+        # it with last, that node, when the notice arrived on the trio clock). The
+        # listener claims a charger before the WebSocket handshake is over and registers
+        # the socket after it: a notice arriving in between finds no socket to close,
+        # and the socket is checked against this when it registers (superseded()).
+        self._notices: dict[str, tuple[int, str, float]] = {}
         # Releases the database did not take yet: charger -> its claim.
         self._unreleased: dict[str, Claimed] = {}
         # status's cluster block as of the last reaper round (server.health carries it
@@ -295,6 +301,7 @@ class ClusterNode:
         if self.fenced():
             raise Fenced(f"node {self.node_id} holds no valid cluster lease")
         incarnation = self.incarnation
+        asked = trio.current_time()
         result = await self._db.run(
             charger_owners.claim, charger_id, self.node_id, incarnation, remote
         )
@@ -306,7 +313,7 @@ class ClusterNode:
                 result.previous_node,
                 result.epoch,
             )
-        return Claimed(result.epoch, incarnation)
+        return Claimed(result.epoch, incarnation, asked)
 
     async def release(self, charger_id: str, claimed: Claimed) -> None:
         try:
@@ -337,7 +344,11 @@ class ClusterNode:
     def evict(self, charger_id: str, epoch: int, by: str) -> bool:
         """Another node claimed ``charger_id`` with ``epoch``: close our socket if its
         epoch is lower (a NOTIFY that arrives after a newer local claim changes
-        nothing)."""
+        nothing). Remembered for a lease in any case: a socket of this charger whose
+        handshake is not over yet registers after this notice (superseded())."""
+        # The latest notice: they arrive in the order the claims committed, which is
+        # epoch order while the row exists (and a row deleted since restarts at 1).
+        self._notices[charger_id] = (epoch, by, trio.current_time())
         session = self._registry.session(charger_id)
         if session is None or session.epoch >= epoch:
             return False
@@ -351,6 +362,34 @@ class ClusterNode:
         )
         session.close(CLOSE_SUPERSEDED, f"replaced by a new connection on node {by}")
         return True
+
+    def superseded(self, charger_id: str, claimed: Claimed) -> str | None:
+        """The socket of ``claimed`` is being registered: the node that took the charger
+        over with a newer epoch since the claim was asked for, if its eviction notice
+        already came (then the caller closes the socket at once), else None."""
+        known = self._notices.get(charger_id)
+        if known is None:
+            return None
+        epoch, by, arrived = known
+        # A notice older than the claim is about an earlier connection (epochs restart
+        # at 1 once a row was deleted, so its epoch may well be higher).
+        if epoch <= claimed.epoch or arrived < claimed.at:
+            return None
+        self.evicted += 1
+        log.info(
+            "charge point %r connected to node %s (epoch %d) before our socket (epoch %d) "
+            "was registered; closing ours",
+            charger_id,
+            by,
+            epoch,
+            claimed.epoch,
+        )
+        return by
+
+    def _forget_notices(self) -> None:
+        horizon = trio.current_time() - self.lease
+        for charger_id in [c for c, (_, _, at) in self._notices.items() if at < horizon]:
+            del self._notices[charger_id]
 
     async def _evict_loop(self, notes: trio.MemoryReceiveChannel[Notification]) -> None:
         async for note in notes:
@@ -409,6 +448,7 @@ class ClusterNode:
             )
         await self.check_sessions()
         await self._watch_deaths()
+        self._forget_notices()
         return len(reaped)
 
     async def _watch_deaths(self) -> None:
