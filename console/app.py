@@ -216,7 +216,7 @@ class ConsoleApp(App[None]):
         self._header_at = 0.0  # monotonic time of the last header update
         self._resync_wanted = False
         self._resyncing = False
-        self._replay: list[tuple[str, dict[str, Any], str | None]] = []
+        self._replay: list[tuple[str, dict[str, Any], str | None, str | None]] = []
         self._inbox: deque[dict[str, Any]] = deque()
         self._inbox_posted = False
         self._cells: dict[str, tuple[Any, ...]] = {}
@@ -354,8 +354,8 @@ class ConsoleApp(App[None]):
                 self.site.load(status, listed, interrupted, self.clock())
                 await self._read_health_flags()
                 # Events that arrived while the snapshot was read may be newer than it.
-                for name, data, at in self._replay:
-                    self.site.apply(name, data, at)
+                for name, data, at, node in self._replay:
+                    self.site.apply(name, data, at, node)
                 self._replay = []
                 self.stale = False
                 self._dirty.update(self.site.chargers)
@@ -413,12 +413,13 @@ class ConsoleApp(App[None]):
         if frame["type"] != "event":
             return
         name, data, at = str(frame["event"]), dict(frame.get("data") or {}), frame.get("at")
+        node = frame.get("node")  # another node of a cluster published it
         if name == "load.allocation":
             self.load_history.add(data, self.clock())
             self.site.set_load_alerts(data, at or "")
         if self._resyncing:
-            self._replay.append((name, data, at))
-        known = self.site.apply(name, data, at)
+            self._replay.append((name, data, at, node))
+        known = self.site.apply(name, data, at, node)
         if self.sort in ORDER_NEUTRAL.get(name, {self.sort}):
             self._order_dirty = True
         if name != "meter.values":

@@ -90,6 +90,9 @@ class Charger:
     connectors: dict[int, Connector] = field(default_factory=dict)
     sessions: dict[int, Session] = field(default_factory=dict)
     loaded: bool = True  # False: known only from an event, details come with the resync
+    # Several nodes (issue 18): the node holding its connection (None: one node, or
+    # not connected).
+    node: str | None = None
 
     @classmethod
     def from_view(cls, c: dict[str, Any]) -> Charger:
@@ -100,6 +103,7 @@ class Charger:
             vendor=c.get("vendor"),
             model=c.get("model"),
             last_seen=c.get("last_seen"),
+            node=c.get("node") if c.get("connected") else None,
         )
         for k in c.get("connectors") or []:
             cid = int(k["connector_id"])
@@ -360,9 +364,19 @@ class Site:
 
     # --- events ----------------------------------------------------------------------
 
-    def apply(self, name: str, data: dict[str, Any], at: str | None = None) -> bool:
+    def node_id(self) -> str | None:
+        """The node this console is attached to (several nodes), from ``status``."""
+        cluster = self.health.get("cluster")
+        node = cluster.get("node_id") if isinstance(cluster, dict) else None
+        return str(node) if node else None
+
+    def apply(
+        self, name: str, data: dict[str, Any], at: str | None = None, node: str | None = None
+    ) -> bool:
         """Apply one event. False: it names a charger this model has not loaded yet
-        (a skeleton row is made; the caller should resync to fill it in)."""
+        (a skeleton row is made; the caller should resync to fill it in). ``node``: the
+        node that published it, when another node of a cluster did (the frame's
+        ``node``)."""
         if name == "server.health":
             self.set_health(data, at or "")
             return True
@@ -399,6 +413,10 @@ class Site:
         if charger is None:
             charger = self.chargers[charger_id] = Charger(charger_id, loaded=False)
         self._apply(charger, name, data, at or "")
+        if name == "charger.connected":
+            charger.node = node or self.node_id()
+        elif name == "charger.disconnected":
+            charger.node = None
         when = data.get("at") or at
         # Not news from the charger: an operator's or the campaign runner's doing.
         if name not in ("charger.updated", "command.result", "campaign.progress") and when:

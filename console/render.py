@@ -91,7 +91,8 @@ def charger_cells(c: Charger, now: datetime, *, stale: bool) -> tuple[Text, ...]
     elif c.pending:
         link = Text("pending", style="bold black on yellow")
     elif c.connected:
-        link = Text("online", style="green")
+        # Several nodes: which one holds it (issue 18).
+        link = Text("online" + (f" {c.node}" if c.node else ""), style="green")
     else:
         link = Text("offline", style="bold red")
     conns = Text(" ").join(connector_text(k, stale) for k in c.outlets) or Text("-")

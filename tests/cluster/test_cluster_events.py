@@ -230,6 +230,8 @@ async def test_the_console_on_one_node_shows_a_charger_on_the_other_live(
                 await until(pilot, lambda: table.row_count == 1)
                 await until(pilot, lambda: "online" in cell("link"))
                 await until(pilot, lambda: "Charging" in cell("conn"))
+            # The row names the node that holds the charger.
+            assert cell("link") == "online n2"
             await status(link, "Finishing")
             async with asyncio.timeout(20):
                 await until(pilot, lambda: "Finishing" in cell("conn"))
@@ -238,3 +240,13 @@ async def test_the_console_on_one_node_shows_a_charger_on_the_other_live(
         # And offline once it left n2.
         async with asyncio.timeout(20):
             await until(pilot, lambda: "online" not in cell("link"))
+        # A charger of n1 itself: its node too.
+        near = await Link.open(n1.url, "CP-near", node=n1.index)
+        try:
+            assert await near.boot() == "Accepted"
+            async with asyncio.timeout(20):
+                await until(pilot, lambda: table.row_count == 2)
+                await until(pilot, lambda: str(table.get_cell("CP-near", "link")) == "online n1")
+        finally:
+            await near.close()
+
