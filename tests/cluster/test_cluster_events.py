@@ -250,3 +250,48 @@ async def test_the_console_on_one_node_shows_a_charger_on_the_other_live(
         finally:
             await near.close()
 
+
+@pytest.mark.asyncio
+@pytest.mark.nodes(2)
+async def test_a_charger_taken_over_by_another_node_stays_online_on_every_console(
+    cluster: Cluster,
+) -> None:
+    """CP-move connects to n1, then to n2 (its old socket half-open, say): n2's claim
+    takes it over and n1 closes the old socket. For consoles on either node the charger
+    moved, it never went offline: no ``charger.disconnected`` after n2's
+    ``charger.connected`` (as a takeover on one node publishes none), and the state they
+    re-read says connected, on n2."""
+    n1, n2 = cluster.nodes
+    kinds = ("charger.connected", "charger.disconnected")
+    async with (
+        console(n1.control_socket, kinds) as on_n1,
+        console(n2.control_socket, kinds) as on_n2,
+    ):
+        old = await Link.open(n1.url, "CP-move", node=n1.index)
+        new: Link | None = None
+        try:
+            for client in (on_n1, on_n2):
+                await client.wait_for(got("charger.connected", "CP-move"))
+            new = await Link.open(n2.url, "CP-move", node=n2.index)
+            async with asyncio.timeout(5):
+                await old.closed.wait()
+            assert old.close_code == 1000, (old.close_code, old.close_reason)
+            await asyncio.sleep(1.5)  # n1's events reach n2's console through the outbox
+            for client in (on_n1, on_n2):
+                seen = [
+                    (f["event"], f.get("node"))
+                    for f in client.events
+                    if f["data"].get("charger_id") == "CP-move"
+                ]
+                last = seen[-1]
+                assert last[0] == "charger.connected", seen
+                shown = await client.request("chargers.show", {"charger_id": "CP-move"})
+                assert (shown["result"]["connected"], shown["result"]["node"]) == (True, "n2")
+            assert [f.get("node") for f in on_n2.events if f["event"] == "charger.connected"] == [
+                "n1",
+                None,
+            ]
+        finally:
+            await old.close()
+            if new is not None:
+                await new.close()

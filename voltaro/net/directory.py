@@ -74,8 +74,12 @@ class ChargerDirectory(Protocol):
         """The charger is now connected here: mark it and tell the consoles."""
         ...
 
-    async def disconnected(self, charger_id: str, reason: str) -> None:
-        """The charger's live connection ended (not called when a successor took over)."""
+    async def disconnected(self, charger_id: str, reason: str, *, moved_to: str = "") -> None:
+        """The charger's live connection ended (not called when a successor took over on
+        this node). ``moved_to``: several nodes, the node that took the charger over:
+        recorded here, but not announced to consoles as a disconnection (as a takeover
+        on one node is not): the new node's ``charger.connected`` came first, and a
+        later ``charger.disconnected`` would show the charger offline."""
         ...
 
 
@@ -127,7 +131,7 @@ class MemoryDirectory:
         self.online.add(charger_id)
         self.history.append(("connected", charger_id))
 
-    async def disconnected(self, charger_id: str, reason: str) -> None:
+    async def disconnected(self, charger_id: str, reason: str, *, moved_to: str = "") -> None:
         self.online.discard(charger_id)
         self.history.append(("disconnected", charger_id))
 

@@ -639,6 +639,7 @@ class OcppListener:
             elif (by := self._ownership.superseded(charger_id, claimed)) is not None:
                 # Another node took the charger over during the handshake; its eviction
                 # notice found no socket here to close (A2 "Duplicate-connection policy").
+                session.moved_to = by
                 session.close(CLOSE_NORMAL, f"replaced by a new connection on node {by}")
         if previous is not None:
             self.security.record(
@@ -693,7 +694,7 @@ class OcppListener:
                 await self._release(charger_id, claimed)
             if still_current:
                 with trio.move_on_after(CLOSE_BUDGET * 5, shield=True):
-                    await self._notify_disconnected(charger_id, reason)
+                    await self._notify_disconnected(charger_id, reason, session.moved_to)
             log.info("charge point %r disconnected (%s)", charger_id, reason)
             self._live_sessions -= 1
             if self._live_sessions == 0:
@@ -719,9 +720,9 @@ class OcppListener:
             if not self._absorb("connected flags not written yet", charger_id):
                 log.warning("could not record that %r connected (database unavailable)", charger_id)
 
-    async def _notify_disconnected(self, charger_id: str, reason: str) -> None:
+    async def _notify_disconnected(self, charger_id: str, reason: str, moved_to: str = "") -> None:
         try:
-            await self._directory.disconnected(charger_id, reason)
+            await self._directory.disconnected(charger_id, reason, moved_to=moved_to)
             if self._registry.is_connected(charger_id):
                 # A successor arrived while we recorded the disconnect: the write order
                 # between the two is not fixed, so state the truth again.

@@ -30,6 +30,9 @@ class Session:
     # (charger_owners.epoch, the fencing token); a routed command is only sent when it
     # was addressed to this epoch. 0 on a single node.
     epoch: int = 0
+    # Several nodes: the node whose newer claim superseded this connection ("" until
+    # then). Its close is a move, not a disconnection (see ChargerDirectory).
+    moved_to: str = ""
 
     def going_away(self, code: int, reason: str) -> None:
         """The close code and reason for when the session ends by itself (draining)."""

@@ -360,6 +360,7 @@ class ClusterNode:
             epoch,
             session.epoch,
         )
+        session.moved_to = by
         session.close(CLOSE_SUPERSEDED, f"replaced by a new connection on node {by}")
         return True
 
@@ -429,6 +430,8 @@ class ClusterNode:
             )
             self.evicted += 1
             closed += 1
+            if row is not None and row[0] != self.node_id:
+                session.moved_to = row[0]  # a move; a released row is a disconnection
             session.close(CLOSE_SUPERSEDED, f"replaced by a new connection on node {by}")
         return closed
 

@@ -67,11 +67,16 @@ class StoreDirectory:
             self._health.connected(charger_id)
         self._hub.publish(Event.CHARGER_CONNECTED, {"charger_id": charger_id, "remote": remote})
 
-    async def disconnected(self, charger_id: str, reason: str) -> None:
-        # Never dropped: written by ConnectionFlags, retried until the database takes it.
+    async def disconnected(self, charger_id: str, reason: str, *, moved_to: str = "") -> None:
+        # Never dropped: written by ConnectionFlags, retried until the database takes it
+        # (several nodes: cleared only if no other node holds the charger).
         self._flags.settle(charger_id)
         if self._health is not None:
             self._health.disconnected(charger_id)
+        if moved_to:
+            # Taken over by another node (issue 18): its charger.connected went out
+            # first; consoles must not see the charger go offline after it.
+            return
         self._hub.publish(Event.CHARGER_DISCONNECTED, {"charger_id": charger_id, "reason": reason})
 
 

@@ -179,7 +179,7 @@ def live_owners(s: Session, charger_ids: list[str] | None = None) -> dict[str, s
         ),
         {"ids": charger_ids} if charger_ids is not None else {},
     )
-    return {str(r.charger_id): str(r.node_id) for r in rows}
+    return {str(charger): str(node) for charger, node in rows}
 
 
 def owned_counts(s: Session) -> dict[str, int]:
