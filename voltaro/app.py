@@ -256,6 +256,8 @@ async def run(
         counted=charger_health.call_error_sent,
     )
     security = SecurityEvents(publish=lambda data: publish(Event.SECURITY_EVENT, data))
+    if cluster is not None:
+        cluster.security = security  # takeovers from other nodes: takeover_alert
     # Several nodes on one PostgreSQL (issue 18): one LISTEN connection per node
     # (every subscription is made before it starts), and commands routed to the node
     # that holds the charger.

@@ -167,6 +167,43 @@ async def test_an_eviction_that_arrives_before_the_old_socket_is_registered_stil
         await on_b.close()
 
 
+async def test_one_id_fighting_over_two_nodes_raises_a_takeover_alert(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """Two live devices with one id (cloned credentials, two units configured alike)
+    that a load balancer sends to different nodes: each connection takes the id over
+    from the other node. More than 5 takeovers of one id within 10 minutes on a node
+    raise ``takeover_alert`` there (scale-and-security A2 "Duplicate-connection policy"
+    §4), as on one node; a single move (a node died, its chargers reconnected elsewhere)
+    is no security event."""
+    async with (
+        node(postgres_url, tmp_path, "a", node_lease_seconds=30) as a,
+        node(postgres_url, tmp_path, "b", node_lease_seconds=30) as b,
+    ):
+
+        async def alerts(server: RunningServer) -> list[dict[str, Any]]:
+            done = await ctl(server, "--json", "security", "events")
+            assert done.returncode == 0, done.stderr
+            summary = json.loads(done.stdout)
+            return [e for e in summary["recent"] if e["kind"].startswith("takeover")]
+
+        sockets: list[RawCharger] = []
+        for i in range(14):
+            sockets.append(await RawCharger.connect(f"{(a, b)[i % 2].url}/CP-TWIN"))
+            if i:
+                # The other node closed its socket: taken over.
+                assert await sockets[-2].wait_closed(timeout=2) == 1000
+            if i == 1:
+                assert await alerts(a) == []
+                assert await alerts(b) == []
+        # a took it over 6 times (connections 3, 5, ..., 13), b 7 times.
+        for server in (a, b):
+            found = await alerts(server)
+            assert [e["kind"] for e in found] == ["takeover_alert"], found
+            assert found[0]["charger_id"] == "CP-TWIN"
+        await sockets[-1].close()
+
+
 async def test_an_unauthenticated_connection_takes_nothing_over(
     postgres_url: str, tmp_path: Path
 ) -> None:

@@ -14,7 +14,10 @@ Kinds (the ``kind`` field, stable for log shippers and the API):
 - ``takeover``: a second connection replaced a live one for the same identity (the
   newest wins, after authentication). More than ``TAKEOVER_LIMIT`` within
   ``TAKEOVER_WINDOW`` seconds for one identity raises ``takeover_alert``, at most once
-  per window: two devices fighting over one id, or a stolen credential.
+  per window: two devices fighting over one id, or a stolen credential. Several nodes
+  (issue 18): a claim that takes the id over from another node is counted with this
+  node's takeovers (:meth:`SecurityEvents.taken_from_node`) without an event of its own
+  (every charger of a node that died does it once).
 
 The log line is ``security: event=KIND charger=ID remote=ADDR detail=...`` (values
 quoted with repr when they hold spaces), one per event; the failed-password summary
@@ -118,6 +121,15 @@ class SecurityEvents:
             self.publish(event.as_dict())
         if kind == "takeover" and charger_id is not None:
             self._count_takeover(charger_id, remote)
+
+    def taken_from_node(self, charger_id: str, remote: str | None) -> None:
+        """Several nodes: this node's claim took ``charger_id`` over from a row another
+        node held (that node closes its socket). Counted towards ``takeover_alert`` as a
+        takeover here is; not an event by itself: a node that died makes each of its
+        chargers do this once, and the old node counts the closed socket in ``status``.
+        Two devices with one id sent to different nodes keep doing it (A2
+        "Duplicate-connection policy" §4)."""
+        self._count_takeover(charger_id, remote)
 
     def _count_takeover(self, charger_id: str, remote: str | None) -> None:
         now = self._clock()

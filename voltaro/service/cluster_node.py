@@ -41,6 +41,7 @@ from voltaro.domain.ports import StorageUnavailable
 from voltaro.domain.timestamps import format_utc
 from voltaro.net.ownership import Claimed, Fenced
 from voltaro.net.registry import Registry
+from voltaro.net.security_events import SecurityEvents
 from voltaro.service.hub import EventHub
 from voltaro.store import charger_owners, cluster_nodes
 from voltaro.store.db import Database
@@ -122,6 +123,8 @@ class ClusterNode:
         self.evicted = 0
         self.reaped = 0
         self.guard = LoopGuard("cluster node", log)
+        # Takeovers from other nodes count towards takeover_alert (set by the app).
+        self.security: SecurityEvents | None = None
         # Tests: seconds each renewal waits before it is sent (late renewals).
         self.renew_delay = 0.0
 
@@ -313,6 +316,8 @@ class ClusterNode:
                 result.previous_node,
                 result.epoch,
             )
+            if self.security is not None:
+                self.security.taken_from_node(charger_id, remote)
         return Claimed(result.epoch, incarnation, asked)
 
     async def release(self, charger_id: str, claimed: Claimed) -> None:
