@@ -138,11 +138,15 @@ async def test_late_renewals_fence_the_node_its_sockets_close_1012_then_it_rejoi
 async def test_a_database_outage_fences_the_node_within_its_lease(
     pg: Database, postgres_url: str
 ) -> None:
+    pg.run_sync(chargers.add_charger, "CP-1")
     registry = Registry()
     node = _node(pg, "n1", registry)
     async with trio.open_nursery() as nursery:
         await nursery.start(node.run)
-        session = _session(registry, "CP-1")
+        # Claimed, so a reaper round before the outage bites leaves it alone (a session
+        # with no row of its own is closed with 1000 by the round: a flake under load).
+        claimed = await node.claim("CP-1", "")
+        session = _session(registry, "CP-1", claimed.epoch)
         with database_outage(postgres_url):
             started = trio.current_time()
             await _until(lambda: node.fenced(), LEASE + 1)
