@@ -315,3 +315,33 @@ async def test_a_charger_without_local_list_support_is_asked_once(
         assert response["ok"], response
         await settled(server, "CP-1", "Accepted")
     assert (without.version, sorted(without.list)) == (1, ["A1"])
+
+
+async def test_new_firmware_is_asked_even_if_the_charger_left_before_its_sync(
+    server: RunningServer,
+) -> None:
+    """A charger known to have no list boots with new firmware and drops off before its
+    sync on connect is due (a flaky modem after a firmware update). When it comes back
+    and boots again (the same new firmware now), what it reported under the old firmware
+    still does not hold: it is asked again, not skipped as "known disabled"."""
+    server.run(chargers.add_charger, "CP-1")
+    server.run(tags.add_tag, "A1")
+    disabled = ListCharger(enabled="false")
+    cp = await arrive(server)
+    async with scripted(cp, disabled.handlers()) as script:
+        await until(script, "GetConfiguration")
+    assert system_commands(server, "CP-1") == ["GetConfiguration"]
+    await cp.close()
+    await gone(server, "CP-1")
+
+    cp = await RawCharger.connect(f"{server.url}/CP-1")
+    assert (await cp.boot(firmwareVersion="2.0"))["status"] == "Accepted"
+    await cp.close()  # gone before its sync is due
+    await gone(server, "CP-1")
+    await trio.sleep(4 * DELAY)  # past the due time: the sync found it offline
+
+    cp = await RawCharger.connect(f"{server.url}/CP-1")
+    assert (await cp.boot(firmwareVersion="2.0"))["status"] == "Accepted"
+    async with scripted(cp, disabled.handlers()) as script:
+        await until(script, "GetConfiguration")
+    assert system_commands(server, "CP-1") == ["GetConfiguration", "GetConfiguration"]

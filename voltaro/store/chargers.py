@@ -8,10 +8,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, func, select, update
+from sqlalchemy import Table, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from voltaro.domain.credentials import hash_password
+from voltaro.domain.local_list import KEY_ENABLED
 from voltaro.domain.model import (
     Availability,
     BootDecision,
@@ -438,6 +439,13 @@ def boot(
         ident.model,
         ident.firmware_version,
     )
+    if not same:
+        # Other firmware (or a first boot): a LocalAuthListEnabled false or unknown that
+        # it reported before may not hold now. Forgotten here, in the boot's commit, not
+        # in memory: the sync on connect that would ask again can miss the charger (it
+        # dropped off before the sync was due, a restart, a Pending boot), and a later
+        # boot as this same firmware must still ask (issue 14, OCPP 1.6 §9.3).
+        c.execute(_FORGET_LIST_DISABLED, {"cid": request.charger_id, "now": now})
     if status is not RegistrationStatus.ACCEPTED:
         return BootDecision(
             status=status, interval=retry_interval, current_time=now, same_identity=same
@@ -516,6 +524,21 @@ _ADOPT_INTERVAL = (
     .values(
         value=bindparam("b_value"), updated_at=bindparam("now", type_=_CONFIG.c.updated_at.type)
     )
+)
+
+
+# A reported "true" stays: a push or sync asks GetConfiguration before it sends anything.
+_FORGET_LIST_DISABLED = (
+    update(_CONFIG)
+    .where(
+        _CONFIG.c.charger_id == bindparam("cid"),
+        func.lower(_CONFIG.c.key) == KEY_ENABLED.lower(),
+        or_(
+            _CONFIG.c.unknown.is_(True),
+            func.coalesce(func.lower(func.trim(_CONFIG.c.value)), "") != "true",
+        ),
+    )
+    .values(value=None, unknown=False, updated_at=bindparam("now", type_=_CONFIG.c.updated_at.type))
 )
 
 
