@@ -124,3 +124,81 @@ def test_the_retention_trims_only_old_rows(pg: Database) -> None:
     assert pg.run_sync(routed.trim, timedelta(hours=24)) == 3
     assert pg.run_sync(routed.trim, timedelta(hours=24)) == 0
     assert pg.run_sync(routed.get, "new") is not None
+
+
+def test_a_retry_blocked_by_a_concurrent_retry_of_an_unsent_request_follows_it(
+    postgres_url: str,
+) -> None:
+    """Two retries of a request that ended unsent (owner unreachable): the first locks the
+    row, replaces it with a new queued request and commits while the second waits for its
+    lock. The second must follow the first (never send again, never "offline": the
+    command is being carried out), not find "no row" and report the charger offline."""
+    import threading
+
+    from voltaro.store.errors import TransientStorageError
+
+    pg = Database(postgres_url, pool_size=3)
+    pg.upgrade()
+    try:
+        pg.run_sync(_owned_by, "CP-1", "n2")
+        assert _start(pg, "r9") == routed.Owner("n2", 3)
+        unreachable = {"error": {"code": "owner_unreachable", "message": "not sent"}}
+        assert pg.run_sync(routed.give_up, "r9", "error", unreachable)
+
+        outcome: list[object] = []
+
+        def second_retry() -> None:
+            try:
+                outcome.append(
+                    pg.run_sync(
+                        routed.start,
+                        request_id="r9",
+                        charger_id="CP-1",
+                        action="ClearCache",
+                        payload={"action": "ClearCache", "args": {}},
+                        origin_node="n1",
+                        requested_by="bob",
+                    )
+                )
+            except TransientStorageError as exc:  # pragma: no cover - shown by the assert
+                outcome.append(exc)
+
+        # The first retry, step by step as routed.start takes them: the row is locked...
+        with Session(pg.engine) as first:
+            first.begin()
+            first.execute(text("SELECT id FROM routed_commands WHERE id = 'r9' FOR UPDATE"))
+            waiting = threading.Thread(target=second_retry)
+            waiting.start()
+            # ...the second retry now waits for that lock (its INSERT found the old row).
+            with Session(pg.engine) as probe:
+                for _ in range(500):
+                    blocked = probe.execute(
+                        text(
+                            "SELECT count(*) FROM pg_stat_activity WHERE datname = "
+                            "current_database() AND wait_event_type = 'Lock'"
+                        )
+                    ).scalar()
+                    if blocked:
+                        break
+                    probe.rollback()
+                    threading.Event().wait(0.01)
+                assert blocked, "the second retry never waited for the first one's lock"
+            # ...then replaced by the new attempt, committed.
+            first.execute(text("DELETE FROM routed_commands WHERE id = 'r9'"))
+            first.execute(
+                text(
+                    "INSERT INTO routed_commands (id, charger_id, action, payload, origin_node, "
+                    "owner_node, owner_epoch, requested_by, status, created_at) VALUES "
+                    "('r9', 'CP-1', 'ClearCache', '{}', 'n1', 'n2', 3, 'alice', 'queued', "
+                    "now() AT TIME ZONE 'UTC')"
+                )
+            )
+            first.commit()
+        waiting.join(10)
+        (result,) = outcome
+        assert isinstance(result, tuple), result
+        existing, owner = result
+        assert existing is not None, "the second retry lost the first one: reported offline"
+        assert (existing.status, owner) == ("queued", None)
+    finally:
+        pg.dispose()

@@ -195,7 +195,9 @@ def start(
         "now": _naive(utc_now()),
     }
     written = s.connection().execute(_INSERT, params).first()
-    if written is None:
+    tries = 3
+    while written is None and tries > 0:
+        tries -= 1
         existing = (
             s.connection()
             .execute(
@@ -204,16 +206,21 @@ def start(
             )
             .first()
         )
-        if existing is None:  # trimmed in between: nothing to follow, start afresh
+        if existing is None:
+            # Gone while this waited for its lock: trimmed, or a concurrent retry of an
+            # unsent request replaced it with a new attempt (committed after this
+            # statement's snapshot, READ COMMITTED). Insert again: that writes the row,
+            # or conflicts with the new attempt, which the next read finds and follows
+            # (never "offline" for a command another attempt is carrying out).
             written = s.connection().execute(_INSERT, params).first()
-        else:
-            earlier = _routed(existing)
-            if not retryable(earlier):
-                return earlier, None
-            s.connection().execute(
-                text("DELETE FROM routed_commands WHERE id = :id"), {"id": request_id}
-            )
-            written = s.connection().execute(_INSERT, params).first()
+            continue
+        earlier = _routed(existing)
+        if not retryable(earlier):
+            return earlier, None
+        s.connection().execute(
+            text("DELETE FROM routed_commands WHERE id = :id"), {"id": request_id}
+        )
+        written = s.connection().execute(_INSERT, params).first()
     if written is None or written.owner_node is None:
         return None, None
     found = Owner(str(written.owner_node), int(written.owner_epoch))
