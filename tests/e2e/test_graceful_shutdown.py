@@ -58,6 +58,46 @@ async def test_start_transaction_in_flight_at_shutdown_is_committed_and_answered
     server.db.dispose()
 
 
+async def test_calls_queued_behind_one_in_flight_at_shutdown_are_answered_in_order(
+    database_url: str, tmp_path: Path
+) -> None:
+    """A misbehaving charger sent a second CALL before the first was answered (OCPP-J
+    §4.1.1 allows the server to queue it): at shutdown both are answered, in arrival
+    order, before the 1001 (the worker task of issue 14 step 5 is drained)."""
+    settings = server_settings(database_url, tmp_path, shutdown_grace=15.0, db_retry_seconds=15.0)
+    async with trio.open_nursery() as nursery:
+        server, stop = await start_server(nursery, settings)
+        server.run(chargers.add_charger, "CP-1")
+        server.run(tags.add_tag, "T")
+        cp = await RawCharger.connect(f"{server.url}/CP-1")
+        await cp.boot()
+        watcher = await ControlClient.connect(server.addresses.control_socket or "")
+        assert (await watcher.request("subscribe", {"frames": True}))["ok"]
+        outage = Outage(database_url)
+        outage.start()
+        try:
+            start = {
+                "connectorId": 1,
+                "idTag": "T",
+                "meterStart": 5,
+                "timestamp": "2025-01-01T10:00:00Z",
+            }
+            await cp.send_raw('[2,"start-1","StartTransaction",' + _json(start) + "]")
+            await cp.send_raw('[2,"hb-2","Heartbeat",{}]')
+            await _frame_read(watcher, "hb-2")  # both read, the first still in flight
+            stop.set()
+            await _refusing_new_chargers(server.url)
+        finally:
+            outage.end()
+        first = await cp.recv(timeout=15)
+        second = await cp.recv(timeout=15)
+        assert (first[0], first[1]) == (3, "start-1"), first
+        assert (second[0], second[1]) == (3, "hb-2"), second
+        assert await cp.wait_closed(timeout=15) == 1001
+        await watcher.aclose()
+    server.db.dispose()
+
+
 def _json(value: Any) -> str:
     return json.dumps(value)
 
