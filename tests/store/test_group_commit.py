@@ -8,18 +8,30 @@ that dies in the middle of the batch).
 
 from __future__ import annotations
 
+import functools
+import threading
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 import trio
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from voltaro.domain.model import MeterValue, MeterValuesRequest, SampledValue
-from voltaro.store import transactions
+from voltaro.domain.model import (
+    BootRequest,
+    ChargerIdentity,
+    MeterValue,
+    MeterValuesRequest,
+    SampledValue,
+    StartTransactionRequest,
+    StopTransactionRequest,
+    TransactionState,
+)
+from voltaro.store import chargers, tags, transactions
 from voltaro.store.db import Database
 from voltaro.store.errors import PermanentStorageError, TransientStorageError
 
@@ -75,20 +87,26 @@ Outcomes = dict[str, Any]
 
 
 async def submit_together(
-    db: Database, units: dict[str, tuple[Callable[..., Any], tuple[Any, ...]]]
+    db: Database,
+    units: dict[str, tuple[Callable[..., Any], tuple[Any, ...]]],
+    *,
+    in_order: bool = False,
 ) -> Outcomes:
-    """Submit every unit at once (one batch: the window is long) and collect outcomes."""
+    """Submit every unit at once (one batch: the window is long) and collect outcomes;
+    ``in_order``: they arrive in the dict's order, 10 ms apart."""
     outcomes: Outcomes = {}
 
-    async def one(name: str, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+    async def one(n: int, name: str, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        if in_order:
+            await trio.sleep(0.01 * n)
         try:
             outcomes[name] = await db.write(fn, *args)
         except Exception as exc:
             outcomes[name] = exc
 
     async with trio.open_nursery() as nursery:
-        for name, (fn, args) in units.items():
-            nursery.start_soon(one, name, fn, args)
+        for n, (name, (fn, args)) in enumerate(units.items()):
+            nursery.start_soon(one, n, name, fn, args)
     return outcomes
 
 
@@ -265,3 +283,167 @@ async def test_a_lock_conflict_in_a_batch_falls_back_to_one_unit_at_a_time(
     assert not any(isinstance(o, Exception) for o in outcomes.values()), outcomes
     assert db.group_commit.fallbacks == 1
     assert [stored(db, f"CP-{i}") for i in range(4)] == [1] * 4
+
+
+def _rendezvous(gate: threading.Barrier) -> None:
+    try:
+        gate.wait()
+    except threading.BrokenBarrierError:
+        pass  # the other side could not get here (it waits on a lock): go on
+
+
+@pytest.mark.postgres
+async def test_overlapping_writers_take_charger_rows_in_one_order(postgres_url: str) -> None:
+    """Issue 14 step 2 on PostgreSQL, the deadlock seen in a soak with overlapping
+    batches: a batch that took the rows of the chargers whose messages it holds in
+    arrival order (CP-B's, then CP-A's) against a writer taking them in charger order
+    (the connected flags, ``chargers.set_connected``, sorted) waited on each other in a
+    cycle; PostgreSQL killed one after ``deadlock_timeout``. A batch takes its units'
+    rows in charger order: the two writers then only queue."""
+    db = Database(postgres_url, pool_size=4)
+    db.upgrade()
+    db.group_commit.window = 0.3
+    db.group_commit_enabled = True
+    for cid in ("CP-A", "CP-B"):
+        db.run_sync(chargers.add_charger, cid)
+    gate = threading.Barrier(2, timeout=3)
+
+    def flags_in_charger_order(s: Session) -> None:
+        # What set_connected({"CP-A", "CP-B"}) does in one statement, in two steps so
+        # that the batch runs between them.
+        chargers.set_connected(s, {"CP-A": True}, BASE)
+        _rendezvous(gate)
+        chargers.set_connected(s, {"CP-B": True}, BASE)
+
+    def rendezvous(s: Session) -> None:
+        _rendezvous(gate)
+
+    boot = functools.partial(chargers.boot, heartbeat_interval=60, retry_interval=30)
+
+    def booting(cid: str) -> BootRequest:
+        return BootRequest(
+            charger_id=cid, identity=ChargerIdentity(vendor="V", model="M"), received_at=BASE
+        )
+
+    try:
+        other: list[BaseException | None] = []
+
+        async def other_writer() -> None:
+            await trio.sleep(0.1)  # inside the batch's window
+            try:
+                await db.run(flags_in_charger_order)
+                other.append(None)
+            except TransientStorageError as exc:
+                other.append(exc)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(other_writer)
+            outcomes = await submit_together(
+                db,
+                {
+                    "CP-B": (boot, (booting("CP-B"),)),
+                    "gate": (rendezvous, ()),
+                    "CP-A": (boot, (booting("CP-A"),)),
+                },
+                in_order=True,
+            )
+        assert not any(isinstance(o, Exception) for o in outcomes.values()), outcomes
+        assert other == [None]  # not a deadlock victim
+        assert db.group_commit.fallbacks == 0  # nor the batch
+    finally:
+        db.dispose()
+
+
+def _start(db: Database, cid: str, meter: int = 1000) -> int:
+    result = db.run_sync(
+        transactions.start_transaction,
+        StartTransactionRequest(
+            charger_id=cid,
+            connector_id=1,
+            id_tag=f"TAG-{cid}",
+            meter_start=meter,
+            timestamp=BASE,
+            received_at=BASE,
+        ),
+        allow_concurrent=False,
+    )
+    return int(result.transaction_id)
+
+
+def _reading(cid: str, tx: int | None, n: int) -> MeterValuesRequest:
+    return replace(meter_request(cid, n), transaction_id=tx)
+
+
+async def test_meter_values_of_a_batch_share_their_reads_and_writes(batched: Database) -> None:
+    """Issue 14 step 2: a batch's MeterValues lock their transaction rows in one read and
+    write them in one UPDATE and one INSERT (PostgreSQL's units are bound by round
+    trips), with the same outcome as one message at a time: a retried message stored
+    once, a later reading wins, a StopTransaction after a reading in the same batch
+    sees it, a reading for an unknown transaction stored unlinked."""
+    db = batched
+    ids = [f"CP-{i}" for i in range(8)]
+    txs = {}
+    for cid in ids:
+        db.run_sync(chargers.add_charger, cid)
+        db.run_sync(tags.add_tag, f"TAG-{cid}")
+        txs[cid] = _start(db, cid)
+
+    statements: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        statements.append(statement.split()[0].upper())
+
+    units: dict[str, tuple[Callable[..., Any], tuple[Any, ...]]] = {
+        cid: (transactions.record_meter_values, (_reading(cid, txs[cid], 5),)) for cid in ids
+    }
+    event.listen(db.engine, "before_cursor_execute", count)
+    try:
+        outcomes = await submit_together(db, units)
+    finally:
+        event.remove(db.engine, "before_cursor_execute", count)
+    assert not any(isinstance(o, Exception) for o in outcomes.values()), outcomes
+    assert (db.group_commit.batches, db.group_commit.fallbacks) == (1, 0)
+    # One locking read, one UPDATE (executemany), one INSERT of every sample; no
+    # statement per message.
+    assert statements.count("SELECT") == 1, statements
+    assert statements.count("UPDATE") == 1, statements
+    assert statements.count("INSERT") == 1, statements
+    for cid in ids:
+        tx = db.run_sync(transactions.get_transaction, txs[cid])
+        assert tx is not None
+        assert tx.last_meter_wh == 1005, (cid, tx)
+        assert stored(db, cid) == 1
+
+    # Mixed: a retry and a newer reading of CP-0, CP-1's reading then its stop, a reading
+    # for a transaction nobody knows.
+    stop_1 = StopTransactionRequest(
+        charger_id="CP-1",
+        transaction_id=txs["CP-1"],
+        meter_stop=1500,
+        timestamp=BASE + timedelta(hours=1),
+        id_tag=None,
+        received_at=BASE + timedelta(hours=1),
+    )
+    mixed: dict[str, tuple[Callable[..., Any], tuple[Any, ...]]] = {
+        "CP-0 again": (transactions.record_meter_values, (_reading("CP-0", txs["CP-0"], 5),)),
+        "CP-0 newer": (transactions.record_meter_values, (_reading("CP-0", txs["CP-0"], 9),)),
+        "CP-1 reading": (transactions.record_meter_values, (_reading("CP-1", txs["CP-1"], 7),)),
+        "CP-1 stop": (transactions.stop_transaction, (stop_1,)),
+        "CP-2 unknown": (transactions.record_meter_values, (_reading("CP-2", 424242, 8),)),
+    }
+    outcomes = await submit_together(db, mixed, in_order=True)
+    assert not any(isinstance(o, Exception) for o in outcomes.values()), outcomes
+    assert (db.group_commit.batches, db.group_commit.fallbacks) == (2, 0)
+    tx0 = db.run_sync(transactions.get_transaction, txs["CP-0"])
+    assert tx0 is not None
+    assert tx0.last_meter_wh == 1009
+    assert stored(db, "CP-0") == 2  # readings 5 (once) and 9
+    tx1 = db.run_sync(transactions.get_transaction, txs["CP-1"])
+    assert tx1 is not None
+    assert (tx1.state, tx1.meter_stop, tx1.energy_wh) == (
+        TransactionState.COMPLETED,
+        1500,
+        500,
+    )
+    assert stored(db, "CP-1") == 2
+    assert stored(db, "CP-2") == 2  # the unknown transaction's reading, unlinked

@@ -29,7 +29,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from voltaro.store.errors import StorageError, classify, is_transient
-from voltaro.store.group_commit import GroupCommit, Raised
+from voltaro.store.group_commit import BATCHED, BatchHooks, GroupCommit, Raised, lock_order
 from voltaro.store.health import DatabaseHealth
 
 log = logging.getLogger(__name__)
@@ -88,15 +88,22 @@ class Database:
             )
             self.limiter = trio.CapacityLimiter(pool_size)
         self.health = DatabaseHealth()
-        # One batch at a time: SQLite has one writer. On PostgreSQL group commit is off
-        # for now: its units are bound by round trips, not CPU, and run best on the
-        # pool's parallel connections; one batch at a time serialised them (the short
-        # soak finished no session in 20 s at load 14), overlapping batches held many
-        # row locks at once and deadlocked. A lock conflict inside a batch falls back to
-        # one unit at a time.
+        # SQLite has one writer: one batch at a time. PostgreSQL's units are bound by
+        # round trips, not CPU: one batch at a time serialised them (a short soak
+        # finished no session in 20 s at load 14), so up to half the pool's connections
+        # run batches side by side. They cannot deadlock on the rows of the chargers
+        # they hold: a batch runs its units in charger order (group_commit.lock_order),
+        # the order the other writers take those rows in; MeterValues lock their
+        # transaction rows in one read per batch (transactions._MeterBatch). A lock
+        # conflict that still happens (e.g. one tag starting on two chargers at once)
+        # falls back to one unit at a time; nothing was committed, nothing is lost.
         self.group_commit = GroupCommit(
-            self, window=batch_window, max_batch=batch_max, concurrency=1
+            self,
+            window=batch_window,
+            max_batch=batch_max,
+            concurrency=1 if self.backend == "sqlite" else max(1, pool_size // 2),
         )
+        # Off on PostgreSQL until measured faster there (docs/benchmarks.md).
         self.group_commit_enabled = self.backend == "sqlite"
         # Set (and replaced) whenever a unit of work gives its limiter token back: the
         # frame log waits on it instead of polling the limiter (it gives way to others).
@@ -239,7 +246,32 @@ def _lock_conflict(exc: BaseException) -> bool:
 def _run_all(
     session: Session, units: list[tuple[Callable[..., Any], tuple[Any, ...]]]
 ) -> list[Any]:
-    return [fn(session, *args) for fn, args in units]
+    """Run a batch's units in one transaction, in charger order (``lock_order``), and
+    return their results in arrival order.
+
+    Units of a batch-aware kind (``BATCHED``: MeterValues) are prepared together (one
+    locking read of all their rows) and keep their writes pending until another kind of
+    unit runs or the batch ends (one executemany each): a few round trips per batch
+    instead of a few per message, which is what PostgreSQL's units are bound by.
+    """
+    order = sorted(range(len(units)), key=lambda i: (lock_order(units[i][1]), i))
+    hooks: dict[int, tuple[BatchHooks, list[tuple[Any, ...]]]] = {}
+    for fn, args in units:
+        batch_aware = BATCHED.get(fn)
+        if batch_aware is not None:
+            hooks.setdefault(id(batch_aware), (batch_aware, []))[1].append(args)
+    for batch_aware, of_units in hooks.values():
+        batch_aware.prepare(session, of_units)
+    results: list[Any] = [None] * len(units)
+    for i in order:
+        fn, args = units[i]
+        if hooks and fn not in BATCHED:
+            for batch_aware, _ in hooks.values():
+                batch_aware.flush(session, lock_order(args))
+        results[i] = fn(session, *args)
+    for batch_aware, _ in hooks.values():
+        batch_aware.flush(session, "")
+    return results
 
 
 # What a unit of work raises because of the database or of a value it cannot hold: a

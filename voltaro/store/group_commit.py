@@ -192,6 +192,55 @@ class GroupCommit:
             unit.wake.set()
 
 
+def lock_order(args: tuple[Any, ...]) -> str:
+    """The charger a unit of work is about: a batch runs its units in this order.
+
+    Why (issue 14 step 2, PostgreSQL): the rows a charger message locks are that
+    charger's (its charge_points, connectors and transactions rows, its connector's
+    advisory lock), and the other writers that lock many chargers' rows at once (the
+    connected flags, last-seen times) take them in charger id order. A batch that took
+    them in arrival order could wait on such a writer, or on an overlapping batch, in a
+    cycle: a deadlock that PostgreSQL breaks after ``deadlock_timeout`` (1 s). In one
+    global order two writers only queue. Units of one charger keep their arrival order
+    (the sort is stable); units about no charger go first.
+    """
+    first = args[0] if args else None
+    if isinstance(first, str):
+        return first  # units called as fn(session, charger_id, ...)
+    charger_id = getattr(first, "charger_id", None)
+    return charger_id if isinstance(charger_id, str) else ""
+
+
+class BatchHooks:
+    """How one kind of unit of work runs batch-aware (voltaro.store.transactions):
+
+    ``prepare(session, [args of each such unit])`` before the batch's units run (e.g.
+    one ``SELECT ... FOR UPDATE`` of every row they read, in lock order); then each
+    unit runs as usual and may keep its writes pending in the session;
+    ``flush(session, charger_id)`` writes what is pending (e.g. one executemany) before
+    any other kind of unit runs (it must see those writes) and at the end of the batch,
+    and forgets what was read of ``charger_id``'s rows (``""``: of every charger),
+    which that other unit may change.
+
+    Without a batch (``Database.run``, or the fallback one unit at a time) nothing is
+    prepared and the unit does its own reads and writes.
+    """
+
+    __slots__ = ("flush", "prepare")
+
+    def __init__(
+        self,
+        prepare: Callable[[Any, list[tuple[Any, ...]]], None],
+        flush: Callable[[Any, str], None],
+    ) -> None:
+        self.prepare = prepare
+        self.flush = flush
+
+
+BATCHED: dict[Callable[..., Any], BatchHooks] = {}
+"""Units of work that run batch-aware inside a group commit, and how."""
+
+
 class _Raised:
     """A unit that raised something other than a database error (kept for its caller)."""
 

@@ -52,6 +52,7 @@ from voltaro.domain.model import (
     Transaction,
     TransactionState,
 )
+from voltaro.store.group_commit import BATCHED, BatchHooks
 from voltaro.store.reservations import close_by_start
 from voltaro.store.schema import (
     METER_VALUE_KEY,
@@ -337,6 +338,9 @@ def stop_transaction(s: Session, req: StopTransactionRequest) -> StopTransaction
 def record_meter_values(s: Session, req: MeterValuesRequest) -> MeterSummary:
     # The MeterValues rule looks only at the charger's own transaction row (no
     # connectors, no chargers): one cached SELECT ... FOR UPDATE, no ORM objects.
+    batch: _MeterBatch | None = s.info.get(_METER_BATCH)
+    if batch is not None:
+        return batch.record(s, req)
     transactions: dict[int, Transaction] = {}
     tid = req.transaction_id
     if tid is not None and 0 < tid <= MAX_TRANSACTION_ID:
@@ -347,6 +351,116 @@ def record_meter_values(s: Session, req: MeterValuesRequest) -> MeterSummary:
     _, effects = lc.decide(ledger, lc.MeterValues(request=req))
     _apply(s, effects)
     return summarize(req.meter_values)
+
+
+# --- MeterValues inside a group commit (issue 14 step 2) ------------------------------
+#
+# On PostgreSQL a unit of work costs round trips, not CPU: per MeterValues a SELECT ...
+# FOR UPDATE of its transaction row, an UPDATE of it and the samples' INSERT. Inside a
+# batch the MeterValues units share them: one SELECT ... FOR UPDATE of every
+# transaction row they name, in (charger id, transaction id) order (the batch's lock
+# order, group_commit.lock_order), then each unit decides from those rows and keeps its
+# writes pending; they are written as one executemany UPDATE (one per touched
+# transaction: the latest state wins) and one INSERT of all samples, at the end of the
+# batch or before a unit of another kind runs, which must see them. Nothing else
+# changes: the same decision, the same ON CONFLICT de-duplication of a retried message.
+
+_METER_BATCH = "voltaro.meter_batch"
+_SELECT_MANY = (
+    select(_TX)
+    .where(_TX.c.transaction_id.in_(bindparam("tids", expanding=True)))
+    .order_by(_TX.c.charger_id, _TX.c.transaction_id)
+    .with_for_update()
+)
+
+
+class _MeterBatch:
+    """The transaction rows a batch's MeterValues read (locked) and their pending writes."""
+
+    __slots__ = ("absent", "rows", "samples", "updates")
+
+    def __init__(self) -> None:
+        self.rows: dict[int, Transaction] = {}
+        self.absent: set[int] = set()  # looked up: no such transaction
+        self.updates: dict[int, dict[str, Any]] = {}
+        self.samples: list[dict[str, Any]] = []
+
+    def read(self, s: Session, tids: Sequence[int]) -> None:
+        wanted = sorted({t for t in tids if 0 < t <= MAX_TRANSACTION_ID} - self.rows.keys())
+        if not wanted:
+            return
+        query = _SELECT_OWN if len(wanted) == 1 else _SELECT_MANY
+        params = {"tid": wanted[0]} if len(wanted) == 1 else {"tids": wanted}
+        for row in s.connection().execute(query, params):
+            self.rows[row.transaction_id] = _transaction(row)  # type: ignore[arg-type]
+        self.absent.update(t for t in wanted if t not in self.rows)
+
+    def record(self, s: Session, req: MeterValuesRequest) -> MeterSummary:
+        tid = req.transaction_id
+        transactions: dict[int, Transaction] = {}
+        if tid is not None and 0 < tid <= MAX_TRANSACTION_ID:
+            if tid not in self.rows and tid not in self.absent:
+                self.read(s, [tid])  # forgotten since the batch began (see forget)
+            if tid in self.rows:
+                transactions[tid] = self.rows[tid]
+        _, effects = lc.decide(lc.Ledger(transactions=transactions), lc.MeterValues(request=req))
+        for effect in effects:
+            if isinstance(effect, lc.SaveTransaction) and not effect.new:
+                tx = effect.transaction
+                self.rows[tx.transaction_id] = tx
+                self.updates[tx.transaction_id] = _update_params(tx)
+            elif isinstance(effect, lc.StoreSamples):
+                self.samples.extend(
+                    _sample_rows(
+                        effect.charger_id,
+                        effect.connector_id,
+                        effect.reported_transaction_id,
+                        effect.linked,
+                        effect.values,
+                    )
+                )
+            elif not isinstance(effect, lc.Answer):
+                self.write(s)  # not a MeterValues effect today: kept in order all the same
+                _apply(s, [effect])
+        return summarize(req.meter_values)
+
+    def write(self, s: Session) -> None:
+        if self.updates:
+            s.connection().execute(_UPDATE_TX, list(self.updates.values()))
+            self.updates = {}
+        if self.samples:
+            _insert_ignore(s, MeterValueRow, self.samples, list(METER_VALUE_KEY))
+            self.samples = []
+
+    def forget(self, charger_id: str) -> None:
+        """Another kind of unit may change ``charger_id``'s transactions (``""``: any):
+        read them again when needed (their row locks are held until the commit)."""
+        if not charger_id:
+            self.rows.clear()
+        else:
+            for tid in [t for t, tx in self.rows.items() if tx.charger_id == charger_id]:
+                del self.rows[tid]
+        self.absent.clear()  # a StartTransaction may have created one
+
+
+def _prepare_meter_values(s: Session, units: list[tuple[Any, ...]]) -> None:
+    batch = _MeterBatch()
+    batch.read(s, [req.transaction_id for req, *_ in units if req.transaction_id is not None])
+    s.info[_METER_BATCH] = batch
+
+
+def _flush_meter_values(s: Session, charger_id: str) -> None:
+    batch: _MeterBatch | None = s.info.get(_METER_BATCH)
+    if batch is None:
+        return
+    batch.write(s)
+    if charger_id:
+        batch.forget(charger_id)
+    else:  # the end of the batch (or a unit about no charger: forget everything)
+        batch.forget("")
+
+
+BATCHED[record_meter_values] = BatchHooks(_prepare_meter_values, _flush_meter_values)
 
 
 def apply_status(s: Session, req: StatusNotificationRequest) -> list[Transaction]:
@@ -396,7 +510,19 @@ def _store_samples(
     linked: int | None,
     values: Sequence[MeterValue],
 ) -> None:
-    rows = [
+    rows = _sample_rows(charger_id, connector_id, reported, linked, values)
+    if rows:
+        _insert_ignore(s, MeterValueRow, rows, list(METER_VALUE_KEY))
+
+
+def _sample_rows(
+    charger_id: str,
+    connector_id: int,
+    reported: int,
+    linked: int | None,
+    values: Sequence[MeterValue],
+) -> list[dict[str, Any]]:
+    return [
         {
             "charger_id": charger_id,
             "connector_id": connector_id,
@@ -414,8 +540,6 @@ def _store_samples(
         for mv in values
         for sv in mv.sampled_values
     ]
-    if rows:
-        _insert_ignore(s, MeterValueRow, rows, list(METER_VALUE_KEY))
 
 
 def _insert_ignore(
