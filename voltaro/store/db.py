@@ -103,8 +103,7 @@ class Database:
             max_batch=batch_max,
             concurrency=1 if self.backend == "sqlite" else max(1, pool_size // 2),
         )
-        # Off on PostgreSQL until measured faster there (docs/benchmarks.md).
-        self.group_commit_enabled = self.backend == "sqlite"
+        self.group_commit_enabled = True
         # Set (and replaced) whenever a unit of work gives its limiter token back: the
         # frame log waits on it instead of polling the limiter (it gives way to others).
         self._released = trio.Event()
