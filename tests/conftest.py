@@ -11,6 +11,13 @@ from __future__ import annotations
 import inspect
 
 import pytest
+from hypothesis import settings
+
+# No per-example deadline anywhere: speed is measured by the benchmark scripts, not by
+# tests, and hypothesis' default 200 ms deadline failed a property test on a shared
+# machine at load 15 (tests/protocol/test_hot_path.py, issue 14 session).
+settings.register_profile("voltaro", deadline=None)
+settings.load_profile("voltaro")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
