@@ -447,3 +447,79 @@ async def test_meter_values_of_a_batch_share_their_reads_and_writes(batched: Dat
     )
     assert stored(db, "CP-1") == 2
     assert stored(db, "CP-2") == 2  # the unknown transaction's reading, unlinked
+
+
+# Run in a child process: the defect it guards against spins the trio loop without a
+# checkpoint, which nothing inside the process can interrupt.
+_TAKEN_UNIT_SCRIPT = """
+import sys, threading, time
+import trio
+from sqlalchemy import text
+from voltaro.store.db import Database
+
+db = Database(sys.argv[1], pool_size=4, batch_window=0)
+assert db.group_commit.concurrency == 2, db.group_commit.concurrency
+release = threading.Event()
+
+def blocking(s):
+    release.wait(10)
+    s.execute(text("SELECT 1"))
+    return "blocking"
+
+def quick(s):
+    s.execute(text("SELECT 1"))
+    return "quick"
+
+async def main():
+    results = []
+
+    async def first():
+        results.append(await db.write(blocking))
+        # A message that arrives as this batch ends (no checkpoint in between).
+        results.append(await db.write(quick))
+
+    async def one(fn):
+        results.append(await db.write(fn))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(first)
+        await trio.sleep(0.2)
+        nursery.start_soon(one, blocking)
+        await trio.sleep(0.2)
+        nursery.start_soon(one, quick)  # both batch slots busy: it waits in the queue
+        await trio.sleep(0.2)
+        release.set()
+        time.sleep(0.5)  # both batches end before the loop looks again: seen together
+    print(sorted(results))
+
+trio.run(main)
+db.dispose()
+"""
+
+
+@pytest.mark.postgres
+def test_a_unit_taken_into_a_batch_never_leads_another(postgres_url: str) -> None:
+    """Overlapping batches (PostgreSQL, issue 14 step 2) with ``db_batch_window = 0``
+    (allowed: "must not be negative"): a queued unit woken to lead the next batch, but
+    taken into another leader's batch before it ran, found a free batch slot, led an
+    empty batch without a checkpoint and did so forever while its own batch was in
+    flight: the whole server hung, no charger answered. Every unit must complete."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    for _ in range(3):  # the two batch ends are seen together almost always; be sure
+        try:
+            done = subprocess.run(
+                [sys.executable, "-c", _TAKEN_UNIT_SCRIPT, postgres_url],
+                cwd=root,
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            pytest.fail("the event loop hung: a unit already in a batch kept leading empty ones")
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == "['blocking', 'blocking', 'quick', 'quick']", done.stdout

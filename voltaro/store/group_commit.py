@@ -102,7 +102,11 @@ class GroupCommit:
             self._full.set()
         try:
             while not unit.done:
-                if not self._collecting and self._in_flight < self.concurrency:
+                # A unit already taken into a batch only waits for it: it may have been
+                # woken to lead and then taken by another leader before it ran; leading
+                # then (a free slot, several batches side by side) collected empty
+                # batches in a loop, without a checkpoint when the window is 0.
+                if not unit.taken and not self._collecting and self._in_flight < self.concurrency:
                     await self._lead()
                     continue
                 unit.wake = trio.Event()
