@@ -523,3 +523,55 @@ def test_a_unit_taken_into_a_batch_never_leads_another(postgres_url: str) -> Non
             pytest.fail("the event loop hung: a unit already in a batch kept leading empty ones")
         assert done.returncode == 0, done.stderr
         assert done.stdout.strip() == "['blocking', 'blocking', 'quick', 'quick']", done.stdout
+
+
+@pytest.mark.postgres
+async def test_a_message_waiting_on_a_held_row_lock_does_not_fail_the_others(
+    postgres_url: str,
+) -> None:
+    """One charger's transaction row is locked by a long transaction elsewhere (an
+    operator's psql session, a stuck client): its MeterValues waits until the
+    statement_timeout cancels it (57014, transient). In a batch that cancellation is
+    every unit's transient failure, so another charger's MeterValues that only shared
+    the batch is not stored (its charger gets a CALLERROR after db_retry_seconds).
+    Before group commit on PostgreSQL it committed at once. Now a batch waits for a
+    lock at most ``lock_timeout`` (the app passes db_retry_seconds / 3, at least 0.5 s),
+    falls back to one unit at a time, and only the unit whose row is held fails."""
+    db = Database(postgres_url, pool_size=4, lock_timeout=0.5)
+    db.upgrade()
+
+    @event.listens_for(db.engine, "connect")
+    def _short_timeout(dbapi_connection: Any, _record: Any) -> None:
+        with dbapi_connection.cursor() as cursor:  # 2 s instead of 15: a quicker test
+            cursor.execute("SET statement_timeout = 2000")
+        dbapi_connection.commit()
+
+    db.engine.dispose()
+    try:
+        db.group_commit.window = 0.3
+        db.group_commit_enabled = True
+        txs = {}
+        for cid in ("CP-A", "CP-B"):
+            db.run_sync(chargers.add_charger, cid)
+            db.run_sync(tags.add_tag, f"TAG-{cid}")
+            txs[cid] = _start(db, cid)
+        holder = db.engine.connect()
+        holder.begin()
+        holder.execute(
+            text("SELECT 1 FROM transactions WHERE transaction_id = :t FOR UPDATE"),
+            {"t": txs["CP-A"]},
+        )
+        try:
+            units: dict[str, tuple[Callable[..., Any], tuple[Any, ...]]] = {
+                cid: (transactions.record_meter_values, (_reading(cid, txs[cid], 5),))
+                for cid in ("CP-A", "CP-B")
+            }
+            outcomes = await submit_together(db, units)
+        finally:
+            holder.rollback()
+            holder.close()
+        assert isinstance(outcomes["CP-A"], TransientStorageError), outcomes
+        assert not isinstance(outcomes["CP-B"], Exception), outcomes
+        assert stored(db, "CP-B") == 1
+    finally:
+        db.dispose()

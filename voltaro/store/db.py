@@ -57,6 +57,7 @@ class Database:
         batch_max: int = 64,
     ) -> None:
         self.url = normalize_url(url)
+        self._lock_timeout_ms = max(1, int(lock_timeout * 1000))
         parsed = make_url(self.url)
         self.backend = "sqlite" if parsed.get_backend_name() == "sqlite" else "postgresql"
         if self.backend == "sqlite":
@@ -162,9 +163,18 @@ class Database:
         When the batch fails other than transiently, it is rolled back and every unit is
         run again on its own, so one bad unit fails only itself.
         """
+        if self.backend == "postgresql":
+            # A row lock held elsewhere (an operator's psql session, a stuck client) must
+            # not hold a whole batch until statement_timeout (15 s) and then fail every
+            # charger in it: the batch and each unit of its fallback wait for a lock at
+            # most ``lock_timeout`` (55P03 is a lock conflict: the batch falls back to one
+            # unit at a time, and only the unit whose row is held fails, transiently).
+            bound: int | None = self._lock_timeout_ms
+        else:
+            bound = None
         if len(units) > 1:
             try:
-                return self.run_sync(_run_all, units)
+                return self.run_sync(_run_all, units, bound)
             except _DATA_ERRORS as exc:
                 if is_transient(exc) and not _lock_conflict(exc):
                     return [classify(exc) for _ in units]
@@ -174,10 +184,14 @@ class Database:
             except Exception:
                 pass  # a bug in one unit: found below, the others are still stored
             self.group_commit.fallbacks += 1
-        return [self._attempt_one(fn, args) for fn, args in units]
+        return [self._attempt_one(fn, args, bound) for fn, args in units]
 
-    def _attempt_one(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+    def _attempt_one(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], bound: int | None = None
+    ) -> Any:
         try:
+            if bound is not None:
+                return self._attempt(_locks_bounded, bound, fn, *args)
             return self._attempt(fn, *args)
         except Exception as exc:
             return Raised(exc)
@@ -242,8 +256,16 @@ def _lock_conflict(exc: BaseException) -> bool:
     return isinstance(state, str) and (state.startswith("40") or state == "55P03")
 
 
+def _locks_bounded(session: Session, timeout_ms: int, fn: Callable[..., T], *args: Any) -> T:
+    """``fn`` in a transaction whose lock waits end after ``timeout_ms`` (PostgreSQL)."""
+    session.execute(text(f"SET LOCAL lock_timeout = {int(timeout_ms)}"))
+    return fn(session, *args)
+
+
 def _run_all(
-    session: Session, units: list[tuple[Callable[..., Any], tuple[Any, ...]]]
+    session: Session,
+    units: list[tuple[Callable[..., Any], tuple[Any, ...]]],
+    lock_timeout_ms: int | None = None,
 ) -> list[Any]:
     """Run a batch's units in one transaction, in charger order (``lock_order``), and
     return their results in arrival order.
@@ -253,6 +275,8 @@ def _run_all(
     unit runs or the batch ends (one executemany each): a few round trips per batch
     instead of a few per message, which is what PostgreSQL's units are bound by.
     """
+    if lock_timeout_ms is not None:
+        session.execute(text(f"SET LOCAL lock_timeout = {int(lock_timeout_ms)}"))
     order = sorted(range(len(units)), key=lambda i: (lock_order(units[i][1]), i))
     hooks: dict[int, tuple[BatchHooks, list[tuple[Any, ...]]]] = {}
     for fn, args in units:
