@@ -488,9 +488,12 @@ async def test_an_offline_charger_falls_to_its_fallback_when_its_lease_runs_out(
         await wait_until(
             fleet, lambda: all(c.max_profiles() for c in fleet.values()), "leases at boot"
         )
-        booted = datetime.now(UTC)
+        # Each lease starts when it was sent (to the second): compare with the time its
+        # charger received it (one charger's may come seconds before the other's).
+        now_wall, now_clock = datetime.now(UTC), time.monotonic()
         for charger in fleet.values():
-            (_, lease), *_ = charger.max_profiles()
+            (received, lease), *_ = charger.max_profiles()
+            booted = now_wall - timedelta(seconds=now_clock - received)
             schedule = lease["chargingSchedule"]
             assert (lease["chargingProfileKind"], lease["stackLevel"]) == ("Absolute", 1)
             assert schedule["chargingRateUnit"] == "A"
