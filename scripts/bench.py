@@ -53,11 +53,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import websockets
 from sqlalchemy import create_engine, text
@@ -125,6 +125,56 @@ def wait_port(port: int, process: subprocess.Popen[bytes], timeout: float = 120)
     raise RuntimeError(f"nothing listens on port {port}")
 
 
+# The settings every measurement script serves with: unknown chargers accepted (a
+# storm's chargers register on first contact), no HTTP API, limits above the largest
+# storm (every bench charger comes from 127.0.0.1) and only warnings logged.
+SERVER_ENV = {
+    "VOLTARO_UNKNOWN_CHARGERS": "accept",
+    "VOLTARO_HTTP_ENABLED": "false",
+    "VOLTARO_MAX_CONNECTIONS": "50000",
+    "VOLTARO_MAX_PENDING_PER_IP": "100000",
+    "VOLTARO_LOG_LEVEL": "WARNING",
+}
+
+
+def server_process(
+    code: Path | str,
+    port: int,
+    db_url: str,
+    control_socket: Path,
+    *,
+    env: dict[str, str] | None = None,
+    log: IO[bytes] | None = None,
+    python: Sequence[str] = ("-m", "voltaro"),
+    core: int | None = 0,
+) -> subprocess.Popen[bytes]:
+    """`voltaro serve` on 127.0.0.1:``port`` with SERVER_ENV (``env`` on top), pinned to
+    ``core``, its output to ``log`` (inherited when None); ``python`` is what runs the
+    CLI (a wrapper script may stand for ``-m voltaro``). It does not wait for the port."""
+    return subprocess.Popen(
+        [
+            *pinned(core),
+            sys.executable,
+            *python,
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--database-url",
+            db_url,
+            "--control-socket",
+            str(control_socket),
+        ],
+        env={**os.environ, **SERVER_ENV, **(env or {})},
+        stdout=log,
+        stderr=subprocess.STDOUT if log is not None else None,
+        # `python -m` puts the working directory first on sys.path: that checkout's
+        # code is served (--code compares two versions under the same load).
+        cwd=code,
+    )
+
+
 # --- targets -------------------------------------------------------------------------
 
 
@@ -187,16 +237,7 @@ def start_server(target: Target, args: argparse.Namespace, tmp: Path, tag: str) 
         db_url = f"sqlite:///{tmp}/bench-{tag}.db"
     else:
         db_url, cleanup = fresh_postgres(args.postgres, f"voltaro_bench_{os.getpid()}_{tag}")
-    env = {
-        **os.environ,
-        "VOLTARO_UNKNOWN_CHARGERS": "accept",
-        "VOLTARO_HTTP_ENABLED": "false",
-        "VOLTARO_MAX_CONNECTIONS": "50000",
-        "VOLTARO_MAX_PENDING_PER_IP": "100000",  # every bench charger comes from 127.0.0.1
-        "VOLTARO_LOG_LEVEL": "WARNING",
-        **target.env,
-        **args.server_env,
-    }
+    env = {**target.env, **args.server_env}
     client_context = None
     tls_port = None
     if target.tls:
@@ -211,29 +252,7 @@ def start_server(target: Target, args: argparse.Namespace, tmp: Path, tag: str) 
         )
         client_context = ssl.create_default_context(cafile=str(ca))
     log = (tmp / f"server-{tag}.log").open("wb")
-    process = subprocess.Popen(
-        [
-            *pinned(0),
-            sys.executable,
-            "-m",
-            "voltaro",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--database-url",
-            db_url,
-            "--control-socket",
-            str(tmp / f"c-{tag}.sock"),
-        ],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        # `python -m` puts the working directory first on sys.path: that checkout's
-        # code is served (--code compares two versions under the same load).
-        cwd=target.root,
-    )
+    process = server_process(target.root, port, db_url, tmp / f"c-{tag}.sock", env=env, log=log)
     log.close()
     try:
         wait_port(port, process)

@@ -20,15 +20,16 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 import tracemalloc
 from pathlib import Path
 
 import websockets
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench  # the server's command line and the /proc helpers
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -69,19 +70,6 @@ sys.exit(main(sys.argv[4:]))
 BOOT = '{"chargePointVendor":"Bench","chargePointModel":"Idle"}'
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
-
-
 async def snapshot(pid: int, out: Path, n: int) -> None:
     os.kill(pid, signal.SIGUSR1)
     while not (out / f"done{n}").exists():  # noqa: ASYNC110 - another process writes it
@@ -120,43 +108,15 @@ async def charger(url: str, cid: str, gate: asyncio.Semaphore, keep: list[object
 
 
 def start(args: argparse.Namespace, tmp: Path, port: int) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "VOLTARO_UNKNOWN_CHARGERS": "accept",
-        "VOLTARO_HTTP_ENABLED": "false",
-        "VOLTARO_MAX_CONNECTIONS": "50000",
-        "VOLTARO_MAX_PENDING_PER_IP": "100000",
-        "VOLTARO_LOG_LEVEL": "WARNING",
-        "VOLTARO_HANDSHAKE_TIMEOUT": "120",  # traced, the server is several times slower
-    }
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            SERVER,
-            str(tmp),
-            str(args.frames),
-            "0" if args.no_trace else "1",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--database-url",
-            f"sqlite:///{tmp}/memory.db",
-            "--control-socket",
-            str(tmp / "c.sock"),
-        ],
-        env=env,
-        cwd=args.code,
+    return bench.server_process(
+        args.code,
+        port,
+        f"sqlite:///{tmp}/memory.db",
+        tmp / "c.sock",
+        env={"VOLTARO_HANDSHAKE_TIMEOUT": "120"},  # traced, the server is several times slower
+        python=("-c", SERVER, str(tmp), str(args.frames), "0" if args.no_trace else "1"),
+        core=None,
     )
-    for _ in range(1500):
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                break
-        except OSError:
-            time.sleep(0.2)
-    return server
 
 
 async def measure(
@@ -169,11 +129,11 @@ async def measure(
     await asyncio.gather(*(charger(url, f"WARM{i}", gate, keep) for i in range(50)))
     await asyncio.sleep(1)
     await snapshot(server.pid, tmp, 0)
-    rss0 = rss_kib(server.pid)
+    rss0 = bench.rss_kib(server.pid)
     await asyncio.gather(*(charger(url, f"IDLE{i}", gate, keep) for i in range(args.chargers)))
     await asyncio.sleep(2)
     await snapshot(server.pid, tmp, 1)
-    rss1 = rss_kib(server.pid)
+    rss1 = bench.rss_kib(server.pid)
     n = args.chargers
     print(f"chargers: {n}; RSS {rss0} -> {rss1} KiB: {(rss1 - rss0) / n:.1f} KiB per connection")
     t0 = json.loads((tmp / "types0.json").read_text())
@@ -209,9 +169,10 @@ async def measure(
 
 def run(args: argparse.Namespace) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="conn-memory-"))
-    port = free_port()
+    port = bench.free_port()
     server = start(args, tmp, port)
     try:
+        bench.wait_port(port, server, timeout=300)
         asyncio.run(measure(args, tmp, port, server))
     finally:
         server.send_signal(signal.SIGTERM)

@@ -49,36 +49,8 @@ async def keep_answering(charger: bench.Charger) -> None:
 
 
 def start(code: Path, db_url: str, port: int, tmp: Path) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "VOLTARO_UNKNOWN_CHARGERS": "accept",
-        "VOLTARO_HTTP_ENABLED": "false",
-        "VOLTARO_MAX_CONNECTIONS": "50000",
-        "VOLTARO_MAX_PENDING_PER_IP": "100000",
-        "VOLTARO_LOG_LEVEL": "WARNING",
-    }
     with (tmp / "server.log").open("ab") as log:
-        process = subprocess.Popen(
-            [
-                *bench.pinned(0),
-                sys.executable,
-                "-m",
-                "voltaro",
-                "serve",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--database-url",
-                db_url,
-                "--control-socket",
-                str(tmp / "c.sock"),
-            ],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=code,
-        )
+        process = bench.server_process(code, port, db_url, tmp / "c.sock", log=log)
     bench.wait_port(port, process)
     return process
 
