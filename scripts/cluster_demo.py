@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import secrets
 import statistics
 import subprocess
 import sys
@@ -46,9 +45,16 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
-import psycopg  # noqa: E402
 
-from tests.support.cluster import API_TOKEN, Cluster, migrate  # noqa: E402
+from tests.support.cluster import (  # noqa: E402
+    API_TOKEN,
+    TICKS,
+    Cluster,
+    cpu_seconds,
+    migrate,
+    own_cpu_seconds,
+    scratch_database,
+)
 from tests.support.cluster_charger import Charger, running  # noqa: E402
 
 
@@ -56,18 +62,7 @@ def load() -> str:
     return subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
 
 
-TICKS = os.sysconf("SC_CLK_TCK")
 IN_FLIGHT = 48  # routed requests the demo keeps in flight at most
-
-
-def cpu_seconds(pid: int | None) -> float:
-    """utime + stime of a process (/proc/<pid>/stat); 0 once it is gone."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except (OSError, TypeError):
-        return 0.0
-    fields = raw[raw.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
 
 
 def machine_seconds() -> tuple[float, float]:
@@ -85,9 +80,8 @@ class CpuMeter:
         self._mark = self._now()
 
     def _now(self) -> dict[str, float]:
-        times = os.times()
         now = {n.node_id: cpu_seconds(n.pid) for n in self.cluster.nodes}
-        now["demo"] = times.user + times.system
+        now["demo"] = own_cpu_seconds()
         now["wall"] = time.monotonic()
         now["machine"], now["idle"] = machine_seconds()
         return now
@@ -399,12 +393,11 @@ class Demo:
 
 
 async def demo(args: argparse.Namespace) -> int:
-    admin_url = args.postgres.replace("postgresql+psycopg://", "postgresql://")
-    name = f"voltaro_demo_{secrets.token_hex(4)}"
-    with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    url = args.postgres.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
-    url = f"{url}/{name}"
+    with scratch_database(args.postgres, "voltaro_demo") as (name, url):
+        return await demo_on(args, name, url)
+
+
+async def demo_on(args: argparse.Namespace, name: str, url: str) -> int:
     directory = Path(tempfile.mkdtemp(prefix="voltaro-demo-"))
     print(f"load before: {load()}")
     print(f"database {name}: {migrate(url)}")
@@ -461,11 +454,6 @@ async def demo(args: argparse.Namespace) -> int:
             import shutil
 
             shutil.rmtree(directory, ignore_errors=True)
-        with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as admin:
-            admin.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
-            )
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
 
 
 def main() -> int:

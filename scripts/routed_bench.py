@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import secrets
 import shutil
 import statistics
 import subprocess
@@ -40,29 +39,21 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
-import psycopg  # noqa: E402
 
-from tests.support.cluster import API_TOKEN, Cluster, migrate  # noqa: E402
+from tests.support.cluster import (  # noqa: E402
+    API_TOKEN,
+    Cluster,
+    cpu_seconds,
+    migrate,
+    own_cpu_seconds,
+    scratch_database,
+)
 from tests.support.cluster_charger import Charger, running  # noqa: E402
-
-TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def load() -> str:
     out = subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout
     return out.strip().split("load average:")[-1].strip()
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process, in seconds (/proc/<pid>/stat fields 14 and 15)."""
-    raw = Path(f"/proc/{pid}/stat").read_text()
-    fields = raw[raw.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
-
-
-def own_cpu() -> float:
-    t = os.times()
-    return t.user + t.system
 
 
 def start_py_spy(args: argparse.Namespace, cluster: Cluster) -> list[subprocess.Popen[bytes]]:
@@ -141,7 +132,7 @@ class Bench:
         pids = [node.pid for node in self.cluster.nodes]
         assert all(p is not None for p in pids)
         before = [cpu_seconds(p) for p in pids if p is not None]
-        mine = own_cpu()
+        mine = own_cpu_seconds()
         load_before = load()
         took: list[float] = []
         queue = list(range(n))
@@ -155,7 +146,7 @@ class Bench:
         await asyncio.gather(*(worker() for _ in range(in_flight)))
         wall = time.perf_counter() - started
         after = [cpu_seconds(p) for p in pids if p is not None]
-        driver = own_cpu() - mine
+        driver = own_cpu_seconds() - mine
         took.sort()
         cpu = ", ".join(
             f"{node.node_id} {(a - b) / n * 1000:.2f} ms"
@@ -171,12 +162,11 @@ class Bench:
 
 
 async def bench(args: argparse.Namespace) -> int:
-    admin_url = args.postgres.replace("postgresql+psycopg://", "postgresql://")
-    name = f"voltaro_bench_{secrets.token_hex(4)}"
-    with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    url = args.postgres.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
-    url = f"{url}/{name}"
+    with scratch_database(args.postgres, "voltaro_bench") as (_, url):
+        return await bench_on(args, url)
+
+
+async def bench_on(args: argparse.Namespace, url: str) -> int:
     directory = Path(tempfile.mkdtemp(prefix="voltaro-bench-"))
     migrate(url)
     cluster = Cluster(
@@ -223,11 +213,6 @@ async def bench(args: argparse.Namespace) -> int:
             spy.kill()
         cluster.stop()
         shutil.rmtree(directory, ignore_errors=True)
-        with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as admin:
-            admin.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
-            )
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
 
 
 def main() -> int:

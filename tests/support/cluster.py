@@ -1,10 +1,10 @@
 """Several real `voltaro serve --cluster` processes on one PostgreSQL database.
 
-Used by tests/cluster/ and scripts/cluster_demo.py. Each node is a separate process
-(``python -m voltaro serve``) with its own OCPP port, HTTP port and control socket on
-127.0.0.1, its own TOML file and log file; the database is migrated ONCE before any node
-starts (``voltaro db upgrade``: concurrent first migrations from several nodes race, see
-docs/scaling.md). Only the PIDs started here are ever signalled.
+Used by tests/cluster/, scripts/cluster_demo.py and scripts/routed_bench.py. Each node
+is a separate process (``python -m voltaro serve``) with its own OCPP port, HTTP port and
+control socket on 127.0.0.1, its own TOML file and log file; the database is migrated
+ONCE before any node starts (``voltaro db upgrade``: concurrent first migrations from
+several nodes race, see docs/scaling.md). Only the PIDs started here are ever signalled.
 
 A node's database traffic can go through a :class:`~tests.support.outage.TcpProxy`
 (``proxied=``) so that a test cuts the database for that node alone.
@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import signal
 import socket
 import subprocess
@@ -22,7 +23,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,6 +78,47 @@ def migrate(database_url: str) -> str:
     if result.returncode != 0:
         raise NodeFailed(f"voltaro db upgrade failed: {result.stderr.strip()}")
     return result.stdout.strip()
+
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """utime + stime of a process and all its threads, in seconds (/proc/<pid>/stat
+    fields 14 and 15, the kernel's accounting); 0 once it is gone."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except (OSError, TypeError):
+        return 0.0
+    fields = raw[raw.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def own_cpu_seconds() -> float:
+    """The CPU this process used (in the scripts: the simulated chargers, the HTTP client)."""
+    times = os.times()
+    return times.user + times.system
+
+
+@contextmanager
+def scratch_database(postgres_url: str, prefix: str) -> Iterator[tuple[str, str]]:
+    """A new, empty database on ``postgres_url``'s server, dropped on exit (its
+    connections ended first): yields its name and its SQLAlchemy URL."""
+    import psycopg
+
+    admin_url = postgres_url.replace("postgresql+psycopg://", "postgresql://")
+    name = f"{prefix}_{secrets.token_hex(4)}"
+    with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    url = postgres_url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
+    try:
+        yield name, f"{url}/{name}"
+    finally:
+        with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
+            )
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
 
 
 @dataclass
