@@ -6,11 +6,9 @@ schedules read, remote start with a TxProfile."""
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,10 +19,10 @@ from tests.e2e.control_client import ControlClient
 from tests.e2e.test_ctl import ctl
 from tests.support.charger import RawCharger
 from tests.support.scripted import scripted
+from tests.support.simulator import one_charger, wait_booted
 from voltaro.store import chargers, charging_profiles, tags, transactions
 from voltaro.store import commands as audit
 
-SIMULATE = Path(__file__).resolve().parents[2] / "scripts" / "simulate.py"
 CONFIG = {
     "ChargeProfileMaxStackLevel": "3",
     "ChargingScheduleAllowedChargingRateUnit": "Current,Power",
@@ -232,37 +230,20 @@ def json_status(stdout: bytes) -> str:
 async def test_simulator_obeys_a_charger_limit(server: RunningServer) -> None:
     """The simulator (the `ocpp` library's ChargePoint) follows a ChargePointMaxProfile:
     its reported power stays under the limit, and its composite schedule says so."""
-    simulate = SIMULATE
     server.run(chargers.add_charger, "SIM-1")
     server.run(tags.add_tag, "T1")
     async with trio.open_nursery() as nursery:
 
         async def run_simulator() -> None:
             await trio.run_process(
-                [
-                    sys.executable,
-                    str(simulate),
-                    server.url,
-                    "--chargers",
-                    "1",
-                    "--session-every",
-                    "0",
-                    "--session-length",
-                    "60",
-                    "--meter-interval",
-                    "0.2",
-                    "--duration",
-                    "120",
-                ],
+                one_charger(server.url, session_length="60", meter_interval="0.2", duration="120"),
                 capture_stdout=True,
                 capture_stderr=True,
                 check=False,
             )
 
         nursery.start_soon(run_simulator)
-        with trio.fail_after(10):
-            while not server.run(chargers.get_charger, "SIM-1").connectors:  # noqa: ASYNC110
-                await trio.sleep(0.1)
+        await wait_booted(server, "SIM-1", 10)
         limited = await ctl(server, "--json", "profiles", "limit", "SIM-1", "2000", "--unit", "W")
         assert limited.returncode == 0, limited.stderr
         assert json.loads(limited.stdout)["status"] == "Accepted"

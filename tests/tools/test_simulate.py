@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import trio
 
 from tests.e2e.conftest import RunningServer
 from tests.e2e.control_client import ControlClient
+from tests.support.simulator import SIMULATE, one_charger, wait_booted
 from voltaro.domain.model import TransactionState
 from voltaro.store import chargers, tags, transactions
-
-SIMULATE = Path(__file__).resolve().parents[2] / "scripts" / "simulate.py"
 
 
 async def test_simulated_sessions_are_stored(server: RunningServer) -> None:
@@ -74,21 +72,7 @@ async def test_simulator_answers_remote_start_and_config(server: RunningServer) 
 
         async def simulate() -> None:
             await trio.run_process(
-                [
-                    sys.executable,
-                    str(SIMULATE),
-                    server.url,
-                    "--chargers",
-                    "1",
-                    "--session-every",
-                    "0",
-                    "--session-length",
-                    "1",
-                    "--meter-interval",
-                    "0.3",
-                    "--duration",
-                    "8",
-                ],
+                one_charger(server.url, session_length="1", meter_interval="0.3", duration="8"),
                 capture_stdout=True,
                 capture_stderr=True,
                 check=False,
@@ -96,9 +80,7 @@ async def test_simulator_answers_remote_start_and_config(server: RunningServer) 
 
         nursery.start_soon(simulate)
         client = await ControlClient.connect(server.addresses.control_socket or "")
-        with trio.fail_after(10):
-            while not server.run(chargers.get_charger, "SIM-1").connectors:  # noqa: ASYNC110
-                await trio.sleep(0.1)
+        await wait_booted(server, "SIM-1", 10)
         config = await client.command("SIM-1", "get-config", keys=["NumberOfConnectors", "X"])
         assert config["result"]["configuration"][0]["value"] == "2"
         assert config["result"]["unknown_keys"] == ["X"]
@@ -175,8 +157,19 @@ async def test_without_local_sessions_the_simulator_heartbeats_at_its_interval(
     server.run(chargers.add_charger, "SIM-1")
     result = await trio.run_process(
         [
-            sys.executable, str(SIMULATE), server.url, "--chargers", "1", "--connectors", "1",
-            "--session-every", "0", "--duration", "3", "--summary-every", "1",
+            sys.executable,
+            str(SIMULATE),
+            server.url,
+            "--chargers",
+            "1",
+            "--connectors",
+            "1",
+            "--session-every",
+            "0",
+            "--duration",
+            "3",
+            "--summary-every",
+            "1",
         ],
         capture_stdout=True,
         capture_stderr=True,
