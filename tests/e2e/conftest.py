@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,15 +66,38 @@ async def start_server(
     return server, stop
 
 
-@pytest.fixture
-async def server(database_url: str, tmp_path: Path) -> AsyncIterator[RunningServer]:
+@asynccontextmanager
+async def serving(
+    database_url: str, tmp_path: Path, **overrides: Any
+) -> AsyncIterator[RunningServer]:
+    """The server with ``server_settings(**overrides)``, stopped on exit (and the test's
+    own handle on the database disposed)."""
     async with trio.open_nursery() as nursery:
-        running, stop = await start_server(nursery, server_settings(database_url, tmp_path))
+        running, stop = await start_server(
+            nursery, server_settings(database_url, tmp_path, **overrides)
+        )
         try:
             yield running
         finally:
             stop.set()
             running.db.dispose()
+
+
+@pytest.fixture
+async def server(database_url: str, tmp_path: Path) -> AsyncIterator[RunningServer]:
+    async with serving(database_url, tmp_path) as running:
+        yield running
+
+
+async def eventually(check: Callable[[], Any], within: float = 10.0) -> Any:
+    """Poll ``check`` until it returns something truthy, which it returns (no sleeps as
+    synchronisation)."""
+    with trio.fail_after(within):
+        while True:
+            result = check()
+            if result:
+                return result
+            await trio.sleep(0.05)
 
 
 @dataclass

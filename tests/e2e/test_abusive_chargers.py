@@ -11,29 +11,16 @@ import json
 import os
 import socket
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 
-from tests.e2e.conftest import RunningServer, server_settings, start_server
+from tests.e2e.conftest import RunningServer, serving
 from tests.e2e.control_client import ControlClient
 from tests.support.charger import HandshakeRefused, RawCharger
 from voltaro.store import chargers
-
-
-@asynccontextmanager
-async def serving(database_url: str, tmp_path: Path, **overrides: Any) -> AsyncIterator[Any]:
-    settings = server_settings(database_url, tmp_path, ping_interval=0, **overrides)
-    async with trio.open_nursery() as nursery:
-        running, stop = await start_server(nursery, settings)
-        try:
-            yield running
-        finally:
-            stop.set()
-            running.db.dispose()
 
 
 @pytest.fixture
@@ -41,6 +28,7 @@ async def strict_server(database_url: str, tmp_path: Path) -> AsyncIterator[Runn
     async with serving(
         database_url,
         tmp_path,
+        ping_interval=0,
         protocol_error_limit=20,
         protocol_error_window=60.0,
         abuse_backoff=30.0,
@@ -52,7 +40,12 @@ async def strict_server(database_url: str, tmp_path: Path) -> AsyncIterator[Runn
 async def impatient_server(database_url: str, tmp_path: Path) -> AsyncIterator[RunningServer]:
     # No protocol-error limit here: only the send timeout may end the stuck charger.
     async with serving(
-        database_url, tmp_path, protocol_error_limit=0, send_timeout=1.0, call_timeout=60.0
+        database_url,
+        tmp_path,
+        ping_interval=0,
+        protocol_error_limit=0,
+        send_timeout=1.0,
+        call_timeout=60.0,
     ) as running:
         yield running
 

@@ -11,16 +11,13 @@ on after it.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-import trio
 
-from tests.e2e.conftest import RunningServer, server_settings, start_server
+from tests.e2e.conftest import RunningServer, eventually, serving
 from tests.e2e.control_client import ControlClient
 from tests.support.charger import HandshakeRefused, RawCharger
 from voltaro.store import chargers
@@ -50,27 +47,6 @@ def inject_once(monkeypatch: pytest.MonkeyPatch, target: Any, name: str) -> Inje
 
     monkeypatch.setattr(target, name, wrapper)
     return seen
-
-
-async def eventually(check: Callable[[], Any], within: float = 10.0) -> Any:
-    with trio.fail_after(within):
-        while True:
-            result = check()
-            if result:
-                return result
-            await trio.sleep(0.05)
-
-
-@asynccontextmanager
-async def serving(database_url: str, tmp_path: Path, **overrides: Any) -> AsyncIterator[Any]:
-    settings = server_settings(database_url, tmp_path, ping_interval=0, **overrides)
-    async with trio.open_nursery() as nursery:
-        running, stop = await start_server(nursery, settings)
-        try:
-            yield running
-        finally:
-            stop.set()
-            running.db.dispose()
 
 
 async def serves_a_charger(server: RunningServer, charger_id: str) -> None:
@@ -146,7 +122,7 @@ async def test_an_unexpected_error_in_a_background_loop_is_logged_counted_and_su
     target, name, repeats = LOOPS[loop]
     injection = inject_once(monkeypatch, target(), name)
     caplog.set_level(logging.INFO)
-    async with serving(database_url, tmp_path) as server:
+    async with serving(database_url, tmp_path, ping_interval=0) as server:
         first = "CP-1"
         if loop == "connected-flag writer":
             # The admission that waited for the failed round is refused (503, retry);

@@ -13,7 +13,7 @@ import trio
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
-from tests.e2e.conftest import RunningServer, server_settings, start_server
+from tests.e2e.conftest import RunningServer, serving
 from tests.support.charger import RawCharger
 from voltaro.domain.model import RegistrationStatus
 from voltaro.store import chargers
@@ -23,16 +23,10 @@ STORM = 30
 
 @pytest.fixture
 async def server(database_url: str, tmp_path: Path) -> AsyncIterator[RunningServer]:
-    settings = server_settings(
+    async with serving(
         database_url, tmp_path, unknown_chargers="accept", max_pending_per_ip=1000
-    )
-    async with trio.open_nursery() as nursery:
-        running, stop = await start_server(nursery, settings)
-        try:
-            yield running
-        finally:
-            stop.set()
-            running.db.dispose()
+    ) as running:
+        yield running
 
 
 @pytest.fixture

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,34 +18,13 @@ import trio
 import trio.testing
 from sqlalchemy import func, select
 
-from tests.e2e.conftest import RunningServer, server_settings, start_server
+from tests.e2e.conftest import RunningServer, eventually, serving
 from tests.e2e.control_client import ControlClient
 from tests.support.charger import RawCharger
 from voltaro.store import chargers
 from voltaro.store.schema import FrameRow
 
 EVENTUALLY = 10.0
-
-
-async def eventually(check: Callable[[], Any]) -> Any:
-    with trio.fail_after(EVENTUALLY):
-        while True:
-            result = check()
-            if result:
-                return result
-            await trio.sleep(0.05)
-
-
-@asynccontextmanager
-async def serving(database_url: str, tmp_path: Path, **overrides: Any) -> AsyncIterator[Any]:
-    settings = server_settings(database_url, tmp_path, ping_interval=0, **overrides)
-    async with trio.open_nursery() as nursery:
-        running, stop = await start_server(nursery, settings)
-        try:
-            yield running
-        finally:
-            stop.set()
-            running.db.dispose()
 
 
 async def booted(server: RunningServer, charger_id: str) -> RawCharger:
@@ -88,7 +66,7 @@ async def test_frames_over_a_chargers_rate_budget_are_dropped_and_counted(
     database_url: str, tmp_path: Path
 ) -> None:
     # 1 frame/s with 10 s of burst: the first 10 frames of a flood are stored.
-    async with serving(database_url, tmp_path, frame_log_rate=1.0) as server:
+    async with serving(database_url, tmp_path, ping_interval=0, frame_log_rate=1.0) as server:
         loud = await booted(server, "LOUD")  # boot: 2 frames of its budget
         started = trio.current_time()
         for _ in range(40):
@@ -121,7 +99,9 @@ async def test_frames_over_the_byte_budget_are_stored_truncated_with_a_marker(
     database_url: str, tmp_path: Path
 ) -> None:
     # 100 bytes/s with 10 s of burst (at least 1,024 bytes): one 5 KB frame is over it.
-    async with serving(database_url, tmp_path, frame_log_bytes_per_second=100) as server:
+    async with serving(
+        database_url, tmp_path, ping_interval=0, frame_log_bytes_per_second=100
+    ) as server:
         cp = await booted(server, "BIG")
         data = "x" * 5000
         answer = await cp.call("DataTransfer", {"vendorId": "acme", "data": data})
@@ -153,7 +133,7 @@ async def test_frames_over_the_byte_budget_are_stored_truncated_with_a_marker(
 async def test_the_global_cap_evicts_the_oldest_frames_first(
     database_url: str, tmp_path: Path
 ) -> None:
-    async with serving(database_url, tmp_path, frame_log_max_rows=40) as server:
+    async with serving(database_url, tmp_path, ping_interval=0, frame_log_max_rows=40) as server:
         cp = await booted(server, "CP-1")
 
         async def heartbeats(first: int, count: int) -> None:

@@ -30,7 +30,7 @@ import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.e2e.conftest import RunningServer, server_settings, start_server
+from tests.e2e.conftest import RunningServer, serving
 from tests.support.charger import RawCharger
 from voltaro.store import chargers, tags
 
@@ -204,17 +204,10 @@ async def fuzz_server(database_url: str, tmp_path: Path) -> AsyncIterator[Runnin
         "unknown_chargers": "accept",
         "ping_interval": 0,
     }
-    async with trio.open_nursery() as nursery:
-        running, stop = await start_server(
-            nursery, server_settings(database_url, tmp_path, **overrides)
-        )
-        try:
-            running.run(chargers.add_charger, "FUZZ")
-            running.run(tags.add_tag, "A")
-            yield running
-        finally:
-            stop.set()
-            running.db.dispose()
+    async with serving(database_url, tmp_path, **overrides) as running:
+        running.run(chargers.add_charger, "FUZZ")
+        running.run(tags.add_tag, "A")
+        yield running
 
 
 class Fuzzer:

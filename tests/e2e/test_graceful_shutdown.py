@@ -4,12 +4,14 @@ in flight within shutdown_grace, then closes with 1001 (as hypercorn does)."""
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import trio
 
-from tests.e2e.conftest import server_settings, start_server
+from tests.e2e.conftest import RunningServer, server_settings, start_server
 from tests.e2e.control_client import ControlClient
 from tests.support.charger import HandshakeRefused, RawCharger
 from tests.support.outage import Outage
@@ -17,9 +19,13 @@ from voltaro.domain.model import TransactionState
 from voltaro.store import chargers, tags, transactions
 
 
-async def test_start_transaction_in_flight_at_shutdown_is_committed_and_answered(
+@asynccontextmanager
+async def booted_and_watched(
     database_url: str, tmp_path: Path
-) -> None:
+) -> AsyncIterator[tuple[RunningServer, trio.Event, RawCharger, ControlClient]]:
+    """The server (15 s of shutdown grace and of database retries), charger CP-1 booted
+    with tag T known, and a control client subscribed to the frames; the event stops the
+    server (SIGTERM)."""
     settings = server_settings(database_url, tmp_path, shutdown_grace=15.0, db_retry_seconds=15.0)
     async with trio.open_nursery() as nursery:
         server, stop = await start_server(nursery, settings)
@@ -29,6 +35,14 @@ async def test_start_transaction_in_flight_at_shutdown_is_committed_and_answered
         await cp.boot()
         watcher = await ControlClient.connect(server.addresses.control_socket or "")
         assert (await watcher.request("subscribe", {"frames": True}))["ok"]
+        yield server, stop, cp, watcher
+        await watcher.aclose()
+
+
+async def test_start_transaction_in_flight_at_shutdown_is_committed_and_answered(
+    database_url: str, tmp_path: Path
+) -> None:
+    async with booted_and_watched(database_url, tmp_path) as (server, stop, cp, watcher):
         outage = Outage(database_url)
         outage.start()  # the StartTransaction's write cannot finish yet
         try:
@@ -50,7 +64,6 @@ async def test_start_transaction_in_flight_at_shutdown_is_committed_and_answered
         assert isinstance(answer[2]["transactionId"], int)
         assert answer[2]["idTagInfo"]["status"] == "Accepted"
         assert await cp.wait_closed(timeout=15) == 1001
-        await watcher.aclose()
     # Committed: the id the charger was given is the stored transaction.
     (tx,) = server.run(transactions.list_transactions, active=True)
     assert tx.transaction_id == answer[2]["transactionId"]
@@ -64,15 +77,7 @@ async def test_calls_queued_behind_one_in_flight_at_shutdown_are_answered_in_ord
     """A misbehaving charger sent a second CALL before the first was answered (OCPP-J
     §4.1.1 allows the server to queue it): at shutdown both are answered, in arrival
     order, before the 1001 (the worker task of issue 14 step 5 is drained)."""
-    settings = server_settings(database_url, tmp_path, shutdown_grace=15.0, db_retry_seconds=15.0)
-    async with trio.open_nursery() as nursery:
-        server, stop = await start_server(nursery, settings)
-        server.run(chargers.add_charger, "CP-1")
-        server.run(tags.add_tag, "T")
-        cp = await RawCharger.connect(f"{server.url}/CP-1")
-        await cp.boot()
-        watcher = await ControlClient.connect(server.addresses.control_socket or "")
-        assert (await watcher.request("subscribe", {"frames": True}))["ok"]
+    async with booted_and_watched(database_url, tmp_path) as (server, stop, cp, watcher):
         outage = Outage(database_url)
         outage.start()
         try:
@@ -94,7 +99,6 @@ async def test_calls_queued_behind_one_in_flight_at_shutdown_are_answered_in_ord
         assert (first[0], first[1]) == (3, "start-1"), first
         assert (second[0], second[1]) == (3, "hb-2"), second
         assert await cp.wait_closed(timeout=15) == 1001
-        await watcher.aclose()
     server.db.dispose()
 
 

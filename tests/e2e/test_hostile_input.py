@@ -10,31 +10,17 @@ from __future__ import annotations
 import io
 import json
 import logging
-from collections.abc import Callable
-from typing import Any
 
 import pytest
 import trio
 
-from tests.e2e.conftest import RunningServer
+from tests.e2e.conftest import RunningServer, eventually
 from tests.e2e.control_client import ControlClient
 from tests.support.charger import RawCharger
 from voltaro.domain.model import RegistrationStatus
 from voltaro.logs import configure_logging
 from voltaro.store import chargers, frames, transactions
 from voltaro.store.schema import FrameRow
-
-EVENTUALLY = 10.0  # seconds: the deadline of eventually()
-
-
-async def eventually(check: Callable[[], Any]) -> Any:
-    """Poll ``check`` until it returns something truthy (no sleeps as synchronisation)."""
-    with trio.fail_after(EVENTUALLY):
-        while True:
-            result = check()
-            if result:
-                return result
-            await trio.sleep(0.05)
 
 
 async def booted(server: RunningServer, charger_id: str) -> RawCharger:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from tests.e2e.conftest import RunningServer, server_settings, start_server
+from tests.e2e.conftest import RunningServer, serving
 from tests.e2e.test_local_list import ListCharger, control
 from tests.support.charger import RawCharger
 from tests.support.scripted import HANG_UP, Script, scripted
@@ -26,19 +26,10 @@ DELAY = 0.3  # local_list_sync_delay in these tests
 
 @pytest.fixture
 async def server(database_url: str, tmp_path: Path) -> AsyncIterator[RunningServer]:
-    settings = server_settings(
-        database_url,
-        tmp_path,
-        local_list_sync_on_connect=True,
-        local_list_sync_delay=DELAY,
-    )
-    async with trio.open_nursery() as nursery:
-        running, stop = await start_server(nursery, settings)
-        try:
-            yield running
-        finally:
-            stop.set()
-            running.db.dispose()
+    async with serving(
+        database_url, tmp_path, local_list_sync_on_connect=True, local_list_sync_delay=DELAY
+    ) as running:
+        yield running
 
 
 async def arrive(
@@ -81,6 +72,21 @@ def system_commands(server: RunningServer, charger_id: str) -> list[str]:
         for c in reversed(server.run(audit.list_commands, charger_id))
         if c["actor"] == "system:local-list"
     ]
+
+
+async def known_disabled(server: RunningServer) -> ListCharger:
+    """CP-1 (tag A1 known) came once, reported LocalAuthListEnabled false to its sync's
+    GetConfiguration and left: the server knows it as a charger with its list disabled."""
+    server.run(chargers.add_charger, "CP-1")
+    server.run(tags.add_tag, "A1")
+    disabled = ListCharger(enabled="false")
+    cp = await arrive(server)
+    async with scripted(cp, disabled.handlers()) as script:
+        await until(script, "GetConfiguration")
+    assert system_commands(server, "CP-1") == ["GetConfiguration"]
+    await cp.close()
+    await gone(server, "CP-1")
+    return disabled
 
 
 async def test_boot_then_reconnect_gets_full_then_only_the_difference(
@@ -252,15 +258,7 @@ async def test_a_known_disabled_charger_reconnecting_is_not_asked_again(
     configuration is what it last reported, OCPP 1.6 §9; a ChangeConfiguration answered
     RebootRequired is stored as the new value already). A boot with other firmware may
     have changed its configuration: it is asked again."""
-    server.run(chargers.add_charger, "CP-1")
-    server.run(tags.add_tag, "A1")
-    disabled = ListCharger(enabled="false")
-    cp = await arrive(server)
-    async with scripted(cp, disabled.handlers()) as script:
-        await until(script, "GetConfiguration")
-    assert system_commands(server, "CP-1") == ["GetConfiguration"]
-    await cp.close()
-    await gone(server, "CP-1")
+    disabled = await known_disabled(server)
 
     for boot in (False, True):  # a network drop, then a power cut
         cp = await arrive(server, boot=boot)
@@ -324,15 +322,7 @@ async def test_new_firmware_is_asked_even_if_the_charger_left_before_its_sync(
     sync on connect is due (a flaky modem after a firmware update). When it comes back
     and boots again (the same new firmware now), what it reported under the old firmware
     still does not hold: it is asked again, not skipped as "known disabled"."""
-    server.run(chargers.add_charger, "CP-1")
-    server.run(tags.add_tag, "A1")
-    disabled = ListCharger(enabled="false")
-    cp = await arrive(server)
-    async with scripted(cp, disabled.handlers()) as script:
-        await until(script, "GetConfiguration")
-    assert system_commands(server, "CP-1") == ["GetConfiguration"]
-    await cp.close()
-    await gone(server, "CP-1")
+    disabled = await known_disabled(server)
 
     cp = await RawCharger.connect(f"{server.url}/CP-1")
     assert (await cp.boot(firmwareVersion="2.0"))["status"] == "Accepted"
