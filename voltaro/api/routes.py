@@ -24,6 +24,7 @@ from fastapi import Body, Depends, FastAPI, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.types import DecoratedCallable
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from voltaro import __version__
@@ -951,13 +952,18 @@ def create_app(ctx: ApiContext) -> FastAPI:
         **{code: {"model": models.ErrorBody} for code in (404, 409, 422, 502, 504)},
     }
 
-    @app.post(
-        "/charge_points/{charger_id}/firmware/update",
-        response_model=models.CommandResult,
-        response_model_exclude_none=True,
-        responses=file_errors,
-        tags=["firmware"],
-    )
+    def file_command(path: str) -> Callable[[DecoratedCallable], DecoratedCallable]:
+        """The route of a command that moves a file (UpdateFirmware, GetDiagnostics,
+        SignedUpdateFirmware, GetLog): its answer and the errors of a file transfer."""
+        return app.post(
+            path,
+            response_model=models.CommandResult,
+            response_model_exclude_none=True,
+            responses=file_errors,
+            tags=["firmware"],
+        )
+
+    @file_command("/charge_points/{charger_id}/firmware/update")
     async def update_firmware(
         charger_id: str, body: models.FirmwareUpdateBody, request: Request, scope: Operate
     ) -> Any:
@@ -977,13 +983,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
             )
         )
 
-    @app.post(
-        "/charge_points/{charger_id}/diagnostics",
-        response_model=models.CommandResult,
-        response_model_exclude_none=True,
-        responses=file_errors,
-        tags=["firmware"],
-    )
+    @file_command("/charge_points/{charger_id}/diagnostics")
     async def get_diagnostics(
         charger_id: str, body: models.DiagnosticsBody, request: Request, _: Operate
     ) -> Any:
@@ -1165,13 +1165,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
             raise file_error(exc) from None
         return views.file_view(stored)
 
-    @app.post(
-        "/charge_points/{charger_id}/firmware/signed_update",
-        response_model=models.CommandResult,
-        response_model_exclude_none=True,
-        responses=file_errors,
-        tags=["firmware"],
-    )
+    @file_command("/charge_points/{charger_id}/firmware/signed_update")
     async def signed_update_firmware(
         charger_id: str, body: models.SignedFirmwareUpdateBody, request: Request, scope: Operate
     ) -> Any:
@@ -1194,13 +1188,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
             )
         )
 
-    @app.post(
-        "/charge_points/{charger_id}/logs",
-        response_model=models.CommandResult,
-        response_model_exclude_none=True,
-        responses=file_errors,
-        tags=["firmware"],
-    )
+    @file_command("/charge_points/{charger_id}/logs")
     async def get_log(
         charger_id: str, body: models.GetLogBody, request: Request, _: Operate
     ) -> Any:

@@ -126,10 +126,7 @@ class FirmwareService:
         retry_interval: int | None = None,
     ) -> CommandOutcome:
         """GetDiagnostics to ``location``, or (none given) to an upload URL of this server."""
-        served = None
-        if location is None:
-            location = await self._require_files().upload_url(charger_id, "diagnostics")
-            served = "Voltaro diagnostics upload"
+        location, served = await self._upload_to(charger_id, location, "diagnostics")
         command = GetDiagnostics(
             location=location,
             retries=retries,
@@ -139,6 +136,17 @@ class FirmwareService:
             served=served,
         )
         return await self._commands.execute(charger_id, command, actor=actor)
+
+    async def _upload_to(
+        self, charger_id: str, location: str | None, purpose: str
+    ) -> tuple[str, str | None]:
+        """Where the charger uploads: ``location`` as given, or (None) a one-time upload
+        URL of this server for ``purpose`` (data_dir/uploads/<purpose>/), with what the
+        command's ``served`` says of it."""
+        if location is not None:
+            return location, None
+        url = await self._require_files().upload_url(charger_id, purpose)
+        return url, f"Voltaro {purpose} upload"
 
     # --- The 1.6 security extension: GetLog and SignedUpdateFirmware -----------------
 
@@ -169,11 +177,7 @@ class FirmwareService:
         """GetLog to ``location``, or (none given) to a one-time upload URL of this server;
         the log is then listed by ``logs list`` (kind diagnosticslog or securitylog).
         The answer's details carry the requestId the LogStatusNotifications refer to."""
-        served = None
-        if location is None:
-            purpose = LOG_PURPOSES[log_type]
-            location = await self._require_files().upload_url(charger_id, purpose)
-            served = f"Voltaro {purpose} upload"
+        location, served = await self._upload_to(charger_id, location, LOG_PURPOSES[log_type])
         command = GetLog(
             log_type=log_type,
             request_id=await self._request_id(charger_id, TransferKind.LOG, log_type.value, actor),
