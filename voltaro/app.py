@@ -224,7 +224,9 @@ async def run(
     health = HealthMonitor(database, registry, hub)
 
     publish = hub.publish
-    frame_sink = FrameSink(db=database, settings=settings, publish=publish)
+    frame_sink = FrameSink(
+        db=database, settings=settings, publish=publish, wants_frames=hub.wants_frames
+    )
     flags = ConnectionFlags(
         database,
         registry,

@@ -52,6 +52,33 @@ _MAYBE_SECRET = re.compile(
     r"authorization|password|token|secret|private|basic\s|bearer\s|/files/|://[^/\s]*@",
     re.IGNORECASE,
 )
+
+
+# The same first look for ASCII text, an order of magnitude cheaper than the pattern
+# above (a case-insensitive alternation is tried at every position: ~40 µs for one
+# MeterValues frame, twice per charger message in the frame log; issue 14). Each word
+# is a part of one alternative of ``_MAYBE_SECRET`` (or of "PRIVATE KEY"), so ASCII text
+# holding none of them cannot match: a superset, and every later step checks again.
+# Only for ASCII: with IGNORECASE the pattern also matches non-ASCII letters whose case
+# folds to ASCII (the long s, the Kelvin sign), which ``str.lower`` does not map.
+def _maybe_secret(text: str) -> bool:
+    """Whether ``text`` may hold a secret (false: it certainly holds none)."""
+    if text.isascii():
+        low = text.lower()
+        return (
+            "authorization" in low
+            or "password" in low
+            or "token" in low
+            or "secret" in low
+            or "private" in low
+            or "basic" in low
+            or "bearer" in low
+            or "/files/" in low
+            or "://" in low
+        )
+    return _MAYBE_SECRET.search(text) is not None or "PRIVATE KEY" in text
+
+
 # A file URL's one-time token (service/files.py: secrets.token_urlsafe, 32 characters).
 _FILE_URL_TOKEN = re.compile(r"(/files/(?:firmware|upload)/)([A-Za-z0-9_-]{8,})")
 # scheme://user:password@host: the password (the user name is kept, it says who).
@@ -103,7 +130,7 @@ def redact_value(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [redact_value(v) for v in value]
     if isinstance(value, str):
-        return redact_text(value) if _MAYBE_SECRET.search(value) else value
+        return redact_text(value) if _maybe_secret(value) else value
     if not isinstance(value, dict):
         return value
     out: dict[Any, Any] = {}
@@ -119,7 +146,7 @@ def redact_value(value: Any) -> Any:
 
 def redact_text(text: str) -> str:
     """Free text (a log line, an unparsable frame) with secrets hidden."""
-    if not _MAYBE_SECRET.search(text) and "PRIVATE KEY" not in text:
+    if not _maybe_secret(text):
         return text
     text = _FILE_URL_TOKEN.sub(lambda m: f"{m.group(1)}{REDACTED}", text)
     text = _URL_PASSWORD.sub(lambda m: f"{m.group(1)}{REDACTED}{m.group(3)}", text)
@@ -136,7 +163,7 @@ def redact_frame(payload: str) -> str:
     Unchanged text is returned as it is (the same object), so the common case costs one
     regular-expression scan. Text that is not JSON is redacted as free text.
     """
-    if not _MAYBE_SECRET.search(payload) and "PRIVATE KEY" not in payload:
+    if not _maybe_secret(payload):
         return payload
     try:
         parsed = json.loads(payload)

@@ -103,6 +103,7 @@ class EventHub:
     def __init__(self, queue_size: int = 1024) -> None:
         self._queue_size = queue_size
         self._subscribers: set[Subscription] = set()
+        self._frame_subscribers = 0  # of them, those that take raw frames
         self._seq = itertools.count(1)
         self._published = 0
         self._dropped = 0
@@ -156,6 +157,11 @@ class EventHub:
             if not sub.offer(item):
                 self._dropped += 1
 
+    def wants_frames(self) -> bool:
+        """Whether any subscriber takes raw frames (a console watching them): when none
+        does, a frame event would go nowhere, and the frame log need not build it."""
+        return self._frame_subscribers > 0
+
     def wants_remote(self) -> bool:
         """Whether any subscriber takes other nodes' events (a console is attached)."""
         return any(sub.remote for sub in self._subscribers)
@@ -179,10 +185,12 @@ class EventHub:
         """``remote``: also the events of chargers on other nodes (consoles; issue 18)."""
         sub = Subscription(self, self._queue_size, frames, charger_id, kinds, remote)
         self._subscribers.add(sub)
+        self._frame_subscribers += frames
         try:
             yield sub
         finally:
             self._subscribers.discard(sub)
+            self._frame_subscribers -= frames
 
     def statistics(self) -> HubStatistics:
         return HubStatistics(
