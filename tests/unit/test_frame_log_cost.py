@@ -89,9 +89,9 @@ def _unfiltered(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(_texts)
-def test_redaction_gives_what_the_full_path_gives(text: str) -> None:
-    frame = json.dumps([2, "1", "DataTransfer", {"data": text}], ensure_ascii=False)
+@given(_texts, st.booleans())
+def test_redaction_gives_what_the_full_path_gives(text: str, ascii_only: bool) -> None:
+    frame = json.dumps([2, "1", "DataTransfer", {"data": text}], ensure_ascii=ascii_only)
     got_text, got_frame = redact_text(text), redact_frame(frame)
     with pytest.MonkeyPatch.context() as monkeypatch:
         _unfiltered(monkeypatch)
@@ -186,3 +186,28 @@ async def test_a_frame_event_is_built_only_for_a_frame_subscriber(
         "payload": '[2,"42","Heartbeat",{}]',
         "at": "2026-12-06T04:00:00.123Z",
     }
+
+
+@pytest.mark.parametrize(
+    ("frame", "secret"),
+    [
+        # JSON may spell any character as \uXXXX, and "/" as "\/" (RFC 8259 §7): the
+        # raw text then holds none of the words the first look searches for.
+        ('[2,"1","DataTransfer",{"data":"pa\\u0073sword=hunter2"}]', "hunter2"),
+        (
+            '[3,"1",{"configurationKey":[{"key":"\\u0041uthorizationKey",'
+            '"readonly":false,"value":"s3cretKey"}]}]',
+            "s3cretKey",
+        ),
+        (
+            '[2,"1","DataTransfer",{"data":"https:\\/\\/cs\\/files\\/firmware\\/'
+            'AbCdEfGh12345678\\/fw.bin"}]',
+            "AbCdEfGh12345678",
+        ),
+    ],
+)
+def test_a_secret_spelled_with_json_escapes_is_hidden(frame: str, secret: str) -> None:
+    assert secret in json.dumps(json.loads(frame))  # the frame does hold it
+    stored = storable(_frame(frame))
+    assert secret not in stored.payload
+    assert REDACTED in stored.payload

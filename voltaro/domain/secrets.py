@@ -160,10 +160,13 @@ def redact_text(text: str) -> str:
 def redact_frame(payload: str) -> str:
     """A raw OCPP-J frame (JSON text) with secrets hidden.
 
-    Unchanged text is returned as it is (the same object), so the common case costs one
-    regular-expression scan. Text that is not JSON is redacted as free text.
+    Unchanged text is returned as it is (the same object), so the common case costs a
+    few substring searches. Text that is not JSON is redacted as free text.
     """
-    if not _maybe_secret(payload):
+    # A backslash may be an escape (RFC 8259 §7: "\u0073" is "s", "\/" is "/") that hides
+    # a secret's name from the first look: such a frame is parsed and its strings
+    # looked at as they read.
+    if "\\" not in payload and not _maybe_secret(payload):
         return payload
     try:
         parsed = json.loads(payload)
