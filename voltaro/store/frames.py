@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import cast
 
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import Table, delete, func, insert, select
 from sqlalchemy.orm import Session
 
 from voltaro.domain.model import FrameRecord
@@ -15,7 +16,7 @@ from voltaro.store.schema import FrameRow
 # takes the ORM bulk path, which visits every row's dict again in Python before the
 # same executemany; the rows are plain values already (issue 14: 4-8 % of the CPU of a
 # busy server was that path). Built once; its compiled form is cached by SQLAlchemy.
-_INSERT = insert(FrameRow.__table__)
+_INSERT = insert(cast(Table, FrameRow.__table__))
 
 
 def append_frames(s: Session, frames: Sequence[FrameRecord]) -> None:
