@@ -157,19 +157,8 @@ async def test_without_local_sessions_the_simulator_heartbeats_at_its_interval(
     server.run(chargers.add_charger, "SIM-1")
     result = await trio.run_process(
         [
-            sys.executable,
-            str(SIMULATE),
-            server.url,
-            "--chargers",
-            "1",
-            "--connectors",
-            "1",
-            "--session-every",
-            "0",
-            "--duration",
-            "3",
-            "--summary-every",
-            "1",
+            sys.executable, str(SIMULATE), server.url, "--chargers", "1", "--connectors", "1",
+            "--session-every", "0", "--duration", "3", "--summary-every", "1",
         ],
         capture_stdout=True,
         capture_stderr=True,
