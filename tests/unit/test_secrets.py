@@ -87,3 +87,12 @@ def test_url_passwords_are_hidden_and_plain_urls_kept() -> None:
     }
     plain = '[2,"9","UpdateFirmware",{"location":"https://fw.example.com:8443/a.bin"}]'
     assert redact_frame(plain) is plain
+
+
+def test_frames_with_secret_fields_spelled_with_separators_are_hidden() -> None:
+    # Field names are compared without '_' or '-' (is_secret_field): the frame log's
+    # first look must see "pass_word" or "Private-Key" as the parsed check does.
+    for name in ("pass_word", "Pass-Word", "sec_ret", "to-ken", "new_pass_word"):
+        frame = json.dumps([2, "7", "DataTransfer", {"vendorId": "V", name: "hunter2"}])
+        assert "hunter2" not in redact_frame(frame), name
+        assert json.loads(redact_frame(frame))[3][name] == REDACTED

@@ -63,6 +63,11 @@ _MAYBE_SECRET = re.compile(
 # folds to ASCII (the long s, the Kelvin sign), which ``str.lower`` does not map.
 def _maybe_secret(text: str) -> bool:
     """Whether ``text`` may hold a secret (false: it certainly holds none)."""
+    if "_" in text or "-" in text:
+        # Field names are compared without '_' or '-' (``is_secret_field``): "pass_word"
+        # is a secret field, so the first look reads the text without them too. None of
+        # the words below holds either character, so this only adds matches.
+        text = text.replace("_", "").replace("-", "")
     if text.isascii():
         low = text.lower()
         return (
