@@ -26,6 +26,7 @@ from voltaro.domain.model import (
     ChargerIdentity,
     MeterValue,
     MeterValuesRequest,
+    RegistrationStatus,
     SampledValue,
     StartTransactionRequest,
     StopTransactionRequest,
@@ -575,3 +576,124 @@ async def test_a_message_waiting_on_a_held_row_lock_does_not_fail_the_others(
         assert stored(db, "CP-B") == 1
     finally:
         db.dispose()
+
+
+async def test_boots_of_a_batch_share_their_reads_and_writes(batched: Database) -> None:
+    """Issue 14: a reconnect storm boots every charger. A batch's BootNotifications read
+    their charge point rows in one query and write in one executemany per statement
+    (three round trips per charger before), with the same answers and the same rows as
+    one boot at a time: first boot, same firmware again, new firmware (a stored
+    LocalAuthListEnabled false is forgotten), an operator's heartbeat interval, a Pending
+    charger, a removed one, and one charger booting twice in the batch."""
+    db = batched
+    unit = chargers.boot_unit
+
+    def scenario(prefix: str) -> list[tuple[str, BootRequest]]:
+        def boot(cid: str, firmware: str, seconds: int = 0) -> tuple[str, BootRequest]:
+            return (
+                f"{prefix}{cid}",
+                BootRequest(
+                    charger_id=f"{prefix}{cid}",
+                    identity=ChargerIdentity(vendor="V", model="M", firmware_version=firmware),
+                    received_at=BASE + timedelta(seconds=seconds),
+                ),
+            )
+
+        return [
+            boot("A", "1"),
+            boot("B", "1"),
+            boot("C", "2"),
+            boot("D", "1"),
+            boot("E", "1"),
+            boot("F", "1"),
+            boot("G", "1"),
+            boot("G", "1", 1),
+        ]
+
+    def setup(prefix: str) -> None:
+        for cid in "ABCDEFG":
+            db.run_sync(chargers.add_charger, f"{prefix}{cid}")
+        db.run_sync(chargers.set_registration, f"{prefix}E", RegistrationStatus.PENDING)
+
+        def earlier(s: Session) -> None:
+            s.execute(
+                text(
+                    "UPDATE charge_points SET vendor = 'V', model = 'M', firmware_version = '1' "
+                    "WHERE charger_id IN (:b, :c)"
+                ),
+                {"b": f"{prefix}B", "c": f"{prefix}C"},
+            )
+            s.execute(
+                text("UPDATE charge_points SET heartbeat_interval = 77 WHERE charger_id = :d"),
+                {"d": f"{prefix}D"},
+            )
+            for cid in "ABCD":
+                for key, value in (("HeartbeatInterval", "5"), ("LocalAuthListEnabled", "false")):
+                    s.execute(
+                        text(
+                            "INSERT INTO charger_configuration "
+                            "(charger_id, key, value, readonly, unknown, updated_at) "
+                            "VALUES (:c, :k, :v, false, false, :at)"
+                        ),
+                        {"c": f"{prefix}{cid}", "k": key, "v": value, "at": BASE},
+                    )
+
+        db.run_sync(earlier)
+        db.run_sync(chargers.remove_charger, f"{prefix}F")
+
+    def state(prefix: str) -> list[tuple[Any, ...]]:
+        def read(s: Session) -> list[tuple[Any, ...]]:
+            points = s.execute(
+                text(
+                    "SELECT charger_id, vendor, model, firmware_version, last_boot, rebooting "
+                    "FROM charge_points WHERE charger_id LIKE :p ORDER BY charger_id"
+                ),
+                {"p": f"{prefix}%"},
+            )
+            config = s.execute(
+                text(
+                    "SELECT charger_id, key, value, unknown FROM charger_configuration "
+                    "WHERE charger_id LIKE :p ORDER BY charger_id, key"
+                ),
+                {"p": f"{prefix}%"},
+            )
+            return [(str(r[0])[len(prefix) :], *r[1:]) for r in [*points.all(), *config.all()]]
+
+        return db.run_sync(read)
+
+    setup("ONE-")
+    setup("BAT-")
+    one_by_one = [db.run_sync(unit, request, 60, 30) for _, request in scenario("ONE-")]
+
+    statements: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        statements.append(statement.split()[0].upper())
+
+    requests = scenario("BAT-")
+    event.listen(db.engine, "before_cursor_execute", count)
+    try:
+        outcomes = await submit_together(
+            db,
+            {f"{cid} {n}": (unit, (request, 60, 30)) for n, (cid, request) in enumerate(requests)},
+            in_order=True,
+        )
+    finally:
+        event.remove(db.engine, "before_cursor_execute", count)
+    assert (db.group_commit.batches, db.group_commit.fallbacks) == (1, 0)
+    batched_decisions = [outcomes[f"{cid} {n}"] for n, (cid, _) in enumerate(requests)]
+    assert batched_decisions == one_by_one
+    assert [(d.status, d.interval, d.same_identity) for d in one_by_one] == [
+        (RegistrationStatus.ACCEPTED, 60, False),  # A: first boot
+        (RegistrationStatus.ACCEPTED, 60, True),  # B: same firmware
+        (RegistrationStatus.ACCEPTED, 60, False),  # C: new firmware
+        (RegistrationStatus.ACCEPTED, 77, False),  # D: the operator's interval
+        (RegistrationStatus.PENDING, 30, False),  # E: pending
+        (RegistrationStatus.REJECTED, 30, False),  # F: removed
+        (RegistrationStatus.ACCEPTED, 60, False),  # G: first boot
+        (RegistrationStatus.ACCEPTED, 60, True),  # G again: sees the first
+    ]
+    assert state("BAT-") == state("ONE-")
+    # One read of every row, one executemany per kind of write: no statement per boot.
+    assert statements.count("SELECT") == 1, statements
+    assert statements.count("UPDATE") == 3, statements

@@ -380,7 +380,12 @@ class ChargerIngest:
 
     async def boot_notification(self, request: BootRequest) -> BootDecision:
         try:
-            decision = await self._durable(self._boot, request)
+            decision = await self._durable(
+                chargers.boot_unit,
+                request,
+                self._settings.heartbeat_interval,
+                self._settings.boot_retry_interval,
+            )
         except PermanentStorageError as exc:
             # Pending: the charger boots again after the interval (OCPP 1.6 §4.2.1) and
             # the operator finds the identity it sent in quarantine.
@@ -404,14 +409,6 @@ class ChargerIngest:
             },
         )
         return decision
-
-    def _boot(self, session: Any, request: BootRequest) -> BootDecision:
-        return chargers.boot(
-            session,
-            request,
-            heartbeat_interval=self._settings.heartbeat_interval,
-            retry_interval=self._settings.boot_retry_interval,
-        )
 
     async def heartbeat(self, charger_id: str, received_at: datetime) -> None:
         self._alive(received_at)
