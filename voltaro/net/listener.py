@@ -346,7 +346,12 @@ class OcppListener:
             except OSError as exc:
                 log.info("a client hung up during the handshake (%s)", exc.strerror or exc)
                 return
-            await self._handle_request(request, remote)
+            admitted = await self._handle_request(request, remote)
+            if admitted is not None:
+                # Served from this frame, once the handshake's own has ended: its locals
+                # (the decision, the handshake deadline's cancel scope) and its coroutine
+                # are not kept for the session's life (issue 14, memory per connection).
+                await self._serve_session(*admitted)
         except* Exception:
             # Only a bug of ours gets here (the session has its own boundary): never let
             # it reach serve_websocket, which would end the listener for everyone.
@@ -364,7 +369,11 @@ class OcppListener:
         if port.isdigit():
             self._pending.upgraded(address, int(port))
 
-    async def _handle_request(self, request: WebSocketRequest, remote: str) -> None:
+    async def _handle_request(
+        self, request: WebSocketRequest, remote: str
+    ) -> tuple[str, WebSocketConnection, str, Claimed | None] | None:
+        """The handshake: refused here (None), or accepted: what ``_serve_session`` takes,
+        with the cluster claim it now releases."""
         with trio.move_on_after(self._settings.handshake_timeout) as handshake:
             decision = await self._admit(request, remote)
         if handshake.cancelled_caught:
@@ -384,7 +393,7 @@ class OcppListener:
             try:
                 if isinstance(decision, Refusal):
                     await self._refuse(request, decision, remote)
-                    return
+                    return None
                 ws = await request.accept(subprotocol=decision.subprotocol)
                 self._forget_pending(remote)
             except (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError, OSError):
@@ -394,9 +403,9 @@ class OcppListener:
                 if not isinstance(decision, Refusal):
                     # Admitted (and recorded as connected), then gone: record that too.
                     await self._notify_disconnected(decision.charger_id, "hung up in the handshake")
-                return
+                return None
             handed_over, claimed = claimed, None  # the session releases it from here on
-            await self._serve_session(decision.charger_id, ws, remote, handed_over)
+            return decision.charger_id, ws, remote, handed_over
         finally:
             if claimed is not None and not isinstance(decision, Refusal):
                 await self._release(decision.charger_id, claimed)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Coroutine
 from typing import Any
 
 from trio_websocket import WebSocketConnection
@@ -58,9 +59,10 @@ class OcppConnection(CentralSystemHandlers, TrioChargePoint):
             traffic=traffic,
         )
 
-    async def run(self) -> None:
-        """Serve the socket until it closes."""
-        await self.start()
+    def run(self) -> Coroutine[Any, Any, None]:
+        """Serve the socket until it closes (``start``'s own coroutine: no frame of its
+        own in every idle connection's chain, issue 14)."""
+        return self.start()
 
     def normalize_incoming(self, action: str, payload: dict[str, Any]) -> dict[str, Any]:
         return normalize(action, payload)
