@@ -72,6 +72,53 @@ async def test_an_idle_connection_runs_two_tasks(database_url: str, tmp_path: Pa
             server.db.dispose()
 
 
+def voltaro_frames(task: trio.lowlevel.Task) -> list[str]:
+    """The coroutines of our code a task is suspended in, outermost first."""
+    names: list[str] = []
+    awaiting: object = task.coro
+    while awaiting is not None:
+        code = getattr(awaiting, "cr_code", None) or getattr(awaiting, "gi_code", None)
+        if code is not None and "/voltaro/" in code.co_filename:
+            names.append(code.co_qualname)
+        awaiting = getattr(awaiting, "cr_await", None) or getattr(awaiting, "gi_yieldfrom", None)
+    return names
+
+
+async def test_an_idle_session_waits_in_four_coroutines_of_ours(
+    database_url: str, tmp_path: Path
+) -> None:
+    """Every coroutine in an idle connection's chain is kept for the connection's life
+    (issue 14, memory per connection): the socket's handler serves the session itself
+    once the handshake's coroutine has ended, and the session waits in the RPC reader
+    with no wrapper coroutine between it and trio-websocket."""
+    settings = server_settings(database_url, tmp_path, unknown_chargers="accept")
+    async with trio.open_nursery() as nursery:
+        server, stop = await start_server(nursery, settings)
+        try:
+            cp = await RawCharger.connect(f"{server.url}/IDLE-CHAIN")
+            assert (await cp.boot())["status"] == "Accepted"
+            await trio.sleep(0.3)
+            todo = [trio.lowlevel.current_root_task()]
+            chains = []
+            while todo:
+                task = todo.pop()
+                if task.name == "trio._highlevel_serve_listeners._run_handler":
+                    chains.append(voltaro_frames(task))
+                todo.extend(t for n in task.child_nurseries for t in n.child_tasks)
+            assert chains == [
+                [
+                    "OcppListener._handle",
+                    "OcppListener._serve_session",
+                    "TrioChargePoint.start",
+                    "TrioChargePoint._reader",
+                ]
+            ], chains
+            await cp.close()
+        finally:
+            stop.set()
+            server.db.dispose()
+
+
 async def test_local_list_syncs_on_connect_wait_without_a_task_each(
     database_url: str, tmp_path: Path
 ) -> None:
