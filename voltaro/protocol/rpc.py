@@ -21,7 +21,6 @@ Theory of operation, per connection (one nursery):
 
 from __future__ import annotations
 
-import functools
 import inspect
 import json
 import logging
@@ -75,24 +74,61 @@ MAX_UNIQUE_ID = 36  # OCPP-J §4.1.4 Table 3
 _KNOWN_ACTIONS = frozenset(a.value for a in Action)
 
 
-@functools.lru_cache(maxsize=4096)
+# Keys seen so far, camelCase -> snake_case. Bounded (keys come from chargers): cleared
+# when full, which only costs the next conversions.
+_SNAKE_KEYS: dict[str, str] = {}
+_SNAKE_KEYS_MAX = 4096
+# Leaves of a parsed JSON payload: nothing to convert below them.
+_LEAVES = frozenset({str, int, float, bool, type(None)})
+
+
 def _snake_key(key: str) -> str:
     # The library's own conversion, once per distinct key (a regex pair per key per
-    # message cost ~150 us per MeterValues; reference §9.6). Bounded: keys come from
-    # chargers.
-    converted: str = next(iter(camel_to_snake_case({key: None})))
+    # message cost ~150 us per MeterValues; reference §9.6).
+    converted = _SNAKE_KEYS.get(key)
+    if converted is None:
+        converted = next(iter(camel_to_snake_case({key: None})))
+        if len(_SNAKE_KEYS) >= _SNAKE_KEYS_MAX:
+            _SNAKE_KEYS.clear()
+        _SNAKE_KEYS[key] = converted
     return converted
 
 
 def to_snake_case(data: Any) -> Any:
-    """``ocpp.charge_point.camel_to_snake_case`` with the key conversion cached."""
+    """``ocpp.charge_point.camel_to_snake_case`` with the key conversion cached.
+
+    Leaves are not recursed into (issue 14: a MeterValues has a few dozen of them)."""
     if isinstance(data, dict):
-        return {
-            _snake_key(k) if isinstance(k, str) else k: to_snake_case(v) for k, v in data.items()
-        }
+        out = {}
+        for k, v in data.items():
+            if isinstance(k, str):
+                k = _snake_key(k)
+            out[k] = v if type(v) in _LEAVES else to_snake_case(v)
+        return out
     if isinstance(data, list):
-        return [to_snake_case(v) for v in data]
+        return [v if type(v) in _LEAVES else to_snake_case(v) for v in data]
     return data
+
+
+# json.dumps with any non-default argument builds a JSONEncoder per call: built once
+# (same output: compact separators, ASCII, NaN allowed as json.dumps does).
+_encode = json.JSONEncoder(separators=(",", ":")).encode
+_encode_lenient = json.JSONEncoder(separators=(",", ":"), default=str).encode
+# The name trio would compute for every worker it starts (issue 14: once, not per CALL).
+_WORKER_NAME = "voltaro.protocol.rpc.TrioChargePoint._worker"
+
+
+def _has_no_fields(result_type: type) -> bool:
+    """An answer dataclass without fields (MeterValues, Heartbeat has one...): its JSON
+    is ``{}`` whatever the instance, so it is not serialised per message."""
+    empty = _EMPTY_RESULT.get(result_type)
+    if empty is None:
+        fields = getattr(result_type, "__dataclass_fields__", None)
+        empty = _EMPTY_RESULT[result_type] = fields is not None and not fields
+    return empty
+
+
+_EMPTY_RESULT: dict[type, bool] = {}
 
 
 def _reject_constant(name: str) -> float:
@@ -358,7 +394,7 @@ class TrioChargePoint(LibraryChargePoint):  # type: ignore[misc]
         self._incoming.append(_IncomingCall(unique_id, action, payload, text, tuple(repaired)))
         if not self._worker_running and self._nursery is not None:
             self._worker_running = True
-            self._nursery.start_soon(self._worker)
+            self._nursery.start_soon(self._worker, name=_WORKER_NAME)
 
     async def _wait_for_worker(self) -> None:
         """Until the worker took a CALL off the queue or ended."""
@@ -404,70 +440,71 @@ class TrioChargePoint(LibraryChargePoint):  # type: ignore[misc]
             self._worker_moved()
 
     async def _answer(self, incoming: _IncomingCall) -> None:
+        action, unique_id = incoming.action, incoming.unique_id
         after: Callable[..., Any] | None = None
         snake: dict[str, Any] = {}
-        CURRENT_CALL.set(
-            IncomingCall(incoming.unique_id, incoming.action, incoming.text, incoming.repaired)
-        )
+        CURRENT_CALL.set(IncomingCall(unique_id, action, incoming.text, incoming.repaired))
         # Every log line of this answer (and of its @after hook, which inherits this
         # context) names the message (voltaro/logs.py).
-        MESSAGE_ID.set(incoming.unique_id)
-        ACTION.set(incoming.action)
+        MESSAGE_ID.set(unique_id)
+        ACTION.set(action)
         try:
-            handlers = self._handlers_for(incoming.action)
-            payload = self.normalize_incoming(incoming.action, incoming.payload)
-            validate_incoming_call(incoming.action, payload)
+            on_action, after_action = self._handlers_for(action)
+            payload = self.normalize_incoming(action, incoming.payload)
+            validate_incoming_call(action, payload)
             snake = to_snake_case(payload)
-            result = handlers["_on_action"](**snake)
+            result = on_action(self, **snake)
             if inspect.isawaitable(result):
                 result = await result
-            response = snake_to_camel_case(remove_nones(serialize_as_dict(result)))
-            try:
-                # An empty answer the schema allows (MeterValues, StatusNotification...)
-                # is known valid: checked once per action, not per message.
-                if response or not empty_result_allowed(incoming.action):
-                    validate_outgoing_result(incoming.action, response)
-            except OcppError as exc:
-                # Our own answer is wrong: that is our bug, never the charger's.
-                log.error(
-                    "charger=%s invalid answer to %s: %s",
-                    self.charger_id,
-                    incoming.action,
-                    exc.description,
-                )
-                raise OcppError(
-                    "InternalError", "the Central System built an invalid answer"
-                ) from None
-            after = handlers.get("_after_action")
+            text = self._answer_text(action, unique_id, result)
+            after = after_action
         except OcppError as exc:
-            await self._send_error(
-                incoming.unique_id, exc.code, exc.description, exc.details, action=incoming.action
-            )
+            await self._send_error(unique_id, exc.code, exc.description, exc.details, action=action)
             return
         except Exception as exc:  # every CALL gets exactly one answer (R26)
-            code, description = self.describe_failure(incoming.action, exc)
-            await self._send_error(incoming.unique_id, code, description, action=incoming.action)
+            code, description = self.describe_failure(action, exc)
+            await self._send_error(unique_id, code, description, action=action)
             return
         try:
-            await self._send_text(
-                json.dumps([3, incoming.unique_id, response], separators=(",", ":")),
-                3,
-                incoming.unique_id,
-                incoming.action,
-            )
+            await self._send_text(text, 3, unique_id, action)
         except ConnectionLostError:
             # A charger may hang up at any time; it keeps the unanswered CALL and sends
             # it again after reconnecting (OCPP 1.6 §3.7.1). Normal, not a failure.
             log.info(
                 "charger=%s hung up before the answer to %s %s could be sent",
                 self.charger_id,
-                incoming.action,
-                incoming.unique_id,
+                action,
+                unique_id,
             )
             self._hang_up()
             return
         if after is not None and self._nursery is not None:
-            self._nursery.start_soon(self._run_after, incoming.action, after, snake)
+            self._nursery.start_soon(self._run_after, action, after, snake)
+
+    def _answer_text(self, action: str, unique_id: str, result: Any) -> str:
+        """The CALLRESULT frame for a handler's answer dataclass.
+
+        Raises:
+            OcppError: InternalError when our own answer fails the schema.
+        """
+        if _has_no_fields(type(result)):
+            # MeterValues, StatusNotification...: ``{}``, known valid for these actions
+            # (checked once per action, not per message), the frame built directly.
+            response: dict[str, Any] = {}
+        else:
+            response = snake_to_camel_case(remove_nones(serialize_as_dict(result)))
+        try:
+            if response or not empty_result_allowed(action):
+                validate_outgoing_result(action, response)
+        except OcppError as exc:
+            # Our own answer is wrong: that is our bug, never the charger's.
+            log.error(
+                "charger=%s invalid answer to %s: %s", self.charger_id, action, exc.description
+            )
+            raise OcppError("InternalError", "the Central System built an invalid answer") from None
+        if not response:
+            return f"[3,{_encode(unique_id)},{{}}]"
+        return _encode([3, unique_id, response])
 
     @classmethod
     def _routes(cls) -> dict[str, dict[str, Any]]:
@@ -489,15 +526,29 @@ class TrioChargePoint(LibraryChargePoint):  # type: ignore[misc]
             for k, v in handlers.items()
         }
 
-    def _handlers_for(self, action: str) -> dict[str, Any]:
-        found = self._routes().get(action) if isinstance(action, str) else None
-        handlers = self._bind(found) if found is not None else None
-        if handlers is None or "_on_action" not in handlers:
-            # OCPP-J 1.6 Table 7 (the library has these two swapped, R21).
-            if action in _KNOWN_ACTIONS:
-                raise OcppError("NotSupported", f"{action} is not supported by this Central System")
-            raise OcppError("NotImplemented", f"{action} is not a known OCPP 1.6 action")
-        return handlers
+    @classmethod
+    def _handlers_for(cls, action: str) -> tuple[Callable[..., Any], Callable[..., Any] | None]:
+        """The @on handler and @after hook (functions: pass self) of ``action``, looked up
+        once per class and action (issue 14: not a bound route map per CALL)."""
+        cache: dict[str, tuple[Callable[..., Any], Callable[..., Any] | None]] | None = (
+            cls.__dict__.get("_handler_cache")
+        )
+        if cache is None:
+            cache = {}
+            cls._handler_cache = cache
+        found = cache.get(action)
+        if found is None:
+            handlers = cls._routes().get(action) if isinstance(action, str) else None
+            if handlers is None or "_on_action" not in handlers:
+                # OCPP-J 1.6 Table 7 (the library has these two swapped, R21).
+                if action in _KNOWN_ACTIONS:
+                    raise OcppError(
+                        "NotSupported", f"{action} is not supported by this Central System"
+                    )
+                raise OcppError("NotImplemented", f"{action} is not a known OCPP 1.6 action")
+            # Only routed actions are kept: the cache is bounded by the route map.
+            found = cache[action] = (handlers["_on_action"], handlers.get("_after_action"))
+        return found
 
     def normalize_incoming(self, action: str, payload: dict[str, Any]) -> dict[str, Any]:
         """Hook for subclasses: repair known field quirks before validation."""
@@ -512,7 +563,7 @@ class TrioChargePoint(LibraryChargePoint):  # type: ignore[misc]
         self, action: str, hook: Callable[..., Any], snake: dict[str, Any]
     ) -> None:
         try:
-            result = hook(**snake)
+            result = hook(self, **snake)
             if inspect.isawaitable(result):
                 await result
         except Exception:
@@ -570,9 +621,7 @@ class TrioChargePoint(LibraryChargePoint):  # type: ignore[misc]
             send, receive = trio.open_memory_channel[list[Any]](1)
             self._pending[uid] = (action, send)
             try:
-                await self._send_text(
-                    json.dumps([2, uid, action, body], separators=(",", ":")), 2, uid, action
-                )
+                await self._send_text(_encode([2, uid, action, body]), 2, uid, action)
                 with trio.move_on_after(self._response_timeout) as scope:
                     frame = await receive.receive()
                 if scope.cancelled_caught:
@@ -670,7 +719,7 @@ class TrioChargePoint(LibraryChargePoint):  # type: ignore[misc]
         code = spec_code(code)
         frame = [4, unique_id, code, description, details or {}]
         try:
-            text = json.dumps(frame, separators=(",", ":"), default=str)
+            text = _encode_lenient(frame)
             await self._send_text(text, 4, unique_id, action)
         except ConnectionLostError:
             self._hang_up()
