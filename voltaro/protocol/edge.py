@@ -46,7 +46,9 @@ def needs_repair(text: str) -> bool:
 def checked_payload(
     value: Any, *, where: str = "payload", repaired: list[str] | None = None
 ) -> Any:
-    """A copy of a parsed payload that every layer below can hold.
+    """A parsed payload that every layer below can hold: ``value`` itself when it is
+    fine as it is (the usual case; callers pass a frame they just parsed and own), else
+    a repaired copy.
 
     ``repaired``, when given, receives the path of every string (or key) that was
     repaired, e.g. ``payload/info``.
@@ -55,7 +57,44 @@ def checked_payload(
         OcppError: TypeConstraintViolation for a number beyond 64 bits or not finite,
             FormationViolation for nesting deeper than ``MAX_DEPTH``.
     """
+    if _clean(value, 0):
+        # Issue 14: the walk below builds a path string per value for messages that are
+        # almost never needed; this check builds nothing, and anything it does not
+        # accept takes the walk, which repairs or refuses exactly as before.
+        return value
     return _walk(value, where, 0, repaired if repaired is not None else [])
+
+
+def _clean_text(text: str) -> bool:
+    # Pure ASCII without NUL holds no lone surrogate: no regex needed.
+    return (text.isascii() and "\x00" not in text) or not needs_repair(text)
+
+
+def _clean(value: Any, depth: int) -> bool:
+    """True when ``_walk`` would return ``value`` unchanged, repair nothing, raise
+    nothing. Exact types only: anything else is left to ``_walk``."""
+    if depth > MAX_DEPTH:
+        return False
+    kind = type(value)
+    if kind is str:
+        return _clean_text(value)
+    if kind is bool or value is None:
+        return True
+    if kind is int:
+        return bool(-INT_LIMIT <= value < INT_LIMIT)
+    if kind is float:
+        return math.isfinite(value) and abs(value) < INT_LIMIT
+    if kind is dict:
+        for key, item in value.items():
+            if type(key) is not str or not _clean_text(key) or not _clean(item, depth + 1):
+                return False
+        return True
+    if kind is list:
+        for item in value:  # noqa: SIM110 - cheaper than all() over a generator
+            if not _clean(item, depth + 1):
+                return False
+        return True
+    return False
 
 
 def _walk(value: Any, where: str, depth: int, repaired: list[str]) -> Any:
