@@ -541,17 +541,15 @@ class ChargerIngest:
 
     async def meter_values(self, request: MeterValuesRequest) -> None:
         self._alive(request.received_at)
-        if request.meter_values:
-            # The newest reading: the one that made the charger send (older ones may
-            # have waited in its queue).
-            newest = max(mv.timestamp for mv in request.meter_values)
-            self._clock(newest, request.received_at)
+        # The newest reading: the one that made the charger send (older ones may have
+        # waited in its queue). Also the time of the event published below.
+        latest = max(mv.timestamp for mv in request.meter_values)
+        self._clock(latest, request.received_at)
         try:
             summary = await self._durable(transactions.record_meter_values, request)
         except PermanentStorageError as exc:
             await self._quarantine(exc, transaction_id=request.transaction_id)
             return
-        latest = max(mv.timestamp for mv in request.meter_values)
         self._publish(
             Event.METER_VALUES,
             {
