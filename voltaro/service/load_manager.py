@@ -48,6 +48,7 @@ from voltaro.domain.charging_profiles import (
     Schedule,
     SchedulePeriod,
 )
+from voltaro.domain.circuits import ChargerWiring
 from voltaro.domain.commands import CommandError, CommandErrorCode
 from voltaro.domain.load_allocation import (
     Allocation,
@@ -237,6 +238,10 @@ class LoadManager:
         self._latest: dict[str, Any] | None = None
         self._site: Site | None = None
         self._site_read_at = 0.0
+        # The wiring of ``_wired_site``'s chargers by id, rebuilt when the site is read
+        # again: looked up per meter value (a scan of site.chargers would be O(chargers)).
+        self._wired_site: Site | None = None
+        self._wiring_of: dict[str, ChargerWiring] = {}
         self._limits: dict[str, EffectiveLimit] = {}  # the last round's effective limits
         self._stale: set[str] = set()  # circuits whose external value ran out (logged)
         # Chargers on a circuit in the last round, and ones taken off it whose lease and
@@ -395,11 +400,26 @@ class LoadManager:
         key = (str(data.get("charger_id")), connector)
         before = self._draw.get(key)
         self._draw[key] = float(current)
+        site = self._site
+        wiring = None
+        if site is not None:
+            if site is not self._wired_site:
+                self._wiring_of = {}
+                for w in site.chargers:
+                    self._wiring_of.setdefault(w.charger_id, w)  # the first, as Site.wiring
+                self._wired_site = site
+            wiring = self._wiring_of.get(key[0])
+            if wiring is None:
+                # On no circuit: allocation leaves its sessions unmanaged, so its draw
+                # moves no limit and its phase use counts nowhere (issue 14: no round,
+                # no phase tracking per meter value). Wired later (``changed``), it
+                # starts on all its phases, the safe side (phase_use).
+                self._phase_use.pop(key, None)
+                return
         if before is None or abs(before - current) >= _DRAW_STEP:
             self._wake.set()
         lines = terminal_currents(data.get("current_phases_a"))
         if lines is not None:
-            wiring = None if self._site is None else self._site.wiring(key[0])
             use = self._phase_use.get(key, PhaseUse())
             after = observe(use, lines, 3 if wiring is None else len(wiring.phases))
             self._phase_use[key] = after
