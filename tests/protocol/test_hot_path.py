@@ -3,6 +3,7 @@ step 3): cached key conversion, and no per-message validation of empty answers."
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 from hypothesis import given
@@ -10,6 +11,8 @@ from hypothesis import strategies as st
 from ocpp.charge_point import camel_to_snake_case
 from ocpp.v16.enums import Action
 
+from voltaro.domain.timestamps import format_utc
+from voltaro.protocol import edge
 from voltaro.protocol.errors import OcppError
 from voltaro.protocol.rpc import to_snake_case
 from voltaro.protocol.validation import (
@@ -122,3 +125,77 @@ def test_the_compiled_validator_never_accepts_what_jsonschema_refuses(
     if fast is None or not fast.is_valid(payload):
         return
     assert not list(_validator(message_type, action).iter_errors(payload))
+
+
+# The edge's clean-payload shortcut (issue 14): every value a charger can send, with
+# the awkward ones (NUL, lone surrogates, numbers beyond 64 bits or not finite, deep
+# nesting) mixed in.
+edgy_text = st.text(max_size=6) | st.sampled_from(["a\x00b", "\ud800", "x\udfffy", "é", ""])
+edgy = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats()
+    | st.sampled_from([2**63 - 1, -(2**63), 2**63, 1e19, -1e19, float("inf")])
+    | edgy_text,
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(edgy_text, children, max_size=3)
+    ),
+    max_leaves=20,
+)
+
+
+def _nested(depth: int, leaf: Any) -> Any:
+    for i in range(depth):
+        leaf = [leaf] if i % 2 else {"k": leaf}
+    return leaf
+
+
+def _slow_walk(value: Any) -> tuple[str, Any, list[str]]:
+    repaired: list[str] = []
+    try:
+        return "ok", edge._walk(value, "payload", 0, repaired), repaired
+    except OcppError as exc:
+        return "error", (exc.code, exc.description), repaired
+
+
+def _checked(value: Any) -> tuple[str, Any, list[str]]:
+    repaired: list[str] = []
+    try:
+        return "ok", edge.checked_payload(value, repaired=repaired), repaired
+    except OcppError as exc:
+        return "error", (exc.code, exc.description), repaired
+
+
+@given(st.dictionaries(edgy_text, edgy, max_size=5))
+def test_the_clean_payload_shortcut_equals_the_walk(payload: dict[str, Any]) -> None:
+    slow, fast = _slow_walk(payload), _checked(payload)
+    # repr: NaN != NaN, but both must hold the same NaN-free or NaN-refusing result.
+    assert repr(fast) == repr(slow)
+
+
+def test_the_clean_payload_shortcut_refuses_depth_as_the_walk_does() -> None:
+    for depth in range(edge.MAX_DEPTH - 2, edge.MAX_DEPTH + 3):
+        for leaf in (1, "x", None, {}, []):
+            value = _nested(depth, leaf)
+            assert repr(_checked(value)) == repr(_slow_walk(value)), (depth, leaf)
+
+
+@given(
+    st.datetimes(
+        min_value=datetime(1, 1, 2),
+        max_value=datetime(9999, 12, 30),
+        timezones=st.sampled_from(
+            [None, UTC, timezone(timedelta(0)), timezone(timedelta(hours=-5))]
+        ),
+    )
+)
+def test_format_utc_equals_strftime(moment: datetime) -> None:
+    """format_utc's isoformat shortcut renders exactly what strftime did."""
+    utc = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    expected = (
+        utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+        if utc.microsecond
+        else utc.strftime("%Y-%m-%dT%H:%M:%SZ")
+    )
+    assert format_utc(moment) == expected
