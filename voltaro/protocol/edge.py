@@ -76,24 +76,34 @@ def _clean(value: Any, depth: int) -> bool:
     if depth > MAX_DEPTH:
         return False
     kind = type(value)
-    if kind is str:
-        return _clean_text(value)
-    if kind is bool or value is None:
-        return True
-    if kind is int:
-        return bool(-INT_LIMIT <= value < INT_LIMIT)
-    if kind is float:
-        return math.isfinite(value) and abs(value) < INT_LIMIT
     if kind is dict:
         for key, item in value.items():
-            if type(key) is not str or not _clean_text(key) or not _clean(item, depth + 1):
+            if type(key) is not str or not _clean_text(key) or not _clean_item(item, depth):
                 return False
         return True
     if kind is list:
         for item in value:  # noqa: SIM110 - cheaper than all() over a generator
-            if not _clean(item, depth + 1):
+            if not _clean_item(item, depth):
                 return False
         return True
+    return _clean_item(value, depth - 1)
+
+
+def _clean_item(item: Any, depth: int) -> bool:
+    """``_clean(item, depth + 1)``, leaves checked without a further call."""
+    kind = type(item)
+    if kind is str:
+        return depth < MAX_DEPTH and _clean_text(item)
+    if kind is dict or kind is list:
+        return _clean(item, depth + 1)
+    if depth >= MAX_DEPTH:
+        return False
+    if kind is bool or item is None:
+        return True
+    if kind is int:
+        return bool(-INT_LIMIT <= item < INT_LIMIT)
+    if kind is float:
+        return math.isfinite(item) and abs(item) < INT_LIMIT
     return False
 
 

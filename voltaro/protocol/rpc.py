@@ -135,9 +135,13 @@ def _reject_constant(name: str) -> float:
     raise ValueError(f"{name} is not valid JSON")
 
 
+# json.loads with parse_constant builds a JSONDecoder per call: built once (issue 14).
+_decode = json.JSONDecoder(parse_constant=_reject_constant).decode
+
+
 def parse_frame(text: str) -> Any:
     """json.loads that fails cleanly on NaN/Infinity and on absurd nesting."""
-    return json.loads(text, parse_constant=_reject_constant)
+    return _decode(text)
 
 
 class _IncomingCall:
