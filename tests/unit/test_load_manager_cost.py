@@ -63,3 +63,47 @@ async def test_frames_are_not_queued_and_the_tree_is_read_when_it_changed() -> N
         await trio.sleep(0.2)
         assert circuits.reads == 2
         nursery.cancel_scope.cancel()
+
+
+async def test_meter_values_of_a_charger_on_no_circuit_start_no_round() -> None:
+    """Allocation leaves a charger on no circuit unmanaged: its draw changes no limit,
+    so its meter values (every few seconds per session) start no round and keep no
+    phase tracking (issue 14)."""
+    hub = EventHub(64)
+    manager = LoadManager(
+        cast(Database, None),
+        Registry(),
+        hub,
+        cast(CircuitService, CountingCircuits()),
+        cast(ChargingProfileService, None),
+        Settings(load_interval=3600.0),
+    )
+    rounds = 0
+    original = manager._round
+
+    async def counted(nursery: trio.Nursery) -> None:
+        nonlocal rounds
+        rounds += 1
+        await original(nursery)
+
+    manager._round = counted  # type: ignore[method-assign]
+    async with trio.open_nursery() as nursery:
+        await nursery.start(manager.run)
+        hub.publish("connector.status", {"charger_id": "CP-1", "connector_id": 1})
+        await trio.sleep(0.2)  # one round: the site (no circuits) is known from now
+        assert rounds == 1
+        for n in range(5):
+            amps = 10.0 * n
+            hub.publish(
+                "meter.values",
+                {
+                    "charger_id": "CP-1",
+                    "connector_id": 1,
+                    "current_a": amps,
+                    "current_phases_a": {"L1": amps, "L2": 0.0, "L3": 0.0},
+                },
+            )
+            await trio.sleep(0.2)
+        assert rounds == 1
+        assert manager._phase_use == {}
+        nursery.cancel_scope.cancel()
