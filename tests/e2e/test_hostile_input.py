@@ -319,3 +319,30 @@ async def test_operators_cannot_add_ids_the_handshake_would_refuse(
     cp = await RawCharger.connect(f"{server.url}/RDAM%20123")
     assert (await cp.boot())["status"] == "Accepted"
     await cp.close()
+
+
+# --- deep nesting reaches the frame log's parsed secret check (found by review1) --------
+
+
+@pytest.mark.parametrize(
+    "field",
+    [
+        '"data":"line\\nbreak"',  # a JSON escape: the frame is parsed before it is stored
+        '"password":"hunter2"',  # a secret: parsed, and hidden
+    ],
+)
+async def test_a_deeply_nested_frame_gets_its_answer_and_is_stored_redacted(
+    server: RunningServer, caplog: pytest.LogCaptureFixture, field: str
+) -> None:
+    cp = await booted(server, "CP-1")
+    # 600 levels: json.loads takes it (the protocol layer reads its id and refuses it),
+    # but a recursive walk of it exceeds Python's recursion limit.
+    deep = "[" * 600 + "]" * 600
+    await cp.send_raw('[2,"deep","DataTransfer",{"vendorId":"v",' + field + ',"x":' + deep + "}]")
+    answer = await cp.recv()
+    assert answer[:3] == [4, "deep", "FormationViolation"], answer
+    assert "currentTime" in await cp.call("Heartbeat", {})
+    stored = await eventually(lambda: [f for f in all_frames(server) if f.unique_id == "deep"])
+    assert "hunter2" not in stored[0].payload
+    no_tracebacks(caplog)
+    await still_serves(server)

@@ -96,3 +96,18 @@ def test_frames_with_secret_fields_spelled_with_separators_are_hidden() -> None:
         frame = json.dumps([2, "7", "DataTransfer", {"vendorId": "V", name: "hunter2"}])
         assert "hunter2" not in redact_frame(frame), name
         assert json.loads(redact_frame(frame))[3][name] == REDACTED
+
+
+def test_a_frame_nested_too_deep_to_walk_is_still_redacted_and_never_raises() -> None:
+    # json.loads accepts a nesting the recursive walk of redact_value cannot follow
+    # (about 330 to 1,000 levels with the default recursion limit): a charger's frame
+    # that nests so deep and holds a JSON escape (or a secret's word) made redact_frame
+    # raise RecursionError, which closed its connection with 1011 (found by review1).
+    for depth in range(100, 1100, 50):
+        deep = "[" * depth + "]" * depth
+        for extra in ('"data":"a\\nb"', '"data":"token"', '"password":"hunter2"'):
+            frame = '[2,"1","DataTransfer",{"vendorId":"v",' + extra + ',"x":' + deep + "}]"
+            redacted = redact_frame(frame)
+            assert "hunter2" not in redacted, depth
+            if "password" not in extra:
+                assert redacted == frame, depth

@@ -175,9 +175,13 @@ def redact_frame(payload: str) -> str:
         return payload
     try:
         parsed = json.loads(payload)
+        redacted = redact_value(parsed)
+        if redacted == parsed:
+            return payload
+        return json.dumps(redacted, separators=(",", ":"), ensure_ascii=False)
     except (ValueError, RecursionError):
+        # Not JSON, or nested deeper than the walk above can follow: json.loads takes
+        # several hundred levels more than redact_value's recursion, and a charger may
+        # send such a frame (the protocol layer refuses it after the frame log saw it).
+        # Both are redacted as free text, never raised.
         return redact_text(payload)
-    redacted = redact_value(parsed)
-    if redacted == parsed:
-        return payload
-    return json.dumps(redacted, separators=(",", ":"), ensure_ascii=False)
