@@ -111,3 +111,19 @@ def test_a_frame_nested_too_deep_to_walk_is_still_redacted_and_never_raises() ->
             assert "hunter2" not in redacted, depth
             if "password" not in extra:
                 assert redacted == frame, depth
+
+
+def test_a_secret_hidden_behind_a_duplicate_key_is_not_stored() -> None:
+    # json.loads keeps the last of duplicate keys: the check saw an empty value, found
+    # nothing to hide and returned the frame as it came, the first value in it (RFC 8259
+    # §4 leaves duplicate names to the parser; found by review1).
+    conf = (
+        '[3,"2",{"configurationKey":[{"key":"AuthorizationKey","readonly":false,'
+        f'"value":"{KEY}","value":""}}]}}]'
+    )
+    assert KEY not in redact_frame(conf)
+    call = '[2,"3","DataTransfer",{"vendorId":"V","password":"hunter2","password":null}]'
+    assert "hunter2" not in redact_frame(call)
+    # A frame with no duplicate is still returned as it came.
+    plain = '[2,"4","DataTransfer",{"vendorId":"V","data":"token of thanks"}]'
+    assert redact_frame(plain) is plain

@@ -173,11 +173,24 @@ def redact_frame(payload: str) -> str:
     # looked at as they read.
     if "\\" not in payload and not _maybe_secret(payload):
         return payload
+    duplicates = False
+
+    def pairs_to_dict(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        # json.loads keeps the last of duplicate names (RFC 8259 §4 leaves them to the
+        # parser): {"value": "<key>", "value": ""} would be checked as its empty value
+        # and the frame, first value and all, returned as it came.
+        nonlocal duplicates
+        out = dict(pairs)
+        if len(out) != len(pairs):
+            duplicates = True
+        return out
+
     try:
-        parsed = json.loads(payload)
+        parsed = json.loads(payload, object_pairs_hook=pairs_to_dict)
         redacted = redact_value(parsed)
-        if redacted == parsed:
+        if redacted == parsed and not duplicates:
             return payload
+        # With duplicate names only the parsed form is safe: the earlier values go.
         return json.dumps(redacted, separators=(",", ":"), ensure_ascii=False)
     except (ValueError, RecursionError):
         # Not JSON, or nested deeper than the walk above can follow: json.loads takes
