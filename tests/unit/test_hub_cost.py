@@ -48,3 +48,35 @@ async def test_an_event_no_subscriber_takes_is_not_built(monkeypatch: pytest.Mon
         assert a is b
     assert len(stamped) == 2
     await trio.lowlevel.checkpoint()
+
+
+async def test_frame_subscribers_are_counted_through_leaving_overlap_and_overflow() -> None:
+    # The frame log builds a frame event only while wants_frames() (issue 14): the count
+    # must follow every way a subscriber comes and goes, or a console misses frames.
+    hub = EventHub(2)
+    frame = {"charger_id": "CP-1", "payload": "[2]"}
+    assert not hub.wants_frames()
+    async with hub.subscribe(frames=True) as first:
+        # The control server re-subscribes a session before the old pump has left.
+        async with hub.subscribe(frames=True, charger_id="CP-1") as _second:
+            assert hub.wants_frames()
+        assert hub.wants_frames()  # one left, the other still watches
+        # Overflowed: still counted; it gets RESYNC, then frames again.
+        for _ in range(5):
+            hub.publish("frame", frame)
+        assert hub.wants_frames()
+        with trio.fail_after(5):
+            assert await first.receive() == "resync"
+        hub.publish("frame", frame)
+        with trio.fail_after(5):
+            item = await first.receive()
+        assert isinstance(item, HubEvent)
+        assert item.name == "frame"
+    assert not hub.wants_frames()
+    # A subscriber whose body raises is no longer counted.
+    with pytest.raises(KeyError):
+        async with hub.subscribe(frames=True):
+            raise KeyError("x")
+    assert not hub.wants_frames()
+    async with hub.subscribe(kinds=("frame",)):  # frames=False: gets none, not counted
+        assert not hub.wants_frames()
