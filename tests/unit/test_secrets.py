@@ -127,3 +127,23 @@ def test_a_secret_hidden_behind_a_duplicate_key_is_not_stored() -> None:
     # A frame with no duplicate is still returned as it came.
     plain = '[2,"4","DataTransfer",{"vendorId":"V","data":"token of thanks"}]'
     assert redact_frame(plain) is plain
+
+
+def test_a_secret_name_spelled_with_escapes_in_an_unparsable_frame_is_hidden() -> None:
+    # A frame json.loads refuses (a raw control character, cut short, nested too deep)
+    # is redacted as free text, where "pa\u0073sword" is not "password" (found by
+    # review1). Its escapes are read before the free-text check.
+    deep = "[" * 600 + "]" * 600
+    for frame in (
+        '[2,"1","DataTransfer",{"data":"\x01","pa\\u0073sword":"hunter2"}]',
+        '[2,"1","DataTransfer",{"pa\\u0073sword":"hunter2"',
+        '[2,"1","DataTransfer",{"pa\\u0073sword":"hunter2","x":' + deep + "}]",
+        '[2,"1","UpdateFirmware",{"location":"https:\\/\\/cs\\/files\\/firmware\\/'
+        'AbCdEfGh12345678\\/fw.bin"',
+    ):
+        redacted = redact_frame(frame)
+        assert "hunter2" not in redacted, frame[:60]
+        assert "AbCdEfGh12345678" not in redacted, frame[:60]
+    # Unparsable with escapes but nothing to hide: kept as it came.
+    plain = '[2,"1","DataTransfer",{"data":"a\\nb"'
+    assert redact_frame(plain) == plain

@@ -122,6 +122,27 @@ _NAMED_SECRET = re.compile(
 )
 
 
+# A JSON string escape (RFC 8259 §7), read back in text json.loads refused.
+_JSON_ESCAPE = re.compile(r'\\(?:u([0-9a-fA-F]{4})|(["\\/bfnrt]))')
+_JSON_SIMPLE_ESCAPES = {
+    '"': '"',
+    "\\": "\\",
+    "/": "/",
+    "b": "\b",
+    "f": "\f",
+    "n": "\n",
+    "r": "\r",
+    "t": "\t",
+}
+
+
+def _unescaped(text: str) -> str:
+    return _JSON_ESCAPE.sub(
+        lambda m: chr(int(m.group(1), 16)) if m.group(1) else _JSON_SIMPLE_ESCAPES[m.group(2)],
+        text,
+    )
+
+
 def is_secret_field(name: str) -> bool:
     return name.replace("_", "").replace("-", "").lower() in _SECRET_FIELDS
 
@@ -196,5 +217,12 @@ def redact_frame(payload: str) -> str:
         # Not JSON, or nested deeper than the walk above can follow: json.loads takes
         # several hundred levels more than redact_value's recursion, and a charger may
         # send such a frame (the protocol layer refuses it after the frame log saw it).
-        # Both are redacted as free text, never raised.
+        # Both are redacted as free text, never raised; its escapes are read first
+        # ("pa\u0073sword" is "password"), and the text read is what is kept when it
+        # held a secret.
+        if "\\" in payload:
+            plain = _unescaped(payload)
+            hidden = redact_text(plain)
+            if hidden != plain:
+                return hidden
         return redact_text(payload)
