@@ -21,6 +21,8 @@ from typing import Any
 from sqlalchemy import (
     ColumnElement,
     Executable,
+    Float,
+    String,
     Table,
     and_,
     bindparam,
@@ -97,7 +99,6 @@ _TX_COLUMNS = (
     "closed_by",
     "energy_flag",
 )
-_SELECT_OWN = select(_TX).where(_TX.c.transaction_id == bindparam("tid")).with_for_update()
 _UPDATE_TX = (
     update(_TX)
     .where(_TX.c.transaction_id == bindparam("b_transaction_id"))
@@ -106,7 +107,214 @@ _UPDATE_TX = (
 _INSERT_IGNORE: dict[tuple[str, str], Executable] = {}
 
 
-def _transaction(row: TransactionRow) -> Transaction:
+# --- Driver-level statements for MeterValues (issue 14 step 3) -----------------------
+#
+# In the latency phase a batch holds one to three messages, so what SQLAlchemy does per
+# statement (execution context, parameter construction, type processing per row, result
+# wrapping) is most of a stored message's CPU. The three MeterValues statements (the
+# locking read, the UPDATE of the transaction rows, the samples' INSERT) are therefore
+# sent as plain SQL through ``Connection.exec_driver_sql``, which keeps SQLAlchemy's
+# error wrapping (classification, invalidation of a dead connection) but skips the rest.
+# The values stored are the same: each column's own bind processor (SQLAlchemy's, e.g.
+# SQLite's datetime text format, naive UTC) is applied to it, and read values go through
+# the columns' result processors.
+
+
+class _Driver:
+    """Plain SQL and per-column processors for one dialect (built once per dialect)."""
+
+    __slots__ = (
+        "insert_one",
+        "marker",
+        "on_conflict",
+        "postgres",
+        "read_names",
+        "read_processors",
+        "sample_floats",
+        "sample_processors",
+        "select_head",
+        "select_tail",
+        "update_floats",
+        "update_processors",
+        "update_sql",
+    )
+
+    def __init__(self, dialect: Any) -> None:
+        self.postgres = dialect.name == "postgresql"
+        self.marker = "%s" if self.postgres else "?"
+        mark = self.marker
+        samples: Table = MeterValueRow.__table__  # type: ignore[assignment]
+        names = ", ".join(_SAMPLE_COLUMNS)
+        self.insert_one = "(" + ", ".join(mark for _ in _SAMPLE_COLUMNS) + ")"
+        self.sample_processors = _processors(samples, _SAMPLE_COLUMNS, dialect)
+        conflict = " ON CONFLICT (" + ", ".join(METER_VALUE_KEY) + ") DO NOTHING"
+        if self.postgres:
+            # Every row in one statement of constant text: one array per column, so
+            # psycopg and the server prepare it once whatever the number of rows.
+            arrays = ", ".join(
+                f"%s::{_cast(samples.c[name].type, dialect)}[]" for name in _SAMPLE_COLUMNS
+            )
+            self.on_conflict = (
+                f"INSERT INTO {samples.name} ({names}) SELECT * FROM unnest({arrays})",
+                conflict,
+            )
+        else:
+            self.on_conflict = (f"INSERT INTO {samples.name} ({names}) VALUES ", conflict)
+        self.sample_floats = _floats(samples, _SAMPLE_COLUMNS)
+        self.read_names = tuple(c.name for c in _TX.columns)
+        self.read_processors = tuple(_result_processor(c.type, dialect) for c in _TX.columns)
+        self.select_head = (
+            "SELECT " + ", ".join(self.read_names) + f" FROM {_TX.name} WHERE transaction_id"
+        )
+        # SQLite has no FOR UPDATE (its one writer holds the database lock).
+        self.select_tail = " ORDER BY charger_id, transaction_id" + (
+            " FOR UPDATE" if self.postgres else ""
+        )
+        update_columns = ("transaction_id", *_TX_COLUMNS)
+        self.update_processors = _processors(_TX, update_columns, dialect)
+        self.update_floats = _floats(_TX, update_columns)
+        if self.postgres:
+            # One statement for every row (docs/benchmarks.md, "Group commit on
+            # PostgreSQL"): UPDATE ... FROM unnest(one array per column), constant text.
+            arrays = ", ".join(f"%s::{_cast(_TX.c[n].type, dialect)}[]" for n in update_columns)
+            self.update_sql = (
+                f"UPDATE {_TX.name} AS t SET "
+                + ", ".join(f"{name} = v.{name}" for name in _TX_COLUMNS)
+                + f" FROM unnest({arrays}) AS v("
+                + ", ".join(update_columns)
+                + ") WHERE t.transaction_id = v.transaction_id",
+                "",
+            )
+        else:
+            self.update_sql = (
+                f"UPDATE {_TX.name} SET "
+                + ", ".join(f"{name} = ?" for name in _TX_COLUMNS)
+                + " WHERE transaction_id = ?",
+                "",
+            )
+
+    def insert_samples(self, connection: Any, rows: list[tuple[Any, ...]]) -> None:
+        head, tail = self.on_conflict
+        rows = _processed(rows, self.sample_processors)
+        if not self.postgres:
+            # sqlite3's executemany: one prepared statement, stepped per row in C.
+            connection.exec_driver_sql(head + self.insert_one + tail, rows)
+            return
+        connection.exec_driver_sql(head + tail, _columnwise(rows, self.sample_floats))
+
+    def update(self, connection: Any, rows: list[tuple[Any, ...]]) -> None:
+        rows = _processed(rows, self.update_processors)
+        sql, _ = self.update_sql
+        if not self.postgres:
+            # transaction_id goes last (the WHERE) in SQLite's statement.
+            connection.exec_driver_sql(sql, [(*row[1:], row[0]) for row in rows])
+            return
+        connection.exec_driver_sql(sql, _columnwise(rows, self.update_floats))
+
+    def select(self, connection: Any, tids: Sequence[int]) -> list[Transaction]:
+        if self.postgres:
+            sql = self.select_head + " = ANY(%s::integer[])" + self.select_tail
+            params: tuple[Any, ...] = (list(tids),)
+        else:
+            sql = self.select_head + " IN (" + ", ".join("?" for _ in tids) + ")" + self.select_tail
+            params = tuple(tids)
+        names, processors = self.read_names, self.read_processors
+        found = []
+        for raw in connection.exec_driver_sql(sql, params):
+            values = [
+                value if process is None or value is None else process(value)
+                for value, process in zip(raw, processors, strict=True)
+            ]
+            found.append(_transaction(_Record(dict(zip(names, values, strict=True)))))
+        return found
+
+
+_SAMPLE_COLUMNS = (
+    "charger_id",
+    "connector_id",
+    "reported_transaction_id",
+    "transaction_id",
+    "at",
+    "value",
+    "context",
+    "format",
+    "measurand",
+    "phase",
+    "location",
+    "unit",
+)
+_DRIVERS: dict[str, _Driver] = {}
+
+
+class _Record:
+    """A read row by attribute, as ``_transaction`` reads it."""
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        self.__dict__.update(values)
+
+
+def _driver(connection: Any) -> _Driver:
+    dialect = connection.dialect
+    driver = _DRIVERS.get(dialect.name)
+    if driver is None:
+        driver = _DRIVERS[dialect.name] = _Driver(dialect)
+    return driver
+
+
+def _processors(table: Table, names: Sequence[str], dialect: Any) -> tuple[tuple[int, Any], ...]:
+    """(position, bind processor) of the columns that have one."""
+    found = []
+    for i, name in enumerate(names):
+        process = table.c[name].type._cached_bind_processor(dialect)
+        if process is not None:
+            found.append((i, process))
+    return tuple(found)
+
+
+def _result_processor(type_: Any, dialect: Any) -> Any:
+    try:
+        return type_._cached_result_processor(dialect, None)
+    except TypeError:
+        # PostgreSQL's numeric types choose by the column's type code; psycopg returns a
+        # float for a double precision column, as SQLAlchemy would.
+        return None
+
+
+def _cast(type_: Any, dialect: Any) -> str:
+    # No length: a cast to VARCHAR(n) would cut a longer value instead of refusing it.
+    return "TEXT" if isinstance(type_, String) else str(type_.compile(dialect=dialect))
+
+
+def _floats(table: Table, names: Sequence[str]) -> frozenset[int]:
+    return frozenset(i for i, n in enumerate(names) if isinstance(table.c[n].type, Float))
+
+
+def _columnwise(rows: list[tuple[Any, ...]], floats: frozenset[int]) -> tuple[list[Any], ...]:
+    """One list per column (PostgreSQL arrays). psycopg types an array by its first
+    element, so a float column's ints are sent as floats (what SQLAlchemy's Float does)."""
+    columns = tuple(list(column) for column in zip(*rows, strict=True))
+    for i in floats:
+        columns[i][:] = [None if v is None else float(v) for v in columns[i]]
+    return columns
+
+
+def _processed(
+    rows: list[tuple[Any, ...]], processors: tuple[tuple[int, Any], ...]
+) -> list[tuple[Any, ...]]:
+    if not processors:
+        return rows
+    out = []
+    for row in rows:
+        values = list(row)
+        for i, process in processors:
+            if values[i] is not None:
+                values[i] = process(values[i])
+        out.append(tuple(values))
+    return out
+
+
+def _transaction(row: Any) -> Transaction:
+    """From a row read by the ORM, by Core or by the driver (``_Record``)."""
     return Transaction(
         transaction_id=row.transaction_id,
         charger_id=row.charger_id,
@@ -137,6 +345,34 @@ def _update_params(tx: Transaction) -> dict[str, Any]:
     params = {"b_" + k: v for k, v in _columns(tx).items()}
     params["b_transaction_id"] = tx.transaction_id
     return params
+
+
+def _update_row(tx: Transaction) -> tuple[Any, ...]:
+    """transaction_id, then ``_TX_COLUMNS`` in order (the driver-level UPDATE)."""
+    return (
+        tx.transaction_id,
+        tx.charger_id,
+        tx.connector_id,
+        tx.id_tag,
+        tag_key(tx.id_tag),
+        tx.id_tag_status.value,
+        tx.start_time,
+        tx.meter_start,
+        tx.reservation_id,
+        tx.state.value,
+        tx.stop_time,
+        tx.meter_stop,
+        tx.stop_reason.value if tx.stop_reason else None,
+        tx.stop_id_tag,
+        tx.energy_wh,
+        tx.last_meter_wh,
+        tx.last_power_w,
+        tx.last_meter_at,
+        tx.end_reason,
+        tx.ended_at,
+        tx.closed_by,
+        tx.energy_flag,
+    )
 
 
 def _columns(tx: Transaction) -> dict[str, Any]:
@@ -344,9 +580,9 @@ def record_meter_values(s: Session, req: MeterValuesRequest) -> MeterSummary:
     transactions: dict[int, Transaction] = {}
     tid = req.transaction_id
     if tid is not None and 0 < tid <= MAX_TRANSACTION_ID:
-        row = s.connection().execute(_SELECT_OWN, {"tid": tid}).one_or_none()
-        if row is not None:
-            transactions[tid] = _transaction(row)  # type: ignore[arg-type]
+        connection = s.connection()
+        for tx in _driver(connection).select(connection, [tid]):
+            transactions[tid] = tx
     ledger = lc.Ledger(transactions=transactions)
     _, effects = lc.decide(ledger, lc.MeterValues(request=req))
     _apply(s, effects)
@@ -366,33 +602,27 @@ def record_meter_values(s: Session, req: MeterValuesRequest) -> MeterSummary:
 # changes: the same decision, the same ON CONFLICT de-duplication of a retried message.
 
 _METER_BATCH = "voltaro.meter_batch"
-_SELECT_MANY = (
-    select(_TX)
-    .where(_TX.c.transaction_id.in_(bindparam("tids", expanding=True)))
-    .order_by(_TX.c.charger_id, _TX.c.transaction_id)
-    .with_for_update()
-)
 
 
 class _MeterBatch:
     """The transaction rows a batch's MeterValues read (locked) and their pending writes."""
 
-    __slots__ = ("absent", "rows", "samples", "updates")
+    __slots__ = ("absent", "connection", "driver", "rows", "samples", "updates")
 
-    def __init__(self) -> None:
+    def __init__(self, connection: Any) -> None:
+        self.connection = connection  # the batch's: a Session keeps one per transaction
+        self.driver = _driver(connection)
         self.rows: dict[int, Transaction] = {}
         self.absent: set[int] = set()  # looked up: no such transaction
-        self.updates: dict[int, dict[str, Any]] = {}
-        self.samples: list[dict[str, Any]] = []
+        self.updates: dict[int, tuple[Any, ...]] = {}
+        self.samples: list[tuple[Any, ...]] = []
 
     def read(self, s: Session, tids: Sequence[int]) -> None:
         wanted = sorted({t for t in tids if 0 < t <= MAX_TRANSACTION_ID} - self.rows.keys())
         if not wanted:
             return
-        query = _SELECT_OWN if len(wanted) == 1 else _SELECT_MANY
-        params = {"tid": wanted[0]} if len(wanted) == 1 else {"tids": wanted}
-        for row in s.connection().execute(query, params):
-            self.rows[row.transaction_id] = _transaction(row)  # type: ignore[arg-type]
+        for tx in self.driver.select(self.connection, wanted):
+            self.rows[tx.transaction_id] = tx
         self.absent.update(t for t in wanted if t not in self.rows)
 
     def record(self, s: Session, req: MeterValuesRequest) -> MeterSummary:
@@ -408,7 +638,7 @@ class _MeterBatch:
             if isinstance(effect, lc.SaveTransaction) and not effect.new:
                 tx = effect.transaction
                 self.rows[tx.transaction_id] = tx
-                self.updates[tx.transaction_id] = _update_params(tx)
+                self.updates[tx.transaction_id] = _update_row(tx)
             elif isinstance(effect, lc.StoreSamples):
                 self.samples.extend(
                     _sample_rows(
@@ -426,10 +656,12 @@ class _MeterBatch:
 
     def write(self, s: Session) -> None:
         if self.updates:
-            s.connection().execute(_UPDATE_TX, list(self.updates.values()))
+            # In (charger, transaction) order, the order their rows were locked in.
+            rows = sorted(self.updates.values(), key=lambda row: (row[1], row[0]))
+            self.driver.update(self.connection, rows)
             self.updates = {}
         if self.samples:
-            _insert_ignore(s, MeterValueRow, self.samples, list(METER_VALUE_KEY))
+            self.driver.insert_samples(self.connection, self.samples)
             self.samples = []
 
     def forget(self, charger_id: str) -> None:
@@ -444,7 +676,7 @@ class _MeterBatch:
 
 
 def _prepare_meter_values(s: Session, units: list[tuple[Any, ...]]) -> None:
-    batch = _MeterBatch()
+    batch = _MeterBatch(s.connection())
     batch.read(s, [req.transaction_id for req, *_ in units if req.transaction_id is not None])
     s.info[_METER_BATCH] = batch
 
@@ -512,7 +744,8 @@ def _store_samples(
 ) -> None:
     rows = _sample_rows(charger_id, connector_id, reported, linked, values)
     if rows:
-        _insert_ignore(s, MeterValueRow, rows, list(METER_VALUE_KEY))
+        connection = s.connection()
+        _driver(connection).insert_samples(connection, rows)
 
 
 def _sample_rows(
@@ -521,22 +754,23 @@ def _sample_rows(
     reported: int,
     linked: int | None,
     values: Sequence[MeterValue],
-) -> list[dict[str, Any]]:
+) -> list[tuple[Any, ...]]:
+    """One row per sample, in ``_SAMPLE_COLUMNS`` order."""
     return [
-        {
-            "charger_id": charger_id,
-            "connector_id": connector_id,
-            "reported_transaction_id": reported,
-            "transaction_id": linked,
-            "at": mv.timestamp,
-            "value": sv.value,
-            "context": sv.context,
-            "format": sv.format,
-            "measurand": sv.measurand,
-            "phase": sv.phase or "",
-            "location": sv.location,
-            "unit": sv.unit,
-        }
+        (
+            charger_id,
+            connector_id,
+            reported,
+            linked,
+            mv.timestamp,
+            sv.value,
+            sv.context,
+            sv.format,
+            sv.measurand,
+            sv.phase or "",
+            sv.location,
+            sv.unit,
+        )
         for mv in values
         for sv in mv.sampled_values
     ]
