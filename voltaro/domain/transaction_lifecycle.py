@@ -38,7 +38,7 @@ from datetime import datetime, timedelta
 
 from voltaro.domain.authorization import decide as authorize
 from voltaro.domain.authorization import decide_start, tag_key
-from voltaro.domain.metering import session_energy, summarize
+from voltaro.domain.metering import MeterSummary, session_energy, summarize
 from voltaro.domain.model import (
     AuthorizationStatus,
     ConnectorStatus,
@@ -216,7 +216,8 @@ class CloseResult:
     message: str = ""
 
 
-Reply = StartTransactionResult | StopTransactionResult | CloseResult | None
+# MeterValues answers with its summary (the caller reports it; computed once).
+Reply = StartTransactionResult | StopTransactionResult | CloseResult | MeterSummary | None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -444,7 +445,7 @@ def _meter_values(ledger: Ledger, ev: MeterValues) -> tuple[Ledger, list[Effect]
     ]
     summary = summarize(req.meter_values)
     if tx is None or tx.meter_stop is not None or not is_open(tx):
-        return ledger, [*effects, Answer(reply=None)]
+        return ledger, [*effects, Answer(reply=summary)]
     changes: dict[str, object] = {}
     energy, at = summary.energy_wh, summary.energy_at
     newer = at is not None and (tx.last_meter_at is None or at >= tx.last_meter_at)
@@ -456,12 +457,12 @@ def _meter_values(ledger: Ledger, ev: MeterValues) -> tuple[Ledger, list[Effect]
     if summary.power_w is not None and tx.state is TransactionState.ACTIVE:
         changes["last_power_w"] = summary.power_w
     if not changes:
-        return ledger, [*effects, Answer(reply=None)]
+        return ledger, [*effects, Answer(reply=summary)]
     updated = replace(tx, **changes)  # type: ignore[arg-type]
     return ledger.updated([updated]), [
         *effects,
         SaveTransaction(transaction=updated),
-        Answer(reply=None),
+        Answer(reply=summary),
     ]
 
 

@@ -258,7 +258,7 @@ def _lock_conflict(exc: BaseException) -> bool:
 
 def _locks_bounded(session: Session, timeout_ms: int, fn: Callable[..., T], *args: Any) -> T:
     """``fn`` in a transaction whose lock waits end after ``timeout_ms`` (PostgreSQL)."""
-    session.execute(text(f"SET LOCAL lock_timeout = {int(timeout_ms)}"))
+    session.connection().exec_driver_sql(f"SET LOCAL lock_timeout = {int(timeout_ms)}")
     return fn(session, *args)
 
 
@@ -276,7 +276,8 @@ def _run_all(
     instead of a few per message, which is what PostgreSQL's units are bound by.
     """
     if lock_timeout_ms is not None:
-        session.execute(text(f"SET LOCAL lock_timeout = {int(lock_timeout_ms)}"))
+        # Plain SQL: nothing for SQLAlchemy to compile or bind, once per batch.
+        session.connection().exec_driver_sql(f"SET LOCAL lock_timeout = {int(lock_timeout_ms)}")
     order = sorted(range(len(units)), key=lambda i: (lock_order(units[i][1]), i))
     hooks: dict[int, tuple[BatchHooks, list[tuple[Any, ...]]]] = {}
     for fn, args in units:

@@ -37,7 +37,7 @@ from sqlalchemy.orm import Session
 
 from voltaro.domain import transaction_lifecycle as lc
 from voltaro.domain.authorization import decide, tag_key
-from voltaro.domain.metering import MeterSummary, summarize
+from voltaro.domain.metering import MeterSummary
 from voltaro.domain.model import (
     AuthorizationStatus,
     ConnectorStatus,
@@ -585,8 +585,9 @@ def record_meter_values(s: Session, req: MeterValuesRequest) -> MeterSummary:
             transactions[tid] = tx
     ledger = lc.Ledger(transactions=transactions)
     _, effects = lc.decide(ledger, lc.MeterValues(request=req))
-    _apply(s, effects)
-    return summarize(req.meter_values)
+    summary = _apply(s, effects)
+    assert isinstance(summary, MeterSummary)
+    return summary
 
 
 # --- MeterValues inside a group commit (issue 14 step 2) ------------------------------
@@ -651,8 +652,10 @@ class _MeterBatch:
                 )
             elif not isinstance(effect, lc.Answer):
                 self.write(s)  # not a MeterValues effect today: kept in order all the same
-                _apply(s, [effect])
-        return summarize(req.meter_values)
+                _apply(s, [effect, lc.Answer(reply=None)])
+        summary = lc.answer(effects)
+        assert isinstance(summary, MeterSummary)
+        return summary
 
     def write(self, s: Session) -> None:
         if self.updates:
