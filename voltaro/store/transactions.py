@@ -105,36 +105,41 @@ _UPDATE_TX = (
     .values({name: bindparam("b_" + name) for name in _TX_COLUMNS})
 )
 _INSERT_IGNORE: dict[tuple[str, str], Executable] = {}
+_SELECT_OWN = select(_TX).where(_TX.c.transaction_id == bindparam("tid")).with_for_update()
+_SELECT_MANY = (
+    select(_TX)
+    .where(_TX.c.transaction_id.in_(bindparam("tids", expanding=True)))
+    .order_by(_TX.c.charger_id, _TX.c.transaction_id)
+    .with_for_update()
+)
 
 
 # --- Driver-level statements for MeterValues (issue 14 step 3) -----------------------
 #
 # In the latency phase a batch holds one to three messages, so what SQLAlchemy does per
 # statement (execution context, parameter construction, type processing per row, result
-# wrapping) is most of a stored message's CPU. The three MeterValues statements (the
-# locking read, the UPDATE of the transaction rows, the samples' INSERT) are therefore
-# sent as plain SQL through ``Connection.exec_driver_sql``, which keeps SQLAlchemy's
-# error wrapping (classification, invalidation of a dead connection) but skips the rest.
+# wrapping) is most of a stored message's CPU. The two MeterValues writes (the UPDATE of
+# the transaction rows, the samples' INSERT) are therefore sent as plain SQL through
+# ``Connection.exec_driver_sql``, which keeps SQLAlchemy's error wrapping
+# (classification, invalidation of a dead connection) but skips the rest.
 # The values stored are the same: each column's own bind processor (SQLAlchemy's, e.g.
-# SQLite's datetime text format, naive UTC) is applied to it, and read values go through
-# the columns' result processors.
+# SQLite's datetime text format, naive UTC) is applied to it. The locking read stays a
+# cached Core statement (see ``_Driver.select``).
 
 
 class _Driver:
     """Plain SQL and per-column processors for one dialect (built once per dialect)."""
 
     __slots__ = (
+        "insert_few",
         "insert_one",
         "marker",
         "on_conflict",
         "postgres",
-        "read_names",
-        "read_processors",
         "sample_floats",
         "sample_processors",
-        "select_head",
-        "select_tail",
         "update_floats",
+        "update_one",
         "update_processors",
         "update_sql",
     )
@@ -158,21 +163,20 @@ class _Driver:
                 f"INSERT INTO {samples.name} ({names}) SELECT * FROM unnest({arrays})",
                 conflict,
             )
+            self.insert_few = f"INSERT INTO {samples.name} ({names}) VALUES "
         else:
             self.on_conflict = (f"INSERT INTO {samples.name} ({names}) VALUES ", conflict)
+            self.insert_few = ""
         self.sample_floats = _floats(samples, _SAMPLE_COLUMNS)
-        self.read_names = tuple(c.name for c in _TX.columns)
-        self.read_processors = tuple(_result_processor(c.type, dialect) for c in _TX.columns)
-        self.select_head = (
-            "SELECT " + ", ".join(self.read_names) + f" FROM {_TX.name} WHERE transaction_id"
-        )
-        # SQLite has no FOR UPDATE (its one writer holds the database lock).
-        self.select_tail = " ORDER BY charger_id, transaction_id" + (
-            " FOR UPDATE" if self.postgres else ""
-        )
         update_columns = ("transaction_id", *_TX_COLUMNS)
         self.update_processors = _processors(_TX, update_columns, dialect)
         self.update_floats = _floats(_TX, update_columns)
+        # One row (most batches at low load): plain parameters cost less than arrays.
+        self.update_one = (
+            f"UPDATE {_TX.name} SET "
+            + ", ".join(f"{name} = {self.marker}" for name in _TX_COLUMNS)
+            + f" WHERE transaction_id = {self.marker}"
+        )
         if self.postgres:
             # One statement for every row (docs/benchmarks.md, "Group commit on
             # PostgreSQL"): UPDATE ... FROM unnest(one array per column), constant text.
@@ -182,16 +186,10 @@ class _Driver:
                 + ", ".join(f"{name} = v.{name}" for name in _TX_COLUMNS)
                 + f" FROM unnest({arrays}) AS v("
                 + ", ".join(update_columns)
-                + ") WHERE t.transaction_id = v.transaction_id",
-                "",
+                + ") WHERE t.transaction_id = v.transaction_id"
             )
         else:
-            self.update_sql = (
-                f"UPDATE {_TX.name} SET "
-                + ", ".join(f"{name} = ?" for name in _TX_COLUMNS)
-                + " WHERE transaction_id = ?",
-                "",
-            )
+            self.update_sql = ""  # SQLite: update_one, executemany
 
     def insert_samples(self, connection: Any, rows: list[tuple[Any, ...]]) -> None:
         head, tail = self.on_conflict
@@ -200,33 +198,33 @@ class _Driver:
             # sqlite3's executemany: one prepared statement, stepped per row in C.
             connection.exec_driver_sql(head + self.insert_one + tail, rows)
             return
+        if len(rows) <= _FEW_ROWS:
+            # A few rows (one or two messages): plain parameters cost less than arrays
+            # in psycopg, and the few statement texts are cached and prepared all the same.
+            values = ", ".join(self.insert_one for _ in rows)
+            flat = tuple(value for row in rows for value in row)
+            connection.exec_driver_sql(self.insert_few + values + tail, flat)
+            return
         connection.exec_driver_sql(head + tail, _columnwise(rows, self.sample_floats))
 
     def update(self, connection: Any, rows: list[tuple[Any, ...]]) -> None:
         rows = _processed(rows, self.update_processors)
-        sql, _ = self.update_sql
-        if not self.postgres:
-            # transaction_id goes last (the WHERE) in SQLite's statement.
-            connection.exec_driver_sql(sql, [(*row[1:], row[0]) for row in rows])
+        if not self.postgres or len(rows) == 1:
+            # transaction_id goes last (the WHERE); SQLite: one executemany.
+            moved = [(*row[1:], row[0]) for row in rows]
+            connection.exec_driver_sql(self.update_one, moved if len(moved) > 1 else moved[0])
             return
-        connection.exec_driver_sql(sql, _columnwise(rows, self.update_floats))
+        connection.exec_driver_sql(self.update_sql, _columnwise(rows, self.update_floats))
 
     def select(self, connection: Any, tids: Sequence[int]) -> list[Transaction]:
-        if self.postgres:
-            sql = self.select_head + " = ANY(%s::integer[])" + self.select_tail
-            params: tuple[Any, ...] = (list(tids),)
+        # SQLAlchemy's cached Core statements: their result metadata is cached with them,
+        # which plain SQL's is not (it is rebuilt from the cursor description per call,
+        # 22 columns, dearer than what it saves).
+        if len(tids) == 1:
+            rows = connection.execute(_SELECT_OWN, {"tid": tids[0]})
         else:
-            sql = self.select_head + " IN (" + ", ".join("?" for _ in tids) + ")" + self.select_tail
-            params = tuple(tids)
-        names, processors = self.read_names, self.read_processors
-        found = []
-        for raw in connection.exec_driver_sql(sql, params):
-            values = [
-                value if process is None or value is None else process(value)
-                for value, process in zip(raw, processors, strict=True)
-            ]
-            found.append(_transaction(_Record(dict(zip(names, values, strict=True)))))
-        return found
+            rows = connection.execute(_SELECT_MANY, {"tids": list(tids)})
+        return [_transaction(row) for row in rows]
 
 
 _SAMPLE_COLUMNS = (
@@ -244,13 +242,9 @@ _SAMPLE_COLUMNS = (
     "unit",
 )
 _DRIVERS: dict[str, _Driver] = {}
-
-
-class _Record:
-    """A read row by attribute, as ``_transaction`` reads it."""
-
-    def __init__(self, values: dict[str, Any]) -> None:
-        self.__dict__.update(values)
+# Sample rows sent as plain parameters on PostgreSQL (12 each: psycopg caches the
+# conversion of a statement of at most 50 parameters).
+_FEW_ROWS = 4
 
 
 def _driver(connection: Any) -> _Driver:
@@ -269,15 +263,6 @@ def _processors(table: Table, names: Sequence[str], dialect: Any) -> tuple[tuple
         if process is not None:
             found.append((i, process))
     return tuple(found)
-
-
-def _result_processor(type_: Any, dialect: Any) -> Any:
-    try:
-        return type_._cached_result_processor(dialect, None)
-    except TypeError:
-        # PostgreSQL's numeric types choose by the column's type code; psycopg returns a
-        # float for a double precision column, as SQLAlchemy would.
-        return None
 
 
 def _cast(type_: Any, dialect: Any) -> str:
@@ -313,8 +298,7 @@ def _processed(
     return out
 
 
-def _transaction(row: Any) -> Transaction:
-    """From a row read by the ORM, by Core or by the driver (``_Record``)."""
+def _transaction(row: TransactionRow) -> Transaction:
     return Transaction(
         transaction_id=row.transaction_id,
         charger_id=row.charger_id,
