@@ -21,7 +21,6 @@ from typing import Any
 from sqlalchemy import (
     ColumnElement,
     Executable,
-    Float,
     String,
     Table,
     and_,
@@ -136,12 +135,9 @@ class _Driver:
         "marker",
         "on_conflict",
         "postgres",
-        "sample_floats",
         "sample_processors",
-        "update_floats",
         "update_one",
         "update_processors",
-        "update_sql",
     )
 
     def __init__(self, dialect: Any) -> None:
@@ -153,68 +149,49 @@ class _Driver:
         self.insert_one = "(" + ", ".join(mark for _ in _SAMPLE_COLUMNS) + ")"
         self.sample_processors = _processors(samples, _SAMPLE_COLUMNS, dialect)
         conflict = " ON CONFLICT (" + ", ".join(METER_VALUE_KEY) + ") DO NOTHING"
-        if self.postgres:
-            # Every row in one statement of constant text: one array per column, so
-            # psycopg and the server prepare it once whatever the number of rows.
-            arrays = ", ".join(
-                f"%s::{_cast(samples.c[name].type, dialect)}[]" for name in _SAMPLE_COLUMNS
-            )
-            self.on_conflict = (
-                f"INSERT INTO {samples.name} ({names}) SELECT * FROM unnest({arrays})",
-                conflict,
-            )
-            self.insert_few = f"INSERT INTO {samples.name} ({names}) VALUES "
-        else:
-            self.on_conflict = (f"INSERT INTO {samples.name} ({names}) VALUES ", conflict)
-            self.insert_few = ""
-        self.sample_floats = _floats(samples, _SAMPLE_COLUMNS)
+        self.on_conflict = (f"INSERT INTO {samples.name} ({names}) VALUES ", conflict)
+        self.insert_few = self.on_conflict[0]
         update_columns = ("transaction_id", *_TX_COLUMNS)
         self.update_processors = _processors(_TX, update_columns, dialect)
-        self.update_floats = _floats(_TX, update_columns)
-        # One row (most batches at low load): plain parameters cost less than arrays.
+        # SQLite (executemany), and one row on PostgreSQL (most batches at low load).
         self.update_one = (
             f"UPDATE {_TX.name} SET "
             + ", ".join(f"{name} = {self.marker}" for name in _TX_COLUMNS)
             + f" WHERE transaction_id = {self.marker}"
         )
-        if self.postgres:
-            # One statement for every row (docs/benchmarks.md, "Group commit on
-            # PostgreSQL"): UPDATE ... FROM unnest(one array per column), constant text.
-            arrays = ", ".join(f"%s::{_cast(_TX.c[n].type, dialect)}[]" for n in update_columns)
-            self.update_sql = (
-                f"UPDATE {_TX.name} AS t SET "
-                + ", ".join(f"{name} = v.{name}" for name in _TX_COLUMNS)
-                + f" FROM unnest({arrays}) AS v("
-                + ", ".join(update_columns)
-                + ") WHERE t.transaction_id = v.transaction_id"
-            )
-        else:
-            self.update_sql = ""  # SQLite: update_one, executemany
 
     def insert_samples(self, connection: Any, rows: list[tuple[Any, ...]]) -> None:
         head, tail = self.on_conflict
+        if self.postgres and len(rows) > _FEW_ROWS:
+            # Many rows (large batches): SQLAlchemy's insertmanyvalues, as before. One
+            # INSERT ... SELECT FROM unnest(arrays) was not measurably cheaper end to
+            # end (psycopg dumps arrays in Python here): not kept on an unproven figure.
+            statement = _insert_ignore_statement("postgresql", MeterValueRow, METER_VALUE_KEY)
+            connection.execute(
+                statement, [dict(zip(_SAMPLE_COLUMNS, r, strict=True)) for r in rows]
+            )
+            return
         rows = _processed(rows, self.sample_processors)
         if not self.postgres:
             # sqlite3's executemany: one prepared statement, stepped per row in C.
             connection.exec_driver_sql(head + self.insert_one + tail, rows)
             return
-        if len(rows) <= _FEW_ROWS:
-            # A few rows (one or two messages): plain parameters cost less than arrays
-            # in psycopg, and the few statement texts are cached and prepared all the same.
-            values = ", ".join(self.insert_one for _ in rows)
-            flat = tuple(value for row in rows for value in row)
-            connection.exec_driver_sql(self.insert_few + values + tail, flat)
-            return
-        connection.exec_driver_sql(head + tail, _columnwise(rows, self.sample_floats))
+        # A few rows (one message): plain parameters; psycopg caches the conversion of a
+        # statement of at most 50 parameters and prepares it after a few uses.
+        values = ", ".join(self.insert_one for _ in rows)
+        flat = tuple(value for row in rows for value in row)
+        connection.exec_driver_sql(self.insert_few + values + tail, flat)
 
     def update(self, connection: Any, rows: list[tuple[Any, ...]]) -> None:
-        rows = _processed(rows, self.update_processors)
-        if not self.postgres or len(rows) == 1:
-            # transaction_id goes last (the WHERE); SQLite: one executemany.
-            moved = [(*row[1:], row[0]) for row in rows]
-            connection.exec_driver_sql(self.update_one, moved if len(moved) > 1 else moved[0])
+        if self.postgres and len(rows) > 1:
+            # Several rows: the cached Core executemany (one psycopg pipeline), as before.
+            params = [{"b_" + n: v for n, v in zip(_UPDATE_COLUMNS, r, strict=True)} for r in rows]
+            connection.execute(_UPDATE_TX, params)
             return
-        connection.exec_driver_sql(self.update_sql, _columnwise(rows, self.update_floats))
+        rows = _processed(rows, self.update_processors)
+        # transaction_id goes last (the WHERE); SQLite: one executemany.
+        moved = [(*row[1:], row[0]) for row in rows]
+        connection.exec_driver_sql(self.update_one, moved if len(moved) > 1 else moved[0])
 
     def select(self, connection: Any, tids: Sequence[int]) -> list[Transaction]:
         # SQLAlchemy's cached Core statements: their result metadata is cached with them,
@@ -242,6 +219,7 @@ _SAMPLE_COLUMNS = (
     "unit",
 )
 _DRIVERS: dict[str, _Driver] = {}
+_UPDATE_COLUMNS = ("transaction_id", *_TX_COLUMNS)
 # Sample rows sent as plain parameters on PostgreSQL (12 each: psycopg caches the
 # conversion of a statement of at most 50 parameters).
 _FEW_ROWS = 4
@@ -268,19 +246,6 @@ def _processors(table: Table, names: Sequence[str], dialect: Any) -> tuple[tuple
 def _cast(type_: Any, dialect: Any) -> str:
     # No length: a cast to VARCHAR(n) would cut a longer value instead of refusing it.
     return "TEXT" if isinstance(type_, String) else str(type_.compile(dialect=dialect))
-
-
-def _floats(table: Table, names: Sequence[str]) -> frozenset[int]:
-    return frozenset(i for i, n in enumerate(names) if isinstance(table.c[n].type, Float))
-
-
-def _columnwise(rows: list[tuple[Any, ...]], floats: frozenset[int]) -> tuple[list[Any], ...]:
-    """One list per column (PostgreSQL arrays). psycopg types an array by its first
-    element, so a float column's ints are sent as floats (what SQLAlchemy's Float does)."""
-    columns = tuple(list(column) for column in zip(*rows, strict=True))
-    for i in floats:
-        columns[i][:] = [None if v is None else float(v) for v in columns[i]]
-    return columns
 
 
 def _processed(
@@ -771,14 +736,18 @@ def _insert_ignore(
     One cached statement per table, run as executemany (SQLAlchemy's insertmanyvalues
     still sends it as one multi-row INSERT)."""
     connection = s.connection()
-    dialect = connection.dialect.name
+    statement = _insert_ignore_statement(connection.dialect.name, model, keys)
+    connection.execute(statement, list(rows))
+
+
+def _insert_ignore_statement(dialect: str, model: type, keys: Sequence[str]) -> Executable:
     table: Table = model.__table__  # type: ignore[attr-defined]
     statement = _INSERT_IGNORE.get((dialect, table.name))
     if statement is None:
         insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        statement = insert(table).on_conflict_do_nothing(index_elements=keys)
+        statement = insert(table).on_conflict_do_nothing(index_elements=list(keys))
         _INSERT_IGNORE[(dialect, table.name)] = statement
-    connection.execute(statement, list(rows))
+    return statement
 
 
 def _filters(
