@@ -41,13 +41,18 @@ class TrackedWebSocket:
         return self._ws
 
     def get_message(self) -> Awaitable[str | bytes]:
-        """The socket's own ``get_message``, stamped when it is asked for: the reader asks
-        for the next message as soon as it has taken one, so this is when the last one
-        arrived. Not a coroutine of its own: one more frame in every idle connection's
-        chain, for all of them (issue 14, memory per connection)."""
+        """The socket's own ``get_message``, stamped when it is asked for. Not a coroutine
+        of its own: one more frame in every idle connection's chain, for all of them
+        (issue 14, memory per connection). The reader also calls ``message_received``
+        when one arrives: it may be held up after taking a message (its queue full while
+        a store is slow), and that message is traffic all the same."""
         self.last_received = trio.current_time()
         message: Awaitable[str | bytes] = self._ws.get_message()
         return message
+
+    def message_received(self) -> None:
+        """The reader took a message off this socket now (liveness counts it)."""
+        self.last_received = trio.current_time()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._ws, name)

@@ -308,6 +308,11 @@ class TrioChargePoint(LibraryChargePoint):  # type: ignore[misc]
                 text = await self._ws.get_message()
             except ConnectionClosed:
                 return
+            # The liveness stamp (net.liveness.TrackedWebSocket): when the message arrived,
+            # not when we are done with it (backpressure can hold the reader a while).
+            received = getattr(self._ws, "message_received", None)
+            if received is not None:
+                received()
             if isinstance(text, bytes):
                 # OCPP-J §4.1.2: text frames only. Be forgiving if it is UTF-8.
                 try:
