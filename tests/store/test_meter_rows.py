@@ -14,6 +14,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
+import pytest
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
@@ -192,3 +193,33 @@ def test_transaction_update_stored_as_the_core_update_stores_it(db: Database) ->
                 results.append(sorted(db.run_sync(_stored_tx)))
                 db.run_sync(_clear)
             assert results[0] == results[1], (update, several)
+
+
+async def test_a_locked_or_refusing_database_still_maps_to_its_errors(tmp_path: Any) -> None:
+    """The driver-level writes keep SQLAlchemy's error wrapping: SQLite's lock held by
+    another writer is transient (the charger retries, "unavailable"), a value the
+    column cannot hold is permanent (quarantine), and nothing is half-stored."""
+    import sqlite3
+
+    from tests.store.test_group_commit import meter_request
+    from voltaro.store.errors import PermanentStorageError, TransientStorageError
+
+    path = tmp_path / "locked.db"
+    db = Database(f"sqlite:///{path}", lock_timeout=0.2)
+    db.upgrade()
+    try:
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")  # another writer holds SQLite's lock
+        try:
+            with pytest.raises(TransientStorageError):
+                await db.run(t.record_meter_values, meter_request("CP-L", 1))
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        await db.run(t.record_meter_values, meter_request("CP-L", 1))
+        bad = replace(meter_request("CP-L", 2), connector_id=2**63)
+        with pytest.raises(PermanentStorageError):
+            await db.run(t.record_meter_values, bad)
+        assert len(db.run_sync(_stored_samples)) == 1
+    finally:
+        db.dispose()
