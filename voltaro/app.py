@@ -327,6 +327,7 @@ async def run(
         hub,
         sync_on_connect=settings.local_list_sync_on_connect,
         sync_delay=settings.local_list_sync_delay,
+        connected=registry.connected,
     )
     reservation_service = ReservationService(database, components.commands, hub)
     components.extras["local_lists"] = local_list_service
