@@ -14,6 +14,7 @@ import trio
 from tests.e2e.conftest import serving
 from tests.support.charger import RawCharger
 from tests.support.scripted import Script, scripted
+from voltaro.service.local_list import MAX_PARALLEL
 
 STORM = 36  # the test chargers' threads share trio's default limit of 40
 QUEUE = 16  # the smallest control_queue_size: the connect and boot events overflow it
@@ -65,6 +66,11 @@ async def test_every_charger_of_a_storm_larger_than_the_event_queue_is_synced(
                 await trio.sleep(0.1)
         unsynced = sorted(c for c, s in scripts.items() if not s.payloads("GetConfiguration"))
         assert unsynced == [], f"{len(unsynced)} of {STORM} never asked: {unsynced}"
+        # And none asked twice, bar one whose sync was running when it counted as
+        # arrived again (at most one per syncer).
+        await trio.sleep(1.0)  # the re-arrivals' delay (0.3 s) and their syncs
+        asked = sum(len(s.payloads("GetConfiguration")) for s in scripts.values())
+        assert asked <= STORM + MAX_PARALLEL, asked
 
 
 def boot_frame() -> str:

@@ -126,6 +126,9 @@ class LocalListService:
         # off. Not a task per charger: after a first-contact storm thousands wait here,
         # and a waiting task costs about 3 KiB each (issue 14 step 5).
         self._ready: deque[str] = deque()
+        # The chargers in ``_ready``: one counted as arrived again while it waits there
+        # (a reconnect, or every charger after dropped events) is not asked twice.
+        self._queued: set[str] = set()
         self._syncers = 0
 
     # --- the pusher -----------------------------------------------------------------
@@ -258,6 +261,9 @@ class LocalListService:
                 # audit row per charger in a reconnect storm (issue 14). New firmware, a
                 # push or `ctl local-list sync` asks again.
                 continue
+            if charger_id in self._queued:
+                continue
+            self._queued.add(charger_id)
             self._ready.append(charger_id)
         while self._ready and self._syncers < MAX_PARALLEL:
             self._syncers += 1
@@ -266,7 +272,11 @@ class LocalListService:
     async def _syncer(self) -> None:
         try:
             while self._ready:
-                await self._sync_arrival(self._ready.popleft())
+                charger_id = self._ready.popleft()
+                # From here an arrival queues it again: this sync may be for a
+                # connection that is about to end (it vanished mid-sync).
+                self._queued.discard(charger_id)
+                await self._sync_arrival(charger_id)
         finally:
             self._syncers -= 1
 
