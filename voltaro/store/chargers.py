@@ -29,7 +29,7 @@ from voltaro.domain.model import (
 from voltaro.domain.timestamps import utc_now
 from voltaro.store import transactions
 from voltaro.store.errors import AlreadyExists
-from voltaro.store.group_commit import BATCHED, BatchHooks
+from voltaro.store.group_commit import BATCHED, BatchHooks, flush_kept
 from voltaro.store.schema import (
     ChargePointRow,
     ConfigurationRow,
@@ -582,15 +582,7 @@ def _prepare_boots(s: Session, units: list[tuple[Any, ...]]) -> None:
     s.info[_BOOT_BATCH] = batch
 
 
-def _flush_boots(s: Session, charger_id: str) -> None:
-    batch: _BootBatch | None = s.info.get(_BOOT_BATCH)
-    if batch is None:
-        return
-    batch.write(s)
-    batch.forget(charger_id)
-
-
-BATCHED[boot_unit] = BatchHooks(_prepare_boots, _flush_boots)
+BATCHED[boot_unit] = BatchHooks(_prepare_boots, flush_kept(_BOOT_BATCH))
 
 
 _CP: Table = ChargePointRow.__table__  # type: ignore[assignment]

@@ -40,7 +40,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
@@ -243,6 +243,28 @@ class BatchHooks:
 
 BATCHED: dict[Callable[..., Any], BatchHooks] = {}
 """Units of work that run batch-aware inside a group commit, and how."""
+
+
+class PendingWrites(Protocol):
+    """What a ``prepare`` keeps in ``session.info`` for its units (see ``flush_kept``)."""
+
+    def write(self, session: Any) -> None: ...
+
+    def forget(self, charger_id: str) -> None: ...
+
+
+def flush_kept(key: str) -> Callable[[Any, str], None]:
+    """The ``flush`` of a kind whose ``prepare`` keeps its pending writes in
+    ``session.info[key]``: write them, then forget what was read of ``charger_id``'s
+    rows (``""``: of every charger)."""
+
+    def flush(session: Any, charger_id: str) -> None:
+        pending: PendingWrites | None = session.info.get(key)
+        if pending is not None:
+            pending.write(session)
+            pending.forget(charger_id)
+
+    return flush
 
 
 class _Raised:

@@ -53,7 +53,7 @@ from voltaro.domain.model import (
     Transaction,
     TransactionState,
 )
-from voltaro.store.group_commit import BATCHED, BatchHooks
+from voltaro.store.group_commit import BATCHED, BatchHooks, flush_kept
 from voltaro.store.reservations import close_by_start
 from voltaro.store.schema import (
     METER_VALUE_KEY,
@@ -633,18 +633,7 @@ def _prepare_meter_values(s: Session, units: list[tuple[Any, ...]]) -> None:
     s.info[_METER_BATCH] = batch
 
 
-def _flush_meter_values(s: Session, charger_id: str) -> None:
-    batch: _MeterBatch | None = s.info.get(_METER_BATCH)
-    if batch is None:
-        return
-    batch.write(s)
-    if charger_id:
-        batch.forget(charger_id)
-    else:  # the end of the batch (or a unit about no charger: forget everything)
-        batch.forget("")
-
-
-BATCHED[record_meter_values] = BatchHooks(_prepare_meter_values, _flush_meter_values)
+BATCHED[record_meter_values] = BatchHooks(_prepare_meter_values, flush_kept(_METER_BATCH))
 
 
 def apply_status(s: Session, req: StatusNotificationRequest) -> list[Transaction]:
