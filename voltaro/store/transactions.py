@@ -21,7 +21,6 @@ from typing import Any
 from sqlalchemy import (
     ColumnElement,
     Executable,
-    String,
     Table,
     and_,
     bindparam,
@@ -241,11 +240,6 @@ def _processors(table: Table, names: Sequence[str], dialect: Any) -> tuple[tuple
         if process is not None:
             found.append((i, process))
     return tuple(found)
-
-
-def _cast(type_: Any, dialect: Any) -> str:
-    # No length: a cast to VARCHAR(n) would cut a longer value instead of refusing it.
-    return "TEXT" if isinstance(type_, String) else str(type_.compile(dialect=dialect))
 
 
 def _processed(
