@@ -220,7 +220,7 @@ async def run(
     hub.tap = events
     traffic = Traffic()  # frames and answer latency of every connection, for /metrics
     charger_health = HealthRecorder()  # per-charger health counters (issue 19)
-    liveness = Liveness(database, publish=hub.publish, health=charger_health)
+    liveness = Liveness(database, publish=hub.publish_lazy, health=charger_health)
     health = HealthMonitor(database, registry, hub)
 
     publish = hub.publish

@@ -113,6 +113,9 @@ def decide_data_transfer(
 # longer; much smaller ones only add commits.
 PRESENCE_SLICE = 100
 
+# A publisher that builds the event only if someone takes it (EventHub.publish_lazy).
+LazyPublish = Callable[[str, Callable[[], dict[str, Any]]], None]
+
 _Slice = tuple[dict[str, datetime], list[tuple[str, HourBucket]]]
 
 
@@ -120,7 +123,7 @@ class Liveness:
     """Every PDU counts as a sign of life (R49), cheaply: each charger's latest time is
     collected in memory and written in batches every few seconds by ``run``. Each flush
     is also published as one ``chargers.seen`` event, so consoles see heartbeats move
-    "last seen" without an event per heartbeat.
+    "last seen" without an event per heartbeat (built only when someone takes it).
 
     A flush writes ``PRESENCE_SLICE`` chargers per unit of work, in charger id order
     (the order PostgreSQL's writers lock charger rows in: chargers.touch,
@@ -138,7 +141,7 @@ class Liveness:
         db: Database,
         *,
         interval: float = 5.0,
-        publish: Publish | None = None,
+        publish: LazyPublish | None = None,
         health: HealthRecorder | None = None,
     ) -> None:
         self._db = db
@@ -167,7 +170,8 @@ class Liveness:
             return
         if batch and self._publish is not None:
             self._publish(
-                Event.CHARGERS_SEEN, {"chargers": {k: format_utc(v) for k, v in batch.items()}}
+                Event.CHARGERS_SEEN,
+                lambda: {"chargers": {k: format_utc(v) for k, v in batch.items()}},
             )
         slices = _slices(batch, counts)
         done = 0
