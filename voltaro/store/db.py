@@ -20,7 +20,7 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import trio
 from sqlalchemy import Engine, create_engine, event, text
@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session
 from voltaro.store.errors import StorageError, classify, is_transient
 from voltaro.store.group_commit import BATCHED, BatchHooks, GroupCommit, Raised, lock_order
 from voltaro.store.health import DatabaseHealth
+from voltaro.store.write_order import Slots
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ class Database:
             )
             event.listen(self.engine, "connect", _sqlite_pragmas)
             # SQLite has one writer: serialise units of work instead of queueing on locks.
-            self.limiter = trio.CapacityLimiter(1)
+            self.limiter = Slots(1)
         else:
             self.engine = create_engine(
                 self.url,
@@ -87,7 +88,7 @@ class Database:
                     "options": "-c statement_timeout=15000 -c timezone=UTC",
                 },
             )
-            self.limiter = trio.CapacityLimiter(pool_size)
+            self.limiter = Slots(pool_size)
         self.health = DatabaseHealth()
         # SQLite has one writer: one batch at a time. PostgreSQL's units are bound by
         # round trips, not CPU: one batch at a time serialised them (a short soak
@@ -129,7 +130,9 @@ class Database:
         work = functools.partial(self._attempt, fn, *args, **kwargs)
         started = time.perf_counter()
         try:
-            outcome = await trio.to_thread.run_sync(work, limiter=self.limiter)
+            outcome = await trio.to_thread.run_sync(
+                work, limiter=cast(trio.CapacityLimiter, self.limiter)
+            )
         finally:
             self.signal_released()
         if isinstance(outcome, StorageError):

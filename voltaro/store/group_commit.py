@@ -40,7 +40,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import trio
 
@@ -173,8 +173,12 @@ class GroupCommit:
     async def _execute(self, batch: list[_Unit]) -> None:
         db = self._db
         try:
+            # Charger messages take the next free slot before other units of work
+            # (voltaro.store.write_order): their answers wait for this commit.
             outcomes = await trio.to_thread.run_sync(
-                db.run_batch_sync, [(u.fn, u.args) for u in batch], limiter=db.limiter
+                db.run_batch_sync,
+                [(u.fn, u.args) for u in batch],
+                limiter=cast(trio.CapacityLimiter, db.limiter.urgent),
             )
         except Exception as exc:  # the worker machinery itself failed: tell every caller
             outcomes = [_Raised(exc) for _ in batch]
