@@ -431,6 +431,8 @@ async def run(
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(database.health.run, settings.db_outage_log_interval)
+            if database.checkpointer is not None:
+                await nursery.start(database.checkpointer.run)
             if pg_listener is not None:
                 await nursery.start(pg_listener.run)  # after every subscribe()
             if router is not None:

@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session
 from voltaro.store.errors import StorageError, classify, is_transient
 from voltaro.store.group_commit import BATCHED, BatchHooks, GroupCommit, Raised, lock_order
 from voltaro.store.health import DatabaseHealth
+from voltaro.store.wal_checkpoints import AUTOCHECKPOINT_PAGES, WalCheckpointer
 from voltaro.store.write_order import Slots
 
 log = logging.getLogger(__name__)
@@ -61,9 +62,13 @@ class Database:
         self._lock_timeout_ms = max(1, int(lock_timeout * 1000))
         parsed = make_url(self.url)
         self.backend = "sqlite" if parsed.get_backend_name() == "sqlite" else "postgresql"
+        # SQLite's checkpoints run beside the writer, not in its commits (the server
+        # runs it: voltaro.store.wal_checkpoints); None for PostgreSQL and :memory:.
+        self.checkpointer: WalCheckpointer | None = None
         if self.backend == "sqlite":
             if parsed.database and parsed.database != ":memory:":
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+                self.checkpointer = WalCheckpointer(parsed.database)
             self.engine: Engine = create_engine(
                 self.url,
                 # How long a writer waits for SQLite's lock before the attempt fails.
@@ -118,6 +123,8 @@ class Database:
         """A unit of work gave its limiter token back (``run`` and the group commit)."""
         self._released.set()
         self._released = trio.Event()
+        if self.checkpointer is not None:
+            self.checkpointer.written()
 
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run ``fn(session, *args, **kwargs)`` in a worker thread, in one committed
@@ -251,6 +258,8 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+        if self.checkpointer is not None:
+            self.checkpointer.close()
 
 
 def _lock_conflict(exc: BaseException) -> bool:
@@ -314,4 +323,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # FULL: a committed transaction message survives a power cut, not only a crash.
     cursor.execute("PRAGMA synchronous=FULL")
     cursor.execute("PRAGMA foreign_keys=ON")
+    # The server checkpoints beside the writer (WalCheckpointer); a commit does it itself
+    # only when the log has grown this far (no checkpointer running, or behind).
+    cursor.execute(f"PRAGMA wal_autocheckpoint={AUTOCHECKPOINT_PAGES}")
     cursor.close()
