@@ -72,6 +72,14 @@ class Slots:
         self._borrowers.remove(borrower)
         self._grant()
 
+    async def acquire(self) -> None:
+        """A slot for the calling task, queued with the other units (as a
+        ``CapacityLimiter``'s)."""
+        await self.acquire_on_behalf_of(trio.lowlevel.current_task())
+
+    def release(self) -> None:
+        self.release_on_behalf_of(trio.lowlevel.current_task())
+
     # --- the order ----------------------------------------------------------------------
 
     async def _acquire(self, borrower: object, queue: deque[_Waiter]) -> None:
