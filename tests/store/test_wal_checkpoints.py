@@ -7,6 +7,7 @@ Real SQLite files; the log's state is read with a checkpoint of the test's own."
 from __future__ import annotations
 
 import contextlib
+import logging
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -18,7 +19,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from voltaro.store.db import Database
-from voltaro.store.wal_checkpoints import AUTOCHECKPOINT_PAGES
+from voltaro.store.wal_checkpoints import AUTOCHECKPOINT_PAGES, WalCheckpointer
 
 from .test_retention import until
 
@@ -100,3 +101,29 @@ def test_postgresql_has_no_checkpointer(postgres_url: str) -> None:
         assert database.checkpointer is None
     finally:
         database.dispose()
+
+
+async def test_a_file_it_cannot_open_is_retried_quietly_and_then_checkpointed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Out of descriptors, or the file not there yet: no traceback in the log (the
+    writers report an outage), retried every round, checkpointed once it can be."""
+    path = tmp_path / "later" / "voltaro.db"
+    checkpointer = WalCheckpointer(str(path), interval=0.02)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(checkpointer.run)
+        await until(lambda: checkpointer._guard.outage_retries >= 2, "retried")
+        path.parent.mkdir()
+        database = Database(f"sqlite:///{path}")
+        try:
+            database.upgrade()
+            database.run_sync(
+                lambda s: s.execute(text("CREATE TABLE filler (id INTEGER PRIMARY KEY, v TEXT)"))
+            )
+            for _ in range(10):
+                await database.run(fill, ROWS)
+            await until(lambda: checkpointer.pages > 0, "checkpointed")
+        finally:
+            nursery.cancel_scope.cancel()
+            database.dispose()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text

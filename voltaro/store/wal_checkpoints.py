@@ -18,6 +18,7 @@ checkpointer runs (commands run against the file, tests) or it falls behind.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
 import threading
@@ -25,6 +26,7 @@ import threading
 import trio
 
 from voltaro.background import LoopGuard
+from voltaro.domain.ports import StorageUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -54,17 +56,26 @@ class WalCheckpointer:
     def checkpoint(self) -> tuple[int, int]:
         """One PASSIVE checkpoint (worker thread): (pages in the log, pages copied)."""
         with self._lock:
-            if self._connection is None:
-                # Autocommit: the PRAGMA must not run inside a transaction of ours.
-                self._connection = sqlite3.connect(
-                    self._path, timeout=5.0, check_same_thread=False, isolation_level=None
-                )
-            row = self._connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            row = self._open().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         busy, in_log, copied = (int(x) for x in row)
         if busy == 0 and copied > 0:
             self.checkpoints += 1
             self.pages += copied
         return in_log, copied
+
+    def _open(self) -> sqlite3.Connection:
+        if self._connection is None:
+            # Autocommit: the PRAGMA must not run inside a transaction of ours.
+            self._connection = sqlite3.connect(
+                self._path, timeout=5.0, check_same_thread=False, isolation_level=None
+            )
+        return self._connection
+
+    def open(self) -> None:
+        """Open the connection now (worker thread): at start, not when the process may
+        be out of file descriptors."""
+        with self._lock:
+            self._open()
 
     def close(self) -> None:
         with self._lock:
@@ -73,6 +84,8 @@ class WalCheckpointer:
                 self._connection = None
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            await trio.to_thread.run_sync(self.open)  # else opened by the first round
         task_status.started()
         try:
             while True:
@@ -84,9 +97,13 @@ class WalCheckpointer:
                     # Not Database.run: no worker slot, so no charger write waits for it.
                     await trio.to_thread.run_sync(self.checkpoint)
                     self._guard.succeeded()
+                except sqlite3.Error as exc:
+                    # The file cannot be reached now (locked, out of descriptors, disk
+                    # full): retried next round, without a traceback (the writers report
+                    # an outage); commits still checkpoint at AUTOCHECKPOINT_PAGES.
+                    self.wanted = True
+                    await self._guard.after_failure(StorageUnavailable(str(exc)), "checkpointing")
                 except Exception as exc:
-                    # A checkpoint that fails (disk full, I/O error) is retried next
-                    # round; commits still checkpoint at AUTOCHECKPOINT_PAGES.
                     await self._guard.after_failure(exc, "checkpointing the WAL")
         finally:
             # Closed in a thread: it may wait for a checkpoint still running there.
