@@ -105,15 +105,15 @@ def unauthorized(reason: str, *, kind: str) -> Refusal:
     )
 
 
-def remote_of(request: WebSocketRequest) -> str:
-    remote = request.remote
+def endpoint_text(remote: Endpoint | str) -> str:
+    """ "address:port" of a peer."""
     if isinstance(remote, Endpoint):
         return f"{remote.address}:{remote.port}"
     return str(remote)
 
 
 def _source_address(remote: str) -> str:
-    """The address part of ``remote_of``'s "address:port" (for per-source limits)."""
+    """The address part of ``endpoint_text``'s "address:port" (for per-source limits)."""
     return remote.rsplit(":", 1)[0] if ":" in remote else remote
 
 
@@ -341,12 +341,15 @@ class OcppListener:
         remote: str | None = None
         try:
             try:
-                # Read once: getpeername() fails (ENOTCONN) once the peer has hung up.
-                remote = remote_of(request)
+                # Read once: getpeername() fails (ENOTCONN) once the peer has hung up,
+                # and each read is a system call and a parse (issue 14: a few % of a
+                # connect in a storm).
+                endpoint = request.remote
+                remote = endpoint_text(endpoint)
             except OSError as exc:
                 log.info("a client hung up during the handshake (%s)", exc.strerror or exc)
                 return
-            admitted = await self._handle_request(request, remote)
+            admitted = await self._handle_request(request, remote, endpoint)
             if admitted is not None:
                 # Served from this frame, once the handshake's own has ended: its locals
                 # (the decision, the handshake deadline's cancel scope) and its coroutine
@@ -370,12 +373,12 @@ class OcppListener:
             self._pending.upgraded(address, int(port))
 
     async def _handle_request(
-        self, request: WebSocketRequest, remote: str
+        self, request: WebSocketRequest, remote: str, endpoint: Endpoint | str
     ) -> tuple[str, WebSocketConnection, str, Claimed | None] | None:
         """The handshake: refused here (None), or accepted: what ``_serve_session`` takes,
         with the cluster claim it now releases."""
         with trio.move_on_after(self._settings.handshake_timeout) as handshake:
-            decision = await self._admit(request, remote)
+            decision = await self._admit(request, remote, endpoint)
         if handshake.cancelled_caught:
             decision = Refusal(408, "handshake took too long", kind="handshake_timeout")
         if not isinstance(decision, Refusal) and self._closing:
@@ -426,9 +429,8 @@ class OcppListener:
         headers = [(b"Content-Type", b"text/plain; charset=utf-8"), *refusal.headers]
         await request.reject(refusal.status, extra_headers=headers, body=body)
 
-    def _peer_certificate(self, request: WebSocketRequest) -> PeerCertificate | None:
+    def _peer_certificate(self, endpoint: Endpoint | str) -> PeerCertificate | None:
         """What TLS established for this socket; None for plain ws://."""
-        endpoint = request.remote
         if not isinstance(endpoint, Endpoint) or not endpoint.is_ssl:
             return None
         for tls in self.tls_listeners:
@@ -437,9 +439,11 @@ class OcppListener:
                 return peer
         return PeerCertificate(verified=False)
 
-    async def _admit(self, request: WebSocketRequest, remote: str) -> Admission | Refusal:
+    async def _admit(
+        self, request: WebSocketRequest, remote: str, endpoint: Endpoint | str
+    ) -> Admission | Refusal:
         s = self._settings
-        tls = self._peer_certificate(request)
+        tls = self._peer_certificate(endpoint)
         if self._closing:
             return Refusal(503, "server shutting down", kind="shutting_down")
         if self._open > self._max_connections:
