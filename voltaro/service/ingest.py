@@ -128,8 +128,8 @@ class Liveness:
     A flush writes ``PRESENCE_SLICE`` chargers per unit of work, in charger id order
     (the order PostgreSQL's writers lock charger rows in: chargers.touch,
     group_commit.lock_order), so that it never holds the database for long: charger
-    messages queued meanwhile are stored between the slices (the database's limiter is
-    FIFO).
+    messages queued meanwhile are stored between the slices (they take a free database
+    slot first: voltaro.store.write_order).
 
     A slice that cannot be written (database down) stays in memory, with the slices not
     tried yet, and is written with the next flush: last-seen times are never dropped,
