@@ -108,7 +108,8 @@ def load() -> float:
     return os.getloadavg()[0]
 
 
-def pinned(core: int | None) -> list[str]:
+def pinned(core: int | str | None) -> list[str]:
+    """taskset for ``core`` (a core number or a list such as "0,1")."""
     if core is None or not shutil.which("taskset") or (os.cpu_count() or 1) < 2:
         return []
     return ["taskset", "-c", str(core)]
@@ -146,7 +147,7 @@ def server_process(
     env: dict[str, str] | None = None,
     log: IO[bytes] | None = None,
     python: Sequence[str] = ("-m", "voltaro"),
-    core: int | None = 0,
+    core: int | str | None = 0,
 ) -> subprocess.Popen[bytes]:
     """`voltaro serve` on 127.0.0.1:``port`` with SERVER_ENV (``env`` on top), pinned to
     ``core``, its output to ``log`` (inherited when None); ``python`` is what runs the
@@ -221,7 +222,7 @@ def start_server(target: Target, args: argparse.Namespace, tmp: Path, tag: str) 
     if target.database is None:
         process = subprocess.Popen(
             [
-                *pinned(0),
+                *pinned(args.server_cores),
                 sys.executable,
                 str(ROOT / "scripts" / "reference_central_system.py"),
                 "--port",
@@ -252,7 +253,9 @@ def start_server(target: Target, args: argparse.Namespace, tmp: Path, tag: str) 
         )
         client_context = ssl.create_default_context(cafile=str(ca))
     log = (tmp / f"server-{tag}.log").open("wb")
-    process = server_process(target.root, port, db_url, tmp / f"c-{tag}.sock", env=env, log=log)
+    process = server_process(
+        target.root, port, db_url, tmp / f"c-{tag}.sock", env=env, log=log, core=args.server_cores
+    )
     log.close()
     try:
         wait_port(port, process)
@@ -754,7 +757,8 @@ async def run(args: argparse.Namespace) -> int:
     print(
         f"settings: {args.runs} interleaved runs; throughput {args.tp_chargers} chargers x "
         f"{args.seconds:g} s closed loop; latency {args.lat_chargers} chargers at "
-        f"{args.rate:g} msg/s for {args.seconds:g} s; scale {args.scale} chargers",
+        f"{args.rate:g} msg/s for {args.seconds:g} s; scale {args.scale} chargers; "
+        f"servers on core(s) {args.server_cores}, load generator on core 1",
         flush=True,
     )
     targets = [Target("reference (ocpp asyncio, no DB)", None)]
@@ -877,6 +881,13 @@ def main() -> int:
         help=f"extra rows on the first database ({', '.join(VARIANTS)}; '' for none)",
     )
     p.add_argument("--no-sqlite", action="store_true")
+    p.add_argument(
+        "--server-cores",
+        default="0",
+        help="cores the servers run on (taskset list; default 0, the load generator "
+        "has core 1): '0,1' lets Voltaro's database thread use the other core, as an "
+        "unpinned deployment does",
+    )
     p.add_argument(
         "--server-env",
         action="append",
