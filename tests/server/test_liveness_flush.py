@@ -24,7 +24,7 @@ from voltaro.domain.timestamps import format_utc, utc_now
 from voltaro.service import ingest
 from voltaro.service.charger_health import HealthRecorder
 from voltaro.service.hub import EventHub, HubEvent
-from voltaro.service.ingest import PRESENCE_SLICE, Liveness
+from voltaro.service.ingest import PRESENCE_SLICE, PRESENCE_SLICE_POSTGRESQL, Liveness
 from voltaro.service.metrics import EventTally
 from voltaro.store import charger_health, chargers
 from voltaro.store.db import Database
@@ -125,7 +125,7 @@ async def test_a_flush_is_written_in_slices_and_other_work_runs_between_them(
 ) -> None:
     db = small_db
     health = HealthRecorder()
-    liveness = Liveness(db, health=health)
+    liveness = Liveness(db, slice_size=PRESENCE_SLICE, health=health)
     for i, charger_id in enumerate(ids()):
         liveness.seen(charger_id, seen_at(i))
         health.call_error_sent(charger_id)
@@ -182,7 +182,7 @@ async def test_a_transient_failure_keeps_the_unwritten_slices_for_the_next_flush
     db = small_db
     health = HealthRecorder()
     flaky = FailsOnce(db, 2)  # the second slice
-    liveness = Liveness(flaky, health=health)  # type: ignore[arg-type]
+    liveness = Liveness(flaky, slice_size=PRESENCE_SLICE, health=health)  # type: ignore[arg-type]
     everyone = ids()
     for i, charger_id in enumerate(everyone):
         liveness.seen(charger_id, seen_at(i))
@@ -219,7 +219,7 @@ async def test_a_flush_cancelled_between_slices_keeps_the_rest_for_the_final_flu
     flush must still write everything (``Liveness.run``)."""
     db = small_db
     health = HealthRecorder()
-    liveness = Liveness(db, health=health)
+    liveness = Liveness(db, slice_size=PRESENCE_SLICE, health=health)
     everyone = ids()
     for i, charger_id in enumerate(everyone):
         liveness.seen(charger_id, seen_at(i))
@@ -310,3 +310,14 @@ async def test_the_seen_event_is_built_only_when_someone_takes_it(
     await flush_one("CP-0002", 2)
     assert exported == [(Event.CHARGERS_SEEN, {"chargers": {"CP-0002": format_utc(seen_at(2))}})]
     assert tally.counts.get(Event.CHARGERS_SEEN) == 3
+
+
+def test_postgresql_writes_larger_slices(database_url: str) -> None:
+    """SQLite has one writer, so a slice holds every other unit: 100 chargers. PostgreSQL
+    runs units side by side and pays round trips per unit: 1,000."""
+    database = Database(database_url)
+    try:
+        expected = PRESENCE_SLICE if database.backend == "sqlite" else PRESENCE_SLICE_POSTGRESQL
+        assert Liveness(database).slice_size == expected
+    finally:
+        database.dispose()
