@@ -189,3 +189,23 @@ async def test_the_final_flush_at_shutdown_writes_every_slice(db: Database) -> N
         nursery.cancel_scope.cancel()
     assert sink.queued == 0
     assert payloads(db) == [frame(i).payload for i in range(250)]
+
+
+async def test_a_flush_cancelled_while_it_gives_way_keeps_every_frame(db: Database) -> None:
+    """Shutdown cancels the frame log while it waits for a busy database: the slice it
+    was about to write is still in the buffer, for the final flush (review, issue 14)."""
+    sink = FrameSink(db=db, settings=Settings(), publish=lambda *a: None)
+    for i in range(150):
+        sink.record(frame(i))
+    holders = [object() for _ in range(int(db.limiter.total_tokens))]
+    for holder in holders:  # every worker slot busy: the flush gives way
+        await db.limiter.acquire_on_behalf_of(holder)
+    try:
+        with trio.move_on_after(0.2):
+            await sink.flush()
+    finally:
+        for holder in holders:
+            db.limiter.release_on_behalf_of(holder)
+    assert sink.queued == 150
+    await sink.flush()
+    assert payloads(db) == [frame(i).payload for i in range(150)]

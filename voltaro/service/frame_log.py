@@ -59,8 +59,9 @@ Publish = Callable[[str, dict[str, Any]], None]
 # 7.3-7.6 ms, 500 rows 23-26 ms. Per row that is 37-40 us at 100-200 rows and 47-53 us
 # at 500: smaller slices cost no throughput, so the slice is small whether or not others
 # wait (work can arrive during any slice). Below 100 the commit (~0.8 ms) starts to show
-# (45 us per row at 50). Occasional slower units (p90 17-23 ms) are SQLite's WAL
-# checkpoints, run by whichever commit crosses the threshold: no slice size avoids them.
+# (45 us per row at 50). Occasional slower units (p90 17-23 ms) were SQLite's WAL
+# checkpoints, run then by whichever commit crossed the threshold (since then beside the
+# writer: voltaro.store.wal_checkpoints).
 SLICE = 100
 FLUSH_AT = 500  # frames buffered that wake the writer before its next second
 # Rows per eviction delete, measured likewise (oldest rows beyond the cap, median per
@@ -288,12 +289,14 @@ class FrameSink:
 
     # --- writing -------------------------------------------------------------------
 
-    async def _give_way(self) -> None:
-        """Wait while other writers use or wait for the database (bounded).
+    async def _give_way(self, deadline: float) -> None:
+        """Wait while other writers use or wait for the database, until ``deadline``
+        (one per flush or sweep: ``MAX_DEFER`` bounds the whole of it, not each of its
+        slices, so a busy database still takes the frame log's rows at a steady rate).
 
         Woken each time a unit of work gives its token back (no polling)."""
         limiter = self._db.limiter
-        with trio.move_on_after(MAX_DEFER):
+        with trio.move_on_at(deadline):
             while True:
                 stats = limiter.statistics()
                 if stats.tasks_waiting == 0 and stats.borrowed_tokens < stats.total_tokens:
@@ -303,12 +306,20 @@ class FrameSink:
     async def flush(self) -> None:
         """Write what is buffered, ``SLICE`` rows per unit of work, giving way before
         each; a failure is logged and counted, never raised."""
+        deadline = trio.current_time() + MAX_DEFER
         while self._buffer:
+            # Give way before the slice leaves the buffer: cancelled here (shutdown), the
+            # frames are still there for the final flush.
+            await self._give_way(deadline)
             batch = self._buffer[:SLICE]
             del self._buffer[:SLICE]  # a move in place, not a copy of the rest per slice
             try:
-                await self._give_way()
                 await self._write(batch)
+            except trio.Cancelled:
+                # Cancelled while waiting for a worker slot (a unit in the thread is
+                # never abandoned, so nothing of it was written): keep the slice.
+                self._requeue(batch)
+                raise
             except Exception as exc:
                 if _transient(exc):
                     self._requeue(batch)
@@ -366,8 +377,9 @@ class FrameSink:
         the cap: 200,000 rows by default)."""
         if self._max_rows <= 0:
             return
+        deadline = trio.current_time() + MAX_DEFER
         while True:
-            await self._give_way()
+            await self._give_way(deadline)
             removed = await self._db.run(frames.evict_oldest, self._max_rows, EVICT_CHUNK)
             self.stats.evicted += removed
             if removed < EVICT_CHUNK:

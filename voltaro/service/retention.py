@@ -5,8 +5,8 @@ batches, each its own unit of work (issue 10 §2.7): one huge DELETE would hold 
 single writer, or PostgreSQL row locks under ``statement_timeout``, for as long as it
 takes, and every charger message waiting behind it would run out of its answer budget.
 Between two batches the database is free: a charger's write waiting for it goes first
-(``Database.run`` queues in order), so billing and status writes are delayed by at most
-one batch.
+(charger messages take a free slot first: voltaro.store.write_order), so billing and
+status writes are delayed by at most one batch.
 
 A failure never ends the server (the sweep is a background task): what was deleted
 stays deleted, the rest is tried at the next sweep. A database outage is reported by

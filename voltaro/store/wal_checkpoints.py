@@ -97,10 +97,11 @@ class WalCheckpointer:
                     # Not Database.run: no worker slot, so no charger write waits for it.
                     await trio.to_thread.run_sync(self.checkpoint)
                     self._guard.succeeded()
-                except sqlite3.Error as exc:
+                except sqlite3.OperationalError as exc:
                     # The file cannot be reached now (locked, out of descriptors, disk
                     # full): retried next round, without a traceback (the writers report
-                    # an outage); commits still checkpoint at AUTOCHECKPOINT_PAGES.
+                    # an outage); commits still checkpoint at AUTOCHECKPOINT_PAGES. Any
+                    # other error (a file that is not a database) is logged below.
                     self.wanted = True
                     await self._guard.after_failure(StorageUnavailable(str(exc)), "checkpointing")
                 except Exception as exc:
