@@ -50,6 +50,21 @@ def frame(i: int) -> FrameRecord:
     )
 
 
+def sink_holding(db: Database, n: int) -> FrameSink:
+    """A frame log with ``n`` frames recorded, none written yet."""
+    sink = FrameSink(db=db, settings=Settings(), publish=lambda *a: None)
+    for i in range(n):
+        sink.record(frame(i))
+    return sink
+
+
+def assert_all_stored(db: Database, sink: FrameSink, n: int) -> None:
+    """Every one of the ``n`` frames stored once, in the order it was recorded."""
+    assert sink.stats.stored == n
+    assert sink.queued == 0
+    assert payloads(db) == [frame(i).payload for i in range(n)]
+
+
 def payloads(db: Database) -> list[str]:
     def read(s: Session) -> list[str]:
         return [r[0] for r in s.execute(text("SELECT payload FROM frames ORDER BY id"))]
@@ -120,9 +135,7 @@ async def queue_another_unit_while_held(db: Database, units: Units, nursery: tri
 async def test_a_flush_writes_small_slices_and_a_waiting_unit_goes_between(
     db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    sink = FrameSink(db=db, settings=Settings(), publish=lambda *a: None)
-    for i in range(1200):
-        sink.record(frame(i))
+    sink = sink_holding(db, 1200)
     units = Units(db, monkeypatch, frames.append_frames)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(sink.flush)
@@ -133,18 +146,13 @@ async def test_a_flush_writes_small_slices_and_a_waiting_unit_goes_between(
     # The other unit waited for the held slice only, not for the rest of the flush.
     other = units.order.index(("other", 0))
     assert other <= 1 < len(units.order) - 1, units.order
-    # Every frame stored once, in the order it was recorded.
-    assert sink.stats.stored == 1200
-    assert sink.queued == 0
-    assert payloads(db) == [frame(i).payload for i in range(1200)]
+    assert_all_stored(db, sink, 1200)
 
 
 async def test_a_transient_failure_keeps_the_unwritten_slices_in_order(
     db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    sink = FrameSink(db=db, settings=Settings(), publish=lambda *a: None)
-    for i in range(1200):
-        sink.record(frame(i))
+    sink = sink_holding(db, 1200)
     units = Units(db, monkeypatch, frames.append_frames)
     units.held.set()  # nothing held here
     units.fail_unit = 2
@@ -156,9 +164,7 @@ async def test_a_transient_failure_keeps_the_unwritten_slices_in_order(
     assert sink.queued == 1200 - written
     units.fail_unit = None
     await sink.flush()
-    assert sink.stats.stored == 1200
-    assert sink.queued == 0
-    assert payloads(db) == [frame(i).payload for i in range(1200)]
+    assert_all_stored(db, sink, 1200)
 
 
 async def test_eviction_deletes_small_chunks_and_a_waiting_unit_goes_between(
@@ -194,9 +200,7 @@ async def test_the_final_flush_at_shutdown_writes_every_slice(db: Database) -> N
 async def test_a_flush_cancelled_while_it_gives_way_keeps_every_frame(db: Database) -> None:
     """Shutdown cancels the frame log while it waits for a busy database: the slice it
     was about to write is still in the buffer, for the final flush (review, issue 14)."""
-    sink = FrameSink(db=db, settings=Settings(), publish=lambda *a: None)
-    for i in range(150):
-        sink.record(frame(i))
+    sink = sink_holding(db, 150)
     holders = [object() for _ in range(int(db.limiter.total_tokens))]
     for holder in holders:  # every worker slot busy: the flush gives way
         await db.limiter.acquire_on_behalf_of(holder)
@@ -208,4 +212,4 @@ async def test_a_flush_cancelled_while_it_gives_way_keeps_every_frame(db: Databa
             db.limiter.release_on_behalf_of(holder)
     assert sink.queued == 150
     await sink.flush()
-    assert payloads(db) == [frame(i).payload for i in range(150)]
+    assert_all_stored(db, sink, 150)
