@@ -13,7 +13,7 @@ import pytest
 import pytest_asyncio
 
 from console.app import ConsoleApp
-from tests.console.support import RawCharger, Server, running_server, until
+from tests.console.support import PROMPT, RawCharger, Server, running_server, until
 
 pytestmark = pytest.mark.asyncio
 
@@ -94,7 +94,7 @@ async def test_a_row_that_changed_off_screen_is_current_when_scrolled_to(
                 )
             await pilot.pause(0.5)  # a redraw or two while it is off screen
             await pilot.press("ctrl+end")
-            async with asyncio.timeout(1):
+            async with asyncio.timeout(PROMPT):
                 await until(pilot, lambda: "1 Preparing" in drawn(app, "ZZZ-1"))
     finally:
         await last.close()
