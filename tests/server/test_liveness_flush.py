@@ -22,10 +22,11 @@ from tests.support.outage import database_outage
 from voltaro.control.wire import Event
 from voltaro.domain.timestamps import format_utc, utc_now
 from voltaro.service import ingest
-from voltaro.service.charger_health import HealthRecorder
+from voltaro.service.charger_health import HealthRecorder, health_report
 from voltaro.service.hub import EventHub, HubEvent
 from voltaro.service.ingest import PRESENCE_SLICE, PRESENCE_SLICE_POSTGRESQL, Liveness
 from voltaro.service.metrics import EventTally
+from voltaro.settings import Settings
 from voltaro.store import charger_health, chargers
 from voltaro.store.db import Database
 
@@ -321,3 +322,45 @@ def test_postgresql_writes_larger_slices(database_url: str) -> None:
         assert Liveness(database).slice_size == expected
     finally:
         database.dispose()
+
+
+async def test_a_health_report_during_a_flush_counts_every_charger_once(
+    small_db: Database,
+) -> None:
+    """Reads add the counts not written yet to the stored ones (charger_health.
+    health_report). A flush takes every count out of memory at its start and writes
+    them slice by slice: a report that ran between two slices missed the counts of the
+    slices still to come (in neither memory nor the database; review of session 8)."""
+    db = small_db
+    health = HealthRecorder()
+    liveness = Liveness(db, slice_size=PRESENCE_SLICE, health=health)
+    for i, charger_id in enumerate(ids()):
+        liveness.seen(charger_id, seen_at(i))
+        health.call_error_sent(charger_id)
+    settings = Settings()
+    during: list[dict[str, int]] = []
+    flushing = True
+
+    async def flush() -> None:
+        nonlocal flushing
+        await liveness.flush()
+        flushing = False
+
+    async def report_while_flushing() -> None:
+        # One database connection, first come first served: each report queues
+        # behind the slice that is writing, so reports and slices take turns.
+        while flushing:
+            views = await health_report(db, health, settings)
+            if flushing:
+                during.append({v["charger_id"]: v["call_errors_sent_24h"] for v in views})
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(flush)
+        nursery.start_soon(report_while_flushing)
+
+    assert during, "no report ran while the flush was writing"
+    for counts in during:
+        assert counts == dict.fromkeys(ids(), 1)
+    views = await health_report(db, health, settings)
+    assert {v["charger_id"]: v["call_errors_sent_24h"] for v in views} == dict.fromkeys(ids(), 1)
+    assert errors_stored(db) == dict.fromkeys(ids(), 1)

@@ -14,7 +14,10 @@ Where the events come from:
 - command timeouts and CALLERRORs received: the command layer, as each command ends.
 
 Reads (``ctl chargers health``, the API, the console) add what is not written yet
-(``pending``), seconds online up to now included, to the stored hours.
+(``pending``), seconds online up to now included, to the stored hours. Counts a flush
+has taken stay readable here until the slice holding them has committed, and a read
+never overlaps the write of a slice (``settling``): each count is seen exactly once,
+from memory or from the database, never neither nor both.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
+import trio
 from sqlalchemy.orm import Session
 
 from voltaro.domain.charger_health import (
@@ -92,6 +96,13 @@ class _Counts:
 class HealthRecorder:
     def __init__(self) -> None:
         self._pending: dict[tuple[str, datetime], _Counts] = {}
+        # Taken by a flush, not committed yet (still counted by reads).
+        self._unsettled: dict[tuple[str, datetime], _Counts] = {}
+        # Held while a slice of counts is written and while a read takes its snapshot
+        # and reads the stored hours: the read sees a slice either uncommitted (here)
+        # or committed (stored), never both or neither (a flush of 10,000 chargers
+        # writes for seconds on SQLite, in 100-charger slices).
+        self.settling = trio.Lock()
         self._online_since: dict[str, datetime] = {}  # counted up to this time
         self._last_heartbeat: dict[str, datetime] = {}  # on the current connection
         self._pruned_at: datetime | None = None
@@ -160,10 +171,24 @@ class HealthRecorder:
                 self._count_online(charger_id, since, now)
                 self._online_since[charger_id] = now
         taken, self._pending = self._pending, {}
+        for key, counts in taken.items():
+            unsettled = self._unsettled.get(key)
+            if unsettled is None:
+                self._unsettled[key] = counts
+            else:
+                unsettled.absorb(counts.bucket(key[1]))
         return [(charger_id, c.bucket(hour)) for (charger_id, hour), c in taken.items()]
 
-    def restore(self, counts: list[tuple[str, HourBucket]]) -> None:
+    def settled(self, counts: list[tuple[str, HourBucket]]) -> None:
+        """These taken counts are committed (or refused for good): no longer counted
+        here. Call it under ``settling``, right after the commit."""
         for charger_id, bucket in counts:
+            self._unsettled.pop((charger_id, bucket.hour), None)
+
+    def restore(self, counts: list[tuple[str, HourBucket]]) -> None:
+        """These taken counts were not written: pending again, for the next flush."""
+        for charger_id, bucket in counts:
+            self._unsettled.pop((charger_id, bucket.hour), None)
             self._counts(charger_id, bucket.hour).absorb(bucket)
 
     def prune_before(self, now: datetime | None = None) -> datetime | None:
@@ -184,9 +209,10 @@ class HealthRecorder:
     ) -> dict[str, list[HourBucket]]:
         now = now or utc_now()
         grouped: dict[str, list[HourBucket]] = {}
-        for (charger_id, hour), counts in self._pending.items():
-            if only is None or charger_id == only:
-                grouped.setdefault(charger_id, []).append(counts.bucket(hour))
+        for unwritten in (self._pending, self._unsettled):
+            for (charger_id, hour), counts in unwritten.items():
+                if only is None or charger_id == only:
+                    grouped.setdefault(charger_id, []).append(counts.bucket(hour))
         for charger_id, since in self._online_since.items():
             if only is None or charger_id == only:
                 grouped.setdefault(charger_id, []).extend(
@@ -196,7 +222,7 @@ class HealthRecorder:
 
     @property
     def unwritten(self) -> int:
-        return len(self._pending)
+        return len(self._pending.keys() | self._unsettled.keys())
 
 
 # --- the report: stored hours + what is not written yet ----------------------------------
@@ -277,14 +303,16 @@ async def health_report(
     """Every registered charger's health (or one's; [] if unknown), by charger id."""
     now = utc_now()
     if recorder is None:
-        pending: dict[str, list[HourBucket]] = {}
-    elif charger_id is None:
-        pending = recorder.pending_all(now)
+        facts, counts = await db.run(_report, None if charger_id is None else [charger_id], now, {})
     else:
-        pending = {charger_id: recorder.pending(charger_id, now)}
-    facts, counts = await db.run(
-        _report, None if charger_id is None else [charger_id], now, pending
-    )
+        async with recorder.settling:
+            if charger_id is None:
+                pending = recorder.pending_all(now)
+            else:
+                pending = {charger_id: recorder.pending(charger_id, now)}
+            facts, counts = await db.run(
+                _report, None if charger_id is None else [charger_id], now, pending
+            )
     thresholds = thresholds_of(settings)
     out = []
     for cid, fact in facts.items():

@@ -190,15 +190,7 @@ class Liveness:
             for seen, slice_counts in slices:
                 # The prune goes with the first slice only: once per flush.
                 prune = prune_before if done == 0 else None
-                try:
-                    await self._db.run(_write_presence, seen, slice_counts, prune)
-                except PermanentStorageError as exc:
-                    log.error(
-                        "last-seen update of %d chargers (%d health counts) refused: %s",
-                        len(seen),
-                        len(slice_counts),
-                        exc.reason,
-                    )
+                await self._write_slice(seen, slice_counts, prune)
                 done += 1
                 if done < len(slices):
                     # Let the tasks woken meanwhile (charger messages) queue for the
@@ -217,6 +209,39 @@ class Liveness:
             # writes them with the rest.
             self._keep(slices[done:])
             raise
+
+    async def _write_slice(
+        self,
+        seen: dict[str, datetime],
+        counts: list[tuple[str, HourBucket]],
+        prune: datetime | None,
+    ) -> None:
+        health = self.health
+        if health is None:
+            await self._write(seen, counts, prune)
+            return
+        # Health reads never overlap a slice's write (HealthRecorder.settling): they
+        # see its counts in memory before the commit, in the database after it.
+        async with health.settling:
+            await self._write(seen, counts, prune)
+            health.settled(counts)
+
+    async def _write(
+        self,
+        seen: dict[str, datetime],
+        counts: list[tuple[str, HourBucket]],
+        prune: datetime | None,
+    ) -> None:
+        try:
+            await self._db.run(_write_presence, seen, counts, prune)
+        except PermanentStorageError as exc:
+            # Refused for good: dropped (settled), never retried.
+            log.error(
+                "last-seen update of %d chargers (%d health counts) refused: %s",
+                len(seen),
+                len(counts),
+                exc.reason,
+            )
 
     def _keep(self, slices: list[_Slice]) -> None:
         for seen, counts in slices:
