@@ -23,7 +23,7 @@ S = TypeVar("S")
 # How long a console may take to show a change it was told of. The defects these tests
 # catch took 60 s (a frozen link reader) or forever (a row never redrawn); the console
 # shows a change in ~0.1 s even with both cores busy, but once, in CI on a loaded
-# machine, one step took over 1 s (stop-CI of session 8, test_added_charger_shows_within_a_second, now _promptly).
+# machine, one step took over 1 s (stop-CI of session 8, test_added_charger_shows_...).
 # 5 s separates "prompt" from those defects without failing on a machine's stall.
 PROMPT = 5.0
 

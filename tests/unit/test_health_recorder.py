@@ -64,3 +64,28 @@ def test_final_batch_counts_every_connected_charger() -> None:
     assert bucket.online_s == 15.0
     assert r.prune_before(T) == H9 - timedelta(hours=48)
     assert r.prune_before(T + timedelta(minutes=30)) is None  # once an hour
+
+
+def test_online_counted_in_steps_never_twice() -> None:
+    """A flush counts the seconds online of the chargers due a slice at a time, giving
+    way between: a charger that disconnected (or reconnected) meanwhile had its time
+    counted by the disconnection and is not counted again."""
+    r = HealthRecorder()
+    start = datetime(2026, 12, 5, 10, 0, tzinfo=UTC)
+    for n in (1, 2, 3):
+        r.connected(f"CP-{n}", start)
+    r.connected("CP-4", start + timedelta(seconds=30))  # not due yet
+    now = start + timedelta(seconds=61)
+    due = r.online_due(now)
+    assert sorted(cid for cid, _ in due) == ["CP-1", "CP-2", "CP-3"]
+    r.count_online(due[:1], now)
+    # Between two steps: one leaves, one leaves and comes back.
+    left, back = sorted(cid for cid, _ in due[1:])
+    r.disconnected(left, start + timedelta(seconds=40))
+    r.disconnected(back, start + timedelta(seconds=45))
+    r.connected(back, start + timedelta(seconds=50))
+    r.count_online(due[1:], now)
+    online = {cid: b.online_s for cid, b in r.take(now)}
+    first = due[0][0]
+    # CP-4 and the reconnected one's new connection are not due yet: connects only.
+    assert online == {first: 61.0, left: 40.0, back: 45.0, "CP-4": 0.0}

@@ -83,7 +83,21 @@ class _Counts:
             self.min_lag_s = lag
 
     def bucket(self, hour: datetime) -> HourBucket:
-        return HourBucket(hour=hour, **{name: getattr(self, name) for name in self.__slots__})
+        # Spelled out: a flush converts every charger's counts (a comprehension over
+        # __slots__ cost ~4 µs each, 40 ms for 10,000 chargers on the trio thread).
+        return HourBucket(
+            hour=hour,
+            call_errors_received=self.call_errors_received,
+            call_errors_sent=self.call_errors_sent,
+            clock_samples=self.clock_samples,
+            command_timeouts=self.command_timeouts,
+            connects=self.connects,
+            heartbeat_intervals=self.heartbeat_intervals,
+            heartbeat_sum_s=self.heartbeat_sum_s,
+            heartbeat_sumsq_s=self.heartbeat_sumsq_s,
+            min_lag_s=self.min_lag_s,
+            online_s=self.online_s,
+        )
 
     def absorb(self, b: HourBucket) -> None:
         for name in self.__slots__:
@@ -166,18 +180,44 @@ class HealthRecorder:
         ``ONLINE_EVERY`` ago or in an earlier hour (of every connected one when
         ``final``: the last batch before shutdown)."""
         now = now or utc_now()
-        for charger_id, since in list(self._online_since.items()):
-            if final or now - since >= ONLINE_EVERY or hour_of(since) != hour_of(now):
-                self._count_online(charger_id, since, now)
-                self._online_since[charger_id] = now
+        self.count_online(self.online_due(now, final=final), now)
         taken, self._pending = self._pending, {}
+        if not self._unsettled:
+            self._unsettled = taken  # the usual case: the last flush settled everything
+        else:
+            self._merge_unsettled(taken)
+        return [(charger_id, c.bucket(hour)) for (charger_id, hour), c in taken.items()]
+
+    def _merge_unsettled(self, taken: dict[tuple[str, datetime], _Counts]) -> None:
         for key, counts in taken.items():
             unsettled = self._unsettled.get(key)
             if unsettled is None:
                 self._unsettled[key] = counts
             else:
                 unsettled.absorb(counts.bucket(key[1]))
-        return [(charger_id, c.bucket(hour)) for (charger_id, hour), c in taken.items()]
+
+    def online_due(self, now: datetime, *, final: bool = False) -> list[tuple[str, datetime]]:
+        """The connected chargers whose seconds online are due to be counted: last
+        counted ``ONLINE_EVERY`` ago or in an earlier hour (all of them when ``final``)."""
+        if final:
+            return list(self._online_since.items())
+        # Comparisons only: this runs over every connected charger at every flush.
+        counted_before = now - ONLINE_EVERY
+        this_hour = hour_of(now)
+        return [
+            (charger_id, since)
+            for charger_id, since in self._online_since.items()
+            if since <= counted_before or since < this_hour
+        ]
+
+    def count_online(self, due: list[tuple[str, datetime]], now: datetime) -> None:
+        """Count the seconds online up to ``now`` of ``due`` (from ``online_due``),
+        except a charger that disconnected or was counted since (its disconnection
+        counted its time): a flush counts them a slice at a time, giving way between."""
+        for charger_id, since in due:
+            if self._online_since.get(charger_id) is since:
+                self._count_online(charger_id, since, now)
+                self._online_since[charger_id] = now
 
     def settled(self, counts: list[tuple[str, HourBucket]]) -> None:
         """These taken counts are committed (or refused for good): no longer counted

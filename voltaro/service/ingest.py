@@ -112,6 +112,9 @@ def decide_data_transfer(
 # chargers: nothing against the 500 messages' own. Larger slices make messages wait
 # longer; much smaller ones only add commits.
 PRESENCE_SLICE = 100
+# Connected chargers whose seconds online one step of a flush counts on the trio thread
+# (~1-2 ms; all 10,000 of a large site in one go held every charger ~75 ms).
+ONLINE_SLICE = 250
 # PostgreSQL runs units side by side (a slice holds only its own chargers' row locks,
 # for a few ms), and each unit there costs several round trips of driver work: with 100
 # per slice a flush of 10,000 chargers in a connect storm was 100 units every 5 s
@@ -174,8 +177,21 @@ class Liveness:
         return len(self._seen)
 
     async def flush(self, *, final: bool = False) -> None:
+        if self.health is not None:
+            # Seconds online are due for every charger connected a minute ago: counted
+            # ONLINE_SLICE at a time, giving way between (7.5 ms of the trio thread for
+            # 1,000 chargers in one go, measured).
+            now = utc_now()
+            due = self.health.online_due(now, final=final)
+            for start in range(0, len(due), ONLINE_SLICE):
+                if start:
+                    await trio.lowlevel.checkpoint()
+                self.health.count_online(due[start : start + ONLINE_SLICE], now)
+            # Then the rest, at once: what is taken below is written or kept.
+            counts = self.health.take(now, final=final)
+        else:
+            counts = []
         batch, self._seen = self._seen, {}
-        counts = self.health.take(final=final) if self.health is not None else []
         prune_before = self.health.prune_before() if self.health is not None else None
         if not batch and not counts and prune_before is None:
             return
