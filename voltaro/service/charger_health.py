@@ -107,6 +107,10 @@ class _Counts:
             self.min_lag_s = b.min_lag_s
 
 
+# A charger's counts of one hour as a flush takes them, before conversion.
+TakenCounts = tuple[str, datetime, _Counts]
+
+
 class HealthRecorder:
     def __init__(self) -> None:
         self._pending: dict[tuple[str, datetime], _Counts] = {}
@@ -179,6 +183,13 @@ class HealthRecorder:
         fails): everything pending, with the seconds online of chargers last counted
         ``ONLINE_EVERY`` ago or in an earlier hour (of every connected one when
         ``final``: the last batch before shutdown)."""
+        return self.buckets(self.take_unconverted(now, final=final))
+
+    def take_unconverted(
+        self, now: datetime | None = None, *, final: bool = False
+    ) -> list[TakenCounts]:
+        """``take`` without converting the counts to buckets: a flush converts each
+        slice's just before writing it (``buckets``), not 10,000 chargers' in one step."""
         now = now or utc_now()
         self.count_online(self.online_due(now, final=final), now)
         taken, self._pending = self._pending, {}
@@ -186,7 +197,13 @@ class HealthRecorder:
             self._unsettled = taken  # the usual case: the last flush settled everything
         else:
             self._merge_unsettled(taken)
-        return [(charger_id, c.bucket(hour)) for (charger_id, hour), c in taken.items()]
+        return [(charger_id, hour, c) for (charger_id, hour), c in taken.items()]
+
+    @staticmethod
+    def buckets(taken: list[TakenCounts]) -> list[tuple[str, HourBucket]]:
+        """Taken counts as the buckets a write stores (they no longer change: new events
+        are counted in new objects)."""
+        return [(charger_id, c.bucket(hour)) for charger_id, hour, c in taken]
 
     def _merge_unsettled(self, taken: dict[tuple[str, datetime], _Counts]) -> None:
         for key, counts in taken.items():

@@ -58,7 +58,7 @@ from voltaro.domain.secrets import redact_frame
 from voltaro.domain.timestamps import format_utc, utc_now
 from voltaro.net.security_events import SecurityEvents
 from voltaro.protocol.edge import repair_text
-from voltaro.service.charger_health import HealthRecorder
+from voltaro.service.charger_health import HealthRecorder, TakenCounts
 from voltaro.service.frame_log import FrameSink
 from voltaro.service.reservations import reservation_view
 from voltaro.settings import Settings
@@ -125,8 +125,6 @@ PRESENCE_SLICE_POSTGRESQL = 1_000
 # A publisher that builds the event only if someone takes it (EventHub.publish_lazy).
 LazyPublish = Callable[[str, Callable[[], dict[str, Any]]], None]
 
-_Slice = tuple[dict[str, datetime], list[tuple[str, HourBucket]]]
-
 
 class Liveness:
     """Every PDU counts as a sign of life (R49), cheaply: each charger's latest time is
@@ -188,7 +186,7 @@ class Liveness:
                     await trio.lowlevel.checkpoint()
                 self.health.count_online(due[start : start + ONLINE_SLICE], now)
             # Then the rest, at once: what is taken below is written or kept.
-            counts = self.health.take(now, final=final)
+            counts = self.health.take_unconverted(now, final=final)
         else:
             counts = []
         batch, self._seen = self._seen, {}
@@ -200,13 +198,14 @@ class Liveness:
                 Event.CHARGERS_SEEN,
                 lambda: {"chargers": {k: format_utc(v) for k, v in batch.items()}},
             )
-        slices = _slices(batch, counts, self.slice_size)
+        plan = _FlushPlan(batch, counts, self.slice_size)
+        slices = plan.parts
         done = 0
         try:
-            for seen, slice_counts in slices:
+            for part in slices:
                 # The prune goes with the first slice only: once per flush.
                 prune = prune_before if done == 0 else None
-                await self._write_slice(seen, slice_counts, prune)
+                await self._write_slice(*plan.slice(part), prune)
                 done += 1
                 if done < len(slices):
                     # Let the tasks woken meanwhile (charger messages) queue for the
@@ -216,26 +215,27 @@ class Liveness:
             # Keep this slice and the ones not tried (the database just failed) for the
             # next flush; newer times seen meanwhile win. The outage itself is logged by
             # the database's health report.
-            self._keep(slices[done:])
+            self._keep(plan, slices[done:])
         except Exception:
             raise  # not the database's: see run()
         except BaseException:
             # Cancelled (shutdown): the slice it interrupted was not written (a unit of
             # work is cancelled only while it waits for the database); the final flush
             # writes them with the rest.
-            self._keep(slices[done:])
+            self._keep(plan, slices[done:])
             raise
 
     async def _write_slice(
         self,
         seen: dict[str, datetime],
-        counts: list[tuple[str, HourBucket]],
+        taken: list[TakenCounts],
         prune: datetime | None,
     ) -> None:
         health = self.health
         if health is None:
-            await self._write(seen, counts, prune)
+            await self._write(seen, [], prune)
             return
+        counts = health.buckets(taken)
         # Health reads never overlap a slice's write (HealthRecorder.settling): they
         # see its counts in memory before the commit, in the database after it.
         async with health.settling:
@@ -259,12 +259,13 @@ class Liveness:
                 exc.reason,
             )
 
-    def _keep(self, slices: list[_Slice]) -> None:
-        for seen, counts in slices:
+    def _keep(self, plan: _FlushPlan, parts: list[list[str]]) -> None:
+        for part in parts:
+            seen, taken = plan.slice(part)
             for charger_id, at in seen.items():
                 self.seen(charger_id, at)
             if self.health is not None:
-                self.health.restore(counts)
+                self.health.restore(self.health.buckets(taken))
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
@@ -286,26 +287,26 @@ class Liveness:
                     self.guard.failed(exc, "writing last-seen times at shutdown")
 
 
-def _slices(
-    seen: dict[str, datetime], counts: list[tuple[str, HourBucket]], size: int
-) -> list[_Slice]:
-    """The flush's units of work: up to ``size`` chargers each, every charger's
-    time and counts in the same one, in charger id order within and across them; one
-    (empty) when there is only the prune to do."""
-    counts_of: dict[str, list[tuple[str, HourBucket]]] = {}
-    for item in counts:
-        counts_of.setdefault(item[0], []).append(item)
-    charger_ids = sorted(seen.keys() | counts_of.keys())
-    out: list[_Slice] = []
-    for start in range(0, len(charger_ids), size):
-        part = charger_ids[start : start + size]
-        out.append(
-            (
-                {cid: seen[cid] for cid in part if cid in seen},
-                [item for cid in part for item in counts_of.get(cid, ())],
-            )
+class _FlushPlan:
+    """A flush's units of work: up to ``size`` chargers each, every charger's time and
+    counts in the same one, in charger id order within and across them; one (empty)
+    when there is only the prune to do. Each is built when it is written (10,000
+    chargers' slices built at once held the trio thread ~13 ms, measured)."""
+
+    def __init__(self, seen: dict[str, datetime], taken: list[TakenCounts], size: int) -> None:
+        self._seen = seen
+        self._taken_of: dict[str, list[TakenCounts]] = {}
+        for item in taken:
+            self._taken_of.setdefault(item[0], []).append(item)
+        charger_ids = sorted(seen.keys() | self._taken_of.keys())
+        self.parts = [charger_ids[i : i + size] for i in range(0, len(charger_ids), size)] or [[]]
+
+    def slice(self, part: list[str]) -> tuple[dict[str, datetime], list[TakenCounts]]:
+        seen, taken_of = self._seen, self._taken_of
+        return (
+            {cid: seen[cid] for cid in part if cid in seen},
+            [item for cid in part for item in taken_of.get(cid, ())],
         )
-    return out or [({}, [])]
 
 
 def _write_presence(
