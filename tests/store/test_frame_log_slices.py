@@ -14,6 +14,7 @@ queued (SQLite) or done (PostgreSQL, several connections).
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -213,3 +214,46 @@ async def test_a_flush_cancelled_while_it_gives_way_keeps_every_frame(db: Databa
     assert sink.queued == 150
     await sink.flush()
     assert_all_stored(db, sink, 150)
+
+
+@pytest.mark.parametrize("interruption", ["outage", "shutdown"])
+async def test_a_split_batch_interrupted_after_its_first_half_stores_each_frame_once(
+    db: Database, monkeypatch: pytest.MonkeyPatch, interruption: str
+) -> None:
+    """A batch the database refuses is split until the bad row is found (the halves are
+    written in order). The database failing (or shutdown cancelling) after the first
+    half was stored used to put the whole batch back: the next flush stored the first
+    half a second time (review of session 8)."""
+    n, bad = 8, 5
+    sink = FrameSink(db=db, settings=Settings(), publish=lambda *a: None)
+    for i in range(n):
+        record = frame(i)
+        if i == bad:
+            # A message type no INTEGER column holds: both databases refuse the row.
+            record = dataclasses.replace(record, message_type=2**70)
+        sink.record(record)
+    real = db.run
+    calls: list[int] = []
+    scope = trio.CancelScope()
+
+    async def run(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        if fn is frames.append_frames:
+            calls.append(len(args[0]))
+            if len(calls) == 3:  # 8 refused, 4 stored, now the second half
+                if interruption == "outage":
+                    raise TransientStorageError("database unavailable (injected)")
+                scope.cancel()
+                await trio.lowlevel.checkpoint()
+        return await real(fn, *args, **kwargs)
+
+    monkeypatch.setattr(db, "run", run)
+    with scope:
+        await sink.flush()
+    assert calls[:3] == [n, n // 2, n // 2]
+    assert sink.queued == n // 2  # the second half only
+    await sink.flush()  # the database is back / the final flush at shutdown
+
+    # Every other frame once, in order; the refused one skipped (logged, counted).
+    assert payloads(db) == [frame(i).payload for i in range(n) if i != bad]
+    assert sink.stats.stored == n - 1
+    assert sink.stats.rows_skipped == 1

@@ -210,6 +210,13 @@ def truncated(frame: FrameRecord) -> FrameRecord:
     return dataclasses.replace(frame, payload=kept + marker)
 
 
+@dataclasses.dataclass
+class _Done:
+    """Rows of a slice stored, escaped or skipped so far."""
+
+    rows: int = 0
+
+
 def _transient(exc: BaseException) -> bool:
     """The database is down or busy (keep the batch), not refusing these rows."""
     # Database.run already classified it (voltaro.store.errors): one rule everywhere.
@@ -313,16 +320,19 @@ class FrameSink:
             await self._give_way(deadline)
             batch = self._buffer[:SLICE]
             del self._buffer[:SLICE]  # a move in place, not a copy of the rest per slice
+            done = _Done()
             try:
-                await self._write(batch)
+                await self._write(batch, done)
             except trio.Cancelled:
                 # Cancelled while waiting for a worker slot (a unit in the thread is
-                # never abandoned, so nothing of it was written): keep the slice.
-                self._requeue(batch)
+                # never abandoned, so nothing of that unit was written): keep what the
+                # slice's earlier units did not store (a refused slice is written in
+                # halves, in order).
+                self._requeue(batch[done.rows :])
                 raise
             except Exception as exc:
                 if _transient(exc):
-                    self._requeue(batch)
+                    self._requeue(batch[done.rows :])
                     if not self._db.health.absorb("frame-log batches deferred"):
                         log.warning("frame log: %d frames not written yet: %s", len(batch), exc)
                     return
@@ -336,25 +346,28 @@ class FrameSink:
         self.stats.shed_buffer += len(batch) - len(keep)
         self._buffer = keep + self._buffer
 
-    async def _write(self, batch: Sequence[FrameRecord]) -> None:
+    async def _write(self, batch: Sequence[FrameRecord], done: _Done) -> None:
         """Write ``batch``; if the database refuses it, split it until the bad rows are
-        found and store those escaped (or skip them)."""
+        found and store those escaped (or skip them). ``done`` counts the rows dealt
+        with, always the batch's first ones: what an interruption must not write again."""
         try:
             await self._db.run(frames.append_frames, batch)
             self.stats.stored += len(batch)
+            done.rows += len(batch)
             return
         except Exception as exc:
             if _transient(exc):
                 raise
             if len(batch) > 1:
                 middle = len(batch) // 2
-                await self._write(batch[:middle])
-                await self._write(batch[middle:])
+                await self._write(batch[:middle], done)
+                await self._write(batch[middle:], done)
                 return
             first_error = exc
         row = ascii_escaped(batch[0])
         try:
             await self._db.run(frames.append_frames, [row])
+            done.rows += 1
             self.stats.rows_escaped += 1
             log.warning(
                 "frame log: charger=%s frame stored escaped (refused as received: %s)",
@@ -364,6 +377,7 @@ class FrameSink:
         except Exception as exc:
             if _transient(exc):
                 raise
+            done.rows += 1
             self.stats.rows_skipped += 1
             log.warning(
                 "frame log: charger=%s frame skipped (refused even escaped: %s)",
