@@ -385,14 +385,19 @@ def reconcile_connected(s: Session, held: set[str], at: datetime) -> tuple[int, 
     """Make the flags equal to ``held`` (the chargers connected to this node); returns
     how many flags were cleared and how many set."""
     flagged = set(s.scalars(select(ChargePointRow.charger_id).where(ChargePointRow.connected)))
-    stale, missing = sorted(flagged - held), sorted(held - flagged)
-    for ids, on in ((stale, False), (missing, True)):
-        for start in range(0, len(ids), 500):
-            s.execute(
-                update(ChargePointRow)
-                .where(ChargePointRow.charger_id.in_(ids[start : start + 500]))
-                .values(connected=on)
-            )
+    stale, missing = flagged - held, held - flagged
+    # One row at a time in charger id order, set and cleared ones together: the order
+    # the group commit locks charger rows in on PostgreSQL (an IN list is locked in scan
+    # order: a deadlock with a batch holding a row this wants; store/charger_owners.py).
+    table = cast(Table, ChargePointRow.__table__)
+    statement = (
+        update(table)
+        .where(table.c.charger_id == bindparam("flag_id"))
+        .values(connected=bindparam("flag_on"))
+    )
+    rows = [{"flag_id": cid, "flag_on": cid in missing} for cid in sorted(stale | missing)]
+    if rows:
+        s.connection().execute(statement, rows)
     return len(stale), len(missing)
 
 

@@ -1,0 +1,156 @@
+"""Connected-flag writes lock charger rows in charger id order (PostgreSQL).
+
+The group commit takes charger rows in charger id order (group_commit.lock_order), so
+two batches never wait on each other in a cycle. The connected-flag writers of a
+cluster node (reconcile, and the flags of connects and disconnects) updated rows in the
+order PostgreSQL scanned them, the table's physical order: a reconcile that took CP-B
+and then waited for CP-A, while a batch held CP-A and wanted CP-B, was a deadlock
+(seen once at a cluster's start, 100 chargers booting: `DeadlockDetected`, retried,
+logged at ERROR). Reproduced here with two real transactions.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from voltaro.domain.timestamps import utc_now
+from voltaro.store import charger_owners, chargers
+from voltaro.store.db import Database
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+def pg(postgres_url: str) -> Iterator[Database]:
+    database = Database(postgres_url, pool_size=4)
+    database.upgrade()
+    try:
+        yield database
+    finally:
+        database.dispose()
+
+
+def _waiting_for_a_lock(db: Database) -> int:
+    def count(s: Session) -> int:
+        return int(
+            s.execute(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                )
+            ).scalar_one()
+        )
+
+    return db.run_sync(count)
+
+
+def _against_a_batch(db: Database, flag_write: Callable[[Session], Any]) -> list[str]:
+    """A batch holds CP-A (first in charger id order) while ``flag_write`` runs in
+    another transaction; once that one waits for a lock, the batch takes CP-B too.
+    Returns what failed ("batch: ..." / "flags: ..."), [] when both committed."""
+    failures: list[str] = []
+    batch_holds_a = threading.Event()
+    flags_done = threading.Event()
+
+    def flags() -> None:
+        batch_holds_a.wait(10)
+        try:
+            db.run_sync(flag_write)
+        except Exception as exc:
+            failures.append(f"flags: {type(exc).__name__}: {exc}")
+        finally:
+            flags_done.set()
+
+    thread = threading.Thread(target=flags)
+    thread.start()
+    try:
+        with db.engine.connect() as batch:
+            batch.execute(text("SET LOCAL deadlock_timeout = '200ms'"))
+            batch.execute(
+                text("UPDATE charge_points SET last_seen = now() WHERE charger_id = 'CP-A'")
+            )
+            batch_holds_a.set()
+            for _ in range(500):  # until the flag write waits (for CP-A, or for CP-B ...)
+                if _waiting_for_a_lock(db) or flags_done.is_set():
+                    break
+                threading.Event().wait(0.01)
+            try:
+                batch.execute(
+                    text("UPDATE charge_points SET last_seen = now() WHERE charger_id = 'CP-B'")
+                )
+                batch.commit()
+            except Exception as exc:
+                failures.append(f"batch: {type(exc).__name__}: {str(exc).splitlines()[0]}")
+    finally:
+        thread.join(30)
+    return failures
+
+
+def _in_reverse_physical_order(db: Database) -> None:
+    """CP-B's row first in the table, CP-A's after it: a scan meets CP-B first."""
+    chargers_first = ("CP-B", "CP-A")
+    for charger_id in chargers_first:
+        db.run_sync(chargers.add_charger, charger_id)
+    rows = db.run_sync(
+        lambda s: [r[0] for r in s.execute(text("SELECT charger_id FROM charge_points"))]
+    )
+    assert rows == list(chargers_first)
+
+
+def test_a_reconcile_and_a_batch_do_not_deadlock(pg: Database) -> None:
+    _in_reverse_physical_order(pg)
+    pg.run_sync(charger_owners.set_connected_fenced, {"CP-A": True, "CP-B": True}, "a")
+    _in_reverse_physical_order_again = pg.run_sync(
+        lambda s: [r[0] for r in s.execute(text("SELECT charger_id FROM charge_points"))]
+    )
+    assert _in_reverse_physical_order_again == ["CP-B", "CP-A"]
+
+    # This node holds neither any more: the reconcile clears both flags.
+    failures = _against_a_batch(
+        pg, lambda s: charger_owners.reconcile_connected_fenced(s, set(), "a")
+    )
+
+    assert failures == []
+    flags = pg.run_sync(
+        lambda s: dict(s.execute(text("SELECT charger_id, connected FROM charge_points")).all())
+    )
+    assert flags == {"CP-A": False, "CP-B": False}
+
+
+def test_flags_set_and_cleared_together_do_not_deadlock_with_a_batch(pg: Database) -> None:
+    # One write sets CP-B and clears CP-A: set and cleared ones were written as two
+    # statements, the set ones first (CP-B, then CP-A: against the batch's order).
+    _in_reverse_physical_order(pg)
+    pg.run_sync(charger_owners.set_connected_fenced, {"CP-A": True}, "a")
+
+    failures = _against_a_batch(
+        pg,
+        lambda s: charger_owners.set_connected_fenced(s, {"CP-B": True, "CP-A": False}, "a"),
+    )
+
+    assert failures == []
+    flags = pg.run_sync(
+        lambda s: dict(s.execute(text("SELECT charger_id, connected FROM charge_points")).all())
+    )
+    assert flags == {"CP-A": False, "CP-B": True}
+
+
+def test_a_single_node_reconcile_and_a_batch_do_not_deadlock(pg: Database) -> None:
+    # CP-B's flag is stale (set, not held), CP-A's missing (held, not set): cleared ones
+    # were written first (CP-B, then CP-A: against the batch's order).
+    _in_reverse_physical_order(pg)
+    pg.run_sync(chargers.set_connected, {"CP-B": True}, utc_now())
+
+    failures = _against_a_batch(pg, lambda s: chargers.reconcile_connected(s, {"CP-A"}, utc_now()))
+
+    assert failures == []
+    flags = pg.run_sync(
+        lambda s: dict(s.execute(text("SELECT charger_id, connected FROM charge_points")).all())
+    )
+    assert flags == {"CP-A": True, "CP-B": False}
