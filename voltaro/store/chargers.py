@@ -605,21 +605,34 @@ _SELECT_AUTH = select(*_AUTH_COLUMNS).where(_CP.c.charger_id == bindparam("cid")
 _SELECT_AUTHS = select(*_AUTH_COLUMNS).where(
     _CP.c.charger_id.in_(bindparam("cids", expanding=True))
 )
-_SELECT_BOOT = select(
-    _CP.c.registration,
-    _CP.c.heartbeat_interval,
-    _CP.c.vendor,
-    _CP.c.model,
-    _CP.c.firmware_version,
-).where(_CP.c.charger_id == bindparam("cid"))
-_SELECT_BOOTS = select(
-    _CP.c.charger_id,
-    _CP.c.registration,
-    _CP.c.heartbeat_interval,
-    _CP.c.vendor,
-    _CP.c.model,
-    _CP.c.firmware_version,
-).where(_CP.c.charger_id.in_(bindparam("cids", expanding=True)))
+# A boot's answer is decided from the row it reads, so the read locks it (PostgreSQL;
+# SQLite has one writer): a removal or a registration change committed between the read
+# and the boot's write was answered from the old row (Accepted for a removed charger).
+# Locked in charger id order, the group commit's (group_commit.lock_order).
+_SELECT_BOOT = (
+    select(
+        _CP.c.registration,
+        _CP.c.heartbeat_interval,
+        _CP.c.vendor,
+        _CP.c.model,
+        _CP.c.firmware_version,
+    )
+    .where(_CP.c.charger_id == bindparam("cid"))
+    .with_for_update()
+)
+_SELECT_BOOTS = (
+    select(
+        _CP.c.charger_id,
+        _CP.c.registration,
+        _CP.c.heartbeat_interval,
+        _CP.c.vendor,
+        _CP.c.model,
+        _CP.c.firmware_version,
+    )
+    .where(_CP.c.charger_id.in_(bindparam("cids", expanding=True)))
+    .order_by(_CP.c.charger_id)
+    .with_for_update()
+)
 _UPDATE_BOOT = (
     update(_CP)
     .where(_CP.c.charger_id == bindparam("cid"))
