@@ -208,10 +208,11 @@ class LocalListService:
         """Connect and boot events were dropped (a storm larger than the event queue):
         every charger connected here counts as arrived. The arrival check skips those
         known to have no list, so a reconnect storm still costs no command; a charger
-        never asked (first contact) is asked, as it would have been. Which of them
-        booted with other firmware is lost with the events: they are asked at their
-        next connect or boot (issue 14: a third of a 3,000-charger first-contact storm
-        was never synced when only list-enabled chargers were pushed here)."""
+        never asked (first contact) is asked, as it would have been, and so is one that
+        booted with other firmware meanwhile: its boot's commit forgot the "list off"
+        it had reported (chargers._FORGET_LIST_DISABLED), so the arrival check does not
+        skip it (issue 14: a third of a 3,000-charger first-contact storm was never
+        synced when only list-enabled chargers were pushed here)."""
         if self._connected is None:
             self.tag_changed()  # no registry to read: push to list-enabled chargers
             return
