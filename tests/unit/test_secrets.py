@@ -147,3 +147,17 @@ def test_a_secret_name_spelled_with_escapes_in_an_unparsable_frame_is_hidden() -
     # Unparsable with escapes but nothing to hide: kept as it came.
     plain = '[2,"1","DataTransfer",{"data":"a\\nb"'
     assert redact_frame(plain) == plain
+
+
+def test_secret_names_with_separators_or_prefixes_in_free_text_are_hidden() -> None:
+    # An unparsable frame (cut short) is redacted as free text: a field name the parsed
+    # check hides ("pass_word", "newPassword", "basic_auth_password") must be hidden
+    # there too (left open since session 6: the free-text pattern knew only the plain
+    # spellings, at a word boundary).
+    for name in ("pass_word", "Pass-Word", "newPassword", "new_pass_word", "basic_auth_password"):
+        cut = json.dumps([2, "7", "DataTransfer", {"vendorId": "V", name: "hunter2"}])[:-3]
+        assert "hunter2" not in redact_frame(cut), name
+        assert "hunter2" not in redact_text(f"{name}=hunter2 then more"), name
+    # Names that only look alike are kept, with their values.
+    kept = "tokens=5 passwords_changed=2 secretary: Ann"
+    assert redact_text(kept) == kept

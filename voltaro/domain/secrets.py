@@ -112,14 +112,28 @@ _VALUE_THEN_KEY = re.compile(
     (['"]\s*,\s*['"]key['"]\s*:\s*['"]authorizationkey['"])
     """
 )
-# password=..., "token": "...", api_token='...' in free text.
-_NAMED_SECRET = re.compile(
-    r"""(?ix)
-    (\b(?:password|new_password|authorization_?key|api_?token|token|secret|private_?key)
-     ['"]?\s*[:=]\s*['"]?)
+# name=value, "name": "value", name: 'value' in free text: the value is hidden when the
+# name is a secret's (``_secret_name``). Any spelling of a name is matched, then judged:
+# "pass_word", "newPassword" and "basic_auth_password" are the parsed check's secrets too.
+_NAMED_VALUE = re.compile(
+    r"""(?x)
+    ((?<![\w-])([^\W\d][\w-]*)['"]?\s*[:=]\s*['"]?)
     ([^\s'",}\]]+)
     """
 )
+# What a secret field's name ends with, compared as is_secret_field compares.
+_SECRET_NAME_ENDINGS = ("password", "token", "secret", "privatekey", "authorizationkey")
+
+
+def _secret_name(name: str) -> bool:
+    # casefold, not lower: "pa\u017fsword" (a long s) reads as "password", as the
+    # first look's case-insensitive pattern reads it.
+    plain = name.replace("_", "").replace("-", "").casefold()
+    return plain in _SECRET_FIELDS or plain.endswith(_SECRET_NAME_ENDINGS)
+
+
+def _hide_named_value(m: re.Match[str]) -> str:
+    return f"{m.group(1)}{REDACTED}" if _secret_name(m.group(2)) else m.group(0)
 
 
 # A JSON string escape (RFC 8259 §7), read back in text json.loads refused.
@@ -180,7 +194,7 @@ def redact_text(text: str) -> str:
     text = _AUTH_SCHEME.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
     text = _KEY_THEN_VALUE.sub(lambda m: f"{m.group(1)}{REDACTED}", text)
     text = _VALUE_THEN_KEY.sub(lambda m: f"{m.group(1)}{REDACTED}{m.group(3)}", text)
-    return _NAMED_SECRET.sub(lambda m: f"{m.group(1)}{REDACTED}", text)
+    return _NAMED_VALUE.sub(_hide_named_value, text)
 
 
 def redact_frame(payload: str) -> str:
