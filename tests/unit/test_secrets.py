@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 from voltaro.domain.secrets import REDACTED, redact_frame, redact_text, redact_value
 from voltaro.logs import one_line
@@ -159,5 +160,31 @@ def test_secret_names_with_separators_or_prefixes_in_free_text_are_hidden() -> N
         assert "hunter2" not in redact_frame(cut), name
         assert "hunter2" not in redact_text(f"{name}=hunter2 then more"), name
     # Names that only look alike are kept, with their values.
-    kept = "tokens=5 passwords_changed=2 secretary: Ann"
+    kept = "tokens=5 passwords_changed=2 secretary: Ann password_hint=blue"
     assert redact_text(kept) == kept
+
+
+def test_a_secret_after_an_ordinary_name_value_pair_is_hidden() -> None:
+    # Found by review: a pattern matching every name=value let an ordinary pair's value
+    # run on over a secret pair after it ("x=1&password=...": the value of x was
+    # "1&password=hunter2", kept since x is no secret).
+    for text in (
+        "refused: password=hunter2",
+        "charger=CP-1 frame: secret=hunter2",
+        "GET /x?user=bob&password=hunter2",
+        "request: /ocpp/CP-1?token=hunter2",
+        "Server=db;User Id=sa;Password=hunter2;",
+        "run --password=hunter2 --api-token=hunter2",
+        '[2,"1","DataTransfer",{"vendorId":"V","data":"x=1&password=hunter2"',
+    ):
+        assert "hunter2" not in redact_text(text), text
+        assert "hunter2" not in redact_frame(text), text
+
+
+def test_free_text_redaction_is_linear_on_long_adversarial_text() -> None:
+    # A match may start only where a run of name characters starts: no rescan of a
+    # long run from each of its positions (200,000 characters, no secret to find).
+    for text in ("a-" * 100_000, "a" * 200_000 + "=", "password" * 25_000):
+        started = time.perf_counter()
+        redact_text("token " + text)
+        assert time.perf_counter() - started < 2.0

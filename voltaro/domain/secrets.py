@@ -87,7 +87,11 @@ def _maybe_secret(text: str) -> bool:
 # A file URL's one-time token (service/files.py: secrets.token_urlsafe, 32 characters).
 _FILE_URL_TOKEN = re.compile(r"(/files/(?:firmware|upload)/)([A-Za-z0-9_-]{8,})")
 # scheme://user:password@host: the password (the user name is kept, it says who).
-_URL_PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@'\"]*:)([^/\s@'\"]+)(@)")
+# A scheme starts only where a run of scheme characters starts (not \b: "a-a-a-..."
+# rescanned its run from every letter, quadratic in a charger's unparsable frame).
+_URL_PASSWORD = re.compile(
+    r"((?<![A-Za-z0-9+.-])[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@'\"]*:)([^/\s@'\"]+)(@)"
+)
 
 _PEM_PRIVATE_KEY = re.compile(
     r"-----BEGIN ([A-Z0-9 ]*)PRIVATE KEY-----.*?(?:-----END \1PRIVATE KEY-----|\Z)",
@@ -112,17 +116,22 @@ _VALUE_THEN_KEY = re.compile(
     (['"]\s*,\s*['"]key['"]\s*:\s*['"]authorizationkey['"])
     """
 )
-# name=value, "name": "value", name: 'value' in free text: the value is hidden when the
-# name is a secret's (``_secret_name``). Any spelling of a name is matched, then judged:
-# "pass_word", "newPassword" and "basic_auth_password" are the parsed check's secrets too.
-_NAMED_VALUE = re.compile(
-    r"""(?x)
-    ((?<![\w-])([^\W\d][\w-]*)['"]?\s*[:=]\s*['"]?)
+# What a secret field's name ends with, compared as is_secret_field compares.
+_SECRET_NAME_ENDINGS = ("password", "token", "secret", "privatekey", "authorizationkey")
+# password=..., "token": "...", basic_auth_password='...', "pass_word": ... in free text:
+# a name that ends with one of those words (a '_' or '-' allowed between any two of its
+# letters, as is_secret_field ignores them), then its value. Only such names are matched,
+# so an ordinary name's value never swallows a secret pair after it (``a=1&password=x``)
+# and the scan is linear: a match starts only where a run of name characters starts.
+_ANY_SEPARATOR = "[_-]?"
+_NAMED_SECRET = re.compile(
+    r"""(?ix)
+    ((?<![\w-])([\w-]*?(?:"""
+    + "|".join(_ANY_SEPARATOR.join(map(re.escape, word)) for word in _SECRET_NAME_ENDINGS)
+    + r"""))['"]?\s*[:=]\s*['"]?)
     ([^\s'",}\]]+)
     """
 )
-# What a secret field's name ends with, compared as is_secret_field compares.
-_SECRET_NAME_ENDINGS = ("password", "token", "secret", "privatekey", "authorizationkey")
 
 
 def _secret_name(name: str) -> bool:
@@ -132,7 +141,7 @@ def _secret_name(name: str) -> bool:
     return plain in _SECRET_FIELDS or plain.endswith(_SECRET_NAME_ENDINGS)
 
 
-def _hide_named_value(m: re.Match[str]) -> str:
+def _hide_named_secret(m: re.Match[str]) -> str:
     return f"{m.group(1)}{REDACTED}" if _secret_name(m.group(2)) else m.group(0)
 
 
@@ -194,7 +203,7 @@ def redact_text(text: str) -> str:
     text = _AUTH_SCHEME.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
     text = _KEY_THEN_VALUE.sub(lambda m: f"{m.group(1)}{REDACTED}", text)
     text = _VALUE_THEN_KEY.sub(lambda m: f"{m.group(1)}{REDACTED}{m.group(3)}", text)
-    return _NAMED_VALUE.sub(_hide_named_value, text)
+    return _NAMED_SECRET.sub(_hide_named_secret, text)
 
 
 def redact_frame(payload: str) -> str:
