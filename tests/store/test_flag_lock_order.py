@@ -13,17 +13,27 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.orm import Session
 
+from voltaro.domain.model import (
+    BootRequest,
+    ChargerIdentity,
+    ConnectorStatus,
+    RegistrationStatus,
+    StatusNotificationRequest,
+)
 from voltaro.domain.timestamps import utc_now
 from voltaro.store import charger_owners, chargers
 from voltaro.store.db import Database
 
 pytestmark = pytest.mark.postgres
+
+NOW = datetime(2026, 12, 6, 8, 0, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -154,3 +164,69 @@ def test_a_single_node_reconcile_and_a_batch_do_not_deadlock(pg: Database) -> No
         lambda s: dict(s.execute(text("SELECT charger_id, connected FROM charge_points")).all())
     )
     assert flags == {"CP-A": True, "CP-B": False}
+
+
+def test_a_flag_write_and_a_batch_of_a_boot_and_a_first_status_do_not_deadlock(
+    pg: Database,
+) -> None:
+    """Found by review: the batch locks its boots' rows first (CP-B), then a first
+    StatusNotification of CP-A inserts a connector row, whose foreign key takes a KEY
+    SHARE lock on CP-A's row. A flag write holding CP-A FOR UPDATE (and waiting for
+    CP-B) blocked that: a deadlock. Rows locked FOR NO KEY UPDATE (what an UPDATE of
+    non-key columns takes anyway) do not block a foreign key's check."""
+    for charger_id in ("CP-A", "CP-B"):
+        pg.run_sync(chargers.add_charger, charger_id)
+        pg.run_sync(chargers.set_registration, charger_id, RegistrationStatus.ACCEPTED)
+    boot = BootRequest(
+        charger_id="CP-B", identity=ChargerIdentity(vendor="Acme", model="X"), received_at=NOW
+    )
+    status = StatusNotificationRequest(
+        charger_id="CP-A",
+        connector_id=1,
+        status=ConnectorStatus.AVAILABLE,
+        error_code="NoError",
+        received_at=NOW,
+    )
+    flag_errors: list[BaseException] = []
+    flags_done = threading.Event()
+
+    def flag_write() -> None:
+        try:
+            pg.run_sync(charger_owners.set_connected_fenced, {"CP-A": True, "CP-B": True}, "a")
+        except BaseException as exc:  # reported below
+            flag_errors.append(exc)
+        finally:
+            flags_done.set()
+
+    writer = threading.Thread(target=flag_write)
+
+    def after_boot_read(_conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
+        # The batch holds CP-B (its boot's read): the flag write starts, takes CP-A and
+        # waits for CP-B; then the batch goes on to CP-A's status.
+        if "registration" in statement and "FROM charge_points" in statement:
+            if writer.is_alive() or flags_done.is_set():
+                return
+            writer.start()
+            for _ in range(500):
+                if flags_done.is_set() or _waiting_for_a_lock(pg):
+                    break
+                threading.Event().wait(0.01)
+
+    fallbacks = pg.group_commit.fallbacks
+    event.listen(pg.engine, "after_cursor_execute", after_boot_read)
+    try:
+        results = pg.run_batch_sync(
+            [(chargers.boot_unit, (boot, 300, 60)), (chargers.record_status, (status,))]
+        )
+    finally:
+        event.remove(pg.engine, "after_cursor_execute", after_boot_read)
+        writer.join(30)
+
+    assert flag_errors == []
+    # One transaction for the batch: no deadlock made it fall back to one unit at a time.
+    assert pg.group_commit.fallbacks == fallbacks
+    assert results[0].status is RegistrationStatus.ACCEPTED
+    flags = pg.run_sync(
+        lambda s: dict(s.execute(text("SELECT charger_id, connected FROM charge_points")).all())
+    )
+    assert flags == {"CP-A": True, "CP-B": True}

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from voltaro.store.cluster_nodes import DB_NOW
 from voltaro.store.notify import channel_name, notify
+from voltaro.store.row_locks import lock_charge_points
 
 EVICT = "evict"  # the channel kind: voltaro_evict_<node> tells a node to drop a socket
 
@@ -112,29 +112,14 @@ def owner(s: Session, charger_id: str) -> Owner | None:
     return Owner(row.charger_id, row.node_id, row.incarnation, int(row.epoch), bool(row.live))
 
 
-def _lock_in_order(s: Session, where: str, params: dict[str, Any]) -> list[str]:
-    """Lock the charge point rows ``where`` selects, in charger id order, and return
-    their ids. The group commit locks charger rows in that order too: an UPDATE alone
-    locks them in the order it scans the table, and a flag write that took CP-B and then
-    waited for CP-A, while a batch held CP-A and wanted CP-B, was a deadlock."""
-    rows = s.execute(
-        text(
-            f"SELECT charger_id FROM charge_points WHERE {where} "
-            "ORDER BY charger_id FOR UPDATE OF charge_points"
-        ),
-        params,
-    )
-    return [str(r[0]) for r in rows]
-
-
 def set_connected_fenced(s: Session, flags: dict[str, bool], node_id: str) -> None:
     """Write connected flags from this node's view: set for the chargers it holds, and
     cleared for the others only when no other node holds them (a node's late "offline"
     never hides a charger that reconnected elsewhere: A2 §4)."""
     everyone = sorted(flags)
     for start in range(0, len(everyone), 500):
-        # Set and cleared ones together, in charger id order (see _lock_in_order).
-        _lock_in_order(s, "charger_id = ANY(:ids)", {"ids": everyone[start : start + 500]})
+        # Set and cleared ones together, in charger id order (store/row_locks.py).
+        lock_charge_points(s, "charger_id = ANY(:ids)", {"ids": everyone[start : start + 500]})
     on = sorted(cid for cid, flag in flags.items() if flag)
     off = sorted(cid for cid, flag in flags.items() if not flag)
     for ids, value in ((on, True), (off, False)):
@@ -164,13 +149,20 @@ def reconcile_connected_fenced(s: Session, held: set[str], node_id: str) -> tupl
     )
     set_where = "NOT connected AND charger_id = ANY(:held)"
     params = {"held": sorted(held), "node": node_id}
-    # Both sets of rows locked first, in charger id order (_lock_in_order): locked, their
-    # flags cannot change before the updates below.
-    _lock_in_order(s, f"({clear_where}) OR ({set_where})", params)
+    # Both sets of rows locked first, in charger id order (store/row_locks.py), and only
+    # those updated: a row that became one to change meanwhile (another node released
+    # it) waits for the next reconcile rather than be locked out of order.
+    locked = lock_charge_points(s, f"({clear_where}) OR ({set_where})", params)
+    params["locked"] = locked
+    only_locked = " AND charger_id = ANY(:locked)"
     cleared = s.execute(
-        text(f"UPDATE charge_points SET connected = false WHERE {clear_where}"), params
+        text(f"UPDATE charge_points SET connected = false WHERE {clear_where}{only_locked}"),
+        params,
     )
-    set_ = s.execute(text(f"UPDATE charge_points SET connected = true WHERE {set_where}"), params)
+    set_ = s.execute(
+        text(f"UPDATE charge_points SET connected = true WHERE {set_where}{only_locked}"),
+        params,
+    )
     return int(getattr(cleared, "rowcount", 0)), int(getattr(set_, "rowcount", 0))
 
 

@@ -608,7 +608,9 @@ _SELECT_AUTHS = select(*_AUTH_COLUMNS).where(
 # A boot's answer is decided from the row it reads, so the read locks it (PostgreSQL;
 # SQLite has one writer): a removal or a registration change committed between the read
 # and the boot's write was answered from the old row (Accepted for a removed charger).
-# Locked in charger id order, the group commit's (group_commit.lock_order).
+# Locked in charger id order, the group commit's (group_commit.lock_order), FOR NO KEY
+# UPDATE: the lock the boot's UPDATE takes anyway; FOR UPDATE would also block foreign
+# keys' KEY SHARE locks (a connector row inserted for this charger by another writer).
 _SELECT_BOOT = (
     select(
         _CP.c.registration,
@@ -618,7 +620,7 @@ _SELECT_BOOT = (
         _CP.c.firmware_version,
     )
     .where(_CP.c.charger_id == bindparam("cid"))
-    .with_for_update()
+    .with_for_update(key_share=True)
 )
 _SELECT_BOOTS = (
     select(
@@ -631,7 +633,7 @@ _SELECT_BOOTS = (
     )
     .where(_CP.c.charger_id.in_(bindparam("cids", expanding=True)))
     .order_by(_CP.c.charger_id)
-    .with_for_update()
+    .with_for_update(key_share=True)
 )
 _UPDATE_BOOT = (
     update(_CP)

@@ -14,6 +14,8 @@ from datetime import UTC, datetime
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from voltaro.store.row_locks import lock_charge_points
+
 # The database clock as the naive UTC the columns hold.
 DB_NOW = "(now() AT TIME ZONE 'UTC')"
 
@@ -91,12 +93,12 @@ def leave(s: Session, node_id: str, incarnation: str) -> list[str]:
     # their "offline" flag writes may not have run before the stop. A flag without an
     # owner row is stale, or its charger is between its admission and its claim on
     # another node: that node writes the flag again when the charger's session starts.
-    s.execute(
-        text(
-            "UPDATE charge_points SET connected = false WHERE connected AND NOT EXISTS "
-            "(SELECT 1 FROM charger_owners o WHERE o.charger_id = charge_points.charger_id)"
-        )
+    orphaned = (
+        "connected AND NOT EXISTS "
+        "(SELECT 1 FROM charger_owners o WHERE o.charger_id = charge_points.charger_id)"
     )
+    lock_charge_points(s, orphaned, {})  # in charger id order (store/row_locks.py)
+    s.execute(text(f"UPDATE charge_points SET connected = false WHERE {orphaned}"))
     s.execute(
         text(
             f"UPDATE cluster_nodes SET lease_until = {DB_NOW} "
@@ -110,15 +112,15 @@ def leave(s: Session, node_id: str, incarnation: str) -> list[str]:
 def clear_flags(s: Session, charger_ids: list[str]) -> None:
     """Clear the connected flag of chargers nobody owns any more (a charger that another
     node claimed meanwhile keeps its flag: that node's connection is live)."""
-    for start in range(0, len(charger_ids), 500):
-        s.execute(
-            text(
-                "UPDATE charge_points SET connected = false "
-                "WHERE charger_id = ANY(:ids) AND NOT EXISTS "
-                "(SELECT 1 FROM charger_owners o WHERE o.charger_id = charge_points.charger_id)"
-            ),
-            {"ids": charger_ids[start : start + 500]},
-        )
+    where = (
+        "charger_id = ANY(:ids) AND NOT EXISTS "
+        "(SELECT 1 FROM charger_owners o WHERE o.charger_id = charge_points.charger_id)"
+    )
+    ordered = sorted(charger_ids)
+    for start in range(0, len(ordered), 500):
+        params = {"ids": ordered[start : start + 500]}
+        lock_charge_points(s, where, params)  # in charger id order (store/row_locks.py)
+        s.execute(text(f"UPDATE charge_points SET connected = false WHERE {where}"), params)
 
 
 def nodes(s: Session) -> list[NodeView]:
