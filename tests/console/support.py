@@ -25,7 +25,12 @@ S = TypeVar("S")
 # shows a change in ~0.1 s even with both cores busy, but once, in CI on a loaded
 # machine, one step took over 1 s (stop-CI of session 8, test_added_charger_shows_...).
 # 5 s separates "prompt" from those defects without failing on a machine's stall.
+# Tests bounded by PROMPT turn the console's age tick off (conftest ``no_age_tick``): every
+# AGES_EVERY (5 s) it marks every row for redrawing, which would hide a row that a
+# change failed to redraw (found by review: the off-screen row test passed with its
+# redraw removed).
 PROMPT = 5.0
+
 
 
 class Server:

@@ -14,7 +14,7 @@ from textual.widgets import DataTable
 from console.app import ConsoleApp
 from tests.console.support import PROMPT, RawCharger, Server, running_server, until
 
-pytestmark = pytest.mark.asyncio
+pytestmark = [pytest.mark.asyncio, pytest.mark.usefixtures("no_age_tick")]
 
 
 @pytest_asyncio.fixture

@@ -13,7 +13,7 @@ from textual.widgets import Static
 from console.app import ConsoleApp
 from tests.console.support import PROMPT, RawCharger, Server, running_server, until
 
-pytestmark = pytest.mark.asyncio
+pytestmark = [pytest.mark.asyncio, pytest.mark.usefixtures("no_age_tick")]
 
 
 async def test_header_counts_chargers_coming_back_after_a_restart(tmp_path: Path) -> None:

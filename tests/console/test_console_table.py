@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -15,7 +16,7 @@ import pytest_asyncio
 from console.app import ConsoleApp
 from tests.console.support import PROMPT, RawCharger, Server, running_server, until
 
-pytestmark = pytest.mark.asyncio
+pytestmark = [pytest.mark.asyncio, pytest.mark.usefixtures("no_age_tick")]
 
 
 @pytest_asyncio.fixture
@@ -86,11 +87,25 @@ async def test_a_row_that_changed_off_screen_is_current_when_scrolled_to(
                 await until(pilot, lambda: app.table.row_count == 31 and not app.stale)
             assert app.table.get_row_index("ZZZ-1") == 30
             assert drawn(app, "ZZZ-1") == ""  # off screen
+            # The server's last-seen flush (every 5 s) announces ZZZ-1 once more after
+            # its status: that event marks its row for redrawing too, so the scroll is
+            # made after it, when nothing but the scroll can redraw the row (the age
+            # tick is off: no_age_tick).
+            seen_events: list[str] = []
+            apply = app.site.apply
+
+            def recording(name: str, data: dict[str, Any], *rest: Any) -> bool:
+                if name == "chargers.seen" and "ZZZ-1" in (data.get("chargers") or {}):
+                    seen_events.append(name)
+                return apply(name, data, *rest)
+
+            app.site.apply = recording  # type: ignore[method-assign]
             await last.status(1, "Preparing")  # same place in the order, new cells
-            async with asyncio.timeout(5):
+            async with asyncio.timeout(15):
                 await until(
                     pilot,
-                    lambda: "Preparing" in str(app.site.chargers["ZZZ-1"].connectors[1].status),
+                    lambda: "Preparing" in str(app.site.chargers["ZZZ-1"].connectors[1].status)
+                    and bool(seen_events),
                 )
             await pilot.pause(0.5)  # a redraw or two while it is off screen
             await pilot.press("ctrl+end")
