@@ -415,3 +415,38 @@ async def test_seconds_online_are_counted_in_steps_giving_way_between(
     online = {cid: sum(b.online_s for b in bs) for cid, bs in stored.items()}
     assert set(online) == set(everyone)
     assert all(120 <= s < 130 for s in online.values())
+
+
+async def test_a_flush_failing_with_a_bug_leaves_no_count_readable_but_unstored(
+    small_db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A flush that fails with a bug (not the database's failure) drops its batch, as
+    the writer's loop says (the chargers' next messages bring newer times). Its health
+    counts used to stay readable as "not written yet" for good (review): reads showed
+    counts that were never stored, and ``unwritten`` never went back to 0."""
+    db = small_db
+    health = HealthRecorder()
+    liveness = Liveness(db, slice_size=PRESENCE_SLICE, health=health)
+    for i, charger_id in enumerate(ids()):
+        liveness.seen(charger_id, seen_at(i))
+        health.call_error_sent(charger_id)
+    real = ingest._write_presence
+    calls = 0
+
+    def second_slice_has_a_bug(*args: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise KeyError("a bug")
+        return real(*args)
+
+    monkeypatch.setattr(ingest, "_write_presence", second_slice_has_a_bug)
+    with pytest.raises(KeyError):
+        await liveness.flush()
+
+    written = ids()[:PRESENCE_SLICE]
+    assert health.unwritten == 0
+    views = await health_report(db, health, Settings())
+    shown = {v["charger_id"]: v["call_errors_sent_24h"] for v in views}
+    assert shown == {cid: int(cid in written) for cid in ids()}  # what was stored
+    assert errors_stored(db) == dict.fromkeys(written, 1)

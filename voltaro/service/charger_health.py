@@ -179,10 +179,10 @@ class HealthRecorder:
     def take(
         self, now: datetime | None = None, *, final: bool = False
     ) -> list[tuple[str, HourBucket]]:
-        """The counts to write now (then forgotten here; ``restore`` them if the write
-        fails): everything pending, with the seconds online of chargers last counted
-        ``ONLINE_EVERY`` ago or in an earlier hour (of every connected one when
-        ``final``: the last batch before shutdown)."""
+        """The counts to write now (still read from here until ``settled`` once written,
+        or ``restore``d if the write fails): everything pending, with the seconds online
+        of chargers last counted ``ONLINE_EVERY`` ago or in an earlier hour (of every
+        connected one when ``final``: the last batch before shutdown)."""
         return self.buckets(self.take_unconverted(now, final=final))
 
     def take_unconverted(

@@ -217,7 +217,12 @@ class Liveness:
             # the database's health report.
             self._keep(plan, slices[done:])
         except Exception:
-            raise  # not the database's: see run()
+            # Not the database's (a bug): the batch is dropped (see run()), its health
+            # counts with it; never left readable as "not written yet" for good.
+            if self.health is not None:
+                for part in slices[done:]:
+                    self.health.settled(self.health.buckets(plan.slice(part)[1]))
+            raise
         except BaseException:
             # Cancelled (shutdown): the slice it interrupted was not written (a unit of
             # work is cancelled only while it waits for the database); the final flush
