@@ -48,6 +48,15 @@ def seen_at(i: int) -> datetime:
     return T0 + timedelta(seconds=i)
 
 
+def everyone_seen_and_counted(
+    liveness: Liveness, health: HealthRecorder, everyone: list[str] | None = None
+) -> None:
+    """Each charger seen (at ``seen_at`` of its place) and one CALLERROR counted."""
+    for i, charger_id in enumerate(ids() if everyone is None else everyone):
+        liveness.seen(charger_id, seen_at(i))
+        health.call_error_sent(charger_id)
+
+
 @pytest.fixture
 def small_db(database_url: str) -> Iterator[Database]:
     """One connection (so one unit of work at a time on PostgreSQL too, like SQLite's
@@ -132,9 +141,7 @@ async def test_a_flush_is_written_in_slices_and_other_work_runs_between_them(
     db = small_db
     health = HealthRecorder()
     liveness = Liveness(db, slice_size=PRESENCE_SLICE, health=health)
-    for i, charger_id in enumerate(ids()):
-        liveness.seen(charger_id, seen_at(i))
-        health.call_error_sent(charger_id)
+    everyone_seen_and_counted(liveness, health)
     recorded = Transactions(db)
     # Hold the database while the flush and then another unit of work queue for it:
     # the limiter is FIFO, so the flush's first slice goes first, the other unit next.
@@ -190,9 +197,7 @@ async def test_a_transient_failure_keeps_the_unwritten_slices_for_the_next_flush
     flaky = FailsOnce(db, 2)  # the second slice
     liveness = Liveness(flaky, slice_size=PRESENCE_SLICE, health=health)  # type: ignore[arg-type]
     everyone = ids()
-    for i, charger_id in enumerate(everyone):
-        liveness.seen(charger_id, seen_at(i))
-        health.call_error_sent(charger_id)
+    everyone_seen_and_counted(liveness, health, everyone)
 
     await liveness.flush()
 
@@ -227,9 +232,7 @@ async def test_a_flush_cancelled_between_slices_keeps_the_rest_for_the_final_flu
     health = HealthRecorder()
     liveness = Liveness(db, slice_size=PRESENCE_SLICE, health=health)
     everyone = ids()
-    for i, charger_id in enumerate(everyone):
-        liveness.seen(charger_id, seen_at(i))
-        health.call_error_sent(charger_id)
+    everyone_seen_and_counted(liveness, health, everyone)
 
     async def flush_until_cancelled(task_status: trio.TaskStatus[trio.CancelScope]) -> None:
         with trio.CancelScope() as scope:
@@ -339,9 +342,7 @@ async def test_a_health_report_during_a_flush_counts_every_charger_once(
     db = small_db
     health = HealthRecorder()
     liveness = Liveness(db, slice_size=PRESENCE_SLICE, health=health)
-    for i, charger_id in enumerate(ids()):
-        liveness.seen(charger_id, seen_at(i))
-        health.call_error_sent(charger_id)
+    everyone_seen_and_counted(liveness, health)
     settings = Settings()
     during: list[dict[str, int]] = []
     flushing = True
@@ -427,9 +428,7 @@ async def test_a_flush_failing_with_a_bug_leaves_no_count_readable_but_unstored(
     db = small_db
     health = HealthRecorder()
     liveness = Liveness(db, slice_size=PRESENCE_SLICE, health=health)
-    for i, charger_id in enumerate(ids()):
-        liveness.seen(charger_id, seen_at(i))
-        health.call_error_sent(charger_id)
+    everyone_seen_and_counted(liveness, health)
     real = ingest._write_presence
     calls = 0
 

@@ -12,13 +12,13 @@ while the batch sits between its read and its write.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import event, text
+from sqlalchemy import event
 
+from tests.support.pg_locks import lock_waiters
 from voltaro.domain.model import BootRequest, ChargerIdentity, RegistrationStatus
 from voltaro.store import chargers
 from voltaro.store.db import Database
@@ -28,16 +28,6 @@ pytestmark = pytest.mark.postgres
 NOW = datetime(2026, 12, 6, 8, 0, tzinfo=UTC)
 
 
-@pytest.fixture
-def pg(postgres_url: str) -> Iterator[Database]:
-    database = Database(postgres_url, pool_size=4)
-    database.upgrade()
-    try:
-        yield database
-    finally:
-        database.dispose()
-
-
 def _boot(charger_id: str) -> tuple[Any, tuple[Any, ...]]:
     request = BootRequest(
         charger_id=charger_id,
@@ -45,18 +35,6 @@ def _boot(charger_id: str) -> tuple[Any, tuple[Any, ...]]:
         received_at=NOW,
     )
     return chargers.boot_unit, (request, 300, 60)
-
-
-def _lock_waiters(db: Database) -> int:
-    with db.engine.connect() as c:
-        return int(
-            c.execute(
-                text(
-                    "SELECT count(*) FROM pg_stat_activity "
-                    "WHERE datname = current_database() AND wait_event_type = 'Lock'"
-                )
-            ).scalar_one()
-        )
 
 
 def test_a_charger_removed_during_a_boot_batch_is_not_answered_accepted(
@@ -86,7 +64,7 @@ def test_a_charger_removed_during_a_boot_batch_is_not_answered_accepted(
         if reads_boots and not remover.is_alive() and not removed.is_set():
             remover.start()
             for _ in range(500):
-                if removed.is_set() or _lock_waiters(pg):
+                if removed.is_set() or lock_waiters(pg):
                     break
                 threading.Event().wait(0.01)
             seen_at_write.append(removed.is_set())

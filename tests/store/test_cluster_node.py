@@ -3,7 +3,6 @@ the real PostgreSQL: several ClusterNode instances on one throwaway database."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -20,16 +19,6 @@ from voltaro.store.db import Database
 pytestmark = pytest.mark.postgres
 
 LEASE = 1.5
-
-
-@pytest.fixture
-def pg(postgres_url: str) -> Iterator[Database]:
-    database = Database(postgres_url, pool_size=4)
-    database.upgrade()
-    try:
-        yield database
-    finally:
-        database.dispose()
 
 
 def _sql(db: Database, statement: str, **params: Any) -> list[Any]:

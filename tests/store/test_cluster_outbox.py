@@ -9,7 +9,7 @@ place instead of a silent gap, and never blocks publish; old rows are trimmed.""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -28,16 +28,6 @@ from voltaro.store.db import Database
 from voltaro.store.notify import PgListener, libpq_url
 
 pytestmark = pytest.mark.postgres
-
-
-@pytest.fixture
-def pg(postgres_url: str) -> Iterator[Database]:
-    database = Database(postgres_url, pool_size=4)
-    database.upgrade()
-    try:
-        yield database
-    finally:
-        database.dispose()
 
 
 @dataclass

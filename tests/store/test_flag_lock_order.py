@@ -12,7 +12,7 @@ logged at ERROR). Reproduced here with two real transactions.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,6 +20,7 @@ import pytest
 from sqlalchemy import event, text
 from sqlalchemy.orm import Session
 
+from tests.support.pg_locks import lock_waiters
 from voltaro.domain.model import (
     BootRequest,
     ChargerIdentity,
@@ -34,30 +35,6 @@ from voltaro.store.db import Database
 pytestmark = pytest.mark.postgres
 
 NOW = datetime(2026, 12, 6, 8, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-def pg(postgres_url: str) -> Iterator[Database]:
-    database = Database(postgres_url, pool_size=4)
-    database.upgrade()
-    try:
-        yield database
-    finally:
-        database.dispose()
-
-
-def _waiting_for_a_lock(db: Database) -> int:
-    def count(s: Session) -> int:
-        return int(
-            s.execute(
-                text(
-                    "SELECT count(*) FROM pg_stat_activity "
-                    "WHERE datname = current_database() AND wait_event_type = 'Lock'"
-                )
-            ).scalar_one()
-        )
-
-    return db.run_sync(count)
 
 
 def _against_a_batch(db: Database, flag_write: Callable[[Session], Any]) -> list[str]:
@@ -87,7 +64,7 @@ def _against_a_batch(db: Database, flag_write: Callable[[Session], Any]) -> list
             )
             batch_holds_a.set()
             for _ in range(500):  # until the flag write waits (for CP-A, or for CP-B ...)
-                if _waiting_for_a_lock(db) or flags_done.is_set():
+                if lock_waiters(db) or flags_done.is_set():
                     break
                 threading.Event().wait(0.01)
             try:
@@ -208,7 +185,7 @@ def test_a_flag_write_and_a_batch_of_a_boot_and_a_first_status_do_not_deadlock(
                 return
             writer.start()
             for _ in range(500):
-                if flags_done.is_set() or _waiting_for_a_lock(pg):
+                if flags_done.is_set() or lock_waiters(pg):
                     break
                 threading.Event().wait(0.01)
 
