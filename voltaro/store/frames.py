@@ -6,34 +6,43 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import cast
 
-from sqlalchemy import Table, delete, func, insert, select
+from sqlalchemy import Table, delete, func, select
 from sqlalchemy.orm import Session
 
 from voltaro.domain.model import FrameRecord
+from voltaro.store.plain_sql import MultiRowInsert
 from voltaro.store.schema import FrameRow
 
-# A Core INSERT on the table, not the ORM entity: ``insert(FrameRow)`` with a list
-# takes the ORM bulk path, which visits every row's dict again in Python before the
-# same executemany; the rows are plain values already (issue 14: 4-8 % of the CPU of a
-# busy server was that path). Built once; its compiled form is cached by SQLAlchemy.
-_INSERT = insert(cast(Table, FrameRow.__table__))
+_COLUMNS = ("charger_id", "direction", "at", "action", "unique_id", "message_type", "payload")
+# Plain multi-row INSERTs (voltaro.store.plain_sql), built once per dialect: the rows are
+# plain values already, and SQLAlchemy's per-row work on an executemany was 4-8 % of a
+# busy server's CPU (issue 14); on PostgreSQL the pages also spare psycopg's pipeline a
+# statement per frame.
+_INSERTS: dict[str, MultiRowInsert] = {}
 
 
 def append_frames(s: Session, frames: Sequence[FrameRecord]) -> None:
     if not frames:
         return
-    s.connection().execute(
-        _INSERT,
+    connection = s.connection()
+    dialect = connection.dialect
+    insert = _INSERTS.get(dialect.name)
+    if insert is None:
+        insert = _INSERTS[dialect.name] = MultiRowInsert(
+            cast(Table, FrameRow.__table__), _COLUMNS, dialect
+        )
+    insert.run(
+        connection,
         [
-            {
-                "charger_id": f.charger_id,
-                "direction": f.direction,
-                "at": f.at,
-                "action": f.action[:64] if f.action else None,
-                "unique_id": f.unique_id[:64] if f.unique_id else None,
-                "message_type": f.message_type,
-                "payload": f.payload,
-            }
+            (
+                f.charger_id,
+                f.direction,
+                f.at,
+                f.action[:64] if f.action else None,
+                f.unique_id[:64] if f.unique_id else None,
+                f.message_type,
+                f.payload,
+            )
             for f in frames
         ],
     )

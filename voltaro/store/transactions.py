@@ -53,6 +53,7 @@ from voltaro.domain.model import (
     TransactionState,
 )
 from voltaro.store.group_commit import BATCHED, BatchHooks, flush_kept
+from voltaro.store.plain_sql import MultiRowInsert, processed, processors
 from voltaro.store.reservations import close_by_start
 from voltaro.store.schema import (
     METER_VALUE_KEY,
@@ -118,78 +119,35 @@ _SELECT_MANY = (
 # statement (execution context, parameter construction, type processing per row, result
 # wrapping) is most of a stored message's CPU. The two MeterValues writes (the UPDATE of
 # the transaction rows, the samples' INSERT) are therefore sent as plain SQL through
-# ``Connection.exec_driver_sql``, which keeps SQLAlchemy's error wrapping
-# (classification, invalidation of a dead connection) but skips the rest.
-# The values stored are the same: each column's own bind processor (SQLAlchemy's, e.g.
-# SQLite's datetime text format, naive UTC) is applied to it. The locking read stays a
-# cached Core statement (see ``_Driver.select``).
+# ``Connection.exec_driver_sql`` (voltaro.store.plain_sql: same stored values, samples in
+# pages on PostgreSQL). The locking read stays a cached Core statement (see
+# ``_Driver.select``).
 
 
 class _Driver:
     """Plain SQL and per-column processors for one dialect (built once per dialect)."""
 
-    __slots__ = (
-        "insert_few",
-        "insert_one",
-        "marker",
-        "on_conflict",
-        "postgres",
-        "sample_processors",
-        "update_one",
-        "update_processors",
-    )
+    __slots__ = ("insert_samples_sql", "update_one", "update_processors")
 
     def __init__(self, dialect: Any) -> None:
-        self.postgres = dialect.name == "postgresql"
-        self.marker = "%s" if self.postgres else "?"
-        mark = self.marker
         samples: Table = MeterValueRow.__table__  # type: ignore[assignment]
-        names = ", ".join(_SAMPLE_COLUMNS)
-        self.insert_one = "(" + ", ".join(mark for _ in _SAMPLE_COLUMNS) + ")"
-        self.sample_processors = _processors(samples, _SAMPLE_COLUMNS, dialect)
         conflict = " ON CONFLICT (" + ", ".join(METER_VALUE_KEY) + ") DO NOTHING"
-        self.on_conflict = (f"INSERT INTO {samples.name} ({names}) VALUES ", conflict)
-        self.insert_few = self.on_conflict[0]
-        update_columns = ("transaction_id", *_TX_COLUMNS)
-        self.update_processors = _processors(_TX, update_columns, dialect)
-        # SQLite (executemany), and one row on PostgreSQL (most batches at low load).
+        self.insert_samples_sql = MultiRowInsert(samples, _SAMPLE_COLUMNS, dialect, conflict)
+        mark = "%s" if dialect.name == "postgresql" else "?"
+        self.update_processors = processors(_TX, _UPDATE_COLUMNS, dialect)
         self.update_one = (
             f"UPDATE {_TX.name} SET "
-            + ", ".join(f"{name} = {self.marker}" for name in _TX_COLUMNS)
-            + f" WHERE transaction_id = {self.marker}"
+            + ", ".join(f"{name} = {mark}" for name in _TX_COLUMNS)
+            + f" WHERE transaction_id = {mark}"
         )
 
     def insert_samples(self, connection: Any, rows: list[tuple[Any, ...]]) -> None:
-        head, tail = self.on_conflict
-        if self.postgres and len(rows) > _FEW_ROWS:
-            # Many rows (large batches): SQLAlchemy's insertmanyvalues, as before. One
-            # INSERT ... SELECT FROM unnest(arrays) was not measurably cheaper end to
-            # end (psycopg dumps arrays in Python here): not kept on an unproven figure.
-            statement = _insert_ignore_statement("postgresql", MeterValueRow, METER_VALUE_KEY)
-            connection.execute(
-                statement, [dict(zip(_SAMPLE_COLUMNS, r, strict=True)) for r in rows]
-            )
-            return
-        rows = _processed(rows, self.sample_processors)
-        if not self.postgres:
-            # sqlite3's executemany: one prepared statement, stepped per row in C.
-            connection.exec_driver_sql(head + self.insert_one + tail, rows)
-            return
-        # A few rows (one message): plain parameters; psycopg caches the conversion of a
-        # statement of at most 50 parameters and prepares it after a few uses.
-        values = ", ".join(self.insert_one for _ in rows)
-        flat = tuple(value for row in rows for value in row)
-        connection.exec_driver_sql(self.insert_few + values + tail, flat)
+        self.insert_samples_sql.run(connection, rows)
 
     def update(self, connection: Any, rows: list[tuple[Any, ...]]) -> None:
-        if self.postgres and len(rows) > 1:
-            # Several rows: the cached Core executemany (one psycopg pipeline), as before.
-            params = [{"b_" + n: v for n, v in zip(_UPDATE_COLUMNS, r, strict=True)} for r in rows]
-            connection.execute(_UPDATE_TX, params)
-            return
-        rows = _processed(rows, self.update_processors)
-        # transaction_id goes last (the WHERE); SQLite: one executemany.
-        moved = [(*row[1:], row[0]) for row in rows]
+        # One statement per transaction row (executemany: sqlite3 steps it in C, psycopg
+        # pipelines it); transaction_id goes last (the WHERE).
+        moved = [(*row[1:], row[0]) for row in processed(rows, self.update_processors)]
         connection.exec_driver_sql(self.update_one, moved if len(moved) > 1 else moved[0])
 
     def select(self, connection: Any, tids: Sequence[int]) -> list[Transaction]:
@@ -219,9 +177,6 @@ _SAMPLE_COLUMNS = (
 )
 _DRIVERS: dict[str, _Driver] = {}
 _UPDATE_COLUMNS = ("transaction_id", *_TX_COLUMNS)
-# Sample rows sent as plain parameters on PostgreSQL (12 each: psycopg caches the
-# conversion of a statement of at most 50 parameters).
-_FEW_ROWS = 4
 
 
 def _driver(connection: Any) -> _Driver:
@@ -230,31 +185,6 @@ def _driver(connection: Any) -> _Driver:
     if driver is None:
         driver = _DRIVERS[dialect.name] = _Driver(dialect)
     return driver
-
-
-def _processors(table: Table, names: Sequence[str], dialect: Any) -> tuple[tuple[int, Any], ...]:
-    """(position, bind processor) of the columns that have one."""
-    found = []
-    for i, name in enumerate(names):
-        process = table.c[name].type._cached_bind_processor(dialect)
-        if process is not None:
-            found.append((i, process))
-    return tuple(found)
-
-
-def _processed(
-    rows: list[tuple[Any, ...]], processors: tuple[tuple[int, Any], ...]
-) -> list[tuple[Any, ...]]:
-    if not processors:
-        return rows
-    out = []
-    for row in rows:
-        values = list(row)
-        for i, process in processors:
-            if values[i] is not None:
-                values[i] = process(values[i])
-        out.append(tuple(values))
-    return out
 
 
 def _transaction(row: TransactionRow) -> Transaction:
