@@ -135,6 +135,10 @@ async def test_every_line_parses_and_names_the_charger_and_message(
     assert "message_id" not in unreadable  # not the previous frame's
     connected = the("'CP-LOG' connected from")
     assert connected["charger_id"] == "CP-LOG"
+    # A first contact is one INFO line too (issue 14 step 4), naming the registration.
+    assert connected["msg"].endswith("(first contact: registered as Accepted)"), connected
+    assert connected["level"] == "INFO"
+    assert not [e for e in entries if "registered unknown" in e["msg"]]
     gone = the("'CP-LOG' disconnected")
     assert gone["charger_id"] == "CP-LOG"
     assert "message_id" not in gone  # the connection's end concerns no message

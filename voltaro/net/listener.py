@@ -64,6 +64,8 @@ CLOSE_BUDGET = 1.0
 class Admission:
     charger_id: str
     subprotocol: str | None
+    # First contact: the registration it got (said in the one INFO line of the connect).
+    registered: RegistrationStatus | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -374,7 +376,7 @@ class OcppListener:
 
     async def _handle_request(
         self, request: WebSocketRequest, remote: str, endpoint: Endpoint | str
-    ) -> tuple[str, WebSocketConnection, str, Claimed | None] | None:
+    ) -> tuple[str, WebSocketConnection, str, Claimed | None, RegistrationStatus | None] | None:
         """The handshake: refused here (None), or accepted: what ``_serve_session`` takes,
         with the cluster claim it now releases."""
         with trio.move_on_after(self._settings.handshake_timeout) as handshake:
@@ -408,7 +410,7 @@ class OcppListener:
                     await self._notify_disconnected(decision.charger_id, "hung up in the handshake")
                 return None
             handed_over, claimed = claimed, None  # the session releases it from here on
-            return decision.charger_id, ws, remote, handed_over
+            return decision.charger_id, ws, remote, handed_over, decision.registered
         finally:
             if claimed is not None and not isinstance(decision, Refusal):
                 await self._release(decision.charger_id, claimed)
@@ -531,6 +533,7 @@ class OcppListener:
                     except StorageUnavailable:
                         return database_unavailable()
                     log.info("charge point %r now uses a password (profile 1)", charger_id)
+        registration: RegistrationStatus | None = None
         if record is None:
             registration = (
                 RegistrationStatus.PENDING
@@ -541,14 +544,16 @@ class OcppListener:
                 await self._directory.register_unknown(charger_id, registration)
             except StorageUnavailable:
                 return database_unavailable()
-            log.info("registered unknown charge point %r as %s", charger_id, registration)
+            # Said at INFO in the connect's own line (issue 14 step 4: one line per
+            # connect); here for a connect that does not get that far.
+            log.debug("registered unknown charge point %r as %s", charger_id, registration)
         try:
             # Issue 10 §2.4: a database that cannot record the connection now (PostgreSQL
             # down, SQLite write-locked) is a 503 before the upgrade, not a 1011 after it.
             await self._directory.admit(charger_id)
         except StorageUnavailable:
             return database_unavailable()
-        return Admission(charger_id, SUBPROTOCOL if offered else None)
+        return Admission(charger_id, SUBPROTOCOL if offered else None, registration)
 
     def _check_profile(
         self,
@@ -628,6 +633,7 @@ class OcppListener:
         ws: WebSocketConnection,
         remote: str,
         claimed: Claimed | None = None,
+        registered: RegistrationStatus | None = None,
     ) -> None:
         tracked = TrackedWebSocket(ws)
         backend = self._backend_factory(charger_id)
@@ -670,7 +676,15 @@ class OcppListener:
             with session.scope:
                 try:
                     await self._notify_connected(charger_id, remote)
-                    log.info("charge point %r connected from %s", charger_id, remote)
+                    if registered is None:
+                        log.info("charge point %r connected from %s", charger_id, remote)
+                    else:
+                        log.info(
+                            "charge point %r connected from %s (first contact: registered as %s)",
+                            charger_id,
+                            remote,
+                            registered.value,
+                        )
                     watched = self._pings.watch(
                         tracked, lambda exc: self._keep_alive_failed(session, exc)
                     )
