@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+
+import pytest
 import trio
 from listener_support import (
     EchoConnection,
@@ -299,3 +302,63 @@ async def test_shutdown_closes_sessions_with_1001() -> None:
         assert len(srv.registry) == 0
         async with await open_charger(srv.url("/ocpp/A")) as late:
             assert late.status == 503
+
+
+# --- the connect's log line (issue 14 step 4: one INFO line per connect) ---------------
+
+
+class _AdmitFails(MemoryDirectory):
+    """Registers, then cannot record the connection (the database went away)."""
+
+    async def admit(self, charger_id: str) -> None:
+        from voltaro.domain.ports import StorageUnavailable
+
+        raise StorageUnavailable("database down")
+
+
+def _info(caplog: pytest.LogCaptureFixture, charger_id: str) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno >= logging.INFO and repr(charger_id) in r.getMessage()
+    ]
+
+
+async def test_a_first_contact_is_one_info_line_naming_its_registration(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="voltaro")
+    directory = MemoryDirectory()
+    settings = replace(BASE, unknown_chargers=UnknownChargers.PENDING)
+    async with serving(settings, directory) as srv:
+        async with await open_charger(srv.url("/ocpp/NEW-LOG")) as hs:
+            assert hs.status == 101
+            await wait_for(lambda: "NEW-LOG" in directory.online)
+        await wait_for(lambda: "NEW-LOG" not in directory.online)
+        (first,) = [m for m in _info(caplog, "NEW-LOG") if "connected from" in m]
+        assert first.endswith("(first contact: registered as Pending)"), first
+        assert not [m for m in _info(caplog, "NEW-LOG") if "registered unknown" in m]
+        caplog.clear()
+        # Known now: its next connect says nothing of a registration.
+        async with await open_charger(srv.url("/ocpp/NEW-LOG")) as hs:
+            assert hs.status == 101
+            await wait_for(lambda: "NEW-LOG" in directory.online)
+        (again,) = [m for m in _info(caplog, "NEW-LOG") if "connected from" in m]
+        assert "first contact" not in again, again
+        assert "regist" not in again, again
+
+
+async def test_a_first_contact_refused_after_its_registration_says_so(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="voltaro")
+    directory = _AdmitFails()
+    settings = replace(BASE, unknown_chargers=UnknownChargers.ACCEPT)
+    async with (
+        serving(settings, directory) as srv,
+        await open_charger(srv.url("/ocpp/NEW-503")) as hs,
+    ):
+        assert hs.status == 503
+    assert directory.records["NEW-503"].registration is RegistrationStatus.ACCEPTED
+    (line,) = [m for m in _info(caplog, "NEW-503") if "registered" in m]
+    assert line.endswith("as Accepted (its connection did not open)"), line

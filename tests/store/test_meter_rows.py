@@ -1,8 +1,8 @@
 """MeterValues' writes as the database holds them, on SQLite and PostgreSQL.
 
 Issue 14 sends the transaction row's UPDATE and the samples' INSERT ... ON CONFLICT DO
-NOTHING as driver-level SQL with parameters converted per column (always on SQLite; on
-PostgreSQL for one row / a few samples). What is stored must be exactly what the Core
+NOTHING as driver-level SQL with parameters converted per column (voltaro.store.plain_sql: on
+PostgreSQL the samples in pages of four rows). What is stored must be exactly what the Core
 statements store: timestamps (aware with offsets, naive, with and without
 microseconds), NULLs, long texts, big integers, floats; and a retried message's samples
 once (the unique key). Each case is written both ways and the raw rows compared.
@@ -58,7 +58,7 @@ CASES: list[list[tuple[Any, ...]]] = [
     ],
     # A duplicate inside one message: stored once.
     [_sample(4), _sample(4)],
-    # Many (Core executemany on PostgreSQL; driver executemany on SQLite).
+    # Many (two pages and the rest on PostgreSQL; driver executemany on SQLite).
     [_sample(10 + i, at=(AT + timedelta(microseconds=i)).astimezone(PLUS2)) for i in range(9)],
 ]
 

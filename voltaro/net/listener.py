@@ -114,6 +114,14 @@ def endpoint_text(remote: Endpoint | str) -> str:
     return str(remote)
 
 
+def _log_unopened_registration(charger_id: str, registration: RegistrationStatus) -> None:
+    log.info(
+        "registered unknown charge point %r as %s (its connection did not open)",
+        charger_id,
+        registration.value,
+    )
+
+
 def _source_address(remote: str) -> str:
     """The address part of ``endpoint_text``'s "address:port" (for per-source limits)."""
     return remote.rsplit(":", 1)[0] if ":" in remote else remote
@@ -381,6 +389,9 @@ class OcppListener:
         with the cluster claim it now releases."""
         with trio.move_on_after(self._settings.handshake_timeout) as handshake:
             decision = await self._admit(request, remote, endpoint)
+        # A first contact that does not become a session says its registration here.
+        registered = decision if isinstance(decision, Admission) and decision.registered else None
+        served = False
         if handshake.cancelled_caught:
             decision = Refusal(408, "handshake took too long", kind="handshake_timeout")
         if not isinstance(decision, Refusal) and self._closing:
@@ -410,8 +421,11 @@ class OcppListener:
                     await self._notify_disconnected(decision.charger_id, "hung up in the handshake")
                 return None
             handed_over, claimed = claimed, None  # the session releases it from here on
+            served = True
             return decision.charger_id, ws, remote, handed_over, decision.registered
         finally:
+            if registered is not None and registered.registered and not served:
+                _log_unopened_registration(registered.charger_id, registered.registered)
             if claimed is not None and not isinstance(decision, Refusal):
                 await self._release(decision.charger_id, claimed)
 
@@ -544,15 +558,20 @@ class OcppListener:
                 await self._directory.register_unknown(charger_id, registration)
             except StorageUnavailable:
                 return database_unavailable()
-            # Said at INFO in the connect's own line (issue 14 step 4: one line per
-            # connect); here for a connect that does not get that far.
-            log.debug("registered unknown charge point %r as %s", charger_id, registration)
+        admitted = False
         try:
             # Issue 10 §2.4: a database that cannot record the connection now (PostgreSQL
             # down, SQLite write-locked) is a 503 before the upgrade, not a 1011 after it.
             await self._directory.admit(charger_id)
+            admitted = True
         except StorageUnavailable:
             return database_unavailable()
+        finally:
+            # An admitted first contact says its registration in the connect's own INFO
+            # line (issue 14 step 4: one line per connect); one that goes no further
+            # (refused, timed out) says it here.
+            if registration is not None and not admitted:
+                _log_unopened_registration(charger_id, registration)
         return Admission(charger_id, SUBPROTOCOL if offered else None, registration)
 
     def _check_profile(

@@ -471,7 +471,8 @@ def record_meter_values(s: Session, req: MeterValuesRequest) -> MeterSummary:
 # transaction row they name, in (charger id, transaction id) order (the batch's lock
 # order, group_commit.lock_order), then each unit decides from those rows and keeps its
 # writes pending; they are written as one executemany UPDATE (one per touched
-# transaction: the latest state wins) and one INSERT of all samples, at the end of the
+# transaction: the latest state wins) and the samples' INSERT (pages of rows on
+# PostgreSQL: voltaro.store.plain_sql), at the end of the
 # batch or before a unit of another kind runs, which must see them. Nothing else
 # changes: the same decision, the same ON CONFLICT de-duplication of a retried message.
 
@@ -646,8 +647,8 @@ def _insert_ignore(
 ) -> None:
     """INSERT ... ON CONFLICT DO NOTHING: a retried message stores nothing twice.
 
-    One cached statement per table, run as executemany (SQLAlchemy's insertmanyvalues
-    still sends it as one multi-row INSERT)."""
+    One cached statement per table, run as executemany (on psycopg 3 a pipeline of one
+    statement per row: SQLAlchemy's insertmanyvalues applies only with RETURNING)."""
     connection = s.connection()
     statement = _insert_ignore_statement(connection.dialect.name, model, keys)
     connection.execute(statement, list(rows))
