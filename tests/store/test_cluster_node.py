@@ -373,12 +373,16 @@ async def test_a_slow_start_after_the_registration_does_not_cost_the_lease(
     """The app registers early (start-up errors are said at start) and starts the node's
     loops later; the first renewal is due a third of the lease after the registration,
     not a third of the lease after the loops start."""
-    node = _node(pg, "n1")
+    # A 6 s lease: the renewal due at once when the loops start has 1.5 s to get through
+    # on a loaded machine (0.3 s with LEASE); one due 2 s after they start comes after
+    # the lease ran out (at 6.5 s).
+    lease = 6.0
+    node = _node(pg, "n1", lease=lease)
     await node.register()
-    await trio.sleep(LEASE * 0.8)  # the rest of a slow start-up
+    await trio.sleep(lease * 0.75)  # the rest of a slow start-up
     async with trio.open_nursery() as nursery:
         await nursery.start(node.run)
-        await trio.sleep(LEASE)
+        await trio.sleep(lease)
         assert node.fences == 0
         assert not node.fenced()
         nursery.cancel_scope.cancel()
