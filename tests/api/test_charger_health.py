@@ -68,7 +68,9 @@ async def test_health_of_a_scripted_charger(database_url: str, tmp_path: Path) -
         tmp_path,
         http_enabled=True,
         http_port=0,
-        call_timeout=1.0,
+        # The get-config below times out after it; the charger answers the others within
+        # it (~0.01 s, seconds on a loaded machine: one late answer is a second timeout).
+        call_timeout=4.0,
         # 8 connections are flagged even if the test runs across an hour (4 + 4).
         health_flapping_connects_per_hour=3,
         health_drift_seconds=60,

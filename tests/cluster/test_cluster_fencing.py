@@ -81,14 +81,14 @@ async def test_a_node_paused_past_its_lease_fences_itself_on_resume(cluster: Clu
                         "SELECT 1 FROM charger_owners WHERE node_id = 'n2' AND charger_id = 'CP-Z'"
                     )
                 ),
-                within=LEASE + 3,
+                within=LEASE + 10,
                 what="CP-Z released by n1's reaper",
             )
             assert cluster.sql("SELECT connected FROM charge_points WHERE charger_id = 'CP-Z'") == [
                 (False,)
             ]
             # CP-M saw its pings go unanswered and moved to n1 (a new claim there).
-            assert await mover.wait_booted(since=paused, within=10) == 0
+            assert await mover.wait_booted(since=paused, within=20) == 0  # ~5.4 s
             await eventually(
                 lambda: (
                     cluster.sql("SELECT node_id FROM charger_owners WHERE charger_id = 'CP-M'")
@@ -109,7 +109,8 @@ async def test_a_node_paused_past_its_lease_fences_itself_on_resume(cluster: Clu
                 {"id_tag": "T-DURING", "force": True},
             )
             assert status == 409, body
-            assert time.monotonic() - began < 2.0
+            took = time.monotonic() - began
+            assert took < 10.0, took  # ~0.02 s; waiting for an owner: the command's time
             # Sent to the zombie's own API while it is stopped: read only after SIGCONT,
             # when the node knows it lost its lease.
             late = asyncio.create_task(
@@ -126,11 +127,11 @@ async def test_a_node_paused_past_its_lease_fences_itself_on_resume(cluster: Clu
             n2.resume()
         resumed = time.monotonic()
 
-        # On SIGCONT: CP-Z's socket closed with 1012 (service restart), within a second.
-        await asyncio.wait_for(zombie_side.closed.wait(), 3)
+        # On SIGCONT: CP-Z's socket closed with 1012 (service restart), at once.
+        await asyncio.wait_for(zombie_side.closed.wait(), 10)
         assert zombie_side.close_code == 1012
         assert zombie_side.closed_at is not None
-        assert zombie_side.closed_at - resumed < 1.5
+        assert zombie_side.closed_at - resumed < 5.0  # ~0.03 s
         # ZERO CALLs after the pause: the queued command was never sent.
         after = [c for c in zombie_side.log.calls if c.at >= paused]
         assert after == []

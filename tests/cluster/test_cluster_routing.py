@@ -89,7 +89,8 @@ async def test_a_remote_start_from_every_node_reaches_every_other_once(
         for b in cluster.nodes
         if a is not b
     )
-    assert max(latencies) < 2.0, latencies
+    # ~0.04 s each; a lost wake-up waits for the answer's time (~47 s).
+    assert max(latencies) < 10.0, latencies
 
 
 @pytest.mark.asyncio
@@ -112,7 +113,7 @@ async def test_a_paused_owner_is_unreachable_within_a_second_and_nothing_is_sent
             cluster[1].resume()
         assert status == 503, body
         assert body["error"]["code"] == "owner_unreachable", body
-        assert took < 2.5, took
+        assert took < 8.0, took  # the 1 s acknowledgement time, not the answer's (~47 s)
         # Resumed, n2 reads the notification it missed: the request is already given
         # up, so nothing reaches the charger.
         await asyncio.sleep(1.5)

@@ -35,7 +35,9 @@ def balancer(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[LoadB
         if os.environ.get("VOLTARO_TEST_REQUIRE_HAPROXY") == "1":
             pytest.fail(f"{reason}; required: VOLTARO_TEST_REQUIRE_HAPROXY=1 (.ci/run)")
         pytest.skip(f"SKIPPING THE HAPROXY TEST: {reason}")
-    front = LoadBalancer(cluster, cluster.directory / "haproxy")
+    # The OCPP backend's checks every 10 s (the example's 2 s): without redispatch the
+    # chargers would go to the dead node for ~20 s, far from the ~1 s they take with it.
+    front = LoadBalancer(cluster, cluster.directory / "haproxy", ocpp_check_inter="10s")
     request.node._balancer = front  # its log joins the nodes' in a failure report
     front.start(HAPROXY)
     try:
@@ -80,11 +82,12 @@ async def test_chargers_through_haproxy_spread_and_move_when_a_node_dies(
         killed_at = time.monotonic()
         cluster[0].kill()
         victims = [c for c in chargers if where[c.charger_id] == ["n1"]]
-        await asyncio.gather(*(c.wait_booted(since=killed_at, within=10) for c in victims))
+        await asyncio.gather(*(c.wait_booted(since=killed_at, within=15) for c in victims))
         took = time.monotonic() - killed_at
         for charger in victims:
             assert holder(cluster, charger.charger_id) == ["n1", "n2"]
-        # Reconnect back-off (0.5-1 s) + HAProxy's retry and redispatch to the live node;
-        # without redispatch leastconn sends them to the dead node until its check fails.
-        assert took < 4.0, f"moved in {took:.2f} s"
+        # Reconnect back-off (0.5-1 s) + HAProxy's retry and redispatch to the live node:
+        # ~0.7 s; without redispatch leastconn sends them to the dead node until its check
+        # fails (2 checks 10 s apart).
+        assert took < 8.0, f"moved in {took:.2f} s"
         await wait_health(balancer.http, within=10)

@@ -25,7 +25,10 @@ from tests.support.cluster_charger import Charger, Link, eventually, running
 
 pytestmark = [pytest.mark.cluster, pytest.mark.postgres, pytest.mark.asyncio]
 
-LEASE = 4.0  # node_lease_seconds in the failure scenarios (renewed every 1.33 s)
+# node_lease_seconds in the failure scenarios (renewed every 4 s): long enough that
+# what waits for a lease to run out (8-12 s after a kill) is seconds away from what
+# must not.
+LEASE = 12.0
 
 
 def owner(cluster: Cluster, charger_id: str) -> tuple[str, int] | None:
@@ -52,6 +55,9 @@ async def remote_start(node: Node, charger_id: str, tag: str) -> tuple[int, obje
     return status, body, time.monotonic() - began
 
 
+# A long lease: the reaper round (every lease / 3) that also closes a socket whose row
+# moved on is 30 s away; the eviction notice must close it.
+@pytest.mark.node_settings(node_lease_seconds=90)
 async def test_the_same_charger_on_another_node_takes_over_and_the_old_socket_closes(
     cluster: Cluster,
 ) -> None:
@@ -67,10 +73,11 @@ async def test_the_same_charger_on_another_node_takes_over_and_the_old_socket_cl
     try:
         assert await new.boot() == "Accepted"
         assert owner(cluster, "CP-TAKE") == ("n2", first[1] + 1)
-        async with asyncio.timeout(3):
+        async with asyncio.timeout(15):
             await old.closed.wait()
         assert old.closed_at is not None
-        assert old.closed_at - opened < 1.5, f"old socket closed after {old.closed_at - opened}"
+        # At once (~0 s): the next reaper round is up to 30 s away.
+        assert old.closed_at - opened < 8.0, f"old socket closed after {old.closed_at - opened}"
 
         # A command from the third node goes to the new socket, never the old one.
         status, body, _ = await remote_start(n3, "CP-TAKE", "TAKE-1")
@@ -124,7 +131,9 @@ async def test_a_killed_nodes_chargers_reconnect_and_its_rows_go_after_the_lease
         nodes = await asyncio.gather(*(c.wait_booted(since=killed_at, within=10) for c in movers))
         assert nodes == [2, 0]
         moved = time.monotonic() - killed_at
-        assert moved < 1.0 + 2.0, f"reconnected and booted {moved:.2f} s after the kill"
+        # Back-off (<= 1 s) + reconnect + boot: ~0.9 s; a takeover held until the dead
+        # node's lease ran out would take 8-12 s.
+        assert moved < 6.0, f"reconnected and booted {moved:.2f} s after the kill"
         assert owner(cluster, "KILL-A")[0] == "n3"  # type: ignore[index]
         assert owner(cluster, "KILL-B")[0] == "n1"  # type: ignore[index]
 
@@ -133,23 +142,24 @@ async def test_a_killed_nodes_chargers_reconnect_and_its_rows_go_after_the_lease
         for (status, body, took), tag in zip(await commands, tags, strict=True):
             assert status == 200, (tag, body)
             answered.append((tag, round(took, 2)))
-        # Back-off (<= 1 s) + reconnect + boot + the 1 s routing acknowledgement.
-        assert all(took < 5.0 for _, took in answered), answered
+        # Back-off (<= 1 s) + reconnect + boot + the 1 s routing acknowledgement: ~1.1 s;
+        # waiting for the answer instead of following the charger: ~47 s.
+        assert all(took < 12.0 for _, took in answered), answered
         for charger, tag in zip([*movers, *movers], tags, strict=True):
             assert len(charger.log.of("RemoteStartTransaction", idTag=tag)) == 1, tag
 
         # The dead node's rows: gone within lease + lease/3 (the reaper's period), plus
-        # a second of slack for a loaded machine.
+        # seconds of slack for a loaded machine.
         await eventually(
             lambda: owner(cluster, "KILL-GONE") is None,
-            within=LEASE + LEASE / 3 + 1.0,
+            within=LEASE + LEASE / 3 + 5.0,
             what="the dead node's owner row released",
         )
         assert cluster.sql("SELECT count(*) FROM charger_owners WHERE node_id = 'n2'") == [(0,)]
         assert not connected_flag(cluster, "KILL-GONE")
         status, body, took = await remote_start(n1, "KILL-GONE", "GONE-1")
         assert status == 409, body  # offline, at once: nobody holds it
-        assert took < 1.0
+        assert took < 5.0, took  # ~0.02 s; waiting for an owner: the command's time (45 s)
         for charger in [*movers, *others]:
             assert charger.log.duplicates() == {}
         assert all(c.node == n for c, n in zip(others, [0, 2], strict=True))
@@ -171,12 +181,13 @@ async def test_a_node_cut_from_the_database_fences_itself_and_comes_back(
         proxy.cut()
         # It cannot renew: within the lease it fences itself and closes with 1012.
         nodes = await asyncio.gather(
-            *(c.wait_booted(since=cut_at, within=LEASE + 6) for c in movers)
+            *(c.wait_booted(since=cut_at, within=LEASE + 10) for c in movers)
         )
         assert nodes == [2, 2, 2]
         for charger in movers:
             assert charger.history[0].close_code == 1012, charger.history[0]
-            assert charger.history[0].closed_at - cut_at < LEASE + 1.0  # type: ignore[operator]
+            # Within the lease (2/3 to all of it after the cut), not twice it.
+            assert charger.history[0].closed_at - cut_at < LEASE + 4.0  # type: ignore[operator]
             assert owner(cluster, charger.charger_id)[0] == "n3"  # type: ignore[index]
         status, _ = await asyncio.to_thread(n2.api, "GET", "/health/ready")
         assert status == 503
@@ -184,7 +195,7 @@ async def test_a_node_cut_from_the_database_fences_itself_and_comes_back(
         proxy.restore()
         # Back: it registers again and takes chargers.
         await eventually(
-            lambda: n2.api("GET", "/health/ready")[0] == 200, within=10, what="n2 ready again"
+            lambda: n2.api("GET", "/health/ready")[0] == 200, within=20, what="n2 ready again"
         )
         back = Charger("CUT-BACK", cluster.urls, order=[1])
         async with running([back]):

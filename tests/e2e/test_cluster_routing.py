@@ -428,8 +428,10 @@ async def test_a_charger_whose_owner_lost_its_lease_is_offline_at_once(
         client = await n1.control()
         began = trio.current_time()
         reply = await client.command("CP-B", "clear-cache")
+        took = trio.current_time() - began
         await client.aclose()
-        assert trio.current_time() - began < 0.5
+        # At once (~0.02 s), not after waiting for an owner for the command's time (~44 s).
+        assert took < 5.0, took
         assert reply["error"]["code"] == "offline", reply
         assert "CP-B is not connected" in reply["error"]["message"]
         async with api(n1) as http:
@@ -458,7 +460,8 @@ async def test_a_leased_owner_that_does_not_answer_is_unreachable_within_a_secon
         took = trio.current_time() - began
         assert reply["error"]["code"] == "owner_unreachable", reply
         assert "ghost" in reply["error"]["message"]
-        assert 0.9 < took < 2.0, took
+        # The 1 s acknowledgement time, not the answer's time (~44 s).
+        assert 0.9 < took < 8.0, took
         async with api(n1) as http:
             response = await http.post(
                 "/charge_points/CP-B/commands/clear-cache",
@@ -694,12 +697,17 @@ async def test_an_answer_notified_while_the_origin_was_not_listening_is_read_on_
         charger.answers_by = {"ClearCache": cut_listeners}
         client = await n1.control()
         began = trio.current_time()
-        reply = await client.command("CP-B", "clear-cache")
+        # Read for longer than the bound below (the client's own read timeout is 10 s).
+        reply = await client.request(
+            "command", {"charger_id": "CP-B", "action": "clear-cache", "args": {}}, timeout=60
+        )
         took = trio.current_time() - began
         await client.aclose()
         assert cut.is_set()
         assert reply["ok"], reply
-        assert took < 4.0, took  # the listener's reconnect (1 s), not the call timeout
+        # The listener's reconnect (1 s), far below the deadline read (answer bound
+        # 30 + 10 + 10 s + 2 s: ~52 s).
+        assert took < 15.0, took
         assert charger.count("ClearCache") == 1
 
 
@@ -723,7 +731,9 @@ async def test_an_owner_shutting_down_mid_command_answers_at_once(
             took = trio.current_time() - began
             await client.aclose()
         assert result["error"]["code"] in ("disconnected", "internal"), result
-        assert took < 3.0, took
+        # At once (~0.03 s): its answer is stored as it stops, not read at the
+        # deadline (~52 s).
+        assert took < 8.0, took
         (row,) = rows(n1)
         assert row["status"] == "error"
 
@@ -748,7 +758,8 @@ async def test_many_routed_commands_in_a_row_each_come_back_at_once(
             assert reply["ok"], reply
         await client.aclose()
         assert charger.count("ClearCache") == 80
-        assert max(took) < 2.0, sorted(took)[-5:]
+        # Each ~0.05 s; a lost wake-up waits for the deadline (~44 s).
+        assert max(took) < 8.0, sorted(took)[-5:]
 
 
 async def test_a_command_follows_the_charger_to_the_node_it_was_issued_on(

@@ -32,17 +32,20 @@ def task_names() -> Counter[str]:
 
 
 async def settled(before: Counter[str], expected: int) -> Counter[str]:
-    """The tasks added since ``before`` once their number is ``expected`` (or after 3 s:
-    the @after hooks of a boot run a moment longer than its answer)."""
-    with trio.move_on_after(3):
+    """The tasks added since ``before`` once their number is ``expected``, or after
+    10 s (the @after hooks of a boot run a moment longer than its answer, longer on a
+    loaded machine; a task that stays makes the count differ either way)."""
+    with trio.move_on_after(10):
         while sum((task_names() - before).values()) != expected:  # noqa: ASYNC110 - tasks come and go without an event
             await trio.sleep(0.05)
     return task_names() - before
 
 
 async def test_an_idle_connection_runs_two_tasks(database_url: str, tmp_path: Path) -> None:
+    # The client answers the pings; a pong seconds late on a loaded machine must not
+    # close a connection (and change the count).
     settings = server_settings(
-        database_url, tmp_path, ping_interval=0.3, ping_timeout=1.0, unknown_chargers="accept"
+        database_url, tmp_path, ping_interval=0.3, ping_timeout=5.0, unknown_chargers="accept"
     )
     async with trio.open_nursery() as nursery:
         server, stop = await start_server(nursery, settings)

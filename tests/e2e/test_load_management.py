@@ -26,7 +26,9 @@ from voltaro.service.load_manager import FALLBACK_SETTLE_SECONDS
 from voltaro.store import chargers, tags
 
 SITE_AMPS = 32.0
-WITHIN = 5.0  # seconds for a start or stop to reach every charger's limit
+# Seconds for a start or stop to reach every charger's limit: well under one here (a
+# round per event, load_interval 1 s), with room for a loaded machine.
+WITHIN = 10.0
 
 
 class Signal:
@@ -210,17 +212,17 @@ async def site_with(
 
 
 async def wait_until(
-    fleet: dict[str, ProfileCharger], check: Callable[[], bool], what: str
+    fleet: dict[str, ProfileCharger], check: Callable[[], bool], what: str, within: float = WITHIN
 ) -> float:
     """Seconds until ``check()`` holds, looked at whenever a charger gets a profile."""
     signal = next(iter(fleet.values())).signal
     began = time.monotonic()
-    with trio.move_on_after(WITHIN):
+    with trio.move_on_after(within):
         while not check():
             await signal.event.wait()
         return time.monotonic() - began
     seen = {cid: [p["csChargingProfiles"] for _, p in c.profiles] for cid, c in fleet.items()}
-    raise AssertionError(f"not within {WITHIN} s: {what}; profiles received: {seen}")
+    raise AssertionError(f"not within {within} s: {what}; profiles received: {seen}")
 
 
 def offered(fleet: dict[str, ProfileCharger], active: dict[str, int]) -> dict[str, float]:
@@ -376,16 +378,20 @@ async def test_a_charger_that_never_answers_does_not_hold_up_the_others(
 ) -> None:
     config = site(wiring("CP-A"), wiring("CP-B"), wiring("CP-SLOW"))
     answers = {"CP-SLOW": "silent", "CP-A": "Accepted", "CP-B": "Accepted"}
-    async with site_with(database_url, tmp_path, config, answers) as (_, fleet):
+    # The silent charger's fallback waits for the call timeout (30 s); A's and B's limits
+    # do not (~0.2 s).
+    async with site_with(database_url, tmp_path, config, answers, call_timeout=30.0) as (
+        _,
+        fleet,
+    ):
         active = {"CP-A": await fleet["CP-A"].start()}
-        # The silent charger's fallback waits for the call timeout (2 s); A's limit does not.
         took = await wait_until(fleet, lambda: offered(fleet, active) == {"CP-A": 32.0}, "A: 32 A")
-        assert took < 1.5
+        assert took < 8.0, took
         active["CP-B"] = await fleet["CP-B"].start()
         took = await wait_until(
             fleet, lambda: offered(fleet, active) == {"CP-A": 16.0, "CP-B": 16.0}, "A and B: 16 A"
         )
-        assert took < 1.5
+        assert took < 8.0, took
         assert fleet["CP-SLOW"].profiles  # it was sent its fallback, and never answered
 
 
@@ -479,6 +485,14 @@ def _time(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
+def assert_started_when_sent(schedule: dict[str, Any], received: datetime) -> None:
+    """startSchedule is when it was sent, to the whole second: up to a second before
+    its charger received it (0.1-0.7 s here), more on a loaded machine; never after it
+    (a lease starting at its end: 6 s or more later), nor a lease ago."""
+    lag = (_time(schedule["startSchedule"]) - received).total_seconds()
+    assert -5.0 < lag <= 0.5, lag
+
+
 async def test_an_offline_charger_falls_to_its_fallback_when_its_lease_runs_out(
     database_url: str, tmp_path: Path
 ) -> None:
@@ -486,10 +500,13 @@ async def test_an_offline_charger_falls_to_its_fallback_when_its_lease_runs_out(
     lease runs out, then its fallback, renewed while it is connected. One that drops is
     counted at what it holds until the lease it accepted last has run out, then at its
     fallback, and the others get the difference."""
+    # Renewed every 4 s: gaps of seconds more on a loaded machine stay far below the
+    # lease (LEASE's 6 s would leave 2 s between a renewal 2 s late and the lease's end).
+    lease_s = 12
     config = site(wiring("CP-A"), wiring("CP-B"))
     answers = {"CP-A": "Accepted", "CP-B": "Accepted"}
     async with site_with(
-        database_url, tmp_path, config, answers, load_fallback_lease_seconds=LEASE
+        database_url, tmp_path, config, answers, load_fallback_lease_seconds=lease_s
     ) as (server, fleet):
         await wait_until(
             fleet, lambda: all(c.max_profiles() for c in fleet.values()), "leases at boot"
@@ -499,16 +516,16 @@ async def test_an_offline_charger_falls_to_its_fallback_when_its_lease_runs_out(
         now_wall, now_clock = datetime.now(UTC), time.monotonic()
         for charger in fleet.values():
             (received, lease), *_ = charger.max_profiles()
-            booted = now_wall - timedelta(seconds=now_clock - received)
+            at = now_wall - timedelta(seconds=now_clock - received)
             schedule = lease["chargingSchedule"]
             assert (lease["chargingProfileKind"], lease["stackLevel"]) == ("Absolute", 1)
             assert schedule["chargingRateUnit"] == "A"
             assert "duration" not in schedule  # the fallback period has no end
             assert schedule["chargingSchedulePeriod"] == [
                 {"startPeriod": 0, "limit": 32.0},  # the rating: the TxProfiles share
-                {"startPeriod": LEASE, "limit": 6.0},  # then the fallback
+                {"startPeriod": lease_s, "limit": 6.0},  # then the fallback
             ]
-            assert abs((_time(schedule["startSchedule"]) - booted).total_seconds()) < 3
+            assert_started_when_sent(schedule, at)
         for charger in fleet.values():
             sent = [p for _, p in charger.profiles]
             purposes = [p["csChargingProfiles"]["chargingProfilePurpose"] for p in sent]
@@ -518,14 +535,15 @@ async def test_an_offline_charger_falls_to_its_fallback_when_its_lease_runs_out(
             assert {p["connectorId"] for p in sent if p["csChargingProfiles"] in
                     [m for _, m in charger.max_profiles()]} == {0}  # fmt: skip
 
-        # Renewed every LEASE / 3 seconds while connected, each from a later start (a
+        # Renewed every third of the lease while connected, each from a later start (a
         # boot right after the connection may bring one more at once: it resets all).
-        with trio.fail_after(2 * LEASE):
+        with trio.fail_after(2 * lease_s):
             while len(fleet["CP-A"].max_profiles()) < 4:  # noqa: ASYNC110
                 await trio.sleep(0.1)
         leases = fleet["CP-A"].max_profiles()[:4]
         gaps = [b[0] - a[0] for a, b in itertools.pairwise(leases)]
-        assert all(gap <= LEASE / 3 + 2.0 for gap in gaps), gaps
+        # ~4.05 s each; renewed only as it runs out: 12 s.
+        assert all(gap <= lease_s / 3 + 4.0 for gap in gaps), gaps
         assert min(gaps[-2:]) >= 1.0, gaps
         starts = [_time(p["chargingSchedule"]["startSchedule"]) for _, p in leases]
         assert starts == sorted(starts)
@@ -540,14 +558,14 @@ async def test_an_offline_charger_falls_to_its_fallback_when_its_lease_runs_out(
         await fleet["CP-B"].cp.close()
         dropped, dropped_clock = datetime.now(UTC), time.monotonic()
         (_, last), *_ = reversed(fleet["CP-B"].max_profiles())
-        expiry = _time(last["chargingSchedule"]["startSchedule"]) + timedelta(seconds=LEASE)
+        expiry = _time(last["chargingSchedule"]["startSchedule"]) + timedelta(seconds=lease_s)
         assert expiry > dropped  # B still holds a running lease
 
         assert server.addresses.control_socket is not None
         client = await ControlClient.connect(server.addresses.control_socket)
         seen: list[tuple[datetime, float, dict[str, Any]]] = []
         try:
-            with trio.fail_after(LEASE + FALLBACK_SETTLE_SECONDS + WITHIN):
+            with trio.fail_after(lease_s + FALLBACK_SETTLE_SECONDS + WITHIN):
                 while not seen or seen[-1][1] != 6.0:
                     live = (await client.request("circuits.list", {}))["result"]["live"]
                     for r in live["reserved"]:
@@ -563,7 +581,8 @@ async def test_an_offline_charger_falls_to_its_fallback_when_its_lease_runs_out(
         # The lease B accepted last; or a renewal sent as it dropped, whose answer never
         # came (B may have applied it: counted so, safely the longer).
         counted_until = _time(seen[0][2]["lease_expires_at"])
-        assert expiry <= counted_until <= expiry + timedelta(seconds=LEASE / 3 + 1), seen
+        # (A renewal is due a third of the lease after the last one, later under load.)
+        assert expiry <= counted_until <= expiry + timedelta(seconds=lease_s / 3 + 3), seen
         settled = counted_until + timedelta(seconds=FALLBACK_SETTLE_SECONDS)
         assert all(amps == 16.0 for at, amps, _ in seen if at < settled), seen
         # From then on its fallback, never before.
@@ -659,9 +678,10 @@ async def test_a_session_started_before_its_tx_profile_draws_nothing_until_it_ar
         await wait_until(
             fleet, lambda: all(defaults(c) for c in fleet.values()), "TxDefaultProfile at boot"
         )
-        booted = datetime.now(UTC)
+        now_wall, now_clock = datetime.now(UTC), time.monotonic()
         for charger in fleet.values():
             first = defaults(charger)[0]
+            (received,) = [t for t, p in charger.profiles if p["csChargingProfiles"] is first]
             schedule = first["chargingSchedule"]
             assert (first["chargingProfileKind"], first["stackLevel"]) == ("Absolute", 0)
             assert "duration" not in schedule  # the fallback period has no end
@@ -669,7 +689,7 @@ async def test_a_session_started_before_its_tx_profile_draws_nothing_until_it_ar
                 {"startPeriod": 0, "limit": 0.0},  # connected: nothing before a TxProfile
                 {"startPeriod": LEASE, "limit": 6.0},  # lost Voltaro: the fallback
             ]
-            assert abs((_time(schedule["startSchedule"]) - booted).total_seconds()) < 3
+            assert_started_when_sent(schedule, now_wall - timedelta(seconds=now_clock - received))
 
         # Renewed with the lease: a later start, the same profile id. (The connect and
         # the boot may each bring one within the same second first.)

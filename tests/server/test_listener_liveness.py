@@ -106,8 +106,10 @@ async def test_idle_socket_is_dropped_after_handshake_timeout() -> None:
         await idle.send_all(b"GET /ocpp/CP1 HTTP/1.1\r\nHost: x\r\n")
         started = trio.current_time()
         legit = await _connect(srv.base, "CP1")  # others still get in meanwhile
-        with trio.fail_after(3):
+        with trio.fail_after(10):
             assert await idle.receive_some(1024) == b""
-        assert 0.4 <= trio.current_time() - started < 2.0
+        took = trio.current_time() - started
+        # The 0.5 s handshake_timeout (trio-websocket alone would wait 60 s).
+        assert 0.4 <= took < 6.0, took
         await idle.aclose()
         await legit.stream.aclose()

@@ -202,22 +202,26 @@ async def test_an_outage_longer_than_the_buffer_costs_a_resync_where_events_are_
 async def test_meter_values_are_coalesced_per_connector_and_the_latest_wins(
     pg: Database,
 ) -> None:
+    # Coalesced over 5 s (COALESCE_SECONDS: 1 s): "at once" and "at the window's end"
+    # are seconds apart, with seconds of slack for a loaded machine.
+    window = 5.0
     async with nodes(pg, "n1", "n2") as (n1, n2), n2.hub.subscribe(remote=True) as console:
+        n1.events.export._coalesce = window
         for n in range(5):
             for connector in (1, 2):
                 n1.hub.publish(
                     "meter.values",
                     {"charger_id": "CP-1", "connector_id": connector, "energy_wh": n},
                 )
-        # The first of each connector at once, the latest a second later.
-        first = await take(console, 2, within=0.8)
-        later = await take(console, 2, within=1.5)
+        # The first of each connector at once (~0.01 s), the latest a window later.
+        first = await take(console, 2, within=window - 2)
+        later = await take(console, 2, within=window + 3)
         assert [
             (e.data["connector_id"], e.data["energy_wh"])
             for e in first + later
             if isinstance(e, HubEvent)
         ] == [(1, 0), (2, 0), (1, 4), (2, 4)]
-        await nothing_more(console, 1.2)
+        await nothing_more(console, window + 0.5)
         assert n1.events.export.coalesced == 6
 
 

@@ -432,11 +432,15 @@ class LoadBalancer:
     """A real HAProxy running the shipped example (scripts/haproxy/haproxy.cfg) in
     front of a cluster's nodes: only the addresses are rewritten (compose's service
     names voltaro-1, voltaro-2, ... become node 1, 2, ... on loopback), and maxconn
-    lowered to fit a test machine's open-file limit."""
+    lowered to fit a test machine's open-file limit; ``ocpp_check_inter``: another
+    interval for the OCPP backend's health checks (a test that times a failover)."""
 
-    def __init__(self, cluster: Cluster, directory: Path) -> None:
+    def __init__(
+        self, cluster: Cluster, directory: Path, *, ocpp_check_inter: str | None = None
+    ) -> None:
         self.cluster = cluster
         self.directory = directory
+        self.ocpp_check_inter = ocpp_check_inter
         self.ocpp_port = free_port()
         self.api_port = free_port()
         self.stats_port = free_port()
@@ -455,6 +459,15 @@ class LoadBalancer:
     def render(self) -> str:
         text = HAPROXY_EXAMPLE.read_text()
         text = re.sub(r"^(\s+)maxconn \d+$", r"\1maxconn 1000", text, flags=re.M)
+        if self.ocpp_check_inter is not None:
+            # The OCPP backend's default-server line (the one that shuts sessions down).
+            text, count = re.subn(
+                r"^(\s+default-server inter )\S+( .*on-marked-down)",
+                rf"\g<1>{self.ocpp_check_inter}\2",
+                text,
+                flags=re.M,
+            )
+            assert count == 1, "the OCPP backend's check line moved in the example"
         text = text.replace("bind :9000", f"bind 127.0.0.1:{self.ocpp_port}")
         text = text.replace("bind :8080", f"bind 127.0.0.1:{self.api_port}")
         text = text.replace("bind :8404", f"bind 127.0.0.1:{self.stats_port}")

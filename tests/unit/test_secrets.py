@@ -187,4 +187,6 @@ def test_free_text_redaction_is_linear_on_long_adversarial_text() -> None:
     for text in ("a-" * 100_000, "a" * 200_000 + "=", "password" * 25_000):
         started = time.perf_counter()
         redact_text("token " + text)
-        assert time.perf_counter() - started < 2.0
+        took = time.perf_counter() - started
+        # Linear: ~0.05 s; a scheme rescanned from every letter took 44 s for "a-" * 100,000.
+        assert took < 10.0, took
