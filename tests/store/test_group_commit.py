@@ -241,9 +241,12 @@ async def test_a_connection_killed_mid_batch_is_retried_on_a_fresh_one(
 
 async def test_a_unit_cancelled_while_queued_never_runs(batched: Database) -> None:
     db = batched
+    # CP-1 leads and collects for 3 s: CP-2's cancel (at ~0.06 s) comes while it is
+    # queued even on a machine that stalls for seconds.
+    db.group_commit.window = 3.0
     async with trio.open_nursery() as nursery:
         nursery.start_soon(db.write, transactions.record_meter_values, meter_request("CP-1", 1))
-        await trio.sleep(0.01)  # CP-1 leads and collects for 0.3 s
+        await trio.sleep(0.01)
         with trio.move_on_after(0.05):
             await db.write(transactions.record_meter_values, meter_request("CP-2", 2))
     assert stored(db, "CP-1") == 1
