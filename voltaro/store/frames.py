@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import cast
 
-from sqlalchemy import Table, delete, func, select
+from sqlalchemy import Table, delete, func, insert, select
 from sqlalchemy.orm import Session
 
 from voltaro.domain.model import FrameRecord
@@ -14,38 +14,38 @@ from voltaro.store.plain_sql import MultiRowInsert
 from voltaro.store.schema import FrameRow
 
 _COLUMNS = ("charger_id", "direction", "at", "action", "unique_id", "message_type", "payload")
-# Plain multi-row INSERTs (voltaro.store.plain_sql), built once per dialect: the rows are
-# plain values already, and SQLAlchemy's per-row work on an executemany was 4-8 % of a
-# busy server's CPU (issue 14); on PostgreSQL the pages also spare psycopg's pipeline a
-# statement per frame.
-_INSERTS: dict[str, MultiRowInsert] = {}
+# PostgreSQL: plain multi-row INSERTs in pages (voltaro.store.plain_sql), built once:
+# psycopg's executemany sent one statement per frame. SQLite: a Core INSERT on the
+# table, not the ORM entity (``insert(FrameRow)`` with a list takes the ORM bulk path,
+# which visits every row's dict again; issue 14: 4-8 % of a busy server's CPU); the
+# plain form was not measurably cheaper there in the server (session 10: 11 runs).
+_INSERT = insert(cast(Table, FrameRow.__table__))
+_PAGES: list[MultiRowInsert] = []
 
 
 def append_frames(s: Session, frames: Sequence[FrameRecord]) -> None:
     if not frames:
         return
+    rows = [
+        (
+            f.charger_id,
+            f.direction,
+            f.at,
+            f.action[:64] if f.action else None,
+            f.unique_id[:64] if f.unique_id else None,
+            f.message_type,
+            f.payload,
+        )
+        for f in frames
+    ]
     connection = s.connection()
     dialect = connection.dialect
-    insert = _INSERTS.get(dialect.name)
-    if insert is None:
-        insert = _INSERTS[dialect.name] = MultiRowInsert(
-            cast(Table, FrameRow.__table__), _COLUMNS, dialect
-        )
-    insert.run(
-        connection,
-        [
-            (
-                f.charger_id,
-                f.direction,
-                f.at,
-                f.action[:64] if f.action else None,
-                f.unique_id[:64] if f.unique_id else None,
-                f.message_type,
-                f.payload,
-            )
-            for f in frames
-        ],
-    )
+    if dialect.name != "postgresql":
+        connection.execute(_INSERT, [dict(zip(_COLUMNS, row, strict=True)) for row in rows])
+        return
+    if not _PAGES:
+        _PAGES.append(MultiRowInsert(cast(Table, FrameRow.__table__), _COLUMNS, dialect))
+    _PAGES[0].run(connection, rows)
 
 
 def recent_frames(
