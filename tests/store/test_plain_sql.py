@@ -100,28 +100,18 @@ def test_every_count_around_the_page_arrives_once_in_order(
 
 
 def test_the_conflict_suffix_drops_repeats_within_and_across_pages(db: Database) -> None:
-    columns = (
-        "charger_id",
-        "connector_id",
-        "reported_transaction_id",
-        "transaction_id",
-        "at",
-        "value",
-        "context",
-        "format",
-        "measurand",
-        "phase",
-        "location",
-        "unit",
-    )
+    from voltaro.store.transactions import _SAMPLE_COLUMNS
+
     suffix = " ON CONFLICT (" + ", ".join(METER_VALUE_KEY) + ") DO NOTHING"
-    insert = MultiRowInsert(MeterValueRow.__table__, columns, db.engine.dialect, suffix)  # type: ignore[arg-type]
+    insert = MultiRowInsert(MeterValueRow.__table__, _SAMPLE_COLUMNS, db.engine.dialect, suffix)  # type: ignore[arg-type]
 
     def sample(i: int, value: str) -> tuple[Any, ...]:
         at = AT + timedelta(seconds=i)
         return ("CP-1", 1, 0, None, at, value, "Sample.Periodic", "Raw", "Energy", "", "", "Wh")
 
     rows = [sample(i, "first") for i in range(insert.page * 2 + 1)]
+    # A repeat inside the first page (one statement): stored once, the first one.
+    rows.insert(1, sample(0, "repeat"))
     _insert(db, insert, rows)
     # A retry of the same samples (the charger did not get the answer), with new ones.
     retry = [sample(i, "second") for i in range(insert.page * 3)]
@@ -131,7 +121,8 @@ def test_the_conflict_suffix_drops_repeats_within_and_across_pages(db: Database)
         return [tuple(r) for r in s.execute(text("SELECT value FROM meter_values ORDER BY at"))]
 
     values = [v for (v,) in db.run_sync(read)]
-    assert values == ["first"] * len(rows) + ["second"] * (len(retry) - len(rows))
+    first = insert.page * 2 + 1
+    assert values == ["first"] * first + ["second"] * (len(retry) - first)
 
 
 def test_the_frame_log_sends_pages_on_postgresql(db: Database, statements: list[int]) -> None:
