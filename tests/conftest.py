@@ -39,6 +39,8 @@ import secrets  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+from tests.support.databases import migrated  # noqa: E402
+
 POSTGRES_URL = os.environ.get(
     "VOLTARO_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
@@ -89,11 +91,4 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 @pytest.fixture
 def db(database_url: str) -> Iterator[object]:
-    from voltaro.store.db import Database
-
-    database = Database(database_url, pool_size=4)
-    database.upgrade()
-    try:
-        yield database
-    finally:
-        database.dispose()
+    yield from migrated(database_url)

@@ -6,15 +6,11 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.support.databases import migrated
 from voltaro.store.db import Database
 
 
 @pytest.fixture
 def pg(postgres_url: str) -> Iterator[Database]:
     """A migrated database on a fresh PostgreSQL database, four connections."""
-    database = Database(postgres_url, pool_size=4)
-    database.upgrade()
-    try:
-        yield database
-    finally:
-        database.dispose()
+    yield from migrated(postgres_url)

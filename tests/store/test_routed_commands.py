@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from tests.support.databases import migrated
 from voltaro.domain.timestamps import utc_now
 from voltaro.store import routed_commands as routed
 from voltaro.store.db import Database
@@ -20,12 +21,7 @@ pytestmark = pytest.mark.postgres
 
 @pytest.fixture
 def pg(postgres_url: str) -> Iterator[Database]:
-    database = Database(postgres_url, pool_size=2)
-    database.upgrade()
-    try:
-        yield database
-    finally:
-        database.dispose()
+    yield from migrated(postgres_url, pool_size=2)
 
 
 def _owned_by(s: Session, charger_id: str, node: str, *, live: bool = True) -> None:

@@ -390,7 +390,11 @@ class OcppListener:
         with trio.move_on_after(self._settings.handshake_timeout) as handshake:
             decision = await self._admit(request, remote, endpoint)
         # A first contact that does not become a session says its registration here.
-        registered = decision if isinstance(decision, Admission) and decision.registered else None
+        first_contact = (
+            (decision.charger_id, decision.registered)
+            if isinstance(decision, Admission) and decision.registered is not None
+            else None
+        )
         served = False
         if handshake.cancelled_caught:
             decision = Refusal(408, "handshake took too long", kind="handshake_timeout")
@@ -424,8 +428,8 @@ class OcppListener:
             served = True
             return decision.charger_id, ws, remote, handed_over, decision.registered
         finally:
-            if registered is not None and registered.registered and not served:
-                _log_unopened_registration(registered.charger_id, registered.registered)
+            if first_contact is not None and not served:
+                _log_unopened_registration(*first_contact)
             if claimed is not None and not isinstance(decision, Refusal):
                 await self._release(decision.charger_id, claimed)
 
