@@ -30,6 +30,12 @@ median with the min-max spread over the runs, next to the machine's load average
 (1-minute value when the phase started and ended). The speed targets of issue 14 are
 checked at the end against the medians; a target not met is printed as "not met".
 
+The ``protocol-only`` variant (``--variants protocol-only``) serves the same code with its
+MeterValues answered as when stored but not stored and the frame log off
+(scripts/protocol_only/sitecustomize.py): what the protocol side costs alone (trio,
+trio-websocket, validation, handlers, answers) next to the reference, and so what the
+durable write costs on top of it. Its rows check nothing, as the reference's.
+
 The load generator sends raw JSON frames over `websockets` (cheaper per message than the
 server) and runs pinned to a different core from the server when there are two.
 """
@@ -513,6 +519,8 @@ class Figure:
 
 def check_meter_rows(server: Server, prefix: str, chargers: list[Charger]) -> str:
     """Every answered MeterValues is stored: 3 rows each, linked to its transaction."""
+    if server.target.env.get("VOLTARO_BENCH_PROTOCOL_ONLY") == "1":
+        return ""  # the protocol-only variant stores no MeterValues by design
     answered = sum(c.answered_meter for c in chargers)
     expected = answered * SAMPLES_PER_MESSAGE
     stored = count(
@@ -860,7 +868,21 @@ def verdict(
     return 0
 
 
-VARIANTS = {"frame-log-off": ("frame log off", {"VOLTARO_FRAME_LOG": "false"})}
+PROTOCOL_ONLY = ROOT / "scripts" / "protocol_only"
+VARIANTS = {
+    "frame-log-off": ("frame log off", {"VOLTARO_FRAME_LOG": "false"}),
+    # The protocol side alone: MeterValues answered as when stored but not stored, the
+    # frame log off (scripts/protocol_only/sitecustomize.py). Not a product setting;
+    # its rows check nothing, as the reference's.
+    "protocol-only": (
+        "protocol side only, MeterValues not stored",
+        {
+            "VOLTARO_FRAME_LOG": "false",
+            "VOLTARO_BENCH_PROTOCOL_ONLY": "1",
+            "PYTHONPATH": str(PROTOCOL_ONLY),
+        },
+    ),
+}
 
 
 def main() -> int:
