@@ -15,6 +15,7 @@ queued (SQLite) or done (PostgreSQL, several connections).
 from __future__ import annotations
 
 import dataclasses
+import logging
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -151,18 +152,23 @@ async def test_a_flush_writes_small_slices_and_a_waiting_unit_goes_between(
 
 
 async def test_a_transient_failure_keeps_the_unwritten_slices_in_order(
-    db: Database, monkeypatch: pytest.MonkeyPatch
+    db: Database, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     sink = sink_holding(db, 1200)
     units = Units(db, monkeypatch, frames.append_frames)
     units.held.set()  # nothing held here
     units.fail_unit = 2
-    await sink.flush()
+    with caplog.at_level(logging.WARNING, logger="voltaro.service.frame_log"):
+        await sink.flush()
     written = sum(units.sizes())
     assert len(units.sizes()) == 2
     assert written < 1200  # the third slice failed
     assert sink.stats.stored == written
     assert sink.queued == 1200 - written
+    # The operator is told how many frames wait, not the size of the slice that failed.
+    assert [r.getMessage().split(":")[1].strip() for r in caplog.records] == [
+        f"{1200 - written} frames not written yet"
+    ]
     units.fail_unit = None
     await sink.flush()
     assert_all_stored(db, sink, 1200)

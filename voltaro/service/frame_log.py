@@ -334,7 +334,10 @@ class FrameSink:
                 if _transient(exc):
                     self._requeue(batch[done.rows :])
                     if not self._db.health.absorb("frame-log batches deferred"):
-                        log.warning("frame log: %d frames not written yet: %s", len(batch), exc)
+                        # Every frame still buffered waits, not only this slice's.
+                        log.warning(
+                            "frame log: %d frames not written yet: %s", len(self._buffer), exc
+                        )
                     return
                 self.stats.errors += 1
                 self._guard.failed(exc, f"writing {len(batch)} frames (they are lost)")
