@@ -482,16 +482,12 @@ def record_meter_values(s: Session, req: MeterValuesRequest) -> MeterSummary:
     batch: _MeterBatch | None = s.info.get(_METER_BATCH)
     if batch is not None:
         return batch.record(s, req)
-    transactions: dict[int, Transaction] = {}
-    tid = req.transaction_id
-    if tid is not None and 0 < tid <= MAX_TRANSACTION_ID:
-        connection = s.connection()
-        for tx in _driver(connection).select(connection, [tid]):
-            transactions[tid] = tx
-    ledger = lc.Ledger(transactions=transactions)
-    _, effects = lc.decide(ledger, lc.MeterValues(request=req))
-    summary = _apply(s, effects)
-    assert isinstance(summary, MeterSummary)
+    # Alone (a group commit of one message, the fallback one unit at a time,
+    # Database.run): the same read and writes as inside a batch, for this one message;
+    # at 500 msg/s most group commits hold a single message.
+    alone = _MeterBatch(s.connection())
+    summary = alone.record(s, req)
+    alone.write(s)
     return summary
 
 
