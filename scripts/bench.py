@@ -518,10 +518,16 @@ class Figure:
 
 
 def check_meter_rows(server: Server, prefix: str, chargers: list[Charger]) -> str:
-    """Every answered MeterValues is stored: 3 rows each, linked to its transaction."""
-    if server.target.env.get("VOLTARO_BENCH_PROTOCOL_ONLY") == "1":
-        return ""  # the protocol-only variant stores no MeterValues by design
+    """Every answered MeterValues is stored: 3 rows each, linked to its transaction (the
+    protocol-only variant: none stored, or its patch did not take effect)."""
     answered = sum(c.answered_meter for c in chargers)
+    if server.target.env.get("VOLTARO_BENCH_PROTOCOL_ONLY") == "1":
+        stored_any = count(
+            server, "SELECT count(*) FROM meter_values WHERE charger_id LIKE :p", p=prefix + "%"
+        )
+        if stored_any:
+            return f"FAILED: protocol-only stored {stored_any} samples (its patch did not apply)"
+        return f"ok: {answered} MeterValues answered, none stored (protocol side only)"
     expected = answered * SAMPLES_PER_MESSAGE
     stored = count(
         server,

@@ -12,8 +12,14 @@ with 3 sampled values and a unique timestamp.
 
 Prints, per batch size, the thread's CPU (``time.thread_time``: user + system, so
 SQLite's log writes and fsync count) and wall time per batch and per message, median
-[min-max] over ``--repeats`` rounds; after each size it counts the stored samples and
-exits 1 if they do not match what was written.
+[min-max] over ``--repeats`` rounds. After each size it checks what was written: every
+sample stored and linked to its transaction, every transaction at its last reading, no
+batch fallen back to one unit at a time; otherwise it prints FAILED and exits 1.
+
+The server's WAL checkpointer (voltaro.store.wal_checkpoints) does not run here: a
+commit checkpoints by itself once the log holds 10,000 pages, inside the timed work.
+With ``--postgres``, the URL names a database on a server where that role may CREATE
+DATABASE: the script works in a database of its own there and drops it at the end.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ from voltaro.domain.model import (
 )
 from voltaro.store import chargers, tags, transactions
 from voltaro.store.db import Database
+from voltaro.store.group_commit import Raised
 
 BASE = datetime(2026, 1, 1, tzinfo=UTC)
 SAMPLES = 3
@@ -78,8 +85,27 @@ def reading(charger_id: str, tid: int, n: int) -> MeterValuesRequest:
 
 
 def stored(db: Database) -> int:
+    """Samples stored linked to their transaction."""
+
     def count(s: Session) -> int:
-        return int(s.execute(text("SELECT count(*) FROM meter_values")).scalar_one())
+        return int(
+            s.execute(
+                text("SELECT count(*) FROM meter_values WHERE transaction_id IS NOT NULL")
+            ).scalar_one()
+        )
+
+    return db.run_sync(count)
+
+
+def behind(db: Database, txs: dict[str, int], wh: int) -> int:
+    """Transactions whose last meter reading is not the last one sent (``wh``)."""
+
+    def count(s: Session) -> int:
+        return sum(
+            1
+            for tid in txs.values()
+            if (tx := transactions.get_transaction(s, tid)) is None or tx.last_meter_wh != wh
+        )
 
     return db.run_sync(count)
 
@@ -124,7 +150,7 @@ def measure(
             for cid, tid in txs.items()
         ]
         for outcome in db.run_batch_sync(units):
-            if isinstance(outcome, Exception):
+            if isinstance(outcome, Exception | Raised):
                 raise SystemExit(f"a unit failed: {outcome!r}")
 
     wall, cpu = time.perf_counter(), time.thread_time()
@@ -144,13 +170,21 @@ def main() -> int:
     p.add_argument("--batches", type=int, default=0, help="per round (default: ~2,000 msgs)")
     p.add_argument("--repeats", type=int, default=3, help="rounds per size (the spread)")
     args = p.parse_args()
+    name = f"voltaro_write_path_cost_{os.getpid()}"
     with tempfile.TemporaryDirectory() as tmp:
-        name = f"voltaro_write_path_cost_{os.getpid()}"
         if args.postgres:
             url = postgres_database(args.postgres, name)
         else:
             url = f"sqlite:///{tmp}/write-path.db"
-        db = Database(url)
+        try:
+            return run(Database(url), args)
+        finally:
+            if args.postgres:
+                postgres_database(args.postgres, name, drop=True)
+
+
+def run(db: Database, args: argparse.Namespace) -> int:
+    try:
         db.upgrade()
         print(f"{db.backend}: CPU and wall per batch of N MeterValues ({SAMPLES} samples each)")
         print("| N | CPU per batch, us | CPU per message, us | wall per batch, us |")
@@ -174,10 +208,17 @@ def main() -> int:
             if got != expected:
                 print(f"FAILED: {got} of {expected} samples stored for N={size}")
                 failed = True
+            stale = behind(db, txs, 1000 + clock[0])
+            if stale:
+                print(f"FAILED: {stale} of {size} transactions not at their last reading")
+                failed = True
+        if db.group_commit.fallbacks:
+            # A batch that fell back ran one unit at a time: not what was to be measured.
+            print(f"FAILED: {db.group_commit.fallbacks} batches fell back to one unit at a time")
+            failed = True
+        return 1 if failed else 0
+    finally:
         db.dispose()
-        if args.postgres:
-            postgres_database(args.postgres, name, drop=True)
-    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -2,19 +2,25 @@
 not stored, to measure the protocol side alone (issue 14).
 
 Loaded by Python at start-up from PYTHONPATH in the servers of that variant only (the
-variant also turns the frame log off). A MeterValues gets the same decision and answer
-as when stored (``transaction_lifecycle.decide`` without a transaction row: the summary
-the handler publishes), with no group commit, thread hop or transaction. Every other
-message is stored as usual. Never part of a deployment: nothing here is imported by the
-product.
+variant also turns the frame log off). A MeterValues gets the same answer as when stored
+(``{}``) and the handler publishes a summary from ``transaction_lifecycle.decide``
+without a transaction row (the no-transaction branch of the decision), with no group
+commit, thread hop or transaction. Every other message (boots, starts, statuses) is
+stored as usual; the bench checks that no sample was. Never part of a deployment:
+nothing here is imported by the product.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 if os.environ.get("VOLTARO_BENCH_PROTOCOL_ONLY") == "1":
+    # The bench serves the checkout it runs in (``python -m voltaro`` from there, which
+    # puts it first on sys.path only after start-up): import that one, not whichever
+    # checkout is installed in the environment.
+    sys.path.insert(0, os.getcwd())
     from voltaro.domain import transaction_lifecycle as _lc
     from voltaro.store import db as _db
     from voltaro.store import transactions as _transactions
